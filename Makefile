@@ -1,0 +1,46 @@
+# The two commands of README.md: `make demo` and `make test`. Each installs and starts
+# what it needs: the virtualenv, the Python packages, and the local stack
+# (dockerd, two registries, demo images; see deploy/local/stack.sh).
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: test demo stack-up stack-down stack-status lint typecheck contracts unit bench
+
+$(INSTALLED): pyproject.toml
+	bash deploy/local/python-env.sh $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,dev]'
+	touch $@
+
+stack-up:
+	bash deploy/local/stack.sh up
+
+stack-down:
+	bash deploy/local/stack.sh down
+
+stack-status:
+	bash deploy/local/stack.sh status
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+contracts: $(INSTALLED)
+	$(BIN)/lint-imports
+
+typecheck: $(INSTALLED)
+	$(BIN)/mypy
+
+unit: $(INSTALLED)
+	$(BIN)/pytest -m "not integration"
+
+test: $(INSTALLED) stack-up lint contracts typecheck
+	$(BIN)/pytest
+
+demo: $(INSTALLED) stack-up
+	$(BIN)/python deploy/local/demo.py
+
+bench: $(INSTALLED)
+	$(BIN)/python bench/codec.py

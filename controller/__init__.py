@@ -1,0 +1,1 @@
+"""Fleetwave controller: planner, executor, state store and the fleetctl CLI."""

@@ -1,0 +1,1 @@
+"""Fleetwave node agent: the per-host daemon that updates containers safely."""

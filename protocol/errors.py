@@ -1,0 +1,73 @@
+"""Fleetwave's one exception hierarchy.
+
+Every error the project raises on purpose derives from :class:`FleetError` and carries
+a stable machine-readable ``code`` next to its human-readable message, so that a
+receiver can turn any of them into an error reply or event without guessing.
+Third-party exceptions are mapped onto these with ``raise ... from exc``.
+
+    FleetError
+    └── ProtocolError                 bad bytes or bad names on the bus
+        ├── PayloadTooLarge
+        ├── MalformedPayload          not msgpack, truncated, not a map
+        ├── UnsupportedSchemaVersion
+        ├── UnknownKind
+        ├── InvalidMessage            right shape, wrong fields or values
+        ├── InvalidSubject            a subject or token that breaks the naming rules
+        └── InvalidImageReference
+    ├── ConfigurationError            settings or arguments an operator must fix
+    └── BrokerError                   a NATS server could not be started or reached
+"""
+
+from __future__ import annotations
+
+
+class FleetError(Exception):
+    """Base of every error Fleetwave raises deliberately."""
+
+    code: str = "fleet_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ProtocolError(FleetError):
+    """Input from the bus (or for the bus) that does not follow the protocol."""
+
+    code = "protocol_error"
+
+
+class PayloadTooLarge(ProtocolError):
+    code = "payload_too_large"
+
+
+class MalformedPayload(ProtocolError):
+    code = "malformed_payload"
+
+
+class UnsupportedSchemaVersion(ProtocolError):
+    code = "unsupported_schema_version"
+
+
+class UnknownKind(ProtocolError):
+    code = "unknown_kind"
+
+
+class InvalidMessage(ProtocolError):
+    code = "invalid_message"
+
+
+class InvalidSubject(ProtocolError):
+    code = "invalid_subject"
+
+
+class InvalidImageReference(ProtocolError):
+    code = "invalid_image_reference"
+
+
+class ConfigurationError(FleetError):
+    code = "configuration_error"
+
+
+class BrokerError(FleetError):
+    code = "broker_error"

@@ -1,0 +1,299 @@
+"""Every message on the bus: one envelope, a discriminated union of kinds.
+
+The envelope (schema_version, id, kind, sender, sent_at) is the same for all; commands
+add an expiry and room for a signature. ``kind`` selects the model when decoding.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal, get_args
+
+from pydantic import AwareDatetime, Field, TypeAdapter
+
+from protocol import SCHEMA_VERSION
+from protocol.base import FrozenModel, HostId, ImageRefText, ServiceName, Token
+from protocol.spec import ServiceSpec
+
+Sender = Token
+"""A host id, or "controller"."""
+ShortText = Annotated[str, Field(max_length=8192)]
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(FrozenModel):
+    schema_version: Annotated[int, Field(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION
+    id: Annotated[str, Field(min_length=1, max_length=128)] = Field(default_factory=new_message_id)
+    sender: Sender
+    sent_at: AwareDatetime = Field(default_factory=utc_now)
+
+
+class Command(Envelope):
+    host: HostId
+    """The host this command is for; an agent refuses one addressed to another host."""
+    expires_at: AwareDatetime
+    signature: bytes | None = None
+    """Reserved for signed commands; None until signing is configured."""
+
+
+# ---- commands: controller -> agent (request/reply on fleet.cmd.<host>) ----
+
+
+class PrepareCommand(Command):
+    """Phase 1: check the host and pull the image; touches nothing running."""
+
+    kind: Literal["prepare"] = "prepare"
+    service: ServiceSpec
+    allow_downgrade: bool = False
+    allow_major: bool = False
+    rollout_id: str | None = None
+
+
+class ApplyCommand(Command):
+    """Phase 2: replace the service's container with the prepared image."""
+
+    kind: Literal["apply"] = "apply"
+    service: ServiceSpec
+    force: bool = False
+    """Apply even while the application holds its update lock."""
+    rollout_id: str | None = None
+
+
+class RollbackCommand(Command):
+    """Return the service to the previous version the agent recorded."""
+
+    kind: Literal["rollback"] = "rollback"
+    service: ServiceName
+    force: bool = False
+    rollout_id: str | None = None
+
+
+class InspectCommand(Command):
+    kind: Literal["inspect"] = "inspect"
+    service: ServiceName
+
+
+# ---- pieces shared by replies and events ----
+
+
+class Reason(FrozenModel):
+    """Why something is not ready or failed: a code for machines, a text for humans."""
+
+    code: Token
+    text: ShortText
+
+
+class ContainerState(StrEnum):
+    ABSENT = "absent"
+    CREATED = "created"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    PAUSED = "paused"
+    EXITED = "exited"
+    DEAD = "dead"
+    REMOVING = "removing"
+
+
+class Health(StrEnum):
+    UNKNOWN = "unknown"
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+class ServiceStatus(FrozenModel):
+    name: ServiceName
+    image: ImageRefText | None = None
+    digest: str | None = None
+    container_id: str | None = None
+    state: ContainerState = ContainerState.ABSENT
+    health: Health = Health.UNKNOWN
+    started_at: AwareDatetime | None = None
+    restart_count: Annotated[int, Field(ge=0)] = 0
+
+
+class ProbeResult(FrozenModel):
+    at: AwareDatetime
+    ok: bool
+    output: ShortText = ""
+
+
+class FailureBundle(FrozenModel):
+    """What an operator needs to see why a new version was rolled back."""
+
+    reason: Reason
+    exit_code: int | None = None
+    oom_killed: bool = False
+    last_log_lines: tuple[ShortText, ...] = ()
+    probe_results: tuple[ProbeResult, ...] = ()
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class OperationOutcome(StrEnum):
+    DONE = "done"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+    """Could not update and could not restore: the service needs a human."""
+    DEFERRED = "deferred"
+    """Not attempted, e.g. the application holds its update lock."""
+
+
+# ---- replies: agent -> controller ----
+
+
+class Reply(Envelope):
+    in_reply_to: str | None
+    """The id of the command answered; None when the command could not even be read."""
+
+
+class PrepareReply(Reply):
+    kind: Literal["prepare_reply"] = "prepare_reply"
+    service: ServiceName
+    ready: bool
+    reasons: tuple[Reason, ...] = ()
+    digest: str | None = None
+
+
+class OperationReply(Reply):
+    """The outcome of Apply or Rollback."""
+
+    kind: Literal["operation_reply"] = "operation_reply"
+    service: ServiceName
+    outcome: OperationOutcome
+    status: ServiceStatus
+    failure: FailureBundle | None = None
+    reasons: tuple[Reason, ...] = ()
+
+
+class InspectReply(Reply):
+    kind: Literal["inspect_reply"] = "inspect_reply"
+    status: ServiceStatus
+
+
+class ErrorReply(Reply):
+    """A command that was refused: unreadable, invalid, expired, busy, unknown service."""
+
+    kind: Literal["error"] = "error"
+    code: Token
+    message: ShortText
+
+
+# ---- events and telemetry: agent -> anyone ----
+
+
+class HostFacts(Envelope):
+    """The heartbeat: what a host is and runs, refreshed into KV fleet_hosts."""
+
+    kind: Literal["host_facts"] = "host_facts"
+    host: HostId
+    labels: dict[str, str] = Field(default_factory=dict)
+    agent_version: str
+    docker_version: str | None = None
+    cpus: Annotated[int, Field(ge=0)]
+    memory_total: Annotated[int, Field(ge=0)]
+    memory_available: Annotated[int, Field(ge=0)]
+    disk_total: Annotated[int, Field(ge=0)]
+    disk_free: Annotated[int, Field(ge=0)]
+    services: tuple[ServiceStatus, ...] = ()
+
+
+class UpdatePhase(StrEnum):
+    """The phases of one host's update (DESIGN.md, "One host's update")."""
+
+    CHECKING = "checking"
+    PULLING = "pulling"
+    READY = "ready"
+    NOT_READY = "not_ready"
+    SNAPSHOTTING = "snapshotting"
+    STOPPING_OLD = "stopping_old"
+    STARTING_NEW = "starting_new"
+    PROBING = "probing"
+    SOAKING = "soaking"
+    DONE = "done"
+    RESTORING = "restoring"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+
+class UpdateProgress(Envelope):
+    kind: Literal["update_progress"] = "update_progress"
+    host: HostId
+    service: ServiceName
+    operation_id: str
+    """The id of the command driving this update."""
+    rollout_id: str | None = None
+    phase: UpdatePhase
+    detail: ShortText = ""
+    progress: Annotated[float, Field(ge=0, le=1)] | None = None
+    image: ImageRefText | None = None
+
+
+class ContainerMetrics(FrozenModel):
+    service: ServiceName
+    container_id: str
+    cpu_percent: Annotated[float, Field(ge=0)]
+    memory_bytes: Annotated[int, Field(ge=0)]
+    memory_limit_bytes: Annotated[int, Field(ge=0)] | None = None
+    restart_count: Annotated[int, Field(ge=0)] = 0
+    health: Health = Health.UNKNOWN
+
+
+class MetricsSample(Envelope):
+    kind: Literal["metrics"] = "metrics"
+    host: HostId
+    cpu_percent: Annotated[float, Field(ge=0)]
+    memory_used: Annotated[int, Field(ge=0)]
+    memory_total: Annotated[int, Field(ge=0)]
+    disk_used: Annotated[int, Field(ge=0)]
+    disk_total: Annotated[int, Field(ge=0)]
+    load_1m: Annotated[float, Field(ge=0)]
+    net_bytes_sent: Annotated[int, Field(ge=0)] = 0
+    net_bytes_recv: Annotated[int, Field(ge=0)] = 0
+    open_files: Annotated[int, Field(ge=0)] = 0
+    containers: tuple[ContainerMetrics, ...] = ()
+
+
+class LogLine(Envelope):
+    kind: Literal["log"] = "log"
+    host: HostId
+    service: ServiceName
+    container_id: str
+    stream: Literal["stdout", "stderr"]
+    timestamp: AwareDatetime
+    line: Annotated[str, Field(max_length=65536)]
+
+
+CommandMessage = Annotated[
+    PrepareCommand | ApplyCommand | RollbackCommand | InspectCommand,
+    Field(discriminator="kind"),
+]
+AnyMessage = (
+    PrepareCommand
+    | ApplyCommand
+    | RollbackCommand
+    | InspectCommand
+    | PrepareReply
+    | OperationReply
+    | InspectReply
+    | ErrorReply
+    | HostFacts
+    | UpdateProgress
+    | MetricsSample
+    | LogLine
+)
+Message = Annotated[AnyMessage, Field(discriminator="kind")]
+
+MESSAGE_ADAPTER: TypeAdapter[AnyMessage] = TypeAdapter(Message)
+MESSAGE_MODELS: tuple[type[Envelope], ...] = get_args(AnyMessage)
+MESSAGE_KINDS: frozenset[str] = frozenset(
+    model.model_fields["kind"].default for model in MESSAGE_MODELS
+)

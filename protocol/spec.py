@@ -1,0 +1,149 @@
+"""What a service is: the desired container, how to probe it, how to replace it.
+
+Durations are seconds as floats and sizes are bytes, so every language reads them.
+Impossible values (a healthy deadline shorter than the time it takes to prove health,
+a port of 0, a relative mount target) are rejected here, before any host sees them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, model_validator
+
+from protocol.base import FrozenModel, ImageRefText, ServiceName
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(ge=0, le=86_400)]
+PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
+AbsolutePath = Annotated[str, Field(pattern=r"^/", max_length=4096)]
+
+
+class VolumeMount(FrozenModel):
+    kind: Literal["volume", "bind"] = "volume"
+    source: Annotated[str, Field(min_length=1, max_length=4096)]
+    """A named volume, or an absolute host path for a bind mount."""
+    target: AbsolutePath
+    read_only: bool = False
+
+    @model_validator(mode="after")
+    def _bind_source_is_absolute(self) -> Self:
+        if self.kind == "bind" and not self.source.startswith("/"):
+            raise ValueError("a bind mount's source must be an absolute host path")
+        return self
+
+
+class PortMapping(FrozenModel):
+    """Documents (and with host networking, reserves) a port the service listens on."""
+
+    container_port: Port
+    host_port: Port | None = None
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+class RestartPolicy(FrozenModel):
+    name: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
+    max_retries: Annotated[int, Field(ge=0, le=1000)] = 0
+
+
+class Resources(FrozenModel):
+    memory_bytes: Annotated[int, Field(ge=6 * 1024 * 1024)] | None = None
+    """Docker refuses limits under 6 MiB, so we do too, earlier and more clearly."""
+    cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
+    pids_limit: Annotated[int, Field(ge=1)] | None = None
+
+
+class ContainerSettings(FrozenModel):
+    env: dict[str, str] = Field(default_factory=dict)
+    volumes: tuple[VolumeMount, ...] = ()
+    ports: tuple[PortMapping, ...] = ()
+    restart_policy: RestartPolicy = RestartPolicy()
+    resources: Resources = Resources()
+    user: str | None = None
+    entrypoint: tuple[str, ...] | None = None
+    command: tuple[str, ...] | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    network_mode: Literal["host", "none"] = "host"
+    """No bridge networks, ever: containers share the host's network or have none."""
+
+
+class HttpProbe(FrozenModel):
+    kind: Literal["http"] = "http"
+    port: Port
+    path: Annotated[str, Field(pattern=r"^/")] = "/health"
+    host: str = "127.0.0.1"
+    expect_status: tuple[Annotated[int, Field(ge=100, le=599)], ...] = (200,)
+    body_contains: str | None = None
+
+
+class TcpProbe(FrozenModel):
+    kind: Literal["tcp"] = "tcp"
+    port: Port
+    host: str = "127.0.0.1"
+
+
+class ExecProbe(FrozenModel):
+    kind: Literal["exec"] = "exec"
+    command: Annotated[tuple[str, ...], Field(min_length=1)]
+
+
+class DockerHealthProbe(FrozenModel):
+    """Trust the image's own HEALTHCHECK, as reported by the engine."""
+
+    kind: Literal["docker"] = "docker"
+
+
+Probe = Annotated[HttpProbe | TcpProbe | ExecProbe | DockerHealthProbe, Field(discriminator="kind")]
+
+
+class HealthCheck(FrozenModel):
+    probe: Probe
+    initial_delay: Seconds = 0.0
+    period: PositiveSeconds = 1.0
+    timeout: PositiveSeconds = 2.0
+    failure_threshold: Annotated[int, Field(ge=1, le=1000)] = 3
+    min_healthy_time: Seconds = 5.0
+    """The new container must stay healthy this long before it counts as done."""
+    healthy_deadline: PositiveSeconds = 60.0
+    """Give up (and roll back) if it has not proven healthy by then."""
+
+    @model_validator(mode="after")
+    def _deadline_leaves_room_to_prove_health(self) -> Self:
+        if self.healthy_deadline < self.initial_delay + self.min_healthy_time:
+            raise ValueError(
+                f"healthy_deadline ({self.healthy_deadline}s) is shorter than initial_delay + "
+                f"min_healthy_time ({self.initial_delay + self.min_healthy_time}s): "
+                "no container could ever pass"
+            )
+        if self.timeout > self.healthy_deadline:
+            raise ValueError("a probe timeout longer than the healthy deadline can never pass")
+        return self
+
+
+class UpdateOrder(StrEnum):
+    STOP_FIRST = "stop-first"
+    START_FIRST = "start-first"
+
+
+class ServiceSpec(FrozenModel):
+    name: ServiceName
+    image: ImageRefText
+    container: ContainerSettings = ContainerSettings()
+    health: HealthCheck | None = None
+    update_order: UpdateOrder = UpdateOrder.STOP_FIRST
+    stop_grace_period: Seconds = 10.0
+
+    @model_validator(mode="after")
+    def _start_first_needs_no_port_clash(self) -> Self:
+        # Two copies of a host-network service cannot both bind the same port.
+        if (
+            self.update_order is UpdateOrder.START_FIRST
+            and self.container.network_mode == "host"
+            and self.container.ports
+        ):
+            raise ValueError(
+                "start-first with host networking would run two copies on the same ports; "
+                "use stop-first, or blue-green with an alternate port"
+            )
+        return self

@@ -1,0 +1,107 @@
+"""Fixtures shared by every test: real nats-servers, the local stack, leak checks."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from controller.broker import NatsServer, find_nats_server_binary, start_cluster
+from tests.support.stack import LocalStack, load_local_stack
+
+TEST_LABEL = "io.fleetwave.test"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every async test gets the leak check; sync tests have no loop to leak into.
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.fixturenames.append("_fail_on_leaked_tasks")
+
+
+@pytest.fixture
+async def _fail_on_leaked_tasks() -> AsyncIterator[None]:
+    yield
+    current = asyncio.current_task()
+    leaked = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+    for task in leaked:
+        task.cancel()
+    if leaked:
+        await asyncio.gather(*leaked, return_exceptions=True)
+        pytest.fail(f"the test left {len(leaked)} asyncio task(s) running: {leaked!r}")
+
+
+@pytest.fixture(scope="session")
+def nats_server_binary() -> Path:
+    return find_nats_server_binary()
+
+
+@pytest.fixture
+async def nats_server(nats_server_binary: Path, tmp_path: Path) -> AsyncIterator[NatsServer]:
+    """A fresh JetStream nats-server on a loopback port of its own choosing."""
+    server = NatsServer(binary=nats_server_binary, work_dir=tmp_path / "nats")
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.resume()  # a test may have left it SIGSTOPped
+        await server.stop()
+
+
+ClusterFactory = Callable[[int], Awaitable[list[NatsServer]]]
+
+
+@pytest.fixture
+async def nats_cluster(nats_server_binary: Path, tmp_path: Path) -> AsyncIterator[ClusterFactory]:
+    """Call with a size to get that many routed JetStream servers; all stopped afterwards."""
+    started: list[NatsServer] = []
+
+    async def factory(size: int = 3) -> list[NatsServer]:
+        servers = await start_cluster(
+            nats_server_binary, tmp_path / f"cluster{len(started)}", size=size
+        )
+        started.extend(servers)
+        return servers
+
+    try:
+        yield factory
+    finally:
+        for server in started:
+            server.resume()
+            await server.stop()
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> LocalStack:
+    return load_local_stack()
+
+
+@pytest.fixture(scope="session")
+def docker_client(local_stack: LocalStack) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=local_stack.docker_host, timeout=60)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def test_id() -> str:
+    """A short unique id, to name this test's containers, volumes and images."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def cleanup_containers(docker_client: docker.DockerClient, test_id: str) -> Iterator[str]:
+    """Yields a label value; every container and volume carrying it is removed afterwards."""
+    yield test_id
+    selector = {"label": f"{TEST_LABEL}={test_id}"}
+    for container in docker_client.containers.list(all=True, filters=selector):
+        container.remove(force=True)
+    for volume in docker_client.volumes.list(filters=selector):
+        volume.remove(force=True)

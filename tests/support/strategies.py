@@ -1,0 +1,204 @@
+"""Hypothesis strategies that build valid protocol messages of every kind."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from hypothesis import strategies as st
+
+from protocol import models as m
+from protocol import spec as s
+
+tokens = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
+host_ids = tokens.filter(lambda t: t != "controller")
+times = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
+short_text = st.text(max_size=40)
+sizes = st.integers(min_value=0, max_value=2**62)
+fractions = st.floats(min_value=0, max_value=1e6, allow_nan=False)
+digests = st.from_regex(r"sha256:[0-9a-f]{64}", fullmatch=True)
+
+
+@st.composite
+def image_refs(draw: st.DrawFn) -> str:
+    registry = draw(st.sampled_from([None, "127.0.0.1:5000", "registry.example.com", "localhost"]))
+    path = draw(
+        st.from_regex(r"[a-z0-9]{1,8}([._-][a-z0-9]{1,8})?(/[a-z0-9]{1,8}){0,2}", fullmatch=True)
+    )
+    tag = draw(st.none() | st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}", fullmatch=True))
+    digest = draw(st.none() | digests)
+    text = f"{registry}/{path}" if registry else path
+    if tag:
+        text += f":{tag}"
+    if digest:
+        text += f"@{digest}"
+    return text
+
+
+ports = st.integers(min_value=1, max_value=65535)
+abs_paths = st.from_regex(r"/[a-z0-9/_.-]{0,30}", fullmatch=True)
+
+probes = st.one_of(
+    st.builds(s.HttpProbe, port=ports, path=abs_paths, body_contains=st.none() | short_text),
+    st.builds(s.TcpProbe, port=ports),
+    st.builds(s.ExecProbe, command=st.lists(short_text, min_size=1, max_size=3).map(tuple)),
+    st.just(s.DockerHealthProbe()),
+)
+
+
+@st.composite
+def health_checks(draw: st.DrawFn) -> s.HealthCheck:
+    initial = draw(st.floats(min_value=0, max_value=100))
+    min_healthy = draw(st.floats(min_value=0, max_value=100))
+    timeout = draw(st.floats(min_value=0.1, max_value=10))
+    deadline = draw(st.floats(min_value=max(initial + min_healthy, timeout, 0.1), max_value=86_400))
+    return s.HealthCheck(
+        probe=draw(probes),
+        initial_delay=initial,
+        period=draw(st.floats(min_value=0.1, max_value=60)),
+        timeout=timeout,
+        failure_threshold=draw(st.integers(min_value=1, max_value=10)),
+        min_healthy_time=min_healthy,
+        healthy_deadline=deadline,
+    )
+
+
+container_settings = st.builds(
+    s.ContainerSettings,
+    env=st.dictionaries(st.from_regex(r"[A-Z_]{1,10}", fullmatch=True), short_text, max_size=4),
+    volumes=st.lists(
+        st.builds(s.VolumeMount, kind=st.just("volume"), source=tokens, target=abs_paths)
+        | st.builds(s.VolumeMount, kind=st.just("bind"), source=abs_paths, target=abs_paths),
+        max_size=3,
+    ).map(tuple),
+    restart_policy=st.builds(s.RestartPolicy),
+    resources=st.builds(
+        s.Resources,
+        memory_bytes=st.none() | st.integers(min_value=6 * 1024 * 1024, max_value=2**40),
+        cpus=st.none() | st.floats(min_value=0.01, max_value=64),
+    ),
+    user=st.none() | short_text,
+    command=st.none() | st.lists(short_text, max_size=3).map(tuple),
+    labels=st.dictionaries(tokens, short_text, max_size=3),
+    network_mode=st.sampled_from(["host", "none"]),
+)
+
+service_specs = st.builds(
+    s.ServiceSpec,
+    name=tokens,
+    image=image_refs(),
+    container=container_settings,
+    health=st.none() | health_checks(),
+    update_order=st.just(s.UpdateOrder.STOP_FIRST),
+    stop_grace_period=st.floats(min_value=0, max_value=600),
+)
+
+envelope: dict[str, Any] = {"sender": tokens, "sent_at": times, "id": tokens}
+command_fields: dict[str, Any] = {
+    **envelope,
+    "host": host_ids,
+    "expires_at": times,
+    "signature": st.none() | st.binary(max_size=64),
+}
+reasons = st.builds(m.Reason, code=tokens, text=short_text)
+statuses = st.builds(
+    m.ServiceStatus,
+    name=tokens,
+    image=st.none() | image_refs(),
+    digest=st.none() | digests,
+    container_id=st.none() | tokens,
+    started_at=st.none() | times,
+    restart_count=st.integers(min_value=0, max_value=1000),
+)
+failure_bundles = st.builds(
+    m.FailureBundle,
+    reason=reasons,
+    exit_code=st.none() | st.integers(min_value=-1, max_value=255),
+    last_log_lines=st.lists(short_text, max_size=5).map(tuple),
+    probe_results=st.lists(st.builds(m.ProbeResult, at=times, output=short_text), max_size=3).map(
+        tuple
+    ),
+    timings=st.dictionaries(tokens, fractions, max_size=3),
+)
+reply_fields: dict[str, Any] = {**envelope, "in_reply_to": st.none() | tokens}
+
+MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
+    "prepare": st.builds(m.PrepareCommand, service=service_specs, **command_fields),
+    "apply": st.builds(m.ApplyCommand, service=service_specs, **command_fields),
+    "rollback": st.builds(m.RollbackCommand, service=tokens, **command_fields),
+    "inspect": st.builds(m.InspectCommand, service=tokens, **command_fields),
+    "prepare_reply": st.builds(
+        m.PrepareReply,
+        service=tokens,
+        reasons=st.lists(reasons, max_size=4).map(tuple),
+        digest=st.none() | digests,
+        **reply_fields,
+    ),
+    "operation_reply": st.builds(
+        m.OperationReply,
+        service=tokens,
+        status=statuses,
+        failure=st.none() | failure_bundles,
+        **reply_fields,
+    ),
+    "inspect_reply": st.builds(m.InspectReply, status=statuses, **reply_fields),
+    "error": st.builds(m.ErrorReply, code=tokens, message=short_text, **reply_fields),
+    "host_facts": st.builds(
+        m.HostFacts,
+        host=host_ids,
+        labels=st.dictionaries(tokens, short_text, max_size=3),
+        agent_version=short_text,
+        cpus=st.integers(min_value=0, max_value=1024),
+        memory_total=sizes,
+        memory_available=sizes,
+        disk_total=sizes,
+        disk_free=sizes,
+        services=st.lists(statuses, max_size=3).map(tuple),
+        **envelope,
+    ),
+    "update_progress": st.builds(
+        m.UpdateProgress,
+        host=host_ids,
+        service=tokens,
+        operation_id=tokens,
+        detail=short_text,
+        progress=st.none() | st.floats(min_value=0, max_value=1),
+        image=st.none() | image_refs(),
+        **envelope,
+    ),
+    "metrics": st.builds(
+        m.MetricsSample,
+        host=host_ids,
+        cpu_percent=fractions,
+        memory_used=sizes,
+        memory_total=sizes,
+        disk_used=sizes,
+        disk_total=sizes,
+        load_1m=fractions,
+        containers=st.lists(
+            st.builds(
+                m.ContainerMetrics,
+                service=tokens,
+                container_id=tokens,
+                cpu_percent=fractions,
+                memory_bytes=sizes,
+            ),
+            max_size=3,
+        ).map(tuple),
+        **envelope,
+    ),
+    "log": st.builds(
+        m.LogLine,
+        host=host_ids,
+        service=tokens,
+        container_id=tokens,
+        stream=st.sampled_from(["stdout", "stderr"]),
+        timestamp=times,
+        line=st.text(max_size=200),
+        **envelope,
+    ),
+}
+
+any_message = st.one_of(*MESSAGE_STRATEGIES.values())
