@@ -15,7 +15,10 @@ Third-party exceptions are mapped onto these with ``raise ... from exc``.
         ├── InvalidSubject            a subject or token that breaks the naming rules
         └── InvalidImageReference
     ├── ConfigurationError            settings or arguments an operator must fix
-    └── BrokerError                   a NATS server could not be started or reached
+    ├── BrokerError                   a NATS server could not be started or reached
+    └── AgentError                    a command the agent refuses or could not carry out
+        ├── CommandRefused            expired, for another host, busy, unknown service
+        └── RuntimeFault              the container engine failed or did not answer
 """
 
 from __future__ import annotations
@@ -71,3 +74,21 @@ class ConfigurationError(FleetError):
 
 class BrokerError(FleetError):
     code = "broker_error"
+
+
+class AgentError(FleetError):
+    code = "agent_error"
+
+
+class CommandRefused(AgentError):
+    """The agent will not run this command; ``code`` says why (expired, busy, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RuntimeFault(AgentError):
+    """The Docker engine failed, refused, or did not answer in time."""
+
+    code = "runtime_error"

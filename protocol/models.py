@@ -31,6 +31,8 @@ def utc_now() -> datetime:
 
 
 class Envelope(FrozenModel):
+    kind: str
+    """Each message kind narrows this to its own literal, the union's discriminator."""
     schema_version: Annotated[int, Field(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION
     id: Annotated[str, Field(min_length=1, max_length=128)] = Field(default_factory=new_message_id)
     sender: Sender

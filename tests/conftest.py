@@ -10,8 +10,13 @@ from pathlib import Path
 
 import docker
 import pytest
+from nats import errors as nats_errors
 
 from controller.broker import NatsServer, find_nats_server_binary, start_cluster
+from node_agent.daemon import Agent
+from node_agent.settings import AgentSettings
+from tests.support.agent import AgentHandle
+from tests.support.agent import connect as connect_client
 from tests.support.stack import LocalStack, load_local_stack
 
 TEST_LABEL = "io.fleetwave.test"
@@ -21,7 +26,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Every async test gets the leak check; sync tests have no loop to leak into.
     for item in items:
         if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
-            item.fixturenames.append("_fail_on_leaked_tasks")
+            # First in, last out: it must run after every other fixture has torn down.
+            item.fixturenames.insert(0, "_fail_on_leaked_tasks")
 
 
 @pytest.fixture
@@ -105,3 +111,64 @@ def cleanup_containers(docker_client: docker.DockerClient, test_id: str) -> Iter
         container.remove(force=True)
     for volume in docker_client.volumes.list(filters=selector):
         volume.remove(force=True)
+
+
+@pytest.fixture
+async def agent_factory(
+    nats_server: NatsServer,
+    local_stack: LocalStack,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+    test_id: str,
+) -> AsyncIterator[Callable[..., Awaitable[AgentHandle]]]:
+    """Start in-process agents on the real stack; their containers are removed afterwards."""
+    handles: list[AgentHandle] = []
+
+    async def start(**overrides: object) -> AgentHandle:
+        index = len(handles)
+        settings = AgentSettings(
+            **{
+                "nats_urls": (nats_server.url,),
+                "host_id": f"h{index}-{test_id}",
+                "docker_host": local_stack.docker_host,
+                "state_dir": tmp_path / f"agent{index}",
+                "container_prefix": f"t{test_id}-{index}-",
+                "heartbeat_interval": 1.0,
+                **overrides,
+            }  # type: ignore[arg-type]
+        )
+        agent = Agent(settings)
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        client = await connect_client(nats_server.url)
+        handle = AgentHandle(agent, client, settings.host_id, task, stop)
+        handles.append(handle)
+        await wait_until_serving(handle)
+        return handle
+
+    try:
+        yield start
+    finally:
+        for handle in handles:
+            handle.stop.set()
+            await handle.task
+            await handle.client.close()
+        prefix = f"t{test_id}-"
+        for container in docker_client.containers.list(all=True, filters={"name": prefix}):
+            container.remove(force=True)
+        for volume in docker_client.volumes.list(filters={"name": prefix}):
+            volume.remove(force=True)
+
+
+async def wait_until_serving(handle: AgentHandle, deadline_s: float = 20.0) -> None:
+    """Until the agent answers an Inspect (it subscribes only once it has connected)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    while True:
+        try:
+            await handle.request(handle.inspect("probe"), timeout=1.0)
+            return
+        except (nats_errors.NoRespondersError, nats_errors.TimeoutError):
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.1)

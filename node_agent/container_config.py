@@ -1,0 +1,135 @@
+"""The new container's create config: the old one's settings, the new image's defaults.
+
+Like watchtower, the old container's ``inspect`` minus the old image's own defaults is
+what the operator chose; that is kept, the new image supplies its defaults, and the
+spec's explicit settings go on top. HostConfig (mounts, limits, restart policy, network,
+ulimits, capabilities, log driver...) carries over whole. Pure: dicts in, dicts out.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from protocol.spec import ServiceSpec
+
+from node_agent.runtime import AGENT_LABEL, MANAGED_LABEL, SERVICE_LABEL
+
+IMAGE_LABEL = "io.fleetwave.image"
+"""The reference the operator asked for (tag and digest), which inspect no longer shows."""
+
+Config = dict[str, Any]
+
+
+def managed_labels(spec: ServiceSpec, agent_id: str) -> dict[str, str]:
+    return {
+        MANAGED_LABEL: "1",
+        SERVICE_LABEL: spec.name,
+        AGENT_LABEL: agent_id,
+        IMAGE_LABEL: spec.image,
+    }
+
+
+def config_from_spec(spec: ServiceSpec, image: str, agent_id: str) -> tuple[Config, Config]:
+    """Create config for a service that has no container yet."""
+    config: Config = {"Image": image, "Env": [], "Labels": {}}
+    host_config: Config = {}
+    _apply_spec(config, host_config, spec, agent_id)
+    return config, host_config
+
+
+def derive_config(
+    old: Config, old_image: Config | None, spec: ServiceSpec, image: str, agent_id: str
+) -> tuple[Config, Config]:
+    """Create config for replacing container ``old`` (its inspect) with ``image``."""
+    config: Config = copy.deepcopy(old["Config"])
+    host_config: Config = copy.deepcopy(old["HostConfig"])
+    defaults: Config = (old_image or {}).get("Config") or {}
+    config["Image"] = image
+    for key, empty in (
+        ("Cmd", None),
+        ("Entrypoint", None),
+        ("WorkingDir", ""),
+        ("User", ""),
+        ("Healthcheck", None),
+        ("StopSignal", None),
+    ):
+        if config.get(key) == defaults.get(key):
+            config[key] = empty
+    image_env = set(defaults.get("Env") or ())
+    config["Env"] = [item for item in config.get("Env") or () if item not in image_env]
+    image_labels = defaults.get("Labels") or {}
+    config["Labels"] = {
+        key: value
+        for key, value in (config.get("Labels") or {}).items()
+        if image_labels.get(key) != value
+    }
+    for key in ("Volumes", "ExposedPorts"):
+        image_side = defaults.get(key) or {}
+        kept = {k: v for k, v in (config.get(key) or {}).items() if k not in image_side}
+        config[key] = kept or None
+    # The engine fills these in from the host; passing them back conflicts with host networking.
+    for key in ("Hostname", "Domainname"):
+        config.pop(key, None)
+    _apply_spec(config, host_config, spec, agent_id)
+    return config, host_config
+
+
+def _apply_spec(config: Config, host_config: Config, spec: ServiceSpec, agent_id: str) -> None:
+    settings = spec.container
+    env = dict(item.split("=", 1) for item in config.get("Env") or () if "=" in item)
+    env.update(settings.env)
+    config["Env"] = [f"{key}={value}" for key, value in env.items()]
+    config["Labels"] = {
+        **(config.get("Labels") or {}),
+        **settings.labels,
+        **managed_labels(spec, agent_id),
+    }
+    if settings.user is not None:
+        config["User"] = settings.user
+    if settings.command is not None:
+        config["Cmd"] = list(settings.command)
+    if settings.entrypoint is not None:
+        config["Entrypoint"] = list(settings.entrypoint)
+    if settings.ports:
+        exposed = dict(config.get("ExposedPorts") or {})
+        exposed.update({f"{p.container_port}/{p.protocol}": {} for p in settings.ports})
+        config["ExposedPorts"] = exposed
+
+    host_config["NetworkMode"] = settings.network_mode
+    host_config["PortBindings"] = None  # meaningless with host networking or none
+    host_config["RestartPolicy"] = {
+        "Name": settings.restart_policy.name,
+        "MaximumRetryCount": settings.restart_policy.max_retries,
+    }
+    resources = settings.resources
+    if resources.memory_bytes is not None:
+        host_config["Memory"] = resources.memory_bytes
+    if resources.cpus is not None:
+        host_config["NanoCpus"] = int(resources.cpus * 1e9)
+        host_config["CpuQuota"] = 0
+        host_config["CpuPeriod"] = 0
+    if resources.pids_limit is not None:
+        host_config["PidsLimit"] = resources.pids_limit
+    if settings.volumes:
+        targets = {mount.target for mount in settings.volumes}
+        host_config["Binds"] = [
+            bind for bind in host_config.get("Binds") or () if _bind_target(bind) not in targets
+        ] or None
+        mounts = [m for m in host_config.get("Mounts") or () if m.get("Target") not in targets]
+        mounts += [
+            {
+                "Type": mount.kind,
+                "Source": mount.source,
+                "Target": mount.target,
+                "ReadOnly": mount.read_only,
+            }
+            for mount in settings.volumes
+        ]
+        host_config["Mounts"] = mounts
+
+
+def _bind_target(bind: str) -> str:
+    # "source:target[:options]"
+    parts = bind.split(":")
+    return parts[1] if len(parts) > 1 else parts[0]

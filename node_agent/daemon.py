@@ -1,0 +1,397 @@
+"""fleet-agent's daemon: NATS in, Docker out.
+
+Commands arrive on ``fleet.cmd.<host>`` (request/reply). Each runs in its own task, one
+operation per service at a time; a repeated command id returns the recorded outcome.
+Every reply and every phase change is also an event on ``fleet.evt.<host>.<type>``
+(stream FLEET_EVENTS). Host facts go to KV ``fleet_hosts`` every heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+from contextlib import suppress
+from pathlib import Path
+
+import nats
+import nats.errors
+import nats.js.errors
+import psutil
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import StreamConfig
+from nats.js.kv import KeyValue
+
+from protocol import subjects
+from protocol.codec import decode, encode
+from protocol.errors import AgentError, CommandRefused, ProtocolError, RuntimeFault
+from protocol.models import (
+    ApplyCommand,
+    Command,
+    Envelope,
+    ErrorReply,
+    HostFacts,
+    InspectCommand,
+    InspectReply,
+    OperationOutcome,
+    OperationReply,
+    PrepareCommand,
+    PrepareReply,
+    Reason,
+    Reply,
+    RollbackCommand,
+    UpdatePhase,
+    UpdateProgress,
+    utc_now,
+)
+from protocol.version import fleetwave_version
+
+from node_agent.journal import Journal
+from node_agent.outcomes import OutcomeStore
+from node_agent.runtime import DockerRuntime
+from node_agent.service_store import ServiceStore
+from node_agent.settings import AgentSettings
+from node_agent.updater import Emit, OperationResult, ServiceUpdater
+
+log = logging.getLogger("fleet-agent")
+PUBLISH_TIMEOUT = 2.0
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.host = settings.host_id
+        state = settings.state_dir
+        self.runtime = DockerRuntime(settings.docker_host, settings.docker_timeout)
+        self.outcomes = OutcomeStore(state / "outcomes")
+        self.services = ServiceStore(state / "services")
+        self.updater = ServiceUpdater(
+            settings, self.runtime, Journal(state / "journal"), self.services
+        )
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._hosts_kv: KeyValue | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._busy_services: set[str] = set()
+        self._running_ids: set[str] = set()
+        self._workers = asyncio.Semaphore(settings.command_workers)
+        self._connected_state: bool | None = None
+
+    # ---- lifecycle ----
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then drain in-flight work and exit cleanly."""
+        await self._connect(stop)
+        if stop.is_set():
+            await self._close()
+            return
+        await self._recover_unfinished()
+        subscription = await self._client.subscribe(
+            subjects.command_subject(self.host), cb=self._on_command
+        )
+        heartbeat = asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat")
+        log.info("agent %s serving %s", self.host, subjects.command_subject(self.host))
+        try:
+            await stop.wait()
+        finally:
+            with suppress(nats.errors.Error):
+                await subscription.unsubscribe()
+            heartbeat.cancel()
+            with suppress(asyncio.CancelledError):
+                await heartbeat
+            if self._tasks:
+                log.info("draining %d command(s) in flight", len(self._tasks))
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._close()
+
+    async def _connect(self, stop: asyncio.Event) -> None:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                self._nc = await nats.connect(
+                    servers=list(self.settings.nats_urls),
+                    name=f"fleet-agent-{self.host}",
+                    connect_timeout=5,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    error_cb=self._on_error,
+                )
+            except (OSError, TimeoutError, nats.errors.Error) as exc:
+                self._report_connection(False, f"cannot reach NATS ({exc}); retrying")
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            self._report_connection(True, "connected to NATS")
+            self._js = self._nc.jetstream(timeout=5)
+            await self._ensure_streams()
+            return
+
+    def _report_connection(self, connected: bool, message: str) -> None:
+        # Log once per change of state, not once per retry.
+        if self._connected_state is not connected:
+            (log.info if connected else log.warning)(message)
+        self._connected_state = connected
+
+    async def _on_disconnected(self) -> None:
+        self._report_connection(False, "disconnected from NATS; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        self._report_connection(True, "reconnected to NATS")
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("nats: %s", exc)
+
+    async def _ensure_streams(self) -> None:
+        js = self._jetstream
+        config = StreamConfig(name=subjects.EVENTS_STREAM, subjects=[subjects.EVENTS_WILDCARD])
+        try:
+            await js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await js.update_stream(config)
+        self._hosts_kv = await js.create_key_value(bucket=subjects.HOSTS_BUCKET)
+
+    async def _close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
+        self.runtime.close()
+
+    @property
+    def _client(self) -> Client:
+        assert self._nc is not None, "not connected"
+        return self._nc
+
+    @property
+    def _jetstream(self) -> JetStreamContext:
+        assert self._js is not None, "not connected"
+        return self._js
+
+    # ---- events ----
+
+    async def publish_event(self, event_type: str, message: Envelope) -> None:
+        """Best effort and bounded: telemetry never blocks or fails a command."""
+        subject = subjects.host_event_subject(self.host, event_type)
+        try:
+            await self._jetstream.publish(
+                subject,
+                encode(message),
+                timeout=PUBLISH_TIMEOUT,
+                headers={"Nats-Msg-Id": message.id},
+            )
+        except (nats.errors.Error, TimeoutError, ProtocolError) as exc:
+            log.warning("event %s not published: %s", subject, exc)
+
+    def _emitter(
+        self, command_id: str, service: str, rollout_id: str | None, image: str | None
+    ) -> Emit:
+        async def emit(phase: UpdatePhase, detail: str) -> None:
+            log.info("%s %s: %s %s", service, command_id[:8], phase.value, detail)
+            await self.publish_event(
+                "update_progress",
+                UpdateProgress(
+                    sender=self.host,
+                    host=self.host,
+                    service=service,
+                    operation_id=command_id,
+                    rollout_id=rollout_id,
+                    phase=phase,
+                    detail=detail[:8000],
+                    image=image,
+                ),
+            )
+
+        return emit
+
+    # ---- commands ----
+
+    async def _on_command(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._handle(msg), name="command")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, msg: Msg) -> None:
+        async with self._workers:
+            reply = await self._reply_for(msg.data)
+        if msg.reply:
+            with suppress(nats.errors.Error):
+                await msg.respond(encode(reply))
+        await self.publish_event(reply.kind, reply)
+
+    async def _reply_for(self, data: bytes) -> Reply:
+        try:
+            message = decode(data)
+        except ProtocolError as exc:
+            return self._error(None, exc.code, exc.message)
+        if not isinstance(message, Command):
+            return self._error(message.id, "not_a_command", f"{message.kind} is not a command")
+        try:
+            self._check_addressing(message)
+        except CommandRefused as exc:
+            return self._error(message.id, exc.code, exc.message)
+        recorded = self.outcomes.get(message.id)
+        if isinstance(recorded, Reply):
+            return recorded
+        if message.id in self._running_ids:
+            return self._error(message.id, "in_progress", f"command {message.id} is still running")
+        self._running_ids.add(message.id)
+        try:
+            reply = await self._run(message)
+        except CommandRefused as exc:
+            return self._error(message.id, exc.code, exc.message)
+        except AgentError as exc:
+            reply = self._error(message.id, exc.code, exc.message)
+        finally:
+            self._running_ids.discard(message.id)
+        if not isinstance(message, InspectCommand):
+            self.outcomes.put(message.id, reply)
+        return reply
+
+    def _check_addressing(self, command: Command) -> None:
+        if command.host != self.host:
+            raise CommandRefused(
+                "wrong_host", f"command is for {command.host}, this is {self.host}"
+            )
+        if command.expires_at <= utc_now():
+            raise CommandRefused("expired", f"command expired at {command.expires_at.isoformat()}")
+
+    async def _run(self, command: Command) -> Reply:
+        if isinstance(command, InspectCommand):
+            status = await self.updater.status(command.service)
+            return InspectReply(sender=self.host, in_reply_to=command.id, status=status)
+        service = _service_of(command)
+        if service in self._busy_services:
+            raise CommandRefused("busy", f"another operation on {service} is in progress")
+        self._busy_services.add(service)
+        try:
+            return await self._run_exclusive(command)
+        finally:
+            self._busy_services.discard(service)
+
+    async def _run_exclusive(self, command: Command) -> Reply:
+        if isinstance(command, PrepareCommand):
+            emit = self._emitter(
+                command.id, command.service.name, command.rollout_id, command.service.image
+            )
+            prepared = await self.updater.prepare(command, emit)
+            return PrepareReply(
+                sender=self.host,
+                in_reply_to=command.id,
+                service=command.service.name,
+                ready=prepared.ready,
+                reasons=tuple(prepared.reasons),
+                digest=prepared.digest,
+            )
+        if isinstance(command, ApplyCommand):
+            spec = command.service
+            if not command.force and self._update_locked(spec.name):
+                return self._operation_reply(
+                    command.id,
+                    spec.name,
+                    OperationResult(
+                        OperationOutcome.DEFERRED,
+                        await self.updater.status(spec.name),
+                        reasons=[
+                            Reason(code="locked", text="the application holds its update lock")
+                        ],
+                    ),
+                )
+            emit = self._emitter(command.id, spec.name, command.rollout_id, spec.image)
+            result = await self.updater.apply(command.id, spec, emit)
+            return self._operation_reply(command.id, spec.name, result)
+        if isinstance(command, RollbackCommand):
+            emit = self._emitter(command.id, command.service, command.rollout_id, None)
+            result = await self.updater.rollback(command.id, command.service, emit)
+            return self._operation_reply(command.id, command.service, result)
+        raise CommandRefused(
+            "unknown_command", f"no handler for {command.kind}"
+        )  # pragma: no cover
+
+    def _update_locked(self, service: str) -> bool:
+        template = self.settings.update_lock_path
+        return template is not None and Path(template.format(service=service)).exists()
+
+    def _operation_reply(
+        self, command_id: str, service: str, result: OperationResult
+    ) -> OperationReply:
+        return OperationReply(
+            sender=self.host,
+            in_reply_to=command_id,
+            service=service,
+            outcome=result.outcome,
+            status=result.status,
+            failure=result.failure,
+            reasons=tuple(result.reasons),
+        )
+
+    def _error(self, command_id: str | None, code: str, message: str) -> ErrorReply:
+        return ErrorReply(
+            sender=self.host, in_reply_to=command_id, code=code, message=message[:8000]
+        )
+
+    # ---- recovery and heartbeat ----
+
+    async def _recover_unfinished(self) -> None:
+        for entry in self.updater.journal.open_entries():
+            service, op_id = entry["service"], entry["operation_id"]
+            log.warning(
+                "recovering %s after a crash (operation %s, phase %s)",
+                service,
+                op_id,
+                entry.get("phase"),
+            )
+            emit = self._emitter(op_id, service, None, entry.get("image"))
+            try:
+                result = await self.updater.recover(entry, emit)
+            except RuntimeFault as exc:
+                log.error("recovery of %s failed: %s", service, exc)
+                continue
+            reply = self._operation_reply(op_id, service, result)
+            self.outcomes.put(op_id, reply)
+            await self.publish_event(reply.kind, reply)
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                facts = await self.host_facts()
+                assert self._hosts_kv is not None
+                await self._hosts_kv.put(self.host, encode(facts))
+            except (nats.errors.Error, TimeoutError, RuntimeFault, ProtocolError) as exc:
+                log.warning("heartbeat not written: %s", exc)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.heartbeat_interval)
+
+    async def host_facts(self) -> HostFacts:
+        memory = psutil.virtual_memory()
+        try:
+            docker_version: str | None = await self.runtime.version()
+            root = await self.runtime.root_dir()
+        except RuntimeFault:
+            docker_version, root = None, "/"
+        disk = psutil.disk_usage(root if os.path.isdir(root) else "/")
+        services = [await self.updater.status(name) for name in self.services.names()]
+        return HostFacts(
+            sender=self.host,
+            host=self.host,
+            labels=self.settings.labels,
+            agent_version=f"{fleetwave_version()} ({platform.python_implementation()})",
+            docker_version=docker_version,
+            cpus=psutil.cpu_count() or 0,
+            memory_total=memory.total,
+            memory_available=memory.available,
+            disk_total=disk.total,
+            disk_free=disk.free,
+            services=tuple(services),
+        )
+
+
+def _service_of(command: Command) -> str:
+    if isinstance(command, PrepareCommand | ApplyCommand):
+        return command.service.name
+    if isinstance(command, RollbackCommand | InspectCommand):
+        return command.service
+    raise CommandRefused("unknown_command", f"no service in {command.kind}")  # pragma: no cover

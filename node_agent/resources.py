@@ -1,0 +1,61 @@
+"""Host resource checks before an update: memory, disk, open files, load (psutil)."""
+
+from __future__ import annotations
+
+import os
+import resource
+from dataclasses import dataclass
+
+import psutil
+
+from protocol.models import Reason
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ResourceNeeds:
+    memory: int
+    """Bytes of available memory needed: the service's limit, or the agent's minimum."""
+    disk: int
+    """Bytes free needed where Docker keeps images: image size plus a margin."""
+    open_files: int
+    max_load_per_cpu: float
+
+
+def check_resources(needs: ResourceNeeds, docker_root: str) -> list[Reason]:
+    reasons: list[Reason] = []
+    available = psutil.virtual_memory().available
+    if available < needs.memory:
+        reasons.append(
+            Reason(
+                code="insufficient_memory",
+                text=f"{available // MiB} MiB available, {needs.memory // MiB} MiB needed",
+            )
+        )
+    path = docker_root if os.path.isdir(docker_root) else "/"
+    free = psutil.disk_usage(path).free
+    if free < needs.disk:
+        reasons.append(
+            Reason(
+                code="insufficient_disk",
+                text=f"{free // MiB} MiB free on {path}, {needs.disk // MiB} MiB needed",
+            )
+        )
+    soft_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft_limit != resource.RLIM_INFINITY and soft_limit < needs.open_files:
+        reasons.append(
+            Reason(
+                code="open_files_limit",
+                text=f"open-files limit {soft_limit} is under the minimum {needs.open_files}",
+            )
+        )
+    load_per_cpu = os.getloadavg()[0] / (psutil.cpu_count() or 1)
+    if load_per_cpu > needs.max_load_per_cpu:
+        reasons.append(
+            Reason(
+                code="load_too_high",
+                text=f"load {load_per_cpu:.2f} per CPU is over {needs.max_load_per_cpu}",
+            )
+        )
+    return reasons

@@ -1,0 +1,218 @@
+"""The agent's one door to the Docker engine.
+
+Blocking docker SDK calls run in worker threads with a deadline, and every docker or
+transport exception is restated as RuntimeFault (``raise ... from``), so the rest of the
+agent handles one error type. Containers are addressed by name; the agent's own labels
+mark what it manages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests
+
+from protocol.errors import RuntimeFault
+
+T = TypeVar("T")
+
+MANAGED_LABEL = "io.fleetwave.managed"
+SERVICE_LABEL = "io.fleetwave.service"
+AGENT_LABEL = "io.fleetwave.agent"
+
+Inspect = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PullResult:
+    image_id: str
+    repo_digests: tuple[str, ...]
+    size: int
+
+
+class DockerRuntime:
+    def __init__(self, base_url: str, timeout: float) -> None:
+        self._timeout = timeout
+        self._api = docker.APIClient(base_url=base_url, timeout=int(timeout), version="auto")
+
+    def close(self) -> None:
+        self._api.close()
+
+    async def _call(self, what: str, func: Callable[[], T], timeout: float | None = None) -> T:
+        deadline = timeout if timeout is not None else self._timeout
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(func), deadline)
+        except TimeoutError as exc:
+            raise RuntimeFault(f"docker {what}: no answer within {deadline:.0f}s") from exc
+        except docker.errors.DockerException as exc:
+            raise RuntimeFault(f"docker {what}: {_explain(exc)}") from exc
+        except requests.RequestException as exc:
+            raise RuntimeFault(f"docker {what}: engine unreachable ({exc})") from exc
+
+    # ---- engine ----
+
+    async def ping(self) -> bool:
+        return bool(await self._call("ping", self._api.ping, timeout=5))
+
+    async def version(self) -> str:
+        info = await self._call("version", self._api.version, timeout=5)
+        return str(info.get("Version", "unknown"))
+
+    async def root_dir(self) -> str:
+        info = await self._call("info", self._api.info, timeout=10)
+        return str(info.get("DockerRootDir", "/var/lib/docker"))
+
+    # ---- images ----
+
+    async def pull(
+        self, repository: str, reference: str, auth: dict[str, str] | None, timeout: float
+    ) -> PullResult:
+        """Pull ``repository`` at a tag or digest; returns what is then local."""
+
+        def pull_and_inspect() -> PullResult:
+            for event in self._api.pull(
+                repository, tag=reference, stream=True, decode=True, auth_config=auth
+            ):
+                if "error" in event:
+                    raise docker.errors.APIError(str(event["error"]))
+            separator = "@" if reference.startswith("sha256:") else ":"
+            info = self._api.inspect_image(f"{repository}{separator}{reference}")
+            return PullResult(
+                image_id=info["Id"],
+                repo_digests=tuple(info.get("RepoDigests") or ()),
+                size=int(info.get("Size") or 0),
+            )
+
+        return await self._call(f"pull {repository}", pull_and_inspect, timeout=timeout)
+
+    async def inspect_image(self, image: str) -> Inspect | None:
+        def inspect() -> Inspect | None:
+            try:
+                result: Inspect = self._api.inspect_image(image)
+            except docker.errors.ImageNotFound:
+                return None
+            return result
+
+        return await self._call(f"inspect image {image}", inspect)
+
+    # ---- containers ----
+
+    async def inspect_container(self, name: str) -> Inspect | None:
+        def inspect() -> Inspect | None:
+            try:
+                result: Inspect = self._api.inspect_container(name)
+            except docker.errors.NotFound:
+                return None
+            return result
+
+        return await self._call(f"inspect {name}", inspect)
+
+    async def create_container(
+        self, name: str, config: dict[str, Any], host_config: dict[str, Any]
+    ) -> str:
+        def create() -> str:
+            result = self._api.create_container(
+                name=name, host_config=host_config, **_create_kwargs(config)
+            )
+            return str(result["Id"])
+
+        return await self._call(f"create {name}", create)
+
+    async def start(self, container: str) -> None:
+        await self._call(f"start {container}", functools.partial(self._api.start, container))
+
+    async def stop(self, container: str, grace_period: float) -> None:
+        """SIGTERM (or the image's stop signal), then SIGKILL after ``grace_period``."""
+        grace = max(0, round(grace_period))
+        await self._call(
+            f"stop {container}",
+            functools.partial(self._api.stop, container, timeout=grace),
+            timeout=self._timeout + grace,
+        )
+
+    async def kill(self, container: str, signal: str = "SIGKILL") -> None:
+        await self._call(
+            f"kill {container}", functools.partial(self._api.kill, container, signal=signal)
+        )
+
+    async def rename(self, container: str, new_name: str) -> None:
+        await self._call(
+            f"rename {container}", functools.partial(self._api.rename, container, new_name)
+        )
+
+    async def remove(self, container: str) -> None:
+        def remove() -> None:
+            try:
+                self._api.remove_container(container, force=True)
+            except docker.errors.NotFound:
+                return
+
+        await self._call(f"remove {container}", remove)
+
+    async def logs_tail(self, container: str, lines: int) -> list[str]:
+        def tail() -> list[str]:
+            try:
+                raw = self._api.logs(container, stdout=True, stderr=True, tail=lines)
+            except docker.errors.NotFound:
+                return []
+            return bytes(raw).decode(errors="replace").splitlines()
+
+        return await self._call(f"logs {container}", tail)
+
+    async def exec(self, container: str, command: list[str], timeout: float) -> tuple[int, str]:
+        def run() -> tuple[int, str]:
+            exec_id = self._api.exec_create(container, command, stdout=True, stderr=True)
+            output = self._api.exec_start(exec_id)
+            code = self._api.exec_inspect(exec_id).get("ExitCode")
+            return (int(code) if code is not None else -1), bytes(output).decode(errors="replace")
+
+        return await self._call(f"exec in {container}", run, timeout=timeout)
+
+    async def list_managed(self, agent_id: str) -> list[Inspect]:
+        def listing() -> list[Inspect]:
+            found = self._api.containers(
+                all=True, filters={"label": [f"{MANAGED_LABEL}=1", f"{AGENT_LABEL}={agent_id}"]}
+            )
+            return [dict(item) for item in found]
+
+        return await self._call("list containers", listing)
+
+
+def _create_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """Map an inspect-style Config onto APIClient.create_container's keyword arguments."""
+    kwargs: dict[str, Any] = {
+        "image": config["Image"],
+        "command": config.get("Cmd"),
+        "entrypoint": config.get("Entrypoint"),
+        "environment": config.get("Env"),
+        "labels": config.get("Labels"),
+        "user": config.get("User") or None,
+        "working_dir": config.get("WorkingDir") or None,
+        "stop_signal": config.get("StopSignal"),
+        "healthcheck": config.get("Healthcheck"),
+        "hostname": config.get("Hostname") or None,
+        "tty": bool(config.get("Tty")),
+        "stdin_open": bool(config.get("OpenStdin")),
+    }
+    if config.get("ExposedPorts"):
+        kwargs["ports"] = [_port_key(key) for key in config["ExposedPorts"]]
+    if config.get("Volumes"):
+        kwargs["volumes"] = list(config["Volumes"])
+    return kwargs
+
+
+def _port_key(key: str) -> int | tuple[int, str]:
+    number, _, protocol = key.partition("/")
+    return (int(number), protocol) if protocol and protocol != "tcp" else int(number)
+
+
+def _explain(exc: docker.errors.DockerException) -> str:
+    if isinstance(exc, docker.errors.APIError):
+        return str(exc.explanation or exc)
+    return str(exc)

@@ -1,0 +1,81 @@
+"""The agent's settings: flags, FLEET_* environment variables, or a settings file."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protocol.base import FrozenModel
+from protocol.subjects import validate_host_id
+
+MiB = 1024 * 1024
+
+
+class RegistryCredential(FrozenModel):
+    username: str
+    password: SecretStr
+
+
+def default_host_id() -> str:
+    return socket.gethostname().split(".")[0]
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """``role=edge,region=eu`` -> {"role": "edge", "region": "eu"}."""
+    labels: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"label {item!r} is not key=value")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEET_", frozen=True, extra="forbid")
+
+    nats_urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    host_id: str = Field(default_factory=default_host_id)
+    labels: dict[str, str] = Field(default_factory=dict)
+    docker_host: str = "unix:///var/run/docker.sock"
+    state_dir: Path = Path("/var/lib/fleetwave/agent")
+    heartbeat_interval: Annotated[float, Field(gt=0)] = 10.0
+    container_prefix: str = ""
+    """Prefixed to every container name, so several agents can share one engine."""
+    update_lock_path: str | None = None
+    """While this file exists, Apply is deferred (``{service}`` is replaced by the name)."""
+    registry_credentials: dict[str, RegistryCredential] = Field(default_factory=dict)
+    insecure_registries: tuple[str, ...] = ()
+    """Registries reached over plain HTTP."""
+    loopback_registries_insecure: bool = True
+    """As in Docker: a registry on 127.0.0.0/8 or localhost is reached over plain HTTP."""
+    min_free_memory: int = 64 * MiB
+    min_free_disk: int = 256 * MiB
+    min_open_files: int = 1024
+    max_load_per_cpu: float = 8.0
+    docker_timeout: Annotated[float, Field(gt=0)] = 60.0
+    command_workers: Annotated[int, Field(ge=1)] = 8
+    pull_timeout: Annotated[float, Field(gt=0)] = 600.0
+    registry_timeout: Annotated[float, Field(gt=0)] = 10.0
+    failpoint: str | None = None
+    """Tests only: SIGKILL the agent right after journaling this update phase."""
+
+    @field_validator("host_id")
+    @classmethod
+    def _host_id_is_a_token(cls, value: str) -> str:
+        try:
+            return validate_host_id(value)
+        except Exception as exc:  # noqa: BLE001 - restated for pydantic, which wants ValueError
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_from_text(cls, value: object) -> object:
+        return parse_labels(value) if isinstance(value, str) else value
+
+    def container_name(self, service: str) -> str:
+        return f"{self.container_prefix}{service}"

@@ -1,0 +1,467 @@
+"""One host's update of one service: prepare, apply, restore, rollback, recover.
+
+The phases are DESIGN.md's state machine. Every phase is journaled before it happens and
+published as an event. The old container is set aside (stopped and renamed), never
+removed, until the new one has proven healthy; any failure restores it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from protocol.errors import CommandRefused, ProtocolError, RuntimeFault
+from protocol.image_ref import parse_image_reference
+from protocol.models import (
+    ContainerState,
+    FailureBundle,
+    Health,
+    OperationOutcome,
+    PrepareCommand,
+    Reason,
+    ServiceStatus,
+    UpdatePhase,
+)
+from protocol.spec import ServiceSpec, UpdateOrder
+
+from node_agent.container_config import IMAGE_LABEL, config_from_spec, derive_config
+from node_agent.journal import Journal
+from node_agent.probes import HealthVerdict, wait_until_healthy
+from node_agent.registry import check_registry
+from node_agent.resources import ResourceNeeds, check_resources
+from node_agent.runtime import DockerRuntime, Inspect
+from node_agent.service_store import ServiceStore
+from node_agent.settings import AgentSettings
+from node_agent.versions import version_policy_reasons
+
+Emit = Callable[[UpdatePhase, str], Awaitable[None]]
+LOG_LINES_IN_BUNDLE = 30
+ASIDE_SUFFIX = "--prev"
+NEXT_SUFFIX = "--next"
+
+
+@dataclass
+class PrepareResult:
+    ready: bool
+    reasons: list[Reason]
+    digest: str | None = None
+
+
+@dataclass
+class OperationResult:
+    outcome: OperationOutcome
+    status: ServiceStatus
+    failure: FailureBundle | None = None
+    reasons: list[Reason] = field(default_factory=list)
+
+
+@dataclass
+class _Operation:
+    operation_id: str
+    spec: ServiceSpec
+    emit: Emit
+    started: float = field(default_factory=time.monotonic)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, name: str) -> None:
+        self.timings[name] = round(time.monotonic() - self.started, 3)
+
+
+class ServiceUpdater:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        runtime: DockerRuntime,
+        journal: Journal,
+        services: ServiceStore,
+    ) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.journal = journal
+        self.services = services
+
+    # ---- names ----
+
+    def main_name(self, service: str) -> str:
+        return self.settings.container_name(service)
+
+    def aside_name(self, service: str) -> str:
+        return self.main_name(service) + ASIDE_SUFFIX
+
+    def next_name(self, service: str) -> str:
+        return self.main_name(service) + NEXT_SUFFIX
+
+    # ---- inspect ----
+
+    async def status(self, service: str) -> ServiceStatus:
+        info = await self.runtime.inspect_container(self.main_name(service))
+        return status_from_inspect(service, info)
+
+    # ---- prepare ----
+
+    async def prepare(self, command: PrepareCommand, emit: Emit) -> PrepareResult:
+        spec = command.service
+        await emit(UpdatePhase.CHECKING, f"checking host and registry for {spec.image}")
+        ref = parse_image_reference(spec.image)
+        reasons: list[Reason] = []
+        try:
+            await self.runtime.ping()
+            docker_root = await self.runtime.root_dir()
+        except RuntimeFault as exc:
+            reasons.append(Reason(code="engine_unavailable", text=exc.message))
+            docker_root = "/"
+        credential = self.settings.registry_credentials.get(ref.registry_or_default)
+        registry = await check_registry(
+            ref,
+            credential,
+            insecure=ref.registry_or_default in self.settings.insecure_registries,
+            timeout=self.settings.registry_timeout,
+            loopback_insecure=self.settings.loopback_registries_insecure,
+        )
+        reasons += registry.reasons
+        memory_needed = max(
+            spec.container.resources.memory_bytes or 0, self.settings.min_free_memory
+        )
+        reasons += check_resources(
+            ResourceNeeds(
+                memory=memory_needed,
+                disk=registry.size + self.settings.min_free_disk,
+                open_files=self.settings.min_open_files,
+                max_load_per_cpu=self.settings.max_load_per_cpu,
+            ),
+            docker_root,
+        )
+        current = await self.runtime.inspect_container(self.main_name(spec.name))
+        current_ref = _image_label(current)
+        current_tag = parse_image_reference(current_ref).tag if current_ref else None
+        reasons += version_policy_reasons(
+            current_tag,
+            ref.tag,
+            allow_downgrade=command.allow_downgrade,
+            allow_major=command.allow_major,
+        )
+        if reasons:
+            await emit(UpdatePhase.NOT_READY, "; ".join(r.code for r in reasons))
+            return PrepareResult(False, reasons, registry.digest)
+        assert registry.digest is not None
+        await emit(UpdatePhase.PULLING, f"pulling {ref.name}@{registry.digest}")
+        auth = (
+            {"username": credential.username, "password": credential.password.get_secret_value()}
+            if credential
+            else None
+        )
+        try:
+            pulled = await self.runtime.pull(
+                ref.name, registry.digest, auth, timeout=self.settings.pull_timeout
+            )
+        except RuntimeFault as exc:
+            reason = Reason(code="pull_failed", text=exc.message)
+            await emit(UpdatePhase.NOT_READY, reason.code)
+            return PrepareResult(False, [reason], registry.digest)
+        if f"{ref.name}@{registry.digest}" not in pulled.repo_digests:
+            reason = Reason(
+                code="digest_mismatch",
+                text=f"pulled image does not carry {registry.digest} ({pulled.repo_digests})",
+            )
+            await emit(UpdatePhase.NOT_READY, reason.code)
+            return PrepareResult(False, [reason], registry.digest)
+        await emit(UpdatePhase.READY, f"{ref.name}@{registry.digest} pulled")
+        return PrepareResult(True, [], registry.digest)
+
+    # ---- apply ----
+
+    async def apply(self, operation_id: str, spec: ServiceSpec, emit: Emit) -> OperationResult:
+        op = _Operation(operation_id, spec, emit)
+        image = await self._local_image(spec)
+        old = await self.runtime.inspect_container(self.main_name(spec.name))
+        old_image = await self.runtime.inspect_image(old["Image"]) if old else None
+        self.journal.begin(
+            spec.name,
+            {
+                "operation_id": operation_id,
+                "service": spec.name,
+                "order": spec.update_order.value,
+                "image": image,
+                "spec": spec.model_dump(mode="json"),
+                "old_spec": _dump(self.services.current(spec.name)),
+                "old_container": old,
+                "fresh": old is None,
+            },
+        )
+        await self._phase(op, UpdatePhase.SNAPSHOTTING, "old container configuration journaled")
+        if old is None:
+            config, host_config = config_from_spec(spec, image, self._agent_id)
+            return await self._replace_stop_first(op, None, config, host_config)
+        config, host_config = derive_config(old, old_image, spec, image, self._agent_id)
+        if spec.update_order is UpdateOrder.START_FIRST:
+            return await self._replace_start_first(op, old, config, host_config)
+        return await self._replace_stop_first(op, old, config, host_config)
+
+    @property
+    def _agent_id(self) -> str:
+        return f"{self.settings.host_id}/{self.settings.container_prefix}"
+
+    async def _local_image(self, spec: ServiceSpec) -> str:
+        """The image to run: by digest when known, pulled by tag if Prepare was skipped."""
+        ref = parse_image_reference(spec.image)
+        wanted = f"{ref.name}@{ref.digest}" if ref.digest else spec.image
+        if await self.runtime.inspect_image(wanted) is None:
+            credential = self.settings.registry_credentials.get(ref.registry_or_default)
+            auth = (
+                {
+                    "username": credential.username,
+                    "password": credential.password.get_secret_value(),
+                }
+                if credential
+                else None
+            )
+            await self.runtime.pull(
+                ref.name, ref.digest or ref.tag or "latest", auth, self.settings.pull_timeout
+            )
+        return wanted
+
+    async def _phase(self, op: _Operation, phase: UpdatePhase, detail: str = "") -> None:
+        self.journal.record(op.spec.name, phase)
+        op.mark(phase.value)
+        await op.emit(phase, detail)
+        if self.settings.failpoint == phase.value:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async def _replace_stop_first(
+        self,
+        op: _Operation,
+        old: Inspect | None,
+        config: dict[str, Any],
+        host_config: dict[str, Any],
+    ) -> OperationResult:
+        service = op.spec.name
+        main = self.main_name(service)
+        if old is not None:
+            await self._phase(op, UpdatePhase.STOPPING_OLD, f"stopping {main}")
+            await self.runtime.stop(old["Id"], op.spec.stop_grace_period)
+            await self.runtime.remove(self.aside_name(service))  # leftover of an old failure
+            await self.runtime.rename(old["Id"], self.aside_name(service))
+        await self._phase(op, UpdatePhase.STARTING_NEW, f"starting {config['Image']}")
+        try:
+            new_id = await self.runtime.create_container(main, config, host_config)
+            await self.runtime.start(new_id)
+        except RuntimeFault as exc:
+            verdict = HealthVerdict(False, f"could not start the new container: {exc.message}")
+            return await self._restore(op, old, main, verdict)
+        verdict = await self._probe(op, main)
+        if not verdict.healthy:
+            return await self._restore(op, old, main, verdict)
+        await self._phase(op, UpdatePhase.DONE, "healthy; removing the old container")
+        if old is not None:
+            await self.runtime.remove(self.aside_name(service))
+        return await self._finish_done(op)
+
+    async def _replace_start_first(
+        self, op: _Operation, old: Inspect, config: dict[str, Any], host_config: dict[str, Any]
+    ) -> OperationResult:
+        service = op.spec.name
+        candidate = self.next_name(service)
+        await self.runtime.remove(candidate)
+        await self._phase(op, UpdatePhase.STARTING_NEW, f"starting {config['Image']} alongside")
+        try:
+            new_id = await self.runtime.create_container(candidate, config, host_config)
+            await self.runtime.start(new_id)
+        except RuntimeFault as exc:
+            verdict = HealthVerdict(False, f"could not start the new container: {exc.message}")
+            return await self._restore(op, None, candidate, verdict, old_untouched=old)
+        verdict = await self._probe(op, candidate)
+        if not verdict.healthy:
+            return await self._restore(op, None, candidate, verdict, old_untouched=old)
+        await self._phase(op, UpdatePhase.STOPPING_OLD, "new copy healthy; stopping the old one")
+        await self.runtime.stop(old["Id"], op.spec.stop_grace_period)
+        await self.runtime.remove(self.aside_name(service))
+        await self.runtime.rename(old["Id"], self.aside_name(service))
+        await self.runtime.rename(new_id, self.main_name(service))
+        await self._phase(op, UpdatePhase.DONE, "healthy; removing the old container")
+        await self.runtime.remove(self.aside_name(service))
+        return await self._finish_done(op)
+
+    async def _probe(self, op: _Operation, container: str) -> HealthVerdict:
+        await self._phase(op, UpdatePhase.PROBING, f"probing {container}")
+
+        async def soaking() -> None:
+            await self._phase(op, UpdatePhase.SOAKING, "passed; staying healthy for min time")
+
+        return await wait_until_healthy(op.spec.health, self.runtime, container, soaking)
+
+    async def _finish_done(self, op: _Operation) -> OperationResult:
+        previous = self.services.current(op.spec.name)
+        self.services.record_update(op.spec, previous)
+        self.journal.finish(op.spec.name)
+        return OperationResult(OperationOutcome.DONE, await self.status(op.spec.name))
+
+    async def _restore(
+        self,
+        op: _Operation,
+        old: Inspect | None,
+        new_container: str,
+        verdict: HealthVerdict,
+        old_untouched: Inspect | None = None,
+    ) -> OperationResult:
+        service = op.spec.name
+        await self._phase(op, UpdatePhase.RESTORING, verdict.reason)
+        bundle = await self._failure_bundle(op, new_container, verdict)
+        await self.runtime.remove(new_container)
+        if old_untouched is not None:  # start-first: the old copy never stopped
+            return await self._end_rolled_back(op, bundle)
+        if old is None:
+            await self._phase(op, UpdatePhase.FAILED, "new service failed; nothing to restore")
+            self.journal.finish(service)
+            return OperationResult(
+                OperationOutcome.FAILED, await self.status(service), bundle, [bundle.reason]
+            )
+        await self.runtime.rename(old["Id"], self.main_name(service))
+        await self.runtime.start(old["Id"])
+        old_spec = self.services.current(service)
+        old_verdict = await wait_until_healthy(
+            old_spec.health if old_spec else None, self.runtime, self.main_name(service)
+        )
+        if not old_verdict.healthy:
+            await self._phase(
+                op, UpdatePhase.FAILED, f"old version unhealthy: {old_verdict.reason}"
+            )
+            self.journal.finish(service)
+            reason = Reason(code="restore_failed", text=old_verdict.reason)
+            return OperationResult(
+                OperationOutcome.FAILED, await self.status(service), bundle, [bundle.reason, reason]
+            )
+        return await self._end_rolled_back(op, bundle)
+
+    async def _end_rolled_back(self, op: _Operation, bundle: FailureBundle) -> OperationResult:
+        await self._phase(op, UpdatePhase.ROLLED_BACK, "old version restored and healthy")
+        self.journal.finish(op.spec.name)
+        return OperationResult(
+            OperationOutcome.ROLLED_BACK, await self.status(op.spec.name), bundle, [bundle.reason]
+        )
+
+    async def _failure_bundle(
+        self, op: _Operation, container: str, verdict: HealthVerdict
+    ) -> FailureBundle:
+        info = await self.runtime.inspect_container(container)
+        state = (info or {}).get("State") or {}
+        running = bool(state.get("Running"))
+        return FailureBundle(
+            reason=Reason(code="update_failed", text=verdict.reason),
+            exit_code=verdict.exit_code
+            if verdict.exit_code is not None
+            else (None if running else state.get("ExitCode")),
+            oom_killed=verdict.oom_killed or bool(state.get("OOMKilled")),
+            last_log_lines=tuple(await self.runtime.logs_tail(container, LOG_LINES_IN_BUNDLE)),
+            probe_results=tuple(verdict.results),
+            timings=dict(op.timings),
+        )
+
+    # ---- rollback ----
+
+    async def rollback(self, operation_id: str, service: str, emit: Emit) -> OperationResult:
+        previous = self.services.previous(service)
+        if previous is None:
+            raise CommandRefused(
+                "no_previous_version", f"the agent has recorded no previous version of {service}"
+            )
+        current = self.services.current(service)
+        result = await self.apply(operation_id, previous, emit)
+        if result.outcome is OperationOutcome.DONE:
+            # Swap, so that a second rollback returns to where the first one started.
+            self.services.record_update(previous, current)
+        return result
+
+    # ---- recovery after a crash ----
+
+    async def recover(self, entry: dict[str, Any], emit: Emit) -> OperationResult:
+        """Finish or undo an operation the agent died in the middle of."""
+        spec = ServiceSpec.model_validate(entry["spec"])
+        op = _Operation(entry["operation_id"], spec, emit)
+        service = spec.name
+        main = await self.runtime.inspect_container(self.main_name(service))
+        aside = await self.runtime.inspect_container(self.aside_name(service))
+        candidate = await self.runtime.inspect_container(self.next_name(service))
+        if candidate is not None:
+            await self.runtime.remove(candidate["Id"])
+        main_is_new = main is not None and main["Config"]["Image"] == entry["image"]
+        if main_is_new and (aside is not None or entry["fresh"] or entry["phase"] == "done"):
+            assert main is not None
+            if not main["State"]["Running"]:
+                await self.runtime.start(main["Id"])
+            verdict = await self._probe(op, self.main_name(service))
+            if verdict.healthy:
+                await self._phase(op, UpdatePhase.DONE, "recovered: new version healthy")
+                if aside is not None:
+                    await self.runtime.remove(aside["Id"])
+                return await self._finish_done(op)
+            old = aside
+            return await self._restore(op, old, self.main_name(service), verdict)
+        # The old container is still the service (never renamed, or renamed aside).
+        if aside is not None:
+            if main is not None:
+                await self.runtime.remove(main["Id"])
+            await self.runtime.rename(aside["Id"], self.main_name(service))
+            main = aside
+        if main is None:
+            await self._phase(op, UpdatePhase.FAILED, "recovered: no container to restore")
+            self.journal.finish(service)
+            return OperationResult(OperationOutcome.FAILED, await self.status(service))
+        if not main["State"]["Running"]:
+            await self.runtime.start(main["Id"])
+        bundle = FailureBundle(
+            reason=Reason(code="agent_restarted", text="the agent died during the update"),
+            timings=dict(op.timings),
+        )
+        await self._phase(op, UpdatePhase.RESTORING, "recovered: restoring the old version")
+        return await self._end_rolled_back(op, bundle)
+
+
+def _dump(spec: ServiceSpec | None) -> dict[str, Any] | None:
+    return spec.model_dump(mode="json") if spec else None
+
+
+def _image_label(info: Inspect | None) -> str | None:
+    labels = ((info or {}).get("Config") or {}).get("Labels") or {}
+    value = labels.get(IMAGE_LABEL)
+    return str(value) if value else None
+
+
+def status_from_inspect(service: str, info: Inspect | None) -> ServiceStatus:
+    if info is None:
+        return ServiceStatus(name=service)
+    state = info.get("State") or {}
+    image_ref = _image_label(info)
+    config_image = str((info.get("Config") or {}).get("Image") or "")
+    digest = config_image.split("@", 1)[1] if "@" in config_image else None
+    health_status = (state.get("Health") or {}).get("Status")
+    try:
+        health = Health(health_status) if health_status else Health.UNKNOWN
+    except ValueError:
+        health = Health.UNKNOWN
+    try:
+        container_state = ContainerState(state.get("Status", "absent"))
+    except ValueError:
+        container_state = ContainerState.DEAD
+    started = state.get("StartedAt")
+    started_at = None
+    if started and not started.startswith("0001"):
+        started_at = datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00")
+    try:
+        parse_image_reference(image_ref or "")
+    except ProtocolError:
+        image_ref = None
+    return ServiceStatus(
+        name=service,
+        image=image_ref,
+        digest=digest,
+        container_id=info.get("Id"),
+        state=container_state,
+        health=health,
+        started_at=started_at,
+        restart_count=int(info.get("RestartCount") or 0),
+    )

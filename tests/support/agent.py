@@ -1,0 +1,114 @@
+"""Drive a real fleet-agent over a real nats-server, as the controller will."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+
+from protocol import subjects
+from protocol.codec import decode, encode
+from protocol.models import (
+    AnyMessage,
+    ApplyCommand,
+    InspectCommand,
+    PrepareCommand,
+    RollbackCommand,
+    utc_now,
+)
+from protocol.spec import (
+    ContainerSettings,
+    HealthCheck,
+    HttpProbe,
+    Resources,
+    RestartPolicy,
+    ServiceSpec,
+    VolumeMount,
+)
+
+from node_agent.daemon import Agent
+
+
+@dataclass
+class AgentHandle:
+    agent: Agent
+    client: Client
+    host: str
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+    events: list[AnyMessage] = field(default_factory=list)
+
+    async def request(self, command: Any, timeout: float = 90.0) -> AnyMessage:
+        return await self.request_raw(encode(command), timeout)
+
+    async def request_raw(self, data: bytes, timeout: float = 90.0) -> AnyMessage:
+        reply = await self.client.request(
+            subjects.command_subject(self.host), data, timeout=timeout
+        )
+        return decode(reply.data)
+
+    def command_fields(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "sender": "controller",
+            "host": self.host,
+            "expires_at": utc_now() + timedelta(minutes=5),
+            **extra,
+        }
+
+    def prepare(self, spec: ServiceSpec, **extra: Any) -> PrepareCommand:
+        return PrepareCommand(service=spec, **self.command_fields(**extra))
+
+    def apply(self, spec: ServiceSpec, **extra: Any) -> ApplyCommand:
+        return ApplyCommand(service=spec, **self.command_fields(**extra))
+
+    def rollback(self, service: str) -> RollbackCommand:
+        return RollbackCommand(service=service, **self.command_fields())
+
+    def inspect(self, service: str) -> InspectCommand:
+        return InspectCommand(service=service, **self.command_fields())
+
+
+async def connect(url: str) -> Client:
+    return await nats.connect(url, connect_timeout=5)
+
+
+def demo_spec(
+    image: str,
+    port: int,
+    *,
+    name: str = "web",
+    volume: str | None = None,
+    deadline: float = 30.0,
+    min_healthy: float = 1.0,
+    grace: float = 10.0,
+    env: dict[str, str] | None = None,
+    **container: Any,
+) -> ServiceSpec:
+    return ServiceSpec(
+        name=name,
+        image=image,
+        container=ContainerSettings(
+            env={"PORT": str(port), **(env or {})},
+            volumes=(VolumeMount(source=volume, target="/data"),) if volume else (),
+            restart_policy=container.pop(
+                "restart_policy", RestartPolicy(name="on-failure", max_retries=2)
+            ),
+            resources=container.pop(
+                "resources", Resources(memory_bytes=64 * 1024 * 1024, cpus=0.5)
+            ),
+            **container,
+        ),
+        health=HealthCheck(
+            probe=HttpProbe(port=port, path="/health"),
+            period=0.5,
+            timeout=2.0,
+            failure_threshold=2,
+            min_healthy_time=min_healthy,
+            healthy_deadline=deadline,
+        ),
+        stop_grace_period=grace,
+    )
