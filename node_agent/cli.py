@@ -11,11 +11,10 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from protocol import SCHEMA_VERSION
-from protocol.version import fleetwave_version
-
 from node_agent.daemon import Agent
 from node_agent.settings import AgentSettings
+from protocol import SCHEMA_VERSION
+from protocol.version import fleetwave_version
 
 app = typer.Typer(
     name="fleet-agent",

@@ -11,9 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from protocol.spec import ServiceSpec
-
 from node_agent.runtime import AGENT_LABEL, MANAGED_LABEL, SERVICE_LABEL
+from protocol.spec import ServiceSpec
 
 IMAGE_LABEL = "io.fleetwave.image"
 """The reference the operator asked for (tag and digest), which inspect no longer shows."""

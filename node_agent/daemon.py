@@ -14,6 +14,7 @@ import os
 import platform
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import nats
 import nats.errors
@@ -25,6 +26,12 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from nats.js.kv import KeyValue
 
+from node_agent.journal import Journal
+from node_agent.outcomes import OutcomeStore
+from node_agent.runtime import DockerRuntime
+from node_agent.service_store import ServiceStore
+from node_agent.settings import AgentSettings
+from node_agent.updater import Emit, OperationResult, ServiceUpdater
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.errors import AgentError, CommandRefused, ProtocolError, RuntimeFault
@@ -48,13 +55,6 @@ from protocol.models import (
     utc_now,
 )
 from protocol.version import fleetwave_version
-
-from node_agent.journal import Journal
-from node_agent.outcomes import OutcomeStore
-from node_agent.runtime import DockerRuntime
-from node_agent.service_store import ServiceStore
-from node_agent.settings import AgentSettings
-from node_agent.updater import Emit, OperationResult, ServiceUpdater
 
 log = logging.getLogger("fleet-agent")
 PUBLISH_TIMEOUT = 2.0
@@ -372,7 +372,7 @@ class Agent:
             root = await self.runtime.root_dir()
         except RuntimeFault:
             docker_version, root = None, "/"
-        disk = psutil.disk_usage(root if os.path.isdir(root) else "/")
+        disk = await asyncio.to_thread(_disk_usage, root)
         services = [await self.updater.status(name) for name in self.services.names()]
         return HostFacts(
             sender=self.host,
@@ -395,3 +395,7 @@ def _service_of(command: Command) -> str:
     if isinstance(command, RollbackCommand | InspectCommand):
         return command.service
     raise CommandRefused("unknown_command", f"no service in {command.kind}")  # pragma: no cover
+
+
+def _disk_usage(root: str) -> Any:
+    return psutil.disk_usage(root if os.path.isdir(root) else "/")

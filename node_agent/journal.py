@@ -12,9 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from protocol.models import UpdatePhase, utc_now
-
 from node_agent.state_files import read_json, write_json
+from protocol.models import UpdatePhase, utc_now
 
 
 class Journal:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from node_agent.state_files import write_atomically
 from protocol.codec import decode, encode
 from protocol.models import AnyMessage, Reply
-
-from node_agent.state_files import write_atomically
 
 KEEP_SECONDS = 24 * 3600
 

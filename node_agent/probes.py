@@ -13,10 +13,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from node_agent.runtime import DockerRuntime
 from protocol.models import ProbeResult, utc_now
 from protocol.spec import DockerHealthProbe, ExecProbe, HealthCheck, HttpProbe, Probe, TcpProbe
-
-from node_agent.runtime import DockerRuntime
 
 MAX_KEPT_RESULTS = 10
 _MAX_BODY = 65536
@@ -71,9 +70,10 @@ async def _http(probe: HttpProbe, timeout: float) -> tuple[bool, str]:
         asyncio.open_connection(probe.host, probe.port), timeout
     )
     try:
-        writer.write(
-            f"GET {probe.path} HTTP/1.0\r\nHost: {probe.host}\r\nUser-Agent: fleet-agent\r\n\r\n".encode()
+        request = (
+            f"GET {probe.path} HTTP/1.0\r\nHost: {probe.host}\r\nUser-Agent: fleet-agent\r\n\r\n"
         )
+        writer.write(request.encode())
         await writer.drain()
         raw = await asyncio.wait_for(reader.read(_MAX_BODY), timeout)
     finally:

@@ -19,10 +19,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from email.message import Message
 
+from node_agent.settings import RegistryCredential
 from protocol.image_ref import ImageReference
 from protocol.models import Reason
-
-from node_agent.settings import RegistryCredential
 
 MANIFEST_TYPES = ", ".join(
     [

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from protocol.spec import ServiceSpec
-
 from node_agent.state_files import read_json, write_json
+from protocol.spec import ServiceSpec
 
 
 class ServiceStore:

@@ -69,7 +69,7 @@ class AgentSettings(BaseSettings):
     def _host_id_is_a_token(cls, value: str) -> str:
         try:
             return validate_host_id(value)
-        except Exception as exc:  # noqa: BLE001 - restated for pydantic, which wants ValueError
+        except Exception as exc:
             raise ValueError(str(exc)) from exc
 
     @field_validator("labels", mode="before")

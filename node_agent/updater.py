@@ -15,6 +15,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from node_agent.container_config import IMAGE_LABEL, config_from_spec, derive_config
+from node_agent.journal import Journal
+from node_agent.probes import HealthVerdict, wait_until_healthy
+from node_agent.registry import check_registry
+from node_agent.resources import ResourceNeeds, check_resources
+from node_agent.runtime import DockerRuntime, Inspect
+from node_agent.service_store import ServiceStore
+from node_agent.settings import AgentSettings
+from node_agent.versions import version_policy_reasons
 from protocol.errors import CommandRefused, ProtocolError, RuntimeFault
 from protocol.image_ref import parse_image_reference
 from protocol.models import (
@@ -28,16 +37,6 @@ from protocol.models import (
     UpdatePhase,
 )
 from protocol.spec import ServiceSpec, UpdateOrder
-
-from node_agent.container_config import IMAGE_LABEL, config_from_spec, derive_config
-from node_agent.journal import Journal
-from node_agent.probes import HealthVerdict, wait_until_healthy
-from node_agent.registry import check_registry
-from node_agent.resources import ResourceNeeds, check_resources
-from node_agent.runtime import DockerRuntime, Inspect
-from node_agent.service_store import ServiceStore
-from node_agent.settings import AgentSettings
-from node_agent.versions import version_policy_reasons
 
 Emit = Callable[[UpdatePhase, str], Awaitable[None]]
 LOG_LINES_IN_BUNDLE = 30

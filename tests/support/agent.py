@@ -10,6 +10,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
+from node_agent.daemon import Agent
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.models import (
@@ -29,8 +30,6 @@ from protocol.spec import (
     ServiceSpec,
     VolumeMount,
 )
-
-from node_agent.daemon import Agent
 
 
 @dataclass
