@@ -19,6 +19,10 @@ class RegistryCredential(FrozenModel):
     username: str
     password: SecretStr
 
+    def docker_auth(self) -> dict[str, str]:
+        """The auth_config the engine takes for a pull (the only place the secret is read)."""
+        return {"username": self.username, "password": self.password.get_secret_value()}
+
 
 def default_host_id() -> str:
     return socket.gethostname().split(".")[0]

@@ -149,11 +149,7 @@ class ServiceUpdater:
             return PrepareResult(False, reasons, registry.digest)
         assert registry.digest is not None
         await emit(UpdatePhase.PULLING, f"pulling {ref.name}@{registry.digest}")
-        auth = (
-            {"username": credential.username, "password": credential.password.get_secret_value()}
-            if credential
-            else None
-        )
+        auth = credential.docker_auth() if credential else None
         try:
             pulled = await self.runtime.pull(
                 ref.name, registry.digest, auth, timeout=self.settings.pull_timeout
@@ -211,14 +207,7 @@ class ServiceUpdater:
         wanted = f"{ref.name}@{ref.digest}" if ref.digest else spec.image
         if await self.runtime.inspect_image(wanted) is None:
             credential = self.settings.registry_credentials.get(ref.registry_or_default)
-            auth = (
-                {
-                    "username": credential.username,
-                    "password": credential.password.get_secret_value(),
-                }
-                if credential
-                else None
-            )
+            auth = credential.docker_auth() if credential else None
             await self.runtime.pull(
                 ref.name, ref.digest or ref.tag or "latest", auth, self.settings.pull_timeout
             )
