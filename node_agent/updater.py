@@ -235,13 +235,7 @@ class ServiceUpdater:
             await self.runtime.remove(self.aside_name(service))  # leftover of an old failure
             await self.runtime.rename(old["Id"], self.aside_name(service))
         await self._phase(op, UpdatePhase.STARTING_NEW, f"starting {config['Image']}")
-        try:
-            new_id = await self.runtime.create_container(main, config, host_config)
-            await self.runtime.start(new_id)
-        except RuntimeFault as exc:
-            verdict = HealthVerdict(False, f"could not start the new container: {exc.message}")
-            return await self._restore(op, old, main, verdict)
-        verdict = await self._probe(op, main)
+        _, verdict = await self._start_and_probe(op, main, config, host_config)
         if not verdict.healthy:
             return await self._restore(op, old, main, verdict)
         await self._phase(op, UpdatePhase.DONE, "healthy; removing the old container")
@@ -256,14 +250,8 @@ class ServiceUpdater:
         candidate = self.next_name(service)
         await self.runtime.remove(candidate)
         await self._phase(op, UpdatePhase.STARTING_NEW, f"starting {config['Image']} alongside")
-        try:
-            new_id = await self.runtime.create_container(candidate, config, host_config)
-            await self.runtime.start(new_id)
-        except RuntimeFault as exc:
-            verdict = HealthVerdict(False, f"could not start the new container: {exc.message}")
-            return await self._restore(op, None, candidate, verdict, old_untouched=old)
-        verdict = await self._probe(op, candidate)
-        if not verdict.healthy:
+        new_id, verdict = await self._start_and_probe(op, candidate, config, host_config)
+        if new_id is None or not verdict.healthy:
             return await self._restore(op, None, candidate, verdict, old_untouched=old)
         await self._phase(op, UpdatePhase.STOPPING_OLD, "new copy healthy; stopping the old one")
         await self.runtime.stop(old["Id"], op.spec.stop_grace_period)
@@ -273,6 +261,20 @@ class ServiceUpdater:
         await self._phase(op, UpdatePhase.DONE, "healthy; removing the old container")
         await self.runtime.remove(self.aside_name(service))
         return await self._finish_done(op)
+
+    async def _start_and_probe(
+        self, op: _Operation, name: str, config: dict[str, Any], host_config: dict[str, Any]
+    ) -> tuple[str | None, HealthVerdict]:
+        """Create and start the new container as ``name`` and wait for its health verdict.
+
+        The id is None when the engine would not create or start it.
+        """
+        try:
+            new_id = await self.runtime.create_container(name, config, host_config)
+            await self.runtime.start(new_id)
+        except RuntimeFault as exc:
+            return None, HealthVerdict(False, f"could not start the new container: {exc.message}")
+        return new_id, await self._probe(op, name)
 
     async def _probe(self, op: _Operation, container: str) -> HealthVerdict:
         await self._phase(op, UpdatePhase.PROBING, f"probing {container}")
@@ -387,8 +389,7 @@ class ServiceUpdater:
                 if aside is not None:
                     await self.runtime.remove(aside["Id"])
                 return await self._finish_done(op)
-            old = aside
-            return await self._restore(op, old, self.main_name(service), verdict)
+            return await self._restore(op, aside, self.main_name(service), verdict)
         # The old container is still the service (never renamed, or renamed aside).
         if aside is not None:
             if main is not None:

@@ -10,7 +10,6 @@ what it did and cleans up after itself.
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import tempfile
 import time
@@ -22,17 +21,10 @@ import docker
 import nats
 from rich.console import Console
 
-from controller.broker import NatsServer, find_nats_server_binary
+from controller.broker import NatsServer, find_nats_server_binary, reserve_loopback_port
 
 STACK_ENV = Path("/var/lib/fleetwave/stack/stack.env")
 console = Console()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def get(url: str) -> str | None:
@@ -63,7 +55,7 @@ async def check_nats() -> str:
 def check_container(settings: dict[str, str]) -> str:
     client = docker.DockerClient(base_url=settings["FLEET_DOCKER_HOST"], timeout=60)
     image = f"{settings['FLEET_REGISTRY']}/{settings['FLEET_DEMO_REPOSITORY']}:1.0.0"
-    port = free_port()
+    port = reserve_loopback_port()
     container = client.containers.run(
         image, detach=True, network_mode="host", environment={"PORT": str(port)}
     )

@@ -9,6 +9,7 @@ from datetime import timedelta
 import msgpack
 import pytest
 
+from controller.broker import reserve_loopback_port
 from node_agent.settings import RegistryCredential
 from protocol import SCHEMA_VERSION
 from protocol.codec import encode
@@ -20,7 +21,6 @@ from protocol.models import (
     PrepareReply,
     utc_now,
 )
-from tests.integration.test_agent_updates import free_port
 from tests.support.agent import AgentHandle, demo_spec
 from tests.support.stack import LocalStack
 
@@ -29,7 +29,7 @@ AgentFactory = Callable[..., Awaitable[AgentHandle]]
 
 
 async def prepare_codes(agent: AgentHandle, image: str, **extra: object) -> set[str]:
-    reply = await agent.request(agent.prepare(demo_spec(image, free_port()), **extra))
+    reply = await agent.request(agent.prepare(demo_spec(image, reserve_loopback_port()), **extra))
     assert isinstance(reply, PrepareReply), reply
     assert reply.ready is (not reply.reasons)
     return {reason.code for reason in reply.reasons}
@@ -79,7 +79,7 @@ async def test_prepare_refuses_a_downgrade_and_a_major_jump_unless_allowed(
     agent_factory: AgentFactory, local_stack: LocalStack
 ) -> None:
     agent = await agent_factory()
-    port = free_port()
+    port = reserve_loopback_port()
     reply = await agent.request(agent.apply(demo_spec(local_stack.demo_image("1.1.0"), port)))
     assert isinstance(reply, OperationReply)
     assert reply.outcome is OperationOutcome.DONE
@@ -92,7 +92,7 @@ async def test_the_same_command_id_twice_runs_once_and_replies_the_same(
     agent_factory: AgentFactory, local_stack: LocalStack
 ) -> None:
     agent = await agent_factory()
-    command = agent.apply(demo_spec(local_stack.demo_image("1.0.0"), free_port()))
+    command = agent.apply(demo_spec(local_stack.demo_image("1.0.0"), reserve_loopback_port()))
     first = await agent.request(command)
     second = await agent.request(command)
     assert isinstance(first, OperationReply)
@@ -107,7 +107,7 @@ async def test_a_second_operation_on_a_busy_service_gets_a_busy_reply(
     agent_factory: AgentFactory, local_stack: LocalStack
 ) -> None:
     agent = await agent_factory()
-    port = free_port()
+    port = reserve_loopback_port()
     slow = agent.apply(demo_spec(local_stack.demo_image("3.0.2-slow"), port, deadline=30))
     running = asyncio.create_task(agent.request(slow))
     await asyncio.sleep(1.0)
@@ -149,7 +149,7 @@ async def test_expired_misaddressed_invalid_and_unknown_commands_are_refused(
     agent_factory: AgentFactory, local_stack: LocalStack
 ) -> None:
     agent = await agent_factory()
-    spec = demo_spec(local_stack.demo_image("1.0.0"), free_port())
+    spec = demo_spec(local_stack.demo_image("1.0.0"), reserve_loopback_port())
     expired = agent.apply(spec, expires_at=utc_now() - timedelta(seconds=1))
     other_host = agent.apply(spec, host="someone-else")
     invalid_image = msgpack.unpackb(encode(agent.apply(spec)), timestamp=3)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable
 
 import docker
 import pytest
 
+from controller.broker import reserve_loopback_port
 from protocol.models import ErrorReply, OperationOutcome, OperationReply, PrepareReply
 from protocol.spec import PortMapping, UpdateOrder
 from tests.support.agent import AgentHandle, demo_spec
@@ -17,13 +17,6 @@ from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def answers(port: int, path: str, status: int = 200) -> str:
@@ -45,7 +38,7 @@ async def test_an_update_keeps_volume_data_env_ports_limits_and_restart_policy(
     test_id: str,
 ) -> None:
     agent = await agent_factory()
-    port = free_port()
+    port = reserve_loopback_port()
     settings = {
         "volume": f"t{test_id}-data",
         "env": {"GREETING": "hello"},
@@ -93,7 +86,7 @@ async def test_a_bad_version_is_rolled_back_and_the_old_one_answers_again(
     log_text: str,
 ) -> None:
     agent = await agent_factory()
-    port = free_port()
+    port = reserve_loopback_port()
     await apply_ok(agent, demo_spec(local_stack.demo_image("1.0.0"), port, volume=None))
     reply = await agent.request(
         agent.apply(demo_spec(local_stack.demo_image(tag), port, deadline=6))
@@ -113,7 +106,7 @@ async def test_the_slow_version_passes_within_its_deadline_and_fails_a_shorter_o
     agent_factory: AgentFactory, local_stack: LocalStack
 ) -> None:
     agent = await agent_factory()
-    port = free_port()
+    port = reserve_loopback_port()
     await apply_ok(agent, demo_spec(local_stack.demo_image("1.0.0"), port))
     slow = local_stack.demo_image("3.0.2-slow")
     short = await agent.request(agent.apply(demo_spec(slow, port, deadline=4)))
@@ -130,7 +123,7 @@ async def test_a_stubborn_old_version_is_killed_after_the_grace_period(
     agent_factory: AgentFactory, local_stack: LocalStack, docker_client: docker.DockerClient
 ) -> None:
     agent = await agent_factory()
-    port = free_port()
+    port = reserve_loopback_port()
     await apply_ok(agent, demo_spec(local_stack.demo_image("3.0.3-stubborn"), port, grace=1))
     await answers(port, "/health")
     reply = await apply_ok(agent, demo_spec(local_stack.demo_image("1.1.0"), port, grace=1))
@@ -142,7 +135,7 @@ async def test_start_first_runs_the_new_copy_alongside_before_stopping_the_old(
     agent_factory: AgentFactory, local_stack: LocalStack
 ) -> None:
     agent = await agent_factory()
-    old_port, new_port = free_port(), free_port()
+    old_port, new_port = reserve_loopback_port(), reserve_loopback_port()
     await apply_ok(agent, demo_spec(local_stack.demo_image("1.0.0"), old_port))
     spec = demo_spec(local_stack.demo_image("1.1.0"), new_port).model_copy(
         update={"update_order": UpdateOrder.START_FIRST}
@@ -155,7 +148,7 @@ async def test_rollback_returns_to_the_previous_recorded_version(
     agent_factory: AgentFactory, local_stack: LocalStack
 ) -> None:
     agent = await agent_factory()
-    port = free_port()
+    port = reserve_loopback_port()
     await apply_ok(agent, demo_spec(local_stack.demo_image("1.0.0"), port))
     await apply_ok(agent, demo_spec(local_stack.demo_image("1.1.0"), port))
     reply = await agent.request(agent.rollback("web"))

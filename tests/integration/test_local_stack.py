@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ import docker.errors
 import pytest
 from docker.models.containers import Container
 
+from controller.broker import reserve_loopback_port
 from tests.conftest import TEST_LABEL
 from tests.support.http import HttpAnswer, http_get, wait_for_http
 from tests.support.stack import LocalStack
@@ -20,13 +20,6 @@ from tests.support.stack import LocalStack
 pytestmark = pytest.mark.integration
 
 RunDemo = Callable[..., tuple[Container, int]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for_exit(container: Container, deadline_s: float = 20.0) -> int:
@@ -41,7 +34,7 @@ def run_demo(
     """Start demo/web:<tag> with host networking on a free port; removed after the test."""
 
     def run(tag: str, **kwargs: object) -> tuple[Container, int]:
-        port = free_port()
+        port = reserve_loopback_port()
         environment = {"PORT": str(port), **kwargs.pop("environment", {})}  # type: ignore[dict-item]
         container = docker_client.containers.run(
             local_stack.demo_image(tag),
