@@ -311,7 +311,16 @@ class ServiceUpdater:
                 OperationOutcome.FAILED, await self.status(service), bundle, [bundle.reason]
             )
         await self.runtime.rename(old["Id"], self.main_name(service))
-        await self.runtime.start(old["Id"])
+        return await self._bring_back_old(op, old["Id"], bundle)
+
+    async def _bring_back_old(
+        self, op: _Operation, old_id: str, bundle: FailureBundle
+    ) -> OperationResult:
+        """Start the old container (already named as the service) and prove it healthy."""
+        service = op.spec.name
+        info = await self.runtime.inspect_container(old_id)
+        if info is not None and not info["State"]["Running"]:
+            await self.runtime.start(old_id)
         old_spec = self.services.current(service)
         old_verdict = await wait_until_healthy(
             old_spec.health if old_spec else None, self.runtime, self.main_name(service)
@@ -400,14 +409,12 @@ class ServiceUpdater:
             await self._phase(op, UpdatePhase.FAILED, "recovered: no container to restore")
             self.journal.finish(service)
             return OperationResult(OperationOutcome.FAILED, await self.status(service))
-        if not main["State"]["Running"]:
-            await self.runtime.start(main["Id"])
         bundle = FailureBundle(
             reason=Reason(code="agent_restarted", text="the agent died during the update"),
             timings=dict(op.timings),
         )
         await self._phase(op, UpdatePhase.RESTORING, "recovered: restoring the old version")
-        return await self._end_rolled_back(op, bundle)
+        return await self._bring_back_old(op, main["Id"], bundle)
 
 
 def _dump(spec: ServiceSpec | None) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -15,8 +16,9 @@ from nats import errors as nats_errors
 from controller.broker import NatsServer, find_nats_server_binary, start_cluster
 from node_agent.daemon import Agent
 from node_agent.settings import AgentSettings
-from tests.support.agent import AgentHandle
+from tests.support.agent import AgentClient, AgentHandle
 from tests.support.agent import connect as connect_client
+from tests.support.agent_process import AgentProcess
 from tests.support.stack import LocalStack, load_local_stack
 
 TEST_LABEL = "io.fleetwave.test"
@@ -141,7 +143,9 @@ async def agent_factory(
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop))
         client = await connect_client(nats_server.url)
-        handle = AgentHandle(agent, client, settings.host_id, task, stop)
+        handle = AgentHandle(
+            client=client, host=settings.host_id, agent=agent, task=task, stop=stop
+        )
         handles.append(handle)
         await wait_until_serving(handle)
         return handle
@@ -160,7 +164,63 @@ async def agent_factory(
             volume.remove(force=True)
 
 
-async def wait_until_serving(handle: AgentHandle, deadline_s: float = 20.0) -> None:
+@dataclass
+class SpawnedAgent:
+    """A ``fleet-agent`` child process and a bus client that speaks to it."""
+
+    process: AgentProcess
+    api: AgentClient
+
+
+@pytest.fixture
+async def agent_process_factory(
+    nats_server: NatsServer,
+    local_stack: LocalStack,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+    test_id: str,
+) -> AsyncIterator[Callable[..., Awaitable[SpawnedAgent]]]:
+    """Start ``fleet-agent run`` child processes; killed and cleaned up afterwards.
+
+    The agent is not awaited until serving: a test may start it before NATS is up.
+    """
+    spawned: list[SpawnedAgent] = []
+
+    async def start(**env: str) -> SpawnedAgent:
+        index = len(spawned)
+        host = f"p{index}-{test_id}"
+        process = AgentProcess(
+            args=[
+                f"--nats={nats_server.url}",
+                f"--host-id={host}",
+                f"--docker-host={local_stack.docker_host}",
+                f"--state-dir={tmp_path / f'process-agent{index}'}",
+                f"--container-prefix=t{test_id}-p{index}-",
+                "--heartbeat-interval=1",
+            ],
+            log_path=tmp_path / f"process-agent{index}.log",
+            env=env,
+        )
+        client = await connect_client(nats_server.url)
+        agent = SpawnedAgent(process, AgentClient(client=client, host=host))
+        spawned.append(agent)
+        await process.start()
+        return agent
+
+    try:
+        yield start
+    finally:
+        for agent in spawned:
+            await agent.process.stop()
+            await agent.api.client.close()
+        prefix = f"t{test_id}-"
+        for container in docker_client.containers.list(all=True, filters={"name": prefix}):
+            container.remove(force=True)
+        for volume in docker_client.volumes.list(filters={"name": prefix}):
+            volume.remove(force=True)
+
+
+async def wait_until_serving(handle: AgentClient, deadline_s: float = 20.0) -> None:
     """Until the agent answers an Inspect (it subscribes only once it has connected)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + deadline_s

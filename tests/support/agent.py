@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -33,13 +33,11 @@ from protocol.spec import (
 
 
 @dataclass
-class AgentHandle:
-    agent: Agent
+class AgentClient:
+    """Speaks to one agent over the bus, as the controller will."""
+
     client: Client
     host: str
-    task: asyncio.Task[None]
-    stop: asyncio.Event
-    events: list[AnyMessage] = field(default_factory=list)
 
     async def request(self, command: Any, timeout: float = 90.0) -> AnyMessage:
         return await self.request_raw(encode(command), timeout)
@@ -49,6 +47,11 @@ class AgentHandle:
             subjects.command_subject(self.host), data, timeout=timeout
         )
         return decode(reply.data)
+
+    async def send(self, command: Any) -> None:
+        """Publish without waiting for a reply (the agent may die before it answers)."""
+        await self.client.publish(subjects.command_subject(self.host), encode(command))
+        await self.client.flush(timeout=5)
 
     def command_fields(self, **extra: Any) -> dict[str, Any]:
         return {
@@ -69,6 +72,15 @@ class AgentHandle:
 
     def inspect(self, service: str) -> InspectCommand:
         return InspectCommand(service=service, **self.command_fields())
+
+
+@dataclass
+class AgentHandle(AgentClient):
+    """An agent running inside the test's own event loop."""
+
+    agent: Agent
+    task: asyncio.Task[None]
+    stop: asyncio.Event
 
 
 async def connect(url: str) -> Client:

@@ -1,0 +1,69 @@
+"""fleet-agent as a real child process, for tests that SIGKILL, SIGTERM or SIGSTOP it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXIT_WAIT = 30.0
+
+
+def fleet_agent_executable() -> str:
+    """The console script installed next to this interpreter (make test installs it)."""
+    candidate = Path(sys.executable).parent / "fleet-agent"
+    if not candidate.exists():
+        raise RuntimeError(f"{candidate} is missing: pip install -e . first")
+    return str(candidate)
+
+
+@dataclass
+class AgentProcess:
+    """One ``fleet-agent run``; its output goes to ``log_path`` for the test report."""
+
+    args: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: asyncio.subprocess.Process | None = None
+
+    async def start(self, **extra_env: str) -> None:
+        assert self.process is None or self.process.returncode is not None, "already running"
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                fleet_agent_executable(),
+                "run",
+                *self.args,
+                env={**os.environ, **self.env, **extra_env},
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    def send(self, signum: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    async def wait(self, timeout: float = EXIT_WAIT) -> int:
+        assert self.process is not None
+        return await asyncio.wait_for(self.process.wait(), timeout)
+
+    async def stop(self) -> int | None:
+        """SIGCONT then SIGTERM, and SIGKILL if it will not go: always leaves it dead."""
+        if not self.running:
+            return self.process.returncode if self.process else None
+        self.send(signal.SIGCONT)
+        self.send(signal.SIGTERM)
+        try:
+            return await self.wait()
+        except TimeoutError:
+            self.send(signal.SIGKILL)
+            return await self.wait()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
