@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from nats.js.kv import KeyValue
 
+from node_agent.engine_events import EngineEventFollower
 from node_agent.journal import Journal
 from node_agent.outcomes import OutcomeStore
 from node_agent.runtime import DockerRuntime
@@ -71,6 +72,12 @@ class Agent:
         self.updater = ServiceUpdater(
             settings, self.runtime, Journal(state / "journal"), self.services
         )
+        self.engine_events = EngineEventFollower(
+            self.runtime,
+            self.host,
+            self.updater.agent_id,
+            lambda event: self.publish_event(f"container_{event.action.value}", event),
+        )
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._hosts_kv: KeyValue | None = None
@@ -92,16 +99,22 @@ class Agent:
         subscription = await self._client.subscribe(
             subjects.command_subject(self.host), cb=self._on_command
         )
-        heartbeat = asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat")
+        background = [
+            asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
+            asyncio.create_task(self.engine_events.run(stop), name="engine-events"),
+        ]
         log.info("agent %s serving %s", self.host, subjects.command_subject(self.host))
         try:
             await stop.wait()
         finally:
             with suppress(nats.errors.Error):
                 await subscription.unsubscribe()
-            heartbeat.cancel()
-            with suppress(asyncio.CancelledError):
-                await heartbeat
+            # Both loops end on ``stop``; waiting (not cancelling) lets a write finish.
+            # If this task itself was cancelled instead, ``stop`` is not set: cancel them.
+            for task in background:
+                if not stop.is_set():
+                    task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             if self._tasks:
                 log.info("draining %d command(s) in flight", len(self._tasks))
                 await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -21,6 +23,8 @@ import requests
 from protocol.errors import RuntimeFault
 
 T = TypeVar("T")
+log = logging.getLogger("fleet-agent.runtime")
+OWN_STARTS_KEPT = 256
 
 MANAGED_LABEL = "io.fleetwave.managed"
 SERVICE_LABEL = "io.fleetwave.service"
@@ -39,6 +43,8 @@ class PullResult:
 class DockerRuntime:
     def __init__(self, base_url: str, timeout: float) -> None:
         self._timeout = timeout
+        # Ids this agent started, so a start the engine did on its own can be told apart.
+        self._own_starts: OrderedDict[str, None] = OrderedDict()
         self._api = docker.APIClient(base_url=base_url, timeout=int(timeout), version="auto")
 
     def close(self) -> None:
@@ -125,7 +131,14 @@ class DockerRuntime:
         return await self._call(f"create {name}", create)
 
     async def start(self, container: str) -> None:
+        self._own_starts[container] = None
+        while len(self._own_starts) > OWN_STARTS_KEPT:
+            self._own_starts.popitem(last=False)
         await self._call(f"start {container}", functools.partial(self._api.start, container))
+
+    def started_by_agent(self, container_id: str) -> bool:
+        """Whether this agent started the container (once per start; for the event follower)."""
+        return self._own_starts.pop(container_id, False) is None
 
     async def stop(self, container: str, grace_period: float) -> None:
         """SIGTERM (or the image's stop signal), then SIGKILL after ``grace_period``."""
@@ -173,6 +186,50 @@ class DockerRuntime:
             return (int(code) if code is not None else -1), bytes(output).decode(errors="replace")
 
         return await self._call(f"exec in {container}", run, timeout=timeout)
+
+    async def events(
+        self, labels: list[str], since: int | None, stop: asyncio.Event
+    ) -> AsyncGenerator[Inspect, None]:
+        """The engine's container events for ``labels`` until ``stop`` or the stream ends.
+
+        The stream is read in a worker thread (the SDK blocks); closing it from here is
+        what ends that thread. The caller reopens it, with ``since``, after an engine
+        restart: the iterator simply ends.
+        """
+        filters = {"type": "container", "label": labels}
+        stream = await self._call(
+            "events", functools.partial(self._api.events, since=since, filters=filters, decode=True)
+        )
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Inspect | None] = asyncio.Queue()
+
+        def pump() -> None:
+            try:
+                for event in stream:
+                    loop.call_soon_threadsafe(queue.put_nowait, dict(event))
+            except (requests.RequestException, OSError, ValueError) as exc:
+                log.info("docker event stream ended: %s", exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        pumping = asyncio.create_task(asyncio.to_thread(pump), name="docker-events")
+        stopping = asyncio.create_task(stop.wait(), name="docker-events-stop")
+        try:
+            while True:
+                getting = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not getting.done():
+                    getting.cancel()
+                    await asyncio.gather(getting, return_exceptions=True)
+                    return
+                item = getting.result()
+                if item is None:
+                    return
+                yield item
+        finally:
+            stopping.cancel()
+            stream.close()
+            await asyncio.gather(pumping, stopping, return_exceptions=True)
 
     async def list_managed(self, agent_id: str) -> list[Inspect]:
         def listing() -> list[Inspect]:

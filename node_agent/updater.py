@@ -190,15 +190,16 @@ class ServiceUpdater:
         )
         await self._phase(op, UpdatePhase.SNAPSHOTTING, "old container configuration journaled")
         if old is None:
-            config, host_config = config_from_spec(spec, image, self._agent_id)
+            config, host_config = config_from_spec(spec, image, self.agent_id)
             return await self._replace_stop_first(op, None, config, host_config)
-        config, host_config = derive_config(old, old_image, spec, image, self._agent_id)
+        config, host_config = derive_config(old, old_image, spec, image, self.agent_id)
         if spec.update_order is UpdateOrder.START_FIRST:
             return await self._replace_start_first(op, old, config, host_config)
         return await self._replace_stop_first(op, old, config, host_config)
 
     @property
-    def _agent_id(self) -> str:
+    def agent_id(self) -> str:
+        """The value of the agent label on every container this agent manages."""
         return f"{self.settings.host_id}/{self.settings.container_prefix}"
 
     async def _local_image(self, spec: ServiceSpec) -> str:

@@ -239,6 +239,32 @@ class UpdateProgress(Envelope):
     image: ImageRefText | None = None
 
 
+class ContainerAction(StrEnum):
+    """What the engine reported about a managed container (Docker's event actions)."""
+
+    DIE = "die"
+    OOM = "oom"
+    RESTART = "restart"
+    HEALTH_STATUS = "health_status"
+
+
+class ContainerEvent(Envelope):
+    """The engine's own news about a managed container, published as it happens."""
+
+    kind: Literal["container_event"] = "container_event"
+    host: HostId
+    service: ServiceName | None = None
+    """None for a container that carries no service label."""
+    container: Annotated[str, Field(max_length=256)]
+    container_id: Annotated[str, Field(max_length=128)]
+    action: ContainerAction
+    exit_code: int | None = None
+    health: Health | None = None
+    restarted_by_policy: bool = False
+    """For a restart: the engine's restart policy did it, after the container died."""
+    at: AwareDatetime
+
+
 class ContainerMetrics(FrozenModel):
     service: ServiceName
     container_id: str
@@ -289,6 +315,7 @@ AnyMessage = (
     | ErrorReply
     | HostFacts
     | UpdateProgress
+    | ContainerEvent
     | MetricsSample
     | LogLine
 )

@@ -168,6 +168,16 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         image=st.none() | image_refs(),
         **envelope,
     ),
+    "container_event": st.builds(
+        m.ContainerEvent,
+        host=host_ids,
+        service=st.none() | tokens,
+        container=tokens,
+        container_id=tokens,
+        exit_code=st.none() | st.integers(min_value=-1, max_value=255),
+        at=times,
+        **envelope,
+    ),
     "metrics": st.builds(
         m.MetricsSample,
         host=host_ids,

@@ -1,0 +1,64 @@
+"""Record what agents publish on fleet.evt.>, and wait for a message that matches."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from protocol.codec import decode
+from protocol.errors import ProtocolError
+from protocol.models import AnyMessage
+
+Match = Callable[[AnyMessage], bool]
+
+
+@dataclass
+class EventRecorder:
+    client: Client
+    subject: str
+    messages: list[tuple[str, AnyMessage]] = field(default_factory=list)
+    undecodable: list[bytes] = field(default_factory=list)
+    _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _subscription: Subscription | None = None
+
+    async def __aenter__(self) -> EventRecorder:
+        self._subscription = await self.client.subscribe(self.subject, cb=self._on_message)
+        await self.client.flush(timeout=5)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._subscription is not None:
+            await self._subscription.unsubscribe()
+
+    async def _on_message(self, msg: Msg) -> None:
+        try:
+            self.messages.append((msg.subject, decode(msg.data)))
+        except ProtocolError:
+            self.undecodable.append(msg.data)
+        async with self._arrived:
+            self._arrived.notify_all()
+
+    def matching(self, match: Match) -> list[AnyMessage]:
+        return [message for _, message in self.messages if match(message)]
+
+    async def wait_for(self, match: Match, timeout: float = 30.0) -> AnyMessage:
+        """The first recorded message that matches, waiting up to ``timeout`` for one."""
+
+        async def first() -> AnyMessage:
+            async with self._arrived:
+                while True:
+                    found = self.matching(match)
+                    if found:
+                        return found[0]
+                    await self._arrived.wait()
+
+        try:
+            return await asyncio.wait_for(first(), timeout)
+        except TimeoutError:
+            kinds = [f"{subject}" for subject, _ in self.messages[-20:]]
+            raise AssertionError(f"no matching event within {timeout}s; last: {kinds}") from None
