@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from node_agent.daemon import Agent
 from node_agent.settings import AgentSettings
 from protocol import SCHEMA_VERSION
+from protocol.errors import FleetError
 from protocol.version import fleetwave_version
 
 app = typer.Typer(
@@ -72,7 +73,11 @@ def run(
     except ValidationError as exc:
         typer.echo(f"fleet-agent: invalid settings:\n{exc}", err=True)
         raise typer.Exit(2) from exc
-    asyncio.run(_serve(settings))
+    try:
+        asyncio.run(_serve(settings))
+    except FleetError as exc:
+        typer.echo(f"fleet-agent: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
 
 
 async def _serve(settings: AgentSettings) -> None:

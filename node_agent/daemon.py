@@ -35,7 +35,7 @@ from node_agent.settings import AgentSettings
 from node_agent.updater import Emit, OperationResult, ServiceUpdater
 from protocol import subjects
 from protocol.codec import decode, encode
-from protocol.errors import AgentError, CommandRefused, ProtocolError, RuntimeFault
+from protocol.errors import AgentError, BrokerError, CommandRefused, ProtocolError, RuntimeFault
 from protocol.models import (
     ApplyCommand,
     Command,
@@ -86,6 +86,7 @@ class Agent:
         self._running_ids: set[str] = set()
         self._workers = asyncio.Semaphore(settings.command_workers)
         self._connected_state: bool | None = None
+        self._closing = False
 
     # ---- lifecycle ----
 
@@ -121,29 +122,42 @@ class Agent:
             await self._close()
 
     async def _connect(self, stop: asyncio.Event) -> None:
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                self._nc = await nats.connect(
-                    servers=list(self.settings.nats_urls),
-                    name=f"fleet-agent-{self.host}",
-                    connect_timeout=5,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=1,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                    error_cb=self._on_error,
-                )
-            except (OSError, TimeoutError, nats.errors.Error) as exc:
-                self._report_connection(False, f"cannot reach NATS ({exc}); retrying")
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            self._report_connection(True, "connected to NATS")
-            self._js = self._nc.jetstream(timeout=5)
-            await self._ensure_streams()
+        """Connect, however long NATS stays away; give up only when ``stop`` is set.
+
+        nats.py retries the first connection itself (max_reconnect_attempts=-1) and reports
+        each failure to ``error_cb``, which logs the outage once.
+        """
+        client = Client()
+        connecting = asyncio.create_task(
+            client.connect(
+                servers=list(self.settings.nats_urls),
+                name=f"fleet-agent-{self.host}",
+                connect_timeout=5,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                error_cb=self._on_error,
+            ),
+            name="nats-connect",
+        )
+        stopping = asyncio.create_task(stop.wait(), name="nats-connect-stop")
+        await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not connecting.done():
+            connecting.cancel()
+        await asyncio.gather(connecting, stopping, return_exceptions=True)
+        if connecting.cancelled() or connecting.exception() is not None:
+            self._closing = True
+            with suppress(nats.errors.Error):
+                await client.close()
+            if not connecting.cancelled():
+                raise BrokerError(f"cannot connect to NATS: {connecting.exception()!r}")
             return
+        self._nc = client
+        self._report_connection(True, "connected to NATS")
+        self._js = client.jetstream(timeout=5)
+        await self._ensure_streams()
 
     def _report_connection(self, connected: bool, message: str) -> None:
         # Log once per change of state, not once per retry.
@@ -152,13 +166,16 @@ class Agent:
         self._connected_state = connected
 
     async def _on_disconnected(self) -> None:
-        self._report_connection(False, "disconnected from NATS; reconnecting")
+        if not self._closing:
+            self._report_connection(False, "disconnected from NATS; reconnecting")
 
     async def _on_reconnected(self) -> None:
         self._report_connection(True, "reconnected to NATS")
 
     async def _on_error(self, exc: Exception) -> None:
-        log.debug("nats: %s", exc)
+        if self._nc is None and not self._closing:  # the first connection is still failing
+            self._report_connection(False, f"cannot reach NATS ({exc or type(exc).__name__})")
+        log.debug("nats: %r", exc)
 
     async def _ensure_streams(self) -> None:
         js = self._jetstream
@@ -170,6 +187,7 @@ class Agent:
         self._hosts_kv = await js.create_key_value(bucket=subjects.HOSTS_BUCKET)
 
     async def _close(self) -> None:
+        self._closing = True
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.close()
         self.runtime.close()
@@ -202,7 +220,7 @@ class Agent:
     def _emitter(
         self, command_id: str, service: str, rollout_id: str | None, image: str | None
     ) -> Emit:
-        async def emit(phase: UpdatePhase, detail: str) -> None:
+        async def emit(phase: UpdatePhase, detail: str, progress: float | None = None) -> None:
             log.info("%s %s: %s %s", service, command_id[:8], phase.value, detail)
             await self.publish_event(
                 "update_progress",
@@ -214,6 +232,7 @@ class Agent:
                     rollout_id=rollout_id,
                     phase=phase,
                     detail=detail[:8000],
+                    progress=progress,
                     image=image,
                 ),
             )

@@ -40,6 +40,63 @@ class PullResult:
     size: int
 
 
+@dataclass(frozen=True)
+class PullProgress:
+    layers_total: int
+    layers_done: int
+    bytes_done: int
+    bytes_total: int
+
+    @property
+    def fraction(self) -> float:
+        if self.bytes_total:
+            return min(1.0, self.bytes_done / self.bytes_total)
+        return self.layers_done / self.layers_total if self.layers_total else 0.0
+
+    def describe(self) -> str:
+        return (
+            f"{self.layers_done}/{self.layers_total} layers, "
+            f"{self.bytes_done / 1e6:.1f} of {self.bytes_total / 1e6:.1f} MB"
+        )
+
+
+class PullTracker:
+    """Folds the engine's per-layer pull messages into one running total."""
+
+    _DONE = frozenset({"Pull complete", "Already exists", "Download complete"})
+
+    def __init__(self) -> None:
+        self._current: dict[str, int] = {}
+        self._total: dict[str, int] = {}
+        self._done: set[str] = set()
+
+    def feed(self, event: dict[str, Any]) -> PullProgress | None:
+        layer = event.get("id")
+        status = str(event.get("status") or "")
+        if not layer or status.startswith(("Pulling from", "Digest:", "Status:")):
+            return None
+        detail = event.get("progressDetail") or {}
+        if status == "Downloading" and detail.get("total"):
+            self._current[layer] = int(detail.get("current") or 0)
+            self._total[layer] = int(detail["total"])
+        elif status in self._DONE:
+            self._done.add(layer)
+            if layer in self._total:
+                self._current[layer] = self._total[layer]
+        else:
+            self._current.setdefault(layer, 0)
+        return self.snapshot()
+
+    def snapshot(self) -> PullProgress:
+        layers = set(self._current) | self._done
+        return PullProgress(
+            layers_total=len(layers),
+            layers_done=len(self._done),
+            bytes_done=sum(self._current.values()),
+            bytes_total=sum(self._total.values()),
+        )
+
+
 class DockerRuntime:
     def __init__(self, base_url: str, timeout: float) -> None:
         self._timeout = timeout
@@ -77,16 +134,28 @@ class DockerRuntime:
     # ---- images ----
 
     async def pull(
-        self, repository: str, reference: str, auth: dict[str, str] | None, timeout: float
+        self,
+        repository: str,
+        reference: str,
+        auth: dict[str, str] | None,
+        timeout: float,
+        progress: Callable[[PullProgress], None] | None = None,
     ) -> PullResult:
-        """Pull ``repository`` at a tag or digest; returns what is then local."""
+        """Pull ``repository`` at a tag or digest; returns what is then local.
+
+        ``progress`` is called from the pulling thread with each running total.
+        """
 
         def pull_and_inspect() -> PullResult:
+            tracker = PullTracker()
             for event in self._api.pull(
                 repository, tag=reference, stream=True, decode=True, auth_config=auth
             ):
                 if "error" in event:
                     raise docker.errors.APIError(str(event["error"]))
+                update = tracker.feed(event)
+                if update is not None and progress is not None:
+                    progress(update)
             separator = "@" if reference.startswith("sha256:") else ":"
             info = self._api.inspect_image(f"{repository}{separator}{reference}")
             return PullResult(

@@ -7,20 +7,22 @@ removed, until the new one has proven healthy; any failure restores it.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from node_agent.container_config import IMAGE_LABEL, config_from_spec, derive_config
 from node_agent.journal import Journal
 from node_agent.probes import HealthVerdict, wait_until_healthy
 from node_agent.registry import check_registry
 from node_agent.resources import ResourceNeeds, check_resources
-from node_agent.runtime import DockerRuntime, Inspect
+from node_agent.runtime import DockerRuntime, Inspect, PullProgress
 from node_agent.service_store import ServiceStore
 from node_agent.settings import AgentSettings
 from node_agent.versions import version_policy_reasons
@@ -38,7 +40,44 @@ from protocol.models import (
 )
 from protocol.spec import ServiceSpec, UpdateOrder
 
-Emit = Callable[[UpdatePhase, str], Awaitable[None]]
+
+class Emit(Protocol):
+    """Publishes one phase change (and, while pulling, how far the pull is)."""
+
+    def __call__(
+        self, phase: UpdatePhase, detail: str, progress: float | None = None
+    ) -> Awaitable[None]: ...
+
+
+PULL_PROGRESS_INTERVAL = 0.5
+
+
+class _PullReporter:
+    """Turns the pulling thread's running totals into at most two events a second."""
+
+    def __init__(self, emit: Emit, loop: asyncio.AbstractEventLoop) -> None:
+        self._emit = emit
+        self._loop = loop
+        self._last = 0.0
+        self._sent: list[concurrent.futures.Future[None]] = []
+
+    def __call__(self, progress: PullProgress) -> None:  # runs in the pulling thread
+        now = time.monotonic()
+        if now - self._last < PULL_PROGRESS_INTERVAL:
+            return
+        self._last = now
+        coroutine = self._emit(UpdatePhase.PULLING, progress.describe(), progress.fraction)
+        self._sent.append(asyncio.run_coroutine_threadsafe(_awaited(coroutine), self._loop))
+
+    async def settle(self) -> None:
+        """Wait for every event already handed to the loop (so none outlives the pull)."""
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in self._sent))
+
+
+async def _awaited(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
 LOG_LINES_IN_BUNDLE = 30
 ASIDE_SUFFIX = "--prev"
 NEXT_SUFFIX = "--next"
@@ -150,14 +189,18 @@ class ServiceUpdater:
         assert registry.digest is not None
         await emit(UpdatePhase.PULLING, f"pulling {ref.name}@{registry.digest}")
         auth = credential.docker_auth() if credential else None
+        reporter = _PullReporter(emit, asyncio.get_running_loop())
         try:
             pulled = await self.runtime.pull(
-                ref.name, registry.digest, auth, timeout=self.settings.pull_timeout
+                ref.name, registry.digest, auth, self.settings.pull_timeout, reporter
             )
         except RuntimeFault as exc:
             reason = Reason(code="pull_failed", text=exc.message)
             await emit(UpdatePhase.NOT_READY, reason.code)
             return PrepareResult(False, [reason], registry.digest)
+        finally:
+            await reporter.settle()
+        await emit(UpdatePhase.PULLING, f"pulled {pulled.size / 1e6:.1f} MB", 1.0)
         if f"{ref.name}@{registry.digest}" not in pulled.repo_digests:
             reason = Reason(
                 code="digest_mismatch",
