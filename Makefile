@@ -44,3 +44,5 @@ demo: $(INSTALLED) stack-up
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/codec.py
+	$(BIN)/python bench/agent_replace.py
+	$(BIN)/python bench/agent_footprint.py

@@ -261,13 +261,19 @@ class Agent:
             return self._error(None, exc.code, exc.message)
         if not isinstance(message, Command):
             return self._error(message.id, "not_a_command", f"{message.kind} is not a command")
-        try:
-            self._check_addressing(message)
-        except CommandRefused as exc:
-            return self._error(message.id, exc.code, exc.message)
+        if message.host != self.host:
+            return self._error(
+                message.id, "wrong_host", f"command is for {message.host}, this is {self.host}"
+            )
+        # A retried command gets its recorded outcome even after it expired: the sender
+        # lost the first reply, and running nothing is exactly what it must get.
         recorded = self.outcomes.get(message.id)
         if isinstance(recorded, Reply):
             return recorded
+        if message.expires_at <= utc_now():
+            return self._error(
+                message.id, "expired", f"command expired at {message.expires_at.isoformat()}"
+            )
         if message.id in self._running_ids:
             return self._error(message.id, "in_progress", f"command {message.id} is still running")
         self._running_ids.add(message.id)
@@ -282,14 +288,6 @@ class Agent:
         if not isinstance(message, InspectCommand):
             self.outcomes.put(message.id, reply)
         return reply
-
-    def _check_addressing(self, command: Command) -> None:
-        if command.host != self.host:
-            raise CommandRefused(
-                "wrong_host", f"command is for {command.host}, this is {self.host}"
-            )
-        if command.expires_at <= utc_now():
-            raise CommandRefused("expired", f"command expired at {command.expires_at.isoformat()}")
 
     async def _run(self, command: Command) -> Reply:
         if isinstance(command, InspectCommand):

@@ -25,6 +25,8 @@ log = logging.getLogger("fleet-agent.events")
 Publish = Callable[[ContainerEvent], Awaitable[None]]
 REMEMBERED_DEATHS = 1024
 RETRY_DELAY_MAX = 10.0
+# start and stop are followed only to tell a policy restart from an asked-for one.
+FOLLOWED_ACTIONS = ["die", "oom", "restart", "start", "stop", "health_status"]
 
 
 class EngineEventFollower:
@@ -41,7 +43,7 @@ class EngineEventFollower:
         delay = 0.5
         while not stop.is_set():
             try:
-                stream = self._runtime.events(self._labels, self._since, stop)
+                stream = self._runtime.events(self._labels, FOLLOWED_ACTIONS, self._since, stop)
                 async with aclosing(stream) as events:
                     async for raw in events:
                         delay = 0.5

@@ -257,15 +257,17 @@ class DockerRuntime:
         return await self._call(f"exec in {container}", run, timeout=timeout)
 
     async def events(
-        self, labels: list[str], since: int | None, stop: asyncio.Event
+        self, labels: list[str], actions: list[str], since: int | None, stop: asyncio.Event
     ) -> AsyncGenerator[Inspect, None]:
-        """The engine's container events for ``labels`` until ``stop`` or the stream ends.
+        """Container events with ``labels`` and ``actions``, until ``stop`` or the stream ends.
 
         The stream is read in a worker thread (the SDK blocks); closing it from here is
         what ends that thread. The caller reopens it, with ``since``, after an engine
         restart: the iterator simply ends.
         """
-        filters = {"type": "container", "label": labels}
+        # The engine filters by action too (health_status matches every "health_status: x"),
+        # so the exec events of healthchecks never reach this process.
+        filters = {"type": "container", "label": labels, "event": actions}
         stream = await self._call(
             "events", functools.partial(self._api.events, since=since, filters=filters, decode=True)
         )

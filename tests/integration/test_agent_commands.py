@@ -101,6 +101,9 @@ async def test_the_same_command_id_twice_runs_once_and_replies_the_same(
     status = await agent.request(agent.inspect("web"))
     assert isinstance(status, InspectReply)
     assert status.status.container_id == first.status.container_id
+    # A retry that arrives after the command expired still gets the recorded outcome.
+    late = command.model_copy(update={"expires_at": utc_now() - timedelta(seconds=1)})
+    assert await agent.request(late) == first
 
 
 async def test_a_second_operation_on_a_busy_service_gets_a_busy_reply(

@@ -31,7 +31,13 @@ def load_local_stack() -> LocalStack:
             f"{env_file} is missing: bring the local stack up with `deploy/local/stack.sh up` "
             "(make test does this)"
         )
-    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    # The file is also sourced by shells, so a value with spaces is double-quoted.
+    values = {
+        key: value.strip('"')
+        for key, value in (
+            line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
+        )
+    }
     return LocalStack(
         docker_host=values["FLEET_DOCKER_HOST"],
         registry=values["FLEET_REGISTRY"],
