@@ -12,7 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from node_agent.daemon import Agent
-from node_agent.settings import AgentSettings
+from node_agent.settings import AgentSettings, load_agent_settings
 from protocol import SCHEMA_VERSION
 from protocol.errors import FleetError
 from protocol.version import fleetwave_version
@@ -49,6 +49,10 @@ def run(
         str | None, typer.Option(help="prefix for container names (several agents, one engine)")
     ] = None,
     heartbeat_interval: Annotated[float | None, typer.Option(help="seconds")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML settings file (flags and FLEET_* variables win over it)"),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
     """Run the agent until SIGTERM or SIGINT; options override FLEET_* variables."""
@@ -69,9 +73,12 @@ def run(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        settings = AgentSettings(**overrides)
+        settings = load_agent_settings(config, **overrides)
     except ValidationError as exc:
         typer.echo(f"fleet-agent: invalid settings:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+    except OSError as exc:
+        typer.echo(f"fleet-agent: {exc}", err=True)
         raise typer.Exit(2) from exc
     try:
         asyncio.run(_serve(settings))

@@ -7,7 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from protocol.base import FrozenModel
 from protocol.subjects import validate_host_id
@@ -83,3 +88,32 @@ class AgentSettings(BaseSettings):
 
     def container_name(self, service: str) -> str:
         return f"{self.container_prefix}{service}"
+
+
+def load_agent_settings(config_file: Path | None = None, **flags: object) -> AgentSettings:
+    """Settings from flags, then FLEET_* variables, then the TOML ``config_file``, then defaults.
+
+    Raises pydantic's ValidationError (the CLI prints it), or OSError for an unreadable file.
+    """
+    if config_file is None:
+        return AgentSettings(**flags)  # type: ignore[arg-type]
+    if not config_file.is_file():
+        raise FileNotFoundError(f"config file {config_file} does not exist")
+
+    class FileBackedSettings(AgentSettings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                init_settings,
+                env_settings,
+                TomlConfigSettingsSource(settings_cls, toml_file=config_file),
+            )
+
+    return FileBackedSettings(**flags)  # type: ignore[arg-type]
