@@ -1,0 +1,262 @@
+"""The planner: a rollout record, the hosts' health and ``now`` in; what to do next out.
+
+Pure, in the spirit of Nomad's reconciler: no NATS, no clock, no I/O, so it is tested
+exhaustively with hypothesis. The status is derived afresh each time from the hosts'
+phases and the operator's intent, never carried over, so a restarted controller plans
+exactly what the last one would have.
+
+Budget (stop-first) = max_unavailable - (hosts updating + hosts unavailable for any other
+reason), never below zero, zero unless the rollout is running. A start-first update keeps
+serving, so it spends the surge budget instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from controller.rollout import (
+    IN_FLIGHT,
+    TERMINAL,
+    FailureAction,
+    HostPhase,
+    RolloutRecord,
+    RolloutStatus,
+    Strategy,
+    resolve_amount,
+)
+from protocol.spec import UpdateOrder
+
+
+@dataclass(frozen=True)
+class HostHealth:
+    """What the controller knows of a host right now, from its heartbeat."""
+
+    online: bool
+    serving: bool | None
+    """Whether the service answers healthy there; None where it does not run at all."""
+
+    @property
+    def unavailable(self) -> bool:
+        return not self.online or self.serving is False
+
+
+OFFLINE = HostHealth(online=False, serving=None)
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: RolloutStatus
+    reason: str = ""
+    prepare: tuple[str, ...] = ()
+    apply: tuple[str, ...] = ()
+    revert: tuple[str, ...] = ()
+    budget: int = 0
+    promote: bool = False
+    """The canary soaked for auto_promote_after without failures: promote now."""
+    canary_completed: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_unavailable: int
+    max_surge: int
+
+
+def limits(record: RolloutRecord, targets: int) -> Limits:
+    """max_unavailable rounds down and max_surge up, like Kubernetes; at least one of them."""
+    spec = record.spec
+    if spec.strategy is Strategy.RECREATE:
+        return Limits(max_unavailable=max(targets, 1), max_surge=0)
+    unavailable = resolve_amount(spec.max_unavailable, targets, round_up=False)
+    surge = resolve_amount(spec.max_surge, targets, round_up=True)
+    if unavailable == 0 and surge == 0:
+        unavailable = 1
+    return Limits(unavailable, surge)
+
+
+def eligible_hosts(record: RolloutRecord) -> list[str]:
+    """Hosts this rollout may update now: those at or past the partition, in order."""
+    ordered = record.ordered_hosts()
+    partition = record.partition or 0
+    return ordered[partition:]
+
+
+def plan(record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime) -> Decision:
+    if record.status in TERMINAL:
+        return Decision(record.status, record.reason)
+    if record.status is RolloutStatus.REVERTING or record.aborted:
+        reason = record.reason if record.status is RolloutStatus.REVERTING else "aborted"
+        return _revert(record, health, reason)
+
+    total = len(record.hosts)
+    stalled_for = (now - record.last_progress_at).total_seconds()
+    deadline_passed = stalled_for > record.spec.progress_deadline
+
+    if record.count(HostPhase.PENDING, HostPhase.PREPARING):
+        if record.paused:
+            return Decision(RolloutStatus.PAUSED, "paused by the operator during pre-flight")
+        if deadline_passed:
+            return _fail(record, health, "progress deadline passed during pre-flight")
+        return _preflight(record)
+
+    ready_like = total - record.count(HostPhase.NOT_READY)
+    needed = resolve_amount(record.spec.min_ready, total, round_up=True)
+    if ready_like < needed and not record.count(
+        HostPhase.UPDATING, HostPhase.DONE, HostPhase.FAILED
+    ):
+        return Decision(RolloutStatus.FAILED, _not_ready_report(record, ready_like, needed))
+
+    failed = record.count(HostPhase.FAILED)
+    if failed > record.tolerated_failures and failed / total > record.spec.max_failure_ratio:
+        why = (
+            f"{failed} of {total} hosts failed, more than max_failure_ratio "
+            f"{record.spec.max_failure_ratio:g}"
+        )
+        return _fail(record, health, why, pause=True)
+    if record.paused:
+        return Decision(RolloutStatus.PAUSED, "paused by the operator")
+    return _roll(record, health, now, deadline_passed)
+
+
+def _preflight(record: RolloutRecord) -> Decision:
+    pending = [h for h in record.ordered_hosts() if record.hosts[h].phase is HostPhase.PENDING]
+    slots = max(0, record.spec.preflight_parallelism - record.count(HostPhase.PREPARING))
+    checked = len(record.hosts) - len(pending) - record.count(HostPhase.PREPARING)
+    return Decision(
+        RolloutStatus.PREFLIGHT,
+        f"pre-flight: {checked} of {len(record.hosts)} hosts checked",
+        prepare=tuple(pending[:slots]),
+    )
+
+
+def _not_ready_report(record: RolloutRecord, ready: int, needed: int) -> str:
+    lines = [f"pre-flight: {ready} of {len(record.hosts)} hosts ready, {needed} needed"]
+    for host in record.ordered_hosts():
+        entry = record.hosts[host]
+        if entry.phase is HostPhase.NOT_READY:
+            why = "; ".join(f"{r.code}: {r.text}" for r in entry.reasons) or entry.detail
+            lines.append(f"  {host}: {why}")
+    return "\n".join(lines)[:16000]
+
+
+def _fail(
+    record: RolloutRecord, health: Mapping[str, HostHealth], why: str, *, pause: bool = False
+) -> Decision:
+    if record.spec.failure_action is FailureAction.REVERT:
+        return _revert(record, health, f"{why}; reverting updated hosts")
+    if pause:
+        return Decision(RolloutStatus.PAUSED, f"{why}; paused (resume, abort or undo)")
+    return Decision(RolloutStatus.FAILED, why)
+
+
+def _budget(record: RolloutRecord, health: Mapping[str, HostHealth], targets: int) -> int:
+    """How many more hosts may start an update now."""
+    limit = limits(record, targets)
+    if record.target.update_order is UpdateOrder.START_FIRST:
+        # Each start-first host runs two copies at once: max_surge bounds that (or, when
+        # no surge is given, max_unavailable does, so it never means "all at once").
+        surging = record.count(HostPhase.UPDATING, HostPhase.REVERTING)
+        return max(0, (limit.max_surge or limit.max_unavailable) - surging)
+    return max(0, limit.max_unavailable - _unavailable(record, health))
+
+
+def _unavailable(record: RolloutRecord, health: Mapping[str, HostHealth]) -> int:
+    """Hosts out of service: a stop-first update in flight, or offline, or unhealthy."""
+    start_first = record.target.update_order is UpdateOrder.START_FIRST
+    count = 0
+    for host, entry in record.hosts.items():
+        updating = entry.phase in (HostPhase.UPDATING, HostPhase.REVERTING)
+        if (updating and not start_first) or health.get(host, OFFLINE).unavailable:
+            count += 1
+    return count
+
+
+def _roll(
+    record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime, deadline_passed: bool
+) -> Decision:
+    eligible = eligible_hosts(record)
+    waiting = [
+        host
+        for host in eligible
+        if record.hosts[host].phase is HostPhase.READY and _due(record.hosts[host].not_before, now)
+    ]
+    updating = record.count(HostPhase.UPDATING)
+    promote = False
+    canary_completed = False
+
+    spec = record.spec
+    if spec.canary is not None and not record.promoted:
+        size = max(1, resolve_amount(spec.canary, len(eligible), round_up=True))
+        canary_hosts = eligible[:size]
+        settled = all(
+            record.hosts[h].phase in (HostPhase.DONE, HostPhase.FAILED, HostPhase.NOT_READY)
+            for h in canary_hosts
+        )
+        if settled and not updating:
+            canary_completed = True
+            soaked_since = record.canary_completed_at or now
+            soak = spec.auto_promote_after
+            if soak is not None and (now - soaked_since).total_seconds() >= soak:
+                promote = True
+            else:
+                return Decision(
+                    RolloutStatus.AWAITING_PROMOTION,
+                    f"canary wave of {size} done; waiting for promote",
+                    canary_completed=True,
+                )
+        else:
+            waiting = [h for h in waiting if h in canary_hosts]
+
+    remaining = [h for h in eligible if record.hosts[h].phase in (HostPhase.READY, *IN_FLIGHT)]
+    if not remaining:
+        held = len(record.hosts) - len(eligible)
+        if held and any(
+            record.hosts[h].phase is HostPhase.READY
+            for h in record.ordered_hosts()[: record.partition or 0]
+        ):
+            return Decision(
+                RolloutStatus.HELD,
+                f"partition {record.partition}: {held} host(s) below it wait for it to lower",
+                promote=promote,
+            )
+        failed = record.count(HostPhase.FAILED)
+        note = f"; {failed} host(s) failed within max_failure_ratio" if failed else ""
+        return Decision(RolloutStatus.COMPLETE, f"all hosts updated{note}", promote=promote)
+    if deadline_passed:
+        return _fail(
+            record, health, f"no host finished within progress_deadline {spec.progress_deadline:g}s"
+        )
+
+    budget = _budget(record, health, len(eligible))
+    online = [h for h in waiting if health.get(h, OFFLINE).online]
+    chosen = tuple(online[:budget])
+    return Decision(
+        RolloutStatus.RUNNING,
+        f"{record.count(HostPhase.DONE)} of {len(eligible)} hosts updated, {updating} updating",
+        apply=chosen,
+        budget=budget,
+        promote=promote,
+        canary_completed=canary_completed,
+    )
+
+
+def _due(not_before: datetime | None, now: datetime) -> bool:
+    return not_before is None or not_before <= now
+
+
+def _revert(record: RolloutRecord, health: Mapping[str, HostHealth], reason: str) -> Decision:
+    """Put every updated host back on the previous version, within the same budget."""
+    if record.previous is None:
+        return Decision(RolloutStatus.FAILED, f"{reason}; no previous version to revert to")
+    updated = [h for h in record.ordered_hosts() if record.hosts[h].phase is HostPhase.DONE]
+    if not updated and not record.count(*IN_FLIGHT):
+        final = RolloutStatus.ABORTED if record.aborted else RolloutStatus.REVERTED
+        return Decision(final, reason)
+    budget = _budget(record, health, len(record.hosts))
+    if record.count(HostPhase.UPDATING, HostPhase.PREPARING):
+        budget = 0  # let forward work settle first: it may yet need reverting
+    online = [h for h in updated if health.get(h, OFFLINE).online]
+    return Decision(RolloutStatus.REVERTING, reason, revert=tuple(online[:budget]), budget=budget)

@@ -1,0 +1,178 @@
+"""A rollout as it is stored in KV ``fleet_rollouts``: the operator's spec and its progress.
+
+The record is the single source of truth for one rollout. The controller changes it only
+by compare-and-set on the KV entry's revision, and fleetctl's verbs (pause, resume,
+promote, abort, partition) set intent fields on it the same way, so a restarted or second
+controller picks up exactly where the last write left off.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AwareDatetime, Field, field_validator
+
+from protocol.base import FrozenModel, HostId, ServiceName
+from protocol.models import Reason
+from protocol.spec import ServiceSpec
+
+_AMOUNT = re.compile(r"^(\d+)(%?)$")
+
+Amount = int | str
+"""A count (3) or a percentage of the target hosts ("25%")."""
+
+
+def validate_amount(value: Amount) -> Amount:
+    text = str(value).strip()
+    match = _AMOUNT.match(text)
+    if match is None:
+        raise ValueError(f"{value!r} is neither a count nor a percentage like 25%")
+    if match.group(2) and int(match.group(1)) > 100:
+        raise ValueError(f"{value!r} is more than 100%")
+    return text if match.group(2) else int(match.group(1))
+
+
+def resolve_amount(value: Amount, total: int, *, round_up: bool) -> int:
+    """A count as is; a percentage of ``total``, rounded like Kubernetes does."""
+    if isinstance(value, int):
+        return value
+    percent = int(value.rstrip("%"))
+    exact = total * percent / 100
+    return math.ceil(exact) if round_up else math.floor(exact)
+
+
+class Strategy(StrEnum):
+    ROLLING = "rolling"
+    RECREATE = "recreate"
+    CANARY = "canary"
+    PARTITION = "partition"
+    BLUE_GREEN = "blue-green"
+
+
+class FailureAction(StrEnum):
+    PAUSE = "pause"
+    REVERT = "revert"
+
+
+class RolloutSpec(FrozenModel):
+    """How to roll: the operator's knobs (fleetctl rollout start flags)."""
+
+    strategy: Strategy = Strategy.ROLLING
+    max_unavailable: Amount = "25%"
+    max_surge: Amount = 0
+    canary: Amount | None = None
+    """Size of the first wave; the rollout then waits for promote."""
+    auto_promote_after: Annotated[float, Field(gt=0)] | None = None
+    """Seconds after the canary wave finished with no failure before promoting by itself."""
+    partition: Annotated[int, Field(ge=0)] | None = None
+    """Only hosts at or past this ordinal (in host order) are updated."""
+    selector: dict[str, str] = Field(default_factory=dict)
+    min_healthy_time: Annotated[float, Field(ge=0)] | None = None
+    """Overrides the service's own min_healthy_time when set."""
+    progress_deadline: Annotated[float, Field(gt=0)] = 600.0
+    max_failure_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
+    failure_action: FailureAction = FailureAction.PAUSE
+    min_ready: Amount = "100%"
+    preflight_parallelism: Annotated[int, Field(ge=1)] = 50
+    allow_downgrade: bool = False
+    allow_major: bool = False
+
+    @field_validator("max_unavailable", "max_surge", "min_ready", "canary", mode="before")
+    @classmethod
+    def _amounts(cls, value: Amount | None) -> Amount | None:
+        return None if value is None else validate_amount(value)
+
+
+class HostPhase(StrEnum):
+    PENDING = "pending"
+    """Not checked yet."""
+    PREPARING = "preparing"
+    READY = "ready"
+    """Pre-flight passed and the image is pulled; waiting for its turn."""
+    NOT_READY = "not_ready"
+    UPDATING = "updating"
+    DONE = "done"
+    FAILED = "failed"
+    """The agent could not update it (and restored the old version)."""
+    REVERTING = "reverting"
+    REVERTED = "reverted"
+
+
+IN_FLIGHT = frozenset({HostPhase.PREPARING, HostPhase.UPDATING, HostPhase.REVERTING})
+
+
+class RolloutStatus(StrEnum):
+    PREFLIGHT = "preflight"
+    RUNNING = "running"
+    AWAITING_PROMOTION = "awaiting_promotion"
+    HELD = "held"
+    """Every host past the partition is done; lowering the partition continues."""
+    PAUSED = "paused"
+    REVERTING = "reverting"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    REVERTED = "reverted"
+    ABORTED = "aborted"
+
+
+TERMINAL = frozenset(
+    {RolloutStatus.COMPLETE, RolloutStatus.FAILED, RolloutStatus.REVERTED, RolloutStatus.ABORTED}
+)
+
+
+class HostRecord(FrozenModel):
+    phase: HostPhase = HostPhase.PENDING
+    since: AwareDatetime
+    command_id: str | None = None
+    """The id of the command in flight; resent as is after a controller restart."""
+    attempts: Annotated[int, Field(ge=0)] = 0
+    not_before: AwareDatetime | None = None
+    """Do not send this host anything before then (a deferred or busy reply)."""
+    detail: Annotated[str, Field(max_length=8192)] = ""
+    reasons: tuple[Reason, ...] = ()
+    digest: str | None = None
+
+
+class RolloutRecord(FrozenModel):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+    service: ServiceName
+    revision: Annotated[int, Field(ge=1)]
+    spec: RolloutSpec
+    target: ServiceSpec
+    previous: ServiceSpec | None = None
+    hosts: dict[HostId, HostRecord]
+    status: RolloutStatus = RolloutStatus.PREFLIGHT
+    reason: Annotated[str, Field(max_length=16384)] = ""
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    last_progress_at: AwareDatetime
+    canary_completed_at: AwareDatetime | None = None
+    # Operator intent, set by fleetctl:
+    paused: bool = False
+    promoted: bool = False
+    aborted: bool = False
+    partition: Annotated[int, Field(ge=0)] | None = None
+    tolerated_failures: Annotated[int, Field(ge=0)] = 0
+    """Failures the operator accepted by resuming; only failures past these count."""
+
+    def ordered_hosts(self) -> list[str]:
+        """The deterministic host order: sorted ids, the same after any restart."""
+        return sorted(self.hosts)
+
+    def count(self, *phases: HostPhase) -> int:
+        return sum(1 for host in self.hosts.values() if host.phase in phases)
+
+    def with_host(self, host: str, record: HostRecord) -> RolloutRecord:
+        return self.model_copy(update={"hosts": {**self.hosts, host: record}})
+
+
+def rollout_id(service: str, revision: int) -> str:
+    return f"{service}-r{revision}"
+
+
+def host_record(phase: HostPhase, now: datetime, **fields: object) -> HostRecord:
+    return HostRecord.model_validate({"phase": phase, "since": now, **fields})
