@@ -1,11 +1,67 @@
-"""fleetctl: the operator's command line."""
+"""fleetctl: the operator's command line, and the long-lived controller process.
+
+Exit codes scripts can rely on:
+  0 success (for ``-w``: the rollout completed)
+  1 the rollout failed, was reverted or aborted
+  2 invalid input (flags, spec file, image reference)
+  3 refused: another rollout is active, or the rollout is already finished
+  4 not found: no such rollout, service or revision
+  5 NATS cannot be reached
+  10 (``-w``) the rollout waits for the operator: paused, awaiting promote, held by partition
+"""
 
 from __future__ import annotations
 
-import typer
+import asyncio
+import json
+import logging
+import signal
+import sys
+import tomllib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
 
+import nats
+import nats.errors
+import typer
+from nats.aio.client import Client
+from pydantic import ValidationError
+from rich.console import Console
+from rich.live import Live
+
+from controller import render
+from controller.executor import Executor
+from controller.intents import Fleet
+from controller.rollout import (
+    TERMINAL,
+    FailureAction,
+    RolloutRecord,
+    RolloutSpec,
+    RolloutStatus,
+    Strategy,
+)
+from controller.settings import ControllerSettings
+from controller.store import NotFound, RolloutConflict
 from protocol import SCHEMA_VERSION
+from protocol.errors import BrokerError, ConfigurationError, FleetError
+from protocol.labels import parse_labels
+from protocol.spec import ServiceSpec
 from protocol.version import fleetwave_version
+
+T = TypeVar("T")
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_REFUSED = 3
+EXIT_NOT_FOUND = 4
+EXIT_NO_NATS = 5
+EXIT_WAITING = 10
+WAITING_ON_OPERATOR = {
+    RolloutStatus.PAUSED,
+    RolloutStatus.AWAITING_PROMOTION,
+    RolloutStatus.HELD,
+}
 
 app = typer.Typer(
     name="fleetctl",
@@ -13,17 +69,415 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+rollout_app = typer.Typer(help="Start, follow and steer rollouts.", no_args_is_help=True)
+controller_app = typer.Typer(help="The long-lived controller process.", no_args_is_help=True)
+app.add_typer(rollout_app, name="rollout")
+app.add_typer(controller_app, name="controller")
+
+NatsOption = Annotated[str, typer.Option("--nats", envvar="FLEET_NATS_URL", help="NATS server URL")]
+OutputOption = Annotated[str, typer.Option("--output", "-o", help="table or json")]
+WatchOption = Annotated[bool, typer.Option("--watch", "-w", help="follow until it settles")]
+DEFAULT_NATS = "nats://127.0.0.1:4222"
 
 
 @app.callback()
 def _group() -> None:
-    """Keeps the CLI a group of subcommands even while it has only a few."""
+    """fleetctl talks to the fleet over NATS; rollouts are driven by `fleetctl controller run`."""
 
 
 @app.command()
 def version() -> None:
     """Print fleetctl's version and the protocol schema version it speaks."""
     typer.echo(f"fleetctl {fleetwave_version()} (protocol schema {SCHEMA_VERSION})")
+
+
+# ---- plumbing ----
+
+
+def _run(work: Callable[[Fleet], Awaitable[T]], url: str) -> T:
+    """Connect, open the buckets, run ``work``; every FleetError becomes its exit code."""
+
+    async def main() -> T:
+        nc = await _connect(url)
+        try:
+            return await work(await Fleet(nc).open())
+        finally:
+            await nc.close()
+
+    try:
+        return asyncio.run(main())
+    except NotFound as exc:
+        _fail(exc.message, EXIT_NOT_FOUND)
+    except RolloutConflict as exc:
+        _fail(exc.message, EXIT_REFUSED)
+    except ConfigurationError as exc:
+        _fail(exc.message, EXIT_INVALID)
+    except BrokerError as exc:
+        _fail(exc.message, EXIT_NO_NATS)
+    except FleetError as exc:
+        _fail(exc.message, EXIT_FAILED)
+
+
+async def _connect(url: str) -> Client:
+    try:
+        return await nats.connect(
+            url, connect_timeout=5, max_reconnect_attempts=3, allow_reconnect=True
+        )
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise BrokerError(f"cannot reach NATS at {url}: {exc!r}") from exc
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"fleetctl: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _check_output(output: str) -> None:
+    if output not in ("table", "json"):
+        _fail(f"--output must be table or json, not {output}", EXIT_INVALID)
+
+
+def _selector(text: str | None) -> dict[str, str]:
+    try:
+        return parse_labels(text or "")
+    except ConfigurationError as exc:
+        _fail(exc.message, EXIT_INVALID)
+
+
+def _load_spec(path: Path) -> ServiceSpec:
+    try:
+        text = path.read_text()
+        data: Any = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        return ServiceSpec.model_validate(data)
+    except (OSError, ValueError) as exc:  # ValidationError, JSON and TOML errors are ValueErrors
+        _fail(f"spec file {path}: {exc}", EXIT_INVALID)
+
+
+def _exit_for(record: RolloutRecord) -> None:
+    if record.status is RolloutStatus.COMPLETE:
+        raise typer.Exit(0)
+    if record.status in WAITING_ON_OPERATOR:
+        raise typer.Exit(EXIT_WAITING)
+    raise typer.Exit(EXIT_FAILED)
+
+
+# ---- hosts ----
+
+
+@app.command()
+def hosts(
+    nats_url: NatsOption = DEFAULT_NATS,
+    selector: Annotated[str | None, typer.Option(help="k=v,... labels to match")] = None,
+    output: OutputOption = "table",
+) -> None:
+    """List the hosts that report to the fleet, with their services and last heartbeat."""
+    _check_output(output)
+    wanted = _selector(selector)
+    found = _run(lambda fleet: fleet.hosts(wanted), nats_url)
+    if output == "json":
+        typer.echo(render.hosts_json(found))
+    else:
+        Console().print(render.hosts_table(found))
+
+
+# ---- rollouts ----
+
+
+@rollout_app.command("start")
+def rollout_start(
+    service: str,
+    image: Annotated[str | None, typer.Option(help="the new image reference")] = None,
+    spec_file: Annotated[
+        Path | None, typer.Option("--spec", help="service spec (JSON or TOML) for a first rollout")
+    ] = None,
+    strategy: Annotated[Strategy, typer.Option()] = Strategy.ROLLING,
+    max_unavailable: Annotated[str, typer.Option(help="count or percentage")] = "25%",
+    max_surge: Annotated[str, typer.Option(help="count or percentage")] = "0",
+    canary: Annotated[str | None, typer.Option(help="first wave size, then wait")] = None,
+    auto_promote_after: Annotated[float | None, typer.Option(help="seconds")] = None,
+    partition: Annotated[int | None, typer.Option(help="update only ordinals >= N")] = None,
+    selector: Annotated[str | None, typer.Option(help="k=v,... host labels")] = None,
+    max_failure_ratio: Annotated[float, typer.Option()] = 0.0,
+    failure_action: Annotated[FailureAction, typer.Option()] = FailureAction.PAUSE,
+    min_healthy_time: Annotated[float | None, typer.Option(help="seconds")] = None,
+    progress_deadline: Annotated[float, typer.Option(help="seconds")] = 600.0,
+    min_ready: Annotated[str, typer.Option(help="pre-flight: count or percentage")] = "100%",
+    allow_downgrade: bool = False,
+    allow_major: bool = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="show pre-flight and waves; change nothing")
+    ] = False,
+    watch: WatchOption = False,
+    nats_url: NatsOption = DEFAULT_NATS,
+    output: OutputOption = "table",
+) -> None:
+    """Start a rollout of SERVICE to --image (the controller drives it)."""
+    _check_output(output)
+    if strategy is Strategy.BLUE_GREEN:
+        _fail("blue-green is not built yet; use rolling, canary, partition or recreate", 2)
+    override = _load_spec(spec_file) if spec_file else None
+    if image is None and override is None:
+        _fail("give --image, or --spec for the service's first rollout", EXIT_INVALID)
+    try:
+        spec = RolloutSpec(
+            strategy=strategy,
+            max_unavailable=max_unavailable,
+            max_surge=max_surge,
+            canary=canary,
+            auto_promote_after=auto_promote_after,
+            partition=partition,
+            selector=_selector(selector),
+            max_failure_ratio=max_failure_ratio,
+            failure_action=failure_action,
+            min_healthy_time=min_healthy_time,
+            progress_deadline=progress_deadline,
+            min_ready=min_ready,
+            allow_downgrade=allow_downgrade,
+            allow_major=allow_major,
+        )
+    except ValidationError as exc:
+        _fail(f"invalid rollout options: {exc}", EXIT_INVALID)
+
+    async def start(fleet: Fleet) -> RolloutRecord | None:
+        record, _ = await fleet.plan_rollout(service, image, spec, override)
+        if dry_run:
+            result = await fleet.dry_run(record)
+            if output == "json":
+                typer.echo(render.to_json(result.__dict__ | {"record": record.model_dump()}))
+            else:
+                render.dry_run_view(result, Console())
+            return None
+        started = await fleet.start_rollout(record)
+        if not watch:
+            return started
+        return await _follow(fleet, started.id, output)
+
+    record = _run(start, nats_url)
+    if record is None:
+        return
+    if watch:
+        _exit_for(record)
+    if output == "json":
+        typer.echo(render.to_json(record.model_dump(mode="json")))
+    else:
+        typer.echo(
+            f"rollout {record.id} started: {service} -> {record.target.image} "
+            f"on {len(record.hosts)} host(s); follow it with: fleetctl rollout status "
+            f"{record.id} -w"
+        )
+
+
+@rollout_app.command("status")
+def rollout_status(
+    target: Annotated[str | None, typer.Argument(help="rollout id or service")] = None,
+    watch: WatchOption = False,
+    nats_url: NatsOption = DEFAULT_NATS,
+    output: OutputOption = "table",
+) -> None:
+    """Show a rollout (or every rollout); -w follows it until it settles."""
+    _check_output(output)
+
+    async def status(fleet: Fleet) -> RolloutRecord | list[RolloutRecord]:
+        if target is None:
+            return await fleet.rollouts.all()
+        if watch:
+            return await _follow(fleet, (await fleet.rollout(target)).id, output)
+        return await fleet.rollout(target)
+
+    result = _run(status, nats_url)
+    if isinstance(result, list):
+        if output == "json":
+            typer.echo(render.to_json([r.model_dump(mode="json") for r in result]))
+        else:
+            Console().print(render.rollouts_table(result))
+        return
+    if not watch:
+        if output == "json":
+            typer.echo(render.to_json(result.model_dump(mode="json")))
+        else:
+            Console().print(render.rollout_view(result))
+    _exit_for(result) if watch else None
+
+
+async def _follow(fleet: Fleet, rollout_id: str, output: str) -> RolloutRecord:
+    """Show the rollout as it changes until it is finished or waits for the operator."""
+    console = Console()
+    live = console.is_terminal and output == "table"
+    last_line = ""
+    record = await fleet.rollout(rollout_id)
+    with (
+        Live(render.rollout_view(record), console=console, auto_refresh=False)
+        if live
+        else (_NoLive()) as view
+    ):
+        while True:
+            record = await fleet.rollout(rollout_id)
+            if live:
+                view.update(render.rollout_view(record), refresh=True)
+            else:
+                line = render.rollout_line(record)
+                if line != last_line:
+                    typer.echo(line)
+                    last_line = line
+            if record.status in TERMINAL or record.status in WAITING_ON_OPERATOR:
+                break
+            await asyncio.sleep(0.5)
+    if record.reason:
+        typer.echo(f"{record.id}: {record.status.value}: {record.reason}")
+    if output == "json":
+        typer.echo(render.to_json(record.model_dump(mode="json")))
+    return record
+
+
+class _NoLive:
+    def __enter__(self) -> _NoLive:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def update(self, *_: object, **__: object) -> None:
+        return None
+
+
+def _intent(
+    verb: str, target: str, nats_url: str, work: Callable[[Fleet], Awaitable[RolloutRecord]]
+) -> None:
+    record = _run(work, nats_url)
+    typer.echo(f"{record.id}: {verb} recorded (status {record.status.value})")
+
+
+@rollout_app.command("pause")
+def rollout_pause(target: str, nats_url: NatsOption = DEFAULT_NATS) -> None:
+    """Start no new host; hosts in flight finish."""
+    _intent("pause", target, nats_url, lambda fleet: fleet.pause(target))
+
+
+@rollout_app.command("resume")
+def rollout_resume(target: str, nats_url: NatsOption = DEFAULT_NATS) -> None:
+    """Continue a paused rollout (failures so far are accepted)."""
+    _intent("resume", target, nats_url, lambda fleet: fleet.resume(target))
+
+
+@rollout_app.command("promote")
+def rollout_promote(target: str, nats_url: NatsOption = DEFAULT_NATS) -> None:
+    """Let a canary rollout continue past its canary wave."""
+    _intent("promote", target, nats_url, lambda fleet: fleet.promote(target))
+
+
+@rollout_app.command("abort")
+def rollout_abort(target: str, nats_url: NatsOption = DEFAULT_NATS) -> None:
+    """Stop and put every host this rollout updated back on the previous version."""
+    _intent("abort", target, nats_url, lambda fleet: fleet.abort(target))
+
+
+@rollout_app.command("partition")
+def rollout_partition(target: str, partition: int, nats_url: NatsOption = DEFAULT_NATS) -> None:
+    """Move the partition: hosts at or past ordinal PARTITION are updated."""
+    if partition < 0:
+        _fail("the partition is an ordinal, 0 or more", EXIT_INVALID)
+    _intent(
+        f"partition {partition}",
+        target,
+        nats_url,
+        lambda fleet: fleet.set_partition(target, partition),
+    )
+
+
+@rollout_app.command("undo")
+def rollout_undo(
+    service: str,
+    to_revision: Annotated[int | None, typer.Option(help="default: the one before current")] = None,
+    strategy: Annotated[Strategy, typer.Option()] = Strategy.ROLLING,
+    max_unavailable: Annotated[str, typer.Option()] = "25%",
+    watch: WatchOption = False,
+    nats_url: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Roll SERVICE back to an earlier kept revision (a new rollout, a new revision)."""
+    spec = RolloutSpec(
+        strategy=strategy, max_unavailable=max_unavailable, allow_downgrade=True, allow_major=True
+    )
+
+    async def undo(fleet: Fleet) -> RolloutRecord:
+        record = await fleet.start_rollout(await fleet.undo_record(service, to_revision, spec))
+        return await _follow(fleet, record.id, "table") if watch else record
+
+    record = _run(undo, nats_url)
+    if watch:
+        _exit_for(record)
+    typer.echo(f"rollout {record.id} started: {service} back to {record.target.image}")
+
+
+@rollout_app.command("history")
+def rollout_history(
+    service: str, nats_url: NatsOption = DEFAULT_NATS, output: OutputOption = "table"
+) -> None:
+    """The kept revisions of SERVICE and the rollout of each."""
+    _check_output(output)
+
+    async def history(fleet: Fleet) -> tuple[Any, dict[str, RolloutRecord]]:
+        record = await fleet.history(service)
+        rollouts = {r.id: r for r in await fleet.rollouts.all() if r.service == service}
+        return record, rollouts
+
+    record, rollouts = _run(history, nats_url)
+    if output == "json":
+        typer.echo(render.to_json(record.model_dump(mode="json")))
+    else:
+        Console().print(render.history_table(record, rollouts))
+
+
+# ---- the controller process ----
+
+
+@controller_app.command("run")
+def controller_run(
+    nats_url: NatsOption = DEFAULT_NATS,
+    controller_id: Annotated[str | None, typer.Option("--id", help="default: host-pid")] = None,
+    tick: Annotated[float | None, typer.Option(help="seconds between passes")] = None,
+    lease_ttl: Annotated[float | None, typer.Option(help="leader lease, seconds")] = None,
+    host_timeout: Annotated[float | None, typer.Option(help="heartbeat age = offline")] = None,
+    log_level: Annotated[str, typer.Option()] = "INFO",
+) -> None:
+    """Drive rollouts until SIGTERM; several may run, one leads (KV lease)."""
+    flags: dict[str, Any] = {
+        "nats_url": nats_url,
+        "controller_id": controller_id,
+        "tick": tick,
+        "lease_ttl": lease_ttl,
+        "host_timeout": host_timeout,
+    }
+    try:
+        settings = ControllerSettings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        _fail(f"invalid settings: {exc}", EXIT_INVALID)
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        asyncio.run(_serve(settings))
+    except BrokerError as exc:
+        _fail(exc.message, EXIT_NO_NATS)
+
+
+async def _serve(settings: ControllerSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    nc = await nats.connect(
+        settings.nats_url,
+        name=f"fleet-controller-{settings.controller_id}",
+        connect_timeout=5,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+    )
+    try:
+        await Executor(nc, settings).run(stop)
+    finally:
+        await nc.close()
 
 
 def main() -> None:

@@ -15,6 +15,8 @@ from pydantic_settings import (
 )
 
 from protocol.base import FrozenModel
+from protocol.errors import ConfigurationError
+from protocol.labels import parse_labels
 from protocol.subjects import validate_host_id
 
 MiB = 1024 * 1024
@@ -31,17 +33,6 @@ class RegistryCredential(FrozenModel):
 
 def default_host_id() -> str:
     return socket.gethostname().split(".")[0]
-
-
-def parse_labels(text: str) -> dict[str, str]:
-    """``role=edge,region=eu`` -> {"role": "edge", "region": "eu"}."""
-    labels: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"label {item!r} is not key=value")
-        labels[key.strip()] = value.strip()
-    return labels
 
 
 class AgentSettings(BaseSettings):
@@ -84,7 +75,12 @@ class AgentSettings(BaseSettings):
     @field_validator("labels", mode="before")
     @classmethod
     def _labels_from_text(cls, value: object) -> object:
-        return parse_labels(value) if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse_labels(value)
+        except ConfigurationError as exc:
+            raise ValueError(exc.message) from exc
 
     def container_name(self, service: str) -> str:
         return f"{self.container_prefix}{service}"

@@ -265,6 +265,20 @@ class ContainerEvent(Envelope):
     at: AwareDatetime
 
 
+class RolloutEvent(Envelope):
+    """The controller's news about a rollout: each change of status, on fleet.evt.controller."""
+
+    kind: Literal["rollout_event"] = "rollout_event"
+    rollout_id: Annotated[str, Field(max_length=128)]
+    service: ServiceName
+    revision: Annotated[int, Field(ge=1)]
+    status: Token
+    reason: Annotated[str, Field(max_length=16384)] = ""
+    image: ImageRefText
+    hosts_done: Annotated[int, Field(ge=0)] = 0
+    hosts_total: Annotated[int, Field(ge=0)] = 0
+
+
 class ContainerMetrics(FrozenModel):
     service: ServiceName
     container_id: str
@@ -316,6 +330,7 @@ AnyMessage = (
     | HostFacts
     | UpdateProgress
     | ContainerEvent
+    | RolloutEvent
     | MetricsSample
     | LogLine
 )

@@ -178,6 +178,16 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         at=times,
         **envelope,
     ),
+    "rollout_event": st.builds(
+        m.RolloutEvent,
+        rollout_id=tokens,
+        service=tokens,
+        revision=st.integers(min_value=1, max_value=1000),
+        status=tokens,
+        reason=short_text,
+        image=image_refs(),
+        **envelope,
+    ),
     "metrics": st.builds(
         m.MetricsSample,
         host=host_ids,

@@ -1,0 +1,237 @@
+"""The executor: turns the planner's decisions into agent commands, and replies into state.
+
+It runs inside ``fleetctl controller run``. Each pass, the lease holder reads every
+active rollout, plans, writes the decision to KV by compare-and-set *before* sending
+anything (so every command id is on record first), then sends the commands. A command
+already on record but without a task here (after a restart, or a takeover) is sent again
+with the same id: the agent returns the recorded outcome instead of running it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+from datetime import timedelta
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from controller.inventory import Inventory
+from controller.lease import LeaderLease
+from controller.planner import HostHealth, plan
+from controller.rollout import IN_FLIGHT, TERMINAL, HostPhase, RolloutRecord, RolloutStatus
+from controller.settings import ControllerSettings
+from controller.store import NotFound, RolloutStore, ServiceStore, StaleRecord, open_buckets
+from controller.transitions import after_reply, after_silence, apply_decision
+from protocol import subjects
+from protocol.codec import decode, encode
+from protocol.errors import BrokerError, ProtocolError
+from protocol.models import (
+    ApplyCommand,
+    Command,
+    PrepareCommand,
+    RolloutEvent,
+    utc_now,
+)
+from protocol.spec import ServiceSpec
+
+log = logging.getLogger("fleetctl.controller")
+PUBLISH_TIMEOUT = 2.0
+
+
+def pinned(spec: ServiceSpec, digest: str | None, min_healthy_time: float | None) -> ServiceSpec:
+    """The spec as sent to a host: the image pinned to the digest that host pulled."""
+    changes: dict[str, object] = {}
+    if digest and "@" not in spec.image:
+        changes["image"] = f"{spec.image}@{digest}"
+    if min_healthy_time is not None and spec.health is not None:
+        deadline = max(spec.health.healthy_deadline, min_healthy_time + spec.health.initial_delay)
+        changes["health"] = spec.health.model_copy(
+            update={"min_healthy_time": min_healthy_time, "healthy_deadline": deadline}
+        )
+    return spec.model_copy(update=changes) if changes else spec
+
+
+class Executor:
+    def __init__(self, nc: Client, settings: ControllerSettings) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream(timeout=5)
+        self.settings = settings
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.leader = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        rollouts_kv, services_kv, hosts_kv = await open_buckets(self._js)
+        self.rollouts = RolloutStore(rollouts_kv)
+        self.services = ServiceStore(services_kv)
+        self.inventory = Inventory(hosts_kv)
+        lease = LeaderLease(rollouts_kv, self.settings.controller_id, self.settings.lease_ttl)
+        watching = asyncio.create_task(self.inventory.run(stop), name="inventory")
+        log.info("controller %s started", self.settings.controller_id)
+        try:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.inventory.loaded.wait(), 10)
+            while not stop.is_set():
+                await self._tick(lease)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.tick)
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+            await asyncio.gather(*self._tasks.values(), watching, return_exceptions=True)
+            if self.leader:
+                await lease.release()
+
+    async def _tick(self, lease: LeaderLease) -> None:
+        leader = await lease.hold(utc_now())
+        if leader != self.leader:
+            log.info("controller %s is %s", lease.holder, "the leader" if leader else "standby")
+            self.leader = leader
+        if not leader:
+            return
+        try:
+            for service, rollout_id in await self.rollouts.active():
+                stored = await self.rollouts.get(rollout_id)
+                if stored is None:
+                    await self.rollouts.release_service(service, rollout_id)
+                elif stored.record.status in TERMINAL:
+                    await self._finish(stored.record)  # a crash came between the two writes
+                else:
+                    await self._drive(rollout_id)
+        except BrokerError as exc:
+            log.warning("pass skipped: %s", exc.message)
+
+    async def _drive(self, rollout_id: str) -> None:
+        stored = await self.rollouts.get(rollout_id)
+        if stored is None:
+            return
+        record, now = stored.record, utc_now()
+        health = self._health(record)
+        decision = plan(record, health, now)
+        updated = apply_decision(record, decision, now)
+        if updated != record:
+            try:
+                await self.rollouts.update(updated, stored.revision)
+            except StaleRecord:
+                return  # someone else wrote; plan again next pass from what they wrote
+            if updated.status is not record.status:
+                await self._announce(updated)
+                log.info("%s: %s (%s)", updated.id, updated.status.value, updated.reason)
+        if updated.status in TERMINAL:
+            await self._finish(updated)
+            return
+        for host, entry in updated.hosts.items():
+            due = entry.not_before is None or entry.not_before <= now
+            if entry.phase in IN_FLIGHT and entry.command_id and due:
+                self._ensure_command(updated, host, entry.command_id)
+
+    def _health(self, record: RolloutRecord) -> dict[str, HostHealth]:
+        now = utc_now()
+        return {
+            host: self.inventory.health(host, record.service, now, self.settings.host_timeout)
+            for host in record.hosts
+        }
+
+    async def _finish(self, record: RolloutRecord) -> None:
+        await self.rollouts.release_service(record.service, record.id)
+        if record.status is RolloutStatus.COMPLETE:
+            await self.services.mark_current(record.service, record.revision)
+
+    async def _announce(self, record: RolloutRecord) -> None:
+        event = RolloutEvent(
+            sender=subjects.CONTROLLER_SENDER,
+            rollout_id=record.id,
+            service=record.service,
+            revision=record.revision,
+            status=record.status.value,
+            reason=record.reason[:16000],
+            image=record.target.image,
+            hosts_done=record.count(HostPhase.DONE),
+            hosts_total=len(record.hosts),
+        )
+        try:
+            await self._js.publish(
+                subjects.controller_event_subject("rollout"),
+                encode(event),
+                timeout=PUBLISH_TIMEOUT,
+                headers={"Nats-Msg-Id": event.id},
+            )
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("rollout event not published: %r", exc)
+
+    # ---- commands ----
+
+    def _ensure_command(self, record: RolloutRecord, host: str, command_id: str) -> None:
+        if command_id in self._tasks:
+            return
+        task = asyncio.create_task(
+            self._command(record, host, command_id), name=f"command-{host}-{command_id[:8]}"
+        )
+        self._tasks[command_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(command_id, None))
+
+    def _build(self, record: RolloutRecord, host: str, command_id: str) -> tuple[Command, float]:
+        entry = record.hosts[host]
+        expires = utc_now() + timedelta(seconds=self.settings.command_ttl)
+        common: dict[str, Any] = {
+            "id": command_id,
+            "sender": subjects.CONTROLLER_SENDER,
+            "host": host,
+            "expires_at": expires,
+            "rollout_id": record.id,
+        }
+        if entry.phase is HostPhase.PREPARING:
+            command: Command = PrepareCommand(
+                service=record.target,
+                allow_downgrade=record.spec.allow_downgrade,
+                allow_major=record.spec.allow_major,
+                **common,
+            )
+            return command, self.settings.prepare_timeout
+        if entry.phase is HostPhase.UPDATING:
+            spec = pinned(record.target, entry.digest, record.spec.min_healthy_time)
+        else:
+            assert record.previous is not None, "the planner reverts only with a previous spec"
+            spec = record.previous
+        deadline = spec.health.healthy_deadline if spec.health else 0.0
+        timeout = deadline + spec.stop_grace_period + self.settings.command_slack
+        return ApplyCommand(service=spec, **common), timeout
+
+    async def _command(self, record: RolloutRecord, host: str, command_id: str) -> None:
+        command, timeout = self._build(record, host, command_id)
+        subject = subjects.command_subject(host)
+        try:
+            message = await self._nc.request(subject, encode(command), timeout=timeout)
+            reply = decode(message.data)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
+            silent = isinstance(exc, nats.errors.NoRespondersError)
+            await self._silence(
+                record.id,
+                host,
+                command_id,
+                "no agent answers" if silent else (f"no answer within {timeout:.0f}s"),
+            )
+            return
+        except ProtocolError as exc:
+            await self._silence(record.id, host, command_id, f"undecodable reply: {exc.message}")
+            return
+        except nats.errors.Error as exc:
+            await self._silence(record.id, host, command_id, f"bus error: {exc!r}")
+            return
+        await self._record(record.id, lambda r: after_reply(r, host, command_id, reply, utc_now()))
+
+    async def _silence(self, rollout_id: str, host: str, command_id: str, why: str) -> None:
+        log.info("%s: %s: %s; will retry", rollout_id, host, why)
+        await self._record(rollout_id, lambda r: after_silence(r, host, command_id, utc_now(), why))
+
+    async def _record(
+        self, rollout_id: str, change: Callable[[RolloutRecord], RolloutRecord]
+    ) -> None:
+        try:
+            await self.rollouts.mutate(rollout_id, change)
+        except (NotFound, BrokerError) as exc:
+            log.warning("%s: reply not recorded: %s", rollout_id, exc.message)

@@ -1,0 +1,158 @@
+"""How fleetctl shows things: rich tables for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console, Group
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from controller.intents import DryRun
+from controller.rollout import HostPhase, RolloutRecord, RolloutStatus
+from controller.store import ServiceRecord
+from protocol.models import HostFacts, utc_now
+
+PHASE_STYLE = {
+    HostPhase.DONE: "green",
+    HostPhase.READY: "cyan",
+    HostPhase.UPDATING: "yellow",
+    HostPhase.PREPARING: "yellow",
+    HostPhase.REVERTING: "magenta",
+    HostPhase.REVERTED: "magenta",
+    HostPhase.FAILED: "red",
+    HostPhase.NOT_READY: "red",
+}
+STATUS_STYLE = {
+    RolloutStatus.COMPLETE: "bold green",
+    RolloutStatus.FAILED: "bold red",
+    RolloutStatus.REVERTED: "bold magenta",
+    RolloutStatus.ABORTED: "bold magenta",
+    RolloutStatus.PAUSED: "bold yellow",
+}
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str, sort_keys=True)
+
+
+def ago(when: datetime, now: datetime | None = None) -> str:
+    seconds = max(0, int(((now or utc_now()) - when).total_seconds()))
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}m ago"
+    return f"{seconds // 3600}h ago"
+
+
+def hosts_table(hosts: list[HostFacts]) -> Table:
+    table = Table(title=f"{len(hosts)} host(s)")
+    for column in ("host", "labels", "agent", "docker", "services", "last seen"):
+        table.add_column(column)
+    for facts in hosts:
+        services = "\n".join(
+            f"{s.name} {(s.image or '-').rsplit('/', 1)[-1]} {s.state.value}/{s.health.value}"
+            for s in facts.services
+        )
+        labels = ",".join(f"{k}={v}" for k, v in sorted(facts.labels.items()))
+        table.add_row(
+            facts.host,
+            labels or "-",
+            facts.agent_version.split(" ")[0],
+            facts.docker_version or "-",
+            services or "-",
+            ago(facts.sent_at),
+        )
+    return table
+
+
+def hosts_json(hosts: list[HostFacts]) -> str:
+    return to_json([facts.model_dump(mode="json") for facts in hosts])
+
+
+def rollout_view(record: RolloutRecord) -> Group:
+    done = record.count(HostPhase.DONE)
+    total = len(record.hosts)
+    style = STATUS_STYLE.get(record.status, "bold")
+    header = Text.assemble(
+        (f"{record.id}", "bold"),
+        f"  {record.service} r{record.revision} -> {record.target.image}  ",
+        (record.status.value, style),
+    )
+    bar = ProgressBar(total=max(total, 1), completed=done, width=40)
+    summary = Text(f"{done}/{total} done  strategy {record.spec.strategy.value}  {record.reason}")
+    table = Table(show_header=True, header_style="bold")
+    for column in ("#", "host", "phase", "detail", "since"):
+        table.add_column(column)
+    for ordinal, host in enumerate(record.ordered_hosts()):
+        entry = record.hosts[host]
+        table.add_row(
+            str(ordinal),
+            host,
+            Text(entry.phase.value, PHASE_STYLE.get(entry.phase, "")),
+            entry.detail[:80],
+            ago(entry.since),
+        )
+    return Group(header, bar, summary, table)
+
+
+def rollout_line(record: RolloutRecord) -> str:
+    """One line per change, for logs and pipes (no terminal control codes)."""
+    phases = " ".join(f"{host}:{record.hosts[host].phase.value}" for host in record.ordered_hosts())
+    done = record.count(HostPhase.DONE)
+    return f"{record.id} {record.status.value} {done}/{len(record.hosts)} done | {phases}"
+
+
+def rollouts_table(records: list[RolloutRecord]) -> Table:
+    table = Table(title="rollouts")
+    for column in ("id", "service", "image", "status", "done", "created"):
+        table.add_column(column)
+    for record in records:
+        table.add_row(
+            record.id,
+            record.service,
+            record.target.image,
+            Text(record.status.value, STATUS_STYLE.get(record.status, "")),
+            f"{record.count(HostPhase.DONE)}/{len(record.hosts)}",
+            ago(record.created_at),
+        )
+    return table
+
+
+def history_table(record: ServiceRecord, rollouts: dict[str, RolloutRecord]) -> Table:
+    table = Table(title=f"{record.service}: revisions")
+    for column in ("revision", "image", "rollout", "status", "created", ""):
+        table.add_column(column)
+    for revision in record.revisions:
+        rollout = rollouts.get(revision.rollout_id)
+        table.add_row(
+            str(revision.revision),
+            revision.spec.image,
+            revision.rollout_id,
+            rollout.status.value if rollout else "-",
+            ago(revision.created_at),
+            "current" if revision.revision == record.current else "",
+        )
+    return table
+
+
+def dry_run_view(result: DryRun, console: Console) -> None:
+    record = result.record
+    console.print(
+        f"[bold]dry run[/bold] {record.id}: {record.service} -> {record.target.image} "
+        f"on {len(record.hosts)} host(s), strategy {record.spec.strategy.value}"
+    )
+    table = Table(title="pre-flight")
+    table.add_column("host")
+    table.add_column("ready")
+    table.add_column("reasons")
+    for check in result.preflight:
+        reasons = "; ".join(f"{r.code}: {r.text}" for r in check.reasons)
+        table.add_row(check.host, "yes" if check.ready else "[red]no[/red]", reasons)
+    console.print(table)
+    for index, (label, hosts) in enumerate(result.waves, start=1):
+        console.print(f"  {index:>2}. {label}: {', '.join(hosts) or '(wait for promote)'}")
+    console.print(f"would end: {result.final_status.value}")

@@ -1,0 +1,30 @@
+"""The controller's settings: flags, FLEET_* environment variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Annotated
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_controller_id() -> str:
+    return f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+
+
+class ControllerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEET_", frozen=True, extra="ignore")
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    controller_id: str = Field(default_factory=default_controller_id)
+    tick: Annotated[float, Field(gt=0)] = 0.5
+    """Seconds between two passes over the active rollouts."""
+    lease_ttl: Annotated[float, Field(gt=0)] = 10.0
+    host_timeout: Annotated[float, Field(gt=0)] = 30.0
+    """A host whose last heartbeat is older than this is offline."""
+    prepare_timeout: Annotated[float, Field(gt=0)] = 600.0
+    command_slack: Annotated[float, Field(gt=0)] = 60.0
+    """Added to a service's healthy_deadline and grace period to bound an Apply."""
+    command_ttl: Annotated[float, Field(gt=0)] = 900.0

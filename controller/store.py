@@ -1,0 +1,265 @@
+"""The controller's state in JetStream KV: rollouts, service revisions, host inventory.
+
+Values in ``fleet_rollouts`` and ``fleet_services`` are JSON (readable with ``nats kv
+get``); every change of a rollout record is a compare-and-set on the entry's revision.
+Host facts in ``fleet_hosts`` are the agents' msgpack envelopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import StreamConfig
+from nats.js.kv import KeyValue
+from pydantic import AwareDatetime, Field
+
+from controller.rollout import RolloutRecord
+from protocol import subjects
+from protocol.base import FrozenModel, ServiceName
+from protocol.codec import decode
+from protocol.errors import BrokerError, FleetError, ProtocolError
+from protocol.models import HostFacts
+from protocol.spec import ServiceSpec
+
+KV_TIMEOUT = 5.0
+CAS_ATTEMPTS = 20
+
+
+class ControllerError(FleetError):
+    code = "controller_error"
+
+
+class RolloutConflict(ControllerError):
+    """Another rollout of the service is active, or the record changed under us."""
+
+    code = "conflict"
+
+
+class NotFound(ControllerError):
+    code = "not_found"
+
+
+class StaleRecord(ControllerError):
+    code = "stale"
+
+
+class Revision(FrozenModel):
+    revision: int
+    spec: ServiceSpec
+    rollout_id: str
+    created_at: AwareDatetime
+
+
+class ServiceRecord(FrozenModel):
+    service: ServiceName
+    revisions: tuple[Revision, ...] = ()
+    current: int | None = None
+    """The revision the fleet last completed a rollout to."""
+    limit: int = Field(default=10, ge=1)
+
+    def revision(self, number: int) -> Revision | None:
+        return next((r for r in self.revisions if r.revision == number), None)
+
+    @property
+    def next_revision(self) -> int:
+        return max((r.revision for r in self.revisions), default=0) + 1
+
+
+@dataclass(frozen=True)
+class Stored:
+    record: RolloutRecord
+    revision: int
+
+
+async def open_buckets(js: JetStreamContext) -> tuple[KeyValue, KeyValue, KeyValue]:
+    """The rollouts, services and hosts buckets (created if missing), and the events stream."""
+    config = StreamConfig(name=subjects.EVENTS_STREAM, subjects=[subjects.EVENTS_WILDCARD])
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError:
+        await js.update_stream(config)
+    rollouts = await js.create_key_value(bucket=subjects.ROLLOUTS_BUCKET, history=1)
+    services = await js.create_key_value(bucket=subjects.SERVICES_BUCKET, history=1)
+    hosts = await js.create_key_value(bucket=subjects.HOSTS_BUCKET)
+    return rollouts, services, hosts
+
+
+def _rollout_key(rollout_id: str) -> str:
+    return f"rollout.{rollout_id}"
+
+
+def _active_key(service: str) -> str:
+    return f"active.{service}"
+
+
+class RolloutStore:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def get(self, rollout_id: str) -> Stored | None:
+        entry = await _get(self._kv, _rollout_key(rollout_id))
+        if entry is None or entry.value is None:
+            return None
+        return Stored(RolloutRecord.model_validate_json(entry.value), entry.revision or 0)
+
+    async def create(self, record: RolloutRecord) -> Stored:
+        try:
+            revision = await self._kv.create(
+                _rollout_key(record.id), record.model_dump_json().encode()
+            )
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise RolloutConflict(f"rollout {record.id} already exists") from exc
+        return Stored(record, revision)
+
+    async def update(self, record: RolloutRecord, revision: int) -> Stored:
+        """Compare-and-set: fails with StaleRecord if anyone wrote since ``revision``."""
+        try:
+            new_revision = await self._kv.update(
+                _rollout_key(record.id), record.model_dump_json().encode(), last=revision
+            )
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise StaleRecord(f"rollout {record.id} changed since revision {revision}") from exc
+        return Stored(record, new_revision)
+
+    async def mutate(
+        self, rollout_id: str, change: Callable[[RolloutRecord], RolloutRecord]
+    ) -> RolloutRecord:
+        """Read, change, compare-and-set; again from a fresh read whenever someone won."""
+        for _ in range(CAS_ATTEMPTS):
+            stored = await self.get(rollout_id)
+            if stored is None:
+                raise NotFound(f"no rollout {rollout_id}")
+            changed = change(stored.record)
+            if changed == stored.record:
+                return changed
+            try:
+                await self.update(changed, stored.revision)
+            except StaleRecord:
+                await asyncio.sleep(0.01)
+                continue
+            return changed
+        raise RolloutConflict(f"rollout {rollout_id} kept changing; gave up after retries")
+
+    async def all(self) -> list[RolloutRecord]:
+        records = []
+        for key in await _keys(self._kv, "rollout."):
+            stored = await self.get(key.removeprefix("rollout."))
+            if stored is not None:
+                records.append(stored.record)
+        return sorted(records, key=lambda r: r.created_at)
+
+    async def active(self) -> list[tuple[str, str]]:
+        """(service, rollout id) of every rollout that holds its service."""
+        pairs = []
+        for key in await _keys(self._kv, "active."):
+            entry = await _get(self._kv, key)
+            if entry is not None and entry.value:
+                pairs.append((key.removeprefix("active."), entry.value.decode()))
+        return pairs
+
+    async def active_id(self, service: str) -> str | None:
+        entry = await _get(self._kv, _active_key(service))
+        return entry.value.decode() if entry is not None and entry.value else None
+
+    async def claim_service(self, service: str, rollout_id: str) -> None:
+        """One rollout per service: the first to create ``active.<service>`` has it."""
+        try:
+            await self._kv.create(_active_key(service), rollout_id.encode())
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            current = await self.active_id(service)
+            raise RolloutConflict(
+                f"rollout {current} of {service} is still in progress; "
+                "wait for it, or pause/abort it first"
+            ) from exc
+
+    async def release_service(self, service: str, rollout_id: str) -> None:
+        entry = await _get(self._kv, _active_key(service))
+        if entry is not None and entry.value and entry.value.decode() == rollout_id:
+            await self._kv.purge(_active_key(service))
+
+
+class ServiceStore:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def get(self, service: str) -> tuple[ServiceRecord, int | None]:
+        entry = await _get(self._kv, service)
+        if entry is None or entry.value is None:
+            return ServiceRecord(service=service), None
+        return ServiceRecord.model_validate_json(entry.value), entry.revision
+
+    async def put(self, record: ServiceRecord, revision: int | None) -> None:
+        data = record.model_dump_json().encode()
+        try:
+            if revision is None:
+                await self._kv.create(record.service, data)
+            else:
+                await self._kv.update(record.service, data, last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise RolloutConflict(f"service {record.service} changed meanwhile; retry") from exc
+
+    async def add_revision(
+        self, service: str, spec: ServiceSpec, rollout_id_for: Callable[[int], str], now: datetime
+    ) -> tuple[ServiceRecord, Revision]:
+        record, revision = await self.get(service)
+        number = record.next_revision
+        added = Revision(
+            revision=number, spec=spec, rollout_id=rollout_id_for(number), created_at=now
+        )
+        kept = (*record.revisions, added)[-record.limit :]
+        updated = record.model_copy(update={"revisions": kept})
+        await self.put(updated, revision)
+        return updated, added
+
+    async def mark_current(self, service: str, number: int) -> None:
+        for _ in range(CAS_ATTEMPTS):
+            record, revision = await self.get(service)
+            try:
+                await self.put(record.model_copy(update={"current": number}), revision)
+                return
+            except RolloutConflict:
+                continue
+
+    async def all(self) -> list[ServiceRecord]:
+        return [(await self.get(key))[0] for key in await _keys(self._kv, "")]
+
+
+async def read_hosts(kv: KeyValue) -> dict[str, HostFacts]:
+    """Every host's latest facts; entries that do not decode are skipped, never fatal."""
+    hosts: dict[str, HostFacts] = {}
+    for key in await _keys(kv, ""):
+        entry = await _get(kv, key)
+        if entry is None or not entry.value:
+            continue
+        try:
+            facts = decode(entry.value)
+        except ProtocolError:
+            continue
+        if isinstance(facts, HostFacts):
+            hosts[key] = facts
+    return hosts
+
+
+async def _get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
+    try:
+        return await asyncio.wait_for(kv.get(key), KV_TIMEOUT)
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        return None
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise BrokerError(f"KV read of {key} failed: {exc!r}") from exc
+
+
+async def _keys(kv: KeyValue, prefix: str) -> list[str]:
+    try:
+        keys = await asyncio.wait_for(kv.keys(), KV_TIMEOUT)
+    except nats.js.errors.NoKeysError:
+        return []
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise BrokerError(f"KV listing failed: {exc!r}") from exc
+    return sorted(key for key in keys if key.startswith(prefix))
