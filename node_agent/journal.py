@@ -40,6 +40,9 @@ class Journal:
             log.write(f"{at.isoformat()} {entry.get('operation_id')} {phase.value}\n")
         return dict(entry)
 
+    def get(self, service: str) -> dict[str, Any] | None:
+        return read_json(self._path(service))
+
     def finish(self, service: str) -> None:
         self._path(service).unlink(missing_ok=True)
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from node_agent.runtime import DockerRuntime
+from protocol.errors import RuntimeFault
 from protocol.models import ProbeResult, utc_now
 from protocol.spec import DockerHealthProbe, ExecProbe, HealthCheck, HttpProbe, Probe, TcpProbe
 
@@ -33,6 +34,8 @@ async def probe_once(
         ok, output = False, f"probe timed out after {timeout}s"
     except OSError as exc:
         ok, output = False, f"{type(exc).__name__}: {exc}"
+    except RuntimeFault as exc:  # e.g. exec into a container that is restarting
+        ok, output = False, exc.message
     return ProbeResult(at=utc_now(), ok=ok, output=output[:2000])
 
 

@@ -81,6 +81,7 @@ async def _awaited(awaitable: Awaitable[None]) -> None:
 LOG_LINES_IN_BUNDLE = 30
 ASIDE_SUFFIX = "--prev"
 NEXT_SUFFIX = "--next"
+AGENT_RESTARTED = Reason(code="agent_restarted", text="the agent died during the update")
 
 
 @dataclass
@@ -232,13 +233,21 @@ class ServiceUpdater:
             },
         )
         await self._phase(op, UpdatePhase.SNAPSHOTTING, "old container configuration journaled")
-        if old is None:
-            config, host_config = config_from_spec(spec, image, self.agent_id)
-            return await self._replace_stop_first(op, None, config, host_config)
-        config, host_config = derive_config(old, old_image, spec, image, self.agent_id)
-        if spec.update_order is UpdateOrder.START_FIRST:
-            return await self._replace_start_first(op, old, config, host_config)
-        return await self._replace_stop_first(op, old, config, host_config)
+        try:
+            if old is None:
+                config, host_config = config_from_spec(spec, image, self.agent_id)
+                return await self._replace_stop_first(op, None, config, host_config)
+            config, host_config = derive_config(old, old_image, spec, image, self.agent_id)
+            if spec.update_order is UpdateOrder.START_FIRST:
+                return await self._replace_start_first(op, old, config, host_config)
+            return await self._replace_stop_first(op, old, config, host_config)
+        except RuntimeFault as exc:
+            # The engine failed us half-way: settle it as after a crash, from the journal.
+            entry = self.journal.get(spec.name)
+            if entry is None:
+                raise
+            cause = Reason(code="engine_error", text=exc.message)
+            return await self.recover(entry, emit, cause)
 
     @property
     def agent_id(self) -> str:
@@ -421,8 +430,10 @@ class ServiceUpdater:
 
     # ---- recovery after a crash ----
 
-    async def recover(self, entry: dict[str, Any], emit: Emit) -> OperationResult:
-        """Finish or undo an operation the agent died in the middle of."""
+    async def recover(
+        self, entry: dict[str, Any], emit: Emit, cause: Reason = AGENT_RESTARTED
+    ) -> OperationResult:
+        """Finish or undo an operation the agent died (or the engine failed) in the middle of."""
         spec = ServiceSpec.model_validate(entry["spec"])
         op = _Operation(entry["operation_id"], spec, emit)
         service = spec.name
@@ -453,10 +464,7 @@ class ServiceUpdater:
             await self._phase(op, UpdatePhase.FAILED, "recovered: no container to restore")
             self.journal.finish(service)
             return OperationResult(OperationOutcome.FAILED, await self.status(service))
-        bundle = FailureBundle(
-            reason=Reason(code="agent_restarted", text="the agent died during the update"),
-            timings=dict(op.timings),
-        )
+        bundle = FailureBundle(reason=cause, timings=dict(op.timings))
         await self._phase(op, UpdatePhase.RESTORING, "recovered: restoring the old version")
         return await self._bring_back_old(op, main["Id"], bundle)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -16,9 +17,12 @@ from nats import errors as nats_errors
 from controller.broker import NatsServer, find_nats_server_binary, start_cluster
 from node_agent.daemon import Agent
 from node_agent.settings import AgentSettings
+from protocol.image_ref import parse_image_reference
+from protocol.models import InspectReply
 from tests.support.agent import AgentClient, AgentHandle
 from tests.support.agent import connect as connect_client
 from tests.support.agent_process import AgentProcess
+from tests.support.fleet import CommandResult, ControllerProcess, fleet_spec, fleetctl
 from tests.support.stack import LocalStack, load_local_stack
 
 TEST_LABEL = "io.fleetwave.test"
@@ -232,3 +236,94 @@ async def wait_until_serving(handle: AgentClient, deadline_s: float = 20.0) -> N
             if loop.time() > deadline:
                 raise
             await asyncio.sleep(0.1)
+
+
+@dataclass
+class LocalFleet:
+    """N real agents, a real controller and the bus between them, for one test."""
+
+    nats_url: str
+    agents: list[SpawnedAgent]
+    controller: ControllerProcess
+    work_dir: Path
+    stack: LocalStack
+
+    def spec_file(self, tag: str, **options: float) -> Path:
+        path = self.work_dir / f"web-{tag}.json"
+        path.write_text(fleet_spec(self.stack.demo_image(tag), **options).model_dump_json())
+        return path
+
+    async def fleetctl(self, *args: str, timeout: float = 240.0) -> CommandResult:
+        return await fleetctl(self.nats_url, *args, timeout=timeout)
+
+    async def versions(self) -> dict[str, str | None]:
+        """Each host's running web image tag, asked of the agent itself."""
+        found: dict[str, str | None] = {}
+        for agent in self.agents:
+            reply = await agent.api.request(agent.api.inspect("web"), timeout=10)
+            assert isinstance(reply, InspectReply), reply
+            image = reply.status.image
+            healthy = reply.status.state.value == "running"
+            found[agent.api.host] = parse_image_reference(image).tag if image and healthy else None
+        return found
+
+
+FleetFactory = Callable[..., Awaitable[LocalFleet]]
+
+
+@pytest.fixture
+async def fleet_factory(
+    nats_server: NatsServer,
+    agent_process_factory: Callable[..., Awaitable[SpawnedAgent]],
+    local_stack: LocalStack,
+    tmp_path: Path,
+) -> AsyncIterator[FleetFactory]:
+    """Start ``size`` agents and a controller, and deploy demo/web:1.0.0 everywhere."""
+    controllers: list[ControllerProcess] = []
+
+    async def start(
+        size: int = 5,
+        agent_env: dict[int, dict[str, str]] | None = None,
+        deploy_min_ready: str = "100%",
+    ) -> LocalFleet:
+        agents = [
+            await agent_process_factory(**(agent_env or {}).get(index, {})) for index in range(size)
+        ]
+        for agent in agents:
+            await wait_until_serving(agent.api, deadline_s=60)
+        controller = ControllerProcess(
+            nats_server.url, tmp_path / "controller-0.log", controller_id="c0"
+        )
+        controllers.append(controller)
+        await controller.start()
+        fleet = LocalFleet(nats_server.url, agents, controller, tmp_path, local_stack)
+        await wait_for_heartbeats(fleet, size)
+        first = await fleet.fleetctl(
+            "rollout",
+            "start",
+            "web",
+            "--spec",
+            str(fleet.spec_file("1.0.0")),
+            "--strategy",
+            "recreate",
+            "--min-ready",
+            deploy_min_ready,
+            "-w",
+        )
+        assert first.code == 0, (first, controller.log_text())
+        return fleet
+
+    try:
+        yield start
+    finally:
+        for controller in controllers:
+            await controller.stop()
+
+
+async def wait_for_heartbeats(fleet: LocalFleet, size: int) -> None:
+    for _ in range(100):
+        listed = await fleet.fleetctl("hosts", "-o", "json")
+        if listed.code == 0 and len(json.loads(listed.stdout)) >= size:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{size} hosts never all reported: {listed}")

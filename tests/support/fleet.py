@@ -1,0 +1,175 @@
+"""A real local fleet for controller tests: agents and controllers as child processes.
+
+Each agent is a `fleet-agent run` with its own container prefix on the one local engine;
+the service runs with network mode "none" (its own loopback only), so five copies of the
+same spec never clash on a port, and is probed by exec inside the container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from protocol.models import AnyMessage, UpdatePhase, UpdateProgress
+from protocol.spec import (
+    ContainerSettings,
+    ExecProbe,
+    HealthCheck,
+    Resources,
+    RestartPolicy,
+    ServiceSpec,
+)
+from tests.support.agent_process import AgentProcess
+
+PROBE = ("wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/health")
+
+
+def fleet_spec(image: str, *, min_healthy: float = 1.0, deadline: float = 15.0) -> ServiceSpec:
+    return ServiceSpec(
+        name="web",
+        image=image,
+        container=ContainerSettings(
+            network_mode="none",
+            restart_policy=RestartPolicy(name="on-failure", max_retries=1),
+            resources=Resources(memory_bytes=32 * 1024 * 1024),
+        ),
+        health=HealthCheck(
+            probe=ExecProbe(command=PROBE),
+            period=0.5,
+            timeout=2.0,
+            failure_threshold=2,
+            min_healthy_time=min_healthy,
+            healthy_deadline=deadline,
+        ),
+        stop_grace_period=5.0,
+    )
+
+
+def fleetctl_executable() -> str:
+    return str(Path(sys.executable).parent / "fleetctl")
+
+
+@dataclass
+class ControllerProcess:
+    """`fleetctl controller run` as a child process (so a test can SIGKILL it)."""
+
+    nats_url: str
+    log_path: Path
+    controller_id: str
+    process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                fleetctl_executable(),
+                "controller",
+                "run",
+                f"--nats={self.nats_url}",
+                f"--id={self.controller_id}",
+                "--tick=0.2",
+                "--lease-ttl=3",
+                "--host-timeout=6",
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+
+    async def stop(self) -> int | None:
+        if self.process is None or self.process.returncode is not None:
+            return self.process.returncode if self.process else None
+        self.process.terminate()
+        try:
+            return await asyncio.wait_for(self.process.wait(), 20)
+        except TimeoutError:
+            self.process.kill()
+            return await self.process.wait()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class CommandResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+async def fleetctl(nats_url: str, *args: str, timeout: float = 240.0) -> CommandResult:
+    process = await asyncio.create_subprocess_exec(
+        fleetctl_executable(),
+        *args,
+        env={**os.environ, "FLEET_NATS_URL": nats_url, "COLUMNS": "200"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return CommandResult(process.returncode, out.decode(), err.decode())
+
+
+@dataclass
+class Window:
+    host: str
+    start: datetime
+    end: datetime | None = None
+
+
+@dataclass
+class BudgetChecker:
+    """Reads the agents' phase events and finds the most hosts ever out of service at once.
+
+    A stop-first host is out of service from its ``stopping_old`` phase until its update
+    ends (done, rolled_back or failed), as the agents themselves reported it.
+    """
+
+    windows: list[Window] = field(default_factory=list)
+
+    def feed(self, messages: list[AnyMessage]) -> None:
+        open_windows: dict[str, Window] = {}
+        for message in sorted(
+            (m for m in messages if isinstance(m, UpdateProgress)), key=lambda m: m.sent_at
+        ):
+            if message.phase is UpdatePhase.STOPPING_OLD:
+                window = Window(message.host, message.sent_at)
+                open_windows[message.host] = window
+                self.windows.append(window)
+            elif message.phase in (UpdatePhase.DONE, UpdatePhase.ROLLED_BACK, UpdatePhase.FAILED):
+                window = open_windows.pop(message.host, None)
+                if window is not None:
+                    window.end = message.sent_at
+
+    def peak(self) -> int:
+        edges: list[tuple[datetime, int]] = []
+        for window in self.windows:
+            edges.append((window.start, 1))
+            if window.end is not None:
+                edges.append((window.end, -1))
+        # At the same instant an end comes before a start: back-to-back is not overlap.
+        edges.sort(key=lambda edge: (edge[0], edge[1]))
+        current = peak = 0
+        for _, change in edges:
+            current += change
+            peak = max(peak, current)
+        return peak
+
+    def updates_per_host(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for window in self.windows:
+            counts[window.host] = counts.get(window.host, 0) + 1
+        return counts
+
+
+__all__ = ["AgentProcess", "BudgetChecker", "ControllerProcess", "fleet_spec", "fleetctl"]
