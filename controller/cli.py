@@ -215,6 +215,10 @@ def rollout_start(
     _check_output(output)
     if strategy is Strategy.BLUE_GREEN:
         _fail("blue-green is not built yet; use rolling, canary, partition or recreate", 2)
+    if strategy is Strategy.CANARY and canary is None:
+        _fail("--strategy canary needs --canary N or N%", EXIT_INVALID)
+    if strategy is Strategy.PARTITION and partition is None:
+        _fail("--strategy partition needs --partition N", EXIT_INVALID)
     override = _load_spec(spec_file) if spec_file else None
     if image is None and override is None:
         _fail("give --image, or --spec for the service's first rollout", EXIT_INVALID)

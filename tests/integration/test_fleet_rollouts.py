@@ -284,3 +284,52 @@ async def test_a_frozen_agent_fails_the_rollout_at_the_progress_deadline(
     assert state["status"] == "failed"
     assert "deadline" in state["reason"]
     assert tags(await fleet.versions()) == ["1.0.0"] * 3
+
+
+async def test_dry_run_conflicts_undo_history_and_bad_input_through_fleetctl(
+    fleet_factory: FleetFactory,
+) -> None:
+    fleet = await fleet_factory(2)
+    new_image = fleet.stack.demo_image("1.1.0")
+    dry = await fleet.fleetctl("rollout", "start", "web", "--image", new_image, "--dry-run")
+    assert dry.code == 0, dry
+    assert "pre-flight" in dry.stdout
+    assert "would end: complete" in dry.stdout
+    assert (await rollout_json(fleet))["id"] == "web-r1"  # the dry run wrote nothing
+
+    gated = await fleet.fleetctl(
+        "rollout",
+        "start",
+        "web",
+        "--image",
+        new_image,
+        "--strategy",
+        "canary",
+        "--canary",
+        "1",
+        "-w",
+    )
+    assert gated.code == 10, gated
+    refused = await fleet.fleetctl("rollout", "start", "web", "--image", new_image)
+    assert refused.code == 3, refused
+    assert "still in progress" in refused.stderr
+    assert (await fleet.fleetctl("rollout", "promote", "web")).code == 0
+    assert (await fleet.fleetctl("rollout", "status", "web", "-w")).code == 0
+    assert tags(await fleet.versions()) == ["1.1.0", "1.1.0"]
+
+    undone = await fleet.fleetctl("rollout", "undo", "web", "-w")
+    assert undone.code == 0, undone
+    assert tags(await fleet.versions()) == ["1.0.0", "1.0.0"]
+    history = await fleet.fleetctl("rollout", "history", "web", "-o", "json")
+    assert history.code == 0, history
+    parsed = json.loads(history.stdout)
+    assert [r["revision"] for r in parsed["revisions"]] == [1, 2, 3]
+    assert parsed["current"] == 3
+    assert parsed["revisions"][2]["spec"]["image"] == fleet.stack.demo_image("1.0.0")
+
+    invalid = await fleet.fleetctl("rollout", "start", "web", "--image", "Not A/Valid:Ref")
+    assert invalid.code == 2, invalid
+    unknown = await fleet.fleetctl("rollout", "status", "no-such-service")
+    assert unknown.code == 4, unknown
+    finished = await fleet.fleetctl("rollout", "pause", "web")
+    assert finished.code == 3, finished
