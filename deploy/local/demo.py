@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 from rich.console import Console
@@ -31,15 +32,9 @@ from rich.table import Table
 
 from controller.broker import NatsServer, find_nats_server_binary
 from protocol.image_ref import parse_image_reference
-from protocol.spec import (
-    ContainerSettings,
-    ExecProbe,
-    HealthCheck,
-    Resources,
-    RestartPolicy,
-    ServiceSpec,
-)
+from protocol.spec import ServiceSpec
 
+SPEC_FILE = Path(__file__).with_name("web.toml")
 STACK_ENV = Path(os.environ.get("FLEET_STACK_DIR", "/var/lib/fleetwave/stack")) / "stack.env"
 HOSTS = 5
 BIN = Path(sys.executable).parent
@@ -54,28 +49,9 @@ def stack_settings() -> dict[str, str]:
 
 
 def web_spec(image: str) -> ServiceSpec:
-    """Network mode none: five copies on one engine never clash; probed from inside."""
-    return ServiceSpec(
-        name="web",
-        image=image,
-        container=ContainerSettings(
-            network_mode="none",
-            env={"GREETING": "hello from the demo"},
-            restart_policy=RestartPolicy(name="on-failure", max_retries=1),
-            resources=Resources(memory_bytes=32 * 1024 * 1024),
-        ),
-        health=HealthCheck(
-            probe=ExecProbe(
-                command=("wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/health")
-            ),
-            period=0.5,
-            timeout=2.0,
-            failure_threshold=2,
-            min_healthy_time=2.0,
-            healthy_deadline=20.0,
-        ),
-        stop_grace_period=5.0,
-    )
+    """The operator's spec file for the demo service, with the image of this stack."""
+    spec = ServiceSpec.model_validate(tomllib.loads(SPEC_FILE.read_text()))
+    return spec.model_copy(update={"image": image})
 
 
 def step(text: str) -> None:
@@ -181,57 +157,26 @@ async def demo(nats_url: str, work: Path, settings: dict[str, str]) -> None:
         await wait_for_hosts(nats_url)
         fleetctl(nats_url, "hosts", "--selector", "role=demo")
 
+        def rollout(*args: str) -> int:
+            return fleetctl(
+                nats_url, "rollout", "start", "web", "--selector=role=demo", *args, "-w"
+            )
+
         step("1. deploy demo/web:1.0.0 to every host")
-        code = await asyncio.to_thread(
-            fleetctl,
-            nats_url,
-            "rollout",
-            "start",
-            "web",
-            "--spec",
-            str(spec_file),
-            "--selector",
-            "role=demo",
-            "--strategy",
-            "recreate",
-            "-w",
-        )
+        code = await asyncio.to_thread(rollout, f"--spec={spec_file}", "--strategy=recreate")
         expect(code == 0, "1.0.0 runs on all five hosts")
 
         step("2. roll out 1.1.0, at most 2 hosts unavailable at a time")
-        code = await asyncio.to_thread(
-            fleetctl,
-            nats_url,
-            "rollout",
-            "start",
-            "web",
-            "--image",
-            f"{image}:1.1.0",
-            "--selector",
-            "role=demo",
-            "--max-unavailable",
-            "2",
-            "-w",
-        )
+        code = await asyncio.to_thread(rollout, f"--image={image}:1.1.0", "--max-unavailable=2")
         expect(code == 0, "rollout of 1.1.0 complete")
 
         step("3. try 3.0.0-crash with --failure-action revert")
         code = await asyncio.to_thread(
-            fleetctl,
-            nats_url,
-            "rollout",
-            "start",
-            "web",
-            "--image",
-            f"{image}:3.0.0-crash",
-            "--selector",
-            "role=demo",
+            rollout,
+            f"--image={image}:3.0.0-crash",
             "--allow-major",
-            "--max-unavailable",
-            "2",
-            "--failure-action",
-            "revert",
-            "-w",
+            "--max-unavailable=2",
+            "--failure-action=revert",
         )
         expect(code == 1, "the crashing version was stopped (fleetctl exit 1)")
         status = await asyncio.to_thread(fleetctl_json, nats_url, "rollout", "status", "web")

@@ -1,8 +1,8 @@
 """A real local fleet for controller tests: agents and controllers as child processes.
 
 Each agent is a `fleet-agent run` with its own container prefix on the one local engine;
-the service runs with network mode "none" (its own loopback only), so five copies of the
-same spec never clash on a port, and is probed by exec inside the container.
+the service is the demo's spec file (network mode "none", probed by exec inside the
+container), so five copies of it never clash on a port.
 """
 
 from __future__ import annotations
@@ -10,43 +10,26 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from protocol.models import AnyMessage, UpdatePhase, UpdateProgress
-from protocol.spec import (
-    ContainerSettings,
-    ExecProbe,
-    HealthCheck,
-    Resources,
-    RestartPolicy,
-    ServiceSpec,
-)
+from protocol.spec import ServiceSpec
 from tests.support.agent_process import AgentProcess
 
-PROBE = ("wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/health")
+SPEC_FILE = Path(__file__).resolve().parents[2] / "deploy" / "local" / "web.toml"
 
 
 def fleet_spec(image: str, *, min_healthy: float = 1.0, deadline: float = 15.0) -> ServiceSpec:
-    return ServiceSpec(
-        name="web",
-        image=image,
-        container=ContainerSettings(
-            network_mode="none",
-            restart_policy=RestartPolicy(name="on-failure", max_retries=1),
-            resources=Resources(memory_bytes=32 * 1024 * 1024),
-        ),
-        health=HealthCheck(
-            probe=ExecProbe(command=PROBE),
-            period=0.5,
-            timeout=2.0,
-            failure_threshold=2,
-            min_healthy_time=min_healthy,
-            healthy_deadline=deadline,
-        ),
-        stop_grace_period=5.0,
+    """deploy/local/web.toml, the demo's own spec file, with this test's image and timing."""
+    spec = ServiceSpec.model_validate(tomllib.loads(SPEC_FILE.read_text()))
+    assert spec.health is not None
+    health = spec.health.model_copy(
+        update={"min_healthy_time": min_healthy, "healthy_deadline": deadline}
     )
+    return spec.model_copy(update={"image": image, "health": health})
 
 
 def fleetctl_executable() -> str:
@@ -147,9 +130,9 @@ class BudgetChecker:
                 open_windows[message.host] = window
                 self.windows.append(window)
             elif message.phase in (UpdatePhase.DONE, UpdatePhase.ROLLED_BACK, UpdatePhase.FAILED):
-                window = open_windows.pop(message.host, None)
-                if window is not None:
-                    window.end = message.sent_at
+                ended = open_windows.pop(message.host) if message.host in open_windows else None
+                if ended is not None:
+                    ended.end = message.sent_at
 
     def peak(self) -> int:
         edges: list[tuple[datetime, int]] = []
