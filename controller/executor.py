@@ -14,46 +14,33 @@ import logging
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import timedelta
-from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from controller.inventory import Inventory
+from controller.commands import apply_command, pinned, prepare_command
+from controller.inventory import Inventory, fleet_health
 from controller.lease import LeaderLease
-from controller.planner import HostHealth, plan
+from controller.planner import plan
 from controller.rollout import IN_FLIGHT, TERMINAL, HostPhase, RolloutRecord, RolloutStatus
 from controller.settings import ControllerSettings
-from controller.store import NotFound, RolloutStore, ServiceStore, StaleRecord, open_buckets
+from controller.store import (
+    NotFound,
+    RolloutStore,
+    ServiceStore,
+    StaleRecord,
+    Stored,
+    open_buckets,
+)
 from controller.transitions import after_reply, after_silence, apply_decision
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.errors import BrokerError, ProtocolError
-from protocol.models import (
-    ApplyCommand,
-    Command,
-    PrepareCommand,
-    RolloutEvent,
-    utc_now,
-)
-from protocol.spec import ServiceSpec
+from protocol.models import Command, RolloutEvent, utc_now
 
 log = logging.getLogger("fleetctl.controller")
 PUBLISH_TIMEOUT = 2.0
-
-
-def pinned(spec: ServiceSpec, digest: str | None, min_healthy_time: float | None) -> ServiceSpec:
-    """The spec as sent to a host: the image pinned to the digest that host pulled."""
-    changes: dict[str, object] = {}
-    if digest and "@" not in spec.image:
-        changes["image"] = f"{spec.image}@{digest}"
-    if min_healthy_time is not None and spec.health is not None:
-        deadline = max(spec.health.healthy_deadline, min_healthy_time + spec.health.initial_delay)
-        changes["health"] = spec.health.model_copy(
-            update={"min_healthy_time": min_healthy_time, "healthy_deadline": deadline}
-        )
-    return spec.model_copy(update=changes) if changes else spec
 
 
 class Executor:
@@ -101,16 +88,15 @@ class Executor:
                 elif stored.record.status in TERMINAL:
                     await self._finish(stored.record)  # a crash came between the two writes
                 else:
-                    await self._drive(rollout_id)
+                    await self._drive(stored)
         except BrokerError as exc:
             log.warning("pass skipped: %s", exc.message)
 
-    async def _drive(self, rollout_id: str) -> None:
-        stored = await self.rollouts.get(rollout_id)
-        if stored is None:
-            return
+    async def _drive(self, stored: Stored) -> None:
         record, now = stored.record, utc_now()
-        health = self._health(record)
+        health = fleet_health(
+            record.hosts, record.service, self.inventory.facts, now, self.settings.host_timeout
+        )
         decision = plan(record, health, now)
         updated = apply_decision(record, decision, now)
         if updated != record:
@@ -128,13 +114,6 @@ class Executor:
             due = entry.not_before is None or entry.not_before <= now
             if entry.phase in IN_FLIGHT and entry.command_id and due:
                 self._ensure_command(updated, host, entry.command_id)
-
-    def _health(self, record: RolloutRecord) -> dict[str, HostHealth]:
-        now = utc_now()
-        return {
-            host: self.inventory.health(host, record.service, now, self.settings.host_timeout)
-            for host in record.hosts
-        }
 
     async def _finish(self, record: RolloutRecord) -> None:
         await self.rollouts.release_service(record.service, record.id)
@@ -177,20 +156,8 @@ class Executor:
     def _build(self, record: RolloutRecord, host: str, command_id: str) -> tuple[Command, float]:
         entry = record.hosts[host]
         expires = utc_now() + timedelta(seconds=self.settings.command_ttl)
-        common: dict[str, Any] = {
-            "id": command_id,
-            "sender": subjects.CONTROLLER_SENDER,
-            "host": host,
-            "expires_at": expires,
-            "rollout_id": record.id,
-        }
         if entry.phase is HostPhase.PREPARING:
-            command: Command = PrepareCommand(
-                service=record.target,
-                allow_downgrade=record.spec.allow_downgrade,
-                allow_major=record.spec.allow_major,
-                **common,
-            )
+            command = prepare_command(record, host, expires, command_id, rollout_id=record.id)
             return command, self.settings.prepare_timeout
         if entry.phase is HostPhase.UPDATING:
             spec = pinned(record.target, entry.digest, record.spec.min_healthy_time)
@@ -199,7 +166,7 @@ class Executor:
             spec = record.previous
         deadline = spec.health.healthy_deadline if spec.health else 0.0
         timeout = deadline + spec.stop_grace_period + self.settings.command_slack
-        return ApplyCommand(service=spec, **common), timeout
+        return apply_command(record, host, spec, expires, command_id), timeout
 
     async def _command(self, record: RolloutRecord, host: str, command_id: str) -> None:
         command, timeout = self._build(record, host, command_id)

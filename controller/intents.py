@@ -15,7 +15,8 @@ import nats.errors
 from nats.aio.client import Client
 from pydantic import ValidationError
 
-from controller.inventory import matches, service_health
+from controller.commands import prepare_command
+from controller.inventory import fleet_health, matches
 from controller.planner import HostHealth, plan
 from controller.rollout import (
     TERMINAL,
@@ -39,7 +40,7 @@ from controller.store import (
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.errors import ConfigurationError, ProtocolError
-from protocol.models import HostFacts, PrepareCommand, PrepareReply, Reason, utc_now
+from protocol.models import HostFacts, PrepareReply, Reason, utc_now
 from protocol.spec import ServiceSpec
 
 PREPARE_TIMEOUT = 300.0
@@ -254,22 +255,12 @@ class Fleet:
         }
         now = utc_now()
         facts = {f.host: f for f in await self.hosts()}
-        health = {
-            host: service_health(facts.get(host), record.service, now, self._host_timeout)
-            for host in hosts
-        }
+        health = fleet_health(hosts, record.service, facts, now, self._host_timeout)
         waves, final = simulate_waves(record.model_copy(update={"hosts": hosts}), health, now)
         return DryRun(record, list(results), waves, final)
 
     async def _prepare(self, record: RolloutRecord, host: str) -> PreflightResult:
-        command = PrepareCommand(
-            sender=subjects.CONTROLLER_SENDER,
-            host=host,
-            expires_at=utc_now() + timedelta(seconds=PREPARE_TIMEOUT),
-            service=record.target,
-            allow_downgrade=record.spec.allow_downgrade,
-            allow_major=record.spec.allow_major,
-        )
+        command = prepare_command(record, host, utc_now() + timedelta(seconds=PREPARE_TIMEOUT))
         try:
             message = await self._nc.request(
                 subjects.command_subject(host), encode(command), timeout=PREPARE_TIMEOUT
@@ -303,7 +294,7 @@ def simulate_waves(
         for host in decision.apply:
             hosts[host] = HostRecord(phase=HostPhase.DONE, since=now)
             health = {**health, host: HostHealth(online=True, serving=True)}
-        record = record.model_copy(update={"hosts": hosts, "promoted": record.promoted})
+        record = record.model_copy(update={"hosts": hosts})
     raise ControllerError("the simulated rollout did not settle")  # pragma: no cover
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from datetime import datetime, timedelta
 
@@ -33,6 +34,17 @@ def service_health(
         return HostHealth(online=True, serving=None)
     serving = status.state is ContainerState.RUNNING and status.health is not Health.UNHEALTHY
     return HostHealth(online=True, serving=serving)
+
+
+def fleet_health(
+    hosts: Iterable[str],
+    service: str,
+    facts: Mapping[str, HostFacts],
+    now: datetime,
+    timeout: float,
+) -> dict[str, HostHealth]:
+    """The planner's view of each host, from the facts at hand."""
+    return {host: service_health(facts.get(host), service, now, timeout) for host in hosts}
 
 
 class Inventory:
@@ -76,6 +88,3 @@ class Inventory:
                 continue
             if isinstance(facts, HostFacts):
                 self.facts[entry.key] = facts
-
-    def health(self, host: str, service: str, now: datetime, timeout: float) -> HostHealth:
-        return service_health(self.facts.get(host), service, now, timeout)

@@ -58,13 +58,6 @@ class LeaderLease:
         except (nats.errors.Error, TimeoutError):
             return
 
-    async def current(self) -> Lease | None:
-        try:
-            entry = await asyncio.wait_for(self._kv.get(LEASE_KEY), KV_TIMEOUT)
-        except (nats.errors.Error, TimeoutError):
-            return None
-        return Lease.model_validate_json(entry.value) if entry.value else None
-
     @staticmethod
     async def _cas(write: Callable[[], Awaitable[int]]) -> bool:
         try:

@@ -13,7 +13,7 @@ serving, so it spends the surge budget instead.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from controller.rollout import (
@@ -56,7 +56,6 @@ class Decision:
     promote: bool = False
     """The canary soaked for auto_promote_after without failures: promote now."""
     canary_completed: bool = False
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)

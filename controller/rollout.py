@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -172,7 +171,3 @@ class RolloutRecord(FrozenModel):
 
 def rollout_id(service: str, revision: int) -> str:
     return f"{service}-r{revision}"
-
-
-def host_record(phase: HostPhase, now: datetime, **fields: object) -> HostRecord:
-    return HostRecord.model_validate({"phase": phase, "since": now, **fields})

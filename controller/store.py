@@ -226,9 +226,6 @@ class ServiceStore:
             except RolloutConflict:
                 continue
 
-    async def all(self) -> list[ServiceRecord]:
-        return [(await self.get(key))[0] for key in await _keys(self._kv, "")]
-
 
 async def read_hosts(kv: KeyValue) -> dict[str, HostFacts]:
     """Every host's latest facts; entries that do not decode are skipped, never fatal."""

@@ -1,0 +1,58 @@
+"""The agent commands a rollout sends, built from its record: one place for both senders.
+
+The executor sends them for real; fleetctl's dry run sends the same Prepare.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from controller.rollout import RolloutRecord
+from protocol import subjects
+from protocol.models import ApplyCommand, PrepareCommand, new_message_id
+from protocol.spec import ServiceSpec
+
+
+def pinned(spec: ServiceSpec, digest: str | None, min_healthy_time: float | None) -> ServiceSpec:
+    """The spec as sent to a host: the image pinned to the digest that host pulled."""
+    changes: dict[str, object] = {}
+    if digest and "@" not in spec.image:
+        changes["image"] = f"{spec.image}@{digest}"
+    if min_healthy_time is not None and spec.health is not None:
+        deadline = max(spec.health.healthy_deadline, min_healthy_time + spec.health.initial_delay)
+        changes["health"] = spec.health.model_copy(
+            update={"min_healthy_time": min_healthy_time, "healthy_deadline": deadline}
+        )
+    return spec.model_copy(update=changes) if changes else spec
+
+
+def prepare_command(
+    record: RolloutRecord,
+    host: str,
+    expires_at: datetime,
+    command_id: str | None = None,
+    rollout_id: str | None = None,
+) -> PrepareCommand:
+    return PrepareCommand(
+        id=command_id or new_message_id(),
+        sender=subjects.CONTROLLER_SENDER,
+        host=host,
+        expires_at=expires_at,
+        service=record.target,
+        allow_downgrade=record.spec.allow_downgrade,
+        allow_major=record.spec.allow_major,
+        rollout_id=rollout_id,
+    )
+
+
+def apply_command(
+    record: RolloutRecord, host: str, spec: ServiceSpec, expires_at: datetime, command_id: str
+) -> ApplyCommand:
+    return ApplyCommand(
+        id=command_id,
+        sender=subjects.CONTROLLER_SENDER,
+        host=host,
+        expires_at=expires_at,
+        service=spec,
+        rollout_id=record.id,
+    )
