@@ -24,22 +24,11 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controller.broker import NatsServer, find_nats_server_binary, reserve_loopback_port
-from protocol.models import OperationOutcome, OperationReply
-from tests.support.agent import AgentClient, connect, demo_spec
-from tests.support.agent_process import AgentProcess
+from tests.support.agent import AgentClient, apply_ok, connect, demo_spec, wait_until_serving
+from tests.support.agent_process import AgentProcess, agent_args
 from tests.support.stack import load_local_stack
 
 MB = 1024 * 1024
-
-
-async def wait_until_serving(agent: AgentClient) -> None:
-    for _ in range(200):
-        try:
-            await agent.request(agent.inspect("web"), timeout=1.0)
-            return
-        except Exception:  # noqa: BLE001 - any failure here just means "not yet"
-            await asyncio.sleep(0.1)
-    raise RuntimeError("the agent never answered")
 
 
 async def main(seconds: float) -> None:
@@ -50,25 +39,15 @@ async def main(seconds: float) -> None:
         await server.start()
         host = f"footprint{os.getpid()}"
         process = AgentProcess(
-            args=[
-                f"--nats={server.url}",
-                f"--host-id={host}",
-                f"--docker-host={stack.docker_host}",
-                f"--state-dir={work / 'agent'}",
-                f"--container-prefix={host}-",
-            ],
+            args=agent_args(server.url, host, stack.docker_host, work / "agent", f"{host}-"),
             log_path=work / "agent.log",
         )
         await process.start()
         client = await connect(server.url)
         agent = AgentClient(client=client, host=host)
         try:
-            await wait_until_serving(agent)
-            reply = await agent.request(
-                agent.apply(demo_spec(stack.demo_image("1.0.0"), reserve_loopback_port()))
-            )
-            assert isinstance(reply, OperationReply), reply
-            assert reply.outcome is OperationOutcome.DONE, reply
+            await wait_until_serving(agent, deadline_s=20)
+            await apply_ok(agent, demo_spec(stack.demo_image("1.0.0"), reserve_loopback_port()))
             assert process.process is not None
             watched = psutil.Process(process.process.pid)
             await asyncio.sleep(2)  # let the update's own work settle

@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from controller.broker import NatsServer, find_nats_server_binary, reserve_loopback_port
 from node_agent.daemon import Agent
 from node_agent.settings import AgentSettings
-from protocol.models import OperationOutcome, OperationReply, PrepareReply
+from protocol.models import PrepareReply
 from protocol.spec import ServiceSpec
-from tests.support.agent import AgentClient, connect, demo_spec
+from tests.support.agent import AgentClient, apply_ok, connect, demo_spec
 from tests.support.stack import LocalStack, load_local_stack
 
 DOCKER_CLI = "/usr/bin/docker"
@@ -168,9 +168,7 @@ async def agent_sequence(agent: AgentClient, stack: LocalStack, port: int, volum
     def spec(tag: str) -> ServiceSpec:
         return demo_spec(stack.demo_image(tag), port, volume=volume, min_healthy=0.0, grace=GRACE)
 
-    first = await agent.request(agent.apply(spec("1.0.0")))
-    assert isinstance(first, OperationReply), first
-    assert first.outcome is OperationOutcome.DONE, first
+    await apply_ok(agent, spec("1.0.0"))
     await asyncio.to_thread(version_answers, port, "1.0.0")
     await asyncio.to_thread(forget_image, stack, stack.demo_image("1.1.0"))
     with Poller(port) as poller:
@@ -180,9 +178,7 @@ async def agent_sequence(agent: AgentClient, stack: LocalStack, port: int, volum
         assert isinstance(prepared, PrepareReply), prepared
         assert prepared.ready, prepared
         pinned = target.model_copy(update={"image": f"{target.image}@{prepared.digest}"})
-        applied = await agent.request(agent.apply(pinned))
-        assert isinstance(applied, OperationReply), applied
-        assert applied.outcome is OperationOutcome.DONE, applied
+        await apply_ok(agent, pinned)
         await asyncio.to_thread(version_answers, port, "1.1.0")
         total = time.monotonic() - started
         await asyncio.sleep(0.05)

@@ -12,16 +12,15 @@ from pathlib import Path
 
 import docker
 import pytest
-from nats import errors as nats_errors
 
 from controller.broker import NatsServer, find_nats_server_binary, start_cluster
 from node_agent.daemon import Agent
 from node_agent.settings import AgentSettings
 from protocol.image_ref import parse_image_reference
 from protocol.models import InspectReply
-from tests.support.agent import AgentClient, AgentHandle
+from tests.support.agent import AgentClient, AgentHandle, wait_until_serving
 from tests.support.agent import connect as connect_client
-from tests.support.agent_process import AgentProcess
+from tests.support.agent_process import AgentProcess, agent_args
 from tests.support.fleet import CommandResult, ControllerProcess, fleet_spec, fleetctl
 from tests.support.stack import LocalStack, load_local_stack
 
@@ -194,14 +193,14 @@ async def agent_process_factory(
         index = len(spawned)
         host = f"p{index}-{test_id}"
         process = AgentProcess(
-            args=[
-                f"--nats={nats_server.url}",
-                f"--host-id={host}",
-                f"--docker-host={local_stack.docker_host}",
-                f"--state-dir={tmp_path / f'process-agent{index}'}",
-                f"--container-prefix=t{test_id}-p{index}-",
+            args=agent_args(
+                nats_server.url,
+                host,
+                local_stack.docker_host,
+                tmp_path / f"process-agent{index}",
+                f"t{test_id}-p{index}-",
                 "--heartbeat-interval=1",
-            ],
+            ),
             log_path=tmp_path / f"process-agent{index}.log",
             env=env,
         )
@@ -224,20 +223,6 @@ async def agent_process_factory(
             volume.remove(force=True)
 
 
-async def wait_until_serving(handle: AgentClient, deadline_s: float = 20.0) -> None:
-    """Until the agent answers an Inspect (it subscribes only once it has connected)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + deadline_s
-    while True:
-        try:
-            await handle.request(handle.inspect("probe"), timeout=1.0)
-            return
-        except (nats_errors.NoRespondersError, nats_errors.TimeoutError):
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-
-
 @dataclass
 class LocalFleet:
     """N real agents, a real controller and the bus between them, for one test."""
@@ -255,6 +240,12 @@ class LocalFleet:
 
     async def fleetctl(self, *args: str, timeout: float = 240.0) -> CommandResult:
         return await fleetctl(self.nats_url, *args, timeout=timeout)
+
+    async def roll(self, tag: str, *flags: str) -> CommandResult:
+        """`fleetctl rollout start web --image demo/web:<tag> <flags>`."""
+        return await self.fleetctl(
+            "rollout", "start", "web", "--image", self.stack.demo_image(tag), *flags
+        )
 
     async def versions(self) -> dict[str, str | None]:
         """Each host's running web image tag, asked of the agent itself."""

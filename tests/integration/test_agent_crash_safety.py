@@ -16,8 +16,8 @@ import pytest
 from controller.broker import reserve_loopback_port
 from protocol.models import OperationOutcome, OperationReply
 from protocol.spec import ServiceSpec, UpdateOrder
-from tests.conftest import SpawnedAgent, wait_until_serving
-from tests.support.agent import demo_spec
+from tests.conftest import SpawnedAgent
+from tests.support.agent import apply_ok, demo_spec, wait_until_serving
 from tests.support.http import wait_for_http
 from tests.support.stack import LocalStack
 
@@ -76,9 +76,7 @@ async def test_an_agent_killed_in_any_phase_leaves_the_service_healthy_after_res
     old_spec = demo_spec(
         local_stack.demo_image("1.0.0"), old_port, volume=volume, deadline=10, env=ENV
     )
-    first = await agent.api.request(agent.api.apply(old_spec))
-    assert isinstance(first, OperationReply), first
-    assert first.outcome is OperationOutcome.DONE, first
+    await apply_ok(agent.api, old_spec)
     main = f"t{test_id}-p0-web"
     docker_client.containers.get(main).exec_run(["sh", "-c", f"echo {MARKER} > /data/marker"])
 

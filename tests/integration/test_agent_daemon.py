@@ -22,10 +22,16 @@ from protocol.models import (
     UpdatePhase,
     UpdateProgress,
 )
-from tests.conftest import SpawnedAgent, wait_until_serving
-from tests.support.agent import AgentClient, AgentHandle, demo_spec
+from tests.conftest import SpawnedAgent
+from tests.support.agent import (
+    AgentClient,
+    AgentHandle,
+    apply_ok,
+    demo_spec,
+    wait_until_serving,
+)
 from tests.support.agent import connect as connect_client
-from tests.support.agent_process import AgentProcess
+from tests.support.agent_process import AgentProcess, agent_args
 from tests.support.events import EventRecorder
 from tests.support.stack import LocalStack
 
@@ -51,11 +57,7 @@ async def test_the_heartbeat_writes_host_facts_with_labels_and_managed_services_
     agent_factory: AgentFactory, local_stack: LocalStack
 ) -> None:
     agent = await agent_factory(labels={"role": "edge", "region": "eu"})
-    reply = await agent.request(
-        agent.apply(demo_spec(local_stack.demo_image("1.0.0"), reserve_loopback_port()))
-    )
-    assert isinstance(reply, OperationReply)
-    assert reply.outcome is OperationOutcome.DONE
+    await apply_ok(agent, demo_spec(local_stack.demo_image("1.0.0"), reserve_loopback_port()))
 
     first = await read_host_facts(agent)
     while not first.services:  # the heartbeat after the update
@@ -154,13 +156,7 @@ async def test_an_agent_started_while_nats_is_down_waits_quietly_and_serves_once
     await nats_server.stop()
     host = f"offline-{test_id}"
     process = AgentProcess(
-        args=[
-            f"--nats={url}",
-            f"--host-id={host}",
-            f"--docker-host={local_stack.docker_host}",
-            f"--state-dir={tmp_path / 'agent'}",
-            f"--container-prefix=t{test_id}-",
-        ],
+        args=agent_args(url, host, local_stack.docker_host, tmp_path / "agent", f"t{test_id}-"),
         log_path=tmp_path / "agent.log",
     )
     await process.start()
@@ -184,12 +180,12 @@ async def test_sigterm_while_nats_is_down_exits_cleanly(
     local_stack: LocalStack, tmp_path: Path, test_id: str
 ) -> None:
     process = AgentProcess(
-        args=[
-            f"--nats=nats://127.0.0.1:{reserve_loopback_port()}",
-            f"--host-id=offline-{test_id}",
-            f"--docker-host={local_stack.docker_host}",
-            f"--state-dir={tmp_path / 'agent'}",
-        ],
+        args=agent_args(
+            f"nats://127.0.0.1:{reserve_loopback_port()}",
+            f"offline-{test_id}",
+            local_stack.docker_host,
+            tmp_path / "agent",
+        ),
         log_path=tmp_path / "agent.log",
     )
     await process.start()

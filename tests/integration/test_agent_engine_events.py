@@ -17,11 +17,9 @@ from protocol.models import (
     ContainerAction,
     ContainerEvent,
     Health,
-    OperationOutcome,
-    OperationReply,
 )
 from protocol.spec import RestartPolicy
-from tests.support.agent import AgentHandle, demo_spec
+from tests.support.agent import AgentHandle, apply_ok, demo_spec
 from tests.support.events import EventRecorder
 from tests.support.stack import LocalStack
 
@@ -54,9 +52,7 @@ async def test_a_crash_an_oom_a_policy_restart_and_health_changes_are_published(
         restart_policy=RestartPolicy(name="on-failure", max_retries=5),
     )
     async with EventRecorder(agent.client, f"fleet.evt.{agent.host}.>") as events:
-        reply = await agent.request(agent.apply(spec))
-        assert isinstance(reply, OperationReply)
-        assert reply.outcome is OperationOutcome.DONE, reply
+        await apply_ok(agent, spec)
         container = docker_client.containers.get(f"t{test_id}-0-web")
         healthy = await events.wait_for(
             container_event(ContainerAction.HEALTH_STATUS, health=Health.HEALTHY)
@@ -95,11 +91,7 @@ async def test_containers_of_another_agent_on_the_same_engine_are_not_reported(
         EventRecorder(ours.client, f"fleet.evt.{ours.host}.>") as our_events,
         EventRecorder(theirs.client, f"fleet.evt.{theirs.host}.>") as their_events,
     ):
-        reply = await theirs.request(
-            theirs.apply(demo_spec(local_stack.demo_image("1.0.0"), reserve_loopback_port()))
-        )
-        assert isinstance(reply, OperationReply)
-        assert reply.outcome is OperationOutcome.DONE
+        await apply_ok(theirs, demo_spec(local_stack.demo_image("1.0.0"), reserve_loopback_port()))
         await their_events.wait_for(
             container_event(ContainerAction.HEALTH_STATUS, health=Health.HEALTHY)
         )

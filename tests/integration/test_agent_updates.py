@@ -11,7 +11,7 @@ import pytest
 from controller.broker import reserve_loopback_port
 from protocol.models import ErrorReply, OperationOutcome, OperationReply, PrepareReply
 from protocol.spec import PortMapping, UpdateOrder
-from tests.support.agent import AgentHandle, demo_spec
+from tests.support.agent import AgentHandle, apply_ok, demo_spec
 from tests.support.http import wait_for_http
 from tests.support.stack import LocalStack
 
@@ -22,13 +22,6 @@ AgentFactory = Callable[..., Awaitable[AgentHandle]]
 async def answers(port: int, path: str, status: int = 200) -> str:
     answer = await asyncio.to_thread(wait_for_http, f"http://127.0.0.1:{port}{path}", status)
     return answer.body
-
-
-async def apply_ok(agent: AgentHandle, spec: object) -> OperationReply:
-    reply = await agent.request(agent.apply(spec))
-    assert isinstance(reply, OperationReply), reply
-    assert reply.outcome is OperationOutcome.DONE, reply
-    return reply
 
 
 async def test_an_update_keeps_volume_data_env_ports_limits_and_restart_policy(

@@ -27,20 +27,15 @@ async def test_a_rolling_update_reaches_every_host_within_max_unavailable(
     fleet = await fleet_factory(5)
     assert set((await fleet.versions()).values()) == {"1.0.0"}
     async with await recorder(fleet) as events:
-        result = await fleet.fleetctl(
-            "rollout",
-            "start",
-            "web",
-            "--image",
-            fleet.stack.demo_image("1.1.0"),
+        result = await fleet.roll(
+            "1.1.0",
             "--max-unavailable",
             "2",
             "-w",
         )
     assert result.code == 0, (result, fleet.controller.log_text())
     assert set((await fleet.versions()).values()) == {"1.1.0"}
-    checker = BudgetChecker()
-    checker.feed([message for _, message in events.messages])
+    checker = BudgetChecker.of(events)
     assert checker.peak() <= 2
     assert checker.updates_per_host() == {agent.api.host: 1 for agent in fleet.agents}
 
@@ -71,12 +66,8 @@ async def test_a_crashing_image_stops_at_the_failure_ratio_and_touches_no_more_h
 ) -> None:
     fleet = await fleet_factory(5)
     async with await recorder(fleet) as events:
-        result = await fleet.fleetctl(
-            "rollout",
-            "start",
-            "web",
-            "--image",
-            fleet.stack.demo_image("3.0.0-crash"),
+        result = await fleet.roll(
+            "3.0.0-crash",
             "--allow-major",
             "--max-unavailable",
             "2",
@@ -93,8 +84,7 @@ async def test_a_crashing_image_stops_at_the_failure_ratio_and_touches_no_more_h
     assert len(failed) + len(untouched) == 5
     details = {h: e["detail"] for h, e in state["hosts"].items()}
     assert tags(await fleet.versions()) == ["1.0.0"] * 5, details
-    checker = BudgetChecker()
-    checker.feed([message for _, message in events.messages])
+    checker = BudgetChecker.of(events)
     assert sorted(checker.updates_per_host()) == failed
 
 
@@ -102,12 +92,8 @@ async def test_with_failure_action_revert_every_host_ends_on_the_old_version_and
     fleet_factory: FleetFactory,
 ) -> None:
     fleet = await fleet_factory(5)
-    result = await fleet.fleetctl(
-        "rollout",
-        "start",
-        "web",
-        "--image",
-        fleet.stack.demo_image("3.0.0-crash"),
+    result = await fleet.roll(
+        "3.0.0-crash",
         "--allow-major",
         "--max-unavailable",
         "2",
@@ -138,12 +124,8 @@ async def test_canary_waits_for_promote_and_abort_reverts_only_the_updated_hosts
     assert done.code == 0, done
     assert tags(await fleet.versions()) == ["1.1.0"] * 5
 
-    again = await fleet.fleetctl(
-        "rollout",
-        "start",
-        "web",
-        "--image",
-        fleet.stack.demo_image("2.0.0"),
+    again = await fleet.roll(
+        "2.0.0",
         "--allow-major",
         "--canary",
         "1",
@@ -185,17 +167,14 @@ async def test_a_failed_pre_flight_touches_nothing_and_names_the_host_and_its_re
     )
     before = await fleet.versions()
     async with await recorder(fleet) as events:
-        result = await fleet.fleetctl(
-            "rollout", "start", "web", "--image", fleet.stack.demo_image("1.1.0"), "-w"
-        )
+        result = await fleet.roll("1.1.0", "-w")
     assert result.code == 1, result
     state = await rollout_json(fleet)
     assert state["status"] == "failed"
     bad_host = fleet.agents[2].api.host
     assert f"{bad_host}: registry_tls" in state["reason"]
     assert await fleet.versions() == before
-    checker = BudgetChecker()
-    checker.feed([message for _, message in events.messages])
+    checker = BudgetChecker.of(events)
     assert checker.updates_per_host() == {}
 
 
@@ -207,12 +186,8 @@ async def test_a_controller_killed_mid_rollout_is_replaced_by_a_standby_that_fin
     await standby.start()
     try:
         async with await recorder(fleet) as events:
-            started = await fleet.fleetctl(
-                "rollout",
-                "start",
-                "web",
-                "--image",
-                fleet.stack.demo_image("1.1.0"),
+            started = await fleet.roll(
+                "1.1.0",
                 "--max-unavailable",
                 "1",
                 "--min-healthy-time",
@@ -225,8 +200,7 @@ async def test_a_controller_killed_mid_rollout_is_replaced_by_a_standby_that_fin
         assert finished.code == 0, (finished, standby.log_text())
         assert "is the leader" in standby.log_text()
         assert tags(await fleet.versions()) == ["1.1.0"] * 5
-        checker = BudgetChecker()
-        checker.feed([message for _, message in events.messages])
+        checker = BudgetChecker.of(events)
         assert checker.peak() <= 1
         assert checker.updates_per_host() == {agent.api.host: 1 for agent in fleet.agents}
     finally:
@@ -240,12 +214,8 @@ async def test_a_frozen_agent_counts_as_unavailable_and_the_rollout_waits_for_it
     frozen = fleet.agents[4]
     frozen.process.send(signal.SIGSTOP)
     try:
-        started = await fleet.fleetctl(
-            "rollout",
-            "start",
-            "web",
-            "--image",
-            fleet.stack.demo_image("1.1.0"),
+        started = await fleet.roll(
+            "1.1.0",
             "--max-unavailable",
             "1",
         )
@@ -267,12 +237,8 @@ async def test_a_frozen_agent_fails_the_rollout_at_the_progress_deadline(
     fleet = await fleet_factory(3)
     fleet.agents[1].process.send(signal.SIGSTOP)
     try:
-        result = await fleet.fleetctl(
-            "rollout",
-            "start",
-            "web",
-            "--image",
-            fleet.stack.demo_image("1.1.0"),
+        result = await fleet.roll(
+            "1.1.0",
             "--progress-deadline",
             "8",
             "-w",

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import nats
+import nats.errors
 from nats.aio.client import Client
 
 from node_agent.daemon import Agent
@@ -17,6 +18,8 @@ from protocol.models import (
     AnyMessage,
     ApplyCommand,
     InspectCommand,
+    OperationOutcome,
+    OperationReply,
     PrepareCommand,
     RollbackCommand,
     utc_now,
@@ -81,6 +84,28 @@ class AgentHandle(AgentClient):
     agent: Agent
     task: asyncio.Task[None]
     stop: asyncio.Event
+
+
+async def apply_ok(agent: AgentClient, spec: ServiceSpec) -> OperationReply:
+    """Apply ``spec`` and insist it ended done."""
+    reply = await agent.request(agent.apply(spec))
+    assert isinstance(reply, OperationReply), reply
+    assert reply.outcome is OperationOutcome.DONE, reply
+    return reply
+
+
+async def wait_until_serving(agent: AgentClient, deadline_s: float = 20.0) -> None:
+    """Until the agent answers an Inspect (it subscribes only once it has connected)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    while True:
+        try:
+            await agent.request(agent.inspect("probe"), timeout=1.0)
+            return
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def connect(url: str) -> Client:

@@ -20,6 +20,26 @@ def fleet_agent_executable() -> str:
     return str(candidate)
 
 
+def agent_args(
+    nats_url: str,
+    host: str,
+    docker_host: str,
+    state_dir: Path,
+    container_prefix: str | None = None,
+    *extra: str,
+) -> list[str]:
+    """The flags of `fleet-agent run` for one agent of a test or benchmark."""
+    args = [
+        f"--nats={nats_url}",
+        f"--host-id={host}",
+        f"--docker-host={docker_host}",
+        f"--state-dir={state_dir}",
+    ]
+    if container_prefix is not None:
+        args.append(f"--container-prefix={container_prefix}")
+    return [*args, *extra]
+
+
 @dataclass
 class AgentProcess:
     """One ``fleet-agent run``; its output goes to ``log_path`` for the test report."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from protocol.models import AnyMessage, UpdatePhase, UpdateProgress
 from protocol.spec import ServiceSpec
 from tests.support.agent_process import AgentProcess
+from tests.support.events import EventRecorder
 
 SPEC_FILE = Path(__file__).resolve().parents[2] / "deploy" / "local" / "web.toml"
 
@@ -119,6 +120,12 @@ class BudgetChecker:
     """
 
     windows: list[Window] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, events: EventRecorder) -> BudgetChecker:
+        checker = cls()
+        checker.feed([message for _, message in events.messages])
+        return checker
 
     def feed(self, messages: list[AnyMessage]) -> None:
         open_windows: dict[str, Window] = {}
