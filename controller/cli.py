@@ -202,6 +202,9 @@ def rollout_start(
     min_healthy_time: Annotated[float | None, typer.Option(help="seconds")] = None,
     progress_deadline: Annotated[float, typer.Option(help="seconds")] = 600.0,
     min_ready: Annotated[str, typer.Option(help="pre-flight: count or percentage")] = "100%",
+    remove_old_after: Annotated[
+        float, typer.Option(help="blue-green: seconds the old colour is kept after the switch")
+    ] = 300.0,
     allow_downgrade: bool = False,
     allow_major: bool = False,
     dry_run: Annotated[
@@ -213,8 +216,8 @@ def rollout_start(
 ) -> None:
     """Start a rollout of SERVICE to --image (the controller drives it)."""
     _check_output(output)
-    if strategy is Strategy.BLUE_GREEN:
-        _fail("blue-green is not built yet; use rolling, canary, partition or recreate", 2)
+    if strategy is Strategy.BLUE_GREEN and (canary is not None or partition is not None):
+        _fail("blue-green switches every host at once: no --canary or --partition", EXIT_INVALID)
     if strategy is Strategy.CANARY and canary is None:
         _fail("--strategy canary needs --canary N or N%", EXIT_INVALID)
     if strategy is Strategy.PARTITION and partition is None:
@@ -236,6 +239,7 @@ def rollout_start(
             min_healthy_time=min_healthy_time,
             progress_deadline=progress_deadline,
             min_ready=min_ready,
+            remove_old_after=remove_old_after,
             allow_downgrade=allow_downgrade,
             allow_major=allow_major,
         )
@@ -345,44 +349,61 @@ class _NoLive:
 
 
 def _intent(
-    verb: str, target: str, nats_url: str, work: Callable[[Fleet], Awaitable[RolloutRecord]]
+    verb: str, output: str, nats_url: str, work: Callable[[Fleet], Awaitable[RolloutRecord]]
 ) -> None:
+    _check_output(output)
     record = _run(work, nats_url)
-    typer.echo(f"{record.id}: {verb} recorded (status {record.status.value})")
+    if output == "json":
+        typer.echo(render.to_json(record.model_dump(mode="json")))
+    else:
+        typer.echo(f"{record.id}: {verb} recorded (status {record.status.value})")
 
 
 @rollout_app.command("pause")
-def rollout_pause(target: str, nats_url: NatsOption = DEFAULT_NATS) -> None:
+def rollout_pause(
+    target: str, nats_url: NatsOption = DEFAULT_NATS, output: OutputOption = "table"
+) -> None:
     """Start no new host; hosts in flight finish."""
-    _intent("pause", target, nats_url, lambda fleet: fleet.pause(target))
+    _intent("pause", output, nats_url, lambda fleet: fleet.pause(target))
 
 
 @rollout_app.command("resume")
-def rollout_resume(target: str, nats_url: NatsOption = DEFAULT_NATS) -> None:
+def rollout_resume(
+    target: str, nats_url: NatsOption = DEFAULT_NATS, output: OutputOption = "table"
+) -> None:
     """Continue a paused rollout (failures so far are accepted)."""
-    _intent("resume", target, nats_url, lambda fleet: fleet.resume(target))
+    _intent("resume", output, nats_url, lambda fleet: fleet.resume(target))
 
 
 @rollout_app.command("promote")
-def rollout_promote(target: str, nats_url: NatsOption = DEFAULT_NATS) -> None:
-    """Let a canary rollout continue past its canary wave."""
-    _intent("promote", target, nats_url, lambda fleet: fleet.promote(target))
+def rollout_promote(
+    target: str, nats_url: NatsOption = DEFAULT_NATS, output: OutputOption = "table"
+) -> None:
+    """Let a canary rollout go past its canary wave; in blue-green, remove the old colour now."""
+    _intent("promote", output, nats_url, lambda fleet: fleet.promote(target))
 
 
 @rollout_app.command("abort")
-def rollout_abort(target: str, nats_url: NatsOption = DEFAULT_NATS) -> None:
-    """Stop and put every host this rollout updated back on the previous version."""
-    _intent("abort", target, nats_url, lambda fleet: fleet.abort(target))
+def rollout_abort(
+    target: str, nats_url: NatsOption = DEFAULT_NATS, output: OutputOption = "table"
+) -> None:
+    """Stop and put every host this rollout updated back (blue-green: switch back)."""
+    _intent("abort", output, nats_url, lambda fleet: fleet.abort(target))
 
 
 @rollout_app.command("partition")
-def rollout_partition(target: str, partition: int, nats_url: NatsOption = DEFAULT_NATS) -> None:
+def rollout_partition(
+    target: str,
+    partition: int,
+    nats_url: NatsOption = DEFAULT_NATS,
+    output: OutputOption = "table",
+) -> None:
     """Move the partition: hosts at or past ordinal PARTITION are updated."""
     if partition < 0:
         _fail("the partition is an ordinal, 0 or more", EXIT_INVALID)
     _intent(
         f"partition {partition}",
-        target,
+        output,
         nats_url,
         lambda fleet: fleet.set_partition(target, partition),
     )
@@ -397,19 +418,34 @@ def rollout_undo(
     watch: WatchOption = False,
     nats_url: NatsOption = DEFAULT_NATS,
 ) -> None:
-    """Roll SERVICE back to an earlier kept revision (a new rollout, a new revision)."""
+    """Roll SERVICE back to an earlier kept revision (a new rollout, a new revision).
+
+    While a blue-green rollout still keeps the old colour, undo is a switch back instead:
+    it aborts that rollout, which takes seconds.
+    """
     spec = RolloutSpec(
         strategy=strategy, max_unavailable=max_unavailable, allow_downgrade=True, allow_major=True
     )
 
-    async def undo(fleet: Fleet) -> RolloutRecord:
-        record = await fleet.start_rollout(await fleet.undo_record(service, to_revision, spec))
-        return await _follow(fleet, record.id, "table") if watch else record
+    async def undo(fleet: Fleet) -> tuple[RolloutRecord, bool]:
+        switching_back = await fleet.switch_back(service) if to_revision is None else None
+        if switching_back is not None:
+            record = switching_back
+        else:
+            record = await fleet.start_rollout(await fleet.undo_record(service, to_revision, spec))
+        if watch:
+            record = await _follow(fleet, record.id, "table")
+        return record, switching_back is not None
 
-    record = _run(undo, nats_url)
+    record, switched_back = _run(undo, nats_url)
     if watch:
+        if switched_back:
+            raise typer.Exit(0 if record.status is RolloutStatus.ABORTED else EXIT_FAILED)
         _exit_for(record)
-    typer.echo(f"rollout {record.id} started: {service} back to {record.target.image}")
+    if switched_back:
+        typer.echo(f"{record.id}: switching {service} back to its previous colour")
+    else:
+        typer.echo(f"rollout {record.id} started: {service} back to {record.target.image}")
 
 
 @rollout_app.command("history")

@@ -7,10 +7,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from controller.rollout import RolloutRecord
+from controller.rollout import HostPhase, RolloutRecord
 from protocol import subjects
-from protocol.models import ApplyCommand, PrepareCommand, new_message_id
-from protocol.spec import ServiceSpec
+from protocol.models import (
+    ApplyCommand,
+    Command,
+    PrepareCommand,
+    RetireCommand,
+    StageCommand,
+    SwitchCommand,
+    new_message_id,
+)
+from protocol.spec import ServiceSpec, other_colour
 
 
 def pinned(spec: ServiceSpec, digest: str | None, min_healthy_time: float | None) -> ServiceSpec:
@@ -56,3 +64,31 @@ def apply_command(
         service=spec,
         rollout_id=record.id,
     )
+
+
+def blue_green_command(
+    record: RolloutRecord, host: str, spec: ServiceSpec, expires_at: datetime, command_id: str
+) -> Command:
+    """The command of a blue-green host's current phase: stage, switch, retire or undo."""
+    entry = record.hosts[host]
+    new = record.colour or "green"
+    common = {
+        "id": command_id,
+        "sender": subjects.CONTROLLER_SENDER,
+        "host": host,
+        "expires_at": expires_at,
+        "rollout_id": record.id,
+    }
+    if entry.phase is HostPhase.UPDATING:
+        return StageCommand(service=spec, colour=new, **common)
+    if entry.phase is HostPhase.SWITCHING:
+        return SwitchCommand(service=record.service, colour=new, **common)
+    if entry.phase is HostPhase.RETIRING:
+        return RetireCommand(service=record.service, colour=other_colour(new), **common)
+    if entry.phase is HostPhase.REVERTING and entry.switched:
+        return SwitchCommand(
+            service=record.service, colour=other_colour(new), remove_other=True, **common
+        )
+    if entry.phase is HostPhase.REVERTING:
+        return RetireCommand(service=record.service, colour=new, **common)
+    raise ValueError(f"no blue-green command for a host that is {entry.phase.value}")

@@ -19,11 +19,18 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from controller.commands import apply_command, pinned, prepare_command
+from controller.commands import apply_command, blue_green_command, pinned, prepare_command
 from controller.inventory import Inventory, fleet_health
 from controller.lease import LeaderLease
 from controller.planner import plan
-from controller.rollout import IN_FLIGHT, TERMINAL, HostPhase, RolloutRecord, RolloutStatus
+from controller.rollout import (
+    IN_FLIGHT,
+    TERMINAL,
+    UPDATED,
+    HostPhase,
+    RolloutRecord,
+    RolloutStatus,
+)
 from controller.settings import ControllerSettings
 from controller.store import (
     NotFound,
@@ -37,7 +44,8 @@ from controller.transitions import after_reply, after_silence, apply_decision
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.errors import BrokerError, ProtocolError
-from protocol.models import Command, RolloutEvent, utc_now
+from protocol.models import ColourSwitch, Command, Envelope, RolloutEvent, utc_now
+from protocol.spec import Colour
 
 log = logging.getLogger("fleetctl.controller")
 PUBLISH_TIMEOUT = 2.0
@@ -49,6 +57,8 @@ class Executor:
         self._js: JetStreamContext = nc.jetstream(timeout=5)
         self.settings = settings
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._colours: dict[str, Colour] = {}
+        """Blue-green: the serving colour each rollout's service KV record is known to hold."""
         self.leader = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -107,6 +117,8 @@ class Executor:
             if updated.status is not record.status:
                 await self._announce(updated)
                 log.info("%s: %s (%s)", updated.id, updated.status.value, updated.reason)
+        if updated.serving_colour and self._colours.get(updated.id) != updated.serving_colour:
+            await self._switch_colour(updated, updated.serving_colour)
         if updated.status in TERMINAL:
             await self._finish(updated)
             return
@@ -129,18 +141,43 @@ class Executor:
             status=record.status.value,
             reason=record.reason[:16000],
             image=record.target.image,
-            hosts_done=record.count(HostPhase.DONE),
+            hosts_done=record.count(*UPDATED),
             hosts_total=len(record.hosts),
         )
+        await self._publish(subjects.controller_event_subject("rollout"), event)
+
+    async def _publish(self, subject: str, event: Envelope) -> None:
         try:
             await self._js.publish(
-                subjects.controller_event_subject("rollout"),
-                encode(event),
-                timeout=PUBLISH_TIMEOUT,
-                headers={"Nats-Msg-Id": event.id},
+                subject, encode(event), timeout=PUBLISH_TIMEOUT, headers={"Nats-Msg-Id": event.id}
             )
         except (nats.errors.Error, TimeoutError) as exc:
-            log.warning("rollout event not published: %r", exc)
+            log.warning("%s event not published: %r", event.kind, exc)
+
+    async def _switch_colour(self, record: RolloutRecord, colour: Colour) -> None:
+        """Flip the service's colour in KV, then tell routers; both safe to repeat."""
+        await self.services.set_colour(record.service, colour)
+        forward = colour == record.colour
+        hosts = tuple(
+            host
+            for host in record.ordered_hosts()
+            if (forward and record.hosts[host].phase in (HostPhase.SWITCHING, HostPhase.DONE))
+            or (not forward and record.hosts[host].switched)
+        )
+        port = record.target.blue_green.port_of(colour) if record.target.blue_green else 0
+        event = ColourSwitch(
+            # One id per rollout and colour: a repeat after a crash is stored once.
+            id=f"{record.id}-switch-{colour}",
+            sender=subjects.CONTROLLER_SENDER,
+            service=record.service,
+            colour=colour,
+            port=port,
+            rollout_id=record.id,
+            hosts=hosts,
+        )
+        await self._publish(subjects.controller_event_subject("switch"), event)
+        log.info("%s: %s now serves %s", record.id, record.service, colour)
+        self._colours[record.id] = colour
 
     # ---- commands ----
 
@@ -157,15 +194,18 @@ class Executor:
         entry = record.hosts[host]
         expires = utc_now() + timedelta(seconds=self.settings.command_ttl)
         if entry.phase is HostPhase.PREPARING:
-            command = prepare_command(record, host, expires, command_id, rollout_id=record.id)
-            return command, self.settings.prepare_timeout
-        if entry.phase is HostPhase.UPDATING:
+            prepare = prepare_command(record, host, expires, command_id, rollout_id=record.id)
+            return prepare, self.settings.prepare_timeout
+        if entry.phase is HostPhase.UPDATING or record.blue_green:
             spec = pinned(record.target, entry.digest, record.spec.min_healthy_time)
         else:
             assert record.previous is not None, "the planner reverts only with a previous spec"
             spec = record.previous
         deadline = spec.health.healthy_deadline if spec.health else 0.0
         timeout = deadline + spec.stop_grace_period + self.settings.command_slack
+        if record.blue_green:
+            hook = spec.blue_green.hook_timeout if spec.blue_green else 0.0
+            return blue_green_command(record, host, spec, expires, command_id), timeout + hook
         return apply_command(record, host, spec, expires, command_id), timeout
 
     async def _command(self, record: RolloutRecord, host: str, command_id: str) -> None:

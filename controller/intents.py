@@ -25,6 +25,7 @@ from controller.rollout import (
     RolloutRecord,
     RolloutSpec,
     RolloutStatus,
+    Strategy,
     rollout_id,
 )
 from controller.store import (
@@ -41,7 +42,7 @@ from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.errors import ConfigurationError, ProtocolError
 from protocol.models import HostFacts, PrepareReply, Reason, utc_now
-from protocol.spec import ServiceSpec
+from protocol.spec import Colour, ServiceSpec, other_colour
 
 PREPARE_TIMEOUT = 300.0
 
@@ -130,6 +131,14 @@ class Fleet:
         except ValidationError as exc:
             raise ConfigurationError(f"invalid target for {service}: {exc}") from exc
         previous_revision = history.revision(history.current) if history.current else None
+        colour: Colour | None = None
+        if spec.strategy is Strategy.BLUE_GREEN:
+            if target.blue_green is None:
+                raise ConfigurationError(
+                    f"blue-green needs [blue_green] in the spec of {service} (port, "
+                    "alternate_port and optionally switch_hook)"
+                )
+            colour = other_colour(history.colour or "blue")
         targets = self._live(await self.hosts(spec.selector), now)
         if not targets:
             raise ConfigurationError(
@@ -146,6 +155,7 @@ class Fleet:
             previous=previous_revision.spec if previous_revision else None,
             hosts={facts.host: HostRecord(since=now) for facts in targets},
             partition=spec.partition,
+            colour=colour,
             created_at=now,
             updated_at=now,
             last_progress_at=now,
@@ -225,6 +235,16 @@ class Fleet:
 
         return await self.change(target, "promote", promote)
 
+    async def switch_back(self, service: str) -> RolloutRecord | None:
+        """Abort the service's active blue-green rollout if its old colour is still kept."""
+        active = await self.rollouts.active_id(service)
+        stored = await self.rollouts.get(active) if active else None
+        if stored is None or not stored.record.blue_green:
+            return None
+        if stored.record.count(HostPhase.RETIRING, HostPhase.RETIRED):
+            return None  # the old colour is being removed: undo is a redeploy now
+        return await self.abort(stored.record.id)
+
     async def abort(self, target: str) -> RolloutRecord:
         return await self.change(target, "abort", lambda r: r.model_copy(update={"aborted": True}))
 
@@ -278,7 +298,7 @@ class Fleet:
 def simulate_waves(
     record: RolloutRecord, health: dict[str, HostHealth], now: datetime
 ) -> tuple[list[tuple[str, list[str]]], RolloutStatus]:
-    """The waves the planner would run if every update succeeded at once."""
+    """The waves the planner would run if every command succeeded at once."""
     waves: list[tuple[str, list[str]]] = []
     for _ in range(10_000):
         decision = plan(record, health, now)
@@ -286,16 +306,30 @@ def simulate_waves(
             record = record.model_copy(update={"promoted": True})
             waves.append(("promote", []))
             continue
-        if not decision.apply:
+        steps = [
+            (_wave_label(record), decision.apply, HostPhase.STAGED if record.blue_green else None),
+            ("switch", decision.switch, HostPhase.DONE),
+            ("remove old colour", decision.retire, HostPhase.RETIRED),
+        ]
+        if not any(hosts for _, hosts, _ in steps):
             return waves, decision.status
-        label = "canary" if record.spec.canary is not None and not record.promoted else "wave"
-        waves.append((label, list(decision.apply)))
         hosts = dict(record.hosts)
-        for host in decision.apply:
-            hosts[host] = HostRecord(phase=HostPhase.DONE, since=now)
-            health = {**health, host: HostHealth(online=True, serving=True)}
-        record = record.model_copy(update={"hosts": hosts})
+        for label, chosen, phase in steps:
+            if chosen:
+                waves.append((label, list(chosen)))
+            for host in chosen:
+                hosts[host] = HostRecord(phase=phase or HostPhase.DONE, since=now)
+                health = {**health, host: HostHealth(online=True, serving=True)}
+        record = record.model_copy(
+            update={"hosts": hosts, "promoted": record.promoted or record.blue_green}
+        )
     raise ControllerError("the simulated rollout did not settle")  # pragma: no cover
+
+
+def _wave_label(record: RolloutRecord) -> str:
+    if record.blue_green:
+        return "stage"
+    return "canary" if record.spec.canary is not None and not record.promoted else "wave"
 
 
 def _latest_spec(history: ServiceRecord) -> ServiceSpec | None:

@@ -26,7 +26,7 @@ from controller.rollout import (
     Strategy,
     resolve_amount,
 )
-from protocol.spec import UpdateOrder
+from protocol.spec import Colour, UpdateOrder, other_colour
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,12 @@ class Decision:
     prepare: tuple[str, ...] = ()
     apply: tuple[str, ...] = ()
     revert: tuple[str, ...] = ()
+    switch: tuple[str, ...] = ()
+    """Blue-green: hosts to switch to the new colour."""
+    retire: tuple[str, ...] = ()
+    """Blue-green: hosts to remove the old colour from."""
+    serving_colour: Colour | None = None
+    """Blue-green: the colour traffic goes to from now on, when it changes."""
     budget: int = 0
     promote: bool = False
     """The canary soaked for auto_promote_after without failures: promote now."""
@@ -176,6 +182,8 @@ def _unavailable(record: RolloutRecord, health: Mapping[str, HostHealth]) -> int
 def _roll(
     record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime, deadline_passed: bool
 ) -> Decision:
+    if record.blue_green:
+        return _blue_green(record, health, now, deadline_passed)
     eligible = eligible_hosts(record)
     waiting = [
         host
@@ -246,8 +254,98 @@ def _due(not_before: datetime | None, now: datetime) -> bool:
     return not_before is None or not_before <= now
 
 
+def _blue_green(
+    record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime, deadline_passed: bool
+) -> Decision:
+    """Stage everywhere, then switch everywhere at once, then retire the old colour.
+
+    Staging and retiring leave the serving copy alone, so they spend no unavailable budget;
+    staging runs at most ``preflight_parallelism`` hosts at a time.
+    """
+    hosts = record.ordered_hosts()
+    colour = record.colour or "green"
+    total = len(hosts)
+    staging = record.count(HostPhase.UPDATING)
+    ready = [h for h in hosts if record.hosts[h].phase is HostPhase.READY]
+    if ready or staging:
+        if deadline_passed:
+            deadline = record.spec.progress_deadline
+            return _fail(record, health, f"no host staged within progress_deadline {deadline:g}s")
+        slots = max(0, record.spec.preflight_parallelism - staging)
+        due = [
+            h
+            for h in ready
+            if _due(record.hosts[h].not_before, now) and health.get(h, OFFLINE).online
+        ]
+        return Decision(
+            RolloutStatus.RUNNING,
+            f"staging {colour}: {record.count(HostPhase.STAGED)} of {total} hosts staged, "
+            f"{staging} staging",
+            apply=tuple(due[:slots]),
+            budget=slots,
+        )
+    staged = [h for h in hosts if record.hosts[h].phase is HostPhase.STAGED]
+    if staged:  # verified everywhere it could be: now switch all at once
+        return Decision(
+            RolloutStatus.SWITCHING,
+            f"{colour} verified on {len(staged)} host(s); switching traffic to it",
+            switch=tuple(staged),
+            serving_colour=colour if record.serving_colour != colour else None,
+        )
+    switching = record.count(HostPhase.SWITCHING)
+    if switching:
+        return Decision(
+            RolloutStatus.SWITCHING,
+            f"switching: {record.count(HostPhase.DONE)} of {total} hosts serve {colour}",
+        )
+    switched = [h for h in hosts if record.hosts[h].phase is HostPhase.DONE]
+    if switched:
+        since = record.switched_at or now
+        left = record.spec.remove_old_after - (now - since).total_seconds()
+        if record.promoted or left <= 0:
+            return Decision(
+                RolloutStatus.SWITCHED,
+                f"all hosts serve {colour}; removing {other_colour(colour)}",
+                retire=tuple(switched),
+            )
+        return Decision(
+            RolloutStatus.SWITCHED,
+            f"all hosts serve {colour}; {other_colour(colour)} is kept {left:.0f}s more "
+            "(abort switches back, promote removes it now)",
+        )
+    if record.count(HostPhase.RETIRING):
+        return Decision(RolloutStatus.SWITCHED, f"removing {other_colour(colour)}")
+    failed = record.count(HostPhase.FAILED)
+    note = f"; {failed} host(s) failed within max_failure_ratio" if failed else ""
+    return Decision(
+        RolloutStatus.COMPLETE, f"all hosts serve {colour}, {other_colour(colour)} removed{note}"
+    )
+
+
+def _switch_back(record: RolloutRecord, reason: str) -> Decision:
+    """Blue-green revert: switch switched hosts back and drop staged copies, all at once."""
+    colour = record.colour or "green"
+    back_to: Colour | None = other_colour(colour) if record.serving_colour == colour else None
+    if record.count(HostPhase.PREPARING, HostPhase.UPDATING, HostPhase.SWITCHING):
+        return Decision(RolloutStatus.REVERTING, reason, serving_colour=back_to)
+    undo = [
+        h
+        for h in record.ordered_hosts()
+        if record.hosts[h].phase in (HostPhase.STAGED, HostPhase.DONE)
+    ]
+    if undo or record.count(HostPhase.REVERTING, HostPhase.RETIRING):
+        return Decision(RolloutStatus.REVERTING, reason, revert=tuple(undo), serving_colour=back_to)
+    retired = record.count(HostPhase.RETIRED)
+    if retired:
+        reason += f"; {retired} host(s) had already removed the old colour and keep {colour}"
+    final = RolloutStatus.ABORTED if record.aborted else RolloutStatus.REVERTED
+    return Decision(final, reason, serving_colour=back_to)
+
+
 def _revert(record: RolloutRecord, health: Mapping[str, HostHealth], reason: str) -> Decision:
     """Put every updated host back on the previous version, within the same budget."""
+    if record.blue_green:
+        return _switch_back(record, reason)
     if record.previous is None:
         return Decision(RolloutStatus.FAILED, f"{reason}; no previous version to revert to")
     updated = [h for h in record.ordered_hosts() if record.hosts[h].phase is HostPhase.DONE]

@@ -12,12 +12,16 @@ from rich.table import Table
 from rich.text import Text
 
 from controller.intents import DryRun
-from controller.rollout import HostPhase, RolloutRecord, RolloutStatus
+from controller.rollout import UPDATED, HostPhase, RolloutRecord, RolloutStatus
 from controller.store import ServiceRecord
 from protocol.models import HostFacts, utc_now
 
 PHASE_STYLE = {
     HostPhase.DONE: "green",
+    HostPhase.RETIRED: "green",
+    HostPhase.STAGED: "cyan",
+    HostPhase.SWITCHING: "yellow",
+    HostPhase.RETIRING: "yellow",
     HostPhase.READY: "cyan",
     HostPhase.UPDATING: "yellow",
     HostPhase.PREPARING: "yellow",
@@ -55,6 +59,7 @@ def hosts_table(hosts: list[HostFacts]) -> Table:
     for facts in hosts:
         services = "\n".join(
             f"{s.name} {(s.image or '-').rsplit('/', 1)[-1]} {s.state.value}/{s.health.value}"
+            + (f" [{s.colour}]" if s.colour else "")
             for s in facts.services
         )
         labels = ",".join(f"{k}={v}" for k, v in sorted(facts.labels.items()))
@@ -74,7 +79,7 @@ def hosts_json(hosts: list[HostFacts]) -> str:
 
 
 def rollout_view(record: RolloutRecord) -> Group:
-    done = record.count(HostPhase.DONE)
+    done = record.count(*UPDATED)
     total = len(record.hosts)
     style = STATUS_STYLE.get(record.status, "bold")
     header = Text.assemble(
@@ -102,7 +107,7 @@ def rollout_view(record: RolloutRecord) -> Group:
 def rollout_line(record: RolloutRecord) -> str:
     """One line per change, for logs and pipes (no terminal control codes)."""
     phases = " ".join(f"{host}:{record.hosts[host].phase.value}" for host in record.ordered_hosts())
-    done = record.count(HostPhase.DONE)
+    done = record.count(*UPDATED)
     return f"{record.id} {record.status.value} {done}/{len(record.hosts)} done | {phases}"
 
 
@@ -116,7 +121,7 @@ def rollouts_table(records: list[RolloutRecord]) -> Table:
             record.service,
             record.target.image,
             Text(record.status.value, STATUS_STYLE.get(record.status, "")),
-            f"{record.count(HostPhase.DONE)}/{len(record.hosts)}",
+            f"{record.count(*UPDATED)}/{len(record.hosts)}",
             ago(record.created_at),
         )
     return table

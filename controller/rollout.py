@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, Field, field_validator
 
 from protocol.base import FrozenModel, HostId, ServiceName
 from protocol.models import Reason
-from protocol.spec import ServiceSpec
+from protocol.spec import Colour, ServiceSpec
 
 _AMOUNT = re.compile(r"^(\d+)(%?)$")
 
@@ -77,6 +77,9 @@ class RolloutSpec(FrozenModel):
     failure_action: FailureAction = FailureAction.PAUSE
     min_ready: Amount = "100%"
     preflight_parallelism: Annotated[int, Field(ge=1)] = 50
+    remove_old_after: Annotated[float, Field(ge=0)] = 300.0
+    """Blue-green: how long the old colour is kept after the switch (a switch back is
+    instant until then); promote removes it at once."""
     allow_downgrade: bool = False
     allow_major: bool = False
 
@@ -94,14 +97,32 @@ class HostPhase(StrEnum):
     """Pre-flight passed and the image is pulled; waiting for its turn."""
     NOT_READY = "not_ready"
     UPDATING = "updating"
+    """Replacing the container; in blue-green, staging the new colour next to the old."""
+    STAGED = "staged"
+    """Blue-green: the new colour runs and is verified; the old one still serves."""
+    SWITCHING = "switching"
     DONE = "done"
+    """Serving the new version (in blue-green, the old colour is still kept)."""
+    RETIRING = "retiring"
+    RETIRED = "retired"
+    """Blue-green: serving the new colour, and the old one is removed."""
     FAILED = "failed"
     """The agent could not update it (and restored the old version)."""
     REVERTING = "reverting"
     REVERTED = "reverted"
 
 
-IN_FLIGHT = frozenset({HostPhase.PREPARING, HostPhase.UPDATING, HostPhase.REVERTING})
+IN_FLIGHT = frozenset(
+    {
+        HostPhase.PREPARING,
+        HostPhase.UPDATING,
+        HostPhase.SWITCHING,
+        HostPhase.RETIRING,
+        HostPhase.REVERTING,
+    }
+)
+UPDATED = frozenset({HostPhase.DONE, HostPhase.RETIRING, HostPhase.RETIRED})
+"""Hosts that serve the new version."""
 
 
 class RolloutStatus(StrEnum):
@@ -110,6 +131,9 @@ class RolloutStatus(StrEnum):
     AWAITING_PROMOTION = "awaiting_promotion"
     HELD = "held"
     """Every host past the partition is done; lowering the partition continues."""
+    SWITCHING = "switching"
+    SWITCHED = "switched"
+    """Blue-green: every host serves the new colour; the old one waits to be removed."""
     PAUSED = "paused"
     REVERTING = "reverting"
     COMPLETE = "complete"
@@ -134,6 +158,8 @@ class HostRecord(FrozenModel):
     detail: Annotated[str, Field(max_length=8192)] = ""
     reasons: tuple[Reason, ...] = ()
     digest: str | None = None
+    switched: bool = False
+    """Blue-green: this host serves the new colour (so reverting means switching back)."""
 
 
 class RolloutRecord(FrozenModel):
@@ -150,6 +176,12 @@ class RolloutRecord(FrozenModel):
     updated_at: AwareDatetime
     last_progress_at: AwareDatetime
     canary_completed_at: AwareDatetime | None = None
+    colour: Colour | None = None
+    """Blue-green: the colour this rollout stages the new version in."""
+    serving_colour: Colour | None = None
+    """Blue-green: the colour the service's traffic should go to, as this rollout decided;
+    None until the switch. The controller keeps the service's KV record in step."""
+    switched_at: AwareDatetime | None = None
     # Operator intent, set by fleetctl:
     paused: bool = False
     promoted: bool = False
@@ -161,6 +193,10 @@ class RolloutRecord(FrozenModel):
     def ordered_hosts(self) -> list[str]:
         """The deterministic host order: sorted ids, the same after any restart."""
         return sorted(self.hosts)
+
+    @property
+    def blue_green(self) -> bool:
+        return self.spec.strategy is Strategy.BLUE_GREEN
 
     def count(self, *phases: HostPhase) -> int:
         return sum(1 for host in self.hosts.values() if host.phase in phases)

@@ -25,7 +25,7 @@ from protocol.base import FrozenModel, ServiceName
 from protocol.codec import decode
 from protocol.errors import BrokerError, FleetError, ProtocolError
 from protocol.models import HostFacts
-from protocol.spec import ServiceSpec
+from protocol.spec import Colour, ServiceSpec
 
 KV_TIMEOUT = 5.0
 CAS_ATTEMPTS = 20
@@ -62,6 +62,8 @@ class ServiceRecord(FrozenModel):
     current: int | None = None
     """The revision the fleet last completed a rollout to."""
     limit: int = Field(default=10, ge=1)
+    colour: Colour | None = None
+    """Blue-green: the colour the service's traffic goes to; routers follow this key."""
 
     def revision(self, number: int) -> Revision | None:
         return next((r for r in self.revisions if r.revision == number), None)
@@ -218,13 +220,24 @@ class ServiceStore:
         return updated, added
 
     async def mark_current(self, service: str, number: int) -> None:
+        await self._change(service, {"current": number})
+
+    async def set_colour(self, service: str, colour: Colour) -> bool:
+        """Point the service's traffic at ``colour``; False if it already was."""
+        return await self._change(service, {"colour": colour})
+
+    async def _change(self, service: str, update: dict[str, object]) -> bool:
         for _ in range(CAS_ATTEMPTS):
             record, revision = await self.get(service)
+            changed = record.model_copy(update=update)
+            if changed == record:
+                return False
             try:
-                await self.put(record.model_copy(update={"current": number}), revision)
-                return
+                await self.put(changed, revision)
+                return True
             except RolloutConflict:
                 continue
+        raise RolloutConflict(f"service {service} kept changing; gave up after retries")
 
 
 async def read_hosts(kv: KeyValue) -> dict[str, HostFacts]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from controller.planner import Decision
-from controller.rollout import HostPhase, HostRecord, RolloutRecord
+from controller.rollout import HostPhase, HostRecord, RolloutRecord, RolloutStatus
 from protocol.models import (
     AnyMessage,
     ErrorReply,
@@ -26,8 +26,23 @@ DEFER_DELAY = timedelta(seconds=10)
 # Answers that mean "not now": the same command is sent again later.
 RETRY_LATER = frozenset({"busy", "in_progress"})
 FINISHED = frozenset(
-    {HostPhase.READY, HostPhase.NOT_READY, HostPhase.DONE, HostPhase.FAILED, HostPhase.REVERTED}
+    {
+        HostPhase.READY,
+        HostPhase.NOT_READY,
+        HostPhase.STAGED,
+        HostPhase.DONE,
+        HostPhase.RETIRED,
+        HostPhase.FAILED,
+        HostPhase.REVERTED,
+    }
 )
+# What a successful OperationReply moves each in-flight phase to.
+SUCCEEDED = {
+    HostPhase.UPDATING: HostPhase.DONE,
+    HostPhase.SWITCHING: HostPhase.DONE,
+    HostPhase.RETIRING: HostPhase.RETIRED,
+    HostPhase.REVERTING: HostPhase.REVERTED,
+}
 
 
 def apply_decision(record: RolloutRecord, decision: Decision, now: datetime) -> RolloutRecord:
@@ -36,6 +51,8 @@ def apply_decision(record: RolloutRecord, decision: Decision, now: datetime) -> 
         (decision.prepare, HostPhase.PREPARING),
         (decision.apply, HostPhase.UPDATING),
         (decision.revert, HostPhase.REVERTING),
+        (decision.switch, HostPhase.SWITCHING),
+        (decision.retire, HostPhase.RETIRING),
     ):
         for host in names:
             hosts[host] = HostRecord(
@@ -43,6 +60,7 @@ def apply_decision(record: RolloutRecord, decision: Decision, now: datetime) -> 
                 since=now,
                 command_id=new_message_id(),
                 digest=hosts[host].digest,
+                switched=hosts[host].switched,
             )
     changes: dict[str, object] = {
         "hosts": hosts,
@@ -54,6 +72,11 @@ def apply_decision(record: RolloutRecord, decision: Decision, now: datetime) -> 
         changes["last_progress_at"] = now
     if decision.canary_completed and record.canary_completed_at is None:
         changes["canary_completed_at"] = now
+    if decision.serving_colour is not None:
+        changes["serving_colour"] = decision.serving_colour
+    if decision.status is RolloutStatus.SWITCHED and record.switched_at is None:
+        changes["switched_at"] = now
+        changes["last_progress_at"] = now
     updated = record.model_copy(update=changes)
     if updated == record:
         return record
@@ -67,7 +90,7 @@ def after_reply(
     entry = record.hosts.get(host)
     if entry is None or entry.command_id != command_id:
         return record  # a newer command replaced this one meanwhile
-    new_entry = _host_after(entry, reply, now)
+    new_entry = _host_after(entry, reply, now, record.blue_green)
     updated = record.with_host(host, new_entry)
     changes: dict[str, object] = {"updated_at": now}
     if new_entry.phase in FINISHED and new_entry.phase is not entry.phase:
@@ -88,7 +111,9 @@ def after_silence(
     return record.with_host(host, retry).model_copy(update={"updated_at": now})
 
 
-def _host_after(entry: HostRecord, reply: AnyMessage, now: datetime) -> HostRecord:
+def _host_after(
+    entry: HostRecord, reply: AnyMessage, now: datetime, blue_green: bool
+) -> HostRecord:
     phase = entry.phase
     if isinstance(reply, ErrorReply):
         if reply.code in RETRY_LATER:
@@ -112,7 +137,7 @@ def _host_after(entry: HostRecord, reply: AnyMessage, now: datetime) -> HostReco
             return _finished(entry, HostPhase.READY, now, "pulled", (), digest=reply.digest)
         detail = "; ".join(reason.code for reason in reply.reasons)
         return _finished(entry, HostPhase.NOT_READY, now, detail, reply.reasons)
-    if phase in (HostPhase.UPDATING, HostPhase.REVERTING) and isinstance(reply, OperationReply):
+    if phase in SUCCEEDED and isinstance(reply, OperationReply):
         if reply.outcome is OperationOutcome.DEFERRED:
             detail = "; ".join(reason.code for reason in reply.reasons) or "deferred"
             back = HostPhase.READY if phase is HostPhase.UPDATING else HostPhase.DONE
@@ -125,8 +150,13 @@ def _host_after(entry: HostRecord, reply: AnyMessage, now: datetime) -> HostReco
                 reasons=reply.reasons,
             )
         if reply.outcome is OperationOutcome.DONE:
-            done = HostPhase.DONE if phase is HostPhase.UPDATING else HostPhase.REVERTED
-            return _finished(entry, done, now, reply.status.image or "", ())
+            done = SUCCEEDED[phase]
+            if blue_green and phase is HostPhase.UPDATING:
+                done = HostPhase.STAGED
+            finished = _finished(entry, done, now, reply.status.image or "", ())
+            if phase is HostPhase.SWITCHING:
+                return finished.model_copy(update={"switched": True})
+            return finished
         why = reply.failure.reason.text if reply.failure else reply.outcome.value
         return _finished(
             entry, HostPhase.FAILED, now, f"{reply.outcome.value}: {why}", reply.reasons
@@ -155,4 +185,5 @@ def _finished(
         reasons=reasons,
         digest=digest or entry.digest,
         attempts=entry.attempts,
+        switched=entry.switched and phase is not HostPhase.REVERTED,
     )

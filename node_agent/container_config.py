@@ -16,6 +16,8 @@ from protocol.spec import ServiceSpec
 
 IMAGE_LABEL = "io.fleetwave.image"
 """The reference the operator asked for (tag and digest), which inspect no longer shows."""
+COLOUR_LABEL = "io.fleetwave.colour"
+"""Blue-green: which colour a container is; absent on a service never run that way."""
 
 Config = dict[str, Any]
 

@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from nats.js.kv import KeyValue
 
+from node_agent.blue_green import BlueGreenUpdater, ColourSpecs
 from node_agent.engine_events import EngineEventFollower
 from node_agent.journal import Journal
 from node_agent.outcomes import OutcomeStore
@@ -50,7 +51,10 @@ from protocol.models import (
     PrepareReply,
     Reason,
     Reply,
+    RetireCommand,
     RollbackCommand,
+    StageCommand,
+    SwitchCommand,
     UpdatePhase,
     UpdateProgress,
     utc_now,
@@ -72,6 +76,7 @@ class Agent:
         self.updater = ServiceUpdater(
             settings, self.runtime, Journal(state / "journal"), self.services
         )
+        self.blue_green = BlueGreenUpdater(self.updater, ColourSpecs(state / "colours"))
         self.engine_events = EngineEventFollower(
             self.runtime,
             self.host,
@@ -337,6 +342,24 @@ class Agent:
             emit = self._emitter(command.id, command.service, command.rollout_id, None)
             result = await self.updater.rollback(command.id, command.service, emit)
             return self._operation_reply(command.id, command.service, result)
+        return await self._run_blue_green(command)
+
+    async def _run_blue_green(self, command: Command) -> Reply:
+        if isinstance(command, StageCommand):
+            spec = command.service
+            emit = self._emitter(command.id, spec.name, command.rollout_id, spec.image)
+            result = await self.blue_green.stage(command.id, spec, command.colour, emit)
+            return self._operation_reply(command.id, spec.name, result)
+        if isinstance(command, SwitchCommand):
+            emit = self._emitter(command.id, command.service, command.rollout_id, None)
+            result = await self.blue_green.switch(
+                command.id, command.service, command.colour, command.remove_other, emit
+            )
+            return self._operation_reply(command.id, command.service, result)
+        if isinstance(command, RetireCommand):
+            emit = self._emitter(command.id, command.service, command.rollout_id, None)
+            result = await self.blue_green.retire(command.service, command.colour, emit)
+            return self._operation_reply(command.id, command.service, result)
         raise CommandRefused(
             "unknown_command", f"no handler for {command.kind}"
         )  # pragma: no cover
@@ -420,9 +443,9 @@ class Agent:
 
 
 def _service_of(command: Command) -> str:
-    if isinstance(command, PrepareCommand | ApplyCommand):
+    if isinstance(command, PrepareCommand | ApplyCommand | StageCommand):
         return command.service.name
-    if isinstance(command, RollbackCommand | InspectCommand):
+    if isinstance(command, RollbackCommand | InspectCommand | SwitchCommand | RetireCommand):
         return command.service
     raise CommandRefused("unknown_command", f"no service in {command.kind}")  # pragma: no cover
 

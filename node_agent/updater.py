@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from node_agent.container_config import IMAGE_LABEL, config_from_spec, derive_config
+from node_agent.container_config import (
+    COLOUR_LABEL,
+    IMAGE_LABEL,
+    config_from_spec,
+    derive_config,
+)
 from node_agent.journal import Journal
 from node_agent.probes import HealthVerdict, wait_until_healthy
 from node_agent.registry import check_registry
@@ -38,7 +43,7 @@ from protocol.models import (
     ServiceStatus,
     UpdatePhase,
 )
-from protocol.spec import ServiceSpec, UpdateOrder
+from protocol.spec import COLOURS, ServiceSpec, UpdateOrder
 
 
 class Emit(Protocol):
@@ -100,7 +105,7 @@ class OperationResult:
 
 
 @dataclass
-class _Operation:
+class Operation:
     operation_id: str
     spec: ServiceSpec
     emit: Emit
@@ -215,8 +220,8 @@ class ServiceUpdater:
     # ---- apply ----
 
     async def apply(self, operation_id: str, spec: ServiceSpec, emit: Emit) -> OperationResult:
-        op = _Operation(operation_id, spec, emit)
-        image = await self._local_image(spec)
+        op = Operation(operation_id, spec, emit)
+        image = await self.local_image(spec)
         old = await self.runtime.inspect_container(self.main_name(spec.name))
         old_image = await self.runtime.inspect_image(old["Image"]) if old else None
         self.journal.begin(
@@ -254,7 +259,7 @@ class ServiceUpdater:
         """The value of the agent label on every container this agent manages."""
         return f"{self.settings.host_id}/{self.settings.container_prefix}"
 
-    async def _local_image(self, spec: ServiceSpec) -> str:
+    async def local_image(self, spec: ServiceSpec) -> str:
         """The image to run: by digest when known, pulled by tag if Prepare was skipped."""
         ref = parse_image_reference(spec.image)
         wanted = f"{ref.name}@{ref.digest}" if ref.digest else spec.image
@@ -266,7 +271,7 @@ class ServiceUpdater:
             )
         return wanted
 
-    async def _phase(self, op: _Operation, phase: UpdatePhase, detail: str = "") -> None:
+    async def _phase(self, op: Operation, phase: UpdatePhase, detail: str = "") -> None:
         self.journal.record(op.spec.name, phase)
         op.mark(phase.value)
         await op.emit(phase, detail)
@@ -275,7 +280,7 @@ class ServiceUpdater:
 
     async def _replace_stop_first(
         self,
-        op: _Operation,
+        op: Operation,
         old: Inspect | None,
         config: dict[str, Any],
         host_config: dict[str, Any],
@@ -297,7 +302,7 @@ class ServiceUpdater:
         return await self._finish_done(op)
 
     async def _replace_start_first(
-        self, op: _Operation, old: Inspect, config: dict[str, Any], host_config: dict[str, Any]
+        self, op: Operation, old: Inspect, config: dict[str, Any], host_config: dict[str, Any]
     ) -> OperationResult:
         service = op.spec.name
         candidate = self.next_name(service)
@@ -316,7 +321,7 @@ class ServiceUpdater:
         return await self._finish_done(op)
 
     async def _start_and_probe(
-        self, op: _Operation, name: str, config: dict[str, Any], host_config: dict[str, Any]
+        self, op: Operation, name: str, config: dict[str, Any], host_config: dict[str, Any]
     ) -> tuple[str | None, HealthVerdict]:
         """Create and start the new container as ``name`` and wait for its health verdict.
 
@@ -329,7 +334,7 @@ class ServiceUpdater:
             return None, HealthVerdict(False, f"could not start the new container: {exc.message}")
         return new_id, await self._probe(op, name)
 
-    async def _probe(self, op: _Operation, container: str) -> HealthVerdict:
+    async def _probe(self, op: Operation, container: str) -> HealthVerdict:
         await self._phase(op, UpdatePhase.PROBING, f"probing {container}")
 
         async def soaking() -> None:
@@ -337,7 +342,7 @@ class ServiceUpdater:
 
         return await wait_until_healthy(op.spec.health, self.runtime, container, soaking)
 
-    async def _finish_done(self, op: _Operation) -> OperationResult:
+    async def _finish_done(self, op: Operation) -> OperationResult:
         previous = self.services.current(op.spec.name)
         self.services.record_update(op.spec, previous)
         self.journal.finish(op.spec.name)
@@ -345,7 +350,7 @@ class ServiceUpdater:
 
     async def _restore(
         self,
-        op: _Operation,
+        op: Operation,
         old: Inspect | None,
         new_container: str,
         verdict: HealthVerdict,
@@ -353,7 +358,7 @@ class ServiceUpdater:
     ) -> OperationResult:
         service = op.spec.name
         await self._phase(op, UpdatePhase.RESTORING, verdict.reason)
-        bundle = await self._failure_bundle(op, new_container, verdict)
+        bundle = await self.failure_bundle(op, new_container, verdict)
         await self.runtime.remove(new_container)
         if old_untouched is not None:  # start-first: the old copy never stopped
             return await self._end_rolled_back(op, bundle)
@@ -367,7 +372,7 @@ class ServiceUpdater:
         return await self._bring_back_old(op, old["Id"], bundle)
 
     async def _bring_back_old(
-        self, op: _Operation, old_id: str, bundle: FailureBundle
+        self, op: Operation, old_id: str, bundle: FailureBundle
     ) -> OperationResult:
         """Start the old container (already named as the service) and prove it healthy."""
         service = op.spec.name
@@ -389,15 +394,15 @@ class ServiceUpdater:
             )
         return await self._end_rolled_back(op, bundle)
 
-    async def _end_rolled_back(self, op: _Operation, bundle: FailureBundle) -> OperationResult:
+    async def _end_rolled_back(self, op: Operation, bundle: FailureBundle) -> OperationResult:
         await self._phase(op, UpdatePhase.ROLLED_BACK, "old version restored and healthy")
         self.journal.finish(op.spec.name)
         return OperationResult(
             OperationOutcome.ROLLED_BACK, await self.status(op.spec.name), bundle, [bundle.reason]
         )
 
-    async def _failure_bundle(
-        self, op: _Operation, container: str, verdict: HealthVerdict
+    async def failure_bundle(
+        self, op: Operation, container: str, verdict: HealthVerdict
     ) -> FailureBundle:
         info = await self.runtime.inspect_container(container)
         state = (info or {}).get("State") or {}
@@ -435,7 +440,7 @@ class ServiceUpdater:
     ) -> OperationResult:
         """Finish or undo an operation the agent died (or the engine failed) in the middle of."""
         spec = ServiceSpec.model_validate(entry["spec"])
-        op = _Operation(entry["operation_id"], spec, emit)
+        op = Operation(entry["operation_id"], spec, emit)
         service = spec.name
         main = await self.runtime.inspect_container(self.main_name(service))
         aside = await self.runtime.inspect_container(self.aside_name(service))
@@ -503,8 +508,10 @@ def status_from_inspect(service: str, info: Inspect | None) -> ServiceStatus:
         parse_image_reference(image_ref or "")
     except ProtocolError:
         image_ref = None
+    colour = ((info.get("Config") or {}).get("Labels") or {}).get(COLOUR_LABEL)
     return ServiceStatus(
         name=service,
+        colour=colour if colour in COLOURS else None,
         image=image_ref,
         digest=digest,
         container_id=info.get("Id"),

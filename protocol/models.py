@@ -15,7 +15,7 @@ from pydantic import AwareDatetime, Field, TypeAdapter
 
 from protocol import SCHEMA_VERSION
 from protocol.base import FrozenModel, HostId, ImageRefText, ServiceName, Token
-from protocol.spec import ServiceSpec
+from protocol.spec import Colour, ServiceSpec
 
 Sender = Token
 """A host id, or "controller"."""
@@ -79,6 +79,37 @@ class RollbackCommand(Command):
     rollout_id: str | None = None
 
 
+class StageCommand(Command):
+    """Blue-green: start ``colour`` with the new spec next to the serving copy, verify it."""
+
+    kind: Literal["stage"] = "stage"
+    service: ServiceSpec
+    colour: Colour
+    rollout_id: str | None = None
+
+
+class SwitchCommand(Command):
+    """Blue-green: make ``colour`` the serving copy and run the switch hook.
+
+    The other colour keeps running (a switch back takes seconds) unless ``remove_other``.
+    """
+
+    kind: Literal["switch"] = "switch"
+    service: ServiceName
+    colour: Colour
+    remove_other: bool = False
+    rollout_id: str | None = None
+
+
+class RetireCommand(Command):
+    """Blue-green: stop and remove the copy of ``colour``; never the serving one."""
+
+    kind: Literal["retire"] = "retire"
+    service: ServiceName
+    colour: Colour
+    rollout_id: str | None = None
+
+
 class InspectCommand(Command):
     kind: Literal["inspect"] = "inspect"
     service: ServiceName
@@ -121,6 +152,8 @@ class ServiceStatus(FrozenModel):
     health: Health = Health.UNKNOWN
     started_at: AwareDatetime | None = None
     restart_count: Annotated[int, Field(ge=0)] = 0
+    colour: Colour | None = None
+    """Blue-green: the colour of the serving copy; None for a service never run that way."""
 
 
 class ProbeResult(FrozenModel):
@@ -279,6 +312,18 @@ class RolloutEvent(Envelope):
     hosts_total: Annotated[int, Field(ge=0)] = 0
 
 
+class ColourSwitch(Envelope):
+    """Blue-green: the service's active colour changed; routers and discovery follow it."""
+
+    kind: Literal["colour_switch"] = "colour_switch"
+    service: ServiceName
+    colour: Colour
+    port: Annotated[int, Field(ge=1, le=65535)]
+    rollout_id: Annotated[str, Field(max_length=128)]
+    hosts: tuple[HostId, ...] = ()
+    """The hosts that serve the service in this colour now."""
+
+
 class ContainerMetrics(FrozenModel):
     service: ServiceName
     container_id: str
@@ -315,13 +360,22 @@ class LogLine(Envelope):
 
 
 CommandMessage = Annotated[
-    PrepareCommand | ApplyCommand | RollbackCommand | InspectCommand,
+    PrepareCommand
+    | ApplyCommand
+    | RollbackCommand
+    | StageCommand
+    | SwitchCommand
+    | RetireCommand
+    | InspectCommand,
     Field(discriminator="kind"),
 ]
 AnyMessage = (
     PrepareCommand
     | ApplyCommand
     | RollbackCommand
+    | StageCommand
+    | SwitchCommand
+    | RetireCommand
     | InspectCommand
     | PrepareReply
     | OperationReply
@@ -331,6 +385,7 @@ AnyMessage = (
     | UpdateProgress
     | ContainerEvent
     | RolloutEvent
+    | ColourSwitch
     | MetricsSample
     | LogLine
 )

@@ -121,6 +121,42 @@ class HealthCheck(FrozenModel):
         return self
 
 
+Colour = Literal["blue", "green"]
+"""Blue-green: the two copies of a service a host can hold, told apart by a label."""
+COLOURS: tuple[Colour, Colour] = ("blue", "green")
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256)]
+
+
+def other_colour(colour: Colour) -> Colour:
+    return "green" if colour == "blue" else "blue"
+
+
+class BlueGreen(FrozenModel):
+    """How a host runs two colours side by side, and what tells the traffic to switch.
+
+    Each colour listens on its own port, handed to the container in ``port_env``, so the
+    new colour is started and verified next to the old one. Blue is the service's usual
+    port: a container that predates blue-green counts as blue.
+    """
+
+    port: Port
+    alternate_port: Port
+    port_env: EnvName = "PORT"
+    switch_hook: Annotated[tuple[str, ...], Field(min_length=1)] | None = None
+    """Run on the host after each switch (e.g. a proxy reload), with FLEET_SERVICE,
+    FLEET_ACTIVE_COLOUR, FLEET_ACTIVE_PORT and FLEET_HOST in its environment."""
+    hook_timeout: PositiveSeconds = 30.0
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Self:
+        if self.port == self.alternate_port:
+            raise ValueError("blue-green needs two different ports (port, alternate_port)")
+        return self
+
+    def port_of(self, colour: Colour) -> int:
+        return self.port if colour == "blue" else self.alternate_port
+
+
 class UpdateOrder(StrEnum):
     STOP_FIRST = "stop-first"
     START_FIRST = "start-first"
@@ -133,6 +169,8 @@ class ServiceSpec(FrozenModel):
     health: HealthCheck | None = None
     update_order: UpdateOrder = UpdateOrder.STOP_FIRST
     stop_grace_period: Seconds = 10.0
+    blue_green: BlueGreen | None = None
+    """Required by the blue-green rollout strategy."""
 
     @model_validator(mode="after")
     def _start_first_needs_no_port_clash(self) -> Self:
@@ -147,3 +185,24 @@ class ServiceSpec(FrozenModel):
                 "use stop-first, or blue-green with an alternate port"
             )
         return self
+
+
+def coloured(spec: ServiceSpec, colour: Colour) -> ServiceSpec:
+    """The spec one colour runs with: its port in the environment, its probes on that port."""
+    blue_green = spec.blue_green
+    if blue_green is None:
+        raise ValueError(f"{spec.name} has no blue_green settings")
+    port = blue_green.port_of(colour)
+    env = {**spec.container.env, blue_green.port_env: str(port), "FLEET_COLOUR": colour}
+    changes: dict[str, object] = {"container": spec.container.model_copy(update={"env": env})}
+    health = spec.health
+    probe = health.probe if health is not None else None
+    if isinstance(probe, HttpProbe | TcpProbe) and probe.port in (
+        port,
+        blue_green.port_of(other_colour(colour)),
+    ):
+        assert health is not None
+        changes["health"] = health.model_copy(
+            update={"probe": probe.model_copy(update={"port": port})}
+        )
+    return spec.model_copy(update=changes)

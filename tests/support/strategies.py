@@ -85,8 +85,17 @@ container_settings = st.builds(
     network_mode=st.sampled_from(["host", "none"]),
 )
 
+colours = st.sampled_from(s.COLOURS)
+blue_greens = st.builds(
+    s.BlueGreen,
+    port=st.integers(min_value=1, max_value=30000),
+    alternate_port=st.integers(min_value=30001, max_value=65535),
+    switch_hook=st.none() | st.lists(short_text, min_size=1, max_size=3).map(tuple),
+)
+
 service_specs = st.builds(
     s.ServiceSpec,
+    blue_green=st.none() | blue_greens,
     name=tokens,
     image=image_refs(),
     container=container_settings,
@@ -111,6 +120,7 @@ statuses = st.builds(
     container_id=st.none() | tokens,
     started_at=st.none() | times,
     restart_count=st.integers(min_value=0, max_value=1000),
+    colour=st.none() | colours,
 )
 failure_bundles = st.builds(
     m.FailureBundle,
@@ -128,6 +138,9 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "prepare": st.builds(m.PrepareCommand, service=service_specs, **command_fields),
     "apply": st.builds(m.ApplyCommand, service=service_specs, **command_fields),
     "rollback": st.builds(m.RollbackCommand, service=tokens, **command_fields),
+    "stage": st.builds(m.StageCommand, service=service_specs, colour=colours, **command_fields),
+    "switch": st.builds(m.SwitchCommand, service=tokens, colour=colours, **command_fields),
+    "retire": st.builds(m.RetireCommand, service=tokens, colour=colours, **command_fields),
     "inspect": st.builds(m.InspectCommand, service=tokens, **command_fields),
     "prepare_reply": st.builds(
         m.PrepareReply,
@@ -186,6 +199,15 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         status=tokens,
         reason=short_text,
         image=image_refs(),
+        **envelope,
+    ),
+    "colour_switch": st.builds(
+        m.ColourSwitch,
+        service=tokens,
+        colour=colours,
+        port=ports,
+        rollout_id=tokens,
+        hosts=st.lists(host_ids, max_size=3).map(tuple),
         **envelope,
     ),
     "metrics": st.builds(

@@ -46,7 +46,9 @@ amounts = st.one_of(
 )
 specs = st.builds(
     RolloutSpec,
-    strategy=st.sampled_from([Strategy.ROLLING, Strategy.RECREATE, Strategy.CANARY]),
+    strategy=st.sampled_from(
+        [Strategy.ROLLING, Strategy.RECREATE, Strategy.CANARY, Strategy.BLUE_GREEN]
+    ),
     max_unavailable=amounts,
     max_surge=amounts,
     canary=st.none() | amounts,
@@ -76,6 +78,7 @@ def fleets(draw: st.DrawFn) -> tuple[RolloutRecord, dict[str, HostHealth]]:
             phase=draw(st.sampled_from(PHASES)),
             since=NOW,
             not_before=draw(st.none() | st.just(NOW + timedelta(seconds=5))),
+            switched=draw(st.booleans()),
         )
         for name in names
     }
@@ -98,6 +101,9 @@ def fleets(draw: st.DrawFn) -> tuple[RolloutRecord, dict[str, HostHealth]]:
         aborted=draw(st.sampled_from([False, False, False, True])),
         partition=draw(st.none() | st.integers(min_value=0, max_value=size + 2)),
         tolerated_failures=draw(st.integers(min_value=0, max_value=3)),
+        colour=draw(st.sampled_from(["blue", "green"])),
+        serving_colour=draw(st.sampled_from([None, "blue", "green"])),
+        switched_at=draw(st.none() | st.just(NOW - timedelta(seconds=100))),
     )
     health = {name: draw(healths) for name in names}
     return record, health
@@ -121,7 +127,8 @@ def test_new_stop_first_work_never_takes_the_fleet_past_max_unavailable(
     record, health = fleet
     decision = plan(record, health, NOW)
     started = len(decision.apply) + len(decision.revert)
-    if record.target.update_order is UpdateOrder.STOP_FIRST and started:
+    stop_first = record.target.update_order is UpdateOrder.STOP_FIRST
+    if stop_first and started and not record.blue_green:
         cap = limits(record, len(record.hosts)).max_unavailable
         assert unavailable(record, health) + started <= cap
 
@@ -137,7 +144,7 @@ def test_start_first_work_never_runs_more_double_copies_than_the_surge_allows(
     )
     decision = plan(record, health, NOW)
     started = len(decision.apply) + len(decision.revert)
-    if started:
+    if started and not record.blue_green:
         cap = limits(record, len(record.hosts))
         surging = record.count(HostPhase.UPDATING, HostPhase.REVERTING)
         assert surging + started <= (cap.max_surge or cap.max_unavailable)
@@ -166,6 +173,8 @@ def test_a_stopped_paused_or_failed_rollout_never_starts_new_work(
         assert decision.apply == ()
         assert decision.prepare == ()
         assert decision.revert == ()
+        assert decision.switch == ()
+        assert decision.retire == ()
     if record.paused and not record.aborted and record.status is not RolloutStatus.REVERTING:
         assert decision.apply == ()
         assert decision.prepare == ()
@@ -184,8 +193,37 @@ def test_work_goes_only_to_hosts_in_the_right_phase_and_online(
         assert record.hosts[host].not_before is None or record.hosts[host].not_before <= NOW
     for host in decision.prepare:
         assert record.hosts[host].phase is HostPhase.PENDING
-    for host in decision.revert:  # revert touches only hosts the rollout updated
+    for host in decision.revert:  # revert touches only hosts the rollout updated (or staged)
+        allowed = {HostPhase.DONE, HostPhase.STAGED} if record.blue_green else {HostPhase.DONE}
+        assert record.hosts[host].phase in allowed
+    for host in decision.switch:
+        assert record.hosts[host].phase is HostPhase.STAGED
+    for host in decision.retire:
         assert record.hosts[host].phase is HostPhase.DONE
+
+
+@settings(max_examples=400)
+@given(fleets())
+def test_blue_green_switches_only_once_no_host_is_left_to_stage_and_retires_only_after(
+    fleet: tuple[RolloutRecord, dict[str, HostHealth]],
+) -> None:
+    record, health = fleet
+    record = record.model_copy(
+        update={"spec": record.spec.model_copy(update={"strategy": Strategy.BLUE_GREEN})}
+    )
+    decision = plan(record, health, NOW)
+    if decision.switch:
+        assert not record.count(HostPhase.READY, HostPhase.UPDATING)
+        assert decision.serving_colour in (None, record.colour)
+    if decision.retire:
+        assert not record.count(HostPhase.READY, HostPhase.UPDATING, HostPhase.STAGED)
+        assert not record.count(HostPhase.SWITCHING)
+    if decision.apply:
+        assert record.count(HostPhase.UPDATING) + len(decision.apply) <= (
+            record.spec.preflight_parallelism
+        )
+    if decision.status is RolloutStatus.REVERTING and decision.revert:
+        assert not record.count(HostPhase.UPDATING, HostPhase.SWITCHING)
 
 
 @settings(max_examples=400)
@@ -232,18 +270,29 @@ def fresh_record(size: int, **spec: Any) -> RolloutRecord:
 def step(record: RolloutRecord, decision: Decision, outcome: HostPhase) -> RolloutRecord:
     """What a perfect executor would write back after the decision's commands finished."""
     hosts = dict(record.hosts)
-    for host in decision.prepare:
-        hosts[host] = HostRecord(phase=HostPhase.READY, since=NOW)
-    for host in decision.apply:
-        hosts[host] = HostRecord(phase=outcome, since=NOW)
-    for host in decision.revert:
-        hosts[host] = HostRecord(phase=HostPhase.REVERTED, since=NOW)
-    return record.model_copy(
-        update={
-            "hosts": hosts,
-            "status": decision.status,
-            "promoted": record.promoted or decision.promote,
-        }
+    for names, phase in (
+        (decision.prepare, HostPhase.READY),
+        (decision.apply, outcome),
+        (decision.switch, HostPhase.DONE),
+        (decision.retire, HostPhase.RETIRED),
+        (decision.revert, HostPhase.REVERTED),
+    ):
+        for host in names:
+            switched = names is decision.switch
+            hosts[host] = HostRecord(phase=phase, since=NOW, switched=switched)
+    changes: dict[str, Any] = {
+        "hosts": hosts,
+        "status": decision.status,
+        "promoted": record.promoted or decision.promote,
+    }
+    if decision.serving_colour:
+        changes["serving_colour"] = decision.serving_colour
+    return record.model_copy(update=changes)
+
+
+def busy(decision: Decision) -> bool:
+    return any(
+        (decision.prepare, decision.apply, decision.revert, decision.switch, decision.retire)
     )
 
 
@@ -253,7 +302,7 @@ def run_to_rest(record: RolloutRecord, outcome: HostPhase = HostPhase.DONE) -> l
     for _ in range(200):
         decision = plan(record, health, NOW)
         decisions.append(decision)
-        if not (decision.prepare or decision.apply or decision.revert):
+        if not busy(decision):
             return decisions
         record = step(record, decision, outcome)
     raise AssertionError("the rollout never came to rest")
@@ -375,3 +424,68 @@ def test_a_healthy_ready_fleet_is_updated_from_the_partition_up_and_never_below(
     ordered = ready.ordered_hosts()
     assert set(decision.apply).isdisjoint(ordered[:partition])
     assert decision.apply == tuple(ordered[partition:][:max_unavailable])
+
+
+def blue_green_record(size: int, **spec: Any) -> RolloutRecord:
+    return fresh_record(size, strategy=Strategy.BLUE_GREEN, **spec).model_copy(
+        update={"colour": "green"}
+    )
+
+
+def test_blue_green_stages_everywhere_then_switches_every_host_at_once_then_waits() -> None:
+    decisions = run_to_rest(blue_green_record(5, preflight_parallelism=2), HostPhase.STAGED)
+    staged = [d.apply for d in decisions if d.apply]
+    assert [len(wave) for wave in staged] == [2, 2, 1]
+    switches = [d for d in decisions if d.switch]
+    assert len(switches) == 1
+    assert switches[0].switch == tuple(f"host-{i:03d}" for i in range(5))
+    assert switches[0].serving_colour == "green"
+    assert decisions.index(switches[0]) > max(i for i, d in enumerate(decisions) if d.apply)
+    assert decisions[-1].status is RolloutStatus.SWITCHED
+    assert "blue is kept" in decisions[-1].reason
+
+
+def test_blue_green_removes_the_old_colour_after_the_delay_or_on_promote() -> None:
+    record = blue_green_record(3, remove_old_after=60)
+    hosts = {h: HostRecord(phase=HostPhase.DONE, since=NOW, switched=True) for h in record.hosts}
+    switched = record.model_copy(
+        update={"hosts": hosts, "serving_colour": "green", "switched_at": NOW}
+    )
+    health = {h: HostHealth(True, True) for h in hosts}
+    assert plan(switched, health, NOW + timedelta(seconds=59)).retire == ()
+    assert plan(switched, health, NOW + timedelta(seconds=60)).retire == tuple(sorted(hosts))
+    assert plan(switched.model_copy(update={"promoted": True}), health, NOW).retire == tuple(
+        sorted(hosts)
+    )
+    retired = {h: HostRecord(phase=HostPhase.RETIRED, since=NOW) for h in hosts}
+    final = plan(switched.model_copy(update={"hosts": retired}), health, NOW)
+    assert final.status is RolloutStatus.COMPLETE
+
+
+def test_aborting_blue_green_switches_every_switched_host_back_and_drops_staged_copies() -> None:
+    record = blue_green_record(3).model_copy(
+        update={"aborted": True, "serving_colour": "green", "previous": None}
+    )
+    hosts = {
+        "host-000": HostRecord(phase=HostPhase.DONE, since=NOW, switched=True),
+        "host-001": HostRecord(phase=HostPhase.STAGED, since=NOW),
+        "host-002": HostRecord(phase=HostPhase.FAILED, since=NOW),
+    }
+    aborted = record.model_copy(update={"hosts": hosts})
+    decision = plan(aborted, {h: HostHealth(True, True) for h in hosts}, NOW)
+    assert decision.status is RolloutStatus.REVERTING
+    assert decision.revert == ("host-000", "host-001")
+    assert decision.serving_colour == "blue"
+    decisions = run_to_rest(aborted)
+    assert decisions[-1].status is RolloutStatus.ABORTED
+
+
+def test_a_blue_green_host_that_fails_staging_pauses_before_any_switch() -> None:
+    record = blue_green_record(2)
+    hosts = {
+        "host-000": HostRecord(phase=HostPhase.STAGED, since=NOW),
+        "host-001": HostRecord(phase=HostPhase.FAILED, since=NOW),
+    }
+    decision = plan(record.model_copy(update={"hosts": hosts}), {}, NOW)
+    assert decision.status is RolloutStatus.PAUSED
+    assert decision.switch == ()

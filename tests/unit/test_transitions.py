@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from controller.planner import Decision
-from controller.rollout import HostPhase, HostRecord, RolloutRecord, RolloutSpec, RolloutStatus
+from controller.rollout import (
+    HostPhase,
+    HostRecord,
+    RolloutRecord,
+    RolloutSpec,
+    RolloutStatus,
+    Strategy,
+)
 from controller.transitions import RETRY_DELAY, after_reply, after_silence, apply_decision
 from protocol.models import (
     ErrorReply,
@@ -115,3 +122,43 @@ def test_a_not_ready_prepare_reply_keeps_every_reason() -> None:
 def test_a_reply_to_a_command_that_was_replaced_changes_nothing() -> None:
     start = record(HostPhase.UPDATING, command_id="cmd-2")
     assert after_reply(start, "h1", "cmd-1", operation(OperationOutcome.DONE), LATER) == start
+
+
+def blue_green(phase: HostPhase, switched: bool = False) -> RolloutRecord:
+    start = record(phase)
+    host = start.hosts["h1"].model_copy(update={"switched": switched})
+    return start.model_copy(
+        update={
+            "spec": RolloutSpec(strategy=Strategy.BLUE_GREEN),
+            "hosts": {"h1": host},
+            "colour": "green",
+        }
+    )
+
+
+def test_blue_green_replies_move_a_host_through_staged_switched_and_retired() -> None:
+    done = operation(OperationOutcome.DONE)
+    staged = after_reply(blue_green(HostPhase.UPDATING), "h1", "cmd-1", done, LATER)
+    assert staged.hosts["h1"].phase is HostPhase.STAGED
+    switched = after_reply(blue_green(HostPhase.SWITCHING), "h1", "cmd-1", done, LATER)
+    assert switched.hosts["h1"].phase is HostPhase.DONE
+    assert switched.hosts["h1"].switched
+    retired = after_reply(blue_green(HostPhase.RETIRING, True), "h1", "cmd-1", done, LATER)
+    assert retired.hosts["h1"].phase is HostPhase.RETIRED
+    back = after_reply(blue_green(HostPhase.REVERTING, True), "h1", "cmd-1", done, LATER)
+    assert back.hosts["h1"].phase is HostPhase.REVERTED
+    assert not back.hosts["h1"].switched
+
+
+def test_a_blue_green_switch_decision_records_the_serving_colour_and_when_all_switched() -> None:
+    start = blue_green(HostPhase.STAGED)
+    switching = apply_decision(
+        start,
+        Decision(RolloutStatus.SWITCHING, "", switch=("h1",), serving_colour="green"),
+        LATER,
+    )
+    assert switching.hosts["h1"].phase is HostPhase.SWITCHING
+    assert switching.serving_colour == "green"
+    assert switching.switched_at is None
+    settled = apply_decision(switching, Decision(RolloutStatus.SWITCHED, "all green"), LATER)
+    assert settled.switched_at == LATER
