@@ -173,6 +173,11 @@ class SpawnedAgent:
 
     process: AgentProcess
     api: AgentClient
+    container_prefix: str
+
+    def container(self, service: str) -> str:
+        """The name of the container that serves ``service`` on this agent's host."""
+        return f"{self.container_prefix}{service}"
 
 
 @pytest.fixture
@@ -192,20 +197,21 @@ async def agent_process_factory(
     async def start(**env: str) -> SpawnedAgent:
         index = len(spawned)
         host = f"p{index}-{test_id}"
+        prefix = f"t{test_id}-p{index}-"
         process = AgentProcess(
             args=agent_args(
                 nats_server.url,
                 host,
                 local_stack.docker_host,
                 tmp_path / f"process-agent{index}",
-                f"t{test_id}-p{index}-",
+                prefix,
                 "--heartbeat-interval=1",
             ),
             log_path=tmp_path / f"process-agent{index}.log",
             env=env,
         )
         client = await connect_client(nats_server.url)
-        agent = SpawnedAgent(process, AgentClient(client=client, host=host))
+        agent = SpawnedAgent(process, AgentClient(client=client, host=host), prefix)
         spawned.append(agent)
         await process.start()
         return agent
