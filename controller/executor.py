@@ -33,7 +33,6 @@ from controller.rollout import (
 )
 from controller.settings import ControllerSettings
 from controller.store import (
-    NotFound,
     RolloutStore,
     ServiceStore,
     StaleRecord,
@@ -48,6 +47,7 @@ from protocol.models import ColourSwitch, Command, Envelope, RolloutEvent, utc_n
 from protocol.spec import Colour
 
 log = logging.getLogger("fleetctl.controller")
+Change = Callable[[RolloutRecord], RolloutRecord]
 PUBLISH_TIMEOUT = 2.0
 
 
@@ -57,6 +57,9 @@ class Executor:
         self._js: JetStreamContext = nc.jetstream(timeout=5)
         self.settings = settings
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, list[Change]] = {}
+        """Replies not yet written, per rollout: the next pass folds them all into one write."""
+        self._wake = asyncio.Event()
         self._colours: dict[str, Colour] = {}
         """Blue-green: the serving colour each rollout's service KV record is known to hold."""
         self.leader = False
@@ -68,20 +71,50 @@ class Executor:
         self.inventory = Inventory(hosts_kv)
         lease = LeaderLease(rollouts_kv, self.settings.controller_id, self.settings.lease_ttl)
         watching = asyncio.create_task(self.inventory.run(stop), name="inventory")
+        waking = asyncio.create_task(self._wake_when(stop), name="wake-on-stop")
         log.info("controller %s started", self.settings.controller_id)
         try:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.inventory.loaded.wait(), 10)
-            while not stop.is_set():
-                await self._tick(lease)
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.tick)
+            await self._serve(lease, stop)
         finally:
             for task in self._tasks.values():
                 task.cancel()
-            await asyncio.gather(*self._tasks.values(), watching, return_exceptions=True)
+            await asyncio.gather(*self._tasks.values(), watching, waking, return_exceptions=True)
             if self.leader:
                 await lease.release()
+
+    async def _serve(self, lease: LeaderLease, stop: asyncio.Event) -> None:
+        """A full pass every tick; in between, a reply wakes a pass over its rollout at once.
+
+        The full pass renews the lease and lists the active rollouts (both KV round trips),
+        so it runs only once a tick; a rollout with new replies is planned again without
+        waiting, so a wave starts as soon as the last one finished.
+        """
+        loop = asyncio.get_running_loop()
+        next_full = loop.time()
+        while not stop.is_set():
+            self._wake.clear()
+            if loop.time() >= next_full:
+                next_full = loop.time() + self.settings.tick
+                await self._tick(lease)
+            elif self.leader:
+                await self._drive_pending()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - loop.time()))
+
+    async def _wake_when(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
+
+    async def _drive_pending(self) -> None:
+        try:
+            for rollout_id in [r for r, changes in self._pending.items() if changes]:
+                stored = await self.rollouts.get(rollout_id)
+                if stored is not None and stored.record.status not in TERMINAL:
+                    await self._drive(stored)
+        except BrokerError as exc:
+            log.warning("pass skipped: %s", exc.message)
 
     async def _tick(self, lease: LeaderLease) -> None:
         leader = await lease.hold(utc_now())
@@ -103,20 +136,29 @@ class Executor:
             log.warning("pass skipped: %s", exc.message)
 
     async def _drive(self, stored: Stored) -> None:
-        record, now = stored.record, utc_now()
+        pending = self._pending.get(stored.record.id, [])
+        folded = len(pending)
+        record = stored.record
+        for change in pending[:folded]:
+            record = change(record)
+        now = utc_now()
         health = fleet_health(
             record.hosts, record.service, self.inventory.facts, now, self.settings.host_timeout
         )
         decision = plan(record, health, now)
         updated = apply_decision(record, decision, now)
-        if updated != record:
+        if updated != stored.record:
             try:
                 await self.rollouts.update(updated, stored.revision)
             except StaleRecord:
-                return  # someone else wrote; plan again next pass from what they wrote
-            if updated.status is not record.status:
+                # Someone else wrote (an operator's verb): plan again from what they wrote,
+                # with the replies still pending.
+                self._wake.set()
+                return
+            if updated.status is not stored.record.status:
                 await self._announce(updated)
                 log.info("%s: %s (%s)", updated.id, updated.status.value, updated.reason)
+        del pending[:folded]
         if updated.serving_colour and self._colours.get(updated.id) != updated.serving_colour:
             await self._switch_colour(updated, updated.serving_colour)
         if updated.status in TERMINAL:
@@ -128,6 +170,7 @@ class Executor:
                 self._ensure_command(updated, host, entry.command_id)
 
     async def _finish(self, record: RolloutRecord) -> None:
+        self._pending.pop(record.id, None)
         await self.rollouts.release_service(record.service, record.id)
         if record.status is RolloutStatus.COMPLETE:
             await self.services.mark_current(record.service, record.revision)
@@ -216,7 +259,7 @@ class Executor:
             reply = decode(message.data)
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
             silent = isinstance(exc, nats.errors.NoRespondersError)
-            await self._silence(
+            self._silence(
                 record.id,
                 host,
                 command_id,
@@ -224,21 +267,18 @@ class Executor:
             )
             return
         except ProtocolError as exc:
-            await self._silence(record.id, host, command_id, f"undecodable reply: {exc.message}")
+            self._silence(record.id, host, command_id, f"undecodable reply: {exc.message}")
             return
         except nats.errors.Error as exc:
-            await self._silence(record.id, host, command_id, f"bus error: {exc!r}")
+            self._silence(record.id, host, command_id, f"bus error: {exc!r}")
             return
-        await self._record(record.id, lambda r: after_reply(r, host, command_id, reply, utc_now()))
+        self._record(record.id, lambda r: after_reply(r, host, command_id, reply, utc_now()))
 
-    async def _silence(self, rollout_id: str, host: str, command_id: str, why: str) -> None:
+    def _silence(self, rollout_id: str, host: str, command_id: str, why: str) -> None:
         log.info("%s: %s: %s; will retry", rollout_id, host, why)
-        await self._record(rollout_id, lambda r: after_silence(r, host, command_id, utc_now(), why))
+        self._record(rollout_id, lambda r: after_silence(r, host, command_id, utc_now(), why))
 
-    async def _record(
-        self, rollout_id: str, change: Callable[[RolloutRecord], RolloutRecord]
-    ) -> None:
-        try:
-            await self.rollouts.mutate(rollout_id, change)
-        except (NotFound, BrokerError) as exc:
-            log.warning("%s: reply not recorded: %s", rollout_id, exc.message)
+    def _record(self, rollout_id: str, change: Change) -> None:
+        """Queue a reply's change for the next pass, and wake that pass now."""
+        self._pending.setdefault(rollout_id, []).append(change)
+        self._wake.set()
