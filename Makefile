@@ -46,3 +46,4 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/agent_replace.py
 	$(BIN)/python bench/agent_footprint.py
+	$(BIN)/python bench/rollout_scale.py

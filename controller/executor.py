@@ -33,6 +33,7 @@ from controller.rollout import (
 )
 from controller.settings import ControllerSettings
 from controller.store import (
+    ControllerError,
     RolloutStore,
     ServiceStore,
     StaleRecord,
@@ -113,7 +114,7 @@ class Executor:
                 stored = await self.rollouts.get(rollout_id)
                 if stored is not None and stored.record.status not in TERMINAL:
                     await self._drive(stored)
-        except BrokerError as exc:
+        except (BrokerError, ControllerError) as exc:
             log.warning("pass skipped: %s", exc.message)
 
     async def _tick(self, lease: LeaderLease) -> None:
@@ -132,7 +133,7 @@ class Executor:
                     await self._finish(stored.record)  # a crash came between the two writes
                 else:
                     await self._drive(stored)
-        except BrokerError as exc:
+        except (BrokerError, ControllerError) as exc:
             log.warning("pass skipped: %s", exc.message)
 
     async def _drive(self, stored: Stored) -> None:

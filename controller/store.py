@@ -8,6 +8,7 @@ Host facts in ``fleet_hosts`` are the agents' msgpack envelopes.
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +30,10 @@ from protocol.spec import Colour, ServiceSpec
 
 KV_TIMEOUT = 5.0
 CAS_ATTEMPTS = 20
+COMPRESS_ABOVE = 256 * 1024
+"""A rollout record larger than this (about 700 hosts) is stored zlib-compressed, so a
+5000-host record (1.9 MB of JSON) stays far below NATS's 1 MiB message limit."""
+COMPRESSED = b"zlib:"
 
 
 class ControllerError(FleetError):
@@ -100,6 +105,23 @@ def _active_key(service: str) -> str:
     return f"active.{service}"
 
 
+def encode_record(record: RolloutRecord) -> bytes:
+    """JSON, readable with `nats kv get`; compressed once a fleet makes it large."""
+    data = record.model_dump_json().encode()
+    if len(data) > COMPRESS_ABOVE:
+        return COMPRESSED + zlib.compress(data, 1)
+    return data
+
+
+def decode_record(data: bytes) -> RolloutRecord:
+    try:
+        if data.startswith(COMPRESSED):
+            data = zlib.decompress(data[len(COMPRESSED) :])
+        return RolloutRecord.model_validate_json(data)
+    except (zlib.error, ValueError) as exc:
+        raise ControllerError(f"a rollout record in KV cannot be read: {exc}") from exc
+
+
 class RolloutStore:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
@@ -108,13 +130,11 @@ class RolloutStore:
         entry = await _get(self._kv, _rollout_key(rollout_id))
         if entry is None or entry.value is None:
             return None
-        return Stored(RolloutRecord.model_validate_json(entry.value), entry.revision or 0)
+        return Stored(decode_record(entry.value), entry.revision or 0)
 
     async def create(self, record: RolloutRecord) -> Stored:
         try:
-            revision = await self._kv.create(
-                _rollout_key(record.id), record.model_dump_json().encode()
-            )
+            revision = await self._kv.create(_rollout_key(record.id), encode_record(record))
         except nats.js.errors.KeyWrongLastSequenceError as exc:
             raise RolloutConflict(f"rollout {record.id} already exists") from exc
         return Stored(record, revision)
@@ -123,7 +143,7 @@ class RolloutStore:
         """Compare-and-set: fails with StaleRecord if anyone wrote since ``revision``."""
         try:
             new_revision = await self._kv.update(
-                _rollout_key(record.id), record.model_dump_json().encode(), last=revision
+                _rollout_key(record.id), encode_record(record), last=revision
             )
         except nats.js.errors.KeyWrongLastSequenceError as exc:
             raise StaleRecord(f"rollout {record.id} changed since revision {revision}") from exc

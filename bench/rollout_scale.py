@@ -1,0 +1,310 @@
+"""The controller at fleet scale: 100, 1000 and 5000 hosts at max_unavailable 10%.
+
+A FLEET SIMULATOR, not real hosts: one process answers for every simulated host over a
+real nats-server, speaking the real protocol (msgpack envelopes on fleet.cmd.<host>,
+HostFacts heartbeats in KV fleet_hosts). Its container runtime is simulated: Prepare
+takes --prepare-time seconds and Apply --apply-time seconds, then succeeds. The
+controller is the real `fleetctl controller run`, in its own process, measured with psutil.
+
+Printed per size:
+- wall: from the rollout record being written to the controller recording it complete;
+- ideal: pre-flight waves x prepare time + update waves x apply time (what a controller
+  with zero overhead would take); the ratio wall / ideal (target <= 1.10 at 1000 hosts);
+- command round trip p50/p99, the controller's own overhead per command: from the
+  controller stamping a command to the host receiving it, plus from the host replying to
+  the controller having written that reply into the rollout record (the simulated work
+  in between is left out). Target p99 <= 100 ms at 1000 hosts;
+- controller CPU (seconds, and % of one core over the rollout) and peak RSS (VmHWM;
+  target <= 300 MB at 1000 hosts).
+Figures only, never assertions: the machine is shared.
+
+usage: python bench/rollout_scale.py [--sizes 100,1000,5000] [--apply-time 2] [--prepare-time 0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+import psutil
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from controller.broker import NatsServer, find_nats_server_binary
+from controller.intents import Fleet
+from controller.rollout import TERMINAL, RolloutSpec, resolve_amount
+from controller.store import decode_record
+from protocol import subjects
+from protocol.codec import decode, encode
+from protocol.models import (
+    ApplyCommand,
+    ContainerState,
+    Health,
+    HostFacts,
+    OperationOutcome,
+    OperationReply,
+    PrepareCommand,
+    PrepareReply,
+    ServiceStatus,
+    utc_now,
+)
+from protocol.spec import ServiceSpec
+from tests.support.fleet import fleetctl_executable
+
+OLD_IMAGE = "127.0.0.1:5000/demo/web:1.0.0"
+NEW_IMAGE = "127.0.0.1:5000/demo/web:1.1.0"
+DIGEST = "sha256:" + "5" * 64
+HEARTBEAT_INTERVAL = 10.0
+MB = 1024 * 1024
+
+
+@dataclass
+class SimulatedFleet:
+    """Every simulated host's side of the bus; the runtime behind it is only a timer."""
+
+    nc: Client
+    hosts: list[str]
+    prepare_time: float
+    apply_time: float
+    images: dict[str, str] = field(default_factory=dict)
+    dispatch: dict[str, float] = field(default_factory=dict)
+    """Seconds from the controller stamping a command to the host receiving it."""
+    replied: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """host -> (command id, monotonic time the reply went out), until it is recorded."""
+    recorded: dict[str, float] = field(default_factory=dict)
+    """Seconds from a reply going out to the controller writing it into the record."""
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def start(self) -> None:
+        self.images = dict.fromkeys(self.hosts, OLD_IMAGE)
+        # One wildcard subscription stands in for one subscription per agent.
+        await self.nc.subscribe(f"{subjects.PREFIX}.cmd.*", cb=self._on_command)
+
+    async def heartbeat_all(self, kv: KeyValue) -> None:
+        gate = asyncio.Semaphore(200)
+
+        async def beat(host: str) -> None:
+            async with gate:
+                await kv.put(host, encode(self.facts(host)))
+
+        await asyncio.gather(*(beat(host) for host in self.hosts))
+
+    async def heartbeat_loop(self, kv: KeyValue, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.heartbeat_all(kv)
+            try:
+                await asyncio.wait_for(stop.wait(), HEARTBEAT_INTERVAL)
+            except TimeoutError:
+                continue
+
+    def facts(self, host: str) -> HostFacts:
+        return HostFacts(
+            sender=host,
+            host=host,
+            agent_version="simulated",
+            cpus=2,
+            memory_total=4 << 30,
+            memory_available=2 << 30,
+            disk_total=40 << 30,
+            disk_free=20 << 30,
+            services=(self.status(host),),
+        )
+
+    def status(self, host: str) -> ServiceStatus:
+        return ServiceStatus(
+            name="web",
+            image=self.images[host],
+            state=ContainerState.RUNNING,
+            health=Health.HEALTHY,
+        )
+
+    async def _on_command(self, msg: Msg) -> None:
+        command = decode(msg.data)
+        received = utc_now()
+        self.dispatch[command.id] = (received - command.sent_at).total_seconds()
+        task = asyncio.create_task(self._answer(msg, command))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _answer(self, msg: Msg, command: object) -> None:
+        if isinstance(command, PrepareCommand):
+            await asyncio.sleep(self.prepare_time)
+            reply: PrepareReply | OperationReply = PrepareReply(
+                sender=command.host,
+                in_reply_to=command.id,
+                service="web",
+                ready=True,
+                digest=DIGEST,
+            )
+            host, command_id = command.host, command.id
+        elif isinstance(command, ApplyCommand):
+            await asyncio.sleep(self.apply_time)
+            self.images[command.host] = command.service.image
+            reply = OperationReply(
+                sender=command.host,
+                in_reply_to=command.id,
+                service="web",
+                outcome=OperationOutcome.DONE,
+                status=self.status(command.host),
+            )
+            host, command_id = command.host, command.id
+        else:
+            return
+        self.replied[host] = (command_id, time.monotonic())
+        await msg.respond(encode(reply))
+
+    def saw_record(self, hosts: dict[str, str | None]) -> None:
+        """A new rollout record: replies whose command left the host's entry are recorded."""
+        now = time.monotonic()
+        for host, (command_id, at) in list(self.replied.items()):
+            if hosts.get(host) != command_id:
+                self.recorded[command_id] = now - at
+                del self.replied[host]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return psutil.Process(pid).memory_info().rss
+
+
+async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str, float]:
+    server = NatsServer(binary=find_nats_server_binary(), work_dir=work / f"nats-{size}")
+    await server.start()
+    nc = await nats.connect(server.url, connect_timeout=5, max_reconnect_attempts=0)
+    stop = asyncio.Event()
+    controller: asyncio.subprocess.Process | None = None
+    try:
+        fleet = await Fleet(nc, host_timeout=60).open()
+        sim = SimulatedFleet(
+            nc, [f"sim-{i:05d}" for i in range(size)], args.prepare_time, args.apply_time
+        )
+        await sim.start()
+        hosts_kv = await nc.jetstream(timeout=10).key_value(subjects.HOSTS_BUCKET)
+        await sim.heartbeat_all(hosts_kv)
+        beating = asyncio.create_task(sim.heartbeat_loop(hosts_kv, stop))
+        log = (work / f"controller-{size}.log").open("wb")
+        controller = await asyncio.create_subprocess_exec(
+            fleetctl_executable(),
+            "controller",
+            "run",
+            f"--nats={server.url}",
+            "--id=bench",
+            "--host-timeout=60",
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        watched = psutil.Process(controller.pid)
+        spec = RolloutSpec(max_unavailable="10%")
+        target = ServiceSpec(name="web", image=NEW_IMAGE)
+        record, _ = await fleet.plan_rollout("web", NEW_IMAGE, spec, spec_override=target)
+        rollouts_kv = await nc.jetstream(timeout=10).key_value(subjects.ROLLOUTS_BUCKET)
+        watcher = await rollouts_kv.watch(f"rollout.{record.id}")
+        await asyncio.sleep(1.0)  # the controller has loaded the inventory
+        cpu_before = watched.cpu_times()
+        started = time.monotonic()
+        await fleet.start_rollout(record)
+        final = None
+        deadline = started + args.timeout
+        while time.monotonic() < deadline:
+            try:
+                entry = await watcher.updates(timeout=deadline - time.monotonic())
+            except TimeoutError:
+                break
+            if entry is None or not entry.value:
+                continue
+            current = decode_record(entry.value)
+            sim.saw_record({h: e.command_id for h, e in current.hosts.items()})
+            if current.status in TERMINAL:
+                final = current
+                break
+        wall = time.monotonic() - started
+        cpu_after = watched.cpu_times()
+        rss = peak_rss(controller.pid)
+        await watcher.stop()
+        stop.set()
+        await beating
+        if final is None:
+            raise SystemExit(f"{size} hosts: the rollout did not finish in {args.timeout}s")
+        wave = max(1, resolve_amount(spec.max_unavailable, size, round_up=False))
+        ideal = (
+            math.ceil(size / spec.preflight_parallelism) * args.prepare_time
+            + math.ceil(size / wave) * args.apply_time
+        )
+        round_trips = [sim.dispatch[c] + late for c, late in sim.recorded.items()]
+        dispatch, recorded = list(sim.dispatch.values()), list(sim.recorded.values())
+        cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+        return {
+            "hosts": size,
+            "status_ok": float(final.status.value == "complete"),
+            "wall": wall,
+            "ideal": ideal,
+            "ratio": wall / ideal,
+            "dispatch_p50": statistics.median(dispatch) * 1000,
+            "dispatch_p99": percentile(dispatch, 0.99) * 1000,
+            "record_p50": statistics.median(recorded) * 1000,
+            "record_p99": percentile(recorded, 0.99) * 1000,
+            "rtt_p50": statistics.median(round_trips) * 1000,
+            "rtt_p99": percentile(round_trips, 0.99) * 1000,
+            "cpu_s": cpu,
+            "cpu_pct": 100 * cpu / wall,
+            "rss_mb": rss / MB,
+        }
+    finally:
+        stop.set()
+        if controller is not None and controller.returncode is None:
+            controller.terminate()
+            try:
+                await asyncio.wait_for(controller.wait(), 20)
+            except TimeoutError:
+                controller.kill()
+                await controller.wait()
+        await nc.close()
+        await server.stop()
+
+
+async def main(args: argparse.Namespace) -> None:
+    sizes = [int(part) for part in args.sizes.split(",")]
+    print(
+        f"simulated fleet (FLEET SIMULATOR: real nats-server and controller, simulated runtime):"
+        f" prepare {args.prepare_time}s, apply {args.apply_time}s, max_unavailable 10%,"
+        f" pre-flight parallelism {RolloutSpec().preflight_parallelism}"
+    )
+    with tempfile.TemporaryDirectory(prefix="fleetwave-scale-") as scratch:
+        for size in sizes:
+            result = await run_size(size, args, Path(scratch))
+            print(
+                f"{size:>5} hosts: wall {result['wall']:6.1f}s  ideal {result['ideal']:6.1f}s  "
+                f"ratio {result['ratio']:.3f}  |  round trip p50 {result['rtt_p50']:.1f} ms "
+                f"p99 {result['rtt_p99']:.1f} ms (dispatch p99 {result['dispatch_p99']:.1f}, "
+                f"record p99 {result['record_p99']:.1f})  |  controller CPU "
+                f"{result['cpu_s']:.1f}s ({result['cpu_pct']:.0f}% of a core), "
+                f"peak RSS {result['rss_mb']:.0f} MB"
+                + ("" if result["status_ok"] else "  [NOT COMPLETE]")
+            )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="100,1000,5000")
+    parser.add_argument("--prepare-time", type=float, default=0.2)
+    parser.add_argument("--apply-time", type=float, default=2.0)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    asyncio.run(main(parser.parse_args()))
