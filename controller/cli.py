@@ -417,12 +417,14 @@ def rollout_undo(
     max_unavailable: Annotated[str, typer.Option()] = "25%",
     watch: WatchOption = False,
     nats_url: NatsOption = DEFAULT_NATS,
+    output: OutputOption = "table",
 ) -> None:
     """Roll SERVICE back to an earlier kept revision (a new rollout, a new revision).
 
     While a blue-green rollout still keeps the old colour, undo is a switch back instead:
     it aborts that rollout, which takes seconds.
     """
+    _check_output(output)
     spec = RolloutSpec(
         strategy=strategy, max_unavailable=max_unavailable, allow_downgrade=True, allow_major=True
     )
@@ -434,7 +436,7 @@ def rollout_undo(
         else:
             record = await fleet.start_rollout(await fleet.undo_record(service, to_revision, spec))
         if watch:
-            record = await _follow(fleet, record.id, "table")
+            record = await _follow(fleet, record.id, output)
         return record, switching_back is not None
 
     record, switched_back = _run(undo, nats_url)
@@ -442,7 +444,9 @@ def rollout_undo(
         if switched_back:
             raise typer.Exit(0 if record.status is RolloutStatus.ABORTED else EXIT_FAILED)
         _exit_for(record)
-    if switched_back:
+    if output == "json":
+        typer.echo(render.to_json(record.model_dump(mode="json")))
+    elif switched_back:
         typer.echo(f"{record.id}: switching {service} back to its previous colour")
     else:
         typer.echo(f"rollout {record.id} started: {service} back to {record.target.image}")

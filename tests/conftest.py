@@ -16,12 +16,20 @@ import pytest
 from controller.broker import NatsServer, find_nats_server_binary, start_cluster
 from node_agent.daemon import Agent
 from node_agent.settings import AgentSettings
+from protocol import subjects
 from protocol.image_ref import parse_image_reference
 from protocol.models import InspectReply
 from tests.support.agent import AgentClient, AgentHandle, wait_until_serving
 from tests.support.agent import connect as connect_client
 from tests.support.agent_process import AgentProcess, agent_args
-from tests.support.fleet import CommandResult, ControllerProcess, fleet_spec, fleetctl
+from tests.support.events import EventRecorder
+from tests.support.fleet import (
+    CommandResult,
+    ControllerProcess,
+    check_every_budget,
+    fleet_spec,
+    fleetctl,
+)
 from tests.support.stack import LocalStack, load_local_stack
 
 TEST_LABEL = "io.fleetwave.test"
@@ -275,8 +283,13 @@ async def fleet_factory(
     local_stack: LocalStack,
     tmp_path: Path,
 ) -> AsyncIterator[FleetFactory]:
-    """Start ``size`` agents and a controller, and deploy demo/web:1.0.0 everywhere."""
+    """Start ``size`` agents and a controller, and deploy demo/web:1.0.0 everywhere.
+
+    From then on every event is recorded, and at the end every rollout the test ran is
+    checked against its budget: no test passes if the fleet ever had too many hosts out.
+    """
     controllers: list[ControllerProcess] = []
+    recorders: list[tuple[LocalFleet, EventRecorder]] = []
 
     async def start(
         size: int = 5,
@@ -308,11 +321,20 @@ async def fleet_factory(
             "-w",
         )
         assert first.code == 0, (first, controller.log_text())
+        recorder = EventRecorder(agents[0].api.client, subjects.EVENTS_WILDCARD)
+        await recorder.__aenter__()
+        recorders.append((fleet, recorder))
         return fleet
 
     try:
         yield start
+        for fleet, recorder in recorders:
+            listed = await fleet.fleetctl("rollout", "status", "-o", "json")
+            assert listed.code == 0, listed
+            check_every_budget(recorder, json.loads(listed.stdout))
     finally:
+        for _, recorder in recorders:
+            await recorder.__aexit__()
         for controller in controllers:
             await controller.stop()
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from controller.planner import limits
+from controller.rollout import RolloutRecord
 from protocol.models import AnyMessage, UpdatePhase, UpdateProgress
 from protocol.spec import ServiceSpec
 from tests.support.agent_process import AgentProcess
@@ -122,9 +124,17 @@ class BudgetChecker:
     windows: list[Window] = field(default_factory=list)
 
     @classmethod
-    def of(cls, events: EventRecorder) -> BudgetChecker:
+    def of(cls, events: EventRecorder, rollout_id: str | None = None) -> BudgetChecker:
+        """From every update the recorder saw, or only those of one rollout."""
         checker = cls()
-        checker.feed([message for _, message in events.messages])
+        checker.feed(
+            [
+                message
+                for _, message in events.messages
+                if rollout_id is None
+                or (isinstance(message, UpdateProgress) and message.rollout_id == rollout_id)
+            ]
+        )
         return checker
 
     def feed(self, messages: list[AnyMessage]) -> None:
@@ -162,4 +172,20 @@ class BudgetChecker:
         return counts
 
 
-__all__ = ["AgentProcess", "BudgetChecker", "ControllerProcess", "fleet_spec", "fleetctl"]
+__all__ = [
+    "AgentProcess",
+    "BudgetChecker",
+    "ControllerProcess",
+    "check_every_budget",
+    "fleet_spec",
+    "fleetctl",
+]
+
+
+def check_every_budget(events: EventRecorder, rollouts: list[dict[str, object]]) -> None:
+    """The invariant of every fleet test: no rollout ever had more hosts out than it allowed."""
+    for data in rollouts:
+        record = RolloutRecord.model_validate(data)
+        allowed = limits(record, len(record.hosts)).max_unavailable
+        peak = BudgetChecker.of(events, record.id).peak()
+        assert peak <= allowed, f"{record.id} had {peak} hosts out at once, allowed {allowed}"
