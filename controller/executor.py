@@ -66,7 +66,7 @@ class Executor:
         self.leader = False
 
     async def run(self, stop: asyncio.Event) -> None:
-        rollouts_kv, services_kv, hosts_kv = await open_buckets(self._js)
+        rollouts_kv, services_kv, hosts_kv = await open_buckets(self._js, self.settings.streams)
         self.rollouts = RolloutStore(rollouts_kv)
         self.services = ServiceStore(services_kv)
         self.inventory = Inventory(hosts_kv)

@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from protocol.streams import StreamRetention
+
 
 def default_controller_id() -> str:
     return f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
@@ -28,3 +30,5 @@ class ControllerSettings(BaseSettings):
     command_slack: Annotated[float, Field(gt=0)] = 60.0
     """Added to a service's healthy_deadline and grace period to bound an Apply."""
     command_ttl: Annotated[float, Field(gt=0)] = 900.0
+    streams: StreamRetention = StreamRetention()
+    """Retention and replicas of FLEET_EVENTS, FLEET_LOGS, FLEET_METRICS (FLEET_STREAMS)."""

@@ -16,17 +16,18 @@ from datetime import datetime
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
 from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, Field
 
 from controller.rollout import RolloutRecord
+from controller.streams import ensure_streams
 from protocol import subjects
 from protocol.base import FrozenModel, ServiceName
 from protocol.codec import decode
 from protocol.errors import BrokerError, FleetError, ProtocolError
 from protocol.models import HostFacts
 from protocol.spec import Colour, ServiceSpec
+from protocol.streams import StreamRetention
 
 KV_TIMEOUT = 5.0
 CAS_ATTEMPTS = 20
@@ -84,13 +85,11 @@ class Stored:
     revision: int
 
 
-async def open_buckets(js: JetStreamContext) -> tuple[KeyValue, KeyValue, KeyValue]:
-    """The rollouts, services and hosts buckets (created if missing), and the events stream."""
-    config = StreamConfig(name=subjects.EVENTS_STREAM, subjects=[subjects.EVENTS_WILDCARD])
-    try:
-        await js.add_stream(config)
-    except nats.js.errors.BadRequestError:
-        await js.update_stream(config)
+async def open_buckets(
+    js: JetStreamContext, retention: StreamRetention | None = None
+) -> tuple[KeyValue, KeyValue, KeyValue]:
+    """The rollouts, services and hosts buckets and the streams (created if missing)."""
+    await ensure_streams(js, retention)
     rollouts = await js.create_key_value(bucket=subjects.ROLLOUTS_BUCKET, history=1)
     services = await js.create_key_value(bucket=subjects.SERVICES_BUCKET, history=1)
     hosts = await js.create_key_value(bucket=subjects.HOSTS_BUCKET)

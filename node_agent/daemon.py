@@ -23,7 +23,6 @@ import psutil
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
 from nats.js.kv import KeyValue
 
 from node_agent.blue_green import BlueGreenUpdater, ColourSpecs
@@ -33,6 +32,7 @@ from node_agent.outcomes import OutcomeStore
 from node_agent.runtime import DockerRuntime
 from node_agent.service_store import ServiceStore
 from node_agent.settings import AgentSettings
+from node_agent.streams import ensure_streams
 from node_agent.updater import Emit, OperationResult, ServiceUpdater
 from protocol import subjects
 from protocol.codec import decode, encode
@@ -184,11 +184,7 @@ class Agent:
 
     async def _ensure_streams(self) -> None:
         js = self._jetstream
-        config = StreamConfig(name=subjects.EVENTS_STREAM, subjects=[subjects.EVENTS_WILDCARD])
-        try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            await js.update_stream(config)
+        await ensure_streams(js, self.settings.streams)
         self._hosts_kv = await js.create_key_value(bucket=subjects.HOSTS_BUCKET)
 
     async def _close(self) -> None:

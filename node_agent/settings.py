@@ -17,6 +17,7 @@ from pydantic_settings import (
 from protocol.base import FrozenModel
 from protocol.errors import ConfigurationError
 from protocol.labels import parse_labels
+from protocol.streams import StreamRetention
 from protocol.subjects import validate_host_id
 
 MiB = 1024 * 1024
@@ -44,6 +45,8 @@ class AgentSettings(BaseSettings):
     docker_host: str = "unix:///var/run/docker.sock"
     state_dir: Path = Path("/var/lib/fleetwave/agent")
     heartbeat_interval: Annotated[float, Field(gt=0)] = 10.0
+    streams: StreamRetention = StreamRetention()
+    """Retention and replicas of the streams, if this agent is the first to create them."""
     container_prefix: str = ""
     """Prefixed to every container name, so several agents can share one engine."""
     update_lock_path: str | None = None

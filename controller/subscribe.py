@@ -1,0 +1,140 @@
+"""Read the fleet's event stream the way Kafka users expect.
+
+``async for delivered in EventFeed(nc).events(since=..., rollout=...)`` replays FLEET_EVENTS
+from a point in time (or a sequence) and, with ``follow``, keeps going. A ``durable``
+name makes it a named consumer that resumes where it stopped: each message is acked by
+the caller (``await delivered.ack()``) once handled, so a restart neither loses nor
+repeats one. Several workers with the same durable name form a consumer group: they
+split the stream between them, and what a dead worker never acked is redelivered to the
+others after ``ack_wait``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from protocol import subjects
+from protocol.codec import decode
+from protocol.errors import BrokerError, ProtocolError
+from protocol.models import AnyMessage
+
+log = logging.getLogger("fleetctl.events")
+ACK_TIMEOUT = 5.0
+EPHEMERAL_IDLE = 30.0
+"""Seconds after which the server drops an abandoned ephemeral consumer."""
+
+
+@dataclass
+class Delivered:
+    message: AnyMessage
+    subject: str
+    sequence: int
+    _msg: Msg
+    _manual: bool
+    acked: bool = False
+
+    async def ack(self) -> None:
+        """Confirm the message is handled; the server has recorded it when this returns."""
+        if self._manual and not self.acked:
+            await self._msg.ack_sync(timeout=ACK_TIMEOUT)
+        self.acked = True
+
+
+@dataclass
+class FeedStats:
+    undecodable: int = 0
+    """Messages in the stream that are not fleet messages: skipped, acked, counted."""
+
+
+class EventFeed:
+    def __init__(self, nc: Client) -> None:
+        self._js = nc.jetstream(timeout=10)
+        self.stats = FeedStats()
+
+    async def events(
+        self,
+        *,
+        since: datetime | None = None,
+        start_sequence: int | None = None,
+        host: str | None = None,
+        rollout: str | None = None,
+        durable: str | None = None,
+        follow: bool = False,
+        ack_wait: float = 30.0,
+        batch: int = 100,
+    ) -> AsyncIterator[Delivered]:
+        subject = (
+            subjects.host_events_wildcard(subjects.validate_host_id(host))
+            if host
+            else subjects.EVENTS_WILDCARD
+        )
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT if durable else AckPolicy.NONE,
+            ack_wait=ack_wait,
+            inactive_threshold=None if durable else EPHEMERAL_IDLE,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+        if start_sequence is not None:
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = start_sequence
+        elif since is not None:
+            config.deliver_policy = DeliverPolicy.BY_START_TIME
+            config.opt_start_time = since
+        try:
+            subscription = await self._js.pull_subscribe(
+                subject, durable=durable, stream=subjects.EVENTS_STREAM, config=config
+            )
+        except nats.errors.Error as exc:
+            raise BrokerError(f"cannot read {subjects.EVENTS_STREAM}: {exc!r}") from exc
+        unhandled: list[Msg] = []
+        """Fetched but not acked when the caller stops: handed back at once (nak), so the
+        next reader of a durable consumer need not wait ack_wait for them."""
+        try:
+            while True:
+                try:
+                    messages = await subscription.fetch(batch, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    if follow:
+                        continue
+                    return  # caught up
+                unhandled = list(messages)
+                for msg in messages:
+                    delivered = await self._deliverable(msg, rollout, durable is not None)
+                    if delivered is not None:
+                        yield delivered
+                        if not delivered.acked:
+                            continue  # the caller acks later, or its ack_wait expires
+                    unhandled.remove(msg)
+                if not follow and messages and messages[-1].metadata.num_pending == 0:
+                    return
+        finally:
+            if durable is not None:
+                for msg in unhandled:
+                    with suppress(nats.errors.Error, TimeoutError):
+                        await msg.nak()
+            # Only the client's inbox goes: a durable consumer stays on the server, and an
+            # ephemeral one is dropped by the server once idle.
+            with suppress(nats.errors.Error, TimeoutError):
+                await subscription.unsubscribe()
+
+    async def _deliverable(self, msg: Msg, rollout: str | None, manual: bool) -> Delivered | None:
+        try:
+            message = decode(msg.data)
+        except ProtocolError as exc:
+            self.stats.undecodable += 1
+            log.warning("skipping an undecodable event on %s: %s", msg.subject, exc.message)
+            message = None
+        if message is None or (rollout and getattr(message, "rollout_id", None) != rollout):
+            if manual:
+                await msg.ack_sync(timeout=ACK_TIMEOUT)
+            return None
+        return Delivered(message, msg.subject, msg.metadata.sequence.stream, msg, manual)

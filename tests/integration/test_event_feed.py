@@ -1,0 +1,134 @@
+"""FLEET_EVENTS as a Kafka user expects it: replay, durable resume, consumer groups."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from datetime import UTC, datetime, timedelta
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from controller.broker import NatsServer
+from controller.streams import ensure_streams
+from controller.subscribe import EventFeed
+from protocol import subjects
+from protocol.codec import encode
+from protocol.models import UpdatePhase, UpdateProgress
+from protocol.streams import StreamRetention
+
+pytestmark = pytest.mark.integration
+
+
+async def publish_progress(
+    client: Client, count: int, host: str = "h1", rollout: str = "web-r2"
+) -> list[str]:
+    js = client.jetstream(timeout=5)
+    ids = []
+    for index in range(count):
+        event = UpdateProgress(
+            sender=host,
+            host=host,
+            service="web",
+            operation_id=f"op-{index}",
+            rollout_id=rollout,
+            phase=UpdatePhase.PROBING,
+            detail=f"event {index}",
+        )
+        await js.publish(
+            subjects.host_event_subject(host, "update_progress"),
+            encode(event),
+            headers={"Nats-Msg-Id": event.id},
+        )
+        ids.append(event.id)
+    return ids
+
+
+@pytest.fixture
+async def client(nats_server: NatsServer) -> Client:
+    connection = await nats.connect(nats_server.url, connect_timeout=5)
+    await ensure_streams(connection.jetstream(timeout=5), StreamRetention())
+    yield connection  # type: ignore[misc]
+    await connection.close()
+
+
+async def test_a_durable_consumer_stopped_and_restarted_gets_every_message_exactly_once(
+    client: Client,
+) -> None:
+    published = await publish_progress(client, 50)
+    seen: list[str] = []
+    async with aclosing(EventFeed(client).events(durable="audit")) as first:
+        async for delivered in first:
+            seen.append(delivered.message.id)
+            await delivered.ack()
+            if len(seen) == 20:
+                break
+    more = await publish_progress(client, 10)
+    async with aclosing(EventFeed(client).events(durable="audit")) as second:
+        async for delivered in second:
+            seen.append(delivered.message.id)
+            await delivered.ack()
+    assert seen == published + more
+
+
+async def test_replay_starts_at_a_time_or_a_sequence_and_filters_by_host_and_rollout(
+    client: Client,
+) -> None:
+    await publish_progress(client, 5, host="h1", rollout="web-r1")
+    await asyncio.sleep(0.05)
+    middle = datetime.now(UTC)
+    later = await publish_progress(client, 4, host="h2", rollout="web-r2")
+    feed = EventFeed(client)
+    since = [d.message.id async for d in feed.events(since=middle)]
+    assert since == later
+    by_sequence = [d.sequence async for d in feed.events(start_sequence=7)]
+    assert by_sequence == [7, 8, 9]
+    assert [d.message.id async for d in feed.events(host="h2")] == later
+    assert [d.message.id async for d in feed.events(rollout="web-r2")] == later
+    assert [d.message.id async for d in feed.events(since=middle + timedelta(hours=1))] == []
+
+
+async def test_workers_sharing_a_durable_name_split_the_stream_and_redeliver_a_dead_workers_share(
+    client: Client, nats_server: NatsServer
+) -> None:
+    published = await publish_progress(client, 40)
+    abandoned: list[str] = []
+    # A worker that takes five messages and dies without acking them: its connection is
+    # gone before it can hand anything back, so only ack_wait brings them back.
+    dying = await nats.connect(nats_server.url, connect_timeout=5)
+    dead = EventFeed(dying).events(durable="group", ack_wait=1.0, batch=5)
+    for _ in range(5):
+        abandoned.append((await anext(dead)).message.id)
+    await dying.close()
+    await dead.aclose()
+
+    handled: dict[str, list[str]] = {"a": [], "b": []}
+
+    async def worker(name: str) -> None:
+        feed = EventFeed(client).events(durable="group", ack_wait=1.0, batch=3, follow=True)
+        async with aclosing(feed) as stream:
+            async for delivered in stream:
+                handled[name].append(delivered.message.id)
+                await delivered.ack()
+                await asyncio.sleep(0.01)  # let the other worker take its turn
+                if sum(len(ids) for ids in handled.values()) >= len(published):
+                    return
+
+    await asyncio.wait_for(asyncio.gather(worker("a"), worker("b")), 30)
+    together = handled["a"] + handled["b"]
+    assert sorted(together) == sorted(published)  # every message once, none twice
+    assert handled["a"]
+    assert handled["b"]
+    assert set(abandoned) <= set(together)  # the dead worker's share came back
+
+
+async def test_a_garbage_message_in_the_stream_is_skipped_and_counted_not_fatal(
+    client: Client,
+) -> None:
+    js = client.jetstream(timeout=5)
+    await js.publish("fleet.evt.h1.update_progress", b"\xc1 not msgpack")
+    good = await publish_progress(client, 2)
+    feed = EventFeed(client)
+    assert [d.message.id async for d in feed.events(durable="tolerant")] == good
+    assert feed.stats.undecodable == 1
