@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import signal
 import sys
 import tomllib
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -43,9 +45,11 @@ from controller.rollout import (
 )
 from controller.settings import ControllerSettings
 from controller.store import NotFound, RolloutConflict
+from controller.subscribe import EventFeed
 from protocol import SCHEMA_VERSION
 from protocol.errors import BrokerError, ConfigurationError, FleetError
 from protocol.labels import parse_labels
+from protocol.models import utc_now
 from protocol.spec import ServiceSpec
 from protocol.version import fleetwave_version
 
@@ -178,6 +182,54 @@ def hosts(
         typer.echo(render.hosts_json(found))
     else:
         Console().print(render.hosts_table(found))
+
+
+# ---- events ----
+
+_SINCE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def _since(text: str | None) -> datetime | None:
+    """ "10m", "2h", "1d", "30s", or an ISO 8601 time (UTC when it names no zone)."""
+    if text is None:
+        return None
+    match = _SINCE.match(text.strip())
+    if match:
+        return utc_now() - timedelta(seconds=float(match.group(1)) * _UNIT[match.group(2)])
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        _fail(f"--since {text!r}: give a duration like 10m, 2h, 1d or an ISO time", EXIT_INVALID)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@app.command()
+def events(
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep waiting for more")] = False,
+    rollout: Annotated[str | None, typer.Option(help="only this rollout's events")] = None,
+    host: Annotated[str | None, typer.Option(help="only this host's events")] = None,
+    since: Annotated[str | None, typer.Option(help="10m, 2h, 1d or an ISO time")] = None,
+    nats_url: NatsOption = DEFAULT_NATS,
+    output: OutputOption = "table",
+) -> None:
+    """Print the fleet's events (FLEET_EVENTS) from --since, oldest first; -f follows."""
+    _check_output(output)
+    start = _since(since)
+
+    async def show(fleet: Fleet) -> None:
+        feed = EventFeed(fleet.client)
+        async for delivered in feed.events(since=start, host=host, rollout=rollout, follow=follow):
+            if output == "json":
+                line = json.dumps(
+                    {"subject": delivered.subject, **delivered.message.model_dump(mode="json")},
+                    default=str,
+                )
+            else:
+                line = render.event_line(delivered.subject, delivered.message)
+            typer.echo(line)
+
+    _run(show, nats_url)
 
 
 # ---- rollouts ----

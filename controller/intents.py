@@ -71,6 +71,10 @@ class Fleet:
         self._js = nc.jetstream(timeout=5)
         self._host_timeout = host_timeout
 
+    @property
+    def client(self) -> Client:
+        return self._nc
+
     async def open(self) -> Fleet:
         rollouts, services, hosts = await open_buckets(self._js)
         self.rollouts = RolloutStore(rollouts)

@@ -14,7 +14,17 @@ from rich.text import Text
 from controller.intents import DryRun
 from controller.rollout import UPDATED, HostPhase, RolloutRecord, RolloutStatus
 from controller.store import ServiceRecord
-from protocol.models import HostFacts, utc_now
+from protocol.models import (
+    AnyMessage,
+    ColourSwitch,
+    ContainerEvent,
+    ErrorReply,
+    HostFacts,
+    OperationReply,
+    RolloutEvent,
+    UpdateProgress,
+    utc_now,
+)
 
 PHASE_STYLE = {
     HostPhase.DONE: "green",
@@ -161,3 +171,27 @@ def dry_run_view(result: DryRun, console: Console) -> None:
     for index, (label, hosts) in enumerate(result.waves, start=1):
         console.print(f"  {index:>2}. {label}: {', '.join(hosts) or '(wait for promote)'}")
     console.print(f"would end: {result.final_status.value}")
+
+
+def event_summary(message: AnyMessage) -> str:
+    """The part of an event a person reads first."""
+    if isinstance(message, UpdateProgress):
+        return f"{message.service} {message.phase.value} {message.detail}".rstrip()
+    if isinstance(message, RolloutEvent):
+        return f"{message.rollout_id} {message.status} {message.reason}".rstrip()
+    if isinstance(message, ContainerEvent):
+        code = f" exit {message.exit_code}" if message.exit_code is not None else ""
+        return f"{message.service or message.container} {message.action.value}{code}"
+    if isinstance(message, OperationReply):
+        return f"{message.service} {message.outcome.value}"
+    if isinstance(message, ColourSwitch):
+        return f"{message.service} now serves {message.colour} on port {message.port}"
+    if isinstance(message, ErrorReply):
+        return f"{message.code}: {message.message}"
+    return ""
+
+
+def event_line(subject: str, message: AnyMessage) -> str:
+    when = message.sent_at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    source = subject.split(".")[2] if subject.count(".") >= 2 else subject
+    return f"{when} {source} {message.kind} {event_summary(message)}".rstrip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,7 @@ from protocol import subjects
 from protocol.codec import encode
 from protocol.models import UpdatePhase, UpdateProgress
 from protocol.streams import StreamRetention
+from tests.support.fleet import fleetctl, fleetctl_executable
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +134,41 @@ async def test_a_garbage_message_in_the_stream_is_skipped_and_counted_not_fatal(
     feed = EventFeed(client)
     assert [d.message.id async for d in feed.events(durable="tolerant")] == good
     assert feed.stats.undecodable == 1
+
+
+async def test_fleetctl_events_replays_filters_and_follows(
+    client: Client, nats_server: NatsServer
+) -> None:
+    old = await publish_progress(client, 3, host="h1", rollout="web-r1")
+    new = await publish_progress(client, 2, host="h2", rollout="web-r2")
+    replay = await fleetctl(nats_server.url, "events", "--since", "10m", "-o", "json")
+    assert replay.code == 0, replay
+    lines = [json.loads(line) for line in replay.stdout.splitlines()]
+    assert [line["id"] for line in lines] == old + new
+    assert lines[0]["subject"] == "fleet.evt.h1.update_progress"
+    only = await fleetctl(nats_server.url, "events", "--rollout", "web-r2")
+    assert only.code == 0, only
+    assert len(only.stdout.splitlines()) == 2
+    assert all(" h2 update_progress web probing" in line for line in only.stdout.splitlines())
+    bad = await fleetctl(nats_server.url, "events", "--since", "yesterday-ish")
+    assert bad.code == 2
+    assert "--since" in bad.stderr
+
+    follower = await asyncio.create_subprocess_exec(
+        fleetctl_executable(),
+        "events",
+        "-f",
+        "--host",
+        "h3",
+        f"--nats={nats_server.url}",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert follower.stdout is not None
+        await asyncio.sleep(1.0)  # subscribed and caught up
+        await publish_progress(client, 1, host="h3")
+        line = await asyncio.wait_for(follower.stdout.readline(), 15)
+        assert b" h3 update_progress web probing event 0" in line
+    finally:
+        follower.terminate()
+        await follower.wait()
