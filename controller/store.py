@@ -20,14 +20,13 @@ from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, Field
 
 from controller.rollout import RolloutRecord
-from controller.streams import ensure_streams
 from protocol import subjects
 from protocol.base import FrozenModel, ServiceName
 from protocol.codec import decode
 from protocol.errors import BrokerError, FleetError, ProtocolError
 from protocol.models import HostFacts
 from protocol.spec import Colour, ServiceSpec
-from protocol.streams import StreamRetention
+from protocol.streams import StreamRetention, fleet_streams
 
 KV_TIMEOUT = 5.0
 CAS_ATTEMPTS = 20
@@ -94,6 +93,21 @@ async def open_buckets(
     services = await js.create_key_value(bucket=subjects.SERVICES_BUCKET, history=1)
     hosts = await js.create_key_value(bucket=subjects.HOSTS_BUCKET)
     return rollouts, services, hosts
+
+
+async def ensure_streams(js: JetStreamContext, retention: StreamRetention | None) -> None:
+    """Create missing streams; with ``retention`` given, also bring existing ones to it.
+
+    fleetctl's verbs pass None, so only the long-running controller (and the agents),
+    which carry the operator's retention settings, ever change an existing stream.
+    """
+    for definition in fleet_streams(retention or StreamRetention()):
+        config = definition.model_dump()
+        try:
+            await js.add_stream(**config)
+        except nats.js.errors.BadRequestError:
+            if retention is not None:
+                await js.update_stream(**config)
 
 
 def _rollout_key(rollout_id: str) -> str:

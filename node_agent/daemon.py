@@ -32,7 +32,6 @@ from node_agent.outcomes import OutcomeStore
 from node_agent.runtime import DockerRuntime
 from node_agent.service_store import ServiceStore
 from node_agent.settings import AgentSettings
-from node_agent.streams import ensure_streams
 from node_agent.updater import Emit, OperationResult, ServiceUpdater
 from protocol import subjects
 from protocol.codec import decode, encode
@@ -59,6 +58,7 @@ from protocol.models import (
     UpdateProgress,
     utc_now,
 )
+from protocol.streams import fleet_streams
 from protocol.version import fleetwave_version
 
 log = logging.getLogger("fleet-agent")
@@ -184,7 +184,14 @@ class Agent:
 
     async def _ensure_streams(self) -> None:
         js = self._jetstream
-        await ensure_streams(js, self.settings.streams)
+        # Whichever side starts first creates the streams; the agent's retention settings
+        # must match the controller's (FLEET_STREAMS), since both bring them up to date.
+        for definition in fleet_streams(self.settings.streams):
+            config = definition.model_dump()
+            try:
+                await js.add_stream(**config)
+            except nats.js.errors.BadRequestError:
+                await js.update_stream(**config)
         self._hosts_kv = await js.create_key_value(bucket=subjects.HOSTS_BUCKET)
 
     async def _close(self) -> None:

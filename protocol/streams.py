@@ -37,11 +37,13 @@ class StreamRetention(FrozenModel):
 
 
 class StreamDefinition(FrozenModel):
+    """Named as JetStream's stream config is, so ``add_stream(**definition.model_dump())``."""
+
     name: str
     subjects: tuple[str, ...]
     max_age: float
     max_bytes: int
-    replicas: int
+    num_replicas: int
     duplicate_window: float
 
 
@@ -52,7 +54,7 @@ def fleet_streams(retention: StreamRetention) -> tuple[StreamDefinition, ...]:
             subjects=(wildcard,),
             max_age=limits.max_age,
             max_bytes=limits.max_bytes,
-            replicas=retention.replicas,
+            num_replicas=retention.replicas,
             duplicate_window=retention.duplicate_window,
         )
 

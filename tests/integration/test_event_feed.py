@@ -12,12 +12,12 @@ import pytest
 from nats.aio.client import Client
 
 from controller.broker import NatsServer
-from controller.streams import ensure_streams
+from controller.store import ensure_streams
 from controller.subscribe import EventFeed
 from protocol import subjects
 from protocol.codec import encode
 from protocol.models import UpdatePhase, UpdateProgress
-from protocol.streams import StreamRetention
+from protocol.streams import GIB, StreamLimits, StreamRetention
 from tests.support.fleet import fleetctl, fleetctl_executable
 
 pytestmark = pytest.mark.integration
@@ -172,3 +172,15 @@ async def test_fleetctl_events_replays_filters_and_follows(
     finally:
         follower.terminate()
         await follower.wait()
+
+
+async def test_streams_take_the_configured_retention_and_fleetctl_leaves_it_alone(
+    client: Client,
+) -> None:
+    js = client.jetstream(timeout=5)
+    tuned = StreamRetention(duplicate_window=60, logs=StreamLimits(max_age=3600, max_bytes=GIB))
+    await ensure_streams(js, tuned)
+    await ensure_streams(js, None)  # what fleetctl's verbs do
+    logs = (await js.stream_info(subjects.LOGS_STREAM)).config
+    assert (logs.max_age, logs.max_bytes, logs.duplicate_window) == (3600, GIB, 60)
+    assert logs.subjects == [subjects.LOGS_WILDCARD]
