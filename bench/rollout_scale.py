@@ -138,16 +138,16 @@ class SimulatedFleet:
         task.add_done_callback(self.tasks.discard)
 
     async def _answer(self, msg: Msg, command: object) -> None:
+        reply: PrepareReply | OperationReply
         if isinstance(command, PrepareCommand):
             await asyncio.sleep(self.prepare_time)
-            reply: PrepareReply | OperationReply = PrepareReply(
+            reply = PrepareReply(
                 sender=command.host,
                 in_reply_to=command.id,
                 service="web",
                 ready=True,
                 digest=DIGEST,
             )
-            host, command_id = command.host, command.id
         elif isinstance(command, ApplyCommand):
             await asyncio.sleep(self.apply_time)
             self.images[command.host] = command.service.image
@@ -158,10 +158,9 @@ class SimulatedFleet:
                 outcome=OperationOutcome.DONE,
                 status=self.status(command.host),
             )
-            host, command_id = command.host, command.id
         else:
             return
-        self.replied[host] = (command_id, time.monotonic())
+        self.replied[command.host] = (command.id, time.monotonic())
         await msg.respond(encode(reply))
 
     def saw_record(self, hosts: dict[str, str | None]) -> None:

@@ -71,7 +71,7 @@ def blue_green_command(
 ) -> Command:
     """The command of a blue-green host's current phase: stage, switch, retire or undo."""
     entry = record.hosts[host]
-    new = record.colour or "green"
+    new = record.new_colour
     common = {
         "id": command_id,
         "sender": subjects.CONTROLLER_SENDER,

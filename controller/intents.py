@@ -311,7 +311,11 @@ def simulate_waves(
             waves.append(("promote", []))
             continue
         steps = [
-            (_wave_label(record), decision.apply, HostPhase.STAGED if record.blue_green else None),
+            (
+                _wave_label(record),
+                decision.apply,
+                HostPhase.STAGED if record.blue_green else HostPhase.DONE,
+            ),
             ("switch", decision.switch, HostPhase.DONE),
             ("remove old colour", decision.retire, HostPhase.RETIRED),
         ]
@@ -322,7 +326,7 @@ def simulate_waves(
             if chosen:
                 waves.append((label, list(chosen)))
             for host in chosen:
-                hosts[host] = HostRecord(phase=phase or HostPhase.DONE, since=now)
+                hosts[host] = HostRecord(phase=phase, since=now)
                 health = {**health, host: HostHealth(online=True, serving=True)}
         record = record.model_copy(
             update={"hosts": hosts, "promoted": record.promoted or record.blue_green}

@@ -263,7 +263,7 @@ def _blue_green(
     staging runs at most ``preflight_parallelism`` hosts at a time.
     """
     hosts = record.ordered_hosts()
-    colour = record.colour or "green"
+    colour = record.new_colour
     total = len(hosts)
     staging = record.count(HostPhase.UPDATING)
     ready = [h for h in hosts if record.hosts[h].phase is HostPhase.READY]
@@ -324,7 +324,7 @@ def _blue_green(
 
 def _switch_back(record: RolloutRecord, reason: str) -> Decision:
     """Blue-green revert: switch switched hosts back and drop staged copies, all at once."""
-    colour = record.colour or "green"
+    colour = record.new_colour
     back_to: Colour | None = other_colour(colour) if record.serving_colour == colour else None
     if record.count(HostPhase.PREPARING, HostPhase.UPDATING, HostPhase.SWITCHING):
         return Decision(RolloutStatus.REVERTING, reason, serving_colour=back_to)

@@ -198,6 +198,11 @@ class RolloutRecord(FrozenModel):
     def blue_green(self) -> bool:
         return self.spec.strategy is Strategy.BLUE_GREEN
 
+    @property
+    def new_colour(self) -> Colour:
+        """Blue-green: the colour the new version is staged in (set when the rollout starts)."""
+        return self.colour or "green"
+
     def count(self, *phases: HostPhase) -> int:
         return sum(1 for host in self.hosts.values() if host.phase in phases)
 

@@ -196,13 +196,11 @@ def coloured(spec: ServiceSpec, colour: Colour) -> ServiceSpec:
     env = {**spec.container.env, blue_green.port_env: str(port), "FLEET_COLOUR": colour}
     changes: dict[str, object] = {"container": spec.container.model_copy(update={"env": env})}
     health = spec.health
-    probe = health.probe if health is not None else None
-    if isinstance(probe, HttpProbe | TcpProbe) and probe.port in (
-        port,
-        blue_green.port_of(other_colour(colour)),
+    if (
+        health is not None
+        and isinstance(health.probe, HttpProbe | TcpProbe)
+        and health.probe.port in (blue_green.port, blue_green.alternate_port)
     ):
-        assert health is not None
-        changes["health"] = health.model_copy(
-            update={"probe": probe.model_copy(update={"port": port})}
-        )
+        probe = health.probe.model_copy(update={"port": port})
+        changes["health"] = health.model_copy(update={"probe": probe})
     return spec.model_copy(update=changes)

@@ -7,6 +7,7 @@ import inspect
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +127,15 @@ def cleanup_containers(docker_client: docker.DockerClient, test_id: str) -> Iter
         volume.remove(force=True)
 
 
+def remove_test_containers(docker_client: docker.DockerClient, test_id: str) -> None:
+    """Every container and volume a test's agents made (their names carry the test id)."""
+    prefix = f"t{test_id}-"
+    for container in docker_client.containers.list(all=True, filters={"name": prefix}):
+        container.remove(force=True)
+    for volume in docker_client.volumes.list(filters={"name": prefix}):
+        volume.remove(force=True)
+
+
 @pytest.fixture
 async def agent_factory(
     nats_server: NatsServer,
@@ -168,11 +178,7 @@ async def agent_factory(
             handle.stop.set()
             await handle.task
             await handle.client.close()
-        prefix = f"t{test_id}-"
-        for container in docker_client.containers.list(all=True, filters={"name": prefix}):
-            container.remove(force=True)
-        for volume in docker_client.volumes.list(filters={"name": prefix}):
-            volume.remove(force=True)
+        remove_test_containers(docker_client, test_id)
 
 
 @dataclass
@@ -230,11 +236,7 @@ async def agent_process_factory(
         for agent in spawned:
             await agent.process.stop()
             await agent.api.client.close()
-        prefix = f"t{test_id}-"
-        for container in docker_client.containers.list(all=True, filters={"name": prefix}):
-            container.remove(force=True)
-        for volume in docker_client.volumes.list(filters={"name": prefix}):
-            volume.remove(force=True)
+        remove_test_containers(docker_client, test_id)
 
 
 @dataclass
@@ -322,21 +324,19 @@ async def fleet_factory(
         )
         assert first.code == 0, (first, controller.log_text())
         recorder = EventRecorder(agents[0].api.client, subjects.EVENTS_WILDCARD)
-        await recorder.__aenter__()
-        recorders.append((fleet, recorder))
+        recorders.append((fleet, await recording.enter_async_context(recorder)))
         return fleet
 
-    try:
-        yield start
-        for fleet, recorder in recorders:
-            listed = await fleet.fleetctl("rollout", "status", "-o", "json")
-            assert listed.code == 0, listed
-            check_every_budget(recorder, json.loads(listed.stdout))
-    finally:
-        for _, recorder in recorders:
-            await recorder.__aexit__()
-        for controller in controllers:
-            await controller.stop()
+    async with AsyncExitStack() as recording:
+        try:
+            yield start
+            for fleet, recorder in recorders:
+                listed = await fleet.fleetctl("rollout", "status", "-o", "json")
+                assert listed.code == 0, listed
+                check_every_budget(recorder, json.loads(listed.stdout))
+        finally:
+            for controller in controllers:
+                await controller.stop()
 
 
 async def wait_for_heartbeats(fleet: LocalFleet, size: int) -> None:

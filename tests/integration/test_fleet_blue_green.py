@@ -38,6 +38,15 @@ def blue_green_spec(fleet: LocalFleet, tag: str, hook_log: Path) -> Path:
     return path
 
 
+async def start_blue_green(fleet: LocalFleet, hook_log: Path, *flags: str) -> None:
+    """A blue-green rollout of demo/web 1.1.0 whose switch hook appends to ``hook_log``."""
+    spec = blue_green_spec(fleet, "1.1.0", hook_log)
+    started = await fleet.fleetctl(
+        "rollout", "start", "web", "--spec", str(spec), "--strategy", "blue-green", *flags
+    )
+    assert started.code == 0, started
+
+
 async def status(fleet: LocalFleet) -> dict[str, Any]:
     result = await fleet.fleetctl("rollout", "status", "web", "-o", "json")
     assert result.code == 0, result
@@ -92,18 +101,7 @@ async def test_blue_green_switches_every_host_at_once_and_switches_back_in_place
     hook_log = fleet.work_dir / "switch-hook.log"
     before = await asyncio.to_thread(copies, docker_client, fleet)
     async with EventRecorder(fleet.agents[0].api.client, subjects.EVENTS_WILDCARD) as events:
-        started = await fleet.fleetctl(
-            "rollout",
-            "start",
-            "web",
-            "--spec",
-            str(blue_green_spec(fleet, "1.1.0", hook_log)),
-            "--strategy",
-            "blue-green",
-            "--remove-old-after",
-            "600",
-        )
-        assert started.code == 0, started
+        await start_blue_green(fleet, hook_log, "--remove-old-after", "600")
         state = await reaches(fleet, "switched")
         await events.wait_for(lambda m: isinstance(m, ColourSwitch) and m.colour == "green")
 
@@ -159,16 +157,7 @@ async def test_promote_removes_the_old_colour_and_completes_the_blue_green_rollo
 ) -> None:
     fleet = await fleet_factory(2)
     hook_log = fleet.work_dir / "switch-hook.log"
-    started = await fleet.fleetctl(
-        "rollout",
-        "start",
-        "web",
-        "--spec",
-        str(blue_green_spec(fleet, "1.1.0", hook_log)),
-        "--strategy",
-        "blue-green",
-    )
-    assert started.code == 0, started
+    await start_blue_green(fleet, hook_log)
     await reaches(fleet, "switched")
     promoted = await fleet.fleetctl("rollout", "promote", "web", "-o", "json")
     assert promoted.code == 0, promoted
