@@ -34,7 +34,10 @@ from rich.live import Live
 
 from controller import render
 from controller.executor import Executor
+from controller.exporter import FleetExporter
 from controller.intents import Fleet
+from controller.log_view import FleetLogLine, LogMerge, LogTail
+from controller.metrics_view import FleetMetrics
 from controller.rollout import (
     TERMINAL,
     FailureAction,
@@ -45,11 +48,11 @@ from controller.rollout import (
 )
 from controller.settings import ControllerSettings
 from controller.store import NotFound, RolloutConflict
-from controller.subscribe import EventFeed
+from controller.subscribe import FleetFeed
 from protocol import SCHEMA_VERSION
 from protocol.errors import BrokerError, ConfigurationError, FleetError
 from protocol.labels import parse_labels
-from protocol.models import utc_now
+from protocol.models import LogBatch, MetricsSample, utc_now
 from protocol.spec import ServiceSpec
 from protocol.version import fleetwave_version
 
@@ -82,6 +85,8 @@ NatsOption = Annotated[str, typer.Option("--nats", envvar="FLEET_NATS_URL", help
 OutputOption = Annotated[str, typer.Option("--output", "-o", help="table or json")]
 WatchOption = Annotated[bool, typer.Option("--watch", "-w", help="follow until it settles")]
 DEFAULT_NATS = "nats://127.0.0.1:4222"
+LOG_HOLD = 1.0
+"""Seconds ``logs -f`` holds a line for lines of other hosts that may precede it."""
 
 
 @app.callback()
@@ -218,7 +223,7 @@ def events(
     start = _since(since)
 
     async def show(fleet: Fleet) -> None:
-        feed = EventFeed(fleet.client)
+        feed = FleetFeed(fleet.client)
         async for delivered in feed.events(since=start, host=host, rollout=rollout, follow=follow):
             if output == "json":
                 line = json.dumps(
@@ -230,6 +235,146 @@ def events(
             typer.echo(line)
 
     _run(show, nats_url)
+
+
+# ---- logs, top, exporter ----
+
+
+@app.command()
+def logs(
+    service: str,
+    host: Annotated[str | None, typer.Option(help="only this host's lines")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep waiting for more")] = False,
+    since: Annotated[str | None, typer.Option(help="10m, 2h, 1d or an ISO time")] = None,
+    tail: Annotated[int | None, typer.Option(help="only the last N lines (then follow)")] = None,
+    timestamps: Annotated[bool, typer.Option("--timestamps", "-t")] = False,
+    nats_url: NatsOption = DEFAULT_NATS,
+    output: OutputOption = "table",
+) -> None:
+    """Print SERVICE's container logs (FLEET_LOGS) from every host, merged in time order."""
+    _check_output(output)
+    if tail is not None and tail < 0:
+        _fail("--tail must be 0 or more", EXIT_INVALID)
+    start = _since(since)
+    width = max(len(host or ""), 8)
+
+    def emit(lines: list[FleetLogLine]) -> None:
+        nonlocal width
+        for line in lines:
+            width = max(width, len(line.host))
+            typer.echo(line.json() if output == "json" else line.text(width, timestamps))
+
+    async def show(fleet: Fleet) -> None:
+        feed = FleetFeed(fleet.client)
+        history = LogTail(tail)
+        last_sequence = 0
+        async for delivered in feed.logs(service, host=host, since=start):
+            if isinstance(delivered.message, LogBatch):
+                history.add(delivered.message)
+            last_sequence = delivered.sequence
+        emit(history.lines())
+        if follow:
+            await _follow_logs(feed, service, host, last_sequence, start, emit)
+
+    _run(show, nats_url)
+
+
+async def _follow_logs(
+    feed: FleetFeed,
+    service: str,
+    host: str | None,
+    after: int,
+    since: datetime | None,
+    emit: Callable[[list[FleetLogLine]], None],
+) -> None:
+    """New batches, held briefly so that lines from many hosts come out in time order."""
+    merge = LogMerge(hold=LOG_HOLD)
+    arrived: asyncio.Queue[LogBatch] = asyncio.Queue()
+
+    async def pump() -> None:
+        async for delivered in feed.logs(
+            service,
+            host=host,
+            start_sequence=after + 1 if after else None,
+            since=None if after else since,
+            follow=True,
+        ):
+            if isinstance(delivered.message, LogBatch):
+                arrived.put_nowait(delivered.message)
+
+    pumping = asyncio.create_task(pump(), name="logs-follow")
+    try:
+        while not pumping.done():
+            try:
+                merge.add(await asyncio.wait_for(arrived.get(), LOG_HOLD))
+                emit(merge.ready())
+            except TimeoutError:
+                emit(merge.drain())  # quiet for a while: nothing older is coming
+    finally:
+        pumping.cancel()
+        await asyncio.gather(pumping, return_exceptions=True)
+    pumping.result()  # a broker error ends the follow with its message
+
+
+@app.command()
+def top(
+    once: Annotated[bool, typer.Option(help="print the table once and exit")] = False,
+    selector: Annotated[str | None, typer.Option(help="k=v,... host labels")] = None,
+    nats_url: NatsOption = DEFAULT_NATS,
+    output: OutputOption = "table",
+) -> None:
+    """Hosts' CPU, memory, disk and services, live from the metrics stream (FLEET_METRICS)."""
+    _check_output(output)
+    wanted = _selector(selector)
+
+    async def show(fleet: Fleet) -> None:
+        hosts = {facts.host for facts in await fleet.hosts(wanted)} if wanted else None
+        feed = FleetFeed(fleet.client)
+        view = FleetMetrics()
+        last_sequence = 0
+        async for delivered in feed.metrics(latest=True):
+            if isinstance(delivered.message, MetricsSample):
+                view.add(delivered.message)
+            last_sequence = delivered.sequence
+        if once or output == "json":
+            if output == "json":
+                typer.echo(render.top_json(view, hosts))
+            else:
+                Console().print(render.top_table(view, hosts))
+            return
+        with Live(render.top_table(view, hosts), auto_refresh=False) as live:
+            async for delivered in feed.metrics(
+                start_sequence=last_sequence + 1 if last_sequence else None,
+                since=None if last_sequence else utc_now(),
+                follow=True,
+            ):
+                if isinstance(delivered.message, MetricsSample):
+                    view.add(delivered.message)
+                    live.update(render.top_table(view, hosts), refresh=True)
+
+    _run(show, nats_url)
+
+
+@app.command()
+def exporter(
+    listen: Annotated[str, typer.Option(help="address:port to serve /metrics on")] = (
+        "127.0.0.1:9469"
+    ),
+    nats_url: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Serve fleet metrics for Prometheus, aggregated from the metrics and event streams."""
+    address, _, port_text = listen.rpartition(":")
+    if not address or not port_text.isdigit():
+        _fail(f"--listen {listen!r}: give address:port, like 127.0.0.1:9469", EXIT_INVALID)
+
+    async def serve(fleet: Fleet) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await FleetExporter(fleet).serve(address, int(port_text), stop)
+
+    _run(serve, nats_url)
 
 
 # ---- rollouts ----

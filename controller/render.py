@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from controller.intents import DryRun
+from controller.metrics_view import FleetMetrics
 from controller.rollout import UPDATED, HostPhase, RolloutRecord, RolloutStatus
 from controller.store import ServiceRecord
 from protocol.models import (
@@ -195,3 +196,47 @@ def event_line(subject: str, message: AnyMessage) -> str:
     when = message.sent_at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     source = subject.split(".")[2] if subject.count(".") >= 2 else subject
     return f"{when} {source} {message.kind} {event_summary(message)}".rstrip()
+
+
+def _size(value: int) -> str:
+    for unit, scale in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if value >= scale:
+            return f"{value / scale:.1f}{unit}"
+    return str(value)
+
+
+def top_table(view: FleetMetrics, hosts: set[str] | None = None) -> Table:
+    """One row per host from its newest metrics sample (``fleetctl top``)."""
+    table = Table(title="fleet top", title_justify="left")
+    for column in ("HOST", "CPU", "MEMORY", "DISK", "LOAD", "SERVICES", "SAMPLE"):
+        table.add_column(column, no_wrap=column != "SERVICES")
+    now = utc_now()
+    for host, sample in sorted(view.latest.items()):
+        if hosts is not None and host not in hosts:
+            continue
+        services = ", ".join(
+            f"{c.service} {c.health.value} {c.cpu_percent:.0f}% {_size(c.memory_bytes)}"
+            + (f" restarts {c.restart_count}" if c.restart_count else "")
+            for c in sample.containers
+        )
+        fresh = view.fresh(host, now)
+        table.add_row(
+            host,
+            f"{sample.cpu_percent:.0f}%",
+            f"{_size(sample.memory_used)}/{_size(sample.memory_total)}",
+            f"{_size(sample.disk_used)}/{_size(sample.disk_total)}",
+            f"{sample.load_1m:.2f}",
+            services or "-",
+            Text(ago(sample.sent_at, now), style="" if fresh else "red"),
+        )
+    return table
+
+
+def top_json(view: FleetMetrics, hosts: set[str] | None = None) -> str:
+    return to_json(
+        [
+            {**sample.model_dump(mode="json"), "fresh": view.fresh(host)}
+            for host, sample in sorted(view.latest.items())
+            if hosts is None or host in hosts
+        ]
+    )

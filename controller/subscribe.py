@@ -1,18 +1,19 @@
-"""Read the fleet's event stream the way Kafka users expect.
+"""Read the fleet's streams (events, logs, metrics) the way Kafka users expect.
 
-``async for delivered in EventFeed(nc).events(since=..., rollout=...)`` replays FLEET_EVENTS
+``async for delivered in FleetFeed(nc).events(since=..., rollout=...)`` replays FLEET_EVENTS
 from a point in time (or a sequence) and, with ``follow``, keeps going. A ``durable``
 name makes it a named consumer that resumes where it stopped: each message is acked by
 the caller (``await delivered.ack()``) once handled, so a restart neither loses nor
 repeats one. Several workers with the same durable name form a consumer group: they
 split the stream between them, and what a dead worker never acked is redelivered to the
-others after ``ack_wait``.
+others after ``ack_wait``. ``logs`` and ``metrics`` read FLEET_LOGS and FLEET_METRICS the
+same way.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +28,7 @@ from protocol.codec import decode
 from protocol.errors import BrokerError, ProtocolError
 from protocol.models import AnyMessage
 
-log = logging.getLogger("fleetctl.events")
+log = logging.getLogger("fleetctl.feed")
 ACK_TIMEOUT = 5.0
 EPHEMERAL_IDLE = 30.0
 """Seconds after which the server drops an abandoned ephemeral consumer."""
@@ -55,7 +56,7 @@ class FeedStats:
     """Messages in the stream that are not fleet messages: skipped, acked, counted."""
 
 
-class EventFeed:
+class FleetFeed:
     def __init__(self, nc: Client) -> None:
         self._js = nc.jetstream(timeout=10)
         self.stats = FeedStats()
@@ -77,6 +78,85 @@ class EventFeed:
             if host
             else subjects.EVENTS_WILDCARD
         )
+
+        def keep(message: AnyMessage) -> bool:
+            return not rollout or getattr(message, "rollout_id", None) == rollout
+
+        async for delivered in self.read(
+            subjects.EVENTS_STREAM,
+            subject,
+            keep,
+            since=since,
+            start_sequence=start_sequence,
+            durable=durable,
+            follow=follow,
+            ack_wait=ack_wait,
+            batch=batch,
+        ):
+            yield delivered
+
+    async def logs(
+        self,
+        service: str,
+        *,
+        host: str | None = None,
+        since: datetime | None = None,
+        start_sequence: int | None = None,
+        follow: bool = False,
+        batch: int = 200,
+    ) -> AsyncIterator[Delivered]:
+        """The log batches of ``service`` (on one host, or all), oldest first."""
+        subject = (
+            subjects.log_subject(host, service) if host else subjects.service_logs_wildcard(service)
+        )
+        async for delivered in self.read(
+            subjects.LOGS_STREAM,
+            subject,
+            since=since,
+            start_sequence=start_sequence,
+            follow=follow,
+            batch=batch,
+        ):
+            yield delivered
+
+    async def metrics(
+        self,
+        *,
+        host: str | None = None,
+        since: datetime | None = None,
+        start_sequence: int | None = None,
+        latest: bool = False,
+        follow: bool = False,
+        batch: int = 200,
+    ) -> AsyncIterator[Delivered]:
+        """Metrics samples; ``latest`` starts from each host's newest one."""
+        subject = subjects.metrics_subject(host) if host else subjects.METRICS_WILDCARD
+        async for delivered in self.read(
+            subjects.METRICS_STREAM,
+            subject,
+            since=since,
+            start_sequence=start_sequence,
+            last_per_subject=latest,
+            follow=follow,
+            batch=batch,
+        ):
+            yield delivered
+
+    async def read(
+        self,
+        stream: str,
+        subject: str,
+        keep: Callable[[AnyMessage], bool] | None = None,
+        *,
+        since: datetime | None = None,
+        start_sequence: int | None = None,
+        last_per_subject: bool = False,
+        durable: str | None = None,
+        follow: bool = False,
+        ack_wait: float = 30.0,
+        batch: int = 100,
+    ) -> AsyncIterator[Delivered]:
+        """Any fleet stream, filtered by ``subject`` and then by ``keep``."""
         config = ConsumerConfig(
             ack_policy=AckPolicy.EXPLICIT if durable else AckPolicy.NONE,
             ack_wait=ack_wait,
@@ -89,12 +169,14 @@ class EventFeed:
         elif since is not None:
             config.deliver_policy = DeliverPolicy.BY_START_TIME
             config.opt_start_time = since
+        elif last_per_subject:
+            config.deliver_policy = DeliverPolicy.LAST_PER_SUBJECT
         try:
             subscription = await self._js.pull_subscribe(
-                subject, durable=durable, stream=subjects.EVENTS_STREAM, config=config
+                subject, durable=durable, stream=stream, config=config
             )
         except nats.errors.Error as exc:
-            raise BrokerError(f"cannot read {subjects.EVENTS_STREAM}: {exc!r}") from exc
+            raise BrokerError(f"cannot read {stream}: {exc!r}") from exc
         unhandled: list[Msg] = []
         """Fetched but not acked when the caller stops: handed back at once (nak), so the
         next reader of a durable consumer need not wait ack_wait for them."""
@@ -108,7 +190,7 @@ class EventFeed:
                     return  # caught up
                 unhandled = list(messages)
                 for msg in messages:
-                    delivered = await self._deliverable(msg, rollout, durable is not None)
+                    delivered = await self._deliverable(msg, keep, durable is not None)
                     if delivered is not None:
                         yield delivered
                         if not delivered.acked:
@@ -126,14 +208,16 @@ class EventFeed:
             with suppress(nats.errors.Error, TimeoutError):
                 await subscription.unsubscribe()
 
-    async def _deliverable(self, msg: Msg, rollout: str | None, manual: bool) -> Delivered | None:
+    async def _deliverable(
+        self, msg: Msg, keep: Callable[[AnyMessage], bool] | None, manual: bool
+    ) -> Delivered | None:
         try:
             message = decode(msg.data)
         except ProtocolError as exc:
             self.stats.undecodable += 1
-            log.warning("skipping an undecodable event on %s: %s", msg.subject, exc.message)
+            log.warning("skipping an undecodable message on %s: %s", msg.subject, exc.message)
             message = None
-        if message is None or (rollout and getattr(message, "rollout_id", None) != rollout):
+        if message is None or (keep is not None and not keep(message)):
             if manual:
                 await msg.ack_sync(timeout=ACK_TIMEOUT)
             return None

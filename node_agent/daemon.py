@@ -28,10 +28,13 @@ from nats.js.kv import KeyValue
 from node_agent.blue_green import BlueGreenUpdater, ColourSpecs
 from node_agent.engine_events import EngineEventFollower
 from node_agent.journal import Journal
+from node_agent.log_shipper import LogShipper, LogShipping
+from node_agent.metrics import MetricsPublisher
 from node_agent.outcomes import OutcomeStore
 from node_agent.runtime import DockerRuntime
 from node_agent.service_store import ServiceStore
 from node_agent.settings import AgentSettings
+from node_agent.telemetry import Outbox, Outgoing
 from node_agent.updater import Emit, OperationResult, ServiceUpdater
 from protocol import subjects
 from protocol.codec import decode, encode
@@ -63,6 +66,7 @@ from protocol.version import fleetwave_version
 
 log = logging.getLogger("fleet-agent")
 PUBLISH_TIMEOUT = 2.0
+OUTBOX_FLUSH_TIMEOUT = 5.0
 
 
 class Agent:
@@ -83,6 +87,27 @@ class Agent:
             self.updater.agent_id,
             lambda event: self.publish_event(f"container_{event.action.value}", event),
         )
+        self.outbox = Outbox(
+            self.host,
+            self._store,
+            event_bytes=settings.event_buffer_bytes,
+            telemetry_bytes=settings.telemetry_buffer_bytes,
+        )
+        self.log_shipper = LogShipper(
+            self.runtime,
+            self.host,
+            self.updater.agent_id,
+            state / "log-cursors",
+            self.outbox.send_telemetry,
+            LogShipping(flush_interval=settings.log_flush_interval),
+        )
+        self.metrics = MetricsPublisher(
+            self.runtime,
+            self.host,
+            self.updater.agent_id,
+            self.outbox.send_telemetry,
+            settings.metrics_interval,
+        )
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._hosts_kv: KeyValue | None = None
@@ -101,6 +126,10 @@ class Agent:
         if stop.is_set():
             await self._close()
             return
+        # The outbox outlives the other loops: the commands drained at the end still
+        # report, and it flushes what is buffered before the connection closes.
+        outbox_stop = asyncio.Event()
+        outbox = asyncio.create_task(self.outbox.run(outbox_stop), name="outbox")
         await self._recover_unfinished()
         subscription = await self._client.subscribe(
             subjects.command_subject(self.host), cb=self._on_command
@@ -108,14 +137,17 @@ class Agent:
         background = [
             asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
             asyncio.create_task(self.engine_events.run(stop), name="engine-events"),
+            asyncio.create_task(self.metrics.run(stop), name="metrics"),
         ]
+        if self.settings.ship_logs:
+            background.append(asyncio.create_task(self.log_shipper.run(stop), name="log-shipper"))
         log.info("agent %s serving %s", self.host, subjects.command_subject(self.host))
         try:
             await stop.wait()
         finally:
             with suppress(nats.errors.Error):
                 await subscription.unsubscribe()
-            # Both loops end on ``stop``; waiting (not cancelling) lets a write finish.
+            # The loops end on ``stop``; waiting (not cancelling) lets a write finish.
             # If this task itself was cancelled instead, ``stop`` is not set: cancel them.
             for task in background:
                 if not stop.is_set():
@@ -124,6 +156,11 @@ class Agent:
             if self._tasks:
                 log.info("draining %d command(s) in flight", len(self._tasks))
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+            outbox_stop.set()
+            try:
+                await asyncio.wait_for(outbox, OUTBOX_FLUSH_TIMEOUT)
+            except TimeoutError:
+                log.warning("%d message(s) not flushed before exit", self.outbox.backlog)
             await self._close()
 
     async def _connect(self, stop: asyncio.Event) -> None:
@@ -213,17 +250,28 @@ class Agent:
     # ---- events ----
 
     async def publish_event(self, event_type: str, message: Envelope) -> None:
-        """Best effort and bounded: telemetry never blocks or fails a command."""
-        subject = subjects.host_event_subject(self.host, event_type)
+        """Queue an event; while connected, wait (bounded) until JetStream has it.
+
+        Waiting keeps events in order with replies for a reader that saw the reply; when
+        NATS is away the event stays queued and the command goes on at once.
+        """
         try:
-            await self._jetstream.publish(
-                subject,
-                encode(message),
-                timeout=PUBLISH_TIMEOUT,
-                headers={"Nats-Msg-Id": message.id},
-            )
-        except (nats.errors.Error, TimeoutError, ProtocolError) as exc:
-            log.warning("event %s not published: %s", subject, exc)
+            payload = encode(message)
+            subject = subjects.host_event_subject(self.host, event_type)
+        except ProtocolError as exc:
+            log.error("event %s not sent: %s", event_type, exc)
+            return
+        connected = self._nc is not None and self._nc.is_connected
+        delivered = asyncio.get_running_loop().create_future() if connected else None
+        self.outbox.send_event(Outgoing(subject, payload, message.id, delivered=delivered))
+        if delivered is not None:
+            with suppress(TimeoutError, BufferError):
+                await asyncio.wait_for(delivered, PUBLISH_TIMEOUT)
+
+    async def _store(self, subject: str, payload: bytes, msg_id: str) -> None:
+        await self._jetstream.publish(
+            subject, payload, timeout=PUBLISH_TIMEOUT, headers={"Nats-Msg-Id": msg_id}
+        )
 
     def _emitter(
         self, command_id: str, service: str, rollout_id: str | None, image: str | None

@@ -9,10 +9,13 @@ mark what it manages.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -261,9 +264,8 @@ class DockerRuntime:
     ) -> AsyncGenerator[Inspect, None]:
         """Container events with ``labels`` and ``actions``, until ``stop`` or the stream ends.
 
-        The stream is read in a worker thread (the SDK blocks); closing it from here is
-        what ends that thread. The caller reopens it, with ``since``, after an engine
-        restart: the iterator simply ends.
+        The caller reopens it, with ``since``, after an engine restart: the iterator simply
+        ends.
         """
         # The engine filters by action too (health_status matches every "health_status: x"),
         # so the exec events of healthchecks never reach this process.
@@ -271,36 +273,38 @@ class DockerRuntime:
         stream = await self._call(
             "events", functools.partial(self._api.events, since=since, filters=filters, decode=True)
         )
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Inspect | None] = asyncio.Queue()
+        async for event in _drain_in_thread(stream, stop, "docker-events"):
+            yield dict(event)
 
-        def pump() -> None:
-            try:
-                for event in stream:
-                    loop.call_soon_threadsafe(queue.put_nowait, dict(event))
-            except (requests.RequestException, OSError, ValueError) as exc:
-                log.info("docker event stream ended: %s", exc)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
+    async def follow_logs(
+        self, container: str, stream_name: str, since: float | None, stop: asyncio.Event
+    ) -> AsyncGenerator[bytes, None]:
+        """Raw chunks of one output stream ("stdout" or "stderr"), each line prefixed by
+        the engine's RFC 3339 timestamp, until ``stop`` or the container stops."""
+        stream = await self._call(
+            f"logs {container}",
+            functools.partial(
+                self._api.logs,
+                container,
+                stdout=stream_name == "stdout",
+                stderr=stream_name == "stderr",
+                stream=True,
+                follow=True,
+                timestamps=True,
+                since=since,
+            ),
+        )
+        async for chunk in _drain_in_thread(stream, stop, f"docker-logs-{container[:12]}"):
+            yield bytes(chunk)
 
-        pumping = asyncio.create_task(asyncio.to_thread(pump), name="docker-events")
-        stopping = asyncio.create_task(stop.wait(), name="docker-events-stop")
-        try:
-            while True:
-                getting = asyncio.ensure_future(queue.get())
-                await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not getting.done():
-                    getting.cancel()
-                    await asyncio.gather(getting, return_exceptions=True)
-                    return
-                item = getting.result()
-                if item is None:
-                    return
-                yield item
-        finally:
-            stopping.cancel()
-            stream.close()
-            await asyncio.gather(pumping, stopping, return_exceptions=True)
+    async def stats(self, container: str) -> Inspect:
+        """One sample of the stats API, without its one-second wait for a second one."""
+
+        def sample() -> Inspect:
+            result: Inspect = self._api.stats(container, decode=True, stream=False, one_shot=True)
+            return result
+
+        return await self._call(f"stats {container}", sample, timeout=10)
 
     async def list_managed(self, agent_id: str) -> list[Inspect]:
         def listing() -> list[Inspect]:
@@ -310,6 +314,80 @@ class DockerRuntime:
             return [dict(item) for item in found]
 
         return await self._call("list containers", listing)
+
+
+HANDOFF_SIZE = 256
+"""Items a stream's thread may read ahead of the event loop; then it waits (and so
+does the engine's stream), which keeps a fast log stream's memory bounded."""
+
+
+async def _drain_in_thread(
+    stream: Any, stop: asyncio.Event, name: str
+) -> AsyncGenerator[Any, None]:
+    """Iterate a blocking SDK stream in a thread of its own, until it ends or ``stop``.
+
+    A thread of its own, not the default executor: these streams live for hours and would
+    starve the short docker calls of its few workers. Closing the stream from here is what
+    ends the thread's blocking read.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue(HANDOFF_SIZE)
+    finished = asyncio.Event()
+    end = object()
+
+    def hand_over(item: Any) -> bool:
+        try:
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+        except (RuntimeError, concurrent.futures.CancelledError):
+            return False  # the loop is closing
+        return True
+
+    def finish() -> None:  # runs on the loop
+        finished.set()
+        if not queue.full():
+            queue.put_nowait(end)
+
+    def pump() -> None:
+        try:
+            for item in stream:
+                if not hand_over(item):
+                    return
+        # Whatever ends the stream (engine gone, socket closed by us, a torn frame) ends
+        # this thread, quietly: the caller reopens the stream if it still wants it.
+        except Exception as exc:  # noqa: BLE001
+            log.info("%s: stream ended: %s", name, exc)
+        finally:
+            with suppress(RuntimeError):
+                loop.call_soon_threadsafe(finish)
+
+    thread = threading.Thread(target=pump, name=name, daemon=True)
+    thread.start()
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            getting = asyncio.ensure_future(queue.get())
+            waits = {getting, stopping}
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if not getting.done():
+                getting.cancel()
+                await asyncio.gather(getting, return_exceptions=True)
+                return
+            item = getting.result()
+            if item is end:
+                return
+            yield item
+            if finished.is_set() and queue.empty():
+                return
+    finally:
+        stopping.cancel()
+        stream.close()
+        # Unblock a thread waiting to hand over, then let it see the closed stream.
+        while not finished.is_set():
+            while not queue.empty():
+                queue.get_nowait()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), 0.05)
+        await asyncio.gather(stopping, return_exceptions=True)
 
 
 def _create_kwargs(config: dict[str, Any]) -> dict[str, Any]:

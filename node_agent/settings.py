@@ -47,6 +47,15 @@ class AgentSettings(BaseSettings):
     heartbeat_interval: Annotated[float, Field(gt=0)] = 10.0
     streams: StreamRetention = StreamRetention()
     """Retention and replicas of the streams, if this agent is the first to create them."""
+    metrics_interval: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds between two metrics samples on fleet.metrics.<host>."""
+    ship_logs: bool = True
+    log_flush_interval: Annotated[float, Field(gt=0, le=60)] = 0.25
+    """A log line waits at most this long for others to share its message."""
+    telemetry_buffer_bytes: Annotated[int, Field(ge=64 * 1024)] = 8 * MiB
+    """Logs and metrics kept while NATS is away; beyond it the oldest are dropped."""
+    event_buffer_bytes: Annotated[int, Field(ge=64 * 1024)] = 2 * MiB
+    """Events kept while NATS is away (drained before logs and metrics)."""
     container_prefix: str = ""
     """Prefixed to every container name, so several agents can share one engine."""
     update_lock_path: str | None = None

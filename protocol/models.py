@@ -327,7 +327,10 @@ class ColourSwitch(Envelope):
 class ContainerMetrics(FrozenModel):
     service: ServiceName
     container_id: str
+    image: ImageRefText | None = None
+    """The image the container runs, so analysis can tell the new version from the old."""
     cpu_percent: Annotated[float, Field(ge=0)]
+    """Of one core, like ``docker stats``: 200 means two cores busy."""
     memory_bytes: Annotated[int, Field(ge=0)]
     memory_limit_bytes: Annotated[int, Field(ge=0)] | None = None
     restart_count: Annotated[int, Field(ge=0)] = 0
@@ -335,8 +338,12 @@ class ContainerMetrics(FrozenModel):
 
 
 class MetricsSample(Envelope):
+    """One host's metrics at one moment, on ``fleet.metrics.<host>`` every interval."""
+
     kind: Literal["metrics"] = "metrics"
     host: HostId
+    interval: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds until the next sample; a reader treats a host silent for longer as stale."""
     cpu_percent: Annotated[float, Field(ge=0)]
     memory_used: Annotated[int, Field(ge=0)]
     memory_total: Annotated[int, Field(ge=0)]
@@ -349,14 +356,41 @@ class MetricsSample(Envelope):
     containers: tuple[ContainerMetrics, ...] = ()
 
 
-class LogLine(Envelope):
-    kind: Literal["log"] = "log"
-    host: HostId
-    service: ServiceName
-    container_id: str
+MAX_LOG_LINE = 16 * 1024
+"""Longer lines are cut here by the shipper (and marked as cut)."""
+
+
+class LogEntry(FrozenModel):
     stream: Literal["stdout", "stderr"]
     timestamp: AwareDatetime
-    line: Annotated[str, Field(max_length=65536)]
+    """When the engine received the line (Docker's own timestamp)."""
+    line: Annotated[str, Field(max_length=MAX_LOG_LINE + 16)]
+
+
+class LogBatch(Envelope):
+    """Consecutive lines of one container, on ``fleet.logs.<host>.<service>``.
+
+    Lines are batched (by count, size and a short delay) because one message per line
+    would cost the agent more than the lines are worth.
+    """
+
+    kind: Literal["log_batch"] = "log_batch"
+    host: HostId
+    service: ServiceName
+    container_id: Annotated[str, Field(max_length=128)]
+    lines: Annotated[tuple[LogEntry, ...], Field(min_length=1, max_length=10_000)]
+
+
+class TelemetryDropped(Envelope):
+    """Telemetry a host could not keep while NATS was away: reported once it is back."""
+
+    kind: Literal["telemetry_dropped"] = "telemetry_dropped"
+    host: HostId
+    messages: Annotated[int, Field(ge=1)]
+    log_lines: Annotated[int, Field(ge=0)] = 0
+    bytes: Annotated[int, Field(ge=0)] = 0
+    first_dropped_at: AwareDatetime
+    last_dropped_at: AwareDatetime
 
 
 CommandMessage = Annotated[
@@ -387,7 +421,8 @@ AnyMessage = (
     | RolloutEvent
     | ColourSwitch
     | MetricsSample
-    | LogLine
+    | LogBatch
+    | TelemetryDropped
 )
 Message = Annotated[AnyMessage, Field(discriminator="kind")]
 

@@ -75,6 +75,11 @@ def log_subject(host: str, service: str) -> str:
     return f"{PREFIX}.logs.{validate_host_id(host)}.{validate_service_name(service)}"
 
 
+def service_logs_wildcard(service: str) -> str:
+    """The logs of ``service`` on every host."""
+    return f"{PREFIX}.logs.*.{validate_service_name(service)}"
+
+
 def metrics_subject(host: str) -> str:
     return f"{PREFIX}.metrics.{validate_host_id(host)}"
 

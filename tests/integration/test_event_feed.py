@@ -13,7 +13,7 @@ from nats.aio.client import Client
 
 from controller.broker import NatsServer
 from controller.store import ensure_streams
-from controller.subscribe import EventFeed
+from controller.subscribe import FleetFeed
 from protocol import subjects
 from protocol.codec import encode
 from protocol.models import UpdatePhase, UpdateProgress
@@ -60,14 +60,14 @@ async def test_a_durable_consumer_stopped_and_restarted_gets_every_message_exact
 ) -> None:
     published = await publish_progress(client, 50)
     seen: list[str] = []
-    async with aclosing(EventFeed(client).events(durable="audit")) as first:
+    async with aclosing(FleetFeed(client).events(durable="audit")) as first:
         async for delivered in first:
             seen.append(delivered.message.id)
             await delivered.ack()
             if len(seen) == 20:
                 break
     more = await publish_progress(client, 10)
-    async with aclosing(EventFeed(client).events(durable="audit")) as second:
+    async with aclosing(FleetFeed(client).events(durable="audit")) as second:
         async for delivered in second:
             seen.append(delivered.message.id)
             await delivered.ack()
@@ -81,7 +81,7 @@ async def test_replay_starts_at_a_time_or_a_sequence_and_filters_by_host_and_rol
     await asyncio.sleep(0.05)
     middle = datetime.now(UTC)
     later = await publish_progress(client, 4, host="h2", rollout="web-r2")
-    feed = EventFeed(client)
+    feed = FleetFeed(client)
     since = [d.message.id async for d in feed.events(since=middle)]
     assert since == later
     by_sequence = [d.sequence async for d in feed.events(start_sequence=7)]
@@ -99,7 +99,7 @@ async def test_workers_sharing_a_durable_name_split_the_stream_and_redeliver_a_d
     # A worker that takes five messages and dies without acking them: its connection is
     # gone before it can hand anything back, so only ack_wait brings them back.
     dying = await nats.connect(nats_server.url, connect_timeout=5)
-    dead = EventFeed(dying).events(durable="group", ack_wait=1.0, batch=5)
+    dead = FleetFeed(dying).events(durable="group", ack_wait=1.0, batch=5)
     for _ in range(5):
         abandoned.append((await anext(dead)).message.id)
     await dying.close()
@@ -108,7 +108,7 @@ async def test_workers_sharing_a_durable_name_split_the_stream_and_redeliver_a_d
     handled: dict[str, list[str]] = {"a": [], "b": []}
 
     async def worker(name: str) -> None:
-        feed = EventFeed(client).events(durable="group", ack_wait=1.0, batch=3, follow=True)
+        feed = FleetFeed(client).events(durable="group", ack_wait=1.0, batch=3, follow=True)
         async with aclosing(feed) as stream:
             async for delivered in stream:
                 handled[name].append(delivered.message.id)
@@ -131,7 +131,7 @@ async def test_a_garbage_message_in_the_stream_is_skipped_and_counted_not_fatal(
     js = client.jetstream(timeout=5)
     await js.publish("fleet.evt.h1.update_progress", b"\xc1 not msgpack")
     good = await publish_progress(client, 2)
-    feed = EventFeed(client)
+    feed = FleetFeed(client)
     assert [d.message.id async for d in feed.events(durable="tolerant")] == good
     assert feed.stats.undecodable == 1
 

@@ -231,14 +231,31 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         ).map(tuple),
         **envelope,
     ),
-    "log": st.builds(
-        m.LogLine,
+    "log_batch": st.builds(
+        m.LogBatch,
         host=host_ids,
         service=tokens,
         container_id=tokens,
-        stream=st.sampled_from(["stdout", "stderr"]),
-        timestamp=times,
-        line=st.text(max_size=200),
+        lines=st.lists(
+            st.builds(
+                m.LogEntry,
+                stream=st.sampled_from(["stdout", "stderr"]),
+                timestamp=times,
+                line=st.text(max_size=200),
+            ),
+            min_size=1,
+            max_size=3,
+        ).map(tuple),
+        **envelope,
+    ),
+    "telemetry_dropped": st.builds(
+        m.TelemetryDropped,
+        host=host_ids,
+        messages=st.integers(min_value=1, max_value=10**6),
+        log_lines=st.integers(min_value=0, max_value=10**6),
+        bytes=sizes,
+        first_dropped_at=times,
+        last_dropped_at=times,
         **envelope,
     ),
 }

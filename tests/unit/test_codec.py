@@ -18,7 +18,7 @@ from protocol.errors import (
     UnknownKind,
     UnsupportedSchemaVersion,
 )
-from protocol.models import MESSAGE_KINDS, InspectCommand, LogLine
+from protocol.models import MESSAGE_KINDS, InspectCommand, LogBatch, LogEntry
 from tests.support.strategies import MESSAGE_STRATEGIES, any_message
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -166,16 +166,14 @@ def test_an_oversize_payload_is_refused_before_it_is_parsed() -> None:
 
 
 def test_encoding_a_message_over_the_limit_fails_at_the_sender() -> None:
-    line = LogLine(
+    line = LogBatch(
         sender="web-1",
         host="web-1",
         service="web",
         container_id="c1",
-        stream="stdout",
-        timestamp=NOW,
-        line="x" * 60_000,
+        lines=(LogEntry(stream="stdout", timestamp=NOW, line="x" * 16_000),) * 4,
     )
-    with pytest.raises(PayloadTooLarge, match="LogLine encodes to"):
+    with pytest.raises(PayloadTooLarge, match="LogBatch encodes to"):
         encode(line, max_size=50_000)
 
 

@@ -1,0 +1,199 @@
+"""The agent's outbox: bounded buffers of encoded messages and the task that drains them.
+
+Everything the agent tells the world (events, logs, metrics) goes through here, so that
+a slow or absent NATS never blocks or slows a command. Two buffers: events, drained
+first, and telemetry (logs and metrics), which is larger and cheaper to lose. A full
+buffer drops its *oldest* message and counts it; once NATS takes messages again, the
+count goes out first as a ``telemetry_dropped`` event. Every message keeps its
+``Nats-Msg-Id`` through retries, so a re-send after a reconnect is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import nats.errors
+
+from protocol import subjects
+from protocol.codec import encode
+from protocol.errors import ProtocolError
+from protocol.models import TelemetryDropped, utc_now
+
+log = logging.getLogger("fleet-agent.telemetry")
+
+Publish = Callable[[str, bytes, str], Awaitable[None]]
+"""Store one message in JetStream (subject, payload, message id); raises when it cannot."""
+
+RETRY_DELAY_MIN = 0.1
+RETRY_DELAY_MAX = 2.0
+PUBLISH_FAILURES = (nats.errors.Error, TimeoutError, ConnectionError)
+
+
+@dataclass(slots=True)
+class Outgoing:
+    subject: str
+    payload: bytes
+    msg_id: str
+    log_lines: int = 0
+    delivered: asyncio.Future[None] | None = None
+    """Set once stored, for a sender that chose to wait."""
+
+
+@dataclass
+class DropCount:
+    messages: int = 0
+    log_lines: int = 0
+    bytes: int = 0
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+
+    def add(self, item: Outgoing) -> None:
+        now = utc_now()
+        self.messages += 1
+        self.log_lines += item.log_lines
+        self.bytes += len(item.payload)
+        self.first_at = self.first_at or now
+        self.last_at = now
+
+
+@dataclass
+class TelemetryBuffer:
+    """A FIFO bounded by bytes; ``offer`` never waits, and drops the oldest when full."""
+
+    max_bytes: int
+    name: str = "telemetry"
+    dropped_total: DropCount = field(default_factory=DropCount)
+    _items: deque[Outgoing] = field(default_factory=deque)
+    _bytes: int = 0
+
+    def offer(self, item: Outgoing, pending_drops: DropCount) -> None:
+        self._items.append(item)
+        self._bytes += len(item.payload)
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            oldest = self._items.popleft()
+            self._bytes -= len(oldest.payload)
+            pending_drops.add(oldest)
+            self.dropped_total.add(oldest)
+            if oldest.delivered is not None and not oldest.delivered.done():
+                oldest.delivered.set_exception(BufferError(f"{self.name} buffer full"))
+
+    def take(self) -> Outgoing | None:
+        if not self._items:
+            return None
+        item = self._items.popleft()
+        self._bytes -= len(item.payload)
+        return item
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+
+class Outbox:
+    """Events and telemetry on their way to JetStream, drained by one task."""
+
+    def __init__(
+        self, host: str, publish: Publish, *, event_bytes: int, telemetry_bytes: int
+    ) -> None:
+        self._host = host
+        self._publish = publish
+        self.events = TelemetryBuffer(event_bytes, "events")
+        self.telemetry = TelemetryBuffer(telemetry_bytes, "telemetry")
+        self._pending_drops = DropCount()
+        self._wake = asyncio.Event()
+        self.published = 0
+
+    def send_event(self, item: Outgoing) -> None:
+        self.events.offer(item, self._pending_drops)
+        self._wake.set()
+
+    def send_telemetry(self, item: Outgoing) -> None:
+        self.telemetry.offer(item, self._pending_drops)
+        self._wake.set()
+
+    @property
+    def backlog(self) -> int:
+        return len(self.events) + len(self.telemetry)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Drain until ``stop``; what is still buffered then is flushed for a moment."""
+        delay = RETRY_DELAY_MIN
+        in_flight: Outgoing | None = None
+        while True:
+            if in_flight is None:
+                in_flight = self._next()
+            if in_flight is None:
+                if stop.is_set():
+                    return
+                self._wake.clear()
+                await _wait_any(self._wake, stop)
+                continue
+            try:
+                await self._publish(in_flight.subject, in_flight.payload, in_flight.msg_id)
+            except (*PUBLISH_FAILURES, ProtocolError) as exc:
+                if stop.is_set():
+                    self._abandon(in_flight)
+                    return
+                log.debug("publish of %s failed (%r); retrying", in_flight.subject, exc)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, RETRY_DELAY_MAX)
+                continue
+            delay = RETRY_DELAY_MIN
+            self.published += 1
+            if in_flight.delivered is not None and not in_flight.delivered.done():
+                in_flight.delivered.set_result(None)
+            in_flight = None
+
+    def _next(self) -> Outgoing | None:
+        """The drop report first (it is news about the gap), then events, then telemetry."""
+        if self._pending_drops.messages:
+            report = self._drop_report()
+            self._pending_drops = DropCount()
+            return report
+        return self.events.take() or self.telemetry.take()
+
+    def _drop_report(self) -> Outgoing:
+        drops = self._pending_drops
+        assert drops.first_at is not None
+        assert drops.last_at is not None
+        log.warning(
+            "telemetry dropped while NATS was unavailable: %d message(s), %d log line(s)",
+            drops.messages,
+            drops.log_lines,
+        )
+        event = TelemetryDropped(
+            sender=self._host,
+            host=self._host,
+            messages=drops.messages,
+            log_lines=drops.log_lines,
+            bytes=drops.bytes,
+            first_dropped_at=drops.first_at,
+            last_dropped_at=drops.last_at,
+        )
+        return Outgoing(
+            subjects.host_event_subject(self._host, event.kind), encode(event), event.id
+        )
+
+    def _abandon(self, item: Outgoing) -> None:
+        if item.delivered is not None and not item.delivered.done():
+            item.delivered.set_exception(BufferError("agent stopping"))
+
+
+async def _wait_any(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
