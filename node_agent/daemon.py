@@ -250,23 +250,14 @@ class Agent:
     # ---- events ----
 
     async def publish_event(self, event_type: str, message: Envelope) -> None:
-        """Queue an event; while connected, wait (bounded) until JetStream has it.
-
-        Waiting keeps events in order with replies for a reader that saw the reply; when
-        NATS is away the event stays queued and the command goes on at once.
-        """
+        """Queue an event for JetStream; never waits, so a command never waits on NATS."""
         try:
             payload = encode(message)
             subject = subjects.host_event_subject(self.host, event_type)
         except ProtocolError as exc:
             log.error("event %s not sent: %s", event_type, exc)
             return
-        connected = self._nc is not None and self._nc.is_connected
-        delivered = asyncio.get_running_loop().create_future() if connected else None
-        self.outbox.send_event(Outgoing(subject, payload, message.id, delivered=delivered))
-        if delivered is not None:
-            with suppress(TimeoutError, BufferError):
-                await asyncio.wait_for(delivered, PUBLISH_TIMEOUT)
+        self.outbox.send_event(Outgoing(subject, payload, message.id))
 
     async def _store(self, subject: str, payload: bytes, msg_id: str) -> None:
         await self._jetstream.publish(
@@ -305,6 +296,9 @@ class Agent:
     async def _handle(self, msg: Msg) -> None:
         async with self._workers:
             reply = await self._reply_for(msg.data)
+        if self._nc is not None and self._nc.is_connected:
+            # The reply follows its progress events, so its reader finds them stored.
+            await self.outbox.events_stored(PUBLISH_TIMEOUT)
         if msg.reply:
             with suppress(nats.errors.Error):
                 await msg.respond(encode(reply))

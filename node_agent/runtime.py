@@ -301,7 +301,7 @@ class DockerRuntime:
         """One sample of the stats API, without its one-second wait for a second one."""
 
         def sample() -> Inspect:
-            result: Inspect = self._api.stats(container, decode=True, stream=False, one_shot=True)
+            result: Inspect = self._api.stats(container, stream=False, one_shot=True)
             return result
 
         return await self._call(f"stats {container}", sample, timeout=10)

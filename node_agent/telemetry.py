@@ -41,8 +41,8 @@ class Outgoing:
     payload: bytes
     msg_id: str
     log_lines: int = 0
-    delivered: asyncio.Future[None] | None = None
-    """Set once stored, for a sender that chose to wait."""
+    event_number: int = 0
+    """Events are numbered as queued, so a sender can wait for all it queued so far."""
 
 
 @dataclass
@@ -80,8 +80,6 @@ class TelemetryBuffer:
             self._bytes -= len(oldest.payload)
             pending_drops.add(oldest)
             self.dropped_total.add(oldest)
-            if oldest.delivered is not None and not oldest.delivered.done():
-                oldest.delivered.set_exception(BufferError(f"{self.name} buffer full"))
 
     def take(self) -> Outgoing | None:
         if not self._items:
@@ -111,10 +109,32 @@ class Outbox:
         self._pending_drops = DropCount()
         self._wake = asyncio.Event()
         self.published = 0
+        self._events_queued = 0
+        self._events_stored = 0
+        self._event_stored = asyncio.Condition()
 
     def send_event(self, item: Outgoing) -> None:
+        self._events_queued += 1
+        item.event_number = self._events_queued
         self.events.offer(item, self._pending_drops)
         self._wake.set()
+
+    async def events_stored(self, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until every event queued so far is in JetStream.
+
+        A reply waits on this, so whoever reads the reply finds its progress events.
+        """
+        target = self._events_queued
+
+        async def caught_up() -> None:
+            async with self._event_stored:
+                await self._event_stored.wait_for(lambda: self._events_stored >= target)
+
+        try:
+            await asyncio.wait_for(caught_up(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def send_telemetry(self, item: Outgoing) -> None:
         self.telemetry.offer(item, self._pending_drops)
@@ -141,8 +161,7 @@ class Outbox:
                 await self._publish(in_flight.subject, in_flight.payload, in_flight.msg_id)
             except (*PUBLISH_FAILURES, ProtocolError) as exc:
                 if stop.is_set():
-                    self._abandon(in_flight)
-                    return
+                    return  # NATS is away and the agent is stopping: nothing more to do
                 log.debug("publish of %s failed (%r); retrying", in_flight.subject, exc)
                 with suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
@@ -150,8 +169,10 @@ class Outbox:
                 continue
             delay = RETRY_DELAY_MIN
             self.published += 1
-            if in_flight.delivered is not None and not in_flight.delivered.done():
-                in_flight.delivered.set_result(None)
+            if in_flight.event_number:
+                async with self._event_stored:
+                    self._events_stored = in_flight.event_number
+                    self._event_stored.notify_all()
             in_flight = None
 
     def _next(self) -> Outgoing | None:
@@ -183,10 +204,6 @@ class Outbox:
         return Outgoing(
             subjects.host_event_subject(self._host, event.kind), encode(event), event.id
         )
-
-    def _abandon(self, item: Outgoing) -> None:
-        if item.delivered is not None and not item.delivered.done():
-            item.delivered.set_exception(BufferError("agent stopping"))
 
 
 async def _wait_any(*events: asyncio.Event) -> None:

@@ -87,6 +87,10 @@ class CommandResult:
     stdout: str
     stderr: str
 
+    @property
+    def lines(self) -> list[str]:
+        return self.stdout.splitlines()
+
 
 async def fleetctl(nats_url: str, *args: str, timeout: float = 240.0) -> CommandResult:
     process = await asyncio.create_subprocess_exec(
