@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test demo stack-up stack-down stack-status lint typecheck contracts unit bench
+.PHONY: test demo stack-up stack-down stack-status lint typecheck contracts unit bench schema
 
 $(INSTALLED): pyproject.toml
 	bash deploy/local/python-env.sh $(VENV)
@@ -32,6 +32,9 @@ contracts: $(INSTALLED)
 
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
+
+schema: $(INSTALLED)
+	$(BIN)/python -m protocol.schema_file
 
 unit: $(INSTALLED)
 	$(BIN)/pytest -m "not integration"
