@@ -40,6 +40,7 @@ from controller.log_view import FleetLogLine, LogMerge, LogTail
 from controller.metrics_view import FleetMetrics
 from controller.rollout import (
     TERMINAL,
+    AnalysisCheck,
     FailureAction,
     RolloutRecord,
     RolloutSpec,
@@ -404,6 +405,14 @@ def rollout_start(
     ] = 300.0,
     allow_downgrade: bool = False,
     allow_major: bool = False,
+    check: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--check",
+            help="canary analysis, repeatable: [name=]metric<=number with metric one of "
+            "restarts, unhealthy, memory_ratio, memory_bytes, cpu_percent",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option(help="show pre-flight and waves; change nothing")
     ] = False,
@@ -439,9 +448,12 @@ def rollout_start(
             remove_old_after=remove_old_after,
             allow_downgrade=allow_downgrade,
             allow_major=allow_major,
+            analysis=tuple(AnalysisCheck.parse(text) for text in check or ()),
         )
     except ValidationError as exc:
         _fail(f"invalid rollout options: {exc}", EXIT_INVALID)
+    except ValueError as exc:  # a --check that does not parse
+        _fail(str(exc), EXIT_INVALID)
 
     async def start(fleet: Fleet) -> RolloutRecord | None:
         record, _ = await fleet.plan_rollout(service, image, spec, override)

@@ -13,20 +13,23 @@ import asyncio
 import logging
 from collections.abc import Callable
 from contextlib import suppress
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from controller.analysis import baseline_memory, first_failure
 from controller.commands import apply_command, blue_green_command, pinned, prepare_command
 from controller.inventory import Inventory, fleet_health
 from controller.lease import LeaderLease
+from controller.metrics_view import FleetMetrics
 from controller.planner import plan
 from controller.rollout import (
     IN_FLIGHT,
     TERMINAL,
     UPDATED,
+    AnalysisMetric,
     HostPhase,
     RolloutRecord,
     RolloutStatus,
@@ -40,11 +43,19 @@ from controller.store import (
     Stored,
     open_buckets,
 )
+from controller.subscribe import FleetFeed
 from controller.transitions import after_reply, after_silence, apply_decision
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.errors import BrokerError, ProtocolError
-from protocol.models import ColourSwitch, Command, Envelope, RolloutEvent, utc_now
+from protocol.models import (
+    ColourSwitch,
+    Command,
+    Envelope,
+    MetricsSample,
+    RolloutEvent,
+    utc_now,
+)
 from protocol.spec import Colour
 
 log = logging.getLogger("fleetctl.controller")
@@ -63,6 +74,8 @@ class Executor:
         self._wake = asyncio.Event()
         self._colours: dict[str, Colour] = {}
         """Blue-green: the serving colour each rollout's service KV record is known to hold."""
+        self.metrics = FleetMetrics()
+        """Each host's newest metrics sample, for canary analysis."""
         self.leader = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -73,15 +86,18 @@ class Executor:
         lease = LeaderLease(rollouts_kv, self.settings.controller_id, self.settings.lease_ttl)
         watching = asyncio.create_task(self.inventory.run(stop), name="inventory")
         waking = asyncio.create_task(self._wake_when(stop), name="wake-on-stop")
+        reading = asyncio.create_task(self._read_metrics(), name="metrics")
         log.info("controller %s started", self.settings.controller_id)
         try:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.inventory.loaded.wait(), 10)
             await self._serve(lease, stop)
         finally:
-            for task in self._tasks.values():
+            for task in (*self._tasks.values(), reading):
                 task.cancel()
-            await asyncio.gather(*self._tasks.values(), watching, waking, return_exceptions=True)
+            await asyncio.gather(
+                *self._tasks.values(), watching, waking, reading, return_exceptions=True
+            )
             if self.leader:
                 await lease.release()
 
@@ -103,6 +119,17 @@ class Executor:
                 await self._drive_pending()
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - loop.time()))
+
+    async def _read_metrics(self) -> None:
+        """Each host's newest sample, then every new one; reopened if the feed breaks."""
+        while True:
+            try:
+                async for delivered in FleetFeed(self._nc).metrics(latest=True, follow=True):
+                    if isinstance(delivered.message, MetricsSample):
+                        self.metrics.add(delivered.message)
+            except BrokerError as exc:
+                log.warning("metrics feed: %s", exc.message)
+            await asyncio.sleep(1.0)
 
     async def _wake_when(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -146,6 +173,7 @@ class Executor:
         health = fleet_health(
             record.hosts, record.service, self.inventory.facts, now, self.settings.host_timeout
         )
+        record = self._analyse(record, now)
         decision = plan(record, health, now)
         updated = apply_decision(record, decision, now)
         if updated != stored.record:
@@ -169,6 +197,30 @@ class Executor:
             due = entry.not_before is None or entry.not_before <= now
             if entry.phase in IN_FLIGHT and entry.command_id and due:
                 self._ensure_command(updated, host, entry.command_id)
+
+    def _analyse(self, record: RolloutRecord, now: datetime) -> RolloutRecord:
+        """Measure the rollout's checks on the newest metrics; note the first failure."""
+        spec = record.spec
+        if (
+            not spec.analysis
+            or record.analysis_failure
+            or record.analysis_overridden
+            or record.aborted
+            or record.status is RolloutStatus.REVERTING
+        ):
+            return record
+        update: dict[str, object] = {}
+        wants_baseline = any(c.metric is AnalysisMetric.MEMORY_RATIO for c in spec.analysis)
+        if wants_baseline and record.baseline_memory is None:
+            baseline = baseline_memory(record, self.metrics, now)
+            if baseline is not None:
+                update["baseline_memory"] = baseline
+        measured = record.model_copy(update=update) if update else record
+        failure = first_failure(measured, self.metrics, now)
+        if failure is None:
+            return measured
+        log.warning("%s: %s", record.id, failure)
+        return measured.model_copy(update={"analysis_failure": failure})
 
     async def _finish(self, record: RolloutRecord) -> None:
         self._pending.pop(record.id, None)

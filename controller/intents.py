@@ -228,6 +228,9 @@ class Fleet:
                     "paused": False,
                     "tolerated_failures": record.count(HostPhase.FAILED),
                     "last_progress_at": utc_now(),
+                    # Resuming past a failed check is the operator's call to go on anyway.
+                    "analysis_overridden": record.analysis_overridden
+                    or record.analysis_failure is not None,
                 }
             )
 

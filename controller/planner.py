@@ -121,6 +121,8 @@ def plan(record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime)
             f"{record.spec.max_failure_ratio:g}"
         )
         return _fail(record, health, why, pause=True)
+    if record.analysis_failure and not record.analysis_overridden:
+        return _fail(record, health, record.analysis_failure, pause=True)
     if record.paused:
         return Decision(RolloutStatus.PAUSED, "paused by the operator")
     return _roll(record, health, now, deadline_passed)

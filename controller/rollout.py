@@ -57,6 +57,51 @@ class FailureAction(StrEnum):
     REVERT = "revert"
 
 
+class AnalysisMetric(StrEnum):
+    """What a check measures, over the new version's containers on the updated hosts."""
+
+    RESTARTS = "restarts"
+    """Restarts by the engine's restart policy, summed."""
+    UNHEALTHY = "unhealthy"
+    """Containers whose Docker healthcheck says unhealthy."""
+    MEMORY_RATIO = "memory_ratio"
+    """Median memory over the old version's median when the rollout began."""
+    MEMORY_BYTES = "memory_bytes"
+    """The largest container's memory."""
+    CPU_PERCENT = "cpu_percent"
+    """The busiest container's CPU, percent of one core."""
+
+
+_CHECK = re.compile(r"^(?:([A-Za-z0-9_.-]{1,64})=)?([a-z_]+)\s*<=\s*([0-9]+(?:\.[0-9]+)?)$")
+
+
+class AnalysisCheck(FrozenModel):
+    """Passes while ``metric <= max``; a failure stops the rollout (failure_action)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    metric: AnalysisMetric
+    max: Annotated[float, Field(ge=0)]
+
+    @classmethod
+    def parse(cls, text: str) -> AnalysisCheck:
+        """``restarts<=0``, ``memory=memory_ratio<=1.5`` (an optional name, then the rule)."""
+        match = _CHECK.match(text.strip())
+        if match is None:
+            raise ValueError(f"check {text!r}: write it as [name=]metric<=number")
+        name, metric, limit = match.groups()
+        try:
+            kind = AnalysisMetric(metric)
+        except ValueError:
+            known = ", ".join(m.value for m in AnalysisMetric)
+            raise ValueError(
+                f"check {text!r}: unknown metric {metric!r} (one of {known})"
+            ) from None
+        return cls(name=name or kind.value, metric=kind, max=float(limit))
+
+    def describe(self) -> str:
+        return f"{self.metric.value} <= {self.max:g}"
+
+
 class RolloutSpec(FrozenModel):
     """How to roll: the operator's knobs (fleetctl rollout start flags)."""
 
@@ -82,6 +127,8 @@ class RolloutSpec(FrozenModel):
     instant until then); promote removes it at once."""
     allow_downgrade: bool = False
     allow_major: bool = False
+    analysis: tuple[AnalysisCheck, ...] = ()
+    """Checks evaluated from the metrics stream once hosts run the new version."""
 
     @field_validator("max_unavailable", "max_surge", "min_ready", "canary", mode="before")
     @classmethod
@@ -189,6 +236,13 @@ class RolloutRecord(FrozenModel):
     partition: Annotated[int, Field(ge=0)] | None = None
     tolerated_failures: Annotated[int, Field(ge=0)] = 0
     """Failures the operator accepted by resuming; only failures past these count."""
+    # Canary analysis, written by the controller:
+    analysis_failure: Annotated[str, Field(max_length=4096)] | None = None
+    """The first failed check, with its measured value; it stops the rollout."""
+    analysis_overridden: bool = False
+    """The operator resumed after a failed check: the checks are not evaluated any more."""
+    baseline_memory: Annotated[float, Field(ge=0)] | None = None
+    """The old version's median memory (bytes), measured when the rollout began."""
 
     def ordered_hosts(self) -> list[str]:
         """The deterministic host order: sorted ids, the same after any restart."""
