@@ -268,7 +268,8 @@ def _blue_green(
     colour = record.new_colour
     total = len(hosts)
     staging = record.count(HostPhase.UPDATING)
-    ready = [h for h in hosts if record.hosts[h].phase is HostPhase.READY]
+    # A partition keeps the hosts below it on the old colour, as it does in rolling.
+    ready = [h for h in eligible_hosts(record) if record.hosts[h].phase is HostPhase.READY]
     if ready or staging:
         if deadline_passed:
             deadline = record.spec.progress_deadline
