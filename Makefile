@@ -50,3 +50,4 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/agent_replace.py
 	$(BIN)/python bench/agent_footprint.py
 	$(BIN)/python bench/rollout_scale.py
+	$(BIN)/python bench/telemetry.py

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from protocol.errors import ProtocolError
 from protocol.image_ref import parse_image_reference
-from protocol.subjects import validate_host_id, validate_service_name, validate_token
+from protocol.subjects import CONTROLLER_SENDER, TOKEN_PATTERN
 
 
 class FrozenModel(BaseModel):
@@ -33,7 +33,17 @@ def _as_field_check(check: Callable[[str], object]) -> Callable[[str], str]:
     return validator
 
 
-HostId = Annotated[str, AfterValidator(_as_field_check(validate_host_id))]
-ServiceName = Annotated[str, AfterValidator(_as_field_check(validate_service_name))]
-Token = Annotated[str, AfterValidator(_as_field_check(validate_token))]
+def _not_reserved(value: str) -> str:
+    if value == CONTROLLER_SENDER:
+        raise ValueError(f"host id {value!r} is reserved for the controller's own events")
+    return value
+
+
+# Tokens are checked by pydantic-core's own pattern, not a Python call per field: they
+# are on every message, and the log and metrics streams decode tens of thousands a
+# second. The pattern also lands in the JSON Schema for other languages.
+_TOKEN = StringConstraints(pattern=f"^{TOKEN_PATTERN}$")
+Token = Annotated[str, _TOKEN]
+ServiceName = Annotated[str, _TOKEN]
+HostId = Annotated[str, _TOKEN, AfterValidator(_not_reserved)]
 ImageRefText = Annotated[str, AfterValidator(_as_field_check(parse_image_reference))]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal, NamedTuple, get_args
 
 from pydantic import AwareDatetime, Field, TypeAdapter
 
@@ -360,7 +360,9 @@ MAX_LOG_LINE = 16 * 1024
 """Longer lines are cut here by the shipper (and marked as cut)."""
 
 
-class LogEntry(FrozenModel):
+class LogEntry(NamedTuple):
+    """One line; on the wire a three-item array, since a batch holds hundreds of them."""
+
     stream: Literal["stdout", "stderr"]
     timestamp: AwareDatetime
     """When the engine received the line (Docker's own timestamp)."""

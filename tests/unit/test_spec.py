@@ -48,8 +48,8 @@ def test_memory_limits_docker_would_refuse_are_refused_first(memory: int) -> Non
         Resources(memory_bytes=memory)
 
 
-def test_an_invalid_service_name_is_refused() -> None:
-    with pytest.raises(ValidationError, match="service name"):
+def test_an_invalid_service_name_is_refused_naming_the_field_and_the_rule() -> None:
+    with pytest.raises(ValidationError, match=r"name\n.*should match pattern '\^\[A-Za-z0-9_-\]"):
         ServiceSpec(name="web.api", image="web:1")
 
 
