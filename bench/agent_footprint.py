@@ -1,10 +1,14 @@
-"""The idle agent's footprint: RSS and CPU of a real `fleet-agent run` with one service.
+"""The agent's footprint: RSS and CPU of a real `fleet-agent run`, idle and shipping logs.
 
 The agent runs as its own process against the local stack's engine and a fresh
 nats-server, manages one demo/web service (whose image healthcheck runs every 2 s, so
-the engine's event stream is live), heartbeats at its default interval, and is then left
-idle for the measured window. Targets: <= 50 MB RSS, <= 1% of one core.
-For scale, a salt-minion idles at about 100-150 MB. Figures, never assertions.
+the engine's event stream is live), heartbeats and samples metrics at its default
+intervals (10 s), and is left idle for the measured window. Targets: <= 50 MB RSS,
+<= 1% of one core. For scale, a salt-minion idles at about 100-150 MB.
+
+Then, in the same run, a second service prints about 500 log lines a second, which the
+agent ships to FLEET_LOGS, and the same window is measured again. Targets (issue 5):
+<= 5% of one core, RSS within 10 MB of the idle agent. Figures, never assertions.
 
 usage: python bench/agent_footprint.py [--seconds S]   (make bench; needs the local stack up)
 """
@@ -17,18 +21,62 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from nats.aio.msg import Msg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controller.broker import NatsServer, find_nats_server_binary, reserve_loopback_port
+from protocol import subjects
+from protocol.codec import decode
+from protocol.models import LogBatch
+from protocol.spec import ContainerSettings, ExecProbe, HealthCheck, ServiceSpec
 from tests.support.agent import AgentClient, apply_ok, connect, demo_spec, wait_until_serving
 from tests.support.agent_process import AgentProcess, agent_args
 from tests.support.stack import load_local_stack
 
 MB = 1024 * 1024
+# 25 lines every 50 ms: about 500 lines a second, less the shell's own time.
+CHATTY = (
+    'n=0; while :; do i=0; while [ $i -lt 25 ]; do echo "$n GET /api/items/$i 200 0.004s"; '
+    "i=$((i+1)); n=$((n+1)); done; sleep 0.05; done"
+)
+
+
+@dataclass
+class Window:
+    seconds: float
+    cpu: float
+    peak_rss: int
+
+    @property
+    def percent(self) -> float:
+        return 100 * self.cpu / self.seconds
+
+
+async def measure(watched: psutil.Process, seconds: float) -> Window:
+    before = watched.cpu_times()
+    started = time.monotonic()
+    peak = 0
+    while time.monotonic() - started < seconds:
+        peak = max(peak, watched.memory_info().rss)
+        await asyncio.sleep(0.5)
+    after = watched.cpu_times()
+    busy = (after.user - before.user) + (after.system - before.system)
+    return Window(time.monotonic() - started, busy, peak)
+
+
+def chatty_spec(image: str) -> ServiceSpec:
+    return ServiceSpec(
+        name="chatty",
+        image=image,
+        container=ContainerSettings(command=("sh", "-c", CHATTY), network_mode="none"),
+        health=HealthCheck(probe=ExecProbe(command=("true",)), min_healthy_time=0.5),
+        stop_grace_period=1.0,
+    )
 
 
 async def main(seconds: float) -> None:
@@ -51,15 +99,22 @@ async def main(seconds: float) -> None:
             assert process.process is not None
             watched = psutil.Process(process.process.pid)
             await asyncio.sleep(2)  # let the update's own work settle
-            cpu_before = watched.cpu_times()
-            started = time.monotonic()
-            peak_rss = 0
-            while time.monotonic() - started < seconds:
-                peak_rss = max(peak_rss, watched.memory_info().rss)
-                await asyncio.sleep(0.5)
-            elapsed = time.monotonic() - started
-            cpu_after = watched.cpu_times()
+            idle = await measure(watched, seconds)
             memory = watched.memory_full_info()
+
+            shipped = 0
+
+            async def count(msg: Msg) -> None:
+                nonlocal shipped
+                message = decode(msg.data)
+                shipped += len(message.lines) if isinstance(message, LogBatch) else 0
+
+            await client.subscribe(subjects.log_subject(host, "chatty"), cb=count)
+            await apply_ok(agent, chatty_spec(stack.demo_image("1.0.0")))
+            await asyncio.sleep(2)
+            shipped = 0
+            busy = await measure(watched, seconds)
+            lines_per_second = shipped / busy.seconds
         finally:
             await agent.request(agent.inspect("web"), timeout=5)
             await process.stop()
@@ -70,17 +125,26 @@ async def main(seconds: float) -> None:
                 "rm",
                 "-f",
                 f"{host}-web",
+                f"{host}-chatty",
                 env={**os.environ, "DOCKER_HOST": stack.docker_host},
                 stdout=asyncio.subprocess.DEVNULL,
             )
             await remove.wait()
-    busy = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
-    print(f"agent_footprint: idle {elapsed:.0f}s with one managed service")
+    print(f"agent_footprint: idle {idle.seconds:.0f}s with one managed service")
     print(
-        f"RSS now {memory.rss / MB:.1f} MB, peak {peak_rss / MB:.1f} MB (target <= 50 MB); "
+        f"RSS now {memory.rss / MB:.1f} MB, peak {idle.peak_rss / MB:.1f} MB (target <= 50 MB); "
         f"unique to the agent (USS) {memory.uss / MB:.1f} MB"
     )
-    print(f"CPU {busy:.2f}s over {elapsed:.0f}s = {100 * busy / elapsed:.2f}% of one core (<= 1%)")
+    print(f"CPU {idle.cpu:.2f}s over {idle.seconds:.0f}s = {idle.percent:.2f}% of one core (<= 1%)")
+    print(f"shipping {lines_per_second:.0f} log lines/s (and metrics every 10 s):")
+    print(
+        f"  CPU {busy.percent:.2f}% of one core (target <= 5%), "
+        f"{busy.percent - idle.percent:+.2f} points over idle"
+    )
+    print(
+        f"  peak RSS {busy.peak_rss / MB:.1f} MB, {(busy.peak_rss - idle.peak_rss) / MB:+.1f} MB "
+        "over idle (target within 10 MB)"
+    )
 
 
 if __name__ == "__main__":

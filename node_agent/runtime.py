@@ -9,7 +9,6 @@ mark what it manages.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import threading
@@ -331,62 +330,58 @@ async def _drain_in_thread(
     ends the thread's blocking read.
     """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue(HANDOFF_SIZE)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    # Bounds what the thread may read ahead; cheaper per item than a cross-thread
+    # coroutine, which matters at hundreds of log lines a second.
+    room = threading.Semaphore(HANDOFF_SIZE)
+    closing = threading.Event()
     finished = asyncio.Event()
     end = object()
 
-    def hand_over(item: Any) -> bool:
-        try:
-            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
-        except (RuntimeError, concurrent.futures.CancelledError):
-            return False  # the loop is closing
-        return True
-
     def finish() -> None:  # runs on the loop
         finished.set()
-        if not queue.full():
-            queue.put_nowait(end)
+        queue.put_nowait(end)
 
     def pump() -> None:
         try:
             for item in stream:
-                if not hand_over(item):
-                    return
+                while not room.acquire(timeout=0.5):
+                    if closing.is_set():
+                        return
+                loop.call_soon_threadsafe(queue.put_nowait, item)
         # Whatever ends the stream (engine gone, socket closed by us, a torn frame) ends
         # this thread, quietly: the caller reopens the stream if it still wants it.
         except Exception as exc:  # noqa: BLE001
             log.info("%s: stream ended: %s", name, exc)
         finally:
-            with suppress(RuntimeError):
+            with suppress(RuntimeError):  # the loop is closing
                 loop.call_soon_threadsafe(finish)
 
     thread = threading.Thread(target=pump, name=name, daemon=True)
     thread.start()
     stopping = asyncio.ensure_future(stop.wait())
     try:
-        while True:
-            getting = asyncio.ensure_future(queue.get())
-            waits = {getting, stopping}
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            if not getting.done():
-                getting.cancel()
-                await asyncio.gather(getting, return_exceptions=True)
-                return
-            item = getting.result()
+        while not stop.is_set():
+            if queue.empty():  # only then pay for a task to wait on both
+                getting = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not getting.done():
+                    getting.cancel()
+                    await asyncio.gather(getting, return_exceptions=True)
+                    return
+                item = getting.result()
+            else:
+                item = queue.get_nowait()
             if item is end:
                 return
+            room.release()
             yield item
-            if finished.is_set() and queue.empty():
-                return
     finally:
         stopping.cancel()
+        closing.set()
         stream.close()
-        # Unblock a thread waiting to hand over, then let it see the closed stream.
-        while not finished.is_set():
-            while not queue.empty():
-                queue.get_nowait()
-            with suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), 0.05)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(finished.wait(), 5)
         await asyncio.gather(stopping, return_exceptions=True)
 
 
