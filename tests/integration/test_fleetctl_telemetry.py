@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import docker
@@ -19,28 +17,11 @@ from protocol import subjects
 from protocol.models import LogBatch, MetricsSample
 from tests.support.agent import AgentHandle, apply_ok, demo_spec
 from tests.support.events import EventRecorder
-from tests.support.fleet import fleetctl, fleetctl_executable
+from tests.support.fleet import fleetctl, fleetctl_running
 from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]
-
-
-@asynccontextmanager
-async def fleetctl_running(nats_url: str, *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    process = await asyncio.create_subprocess_exec(
-        fleetctl_executable(),
-        *args,
-        env={**os.environ, "FLEET_NATS_URL": nats_url, "COLUMNS": "200"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        await process.communicate()
 
 
 async def read_until(process: asyncio.subprocess.Process, text: str, seen: list[str]) -> None:

@@ -11,6 +11,8 @@ import asyncio
 import os
 import sys
 import tomllib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -92,14 +94,18 @@ class CommandResult:
         return self.stdout.splitlines()
 
 
-async def fleetctl(nats_url: str, *args: str, timeout: float = 240.0) -> CommandResult:
-    process = await asyncio.create_subprocess_exec(
+async def spawn_fleetctl(nats_url: str, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
         fleetctl_executable(),
         *args,
         env={**os.environ, "FLEET_NATS_URL": nats_url, "COLUMNS": "200"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def fleetctl(nats_url: str, *args: str, timeout: float = 240.0) -> CommandResult:
+    process = await spawn_fleetctl(nats_url, *args)
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:
@@ -108,6 +114,18 @@ async def fleetctl(nats_url: str, *args: str, timeout: float = 240.0) -> Command
         raise
     assert process.returncode is not None
     return CommandResult(process.returncode, out.decode(), err.decode())
+
+
+@asynccontextmanager
+async def fleetctl_running(nats_url: str, *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A long-running fleetctl (``logs -f``, ``exporter``), terminated on the way out."""
+    process = await spawn_fleetctl(nats_url, *args)
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.communicate()
 
 
 @dataclass
