@@ -18,10 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -103,16 +105,22 @@ async def main(seconds: float) -> None:
             memory = watched.memory_full_info()
 
             shipped = 0
+            delays: list[float] = []
 
             async def count(msg: Msg) -> None:
+                # From the engine's stamp on the line to here: one host, one clock.
                 nonlocal shipped
                 message = decode(msg.data)
-                shipped += len(message.lines) if isinstance(message, LogBatch) else 0
+                if isinstance(message, LogBatch):
+                    shipped += len(message.lines)
+                    arrived = datetime.now(UTC)
+                    delays.extend((arrived - e.timestamp).total_seconds() for e in message.lines)
 
             await client.subscribe(subjects.log_subject(host, "chatty"), cb=count)
             await apply_ok(agent, chatty_spec(stack.demo_image("1.0.0")))
             await asyncio.sleep(2)
             shipped = 0
+            delays.clear()
             busy = await measure(watched, seconds)
             lines_per_second = shipped / busy.seconds
         finally:
@@ -140,6 +148,12 @@ async def main(seconds: float) -> None:
     print(
         f"  CPU {busy.percent:.2f}% of one core (target <= 5%), "
         f"{busy.percent - idle.percent:+.2f} points over idle"
+    )
+    delays.sort()
+    p50, p99 = statistics.median(delays), delays[int(len(delays) * 0.99) - 1]
+    print(
+        f"  a line from the container's stdout to a subscriber: p50 {p50:.3f} s, "
+        f"p99 {p99:.3f} s (target < 2 s)"
     )
     print(
         f"  peak RSS {busy.peak_rss / MB:.1f} MB, {(busy.peak_rss - idle.peak_rss) / MB:+.1f} MB "
