@@ -318,6 +318,13 @@ def _blue_green(
         )
     if record.count(HostPhase.RETIRING):
         return Decision(RolloutStatus.SWITCHED, f"removing {other_colour(colour)}")
+    held = [h for h in hosts if record.hosts[h].phase is HostPhase.READY]
+    if held:
+        return Decision(
+            RolloutStatus.HELD,
+            f"partition {record.partition}: {len(held)} host(s) below it keep "
+            f"{other_colour(colour)} until it is lowered",
+        )
     failed = record.count(HostPhase.FAILED)
     note = f"; {failed} host(s) failed within max_failure_ratio" if failed else ""
     return Decision(

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.planner import OFFLINE, Decision, HostHealth, limits, plan
+from controller.planner import OFFLINE, Decision, HostHealth, eligible_hosts, limits, plan
 from controller.rollout import (
     IN_FLIGHT,
     FailureAction,
@@ -212,11 +212,15 @@ def test_blue_green_switches_only_once_no_host_is_left_to_stage_and_retires_only
         update={"spec": record.spec.model_copy(update={"strategy": Strategy.BLUE_GREEN})}
     )
     decision = plan(record, health, NOW)
+    # Hosts below a partition stay READY on the old colour: they are not "left to stage".
+    waiting = sum(1 for h in eligible_hosts(record) if record.hosts[h].phase is HostPhase.READY)
     if decision.switch:
-        assert not record.count(HostPhase.READY, HostPhase.UPDATING)
+        assert not waiting
+        assert not record.count(HostPhase.UPDATING)
         assert decision.serving_colour in (None, record.colour)
     if decision.retire:
-        assert not record.count(HostPhase.READY, HostPhase.UPDATING, HostPhase.STAGED)
+        assert not waiting
+        assert not record.count(HostPhase.UPDATING, HostPhase.STAGED)
         assert not record.count(HostPhase.SWITCHING)
     if decision.apply:
         assert record.count(HostPhase.UPDATING) + len(decision.apply) <= (
