@@ -6,6 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from rich import filesize
 from rich.console import Console, Group
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -198,13 +199,6 @@ def event_line(subject: str, message: AnyMessage) -> str:
     return f"{when} {source} {message.kind} {event_summary(message)}".rstrip()
 
 
-def _size(value: int) -> str:
-    for unit, scale in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
-        if value >= scale:
-            return f"{value / scale:.1f}{unit}"
-    return str(value)
-
-
 def top_table(view: FleetMetrics, hosts: set[str] | None = None) -> Table:
     """One row per host from its newest metrics sample (``fleetctl top``)."""
     table = Table(title="fleet top", title_justify="left")
@@ -215,7 +209,7 @@ def top_table(view: FleetMetrics, hosts: set[str] | None = None) -> Table:
         if hosts is not None and host not in hosts:
             continue
         services = ", ".join(
-            f"{c.service} {c.health.value} {c.cpu_percent:.0f}% {_size(c.memory_bytes)}"
+            f"{c.service} {c.health.value} {c.cpu_percent:.0f}% {filesize.decimal(c.memory_bytes)}"
             + (f" restarts {c.restart_count}" if c.restart_count else "")
             for c in sample.containers
         )
@@ -223,8 +217,8 @@ def top_table(view: FleetMetrics, hosts: set[str] | None = None) -> Table:
         table.add_row(
             host,
             f"{sample.cpu_percent:.0f}%",
-            f"{_size(sample.memory_used)}/{_size(sample.memory_total)}",
-            f"{_size(sample.disk_used)}/{_size(sample.disk_total)}",
+            f"{filesize.decimal(sample.memory_used)}/{filesize.decimal(sample.memory_total)}",
+            f"{filesize.decimal(sample.disk_used)}/{filesize.decimal(sample.disk_total)}",
             f"{sample.load_1m:.2f}",
             services or "-",
             Text(ago(sample.sent_at, now), style="" if fresh else "red"),

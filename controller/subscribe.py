@@ -73,11 +73,7 @@ class FleetFeed:
         ack_wait: float = 30.0,
         batch: int = 100,
     ) -> AsyncIterator[Delivered]:
-        subject = (
-            subjects.host_events_wildcard(subjects.validate_host_id(host))
-            if host
-            else subjects.EVENTS_WILDCARD
-        )
+        subject = subjects.host_events_wildcard(host) if host else subjects.EVENTS_WILDCARD
 
         def keep(message: AnyMessage) -> bool:
             return not rollout or getattr(message, "rollout_id", None) == rollout

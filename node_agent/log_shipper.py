@@ -96,9 +96,9 @@ class ContainerLogs:
         self.container_id = container_id
         self.service = service
         self._since = since
-        self._skip_through = skip_through
+        # Compared with every line read, so made comparable once.
+        self._skip_key = _stamp_key(skip_through) if skip_through else None
         self._batch = Batch()
-        self._flushed = asyncio.Event()
         self.last_stamp = skip_through
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -133,7 +133,7 @@ class ContainerLogs:
         when = parse_docker_timestamp(stamp)
         if when is None:
             return
-        if self._skip_through and _stamp_key(stamp) <= _stamp_key(self._skip_through):
+        if self._skip_key is not None and _stamp_key(stamp) <= self._skip_key:
             return  # shipped before this follow began
         if len(text) > MAX_LOG_LINE:
             text = text[:MAX_LOG_LINE] + CUT_MARKER
@@ -183,7 +183,6 @@ class LogShipper:
         self._followed: dict[str, tuple[asyncio.Task[None], ContainerLogs]] = {}
         self._saved_at: dict[str, float] = {}
         self._started_at = datetime.now(UTC)
-        self.lines_shipped = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         self._cursors.mkdir(parents=True, exist_ok=True)
@@ -254,7 +253,6 @@ class LogShipper:
                 log_lines=len(batch.lines),
             )
         )
-        self.lines_shipped += len(batch.lines)
         self._save_cursor(follower.container_id, batch.last_stamp)
 
     # ---- cursors: the last shipped stamp per container ----

@@ -85,7 +85,6 @@ class MetricsPublisher:
         self.interval = interval
         self._cpu: dict[str, CpuReading] = {}
         self._root = "/"
-        self.samples_sent = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         with suppress(RuntimeFault):
@@ -103,7 +102,6 @@ class MetricsPublisher:
                 log.warning("metrics not sampled: %s", exc)
                 continue
             self._send(Outgoing(subjects.metrics_subject(self._host), payload, sample.id))
-            self.samples_sent += 1
 
     async def sample(self) -> MetricsSample:
         containers = await self._containers()

@@ -67,8 +67,6 @@ class TelemetryBuffer:
     """A FIFO bounded by bytes; ``offer`` never waits, and drops the oldest when full."""
 
     max_bytes: int
-    name: str = "telemetry"
-    dropped_total: DropCount = field(default_factory=DropCount)
     _items: deque[Outgoing] = field(default_factory=deque)
     _bytes: int = 0
 
@@ -79,7 +77,6 @@ class TelemetryBuffer:
             oldest = self._items.popleft()
             self._bytes -= len(oldest.payload)
             pending_drops.add(oldest)
-            self.dropped_total.add(oldest)
 
     def take(self) -> Outgoing | None:
         if not self._items:
@@ -91,10 +88,6 @@ class TelemetryBuffer:
     def __len__(self) -> int:
         return len(self._items)
 
-    @property
-    def size_bytes(self) -> int:
-        return self._bytes
-
 
 class Outbox:
     """Events and telemetry on their way to JetStream, drained by one task."""
@@ -104,11 +97,10 @@ class Outbox:
     ) -> None:
         self._host = host
         self._publish = publish
-        self.events = TelemetryBuffer(event_bytes, "events")
-        self.telemetry = TelemetryBuffer(telemetry_bytes, "telemetry")
+        self.events = TelemetryBuffer(event_bytes)
+        self.telemetry = TelemetryBuffer(telemetry_bytes)
         self._pending_drops = DropCount()
         self._wake = asyncio.Event()
-        self.published = 0
         self._events_queued = 0
         self._events_stored = 0
         self._event_stored = asyncio.Condition()
@@ -119,7 +111,7 @@ class Outbox:
         self.events.offer(item, self._pending_drops)
         self._wake.set()
 
-    async def events_stored(self, timeout: float) -> bool:
+    async def events_stored(self, timeout: float) -> None:
         """Wait (at most ``timeout``) until every event queued so far is in JetStream.
 
         A reply waits on this, so whoever reads the reply finds its progress events.
@@ -130,11 +122,8 @@ class Outbox:
             async with self._event_stored:
                 await self._event_stored.wait_for(lambda: self._events_stored >= target)
 
-        try:
+        with suppress(TimeoutError):
             await asyncio.wait_for(caught_up(), timeout)
-        except TimeoutError:
-            return False
-        return True
 
     def send_telemetry(self, item: Outgoing) -> None:
         self.telemetry.offer(item, self._pending_drops)
@@ -168,7 +157,6 @@ class Outbox:
                 delay = min(delay * 2, RETRY_DELAY_MAX)
                 continue
             delay = RETRY_DELAY_MIN
-            self.published += 1
             if in_flight.event_number:
                 async with self._event_stored:
                     self._events_stored = in_flight.event_number

@@ -51,15 +51,6 @@ def line_numbers(batches: list[LogBatch]) -> list[int]:
     return numbers
 
 
-def log_lines(recorder: EventRecorder) -> list[str]:
-    return [
-        entry.line
-        for message in recorder.matching(lambda m: isinstance(m, LogBatch))
-        if isinstance(message, LogBatch)
-        for entry in message.lines
-    ]
-
-
 def has_line(text: str) -> Callable[[AnyMessage], bool]:
     return lambda m: isinstance(m, LogBatch) and any(text in e.line for e in m.lines)
 
