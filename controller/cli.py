@@ -1,13 +1,6 @@
 """fleetctl: the operator's command line, and the long-lived controller process.
 
-Exit codes scripts can rely on:
-  0 success (for ``-w``: the rollout completed)
-  1 the rollout failed, was reverted or aborted
-  2 invalid input (flags, spec file, image reference)
-  3 refused: another rollout is active, or the rollout is already finished
-  4 not found: no such rollout, service or revision
-  5 NATS cannot be reached
-  10 (``-w``) the rollout waits for the operator: paused, awaiting promote, held by partition
+Exit codes are listed in controller/cli_base.py (and the README).
 """
 
 from __future__ import annotations
@@ -22,24 +15,38 @@ import tomllib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import nats
 import nats.errors
 import typer
-from nats.aio.client import Client
 from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 
 from controller import render
+from controller.cli_base import (
+    DEFAULT_NATS,
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_NO_NATS,
+    NatsOption,
+    OutputOption,
+    WatchOption,
+    check_output,
+    exit_for,
+    fail,
+    follow_rollout,
+    parse_selector,
+    run_with_fleet,
+)
+from controller.config_cli import config_app
 from controller.executor import Executor
 from controller.exporter import FleetExporter
 from controller.intents import Fleet
 from controller.log_view import FleetLogLine, LogMerge, LogTail
 from controller.metrics_view import FleetMetrics
 from controller.rollout import (
-    TERMINAL,
     AnalysisCheck,
     FailureAction,
     RolloutRecord,
@@ -48,28 +55,12 @@ from controller.rollout import (
     Strategy,
 )
 from controller.settings import ControllerSettings
-from controller.store import NotFound, RolloutConflict
 from controller.subscribe import FleetFeed
 from protocol import SCHEMA_VERSION
-from protocol.errors import BrokerError, ConfigurationError, FleetError
-from protocol.labels import parse_labels
+from protocol.errors import BrokerError
 from protocol.models import LogBatch, MetricsSample, utc_now
 from protocol.spec import ServiceSpec
 from protocol.version import fleetwave_version
-
-T = TypeVar("T")
-
-EXIT_FAILED = 1
-EXIT_INVALID = 2
-EXIT_REFUSED = 3
-EXIT_NOT_FOUND = 4
-EXIT_NO_NATS = 5
-EXIT_WAITING = 10
-WAITING_ON_OPERATOR = {
-    RolloutStatus.PAUSED,
-    RolloutStatus.AWAITING_PROMOTION,
-    RolloutStatus.HELD,
-}
 
 app = typer.Typer(
     name="fleetctl",
@@ -81,11 +72,8 @@ rollout_app = typer.Typer(help="Start, follow and steer rollouts.", no_args_is_h
 controller_app = typer.Typer(help="The long-lived controller process.", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(controller_app, name="controller")
+app.add_typer(config_app, name="config")
 
-NatsOption = Annotated[str, typer.Option("--nats", envvar="FLEET_NATS_URL", help="NATS server URL")]
-OutputOption = Annotated[str, typer.Option("--output", "-o", help="table or json")]
-WatchOption = Annotated[bool, typer.Option("--watch", "-w", help="follow until it settles")]
-DEFAULT_NATS = "nats://127.0.0.1:4222"
 LOG_HOLD = 1.0
 """Seconds ``logs -f`` holds a line for lines of other hosts that may precede it."""
 
@@ -104,71 +92,13 @@ def version() -> None:
 # ---- plumbing ----
 
 
-def _run(work: Callable[[Fleet], Awaitable[T]], url: str) -> T:
-    """Connect, open the buckets, run ``work``; every FleetError becomes its exit code."""
-
-    async def main() -> T:
-        nc = await _connect(url)
-        try:
-            return await work(await Fleet(nc).open())
-        finally:
-            await nc.close()
-
-    try:
-        return asyncio.run(main())
-    except NotFound as exc:
-        _fail(exc.message, EXIT_NOT_FOUND)
-    except RolloutConflict as exc:
-        _fail(exc.message, EXIT_REFUSED)
-    except ConfigurationError as exc:
-        _fail(exc.message, EXIT_INVALID)
-    except BrokerError as exc:
-        _fail(exc.message, EXIT_NO_NATS)
-    except FleetError as exc:
-        _fail(exc.message, EXIT_FAILED)
-
-
-async def _connect(url: str) -> Client:
-    try:
-        return await nats.connect(
-            url, connect_timeout=5, max_reconnect_attempts=3, allow_reconnect=True
-        )
-    except (OSError, TimeoutError, nats.errors.Error) as exc:
-        raise BrokerError(f"cannot reach NATS at {url}: {exc!r}") from exc
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"fleetctl: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _check_output(output: str) -> None:
-    if output not in ("table", "json"):
-        _fail(f"--output must be table or json, not {output}", EXIT_INVALID)
-
-
-def _selector(text: str | None) -> dict[str, str]:
-    try:
-        return parse_labels(text or "")
-    except ConfigurationError as exc:
-        _fail(exc.message, EXIT_INVALID)
-
-
 def _load_spec(path: Path) -> ServiceSpec:
     try:
         text = path.read_text()
         data: Any = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
         return ServiceSpec.model_validate(data)
     except (OSError, ValueError) as exc:  # ValidationError, JSON and TOML errors are ValueErrors
-        _fail(f"spec file {path}: {exc}", EXIT_INVALID)
-
-
-def _exit_for(record: RolloutRecord) -> None:
-    if record.status is RolloutStatus.COMPLETE:
-        raise typer.Exit(0)
-    if record.status in WAITING_ON_OPERATOR:
-        raise typer.Exit(EXIT_WAITING)
-    raise typer.Exit(EXIT_FAILED)
+        fail(f"spec file {path}: {exc}", EXIT_INVALID)
 
 
 # ---- hosts ----
@@ -181,9 +111,9 @@ def hosts(
     output: OutputOption = "table",
 ) -> None:
     """List the hosts that report to the fleet, with their services and last heartbeat."""
-    _check_output(output)
-    wanted = _selector(selector)
-    found = _run(lambda fleet: fleet.hosts(wanted), nats_url)
+    check_output(output)
+    wanted = parse_selector(selector)
+    found = run_with_fleet(lambda fleet: fleet.hosts(wanted), nats_url)
     if output == "json":
         typer.echo(render.hosts_json(found))
     else:
@@ -206,7 +136,7 @@ def _since(text: str | None) -> datetime | None:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        _fail(f"--since {text!r}: give a duration like 10m, 2h, 1d or an ISO time", EXIT_INVALID)
+        fail(f"--since {text!r}: give a duration like 10m, 2h, 1d or an ISO time", EXIT_INVALID)
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
@@ -220,7 +150,7 @@ def events(
     output: OutputOption = "table",
 ) -> None:
     """Print the fleet's events (FLEET_EVENTS) from --since, oldest first; -f follows."""
-    _check_output(output)
+    check_output(output)
     start = _since(since)
 
     async def show(fleet: Fleet) -> None:
@@ -235,7 +165,7 @@ def events(
                 line = render.event_line(delivered.subject, delivered.message)
             typer.echo(line)
 
-    _run(show, nats_url)
+    run_with_fleet(show, nats_url)
 
 
 # ---- logs, top, exporter ----
@@ -253,9 +183,9 @@ def logs(
     output: OutputOption = "table",
 ) -> None:
     """Print SERVICE's container logs (FLEET_LOGS) from every host, merged in time order."""
-    _check_output(output)
+    check_output(output)
     if tail is not None and tail < 0:
-        _fail("--tail must be 0 or more", EXIT_INVALID)
+        fail("--tail must be 0 or more", EXIT_INVALID)
     start = _since(since)
     width = max(len(host or ""), 8)
 
@@ -277,7 +207,7 @@ def logs(
         if follow:
             await _follow_logs(feed, service, host, last_sequence, start, emit)
 
-    _run(show, nats_url)
+    run_with_fleet(show, nats_url)
 
 
 async def _follow_logs(
@@ -325,8 +255,8 @@ def top(
     output: OutputOption = "table",
 ) -> None:
     """Hosts' CPU, memory, disk and services, live from the metrics stream (FLEET_METRICS)."""
-    _check_output(output)
-    wanted = _selector(selector)
+    check_output(output)
+    wanted = parse_selector(selector)
 
     async def show(fleet: Fleet) -> None:
         hosts = {facts.host for facts in await fleet.hosts(wanted)} if wanted else None
@@ -353,7 +283,7 @@ def top(
                     view.add(delivered.message)
                     live.update(render.top_table(view, hosts), refresh=True)
 
-    _run(show, nats_url)
+    run_with_fleet(show, nats_url)
 
 
 @app.command()
@@ -366,7 +296,7 @@ def exporter(
     """Serve fleet metrics for Prometheus, aggregated from the metrics and event streams."""
     address, _, port_text = listen.rpartition(":")
     if not address or not port_text.isdigit():
-        _fail(f"--listen {listen!r}: give address:port, like 127.0.0.1:9469", EXIT_INVALID)
+        fail(f"--listen {listen!r}: give address:port, like 127.0.0.1:9469", EXIT_INVALID)
 
     async def serve(fleet: Fleet) -> None:
         stop = asyncio.Event()
@@ -375,7 +305,7 @@ def exporter(
             loop.add_signal_handler(signum, stop.set)
         await FleetExporter(fleet).serve(address, int(port_text), stop)
 
-    _run(serve, nats_url)
+    run_with_fleet(serve, nats_url)
 
 
 # ---- rollouts ----
@@ -421,16 +351,16 @@ def rollout_start(
     output: OutputOption = "table",
 ) -> None:
     """Start a rollout of SERVICE to --image (the controller drives it)."""
-    _check_output(output)
+    check_output(output)
     if strategy is Strategy.BLUE_GREEN and (canary is not None or partition is not None):
-        _fail("blue-green switches every host at once: no --canary or --partition", EXIT_INVALID)
+        fail("blue-green switches every host at once: no --canary or --partition", EXIT_INVALID)
     if strategy is Strategy.CANARY and canary is None:
-        _fail("--strategy canary needs --canary N or N%", EXIT_INVALID)
+        fail("--strategy canary needs --canary N or N%", EXIT_INVALID)
     if strategy is Strategy.PARTITION and partition is None:
-        _fail("--strategy partition needs --partition N", EXIT_INVALID)
+        fail("--strategy partition needs --partition N", EXIT_INVALID)
     override = _load_spec(spec_file) if spec_file else None
     if image is None and override is None:
-        _fail("give --image, or --spec for the service's first rollout", EXIT_INVALID)
+        fail("give --image, or --spec for the service's first rollout", EXIT_INVALID)
     try:
         spec = RolloutSpec(
             strategy=strategy,
@@ -439,7 +369,7 @@ def rollout_start(
             canary=canary,
             auto_promote_after=auto_promote_after,
             partition=partition,
-            selector=_selector(selector),
+            selector=parse_selector(selector),
             max_failure_ratio=max_failure_ratio,
             failure_action=failure_action,
             min_healthy_time=min_healthy_time,
@@ -451,9 +381,9 @@ def rollout_start(
             analysis=tuple(AnalysisCheck.parse(text) for text in check or ()),
         )
     except ValidationError as exc:
-        _fail(f"invalid rollout options: {exc}", EXIT_INVALID)
+        fail(f"invalid rollout options: {exc}", EXIT_INVALID)
     except ValueError as exc:  # a --check that does not parse
-        _fail(str(exc), EXIT_INVALID)
+        fail(str(exc), EXIT_INVALID)
 
     async def start(fleet: Fleet) -> RolloutRecord | None:
         record, _ = await fleet.plan_rollout(service, image, spec, override)
@@ -467,13 +397,13 @@ def rollout_start(
         started = await fleet.start_rollout(record)
         if not watch:
             return started
-        return await _follow(fleet, started.id, output)
+        return await follow_rollout(fleet, started.id, output)
 
-    record = _run(start, nats_url)
+    record = run_with_fleet(start, nats_url)
     if record is None:
         return
     if watch:
-        _exit_for(record)
+        exit_for(record)
     if output == "json":
         typer.echo(render.to_json(record.model_dump(mode="json")))
     else:
@@ -492,16 +422,16 @@ def rollout_status(
     output: OutputOption = "table",
 ) -> None:
     """Show a rollout (or every rollout); -w follows it until it settles."""
-    _check_output(output)
+    check_output(output)
 
     async def status(fleet: Fleet) -> RolloutRecord | list[RolloutRecord]:
         if target is None:
             return await fleet.rollouts.all()
         if watch:
-            return await _follow(fleet, (await fleet.rollout(target)).id, output)
+            return await follow_rollout(fleet, (await fleet.rollout(target)).id, output)
         return await fleet.rollout(target)
 
-    result = _run(status, nats_url)
+    result = run_with_fleet(status, nats_url)
     if isinstance(result, list):
         if output == "json":
             typer.echo(render.to_json([r.model_dump(mode="json") for r in result]))
@@ -513,55 +443,14 @@ def rollout_status(
             typer.echo(render.to_json(result.model_dump(mode="json")))
         else:
             Console().print(render.rollout_view(result))
-    _exit_for(result) if watch else None
-
-
-async def _follow(fleet: Fleet, rollout_id: str, output: str) -> RolloutRecord:
-    """Show the rollout as it changes until it is finished or waits for the operator."""
-    console = Console()
-    live = console.is_terminal and output == "table"
-    last_line = ""
-    record = await fleet.rollout(rollout_id)
-    with (
-        Live(render.rollout_view(record), console=console, auto_refresh=False)
-        if live
-        else (_NoLive()) as view
-    ):
-        while True:
-            record = await fleet.rollout(rollout_id)
-            if live:
-                view.update(render.rollout_view(record), refresh=True)
-            else:
-                line = render.rollout_line(record)
-                if line != last_line:
-                    typer.echo(line)
-                    last_line = line
-            if record.status in TERMINAL or record.status in WAITING_ON_OPERATOR:
-                break
-            await asyncio.sleep(0.5)
-    if record.reason:
-        typer.echo(f"{record.id}: {record.status.value}: {record.reason}")
-    if output == "json":
-        typer.echo(render.to_json(record.model_dump(mode="json")))
-    return record
-
-
-class _NoLive:
-    def __enter__(self) -> _NoLive:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        return None
-
-    def update(self, *_: object, **__: object) -> None:
-        return None
+    exit_for(result) if watch else None
 
 
 def _intent(
     verb: str, output: str, nats_url: str, work: Callable[[Fleet], Awaitable[RolloutRecord]]
 ) -> None:
-    _check_output(output)
-    record = _run(work, nats_url)
+    check_output(output)
+    record = run_with_fleet(work, nats_url)
     if output == "json":
         typer.echo(render.to_json(record.model_dump(mode="json")))
     else:
@@ -609,7 +498,7 @@ def rollout_partition(
 ) -> None:
     """Move the partition: hosts at or past ordinal PARTITION are updated."""
     if partition < 0:
-        _fail("the partition is an ordinal, 0 or more", EXIT_INVALID)
+        fail("the partition is an ordinal, 0 or more", EXIT_INVALID)
     _intent(
         f"partition {partition}",
         output,
@@ -633,7 +522,7 @@ def rollout_undo(
     While a blue-green rollout still keeps the old colour, undo is a switch back instead:
     it aborts that rollout, which takes seconds.
     """
-    _check_output(output)
+    check_output(output)
     spec = RolloutSpec(
         strategy=strategy, max_unavailable=max_unavailable, allow_downgrade=True, allow_major=True
     )
@@ -645,14 +534,14 @@ def rollout_undo(
         else:
             record = await fleet.start_rollout(await fleet.undo_record(service, to_revision, spec))
         if watch:
-            record = await _follow(fleet, record.id, output)
+            record = await follow_rollout(fleet, record.id, output)
         return record, switching_back is not None
 
-    record, switched_back = _run(undo, nats_url)
+    record, switched_back = run_with_fleet(undo, nats_url)
     if watch:
         if switched_back:
             raise typer.Exit(0 if record.status is RolloutStatus.ABORTED else EXIT_FAILED)
-        _exit_for(record)
+        exit_for(record)
     if output == "json":
         typer.echo(render.to_json(record.model_dump(mode="json")))
     elif switched_back:
@@ -666,14 +555,14 @@ def rollout_history(
     service: str, nats_url: NatsOption = DEFAULT_NATS, output: OutputOption = "table"
 ) -> None:
     """The kept revisions of SERVICE and the rollout of each."""
-    _check_output(output)
+    check_output(output)
 
     async def history(fleet: Fleet) -> tuple[Any, dict[str, RolloutRecord]]:
         record = await fleet.history(service)
         rollouts = {r.id: r for r in await fleet.rollouts.all() if r.service == service}
         return record, rollouts
 
-    record, rollouts = _run(history, nats_url)
+    record, rollouts = run_with_fleet(history, nats_url)
     if output == "json":
         typer.echo(render.to_json(record.model_dump(mode="json")))
     else:
@@ -703,7 +592,7 @@ def controller_run(
     try:
         settings = ControllerSettings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
-        _fail(f"invalid settings: {exc}", EXIT_INVALID)
+        fail(f"invalid settings: {exc}", EXIT_INVALID)
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -712,7 +601,7 @@ def controller_run(
     try:
         asyncio.run(_serve(settings))
     except BrokerError as exc:
-        _fail(exc.message, EXIT_NO_NATS)
+        fail(exc.message, EXIT_NO_NATS)
 
 
 async def _serve(settings: ControllerSettings) -> None:

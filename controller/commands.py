@@ -12,6 +12,7 @@ from protocol import subjects
 from protocol.models import (
     ApplyCommand,
     Command,
+    ConfigCommand,
     PrepareCommand,
     RetireCommand,
     StageCommand,
@@ -92,3 +93,30 @@ def blue_green_command(
     if entry.phase is HostPhase.REVERTING:
         return RetireCommand(service=record.service, colour=new, **common)
     raise ValueError(f"no blue-green command for a host that is {entry.phase.value}")
+
+
+def config_command(
+    record: RolloutRecord,
+    host: str,
+    labels: dict[str, str],
+    expires_at: datetime,
+    command_id: str,
+) -> ConfigCommand:
+    """A config rollout's command for a host's phase: check, write the new file, or revert."""
+    assert record.config is not None, "not a config rollout"
+    phase = record.hosts[host].phase
+    version, content = record.config.content_for(
+        host, labels, reverting=phase is HostPhase.REVERTING
+    )
+    return ConfigCommand(
+        id=command_id,
+        sender=subjects.CONTROLLER_SENDER,
+        host=host,
+        expires_at=expires_at,
+        service=record.service,
+        name=record.config.name,
+        version=version,
+        content=content,
+        check_only=phase is HostPhase.PREPARING,
+        rollout_id=record.id,
+    )

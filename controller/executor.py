@@ -20,7 +20,14 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from controller.analysis import baseline_memory, first_failure
-from controller.commands import apply_command, blue_green_command, pinned, prepare_command
+from controller.commands import (
+    apply_command,
+    blue_green_command,
+    config_command,
+    pinned,
+    prepare_command,
+)
+from controller.config_store import open_config_store
 from controller.inventory import Inventory, fleet_health
 from controller.lease import LeaderLease
 from controller.metrics_view import FleetMetrics
@@ -83,6 +90,7 @@ class Executor:
         self.rollouts = RolloutStore(rollouts_kv)
         self.services = ServiceStore(services_kv)
         self.inventory = Inventory(hosts_kv)
+        self.configs = await open_config_store(self._js)
         lease = LeaderLease(rollouts_kv, self.settings.controller_id, self.settings.lease_ttl)
         watching = asyncio.create_task(self.inventory.run(stop), name="inventory")
         waking = asyncio.create_task(self._wake_when(stop), name="wake-on-stop")
@@ -224,6 +232,12 @@ class Executor:
 
     async def _finish(self, record: RolloutRecord) -> None:
         self._pending.pop(record.id, None)
+        if record.config is not None:
+            # Stored before the service is released: a crash in between finishes it again.
+            if record.status is RolloutStatus.COMPLETE:
+                await self.configs.publish(record.config)
+            await self.rollouts.release_service(record.service, record.id)
+            return
         await self.rollouts.release_service(record.service, record.id)
         if record.status is RolloutStatus.COMPLETE:
             await self.services.mark_current(record.service, record.revision)
@@ -289,6 +303,15 @@ class Executor:
     def _build(self, record: RolloutRecord, host: str, command_id: str) -> tuple[Command, float]:
         entry = record.hosts[host]
         expires = utc_now() + timedelta(seconds=self.settings.command_ttl)
+        if record.config is not None:
+            facts = self.inventory.facts.get(host)
+            labels = facts.labels if facts is not None else {}
+            command = config_command(record, host, labels, expires, command_id)
+            health = record.target.health
+            # Verifying the new file, and on failure the restored one: twice the deadline.
+            deadline = 2 * (health.healthy_deadline if health else 30.0)
+            timeout = deadline + 2 * record.target.stop_grace_period + self.settings.command_slack
+            return command, timeout
         if entry.phase is HostPhase.PREPARING:
             prepare = prepare_command(record, host, expires, command_id, rollout_id=record.id)
             return prepare, self.settings.prepare_timeout

@@ -16,6 +16,7 @@ from nats.aio.client import Client
 from pydantic import ValidationError
 
 from controller.commands import prepare_command
+from controller.config_store import open_config_store
 from controller.inventory import fleet_health, matches
 from controller.planner import HostHealth, plan
 from controller.rollout import (
@@ -79,6 +80,7 @@ class Fleet:
         rollouts, services, hosts = await open_buckets(self._js)
         self.rollouts = RolloutStore(rollouts)
         self.services = ServiceStore(services)
+        self.configs = await open_config_store(self._js)
         self._hosts_kv = hosts
         return self
 
@@ -122,7 +124,7 @@ class Fleet:
         """The record a rollout would start with; nothing is written."""
         now = now or utc_now()
         history, _ = await self.services.get(service)
-        base = spec_override or _latest_spec(history)
+        base = spec_override or latest_spec(history)
         if base is None:
             raise ConfigurationError(
                 f"no spec is known for {service}: give one with --spec FILE for its first rollout"
@@ -143,7 +145,7 @@ class Fleet:
                     "alternate_port and optionally switch_hook)"
                 )
             colour = other_colour(history.colour or "blue")
-        targets = self._live(await self.hosts(spec.selector), now)
+        targets = self.live(await self.hosts(spec.selector), now)
         if not targets:
             raise ConfigurationError(
                 f"no live host matches selector {spec.selector or '{}'} (heartbeat within "
@@ -166,7 +168,7 @@ class Fleet:
         )
         return record, history
 
-    def _live(self, hosts: list[HostFacts], now: datetime) -> list[HostFacts]:
+    def live(self, hosts: list[HostFacts], now: datetime) -> list[HostFacts]:
         return [h for h in hosts if now - h.sent_at <= timedelta(seconds=self._host_timeout)]
 
     async def start_rollout(self, record: RolloutRecord) -> RolloutRecord:
@@ -343,7 +345,7 @@ def _wave_label(record: RolloutRecord) -> str:
     return "canary" if record.spec.canary is not None and not record.promoted else "wave"
 
 
-def _latest_spec(history: ServiceRecord) -> ServiceSpec | None:
+def latest_spec(history: ServiceRecord) -> ServiceSpec | None:
     if history.current is not None:
         current = history.revision(history.current)
         if current is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from datetime import datetime
 from typing import Any
@@ -12,10 +13,12 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from controller.config_store import StoredConfig
 from controller.intents import DryRun
 from controller.metrics_view import FleetMetrics
 from controller.rollout import UPDATED, HostPhase, RolloutRecord, RolloutStatus
 from controller.store import ServiceRecord
+from protocol.config_files import ConfigDocument
 from protocol.models import (
     AnyMessage,
     ColourSwitch,
@@ -96,7 +99,7 @@ def rollout_view(record: RolloutRecord) -> Group:
     style = STATUS_STYLE.get(record.status, "bold")
     header = Text.assemble(
         (f"{record.id}", "bold"),
-        f"  {record.service} r{record.revision} -> {record.target.image}  ",
+        f"  {record.service} r{record.revision} -> {record.what}  ",
         (record.status.value, style),
     )
     bar = ProgressBar(total=max(total, 1), completed=done, width=40)
@@ -125,13 +128,13 @@ def rollout_line(record: RolloutRecord) -> str:
 
 def rollouts_table(records: list[RolloutRecord]) -> Table:
     table = Table(title="rollouts")
-    for column in ("id", "service", "image", "status", "done", "created"):
+    for column in ("id", "service", "rolls out", "status", "done", "created"):
         table.add_column(column)
     for record in records:
         table.add_row(
             record.id,
             record.service,
-            record.target.image,
+            record.what,
             Text(record.status.value, STATUS_STYLE.get(record.status, "")),
             f"{record.count(*UPDATED)}/{len(record.hosts)}",
             ago(record.created_at),
@@ -140,19 +143,28 @@ def rollouts_table(records: list[RolloutRecord]) -> Table:
 
 
 def history_table(record: ServiceRecord, rollouts: dict[str, RolloutRecord]) -> Table:
-    table = Table(title=f"{record.service}: revisions")
-    for column in ("revision", "image", "rollout", "status", "created", ""):
+    table = Table(title=f"{record.service}: revisions and config rollouts")
+    for column in ("revision", "rolls out", "rollout", "status", "created", ""):
         table.add_column(column)
-    for revision in record.revisions:
-        rollout = rollouts.get(revision.rollout_id)
-        table.add_row(
+    rows = [
+        (
+            revision.created_at,
             str(revision.revision),
             revision.spec.image,
             revision.rollout_id,
-            rollout.status.value if rollout else "-",
-            ago(revision.created_at),
+            rollouts[revision.rollout_id].status.value if revision.rollout_id in rollouts else "-",
             "current" if revision.revision == record.current else "",
         )
+        for revision in record.revisions
+    ]
+    # Config rollouts change no revision of the spec; they are listed in time order too.
+    rows += [
+        (r.created_at, "-", r.what, r.id, r.status.value, "")
+        for r in rollouts.values()
+        if r.config is not None
+    ]
+    for created, *cells in sorted(rows, key=lambda row: row[0]):
+        table.add_row(*cells[:4], ago(created), cells[4])
     return table
 
 
@@ -234,3 +246,65 @@ def top_json(view: FleetMetrics, hosts: set[str] | None = None) -> str:
             if hosts is None or host in hosts
         ]
     )
+
+
+def config_table(stored: list[StoredConfig]) -> Table:
+    table = Table(title="config files")
+    for column in ("service", "file", "version", "size", "sha256", "overrides", "changed"):
+        table.add_column(column)
+    for item in stored:
+        document = item.document
+        table.add_row(
+            document.service,
+            document.name,
+            str(document.version),
+            filesize.decimal(len(document.content.data)),
+            document.content.sha256.removeprefix("sha256:")[:12],
+            ", ".join(o.describe() for o in document.overrides) or "-",
+            ago(document.changed_at),
+        )
+    return table
+
+
+def config_history_table(history: list[StoredConfig]) -> Table:
+    table = Table(title="config history")
+    for column in ("version", "changed", "change", "size", "sha256", "overrides"):
+        table.add_column(column)
+    for item in history:
+        document = item.document
+        table.add_row(
+            str(document.version),
+            document.changed_at.isoformat(timespec="seconds"),
+            document.change,
+            filesize.decimal(len(document.content.data)),
+            document.content.sha256.removeprefix("sha256:")[:12],
+            str(len(document.overrides)),
+        )
+    return table
+
+
+def config_diff(old: ConfigDocument, new: ConfigDocument) -> list[str]:
+    """A unified diff of the base content, then what changed in the overrides."""
+    label = f"{new.service}/{new.name}"
+    try:
+        before = old.content.data.decode().splitlines(keepends=True)
+        after = new.content.data.decode().splitlines(keepends=True)
+    except UnicodeDecodeError:
+        same = old.content == new.content
+        lines = [] if same else [f"binary {label} differs (v{old.version} -> v{new.version})\n"]
+    else:
+        lines = list(
+            difflib.unified_diff(
+                before, after, f"{label} v{old.version}", f"{label} v{new.version}"
+            )
+        )
+    olds = {o.describe(): o.content.sha256 for o in old.overrides}
+    news = {o.describe(): o.content.sha256 for o in new.overrides}
+    for scope in sorted(olds.keys() | news.keys()):
+        if scope not in news:
+            lines.append(f"override {scope}: removed\n")
+        elif scope not in olds:
+            lines.append(f"override {scope}: added\n")
+        elif olds[scope] != news[scope]:
+            lines.append(f"override {scope}: changed\n")
+    return lines

@@ -16,6 +16,7 @@ from typing import Annotated
 from pydantic import AwareDatetime, Field, field_validator
 
 from protocol.base import FrozenModel, HostId, ServiceName
+from protocol.config_files import ConfigContent, ConfigDocument, ConfigName
 from protocol.models import Reason
 from protocol.spec import Colour, ServiceSpec
 
@@ -209,6 +210,29 @@ class HostRecord(FrozenModel):
     """Blue-green: this host serves the new colour (so reverting means switching back)."""
 
 
+class ConfigTarget(FrozenModel):
+    """A config rollout: one file's next version, host by host, through the planner.
+
+    The new version is stored to KV fleet_config only when the rollout completes, so
+    the agents' watchers do not race ahead of the pace; a revert sends ``previous``.
+    """
+
+    name: ConfigName
+    document: ConfigDocument
+    previous: ConfigDocument | None = None
+    base_revision: int | None = None
+    """The fleet_config revision the new version follows (None: the file is new)."""
+
+    def content_for(
+        self, host: str, labels: dict[str, str], *, reverting: bool
+    ) -> tuple[int, ConfigContent | None]:
+        """(version, content) a host gets; reverting a file's first version removes it."""
+        document = self.previous if reverting else self.document
+        if document is None:
+            return 0, None
+        return document.version, document.for_host(host, labels)
+
+
 class RolloutRecord(FrozenModel):
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
     service: ServiceName
@@ -243,6 +267,15 @@ class RolloutRecord(FrozenModel):
     """The operator resumed after a failed check: the checks are not evaluated any more."""
     baseline_memory: Annotated[float, Field(ge=0)] | None = None
     """The old version's median memory (bytes), measured when the rollout began."""
+    config: ConfigTarget | None = None
+    """Set for a config rollout: hosts get this file, and ``target`` is the running spec."""
+
+    @property
+    def what(self) -> str:
+        """What the rollout rolls out, for people: an image, or a config file's version."""
+        if self.config is not None:
+            return f"config {self.config.name} v{self.config.document.version}"
+        return self.target.image
 
     def ordered_hosts(self) -> list[str]:
         """The deterministic host order: sorted ids, the same after any restart."""
@@ -266,3 +299,7 @@ class RolloutRecord(FrozenModel):
 
 def rollout_id(service: str, revision: int) -> str:
     return f"{service}-r{revision}"
+
+
+def config_rollout_id(service: str, name: str, version: int) -> str:
+    return f"{service}-config-{name.replace('.', '_')}-v{version}"

@@ -98,14 +98,15 @@ class BlueGreenUpdater:
         target = coloured(spec, colour)
         op = Operation(operation_id, target, emit)
         image = await self._updater.local_image(target)
+        container_spec = await self._updater.config.sync_for_start(target)
         await self._runtime.remove(standby)  # a copy left from an earlier rollout
         if serving is not None:
             serving_image = await self._runtime.inspect_image(serving["Image"])
             config, host_config = derive_config(
-                serving, serving_image, target, image, self._updater.agent_id
+                serving, serving_image, container_spec, image, self._updater.agent_id
             )
         else:
-            config, host_config = config_from_spec(target, image, self._updater.agent_id)
+            config, host_config = config_from_spec(container_spec, image, self._updater.agent_id)
         config["Labels"][COLOUR_LABEL] = colour
         port = spec.blue_green.port_of(colour)
         await emit(UpdatePhase.STARTING_NEW, f"starting {colour} ({image}) on port {port}")

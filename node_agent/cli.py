@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,9 +54,15 @@ def run(
         Path | None,
         typer.Option(help="TOML settings file (flags and FLEET_* variables win over it)"),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+    log_level: Annotated[
+        str | None, typer.Option(help="DEBUG, INFO, WARNING (default: the settings' log_level)")
+    ] = None,
 ) -> None:
-    """Run the agent until SIGTERM or SIGINT; options override FLEET_* variables."""
+    """Run the agent until SIGTERM or SIGINT; options override FLEET_* variables.
+
+    SIGHUP reloads the settings file: labels, intervals and the log level change at once,
+    without a restart or a reconnect.
+    """
     overrides: dict[str, Any] = {
         key: value
         for key, value in {
@@ -66,12 +73,10 @@ def run(
             "state_dir": state_dir,
             "container_prefix": container_prefix,
             "heartbeat_interval": heartbeat_interval,
+            "log_level": log_level,
         }.items()
         if value is not None
     }
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         settings = load_agent_settings(config, **overrides)
     except ValidationError as exc:
@@ -80,19 +85,34 @@ def run(
     except OSError as exc:
         typer.echo(f"fleet-agent: {exc}", err=True)
         raise typer.Exit(2) from exc
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
-        asyncio.run(_serve(settings))
+        asyncio.run(_serve(settings, lambda: load_agent_settings(config, **overrides)))
     except FleetError as exc:
         typer.echo(f"fleet-agent: {exc.message}", err=True)
         raise typer.Exit(1) from exc
 
 
-async def _serve(settings: AgentSettings) -> None:
+async def _serve(settings: AgentSettings, load: Callable[[], AgentSettings]) -> None:
     stop = asyncio.Event()
+    agent = Agent(settings)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await Agent(settings).run(stop)
+    loop.add_signal_handler(signal.SIGHUP, _reload, agent, load)
+    await agent.run(stop)
+
+
+def _reload(agent: Agent, load: Callable[[], AgentSettings]) -> None:
+    """SIGHUP: read the settings again; a broken file is reported and changes nothing."""
+    try:
+        fresh = load()
+    except (ValidationError, OSError) as exc:
+        logging.getLogger("fleet-agent").error("SIGHUP: settings not reloaded: %s", exc)
+        return
+    agent.reload_settings(fresh)
 
 
 def main() -> None:

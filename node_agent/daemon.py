@@ -9,6 +9,7 @@ Every reply and every phase change is also an event on ``fleet.evt.<host>.<type>
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import platform
@@ -26,22 +27,28 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from node_agent.blue_green import BlueGreenUpdater, ColourSpecs
+from node_agent.config_files import AppliedConfigs
+from node_agent.config_reload import ConfigReloader
+from node_agent.config_sync import ConfigSync
 from node_agent.engine_events import EngineEventFollower
 from node_agent.journal import Journal
 from node_agent.log_shipper import LogShipper, LogShipping
 from node_agent.metrics import MetricsPublisher
 from node_agent.outcomes import OutcomeStore
 from node_agent.runtime import DockerRuntime
+from node_agent.service_locks import ServiceLocks
 from node_agent.service_store import ServiceStore
-from node_agent.settings import AgentSettings
+from node_agent.settings import AgentSettings, reloaded
 from node_agent.telemetry import Outbox, Outgoing
 from node_agent.updater import Emit, OperationResult, ServiceUpdater
 from protocol import subjects
 from protocol.codec import decode, encode
+from protocol.config_files import CONFIG_HISTORY, MAX_CONFIG_DOCUMENT
 from protocol.errors import AgentError, BrokerError, CommandRefused, ProtocolError, RuntimeFault
 from protocol.models import (
     ApplyCommand,
     Command,
+    ConfigCommand,
     Envelope,
     ErrorReply,
     HostFacts,
@@ -77,8 +84,13 @@ class Agent:
         self.runtime = DockerRuntime(settings.docker_host, settings.docker_timeout)
         self.outcomes = OutcomeStore(state / "outcomes")
         self.services = ServiceStore(state / "services")
+        self.config = ConfigSync(lambda: self.settings, AppliedConfigs(state / "config-applied"))
         self.updater = ServiceUpdater(
-            settings, self.runtime, Journal(state / "journal"), self.services
+            settings, self.runtime, Journal(state / "journal"), self.services, self.config
+        )
+        self.locks = ServiceLocks()
+        self.config_reloader = ConfigReloader(
+            self.config, self.updater, self.locks, self.publish_event, self.host
         )
         self.blue_green = BlueGreenUpdater(self.updater, ColourSpecs(state / "colours"))
         self.engine_events = EngineEventFollower(
@@ -112,7 +124,7 @@ class Agent:
         self._js: JetStreamContext | None = None
         self._hosts_kv: KeyValue | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._busy_services: set[str] = set()
+        self._heartbeat_now = asyncio.Event()
         self._running_ids: set[str] = set()
         self._workers = asyncio.Semaphore(settings.command_workers)
         self._connected_state: bool | None = None
@@ -138,6 +150,7 @@ class Agent:
             asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
             asyncio.create_task(self.engine_events.run(stop), name="engine-events"),
             asyncio.create_task(self.metrics.run(stop), name="metrics"),
+            asyncio.create_task(self.config_reloader.run(stop), name="config-watch"),
         ]
         if self.settings.ship_logs:
             background.append(asyncio.create_task(self.log_shipper.run(stop), name="log-shipper"))
@@ -230,6 +243,11 @@ class Agent:
             except nats.js.errors.BadRequestError:
                 await js.update_stream(**config)
         self._hosts_kv = await js.create_key_value(bucket=subjects.HOSTS_BUCKET)
+        self.config.kv = await js.create_key_value(
+            bucket=subjects.CONFIG_BUCKET,
+            history=CONFIG_HISTORY,
+            max_value_size=MAX_CONFIG_DOCUMENT,
+        )
 
     async def _close(self) -> None:
         self._closing = True
@@ -344,13 +362,10 @@ class Agent:
             status = await self.updater.status(command.service)
             return InspectReply(sender=self.host, in_reply_to=command.id, status=status)
         service = _service_of(command)
-        if service in self._busy_services:
+        if self.locks.busy(service):
             raise CommandRefused("busy", f"another operation on {service} is in progress")
-        self._busy_services.add(service)
-        try:
+        async with self.locks.hold(service):
             return await self._run_exclusive(command)
-        finally:
-            self._busy_services.discard(service)
 
     async def _run_exclusive(self, command: Command) -> Reply:
         if isinstance(command, PrepareCommand):
@@ -387,6 +402,17 @@ class Agent:
             emit = self._emitter(command.id, command.service, command.rollout_id, None)
             result = await self.updater.rollback(command.id, command.service, emit)
             return self._operation_reply(command.id, command.service, result)
+        if isinstance(command, ConfigCommand):
+            done = await self.config_reloader.command(command)
+            if isinstance(done, OperationResult):
+                return self._operation_reply(command.id, command.service, done)
+            return PrepareReply(
+                sender=self.host,
+                in_reply_to=command.id,
+                service=command.service,
+                ready=done.ready,
+                reasons=tuple(done.reasons),
+            )
         return await self._run_blue_green(command)
 
     async def _run_blue_green(self, command: Command) -> Reply:
@@ -460,8 +486,38 @@ class Agent:
                 await self._hosts_kv.put(self.host, encode(facts))
             except (nats.errors.Error, TimeoutError, RuntimeFault, ProtocolError) as exc:
                 log.warning("heartbeat not written: %s", exc)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.heartbeat_interval)
+            self._heartbeat_now.clear()
+            stopping = asyncio.create_task(stop.wait())
+            asked = asyncio.create_task(self._heartbeat_now.wait())
+            await asyncio.wait(
+                {stopping, asked},
+                timeout=self.settings.heartbeat_interval,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for waiter in (stopping, asked):
+                waiter.cancel()
+            await asyncio.gather(stopping, asked, return_exceptions=True)
+
+    # ---- settings ----
+
+    def reload_settings(self, fresh: AgentSettings) -> list[str]:
+        """Take ``fresh``'s labels, intervals and log level now, on the same connection.
+
+        Returns the fields that changed but need a restart (they keep their old value).
+        """
+        merged, ignored = reloaded(self.settings, fresh)
+        if ignored:
+            log.warning("settings reloaded; %s need a restart to change", ", ".join(ignored))
+        self.settings = merged
+        self.updater.settings = merged
+        self.metrics.interval = merged.metrics_interval
+        self.log_shipper.shipping = dataclasses.replace(
+            self.log_shipper.shipping, flush_interval=merged.log_flush_interval
+        )
+        logging.getLogger().setLevel(merged.log_level)
+        self._heartbeat_now.set()  # new labels reach fleet_hosts now, not a beat later
+        log.info("settings reloaded: labels %s", merged.labels)
+        return ignored
 
     async def host_facts(self) -> HostFacts:
         memory = psutil.virtual_memory()
@@ -490,7 +546,10 @@ class Agent:
 def _service_of(command: Command) -> str:
     if isinstance(command, PrepareCommand | ApplyCommand | StageCommand):
         return command.service.name
-    if isinstance(command, RollbackCommand | InspectCommand | SwitchCommand | RetireCommand):
+    if isinstance(
+        command,
+        RollbackCommand | InspectCommand | SwitchCommand | RetireCommand | ConfigCommand,
+    ):
         return command.service
     raise CommandRefused("unknown_command", f"no service in {command.kind}")  # pragma: no cover
 

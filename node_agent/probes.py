@@ -106,8 +106,14 @@ async def wait_until_healthy(
     runtime: DockerRuntime,
     container: str,
     on_first_pass: Callable[[], Awaitable[None]] | None = None,
+    *,
+    serving: bool = False,
 ) -> HealthVerdict:
-    """Probe ``container`` until it proves healthy or fails; see the module doc."""
+    """Probe ``container`` until it proves healthy or fails; see the module doc.
+
+    ``serving``: the container was healthy already (a config reload, not a start), so
+    failures count from the first probe on; there is no warm-up to forgive.
+    """
     probe: Probe | None = check.probe if check else None
     period = check.period if check else 1.0
     timeout = check.timeout if check else 2.0
@@ -118,7 +124,7 @@ async def wait_until_healthy(
         await asyncio.sleep(check.initial_delay)
     results: list[ProbeResult] = []
     healthy_since: float | None = None
-    has_passed = False
+    has_passed = serving
     failures = 0
     while True:
         state = ((await runtime.inspect_container(container)) or {}).get("State") or {}

@@ -220,6 +220,15 @@ class DockerRuntime:
             timeout=self._timeout + grace,
         )
 
+    async def restart(self, container: str, grace_period: float) -> None:
+        grace = max(0, round(grace_period))
+        self._own_starts[container] = None
+        await self._call(
+            f"restart {container}",
+            functools.partial(self._api.restart, container, timeout=grace),
+            timeout=self._timeout + grace,
+        )
+
     async def kill(self, container: str, signal: str = "SIGKILL") -> None:
         await self._call(
             f"kill {container}", functools.partial(self._api.kill, container, signal=signal)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -73,6 +73,7 @@ class AgentSettings(BaseSettings):
     command_workers: Annotated[int, Field(ge=1)] = 8
     pull_timeout: Annotated[float, Field(gt=0)] = 600.0
     registry_timeout: Annotated[float, Field(gt=0)] = 10.0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     failpoint: str | None = None
     """Tests only: SIGKILL the agent right after journaling this update phase."""
 
@@ -83,6 +84,11 @@ class AgentSettings(BaseSettings):
             return validate_host_id(value)
         except Exception as exc:
             raise ValueError(str(exc)) from exc
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -96,6 +102,23 @@ class AgentSettings(BaseSettings):
 
     def container_name(self, service: str) -> str:
         return f"{self.container_prefix}{service}"
+
+
+RELOADABLE = frozenset(
+    {"labels", "heartbeat_interval", "metrics_interval", "log_flush_interval", "log_level"}
+)
+"""Settings a running agent takes on SIGHUP; the others need a restart."""
+
+
+def reloaded(current: AgentSettings, fresh: AgentSettings) -> tuple[AgentSettings, list[str]]:
+    """``current`` with ``fresh``'s reloadable values, and the other fields that changed."""
+    changed = [
+        name
+        for name in AgentSettings.model_fields
+        if getattr(current, name) != getattr(fresh, name)
+    ]
+    taken = {name: getattr(fresh, name) for name in changed if name in RELOADABLE}
+    return current.model_copy(update=taken), [n for n in changed if n not in RELOADABLE]
 
 
 def load_agent_settings(config_file: Path | None = None, **flags: object) -> AgentSettings:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from node_agent.config_sync import ConfigSync
 from node_agent.container_config import (
     COLOUR_LABEL,
     IMAGE_LABEL,
@@ -123,11 +124,13 @@ class ServiceUpdater:
         runtime: DockerRuntime,
         journal: Journal,
         services: ServiceStore,
+        config: ConfigSync,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
         self.journal = journal
         self.services = services
+        self.config = config
 
     # ---- names ----
 
@@ -180,6 +183,7 @@ class ServiceUpdater:
             ),
             docker_root,
         )
+        reasons += await self.config.prepare_reasons(spec)
         current = await self.runtime.inspect_container(self.main_name(spec.name))
         current_ref = _image_label(current)
         current_tag = parse_image_reference(current_ref).tag if current_ref else None
@@ -222,6 +226,8 @@ class ServiceUpdater:
     async def apply(self, operation_id: str, spec: ServiceSpec, emit: Emit) -> OperationResult:
         op = Operation(operation_id, spec, emit)
         image = await self.local_image(spec)
+        # Like an init container: the config files are in place before anything stops.
+        container_spec = await self.config.sync_for_start(spec)
         old = await self.runtime.inspect_container(self.main_name(spec.name))
         old_image = await self.runtime.inspect_image(old["Image"]) if old else None
         self.journal.begin(
@@ -240,9 +246,11 @@ class ServiceUpdater:
         await self._phase(op, UpdatePhase.SNAPSHOTTING, "old container configuration journaled")
         try:
             if old is None:
-                config, host_config = config_from_spec(spec, image, self.agent_id)
+                config, host_config = config_from_spec(container_spec, image, self.agent_id)
                 return await self._replace_stop_first(op, None, config, host_config)
-            config, host_config = derive_config(old, old_image, spec, image, self.agent_id)
+            config, host_config = derive_config(
+                old, old_image, container_spec, image, self.agent_id
+            )
             if spec.update_order is UpdateOrder.START_FIRST:
                 return await self._replace_start_first(op, old, config, host_config)
             return await self._replace_stop_first(op, old, config, host_config)

@@ -15,7 +15,8 @@ from pydantic import AwareDatetime, Field, TypeAdapter
 
 from protocol import SCHEMA_VERSION
 from protocol.base import FrozenModel, HostId, ImageRefText, ServiceName, Token
-from protocol.spec import Colour, ServiceSpec
+from protocol.config_files import ConfigContent, ConfigName, Sha256
+from protocol.spec import Colour, ReloadPolicy, ServiceSpec
 
 Sender = Token
 """A host id, or "controller"."""
@@ -107,6 +108,23 @@ class RetireCommand(Command):
     kind: Literal["retire"] = "retire"
     service: ServiceName
     colour: Colour
+    rollout_id: str | None = None
+
+
+class ConfigCommand(Command):
+    """A config rollout's step on one host: write one file, apply the reload policy, verify.
+
+    On a failed verification the agent restores the previous file itself. ``check_only``
+    is the rollout's pre-flight: can the file be written, does the service run here.
+    ``content`` None removes the file (reverting a file's first version).
+    """
+
+    kind: Literal["config"] = "config"
+    service: ServiceName
+    name: ConfigName
+    version: Annotated[int, Field(ge=0)]
+    content: ConfigContent | None
+    check_only: bool = False
     rollout_id: str | None = None
 
 
@@ -272,6 +290,33 @@ class UpdateProgress(Envelope):
     image: ImageRefText | None = None
 
 
+class ConfigPhase(StrEnum):
+    RELOADING = "reloading"
+    """The new file is written and the reload policy is being applied and verified."""
+    APPLIED = "applied"
+    ROLLED_BACK = "rolled_back"
+    """Verification failed: the previous file is back (and reloaded)."""
+    FAILED = "failed"
+    """The change could not be read or written; nothing was reloaded."""
+
+
+class ConfigProgress(Envelope):
+    """A config file change on one host, published as ``config_<phase>``."""
+
+    kind: Literal["config_progress"] = "config_progress"
+    host: HostId
+    service: ServiceName
+    name: ConfigName
+    version: Annotated[int, Field(ge=0)]
+    sha256: Sha256 | None = None
+    """Of the content the change is about (None: the file is removed)."""
+    phase: ConfigPhase
+    policy: ReloadPolicy
+    detail: ShortText = ""
+    rollout_id: str | None = None
+    failure: FailureBundle | None = None
+
+
 class ContainerAction(StrEnum):
     """What the engine reported about a managed container (Docker's event actions)."""
 
@@ -402,6 +447,7 @@ CommandMessage = Annotated[
     | StageCommand
     | SwitchCommand
     | RetireCommand
+    | ConfigCommand
     | InspectCommand,
     Field(discriminator="kind"),
 ]
@@ -412,6 +458,7 @@ AnyMessage = (
     | StageCommand
     | SwitchCommand
     | RetireCommand
+    | ConfigCommand
     | InspectCommand
     | PrepareReply
     | OperationReply
@@ -419,6 +466,7 @@ AnyMessage = (
     | ErrorReply
     | HostFacts
     | UpdateProgress
+    | ConfigProgress
     | ContainerEvent
     | RolloutEvent
     | ColourSwitch

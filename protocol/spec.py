@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, model_validator
 
 from protocol.base import FrozenModel, ImageRefText, ServiceName
+from protocol.config_files import ConfigName
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(ge=0, le=86_400)]
@@ -157,6 +158,33 @@ class BlueGreen(FrozenModel):
         return self.port if colour == "blue" else self.alternate_port
 
 
+class ReloadPolicy(StrEnum):
+    """What the agent does to a running container when one of its config files changes."""
+
+    SIGNAL = "signal"
+    """Send ``ConfigMount.signal`` (SIGHUP) to the container: no restart."""
+    RESTART = "restart"
+    NONE = "none"
+    """The program notices the file by itself (or only reads it at its next start)."""
+
+
+class ConfigMount(FrozenModel):
+    """Where the service's config files (KV ``fleet_config``) go, and how a change is applied.
+
+    The agent writes them into a host directory before the container starts and mounts
+    that directory read-only at ``target``; a directory, not single files, so a file
+    replaced by rename shows inside the running container.
+    """
+
+    target: AbsolutePath = "/config"
+    host_dir: AbsolutePath | None = None
+    """Default: ``<agent state dir>/config/<container name>``."""
+    files: tuple[ConfigName, ...] = ()
+    """Files the service cannot start without: Prepare is not ready while one is missing."""
+    reload: ReloadPolicy = ReloadPolicy.SIGNAL
+    signal: Annotated[str, Field(pattern=r"^SIG[A-Z0-9]{2,8}$")] = "SIGHUP"
+
+
 class UpdateOrder(StrEnum):
     STOP_FIRST = "stop-first"
     START_FIRST = "start-first"
@@ -171,6 +199,8 @@ class ServiceSpec(FrozenModel):
     stop_grace_period: Seconds = 10.0
     blue_green: BlueGreen | None = None
     """Required by the blue-green rollout strategy."""
+    config: ConfigMount | None = None
+    """Config files synced from KV fleet_config, mounted at ``config.target``."""
 
     @model_validator(mode="after")
     def _start_first_needs_no_port_clash(self) -> Self:

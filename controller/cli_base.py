@@ -1,0 +1,149 @@
+"""What every fleetctl command shares: exit codes, common options, the NATS plumbing.
+
+Exit codes scripts can rely on:
+  0 success (for ``-w``: the rollout completed)
+  1 the rollout failed, was reverted or aborted
+  2 invalid input (flags, spec file, image reference)
+  3 refused: another rollout is active, or the rollout is already finished
+  4 not found: no such rollout, service or revision
+  5 NATS cannot be reached
+  10 (``-w``) the rollout waits for the operator: paused, awaiting promote, held by partition
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, NoReturn, TypeVar
+
+import nats
+import nats.errors
+import typer
+from nats.aio.client import Client
+from rich.console import Console
+from rich.live import Live
+
+from controller import render
+from controller.intents import Fleet
+from controller.rollout import TERMINAL, RolloutRecord, RolloutStatus
+from controller.store import NotFound, RolloutConflict
+from protocol.errors import BrokerError, ConfigurationError, FleetError
+from protocol.labels import parse_labels
+
+T = TypeVar("T")
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_REFUSED = 3
+EXIT_NOT_FOUND = 4
+EXIT_NO_NATS = 5
+EXIT_WAITING = 10
+WAITING_ON_OPERATOR = {
+    RolloutStatus.PAUSED,
+    RolloutStatus.AWAITING_PROMOTION,
+    RolloutStatus.HELD,
+}
+
+NatsOption = Annotated[str, typer.Option("--nats", envvar="FLEET_NATS_URL", help="NATS server URL")]
+OutputOption = Annotated[str, typer.Option("--output", "-o", help="table or json")]
+WatchOption = Annotated[bool, typer.Option("--watch", "-w", help="follow until it settles")]
+DEFAULT_NATS = "nats://127.0.0.1:4222"
+
+
+def run_with_fleet(work: Callable[[Fleet], Awaitable[T]], url: str) -> T:
+    """Connect, open the buckets, run ``work``; every FleetError becomes its exit code."""
+
+    async def main() -> T:
+        nc = await connect(url)
+        try:
+            return await work(await Fleet(nc).open())
+        finally:
+            await nc.close()
+
+    try:
+        return asyncio.run(main())
+    except NotFound as exc:
+        fail(exc.message, EXIT_NOT_FOUND)
+    except RolloutConflict as exc:
+        fail(exc.message, EXIT_REFUSED)
+    except ConfigurationError as exc:
+        fail(exc.message, EXIT_INVALID)
+    except BrokerError as exc:
+        fail(exc.message, EXIT_NO_NATS)
+    except FleetError as exc:
+        fail(exc.message, EXIT_FAILED)
+
+
+async def connect(url: str) -> Client:
+    try:
+        return await nats.connect(
+            url, connect_timeout=5, max_reconnect_attempts=3, allow_reconnect=True
+        )
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise BrokerError(f"cannot reach NATS at {url}: {exc!r}") from exc
+
+
+def fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"fleetctl: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def check_output(output: str) -> None:
+    if output not in ("table", "json"):
+        fail(f"--output must be table or json, not {output}", EXIT_INVALID)
+
+
+def parse_selector(text: str | None) -> dict[str, str]:
+    try:
+        return parse_labels(text or "")
+    except ConfigurationError as exc:
+        fail(exc.message, EXIT_INVALID)
+
+
+def exit_for(record: RolloutRecord) -> None:
+    if record.status is RolloutStatus.COMPLETE:
+        raise typer.Exit(0)
+    if record.status in WAITING_ON_OPERATOR:
+        raise typer.Exit(EXIT_WAITING)
+    raise typer.Exit(EXIT_FAILED)
+
+
+async def follow_rollout(fleet: Fleet, rollout_id: str, output: str) -> RolloutRecord:
+    """Show the rollout as it changes until it is finished or waits for the operator."""
+    console = Console()
+    live = console.is_terminal and output == "table"
+    last_line = ""
+    record = await fleet.rollout(rollout_id)
+    with (
+        Live(render.rollout_view(record), console=console, auto_refresh=False)
+        if live
+        else (NoLive()) as view
+    ):
+        while True:
+            record = await fleet.rollout(rollout_id)
+            if live:
+                view.update(render.rollout_view(record), refresh=True)
+            else:
+                line = render.rollout_line(record)
+                if line != last_line:
+                    typer.echo(line)
+                    last_line = line
+            if record.status in TERMINAL or record.status in WAITING_ON_OPERATOR:
+                break
+            await asyncio.sleep(0.5)
+    if record.reason:
+        typer.echo(f"{record.id}: {record.status.value}: {record.reason}")
+    if output == "json":
+        typer.echo(render.to_json(record.model_dump(mode="json")))
+    return record
+
+
+class NoLive:
+    def __enter__(self) -> NoLive:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def update(self, *_: object, **__: object) -> None:
+        return None

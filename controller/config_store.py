@@ -1,0 +1,187 @@
+"""Config files in KV ``fleet_config``: set (base or override), read, list, history.
+
+Every change is a compare-and-set on the key's last revision, so two operators setting
+the same file at once both land, one after the other, each as its own version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from controller.rollout import ConfigTarget
+from controller.store import CAS_ATTEMPTS, KV_TIMEOUT, NotFound, RolloutConflict
+from protocol import subjects
+from protocol.config_files import (
+    CONFIG_HISTORY,
+    MAX_CONFIG_DOCUMENT,
+    ConfigContent,
+    ConfigDocument,
+    config_key,
+    decode_document,
+    encode_document,
+    first_document,
+    parse_config_key,
+)
+from protocol.errors import BrokerError, ProtocolError
+
+
+@dataclass(frozen=True)
+class StoredConfig:
+    document: ConfigDocument
+    kv_revision: int
+
+
+async def open_config_store(js: JetStreamContext) -> ConfigStore:
+    """KV fleet_config (created if missing, with the same settings the agents use)."""
+    try:
+        kv = await js.create_key_value(
+            bucket=subjects.CONFIG_BUCKET,
+            history=CONFIG_HISTORY,
+            max_value_size=MAX_CONFIG_DOCUMENT,
+        )
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise BrokerError(f"cannot open KV {subjects.CONFIG_BUCKET}: {exc!r}") from exc
+    return ConfigStore(kv)
+
+
+class ConfigStore:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def get(self, service: str, name: str) -> StoredConfig | None:
+        key = config_key(service, name)
+        try:
+            entry = await asyncio.wait_for(self._kv.get(key), KV_TIMEOUT)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BrokerError(f"KV read of config {key} failed: {exc!r}") from exc
+        if entry.value is None:
+            return None
+        return StoredConfig(decode_document(entry.value), entry.revision or 0)
+
+    async def require(self, service: str, name: str) -> StoredConfig:
+        stored = await self.get(service, name)
+        if stored is None:
+            raise NotFound(f"{service} has no config file {name}")
+        return stored
+
+    async def put(self, document: ConfigDocument, last: int | None) -> int:
+        """Write ``document`` if the key is still at revision ``last`` (None: absent)."""
+        key = config_key(document.service, document.name)
+        data = encode_document(document)
+        try:
+            if last is None:
+                return await asyncio.wait_for(self._kv.create(key, data), KV_TIMEOUT)
+            return await asyncio.wait_for(self._kv.update(key, data, last=last), KV_TIMEOUT)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise RolloutConflict(f"config {key} changed meanwhile") from exc
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BrokerError(f"KV write of config {key} failed: {exc!r}") from exc
+
+    async def set(
+        self,
+        service: str,
+        name: str,
+        content: ConfigContent,
+        now: datetime,
+        *,
+        host: str | None = None,
+        selector: dict[str, str] | None = None,
+        change: str = "",
+    ) -> StoredConfig:
+        """The next version with new base content, or one override set; retried on a race."""
+        for _ in range(CAS_ATTEMPTS):
+            current = await self.get(service, name)
+            if current is None:
+                if host is not None or selector:
+                    raise NotFound(
+                        f"{service} has no config file {name} yet: set its base content first"
+                    )
+                document = first_document(service, name, content, now, change or "set")
+            else:
+                document = current.document.with_content(
+                    content, now, host=host, selector=selector, change=change
+                )
+            try:
+                revision = await self.put(document, current.kv_revision if current else None)
+            except RolloutConflict:
+                continue
+            return StoredConfig(document, revision)
+        raise RolloutConflict(f"config {service}/{name} kept changing; gave up after retries")
+
+    async def publish(self, target: ConfigTarget) -> None:
+        """Store a completed config rollout's version; nothing if it is stored already."""
+        document = target.document
+        for _ in range(CAS_ATTEMPTS):
+            current = await self.get(document.service, document.name)
+            if (
+                current is not None
+                and current.document.version >= document.version
+                and current.document.content == document.content
+            ):
+                return  # a repeat after a crash
+            last = current.kv_revision if current else None
+            if last != target.base_revision and current is not None:
+                # Changed during the rollout (only by hand, bypassing fleetctl): go on top.
+                document = document.model_copy(update={"version": current.document.version + 1})
+            try:
+                await self.put(document, last)
+            except RolloutConflict:
+                continue
+            return
+        raise RolloutConflict(f"config {document.service}/{document.name} kept changing")
+
+    async def all(self, service: str | None = None) -> list[StoredConfig]:
+        found = []
+        for key in await self._keys():
+            owner, name = parse_config_key(key)
+            if service is not None and owner != service:
+                continue
+            stored = await self.get(owner, name)
+            if stored is not None:
+                found.append(stored)
+        return found
+
+    async def history(self, service: str, name: str) -> list[StoredConfig]:
+        """Every kept version, oldest first (the bucket keeps the last 64)."""
+        key = config_key(service, name)
+        try:
+            entries = await asyncio.wait_for(self._kv.history(key), KV_TIMEOUT)
+        except nats.js.errors.NoKeysError as exc:
+            raise NotFound(f"{service} has no config file {name}") from exc
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BrokerError(f"KV history of config {key} failed: {exc!r}") from exc
+        kept = []
+        for entry in entries:
+            if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+                continue
+            try:
+                kept.append(StoredConfig(decode_document(entry.value), entry.revision or 0))
+            except ProtocolError:
+                continue  # an unreadable old version is skipped, not fatal to the listing
+        return kept
+
+    async def version(self, service: str, name: str, version: int) -> ConfigDocument:
+        history = await self.history(service, name)
+        for stored in history:
+            if stored.document.version == version:
+                return stored.document
+        kept = ", ".join(str(s.document.version) for s in history)
+        raise NotFound(f"{service}/{name} keeps no version {version} (kept: {kept})")
+
+    async def _keys(self) -> list[str]:
+        try:
+            keys = await asyncio.wait_for(self._kv.keys(), KV_TIMEOUT)
+        except nats.js.errors.NoKeysError:
+            return []
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BrokerError(f"KV listing of fleet_config failed: {exc!r}") from exc
+        return sorted(keys)
