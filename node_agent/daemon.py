@@ -516,7 +516,9 @@ class Agent:
         )
         logging.getLogger().setLevel(merged.log_level)
         self._heartbeat_now.set()  # new labels reach fleet_hosts now, not a beat later
-        log.info("settings reloaded: labels %s", merged.labels)
+        log.warning(  # at warning, so it shows whatever the new level is
+            "settings reloaded: labels %s, log level %s", merged.labels, merged.log_level
+        )
         return ignored
 
     async def host_facts(self) -> HostFacts:

@@ -208,7 +208,7 @@ async def agent_process_factory(
     """
     spawned: list[SpawnedAgent] = []
 
-    async def start(**env: str) -> SpawnedAgent:
+    async def start(*extra_args: str, **env: str) -> SpawnedAgent:
         index = len(spawned)
         host = f"p{index}-{test_id}"
         prefix = f"t{test_id}-p{index}-"
@@ -220,6 +220,7 @@ async def agent_process_factory(
                 tmp_path / f"process-agent{index}",
                 prefix,
                 "--heartbeat-interval=1",
+                *extra_args,
             ),
             log_path=tmp_path / f"process-agent{index}.log",
             env=env,

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from protocol import models as m
 from protocol import spec as s
+from protocol.config_files import ConfigContent
 
 tokens = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
 host_ids = tokens.filter(lambda t: t != "controller")
@@ -93,9 +94,20 @@ blue_greens = st.builds(
     switch_hook=st.none() | st.lists(short_text, min_size=1, max_size=3).map(tuple),
 )
 
+config_names = st.from_regex(r"[A-Za-z0-9_-]{1,20}(\.[A-Za-z0-9_-]{1,8}){0,2}", fullmatch=True)
+config_mounts = st.builds(
+    s.ConfigMount,
+    target=abs_paths,
+    host_dir=st.none() | abs_paths,
+    files=st.lists(config_names, max_size=3).map(tuple),
+    reload=st.sampled_from(s.ReloadPolicy),
+)
+config_contents = st.binary(max_size=200).map(ConfigContent.of)
+
 service_specs = st.builds(
     s.ServiceSpec,
     blue_green=st.none() | blue_greens,
+    config=st.none() | config_mounts,
     name=tokens,
     image=image_refs(),
     container=container_settings,
@@ -142,6 +154,16 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "switch": st.builds(m.SwitchCommand, service=tokens, colour=colours, **command_fields),
     "retire": st.builds(m.RetireCommand, service=tokens, colour=colours, **command_fields),
     "inspect": st.builds(m.InspectCommand, service=tokens, **command_fields),
+    "config": st.builds(
+        m.ConfigCommand,
+        service=tokens,
+        name=config_names,
+        version=st.integers(min_value=0, max_value=10**6),
+        content=st.none() | config_contents,
+        check_only=st.booleans(),
+        rollout_id=st.none() | tokens,
+        **command_fields,
+    ),
     "prepare_reply": st.builds(
         m.PrepareReply,
         service=tokens,
@@ -179,6 +201,20 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         detail=short_text,
         progress=st.none() | st.floats(min_value=0, max_value=1),
         image=st.none() | image_refs(),
+        **envelope,
+    ),
+    "config_progress": st.builds(
+        m.ConfigProgress,
+        host=host_ids,
+        service=tokens,
+        name=config_names,
+        version=st.integers(min_value=0, max_value=10**6),
+        sha256=st.none() | digests,
+        phase=st.sampled_from(m.ConfigPhase),
+        policy=st.sampled_from(s.ReloadPolicy),
+        detail=short_text,
+        rollout_id=st.none() | tokens,
+        failure=st.none() | failure_bundles,
         **envelope,
     ),
     "container_event": st.builds(
