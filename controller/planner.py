@@ -356,7 +356,8 @@ def _revert(record: RolloutRecord, health: Mapping[str, HostHealth], reason: str
     """Put every updated host back on the previous version, within the same budget."""
     if record.blue_green:
         return _switch_back(record, reason)
-    if record.previous is None:
+    # A config rollout can always go back: to the previous file, or to no file at all.
+    if record.previous is None and record.config is None:
         return Decision(RolloutStatus.FAILED, f"{reason}; no previous version to revert to")
     updated = [h for h in record.ordered_hosts() if record.hosts[h].phase is HostPhase.DONE]
     if not updated and not record.count(*IN_FLIGHT):

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from controller.planner import OFFLINE, Decision, HostHealth, eligible_hosts, limits, plan
 from controller.rollout import (
     IN_FLIGHT,
+    ConfigTarget,
     FailureAction,
     HostPhase,
     HostRecord,
@@ -21,6 +22,7 @@ from controller.rollout import (
     Strategy,
     resolve_amount,
 )
+from protocol.config_files import ConfigContent, first_document
 from protocol.spec import ServiceSpec, UpdateOrder
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -378,6 +380,26 @@ def test_failures_past_the_ratio_pause_the_rollout_or_revert_only_updated_hosts(
     reverting = plan(failed.model_copy(update={"spec": reverting_spec}), health, NOW)
     assert reverting.status is RolloutStatus.REVERTING
     assert reverting.revert == ("host-000",)
+
+
+def test_a_config_rollout_of_a_new_file_can_still_revert_by_removing_it() -> None:
+    document = first_document("web", "app.conf", ConfigContent.of(b"message=x"), NOW)
+    record = fresh_record(3, max_unavailable=1, failure_action=FailureAction.REVERT)
+    record = record.model_copy(
+        update={"previous": None, "config": ConfigTarget(name="app.conf", document=document)}
+    )
+    hosts = {h: HostRecord(phase=HostPhase.READY, since=NOW) for h in record.hosts}
+    hosts["host-000"] = HostRecord(phase=HostPhase.DONE, since=NOW)
+    hosts["host-001"] = HostRecord(phase=HostPhase.FAILED, since=NOW)
+    health = {host: HostHealth(online=True, serving=True) for host in hosts}
+    decision = plan(record.model_copy(update={"hosts": hosts}), health, NOW)
+    assert decision.status is RolloutStatus.REVERTING
+    assert decision.revert == ("host-000",)
+    assert record.config is not None
+    assert record.config.content_for("host-000", {}, reverting=True) == (0, None)
+    # An image rollout with nothing to go back to cannot revert.
+    image_only = record.model_copy(update={"config": None, "hosts": hosts})
+    assert plan(image_only, health, NOW).status is RolloutStatus.FAILED
 
 
 def test_an_offline_host_spends_the_budget_and_is_not_sent_work() -> None:
