@@ -51,3 +51,4 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/agent_footprint.py
 	$(BIN)/python bench/rollout_scale.py
 	$(BIN)/python bench/telemetry.py
+	$(BIN)/python bench/config_fanout.py

@@ -34,6 +34,7 @@ from controller.cli_base import (
     OutputOption,
     WatchOption,
     check_output,
+    check_strategy,
     exit_for,
     fail,
     follow_rollout,
@@ -354,10 +355,7 @@ def rollout_start(
     check_output(output)
     if strategy is Strategy.BLUE_GREEN and (canary is not None or partition is not None):
         fail("blue-green switches every host at once: no --canary or --partition", EXIT_INVALID)
-    if strategy is Strategy.CANARY and canary is None:
-        fail("--strategy canary needs --canary N or N%", EXIT_INVALID)
-    if strategy is Strategy.PARTITION and partition is None:
-        fail("--strategy partition needs --partition N", EXIT_INVALID)
+    check_strategy(strategy, canary, partition)
     override = _load_spec(spec_file) if spec_file else None
     if image is None and override is None:
         fail("give --image, or --spec for the service's first rollout", EXIT_INVALID)

@@ -25,7 +25,7 @@ from rich.live import Live
 
 from controller import render
 from controller.intents import Fleet
-from controller.rollout import TERMINAL, RolloutRecord, RolloutStatus
+from controller.rollout import TERMINAL, RolloutRecord, RolloutStatus, Strategy
 from controller.store import NotFound, RolloutConflict
 from protocol.errors import BrokerError, ConfigurationError, FleetError
 from protocol.labels import parse_labels
@@ -147,3 +147,11 @@ class NoLive:
 
     def update(self, *_: object, **__: object) -> None:
         return None
+
+
+def check_strategy(strategy: Strategy, canary: str | None, partition: int | None) -> None:
+    """The flags a strategy cannot do without."""
+    if strategy is Strategy.CANARY and canary is None:
+        fail("--strategy canary needs --canary N or N%", EXIT_INVALID)
+    if strategy is Strategy.PARTITION and partition is None:
+        fail("--strategy partition needs --partition N", EXIT_INVALID)

@@ -18,6 +18,7 @@ from controller.cli_base import (
     OutputOption,
     WatchOption,
     check_output,
+    check_strategy,
     exit_for,
     fail,
     follow_rollout,
@@ -233,10 +234,7 @@ def config_rollout(
     """
     check_output(output)
     _names(service, name)
-    if strategy is Strategy.CANARY and canary is None:
-        fail("--strategy canary needs --canary N or N%", EXIT_INVALID)
-    if strategy is Strategy.PARTITION and partition is None:
-        fail("--strategy partition needs --partition N", EXIT_INVALID)
+    check_strategy(strategy, canary, partition)
     data = _read(file)
     try:
         spec = RolloutSpec(

@@ -95,7 +95,10 @@ class ConfigReloader:
             while not stop.is_set():
                 wanted = set(self._services_with_config())
                 for service in [s for s in watchers if s not in wanted or watchers[s].done()]:
-                    watchers.pop(service).cancel()
+                    ended = watchers.pop(service)
+                    ended.cancel()
+                    if ended.done() and not ended.cancelled() and ended.exception():
+                        log.error("config watcher of %s failed: %r", service, ended.exception())
                 for service in wanted - watchers.keys():
                     watchers[service] = asyncio.create_task(
                         self._watch(service), name=f"config-watch-{service}"
@@ -156,6 +159,8 @@ class ConfigReloader:
                 await self.apply(spec, change)
             except (ConfigFault, RuntimeFault) as exc:
                 log.error("config %s/%s revision %d: %s", service, name, revision, exc.message)
+            except OSError as exc:  # the state dir itself: the watcher starts over
+                log.error("config %s/%s revision %d: %s", service, name, revision, exc)
 
     def _handled(self, service: str, name: str, revision: int) -> bool:
         applied = self._sync.applied.get(service, name)

@@ -183,7 +183,25 @@ async def demo(nats_url: str, work: Path, settings: dict[str, str]) -> None:
         assert isinstance(status, dict)
         expect(status["status"] == "reverted", f"rollout {status['id']} ended reverted")
 
-        step("4. where every host ended up")
+        step("4. roll a config change out, two hosts at a time, reloaded by SIGHUP in place")
+        config_file = work / "app.conf"
+        config_file.write_text("message=hello from a config rollout\n")
+        code = await asyncio.to_thread(
+            fleetctl,
+            nats_url,
+            "config",
+            "rollout",
+            "web",
+            "app.conf",
+            f"--file={config_file}",
+            "--selector=role=demo",
+            "--max-unavailable=2",
+            "-w",
+        )
+        expect(code == 0, "every host reloaded the new app.conf and stayed healthy")
+        fleetctl(nats_url, "config", "list", "web")
+
+        step("5. where every host ended up")
         await asyncio.sleep(2)  # one more heartbeat, so the table shows the final state
         versions = await asyncio.to_thread(final_versions, nats_url)
         table = Table(title="final versions")
