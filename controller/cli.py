@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -60,6 +61,7 @@ from controller.subscribe import FleetFeed
 from protocol import SCHEMA_VERSION
 from protocol.errors import BrokerError
 from protocol.models import LogBatch, MetricsSample, utc_now
+from protocol.signing import generate_key
 from protocol.spec import ServiceSpec
 from protocol.version import fleetwave_version
 
@@ -74,6 +76,25 @@ controller_app = typer.Typer(help="The long-lived controller process.", no_args_
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(controller_app, name="controller")
 app.add_typer(config_app, name="config")
+keys_app = typer.Typer(help="The controller's command-signing keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    out: Annotated[Path, typer.Option(help="where to write the private key (mode 0600)")],
+) -> None:
+    """Create an Ed25519 key: the controller signs with it (FLEET_SIGNING_KEY_FILE); agents
+    trust the public key printed here (FLEET_TRUSTED_COMMAND_KEYS)."""
+    private, public = generate_key()
+    try:
+        descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        fail(f"cannot create {out}: {exc.strerror}", EXIT_INVALID)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(private + "\n")
+    typer.echo(public)
+
 
 LOG_HOLD = 1.0
 """Seconds ``logs -f`` holds a line for lines of other hosts that may precede it."""

@@ -13,7 +13,9 @@ Exit codes scripts can rely on:
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
 import nats
@@ -26,6 +28,7 @@ from rich.live import Live
 from controller import render
 from controller.intents import Fleet
 from controller.rollout import TERMINAL, RolloutRecord, RolloutStatus, Strategy
+from controller.settings import load_signer
 from controller.store import NotFound, RolloutConflict
 from protocol.errors import BrokerError, ConfigurationError, FleetError
 from protocol.labels import parse_labels
@@ -54,9 +57,12 @@ def run_with_fleet(work: Callable[[Fleet], Awaitable[T]], url: str) -> T:
     """Connect, open the buckets, run ``work``; every FleetError becomes its exit code."""
 
     async def main() -> T:
+        signer = (
+            load_signer(Path(key)) if (key := os.environ.get("FLEET_SIGNING_KEY_FILE")) else None
+        )
         nc = await connect(url)
         try:
-            return await work(await Fleet(nc).open())
+            return await work(await Fleet(nc, signer=signer).open())
         finally:
             await nc.close()
 

@@ -81,6 +81,7 @@ class Executor:
         self._wake = asyncio.Event()
         self._colours: dict[str, Colour] = {}
         """Blue-green: the serving colour each rollout's service KV record is known to hold."""
+        self._signer = settings.signer()
         self.metrics = FleetMetrics()
         """Each host's newest metrics sample, for canary analysis."""
         self.leader = False
@@ -329,6 +330,9 @@ class Executor:
 
     async def _command(self, record: RolloutRecord, host: str, command_id: str) -> None:
         command, timeout = self._build(record, host, command_id)
+        if self._signer is not None:
+            # Signed afresh on every send (a new sent_at): a resend is not a replay.
+            command = self._signer.sign(command)
         subject = subjects.command_subject(host)
         try:
             message = await self._nc.request(subject, encode(command), timeout=timeout)

@@ -43,6 +43,7 @@ from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.errors import ConfigurationError, ProtocolError
 from protocol.models import HostFacts, PrepareReply, Reason, utc_now
+from protocol.signing import CommandSigner
 from protocol.spec import Colour, ServiceSpec, other_colour
 
 PREPARE_TIMEOUT = 300.0
@@ -67,8 +68,11 @@ class DryRun:
 class Fleet:
     """The operator's view of the fleet, over one NATS connection."""
 
-    def __init__(self, nc: Client, host_timeout: float = 60.0) -> None:
+    def __init__(
+        self, nc: Client, host_timeout: float = 60.0, signer: CommandSigner | None = None
+    ) -> None:
         self._nc = nc
+        self._signer = signer
         self._js = nc.jetstream(timeout=5)
         self._host_timeout = host_timeout
 
@@ -290,6 +294,8 @@ class Fleet:
 
     async def _prepare(self, record: RolloutRecord, host: str) -> PreflightResult:
         command = prepare_command(record, host, utc_now() + timedelta(seconds=PREPARE_TIMEOUT))
+        if self._signer is not None:
+            command = self._signer.sign(command)
         try:
             message = await self._nc.request(
                 subjects.command_subject(host), encode(command), timeout=PREPARE_TIMEOUT

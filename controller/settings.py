@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from protocol.errors import ConfigurationError
+from protocol.signing import CommandSigner
 from protocol.streams import StreamRetention
 
 
@@ -32,3 +35,20 @@ class ControllerSettings(BaseSettings):
     command_ttl: Annotated[float, Field(gt=0)] = 900.0
     streams: StreamRetention = StreamRetention()
     """Retention and replicas of FLEET_EVENTS, FLEET_LOGS, FLEET_METRICS (FLEET_STREAMS)."""
+    signing_key_file: Path | None = None
+    """The controller's Ed25519 key (base64 seed, `fleetctl keys generate`): every command
+    is signed with it. Agents that trust its public key refuse anything else."""
+
+    def signer(self) -> CommandSigner | None:
+        return load_signer(self.signing_key_file)
+
+
+def load_signer(path: Path | None) -> CommandSigner | None:
+    """The signer of the key in ``path``; the key itself never leaves this object."""
+    if path is None:
+        return None
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the signing key {path}: {exc.strerror}") from exc
+    return CommandSigner(text)

@@ -36,6 +36,7 @@ from node_agent.log_shipper import LogShipper, LogShipping
 from node_agent.metrics import MetricsPublisher
 from node_agent.outcomes import OutcomeStore
 from node_agent.runtime import DockerRuntime
+from node_agent.seen_commands import SeenSignatures
 from node_agent.service_locks import ServiceLocks
 from node_agent.service_store import ServiceStore
 from node_agent.settings import AgentSettings, reloaded
@@ -68,10 +69,16 @@ from protocol.models import (
     UpdateProgress,
     utc_now,
 )
+from protocol.signing import CommandRejected, CommandVerifier
 from protocol.streams import fleet_streams
 from protocol.version import fleetwave_version
 
 log = logging.getLogger("fleet-agent")
+REJECTIONS = frozenset(
+    {"unsigned", "unknown_key", "bad_signature", "not_yet_valid", "replayed", "expired"}
+    | {"wrong_host"}
+)
+"""Error codes of commands refused unread: published as ``command_rejected`` events."""
 PUBLISH_TIMEOUT = 2.0
 OUTBOX_FLUSH_TIMEOUT = 5.0
 
@@ -83,6 +90,12 @@ class Agent:
         state = settings.state_dir
         self.runtime = DockerRuntime(settings.docker_host, settings.docker_timeout)
         self.outcomes = OutcomeStore(state / "outcomes")
+        self.verifier = (
+            CommandVerifier(settings.trusted_command_keys)
+            if settings.trusted_command_keys
+            else None
+        )
+        self.seen = SeenSignatures(state / "seen-commands") if self.verifier else None
         self.services = ServiceStore(state / "services")
         self.config = ConfigSync(lambda: self.settings, AppliedConfigs(state / "config-applied"))
         self.updater = ServiceUpdater(
@@ -251,6 +264,8 @@ class Agent:
 
     async def _close(self) -> None:
         self._closing = True
+        if self.seen is not None:
+            self.seen.close()
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.close()
         self.runtime.close()
@@ -320,7 +335,10 @@ class Agent:
         if msg.reply:
             with suppress(nats.errors.Error):
                 await msg.respond(encode(reply))
-        await self.publish_event(reply.kind, reply)
+        rejected = isinstance(reply, ErrorReply) and reply.code in REJECTIONS
+        if isinstance(reply, ErrorReply) and rejected:
+            log.warning("command refused (%s): %s", reply.code, reply.message)
+        await self.publish_event("command_rejected" if rejected else reply.kind, reply)
 
     async def _reply_for(self, data: bytes) -> Reply:
         try:
@@ -329,6 +347,10 @@ class Agent:
             return self._error(None, exc.code, exc.message)
         if not isinstance(message, Command):
             return self._error(message.id, "not_a_command", f"{message.kind} is not a command")
+        try:
+            self._authenticate(message)
+        except CommandRejected as exc:
+            return self._error(message.id, exc.code, exc.message)
         if message.host != self.host:
             return self._error(
                 message.id, "wrong_host", f"command is for {message.host}, this is {self.host}"
@@ -344,6 +366,8 @@ class Agent:
             )
         if message.id in self._running_ids:
             return self._error(message.id, "in_progress", f"command {message.id} is still running")
+        if self.seen is not None and message.signature is not None:
+            self.seen.remember(message.signature, message.expires_at)
         self._running_ids.add(message.id)
         try:
             reply = await self._run(message)
@@ -356,6 +380,24 @@ class Agent:
         if not isinstance(message, InspectCommand):
             self.outcomes.put(message.id, reply)
         return reply
+
+    def _authenticate(self, command: Command) -> None:
+        """With trusted keys configured: signed by one, not from the future, never seen."""
+        if self.verifier is None:
+            return
+        self.verifier.verify(command)
+        ahead = (command.sent_at - utc_now()).total_seconds()
+        if ahead > self.settings.command_clock_skew:
+            raise CommandRejected(
+                "not_yet_valid",
+                f"command {command.id} was sent {ahead:.0f}s in this host's future",
+            )
+        signature = command.signature
+        assert signature is not None  # verify() refuses an unsigned command
+        if self.seen is not None and self.seen.seen(signature):
+            raise CommandRejected(
+                "replayed", f"command {command.id} was received before (same signature)"
+            )
 
     async def _run(self, command: Command) -> Reply:
         if isinstance(command, InspectCommand):

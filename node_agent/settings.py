@@ -17,6 +17,7 @@ from pydantic_settings import (
 from protocol.base import FrozenModel
 from protocol.errors import ConfigurationError
 from protocol.labels import parse_labels
+from protocol.signing import CommandVerifier
 from protocol.streams import StreamRetention
 from protocol.subjects import validate_host_id
 
@@ -73,6 +74,11 @@ class AgentSettings(BaseSettings):
     command_workers: Annotated[int, Field(ge=1)] = 8
     pull_timeout: Annotated[float, Field(gt=0)] = 600.0
     registry_timeout: Annotated[float, Field(gt=0)] = 10.0
+    trusted_command_keys: tuple[str, ...] = ()
+    """Controller public keys (base64 Ed25519). When set, only commands signed by one of
+    them, unexpired, not from the future and never seen before are run."""
+    command_clock_skew: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    """Seconds a command's sent_at may lie ahead of this host's clock."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     failpoint: str | None = None
     """Tests only: SIGKILL the agent right after journaling this update phase."""
@@ -84,6 +90,15 @@ class AgentSettings(BaseSettings):
             return validate_host_id(value)
         except Exception as exc:
             raise ValueError(str(exc)) from exc
+
+    @field_validator("trusted_command_keys")
+    @classmethod
+    def _keys_are_ed25519(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            CommandVerifier(value)
+        except ConfigurationError as exc:
+            raise ValueError(exc.message) from exc
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

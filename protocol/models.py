@@ -44,8 +44,10 @@ class Command(Envelope):
     host: HostId
     """The host this command is for; an agent refuses one addressed to another host."""
     expires_at: AwareDatetime
-    signature: bytes | None = None
-    """Reserved for signed commands; None until signing is configured."""
+    key_id: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")] | None = None
+    """Which controller key signed it (protocol/signing.py); None when unsigned."""
+    signature: Annotated[bytes, Field(max_length=64)] | None = None
+    """Ed25519 over every other field; agents that trust keys refuse a command without."""
 
 
 # ---- commands: controller -> agent (request/reply on fleet.cmd.<host>) ----

@@ -121,6 +121,7 @@ command_fields: dict[str, Any] = {
     **envelope,
     "host": host_ids,
     "expires_at": times,
+    "key_id": st.none() | st.from_regex(r"[0-9a-f]{16}", fullmatch=True),
     "signature": st.none() | st.binary(max_size=64),
 }
 reasons = st.builds(m.Reason, code=tokens, text=short_text)
