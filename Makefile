@@ -52,3 +52,4 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/rollout_scale.py
 	$(BIN)/python bench/telemetry.py
 	$(BIN)/python bench/config_fanout.py
+	$(BIN)/python bench/signing.py

@@ -20,6 +20,7 @@ from node_agent.settings import AgentSettings
 from protocol import subjects
 from protocol.image_ref import parse_image_reference
 from protocol.models import InspectReply
+from protocol.signing import CommandSigner, generate_key
 from tests.support.agent import AgentClient, AgentHandle, wait_until_serving
 from tests.support.agent import connect as connect_client
 from tests.support.agent_process import AgentProcess, agent_args
@@ -249,6 +250,18 @@ class LocalFleet:
     controller: ControllerProcess
     work_dir: Path
     stack: LocalStack
+    signer: CommandSigner
+    """The controller's key; every agent of the fleet trusts only it."""
+    signing_key_file: Path
+
+    def another_controller(self, controller_id: str) -> ControllerProcess:
+        """A further `fleetctl controller run` with this fleet's signing key."""
+        return ControllerProcess(
+            self.nats_url,
+            self.work_dir / f"controller-{controller_id}.log",
+            controller_id,
+            env={"FLEET_SIGNING_KEY_FILE": str(self.signing_key_file)},
+        )
 
     def spec_file(self, tag: str, **options: float) -> Path:
         path = self.work_dir / f"web-{tag}.json"
@@ -256,7 +269,8 @@ class LocalFleet:
         return path
 
     async def fleetctl(self, *args: str, timeout: float = 240.0) -> CommandResult:
-        return await fleetctl(self.nats_url, *args, timeout=timeout)
+        env = {"FLEET_SIGNING_KEY_FILE": str(self.signing_key_file)}
+        return await fleetctl(self.nats_url, *args, timeout=timeout, env=env)
 
     async def roll(self, tag: str, *flags: str) -> CommandResult:
         """`fleetctl rollout start web --image demo/web:<tag> <flags>`."""
@@ -268,7 +282,7 @@ class LocalFleet:
         """Each host's running web image tag, asked of the agent itself."""
         found: dict[str, str | None] = {}
         for agent in self.agents:
-            reply = await agent.api.request(agent.api.inspect("web"), timeout=10)
+            reply = await agent.api.request(self.signer.sign(agent.api.inspect("web")), timeout=10)
             assert isinstance(reply, InspectReply), reply
             image = reply.status.image
             healthy = reply.status.state.value == "running"
@@ -299,17 +313,34 @@ async def fleet_factory(
         agent_env: dict[int, dict[str, str]] | None = None,
         deploy_min_ready: str = "100%",
     ) -> LocalFleet:
+        # Every test fleet runs with signed commands: the controller signs, agents verify.
+        private, public = generate_key()
+        key_file = tmp_path / f"controller-{len(controllers)}.key"
+        key_file.write_text(private)
+        trust = {"FLEET_TRUSTED_COMMAND_KEYS": json.dumps([public])}
         agents = [
-            await agent_process_factory(**(agent_env or {}).get(index, {})) for index in range(size)
+            await agent_process_factory(**trust, **(agent_env or {}).get(index, {}))
+            for index in range(size)
         ]
         for agent in agents:
             await wait_until_serving(agent.api, deadline_s=60)
         controller = ControllerProcess(
-            nats_server.url, tmp_path / "controller-0.log", controller_id="c0"
+            nats_server.url,
+            tmp_path / "controller-0.log",
+            controller_id="c0",
+            env={"FLEET_SIGNING_KEY_FILE": str(key_file)},
         )
         controllers.append(controller)
         await controller.start()
-        fleet = LocalFleet(nats_server.url, agents, controller, tmp_path, local_stack)
+        fleet = LocalFleet(
+            nats_server.url,
+            agents,
+            controller,
+            tmp_path,
+            local_stack,
+            CommandSigner(private),
+            key_file,
+        )
         await wait_for_heartbeats(fleet, size)
         first = await fleet.fleetctl(
             "rollout",

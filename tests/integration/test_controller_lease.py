@@ -14,7 +14,7 @@ from controller.store import open_buckets
 from protocol import subjects
 from tests.conftest import FleetFactory
 from tests.support.events import EventRecorder
-from tests.support.fleet import BudgetChecker, ControllerProcess
+from tests.support.fleet import BudgetChecker
 
 pytestmark = pytest.mark.integration
 TTL = 5.0
@@ -53,10 +53,7 @@ async def test_two_controllers_started_together_update_each_host_exactly_once(
 ) -> None:
     fleet = await fleet_factory(4)
     await fleet.controller.stop()
-    pair = [
-        ControllerProcess(fleet.nats_url, fleet.work_dir / f"controller-{n}.log", n)
-        for n in ("twin-a", "twin-b")
-    ]
+    pair = [fleet.another_controller(n) for n in ("twin-a", "twin-b")]
     await asyncio.gather(*(controller.start() for controller in pair))
     try:
         async with EventRecorder(fleet.agents[0].api.client, subjects.EVENTS_WILDCARD) as events:

@@ -12,7 +12,7 @@ import pytest
 from protocol import subjects
 from tests.conftest import FleetFactory, LocalFleet
 from tests.support.events import EventRecorder
-from tests.support.fleet import BudgetChecker, ControllerProcess
+from tests.support.fleet import BudgetChecker
 
 pytestmark = pytest.mark.integration
 
@@ -182,7 +182,7 @@ async def test_a_controller_killed_mid_rollout_is_replaced_by_a_standby_that_fin
     fleet_factory: FleetFactory,
 ) -> None:
     fleet = await fleet_factory(5)
-    standby = ControllerProcess(fleet.nats_url, fleet.work_dir / "controller-1.log", "c1")
+    standby = fleet.another_controller("c1")
     await standby.start()
     try:
         async with await recorder(fleet) as events:

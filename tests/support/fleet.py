@@ -48,6 +48,7 @@ class ControllerProcess:
     nats_url: str
     log_path: Path
     controller_id: str
+    env: dict[str, str] = field(default_factory=dict)
     process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -61,6 +62,7 @@ class ControllerProcess:
                 "--tick=0.2",
                 "--lease-ttl=3",
                 "--host-timeout=6",
+                env={**os.environ, **self.env},
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
             )
@@ -94,18 +96,22 @@ class CommandResult:
         return self.stdout.splitlines()
 
 
-async def spawn_fleetctl(nats_url: str, *args: str) -> asyncio.subprocess.Process:
+async def spawn_fleetctl(
+    nats_url: str, *args: str, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         fleetctl_executable(),
         *args,
-        env={**os.environ, "FLEET_NATS_URL": nats_url, "COLUMNS": "200"},
+        env={**os.environ, "FLEET_NATS_URL": nats_url, "COLUMNS": "200", **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
 
 
-async def fleetctl(nats_url: str, *args: str, timeout: float = 240.0) -> CommandResult:
-    process = await spawn_fleetctl(nats_url, *args)
+async def fleetctl(
+    nats_url: str, *args: str, timeout: float = 240.0, env: dict[str, str] | None = None
+) -> CommandResult:
+    process = await spawn_fleetctl(nats_url, *args, env=env)
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:
