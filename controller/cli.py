@@ -40,6 +40,7 @@ from controller.cli_base import (
     fail,
     follow_rollout,
     parse_selector,
+    report_started,
     run_with_fleet,
 )
 from controller.config_cli import config_app
@@ -419,18 +420,8 @@ def rollout_start(
         return await follow_rollout(fleet, started.id, output)
 
     record = run_with_fleet(start, nats_url)
-    if record is None:
-        return
-    if watch:
-        exit_for(record)
-    if output == "json":
-        typer.echo(render.to_json(record.model_dump(mode="json")))
-    else:
-        typer.echo(
-            f"rollout {record.id} started: {service} -> {record.target.image} "
-            f"on {len(record.hosts)} host(s); follow it with: fleetctl rollout status "
-            f"{record.id} -w"
-        )
+    if record is not None:
+        report_started(record, watch, output)
 
 
 @rollout_app.command("status")

@@ -161,3 +161,18 @@ def check_strategy(strategy: Strategy, canary: str | None, partition: int | None
         fail("--strategy canary needs --canary N or N%", EXIT_INVALID)
     if strategy is Strategy.PARTITION and partition is None:
         fail("--strategy partition needs --partition N", EXIT_INVALID)
+
+
+def report_started(record: RolloutRecord, watch: bool, output: str) -> None:
+    """After `rollout start` or `config rollout`: the exit code of a followed rollout, or
+    the record (json), or where to follow it."""
+    if watch:
+        exit_for(record)
+    if output == "json":
+        typer.echo(render.to_json(record.model_dump(mode="json")))
+    else:
+        typer.echo(
+            f"rollout {record.id} started: {record.service} -> {record.what} "
+            f"on {len(record.hosts)} host(s); follow it with: fleetctl rollout status "
+            f"{record.id} -w"
+        )

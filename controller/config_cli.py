@@ -19,10 +19,10 @@ from controller.cli_base import (
     WatchOption,
     check_output,
     check_strategy,
-    exit_for,
     fail,
     follow_rollout,
     parse_selector,
+    report_started,
     run_with_fleet,
 )
 from controller.config_intents import plan_config_rollout, set_config, start_config_rollout
@@ -258,13 +258,4 @@ def config_rollout(
             return started
         return await follow_rollout(fleet, started.id, output)
 
-    record = run_with_fleet(start, nats_url)
-    if watch:
-        exit_for(record)
-    if output == "json":
-        typer.echo(render.to_json(record.model_dump(mode="json")))
-    else:
-        typer.echo(
-            f"rollout {record.id} started: {service} {record.what} on {len(record.hosts)} "
-            f"host(s); follow it with: fleetctl rollout status {record.id} -w"
-        )
+    report_started(run_with_fleet(start, nats_url), watch, output)

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from controller.rollout import ConfigTarget
-from controller.store import CAS_ATTEMPTS, KV_TIMEOUT, NotFound, RolloutConflict
+from controller.store import CAS_ATTEMPTS, KV_TIMEOUT, NotFound, RolloutConflict, kv_get, kv_keys
 from protocol import subjects
 from protocol.config_files import (
     CONFIG_HISTORY,
@@ -56,14 +56,8 @@ class ConfigStore:
         self._kv = kv
 
     async def get(self, service: str, name: str) -> StoredConfig | None:
-        key = config_key(service, name)
-        try:
-            entry = await asyncio.wait_for(self._kv.get(key), KV_TIMEOUT)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return None
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise BrokerError(f"KV read of config {key} failed: {exc!r}") from exc
-        if entry.value is None:
+        entry = await kv_get(self._kv, config_key(service, name))
+        if entry is None or entry.value is None:
             return None
         return StoredConfig(decode_document(entry.value), entry.revision or 0)
 
@@ -141,7 +135,7 @@ class ConfigStore:
 
     async def all(self, service: str | None = None) -> list[StoredConfig]:
         found = []
-        for key in await self._keys():
+        for key in await kv_keys(self._kv, ""):
             owner, name = parse_config_key(key)
             if service is not None and owner != service:
                 continue
@@ -176,12 +170,3 @@ class ConfigStore:
                 return stored.document
         kept = ", ".join(str(s.document.version) for s in history)
         raise NotFound(f"{service}/{name} keeps no version {version} (kept: {kept})")
-
-    async def _keys(self) -> list[str]:
-        try:
-            keys = await asyncio.wait_for(self._kv.keys(), KV_TIMEOUT)
-        except nats.js.errors.NoKeysError:
-            return []
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise BrokerError(f"KV listing of fleet_config failed: {exc!r}") from exc
-        return sorted(keys)

@@ -140,7 +140,7 @@ class RolloutStore:
         self._kv = kv
 
     async def get(self, rollout_id: str) -> Stored | None:
-        entry = await _get(self._kv, _rollout_key(rollout_id))
+        entry = await kv_get(self._kv, _rollout_key(rollout_id))
         if entry is None or entry.value is None:
             return None
         return Stored(decode_record(entry.value), entry.revision or 0)
@@ -183,7 +183,7 @@ class RolloutStore:
 
     async def all(self) -> list[RolloutRecord]:
         records = []
-        for key in await _keys(self._kv, "rollout."):
+        for key in await kv_keys(self._kv, "rollout."):
             stored = await self.get(key.removeprefix("rollout."))
             if stored is not None:
                 records.append(stored.record)
@@ -192,14 +192,14 @@ class RolloutStore:
     async def active(self) -> list[tuple[str, str]]:
         """(service, rollout id) of every rollout that holds its service."""
         pairs = []
-        for key in await _keys(self._kv, "active."):
-            entry = await _get(self._kv, key)
+        for key in await kv_keys(self._kv, "active."):
+            entry = await kv_get(self._kv, key)
             if entry is not None and entry.value:
                 pairs.append((key.removeprefix("active."), entry.value.decode()))
         return pairs
 
     async def active_id(self, service: str) -> str | None:
-        entry = await _get(self._kv, _active_key(service))
+        entry = await kv_get(self._kv, _active_key(service))
         return entry.value.decode() if entry is not None and entry.value else None
 
     async def claim_service(self, service: str, rollout_id: str) -> None:
@@ -214,7 +214,7 @@ class RolloutStore:
             ) from exc
 
     async def release_service(self, service: str, rollout_id: str) -> None:
-        entry = await _get(self._kv, _active_key(service))
+        entry = await kv_get(self._kv, _active_key(service))
         if entry is not None and entry.value and entry.value.decode() == rollout_id:
             await self._kv.purge(_active_key(service))
 
@@ -224,7 +224,7 @@ class ServiceStore:
         self._kv = kv
 
     async def get(self, service: str) -> tuple[ServiceRecord, int | None]:
-        entry = await _get(self._kv, service)
+        entry = await kv_get(self._kv, service)
         if entry is None or entry.value is None:
             return ServiceRecord(service=service), None
         return ServiceRecord.model_validate_json(entry.value), entry.revision
@@ -276,8 +276,8 @@ class ServiceStore:
 async def read_hosts(kv: KeyValue) -> dict[str, HostFacts]:
     """Every host's latest facts; entries that do not decode are skipped, never fatal."""
     hosts: dict[str, HostFacts] = {}
-    for key in await _keys(kv, ""):
-        entry = await _get(kv, key)
+    for key in await kv_keys(kv, ""):
+        entry = await kv_get(kv, key)
         if entry is None or not entry.value:
             continue
         try:
@@ -289,7 +289,7 @@ async def read_hosts(kv: KeyValue) -> dict[str, HostFacts]:
     return hosts
 
 
-async def _get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
+async def kv_get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
     try:
         return await asyncio.wait_for(kv.get(key), KV_TIMEOUT)
     except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
@@ -298,7 +298,7 @@ async def _get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
         raise BrokerError(f"KV read of {key} failed: {exc!r}") from exc
 
 
-async def _keys(kv: KeyValue, prefix: str) -> list[str]:
+async def kv_keys(kv: KeyValue, prefix: str) -> list[str]:
     try:
         keys = await asyncio.wait_for(kv.keys(), KV_TIMEOUT)
     except nats.js.errors.NoKeysError:

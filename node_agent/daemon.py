@@ -75,8 +75,15 @@ from protocol.version import fleetwave_version
 
 log = logging.getLogger("fleet-agent")
 REJECTIONS = frozenset(
-    {"unsigned", "unknown_key", "bad_signature", "not_yet_valid", "replayed", "expired"}
-    | {"wrong_host"}
+    {
+        "unsigned",
+        "unknown_key",
+        "bad_signature",
+        "not_yet_valid",
+        "replayed",
+        "expired",
+        "wrong_host",
+    }
 )
 """Error codes of commands refused unread: published as ``command_rejected`` events."""
 PUBLISH_TIMEOUT = 2.0
