@@ -299,10 +299,18 @@ async def kv_get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
 
 
 async def kv_keys(kv: KeyValue, prefix: str) -> list[str]:
+    """The keys starting with ``prefix`` (deleted ones too: a read of those gives None).
+
+    Asked of the bucket's stream (its subjects), not with nats-py's ``kv.keys()``: that
+    watcher may send its end-of-keys marker before the keys already on their way, and
+    so list none of them (seen in CI). The stream and subject prefix are the KeyValue's
+    own (private) attributes, set from the bucket name when it was opened.
+    """
+    subjects_filter = f"{kv._pre}{prefix}>"
     try:
-        keys = await asyncio.wait_for(kv.keys(), KV_TIMEOUT)
-    except nats.js.errors.NoKeysError:
-        return []
+        info = await asyncio.wait_for(
+            kv._js.stream_info(kv._stream, subjects_filter=subjects_filter), KV_TIMEOUT
+        )
     except (nats.errors.Error, TimeoutError) as exc:
         raise BrokerError(f"KV listing failed: {exc!r}") from exc
-    return sorted(key for key in keys if key.startswith(prefix))
+    return sorted(subject.removeprefix(kv._pre) for subject in info.state.subjects or {})

@@ -79,27 +79,34 @@ class ConfigSync:
     # ---- reading the bucket ----
 
     async def stored(self, service: str) -> dict[str, StoredFile]:
-        """Every file of ``service`` in the bucket, by name; ConfigFault if unreadable."""
-        if self.kv is None:
+        """Every file of ``service`` in the bucket, by name; ConfigFault if unreadable.
+
+        The keys come from the bucket's stream (its subjects), not from a KV watcher,
+        whose end-of-history marker may arrive before the values already on their way.
+        """
+        kv = self.kv
+        if kv is None:
             raise ConfigFault("config_unavailable", "not connected to NATS yet")
-        try:
-            watcher = await self.kv.watch(service_config_keys(service), ignore_deletes=True)
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise ConfigFault("config_unavailable", f"cannot read fleet_config: {exc!r}") from exc
         files: dict[str, StoredFile] = {}
         try:
-            while True:
-                entry = await watcher.updates(timeout=KV_TIMEOUT)  # type: ignore[no-untyped-call]
-                if entry is None:
-                    break
-                _, name = parse_config_key(entry.key)
+            info = await asyncio.wait_for(
+                kv._js.stream_info(
+                    kv._stream, subjects_filter=f"{kv._pre}{service_config_keys(service)}"
+                ),
+                KV_TIMEOUT,
+            )
+            for subject in info.state.subjects or {}:
+                key = subject.removeprefix(kv._pre)
+                try:
+                    entry = await asyncio.wait_for(kv.get(key), KV_TIMEOUT)
+                except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                    continue
+                _, name = parse_config_key(key)
                 files[name] = StoredFile(decode_document(entry.value or b""), entry.revision or 0)
         except (nats.errors.Error, TimeoutError) as exc:
             raise ConfigFault("config_unavailable", f"cannot read fleet_config: {exc!r}") from exc
         except ProtocolError as exc:
             raise ConfigFault("config_unreadable", f"config of {service}: {exc.message}") from exc
-        finally:
-            await asyncio.shield(_stop(watcher))
         return files
 
     # ---- prepare and start ----
@@ -154,10 +161,3 @@ class ConfigSync:
                 "config_missing", f"{spec.name} needs config file(s) {', '.join(missing)}"
             )
         return self.mounted(spec)
-
-
-async def _stop(watcher: KeyValue.KeyWatcher) -> None:
-    try:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    except (nats.errors.Error, TimeoutError):
-        log.debug("config watcher did not stop cleanly")
