@@ -148,11 +148,11 @@ class ConfigStore:
         """Every kept version, oldest first (the bucket keeps the last 64)."""
         key = config_key(service, name)
         try:
-            entries = await asyncio.wait_for(self._kv.history(key), KV_TIMEOUT)
-        except nats.js.errors.NoKeysError as exc:
-            raise NotFound(f"{service} has no config file {name}") from exc
+            entries = await asyncio.wait_for(self._entries(key), KV_TIMEOUT)
         except (nats.errors.Error, TimeoutError) as exc:
             raise BrokerError(f"KV history of config {key} failed: {exc!r}") from exc
+        if not entries:
+            raise NotFound(f"{service} has no config file {name}")
         kept = []
         for entry in entries:
             if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
@@ -162,6 +162,28 @@ class ConfigStore:
             except ProtocolError:
                 continue  # an unreadable old version is skipped, not fatal to the listing
         return kept
+
+    async def _entries(self, key: str) -> list[KeyValue.Entry]:
+        """Every kept entry of ``key``, counted first from the bucket's stream.
+
+        nats-py's ``kv.history()`` stops at the watcher's end-of-history marker, which
+        may arrive before entries already on their way; the count makes that harmless.
+        """
+        kv = self._kv
+        info = await kv._js.stream_info(kv._stream, subjects_filter=f"{kv._pre}{key}")
+        expected = (info.state.subjects or {}).get(f"{kv._pre}{key}", 0)
+        if expected == 0:
+            return []
+        watcher = await kv.watch(key, include_history=True)
+        entries: list[KeyValue.Entry] = []
+        try:
+            while len(entries) < expected:
+                entry = await watcher.updates(timeout=KV_TIMEOUT)  # type: ignore[no-untyped-call]
+                if entry is not None:
+                    entries.append(entry)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return entries
 
     async def version(self, service: str, name: str, version: int) -> ConfigDocument:
         history = await self.history(service, name)
