@@ -79,6 +79,7 @@ REJECTIONS = frozenset(
         "unsigned",
         "unknown_key",
         "bad_signature",
+        "non_canonical",
         "not_yet_valid",
         "replayed",
         "expired",
@@ -355,7 +356,7 @@ class Agent:
         if not isinstance(message, Command):
             return self._error(message.id, "not_a_command", f"{message.kind} is not a command")
         try:
-            self._authenticate(message)
+            self._authenticate(message, data)
         except CommandRejected as exc:
             return self._error(message.id, exc.code, exc.message)
         if message.host != self.host:
@@ -388,11 +389,21 @@ class Agent:
             self.outcomes.put(message.id, reply)
         return reply
 
-    def _authenticate(self, command: Command) -> None:
-        """With trusted keys configured: signed by one, not from the future, never seen."""
+    def _authenticate(self, command: Command, data: bytes) -> None:
+        """With trusted keys configured: signed by one, sent as signed, not from the
+        future, never seen."""
         if self.verifier is None:
             return
         self.verifier.verify(command)
+        # The signature covers the decoded fields, and decoding forgives: an int 0 reads
+        # as False, nanoseconds below a microsecond vanish. Other bytes that decode to
+        # the signed fields would make a second valid envelope (and dodge replay by
+        # signature), so only the controller's exact encoding is accepted.
+        if encode(command) != bytes(data):
+            raise CommandRejected(
+                "non_canonical",
+                f"command {command.id} is not in its canonical encoding",
+            )
         ahead = (command.sent_at - utc_now()).total_seconds()
         if ahead > self.settings.command_clock_skew:
             raise CommandRejected(
