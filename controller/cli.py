@@ -57,7 +57,7 @@ from controller.rollout import (
     RolloutStatus,
     Strategy,
 )
-from controller.settings import ControllerSettings
+from controller.settings import ControllerSettings, load_settings
 from controller.subscribe import FleetFeed
 from protocol import SCHEMA_VERSION
 from protocol.errors import BrokerError
@@ -369,11 +369,18 @@ def rollout_start(
     dry_run: Annotated[
         bool, typer.Option(help="show pre-flight and waves; change nothing")
     ] = False,
+    skip_scan: Annotated[
+        bool,
+        typer.Option(help="do not run the vulnerability scanner (recorded in the history)"),
+    ] = False,
     watch: WatchOption = False,
     nats_url: NatsOption = DEFAULT_NATS,
     output: OutputOption = "table",
 ) -> None:
-    """Start a rollout of SERVICE to --image (the controller drives it)."""
+    """Start a rollout of SERVICE to --image (the controller drives it).
+
+    The image is vetted first: its registry must be allowed, its tag is pinned to a
+    digest, the scanner and the Rego policies run if configured (FLEET_* settings)."""
     check_output(output)
     if strategy is Strategy.BLUE_GREEN and (canary is not None or partition is not None):
         fail("blue-green switches every host at once: no --canary or --partition", EXIT_INVALID)
@@ -407,6 +414,7 @@ def rollout_start(
 
     async def start(fleet: Fleet) -> RolloutRecord | None:
         record, _ = await fleet.plan_rollout(service, image, spec, override)
+        record = await fleet.vet(record, load_settings().vetter(), skip_scan=skip_scan)
         if dry_run:
             result = await fleet.dry_run(record)
             if output == "json":
@@ -574,7 +582,22 @@ def rollout_history(
 
     record, rollouts = run_with_fleet(history, nats_url)
     if output == "json":
-        typer.echo(render.to_json(record.model_dump(mode="json")))
+        # Each rollout's status and vetting (pinned digest, scan verdict, policies).
+        typer.echo(
+            render.to_json(
+                record.model_dump(mode="json")
+                | {
+                    "rollouts": {
+                        r.id: {
+                            "status": r.status.value,
+                            "what": r.what,
+                            "vetting": r.vetting.model_dump(mode="json") if r.vetting else None,
+                        }
+                        for r in rollouts.values()
+                    }
+                }
+            )
+        )
     else:
         Console().print(render.history_table(record, rollouts))
 

@@ -30,6 +30,7 @@ from controller.intents import Fleet
 from controller.rollout import TERMINAL, RolloutRecord, RolloutStatus, Strategy
 from controller.settings import load_signer
 from controller.store import NotFound, RolloutConflict
+from controller.vetting import ImageRefused
 from protocol.errors import BrokerError, ConfigurationError, FleetError
 from protocol.labels import parse_labels
 
@@ -70,7 +71,7 @@ def run_with_fleet(work: Callable[[Fleet], Awaitable[T]], url: str) -> T:
         return asyncio.run(main())
     except NotFound as exc:
         fail(exc.message, EXIT_NOT_FOUND)
-    except RolloutConflict as exc:
+    except (RolloutConflict, ImageRefused) as exc:
         fail(exc.message, EXIT_REFUSED)
     except ConfigurationError as exc:
         fail(exc.message, EXIT_INVALID)

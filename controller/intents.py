@@ -7,6 +7,7 @@ can close mid-rollout, and every verb is a compare-and-set on the rollout record
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,14 +40,16 @@ from controller.store import (
     open_buckets,
     read_hosts,
 )
+from controller.vetting import ImageRefused, Vetter
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.errors import ConfigurationError, ProtocolError
-from protocol.models import HostFacts, PrepareReply, Reason, utc_now
+from protocol.models import HostFacts, PrepareReply, Reason, RolloutEvent, utc_now
 from protocol.signing import CommandSigner
 from protocol.spec import Colour, ServiceSpec, other_colour
 
 PREPARE_TIMEOUT = 300.0
+log = logging.getLogger("fleetctl")
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,33 @@ class Fleet:
             last_progress_at=now,
         )
         return record, history
+
+    async def vet(self, record: RolloutRecord, vetter: Vetter, *, skip_scan: bool) -> RolloutRecord:
+        """The record with its image pinned and vetted; a refusal is announced, then raised."""
+        try:
+            target, vetting = await vetter.vet(record.target, skip_scan=skip_scan)
+        except ImageRefused as exc:
+            await self._announce_refusal(record, exc.message)
+            raise
+        return record.model_copy(update={"target": target, "vetting": vetting})
+
+    async def _announce_refusal(self, record: RolloutRecord, reason: str) -> None:
+        event = RolloutEvent(
+            sender=subjects.CONTROLLER_SENDER,
+            rollout_id=record.id,
+            service=record.service,
+            revision=record.revision,
+            status="refused",
+            reason=reason[:16000],
+            image=record.target.image,
+            hosts_total=len(record.hosts),
+        )
+        try:
+            await self._js.publish(
+                subjects.controller_event_subject("rollout"), encode(event), timeout=5
+            )
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("refusal of %s not published: %r", record.id, exc)
 
     def live(self, hosts: list[HostFacts], now: datetime) -> list[HostFacts]:
         return [h for h in hosts if now - h.sent_at <= timedelta(seconds=self._host_timeout)]

@@ -104,6 +104,8 @@ def rollout_view(record: RolloutRecord) -> Group:
     )
     bar = ProgressBar(total=max(total, 1), completed=done, width=40)
     summary = Text(f"{done}/{total} done  strategy {record.spec.strategy.value}  {record.reason}")
+    if record.vetting is not None:
+        summary.append(f"\nvetted: {record.vetting.summary()}")
     table = Table(show_header=True, header_style="bold")
     for column in ("#", "host", "phase", "detail", "since"):
         table.add_column(column)
@@ -144,7 +146,7 @@ def rollouts_table(records: list[RolloutRecord]) -> Table:
 
 def history_table(record: ServiceRecord, rollouts: dict[str, RolloutRecord]) -> Table:
     table = Table(title=f"{record.service}: revisions and config rollouts")
-    for column in ("revision", "rolls out", "rollout", "status", "created", ""):
+    for column in ("revision", "rolls out", "rollout", "status", "vetted", "created", ""):
         table.add_column(column)
     rows = [
         (
@@ -153,19 +155,26 @@ def history_table(record: ServiceRecord, rollouts: dict[str, RolloutRecord]) -> 
             revision.spec.image,
             revision.rollout_id,
             rollouts[revision.rollout_id].status.value if revision.rollout_id in rollouts else "-",
+            _vetted(rollouts.get(revision.rollout_id)),
             "current" if revision.revision == record.current else "",
         )
         for revision in record.revisions
     ]
     # Config rollouts change no revision of the spec; they are listed in time order too.
     rows += [
-        (r.created_at, "-", r.what, r.id, r.status.value, "")
+        (r.created_at, "-", r.what, r.id, r.status.value, "-", "")
         for r in rollouts.values()
         if r.config is not None
     ]
     for created, *cells in sorted(rows, key=lambda row: row[0]):
-        table.add_row(*cells[:4], ago(created), cells[4])
+        table.add_row(*cells[:5], ago(created), cells[5])
     return table
+
+
+def _vetted(record: RolloutRecord | None) -> str:
+    if record is None or record.vetting is None:
+        return "-"
+    return record.vetting.summary()
 
 
 def dry_run_view(result: DryRun, console: Console) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, field_validator
 
@@ -210,6 +210,29 @@ class HostRecord(FrozenModel):
     """Blue-green: this host serves the new colour (so reverting means switching back)."""
 
 
+ScanVerdict = Literal["passed", "skipped", "off"]
+
+
+class Vetting(FrozenModel):
+    """What was checked before an image rollout started, kept in its record and history."""
+
+    requested: str
+    """The image as the operator named it, before pinning."""
+    digest: str | None = None
+    """The digest the tag was pinned to; every host pulls exactly this."""
+    scan: ScanVerdict = "off"
+    """``skipped``: the operator gave --skip-scan; ``off``: no scanner is configured."""
+    scan_findings: Annotated[int, Field(ge=0)] = 0
+    """Findings below the threshold, which did not stop the rollout."""
+    policies: tuple[str, ...] = ()
+    """The policy files the spec passed."""
+
+    def summary(self) -> str:
+        scan = {"passed": "scanned", "skipped": "SCAN SKIPPED", "off": "not scanned"}[self.scan]
+        policies = f"{len(self.policies)} policies" if self.policies else "no policies"
+        return f"{'pinned' if self.digest else 'unpinned'}, {scan}, {policies}"
+
+
 class ConfigTarget(FrozenModel):
     """A config rollout: one file's next version, host by host, through the planner.
 
@@ -269,6 +292,8 @@ class RolloutRecord(FrozenModel):
     """The old version's median memory (bytes), measured when the rollout began."""
     config: ConfigTarget | None = None
     """Set for a config rollout: hosts get this file, and ``target`` is the running spec."""
+    vetting: Vetting | None = None
+    """An image rollout's checks before it started (None: from before vetting, or undo)."""
 
     @property
     def what(self) -> str:

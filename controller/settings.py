@@ -7,9 +7,14 @@ import socket
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controller.policy_gate import load_policies
+from controller.scan_gate import Scanner, Severity
+from controller.vetting import Vetter
+from fleet_registry.client import RegistryAccess
+from fleet_registry.credentials import RegistryCredential
 from protocol.errors import ConfigurationError
 from protocol.signing import CommandSigner
 from protocol.streams import StreamRetention
@@ -39,8 +44,52 @@ class ControllerSettings(BaseSettings):
     """The controller's Ed25519 key (base64 seed, `fleetctl keys generate`): every command
     is signed with it. Agents that trust its public key refuse anything else."""
 
+    # Image trust (checked by `fleetctl rollout start`, see controller/vetting.py):
+    registry_credentials: dict[str, RegistryCredential] = Field(default_factory=dict)
+    """Registry logins, by registry (host[:port]): JSON {"reg": {"username", "password"}}."""
+    insecure_registries: tuple[str, ...] = ()
+    loopback_registries_insecure: bool = True
+    registry_timeout: Annotated[float, Field(gt=0)] = 10.0
+    allowed_registries: tuple[str, ...] = ()
+    """Only images from these registries are rolled out (empty: any)."""
+    pin_digests: bool = True
+    """Resolve the tag to its digest before a rollout; hosts pull exactly that."""
+    scan_command: tuple[str, ...] = ()
+    """A Trivy-compatible scanner, `{image}` for the image; empty: no scan gate."""
+    scan_severity: Severity = "HIGH"
+    """Findings at or above this severity stop a rollout."""
+    scan_timeout: Annotated[float, Field(gt=0)] = 600.0
+    policy_dirs: tuple[Path, ...] = ()
+    """Directories of .rego policies (package fleet.policy, deny rules); empty: none."""
+    allowed_capabilities: tuple[str, ...] = ("NET_BIND_SERVICE",)
+    """Capabilities a spec may add, for the shipped capabilities policy."""
+
     def signer(self) -> CommandSigner | None:
         return load_signer(self.signing_key_file)
+
+    def vetter(self) -> Vetter:
+        return Vetter(
+            access=RegistryAccess(
+                credentials=self.registry_credentials,
+                insecure=self.insecure_registries,
+                loopback_insecure=self.loopback_registries_insecure,
+                timeout=self.registry_timeout,
+            ),
+            allowed_registries=self.allowed_registries,
+            pin_digests=self.pin_digests,
+            scanner=Scanner(self.scan_command, self.scan_timeout) if self.scan_command else None,
+            scan_threshold=self.scan_severity,
+            policies=load_policies(self.policy_dirs),
+            allowed_capabilities=self.allowed_capabilities,
+        )
+
+
+def load_settings() -> ControllerSettings:
+    """The settings from FLEET_* variables; a bad value is a ConfigurationError."""
+    try:
+        return ControllerSettings()
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid FLEET_* setting: {exc}") from exc
 
 
 def load_signer(path: Path | None) -> CommandSigner | None:

@@ -3,7 +3,8 @@
 Like watchtower, the old container's ``inspect`` minus the old image's own defaults is
 what the operator chose; that is kept, the new image supplies its defaults, and the
 spec's explicit settings go on top. HostConfig (mounts, limits, restart policy, network,
-ulimits, capabilities, log driver...) carries over whole. Pure: dicts in, dicts out.
+ulimits, log driver...) carries over whole, except what the policies vet: privileged,
+capabilities and host namespaces are always the spec's. Pure: dicts in, dicts out.
 """
 
 from __future__ import annotations
@@ -98,6 +99,14 @@ def _apply_spec(config: Config, host_config: Config, spec: ServiceSpec, agent_id
         config["ExposedPorts"] = exposed
 
     host_config["NetworkMode"] = settings.network_mode
+    host_config["Privileged"] = settings.privileged
+    host_config["CapAdd"] = list(settings.cap_add) or None
+    host_config["CapDrop"] = list(settings.cap_drop) or None
+    host_config["PidMode"] = "host" if settings.host_pid else ""
+    if settings.host_ipc:
+        host_config["IpcMode"] = "host"
+    elif host_config.get("IpcMode") == "host":
+        host_config["IpcMode"] = "private"
     host_config["PortBindings"] = None  # meaningless with host networking or none
     host_config["RestartPolicy"] = {
         "Name": settings.restart_policy.name,

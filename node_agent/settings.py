@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -14,7 +14,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from protocol.base import FrozenModel
+from fleet_registry.client import RegistryAccess
+from fleet_registry.credentials import RegistryCredential
 from protocol.errors import ConfigurationError
 from protocol.labels import parse_labels
 from protocol.signing import CommandVerifier
@@ -22,15 +23,6 @@ from protocol.streams import StreamRetention
 from protocol.subjects import validate_host_id
 
 MiB = 1024 * 1024
-
-
-class RegistryCredential(FrozenModel):
-    username: str
-    password: SecretStr
-
-    def docker_auth(self) -> dict[str, str]:
-        """The auth_config the engine takes for a pull (the only place the secret is read)."""
-        return {"username": self.username, "password": self.password.get_secret_value()}
 
 
 def default_host_id() -> str:
@@ -66,6 +58,9 @@ class AgentSettings(BaseSettings):
     """Registries reached over plain HTTP."""
     loopback_registries_insecure: bool = True
     """As in Docker: a registry on 127.0.0.0/8 or localhost is reached over plain HTTP."""
+    allowed_registries: tuple[str, ...] = ()
+    """When set, only images from these registries (host[:port]) are checked, pulled or
+    run; anything else is refused with `registry_not_allowed`. Empty allows any."""
     min_free_memory: int = 64 * MiB
     min_free_disk: int = 256 * MiB
     min_open_files: int = 1024
@@ -82,6 +77,14 @@ class AgentSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     failpoint: str | None = None
     """Tests only: SIGKILL the agent right after journaling this update phase."""
+
+    def registry_access(self) -> RegistryAccess:
+        return RegistryAccess(
+            credentials=self.registry_credentials,
+            insecure=self.insecure_registries,
+            loopback_insecure=self.loopback_registries_insecure,
+            timeout=self.registry_timeout,
+        )
 
     @field_validator("host_id")
     @classmethod

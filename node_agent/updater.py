@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from fleet_registry.client import RegistryCheck, check_registry
 from node_agent.config_sync import ConfigSync
 from node_agent.container_config import (
     COLOUR_LABEL,
@@ -26,14 +27,13 @@ from node_agent.container_config import (
 )
 from node_agent.journal import Journal
 from node_agent.probes import HealthVerdict, wait_until_healthy
-from node_agent.registry import check_registry
 from node_agent.resources import ResourceNeeds, check_resources
 from node_agent.runtime import DockerRuntime, Inspect, PullProgress
 from node_agent.service_store import ServiceStore
 from node_agent.settings import AgentSettings
 from node_agent.versions import version_policy_reasons
 from protocol.errors import CommandRefused, ProtocolError, RuntimeFault
-from protocol.image_ref import parse_image_reference
+from protocol.image_ref import parse_image_reference, registry_refusal
 from protocol.models import (
     ContainerState,
     FailureBundle,
@@ -163,14 +163,14 @@ class ServiceUpdater:
             reasons.append(Reason(code="engine_unavailable", text=exc.message))
             docker_root = "/"
         credential = self.settings.registry_credentials.get(ref.registry_or_default)
-        registry = await check_registry(
-            ref,
-            credential,
-            insecure=ref.registry_or_default in self.settings.insecure_registries,
-            timeout=self.settings.registry_timeout,
-            loopback_insecure=self.settings.loopback_registries_insecure,
-        )
-        reasons += registry.reasons
+        refusal = registry_refusal(ref, self.settings.allowed_registries)
+        if refusal is not None:
+            # Not even asked: a host does not talk to a registry it must not use.
+            reasons.append(Reason(code="registry_not_allowed", text=refusal))
+            registry = RegistryCheck()
+        else:
+            registry = await check_registry(ref, self.settings.registry_access())
+            reasons += registry.reasons
         memory_needed = max(
             spec.container.resources.memory_bytes or 0, self.settings.min_free_memory
         )
@@ -268,8 +268,13 @@ class ServiceUpdater:
         return f"{self.settings.host_id}/{self.settings.container_prefix}"
 
     async def local_image(self, spec: ServiceSpec) -> str:
-        """The image to run: by digest when known, pulled by tag if Prepare was skipped."""
+        """The image to run: by digest when known, pulled by tag if Prepare was skipped.
+
+        Refused for a registry outside the allowlist, even if the image is already here."""
         ref = parse_image_reference(spec.image)
+        refusal = registry_refusal(ref, self.settings.allowed_registries)
+        if refusal is not None:
+            raise CommandRefused("registry_not_allowed", refusal)
         wanted = f"{ref.name}@{ref.digest}" if ref.digest else spec.image
         if await self.runtime.inspect_image(wanted) is None:
             credential = self.settings.registry_credentials.get(ref.registry_or_default)

@@ -99,3 +99,16 @@ def _split_registry(name: str) -> tuple[str | None, str]:
     if sep and looks_like_domain:
         return first, rest
     return None, name
+
+
+def registry_refusal(ref: ImageReference, allowed: tuple[str, ...]) -> str | None:
+    """Why ``ref`` may not be used under the registry allowlist ``allowed``, or None.
+
+    An empty allowlist allows every registry. Entries are host[:port] as written in image
+    references; an image without a registry comes from Docker Hub (docker.io)."""
+    if not allowed or ref.registry_or_default in allowed:
+        return None
+    return (
+        f"{ref} comes from registry {ref.registry_or_default}, which is not allowed "
+        f"(allowed: {', '.join(allowed)})"
+    )

@@ -55,6 +55,10 @@ class Resources(FrozenModel):
     pids_limit: Annotated[int, Field(ge=1)] | None = None
 
 
+Capability = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{1,31}$")]
+"""A Linux capability as `docker run --cap-add` takes it: NET_BIND_SERVICE, or ALL."""
+
+
 class ContainerSettings(FrozenModel):
     env: dict[str, str] = Field(default_factory=dict)
     volumes: tuple[VolumeMount, ...] = ()
@@ -67,6 +71,16 @@ class ContainerSettings(FrozenModel):
     labels: dict[str, str] = Field(default_factory=dict)
     network_mode: Literal["host", "none"] = "host"
     """No bridge networks, ever: containers share the host's network or have none."""
+    # Security settings are always what the spec says, never carried over from the old
+    # container: a copy started privileged by hand must not stay so after an update,
+    # since the policies vetted the spec.
+    privileged: bool = False
+    cap_add: tuple[Capability, ...] = ()
+    cap_drop: tuple[Capability, ...] = ()
+    host_pid: bool = False
+    """Share the host's PID namespace."""
+    host_ipc: bool = False
+    """Share the host's IPC namespace."""
 
 
 class HttpProbe(FrozenModel):

@@ -10,7 +10,7 @@ import msgpack
 import pytest
 
 from controller.broker import reserve_loopback_port
-from node_agent.settings import RegistryCredential
+from fleet_registry.credentials import RegistryCredential
 from protocol import SCHEMA_VERSION
 from protocol.codec import encode
 from protocol.models import (

@@ -1,14 +1,16 @@
-"""Can this host pull the image? Reach, TLS, credentials and the tag, told apart.
+"""Talk to an image registry: reach, TLS, credentials, tags, digests and image configs.
 
-Each failure becomes one Reason with its own code, because an operator fixes a firewall,
+Each failure carries one Reason with its own code, because an operator fixes a firewall,
 a certificate, a password and a typo in different places:
-``registry_unreachable``, ``registry_tls``, ``registry_auth``, ``image_not_found``.
+``registry_unreachable``, ``registry_tls``, ``registry_auth``, ``image_not_found``,
+``registry_error``; and ``digest_mismatch`` when a pinned tag has moved.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import ipaddress
 import json
 import re
@@ -18,8 +20,10 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from email.message import Message
+from typing import Any
 
-from node_agent.settings import RegistryCredential
+from fleet_registry.credentials import RegistryCredential
+from protocol.errors import FleetError
 from protocol.image_ref import ImageReference
 from protocol.models import Reason
 
@@ -35,6 +39,8 @@ _INDEX_TYPES = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.oci.image.index.v1+json",
 )
+MAX_DOCUMENT = 4 * 1024 * 1024
+"""A manifest or image config larger than this is refused rather than read."""
 
 
 @dataclass
@@ -52,10 +58,13 @@ class _Response:
     body: bytes
 
 
-class _Failure(Exception):
+class RegistryFailure(FleetError):
+    """The registry could not answer what was asked; ``reason`` says which way."""
+
     def __init__(self, reason: Reason) -> None:
         super().__init__(reason.text)
         self.reason = reason
+        self.code = reason.code
 
 
 def is_loopback_registry(registry: str) -> bool:
@@ -68,23 +77,49 @@ def is_loopback_registry(registry: str) -> bool:
         return False
 
 
-async def check_registry(
-    ref: ImageReference,
-    credential: RegistryCredential | None,
-    *,
-    insecure: bool,
-    timeout: float,
-    loopback_insecure: bool = True,
-) -> RegistryCheck:
-    registry = ref.registry_or_default
-    plain_http = insecure or (loopback_insecure and is_loopback_registry(registry))
-    client = _RegistryClient(registry, plain_http, credential, ref.repository, timeout)
-    result = RegistryCheck()
-    try:
+@dataclass(frozen=True)
+class RegistryAccess:
+    """How to reach registries: credentials by registry, and which speak plain HTTP."""
+
+    credentials: dict[str, RegistryCredential] = field(default_factory=dict)
+    insecure: tuple[str, ...] = ()
+    loopback_insecure: bool = True
+    timeout: float = 10.0
+
+    async def client(self, ref: ImageReference) -> RegistryClient:
+        """A client for ``ref``'s repository, reached and logged in."""
+        registry = ref.registry_or_default
+        plain_http = registry in self.insecure or (
+            self.loopback_insecure and is_loopback_registry(registry)
+        )
+        client = RegistryClient(
+            registry, plain_http, self.credentials.get(registry), ref.repository, self.timeout
+        )
         await client.check_reachable()
         await client.authenticate()
+        return client
+
+
+async def check_registry(ref: ImageReference, access: RegistryAccess) -> RegistryCheck:
+    """Can this host pull ``ref``? A pinned digest must exist, and its tag still name it."""
+    result = RegistryCheck()
+    try:
+        client = await access.client(ref)
         result.digest, result.size = await client.resolve(ref.digest or ref.tag or "latest")
-    except _Failure as failure:
+        if ref.digest and ref.tag:
+            # Pulling by digest would still get the vetted bytes; but a tag that moved
+            # after the controller pinned it means someone pushed over a vetted release,
+            # and an operator must hear of that before anything changes.
+            moved_to, _ = await client.resolve(ref.tag)
+            if moved_to != ref.digest:
+                result.reasons.append(
+                    Reason(
+                        code="digest_mismatch",
+                        text=f"tag {ref.name}:{ref.tag} moved to {moved_to} after it was "
+                        f"pinned to {ref.digest}",
+                    )
+                )
+    except RegistryFailure as failure:
         result.reasons.append(failure.reason)
         return result
     if ref.digest and result.digest != ref.digest:
@@ -97,7 +132,7 @@ async def check_registry(
     return result
 
 
-class _RegistryClient:
+class RegistryClient:
     def __init__(
         self,
         registry: str,
@@ -120,7 +155,7 @@ class _RegistryClient:
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), self.timeout)
         except (OSError, TimeoutError) as exc:
-            raise _Failure(
+            raise RegistryFailure(
                 Reason(
                     code="registry_unreachable",
                     text=f"cannot connect to registry {self.registry}: {exc or 'timed out'}",
@@ -134,14 +169,14 @@ class _RegistryClient:
         if response.status == 200:
             return
         if response.status != 401:
-            raise _Failure(
+            raise RegistryFailure(
                 Reason(
                     code="registry_error",
                     text=f"registry {self.registry} answered /v2/ with {response.status}",
                 )
             )
         if self.credential is None:
-            raise _Failure(
+            raise RegistryFailure(
                 Reason(
                     code="registry_auth",
                     text=f"registry {self.registry} requires credentials and none are configured",
@@ -151,10 +186,9 @@ class _RegistryClient:
         if challenge.lower().startswith("bearer"):
             self.authorization = await self._bearer_token(challenge)
         else:
-            pair = f"{self.credential.username}:{self.credential.password.get_secret_value()}"
-            self.authorization = "Basic " + base64.b64encode(pair.encode()).decode()
+            self.authorization = self._basic()
         if (await self._get("/v2/")).status == 401:
-            raise _Failure(
+            raise RegistryFailure(
                 Reason(
                     code="registry_auth",
                     text=f"registry {self.registry} rejected the credentials of "
@@ -168,56 +202,95 @@ class _RegistryClient:
             {"service": params.get("service", ""), "scope": f"repository:{self.repository}:pull"}
         )
         assert self.credential is not None
-        pair = f"{self.credential.username}:{self.credential.password.get_secret_value()}"
-        basic = "Basic " + base64.b64encode(pair.encode()).decode()
+        basic = self._basic()
         response = await self._fetch(f"{params.get('realm', '')}?{query}", "GET", basic, None)
         if response.status != 200:
-            raise _Failure(
+            raise RegistryFailure(
                 Reason(
                     code="registry_auth",
                     text=f"token service of {self.registry} refused the credentials",
                 )
             )
-        body = json.loads(response.body)
+        body = _json_object(response.body, f"token of {self.registry}")
         return "Bearer " + str(body.get("token") or body.get("access_token"))
 
-    async def resolve(self, reference: str) -> tuple[str, int]:
+    def _basic(self) -> str:
+        assert self.credential is not None
+        return "Basic " + base64.b64encode(self.credential.basic_pair().encode()).decode()
+
+    async def image_config(self, reference: str) -> dict[str, Any]:
+        """The image's config blob (``config.User``, ``config.ExposedPorts``...)."""
+        manifest = await self._manifest(reference)
+        config = manifest.get("config")
+        digest = config.get("digest") if isinstance(config, dict) else None
+        if not isinstance(digest, str):
+            raise RegistryFailure(
+                Reason(code="registry_error", text=f"{reference} has no image config")
+            )
+        response = await self._get(f"/v2/{self.repository}/blobs/{digest}")
+        if response.status != 200:
+            raise RegistryFailure(
+                Reason(
+                    code="registry_error",
+                    text=f"image config {digest} of {self.repository} answered {response.status}",
+                )
+            )
+        return _json_object(response.body, f"image config {digest}")
+
+    async def _manifest(self, reference: str) -> dict[str, Any]:
+        """The image manifest for linux/amd64, through an index if the reference is one."""
+        response = await self._manifest_response(reference)
+        manifest = _json_object(response.body, f"manifest of {reference}")
+        if manifest.get("mediaType") in _INDEX_TYPES:
+            chosen = _linux_amd64(manifest)
+            if chosen is None:
+                raise RegistryFailure(
+                    Reason(code="image_not_found", text=f"{reference} has no linux/amd64 image")
+                )
+            inner = await self._manifest_response(chosen)
+            manifest = _json_object(inner.body, f"manifest {chosen}")
+        return manifest
+
+    async def _manifest_response(self, reference: str) -> _Response:
         response = await self._get(
             f"/v2/{self.repository}/manifests/{reference}", accept=MANIFEST_TYPES
         )
         if response.status == 404:
-            raise _Failure(
+            raise RegistryFailure(
                 Reason(
                     code="image_not_found",
                     text=f"{self.registry}/{self.repository}:{reference} does not exist",
                 )
             )
         if response.status != 200:
-            raise _Failure(
+            raise RegistryFailure(
                 Reason(
                     code="registry_error",
                     text=f"manifest of {self.repository}:{reference} answered {response.status}",
                 )
             )
-        digest = response.headers.get("Docker-Content-Digest") or ""
-        manifest = json.loads(response.body)
+        return response
+
+    async def resolve(self, reference: str) -> tuple[str, int]:
+        """The digest ``reference`` names now, and its linux/amd64 layers' size."""
+        response = await self._manifest_response(reference)
+        # The digest is of the manifest's exact bytes; a registry may leave out the header.
+        digest = response.headers.get("Docker-Content-Digest") or (
+            "sha256:" + hashlib.sha256(response.body).hexdigest()
+        )
+        manifest = _json_object(response.body, f"manifest of {reference}")
         if manifest.get("mediaType") in _INDEX_TYPES:
-            chosen = next(
-                (
-                    item
-                    for item in manifest.get("manifests", ())
-                    if item.get("platform", {}).get("os") == "linux"
-                    and item.get("platform", {}).get("architecture") == "amd64"
-                ),
-                None,
-            )
+            chosen = _linux_amd64(manifest)
             if chosen is None:
                 return digest, 0
-            inner = await self._get(
-                f"/v2/{self.repository}/manifests/{chosen['digest']}", accept=MANIFEST_TYPES
-            )
-            manifest = json.loads(inner.body)
-        size = sum(int(layer.get("size", 0)) for layer in manifest.get("layers", ()))
+            inner = await self._manifest_response(chosen)
+            manifest = _json_object(inner.body, f"manifest {chosen}")
+        layers = manifest.get("layers")
+        size = sum(
+            int(layer.get("size", 0))
+            for layer in (layers if isinstance(layers, list) else ())
+            if isinstance(layer, dict)
+        )
         return digest, size
 
     async def _get(self, path: str, accept: str | None = None) -> _Response:
@@ -235,21 +308,21 @@ class _RegistryClient:
         def send() -> _Response:
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return _Response(response.status, response.headers, response.read())
+                    return _Response(response.status, response.headers, response.read(MAX_DOCUMENT))
             except urllib.error.HTTPError as exc:
-                return _Response(exc.code, exc.headers, exc.read())
+                return _Response(exc.code, exc.headers, exc.read(MAX_DOCUMENT))
 
         try:
             return await asyncio.wait_for(asyncio.to_thread(send), self.timeout + 1)
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, ssl.SSLError):
-                raise _Failure(
+                raise RegistryFailure(
                     Reason(
                         code="registry_tls",
                         text=f"TLS with registry {self.registry} failed: {exc.reason}",
                     )
                 ) from exc
-            raise _Failure(
+            raise RegistryFailure(
                 Reason(
                     code="registry_unreachable",
                     text=f"registry {self.registry}: {exc.reason}",
@@ -257,6 +330,26 @@ class _RegistryClient:
             ) from exc
         except (ssl.SSLError, OSError, TimeoutError) as exc:
             code = "registry_tls" if isinstance(exc, ssl.SSLError) else "registry_unreachable"
-            raise _Failure(
+            raise RegistryFailure(
                 Reason(code=code, text=f"registry {self.registry}: {exc or 'timed out'}")
             ) from exc
+
+
+def _json_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(body)
+    except ValueError as exc:
+        raise RegistryFailure(Reason(code="registry_error", text=f"{what} is not JSON")) from exc
+    if not isinstance(parsed, dict):
+        raise RegistryFailure(Reason(code="registry_error", text=f"{what} is not a JSON object"))
+    return parsed
+
+
+def _linux_amd64(index: dict[str, Any]) -> str | None:
+    """The digest of an index's linux/amd64 manifest (the only platform hosts run)."""
+    for item in index.get("manifests") or ():
+        platform = item.get("platform") or {} if isinstance(item, dict) else {}
+        if platform.get("os") == "linux" and platform.get("architecture") == "amd64":
+            digest = item.get("digest")
+            return digest if isinstance(digest, str) else None
+    return None
