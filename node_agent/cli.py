@@ -57,6 +57,9 @@ def run(
     log_level: Annotated[
         str | None, typer.Option(help="DEBUG, INFO, WARNING (default: the settings' log_level)")
     ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="allow plaintext NATS to a non-loopback address")
+    ] = False,
 ) -> None:
     """Run the agent until SIGTERM or SIGINT; options override FLEET_* variables.
 
@@ -74,6 +77,7 @@ def run(
             "container_prefix": container_prefix,
             "heartbeat_interval": heartbeat_interval,
             "log_level": log_level,
+            "nats_insecure": insecure or None,
         }.items()
         if value is not None
     }

@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from node_agent.blue_green import BlueGreenUpdater, ColourSpecs
+from node_agent.bus_tls import bus_options
 from node_agent.config_files import AppliedConfigs
 from node_agent.config_reload import ConfigReloader
 from node_agent.config_sync import ConfigSync
@@ -207,6 +208,7 @@ class Agent:
         connecting = asyncio.create_task(
             client.connect(
                 servers=list(self.settings.nats_urls),
+                **bus_options(self.settings),
                 name=f"fleet-agent-{self.host}",
                 connect_timeout=5,
                 max_reconnect_attempts=-1,
@@ -257,18 +259,30 @@ class Agent:
         js = self._jetstream
         # Whichever side starts first creates the streams; the agent's retention settings
         # must match the controller's (FLEET_STREAMS), since both bring them up to date.
+        # What exists and matches is only looked at: on a locked-down bus a host may read
+        # stream info but not create or change streams.
         for definition in fleet_streams(self.settings.streams):
             config = definition.model_dump()
             try:
+                info = await js.stream_info(config["name"])
+            except nats.js.errors.NotFoundError:
                 await js.add_stream(**config)
-            except nats.js.errors.BadRequestError:
+                continue
+            if not _stream_matches(info.config, config):
                 await js.update_stream(**config)
-        self._hosts_kv = await js.create_key_value(bucket=subjects.HOSTS_BUCKET)
-        self.config.kv = await js.create_key_value(
-            bucket=subjects.CONFIG_BUCKET,
-            history=CONFIG_HISTORY,
-            max_value_size=MAX_CONFIG_DOCUMENT,
+        self._hosts_kv = await self._bucket(subjects.HOSTS_BUCKET, {})
+        self.config.kv = await self._bucket(
+            subjects.CONFIG_BUCKET,
+            {"history": CONFIG_HISTORY, "max_value_size": MAX_CONFIG_DOCUMENT},
         )
+
+    async def _bucket(self, name: str, options: dict[str, Any]) -> KeyValue:
+        """Bind to KV bucket ``name``, creating it only if it does not exist yet."""
+        js = self._jetstream
+        try:
+            return await js.key_value(name)
+        except nats.js.errors.BucketNotFoundError:
+            return await js.create_key_value(bucket=name, **options)
 
     async def _close(self) -> None:
         self._closing = True
@@ -618,3 +632,16 @@ def _service_of(command: Command) -> str:
 
 def _disk_usage(root: str) -> Any:
     return psutil.disk_usage(root if os.path.isdir(root) else "/")
+
+
+def _stream_matches(current: Any, wanted: dict[str, Any]) -> bool:
+    """Whether the stream's config already has every value the agent would set."""
+
+    def plain(value: Any) -> Any:
+        return list(value) if isinstance(value, tuple | list) else value
+
+    return all(
+        plain(getattr(current, key, None)) == plain(value)
+        for key, value in wanted.items()
+        if key != "name" and value is not None
+    )

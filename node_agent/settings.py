@@ -33,6 +33,13 @@ class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLEET_", frozen=True, extra="forbid")
 
     nats_urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    nats_tls_ca: Path | None = None
+    """The bus CA (`fleetctl pki init`); with it the agent speaks TLS to NATS."""
+    nats_tls_cert: Path | None = None
+    """This host's client certificate (`fleetctl hosts enroll HOST`): its bus credential."""
+    nats_tls_key: Path | None = None
+    nats_insecure: bool = False
+    """Allow plaintext NATS to a non-loopback address (--insecure)."""
     host_id: str = Field(default_factory=default_host_id)
     labels: dict[str, str] = Field(default_factory=dict)
     docker_host: str = "unix:///var/run/docker.sock"

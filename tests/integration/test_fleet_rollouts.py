@@ -291,7 +291,10 @@ async def test_dry_run_conflicts_undo_history_and_bad_input_through_fleetctl(
     parsed = json.loads(history.stdout)
     assert [r["revision"] for r in parsed["revisions"]] == [1, 2, 3]
     assert parsed["current"] == 3
-    assert parsed["revisions"][2]["spec"]["image"] == fleet.stack.demo_image("1.0.0")
+    # Every revision's image was pinned to its digest when its rollout started.
+    assert parsed["revisions"][2]["spec"]["image"].startswith(
+        fleet.stack.demo_image("1.0.0") + "@sha256:"
+    )
 
     invalid = await fleet.fleetctl("rollout", "start", "web", "--image", "Not A/Valid:Ref")
     assert invalid.code == 2, invalid

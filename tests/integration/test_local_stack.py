@@ -158,6 +158,7 @@ def test_sighup_makes_the_demo_reread_its_config_without_a_restart(
 ) -> None:
     config = tmp_path / "app.conf"
     config.write_text("message=first\n")
+    tmp_path.chmod(0o755)  # the demo runs as nobody (65534), pytest's tmp dirs are 0700
     container, port = run_demo("1.0.0", volumes={str(tmp_path): {"bind": "/config", "mode": "ro"}})
     base = f"http://127.0.0.1:{port}"
     assert wait_for_http(f"{base}/config", 200).body == "first"
