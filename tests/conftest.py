@@ -268,14 +268,17 @@ class LocalFleet:
         path.write_text(fleet_spec(self.stack.demo_image(tag), **options).model_dump_json())
         return path
 
-    async def fleetctl(self, *args: str, timeout: float = 240.0) -> CommandResult:
-        env = {"FLEET_SIGNING_KEY_FILE": str(self.signing_key_file)}
-        return await fleetctl(self.nats_url, *args, timeout=timeout, env=env)
+    async def fleetctl(
+        self, *args: str, timeout: float = 240.0, env: dict[str, str] | None = None
+    ) -> CommandResult:
+        """fleetctl with this fleet's signing key, plus ``env`` (FLEET_* settings)."""
+        merged = {"FLEET_SIGNING_KEY_FILE": str(self.signing_key_file), **(env or {})}
+        return await fleetctl(self.nats_url, *args, timeout=timeout, env=merged)
 
-    async def roll(self, tag: str, *flags: str) -> CommandResult:
+    async def roll(self, tag: str, *flags: str, env: dict[str, str] | None = None) -> CommandResult:
         """`fleetctl rollout start web --image demo/web:<tag> <flags>`."""
         return await self.fleetctl(
-            "rollout", "start", "web", "--image", self.stack.demo_image(tag), *flags
+            "rollout", "start", "web", "--image", self.stack.demo_image(tag), *flags, env=env
         )
 
     async def versions(self) -> dict[str, str | None]:
