@@ -66,6 +66,9 @@ class NatsServer:
     cluster_port: int | None = None
     routes: Sequence[int] = ()
     max_payload: int = 1024 * 1024
+    config_file: Path | None = None
+    """A complete config to run instead of the generated one (deploy/nats/, with TLS);
+    its listen port may be -1, the port is read back from the ports file either way."""
     _process: asyncio.subprocess.Process | None = field(default=None, init=False, repr=False)
 
     @property
@@ -109,8 +112,9 @@ class NatsServer:
         ports_dir.mkdir(exist_ok=True)
         for stale in ports_dir.iterdir():
             stale.unlink()
-        config = self.work_dir / "nats.conf"
-        config.write_text(self._config_text())
+        config = self.config_file or self.work_dir / "nats.conf"
+        if self.config_file is None:
+            config.write_text(self._config_text())
         log_path = self.work_dir / "nats.log"
         with log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
@@ -186,6 +190,12 @@ class NatsServer:
                 process.kill()
                 await process.wait()
         self._process = None
+
+    def reload(self) -> None:
+        """SIGHUP: the server rereads its config (users and permissions) without a restart."""
+        if self._process is None or self._process.returncode is not None:
+            raise BrokerError(f"nats-server {self.name} is not running")
+        self._process.send_signal(signal.SIGHUP)
 
     def pause(self) -> None:
         """SIGSTOP: the process stays but stops answering, like a hung host."""

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.live import Live
 
 from controller import render
+from controller.bus_cli import hosts_app, pki_app
 from controller.cli_base import (
     DEFAULT_NATS,
     EXIT_FAILED,
@@ -60,7 +61,7 @@ from controller.rollout import (
 from controller.settings import ControllerSettings, load_settings
 from controller.subscribe import FleetFeed
 from protocol import SCHEMA_VERSION
-from protocol.errors import BrokerError
+from protocol.errors import BrokerError, ConfigurationError
 from protocol.models import LogBatch, MetricsSample, utc_now
 from protocol.signing import generate_key
 from protocol.spec import ServiceSpec
@@ -79,6 +80,8 @@ app.add_typer(controller_app, name="controller")
 app.add_typer(config_app, name="config")
 keys_app = typer.Typer(help="The controller's command-signing keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(hosts_app, name="hosts")
+app.add_typer(pki_app, name="pki")
 
 
 @keys_app.command("generate")
@@ -127,13 +130,17 @@ def _load_spec(path: Path) -> ServiceSpec:
 # ---- hosts ----
 
 
-@app.command()
+@hosts_app.callback(invoke_without_command=True)
 def hosts(
+    context: typer.Context,
     nats_url: NatsOption = DEFAULT_NATS,
     selector: Annotated[str | None, typer.Option(help="k=v,... labels to match")] = None,
     output: OutputOption = "table",
 ) -> None:
-    """List the hosts that report to the fleet, with their services and last heartbeat."""
+    """List the hosts that report to the fleet, with their services and last heartbeat;
+    `hosts enroll` and `hosts revoke` manage their bus credentials."""
+    if context.invoked_subcommand is not None:
+        return
     check_output(output)
     wanted = parse_selector(selector)
     found = run_with_fleet(lambda fleet: fleet.hosts(wanted), nats_url)
@@ -613,10 +620,14 @@ def controller_run(
     lease_ttl: Annotated[float | None, typer.Option(help="leader lease, seconds")] = None,
     host_timeout: Annotated[float | None, typer.Option(help="heartbeat age = offline")] = None,
     log_level: Annotated[str, typer.Option()] = "INFO",
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="allow plaintext NATS to a non-loopback address")
+    ] = False,
 ) -> None:
     """Drive rollouts until SIGTERM; several may run, one leads (KV lease)."""
     flags: dict[str, Any] = {
         "nats_url": nats_url,
+        "nats_insecure": insecure or None,
         "controller_id": controller_id,
         "tick": tick,
         "lease_ttl": lease_ttl,
@@ -635,6 +646,8 @@ def controller_run(
         asyncio.run(_serve(settings))
     except BrokerError as exc:
         fail(exc.message, EXIT_NO_NATS)
+    except ConfigurationError as exc:
+        fail(exc.message, EXIT_INVALID)
 
 
 async def _serve(settings: ControllerSettings) -> None:
@@ -644,6 +657,7 @@ async def _serve(settings: ControllerSettings) -> None:
         loop.add_signal_handler(signum, stop.set)
     nc = await nats.connect(
         settings.nats_url,
+        **settings.bus_options(settings.nats_url),
         name=f"fleet-controller-{settings.controller_id}",
         connect_timeout=5,
         max_reconnect_attempts=-1,

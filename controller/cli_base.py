@@ -16,7 +16,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import nats
 import nats.errors
@@ -28,7 +28,7 @@ from rich.live import Live
 from controller import render
 from controller.intents import Fleet
 from controller.rollout import TERMINAL, RolloutRecord, RolloutStatus, Strategy
-from controller.settings import load_signer
+from controller.settings import load_settings, load_signer
 from controller.store import NotFound, RolloutConflict
 from controller.vetting import ImageRefused
 from protocol.errors import BrokerError, ConfigurationError, FleetError
@@ -61,7 +61,7 @@ def run_with_fleet(work: Callable[[Fleet], Awaitable[T]], url: str) -> T:
         signer = (
             load_signer(Path(key)) if (key := os.environ.get("FLEET_SIGNING_KEY_FILE")) else None
         )
-        nc = await connect(url)
+        nc = await connect(url, load_settings().bus_options(url))
         try:
             return await work(await Fleet(nc, signer=signer).open())
         finally:
@@ -81,10 +81,10 @@ def run_with_fleet(work: Callable[[Fleet], Awaitable[T]], url: str) -> T:
         fail(exc.message, EXIT_FAILED)
 
 
-async def connect(url: str) -> Client:
+async def connect(url: str, options: dict[str, Any]) -> Client:
     try:
         return await nats.connect(
-            url, connect_timeout=5, max_reconnect_attempts=3, allow_reconnect=True
+            url, connect_timeout=5, max_reconnect_attempts=3, allow_reconnect=True, **options
         )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         raise BrokerError(f"cannot reach NATS at {url}: {exc!r}") from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +18,7 @@ from fleet_registry.credentials import RegistryCredential
 from protocol.errors import ConfigurationError
 from protocol.signing import CommandSigner
 from protocol.streams import StreamRetention
+from protocol.transport import bus_connect_options
 
 
 def default_controller_id() -> str:
@@ -28,6 +29,15 @@ class ControllerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLEET_", frozen=True, extra="ignore")
 
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_tls_ca: Path | None = None
+    """The bus CA (`fleetctl pki init`); with it the controller and fleetctl speak TLS."""
+    nats_tls_cert: Path | None = None
+    """This party's client certificate (the controller's, or a reader's): its credential."""
+    nats_tls_key: Path | None = None
+    nats_insecure: bool = False
+    """Allow plaintext NATS to a non-loopback address (--insecure)."""
+    bus_user: str = "controller"
+    """The name the client certificate was issued to (its reply inbox prefix)."""
     controller_id: str = Field(default_factory=default_controller_id)
     tick: Annotated[float, Field(gt=0)] = 0.5
     """Seconds between two passes over the active rollouts."""
@@ -63,6 +73,17 @@ class ControllerSettings(BaseSettings):
     """Directories of .rego policies (package fleet.policy, deny rules); empty: none."""
     allowed_capabilities: tuple[str, ...] = ("NET_BIND_SERVICE",)
     """Capabilities a spec may add, for the shipped capabilities policy."""
+
+    def bus_options(self, url: str) -> dict[str, Any]:
+        """nats.connect keyword arguments: TLS and the inbox prefix, if configured."""
+        return bus_connect_options(
+            [url],
+            ca=self.nats_tls_ca,
+            cert=self.nats_tls_cert,
+            key=self.nats_tls_key,
+            insecure=self.nats_insecure,
+            user=self.bus_user,
+        )
 
     def signer(self) -> CommandSigner | None:
         return load_signer(self.signing_key_file)

@@ -253,6 +253,11 @@ class Agent:
     async def _on_error(self, exc: Exception) -> None:
         if self._nc is None and not self._closing:  # the first connection is still failing
             self._report_connection(False, f"cannot reach NATS ({exc or type(exc).__name__})")
+        if "permissions violation" in str(exc).lower():
+            # The bus refused something this host tried: its permissions (hosts enroll)
+            # and what the agent needs have drifted apart. An operator must see that.
+            log.error("NATS refused: %s", exc)
+            return
         log.debug("nats: %r", exc)
 
     async def _ensure_streams(self) -> None:
@@ -289,7 +294,10 @@ class Agent:
         if self.seen is not None:
             self.seen.close()
         if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
+            # A connection lost for good (a revoked certificate, a dead server) fails its
+            # final flush; the agent still exits cleanly.
+            with suppress(nats.errors.Error, OSError):
+                await self._nc.close()
         self.runtime.close()
 
     @property

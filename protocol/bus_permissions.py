@@ -47,6 +47,7 @@ def host_permissions(host: str) -> dict[str, Any]:
                 f"$JS.API.CONSUMER.CREATE.{config_stream}",
                 f"$JS.API.CONSUMER.CREATE.{config_stream}.>",
                 f"$JS.API.CONSUMER.DELETE.{config_stream}.>",
+                f"$JS.API.CONSUMER.INFO.{config_stream}.>",
                 f"$JS.API.DIRECT.GET.{config_stream}.>",
                 f"$JS.API.STREAM.MSG.GET.{config_stream}",
             ]

@@ -8,9 +8,13 @@ it is refused unless the operator says --insecure.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import urllib.parse
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
+from protocol.bus_permissions import inbox_prefix
 from protocol.errors import ConfigurationError
 
 TLS_SCHEMES = frozenset({"tls", "wss"})
@@ -37,3 +41,37 @@ def check_transport(urls: Iterable[str], *, tls: bool, insecure: bool) -> None:
                 f"refusing a plaintext NATS connection to {url}: configure TLS "
                 "(nats_tls_ca, nats_tls_cert, nats_tls_key) or pass --insecure"
             )
+
+
+def bus_connect_options(
+    urls: Iterable[str],
+    *,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    insecure: bool,
+    user: str,
+) -> dict[str, Any]:
+    """nats.connect keyword arguments for TLS with a client certificate, if configured.
+
+    The one place in protocol that reads files (the CA, certificate and key named in the
+    settings), so the agent and the controller set TLS up the same way. ``user`` is the
+    name the certificate was issued to: replies come back on its own inbox prefix, the
+    only one its permissions let it read.
+    """
+    check_transport(urls, tls=ca is not None, insecure=insecure)
+    if ca is None:
+        return {}
+    if (cert is None) != (key is None):
+        raise ConfigurationError("nats_tls_cert and nats_tls_key are set together")
+    try:
+        context = ssl.create_default_context(cafile=str(ca))
+        if cert is not None and key is not None:
+            context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        # The message names the file, never a key's content.
+        raise ConfigurationError(f"cannot load the NATS TLS files: {exc}") from exc
+    options: dict[str, Any] = {"tls": context}
+    if cert is not None:
+        options["inbox_prefix"] = inbox_prefix(user)
+    return options

@@ -1,0 +1,86 @@
+"""fleetctl pki init, hosts enroll, hosts revoke: the bus's certificates and permissions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from controller.cli_base import EXIT_INVALID, fail
+from controller.pki import Pki
+from protocol.errors import ConfigurationError
+
+pki_app = typer.Typer(help="The bus's certificate authority.", no_args_is_help=True)
+hosts_app = typer.Typer(help="Hosts: the live list, and their bus credentials.")
+
+PkiDir = Annotated[
+    Path, typer.Option("--pki", envvar="FLEET_PKI_DIR", help="the PKI directory (pki init)")
+]
+
+
+@pki_app.command("init")
+def pki_init(
+    directory: Annotated[Path, typer.Option("--dir", help="where to create the PKI")],
+    server_name: Annotated[
+        list[str] | None,
+        typer.Option(help="DNS name or IP of a NATS server (repeatable; default 127.0.0.1)"),
+    ] = None,
+) -> None:
+    """Create the bus CA, the NATS server certificate and the controller's certificate.
+
+    nats-server (deploy/nats/) includes the users.conf written here; `hosts enroll`
+    adds each host to it."""
+    names = tuple(server_name or ("127.0.0.1", "localhost"))
+    try:
+        controller = Pki(directory).init(names)
+    except (ConfigurationError, OSError) as exc:
+        fail(str(exc), EXIT_INVALID)
+    typer.echo(f"CA:          {directory / 'ca.crt'}")
+    typer.echo(f"server:      {directory / 'server.crt'} (names: {', '.join(names)})")
+    typer.echo(f"controller:  {controller.cert} (FLEET_NATS_TLS_CERT, FLEET_NATS_TLS_KEY)")
+    typer.echo(f"users:       {directory / 'users.conf'} (include it in nats-server.conf)")
+
+
+@hosts_app.command("enroll")
+def hosts_enroll(
+    name: Annotated[str, typer.Argument(help="the host id (or a reader's name)")],
+    pki: PkiDir,
+    role: Annotated[
+        str, typer.Option(help="host, or reader for a read-only user (dashboards)")
+    ] = "host",
+) -> None:
+    """Issue NAME's client certificate and add its permissions to users.conf.
+
+    Prints the permission block; reload nats-server (`nats-server --signal reload`) to
+    let the new host in."""
+    if role not in ("host", "reader"):
+        fail(f"--role must be host or reader, not {role}", EXIT_INVALID)
+    chosen: Literal["host", "reader"] = "host" if role == "host" else "reader"
+    store = Pki(pki)
+    try:
+        issued = store.enroll(name, chosen)
+    except (ConfigurationError, OSError) as exc:
+        fail(str(exc), EXIT_INVALID)
+    typer.echo(f"# {issued.name}: certificate {issued.cert}, key {issued.key} (mode 0600)")
+    typer.echo(f"# agent settings: nats_tls_ca={pki / 'ca.crt'}")
+    typer.echo(f"#   nats_tls_cert={issued.cert} nats_tls_key={issued.key}")
+    typer.echo(f"# added to {store.users_conf}; reload nats-server to apply:")
+    typer.echo(store.permission_block(issued.name, issued.role))
+
+
+@hosts_app.command("revoke")
+def hosts_revoke(
+    name: Annotated[str, typer.Argument(help="the host id (or reader) to remove")],
+    pki: PkiDir,
+) -> None:
+    """Take NAME off users.conf and delete its key: after a nats-server reload its
+    certificate is refused."""
+    try:
+        entry = Pki(pki).revoke(name)
+    except (ConfigurationError, OSError) as exc:
+        fail(str(exc), EXIT_INVALID)
+    typer.echo(
+        f"{name} revoked (certificate serial {entry['serial']}); "
+        "reload nats-server (`nats-server --signal reload`) to apply"
+    )

@@ -1,0 +1,306 @@
+"""The default-deny bus: a real nats-server run from deploy/nats/single.conf, with TLS,
+client certificates (fleetctl pki init / hosts enroll) and per-user permissions.
+
+The server's own permission errors are what the tests read: nothing is simulated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client
+
+from controller.broker import NatsServer, find_nats_server_binary
+from protocol import subjects
+from protocol.bus_permissions import inbox_prefix
+from protocol.signing import generate_key
+from tests.conftest import remove_test_containers
+from tests.support.agent_process import AgentProcess, agent_args
+from tests.support.fleet import ControllerProcess, fleet_spec, fleetctl, fleetctl_executable
+from tests.support.stack import LocalStack
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).parents[2]
+
+
+@dataclass
+class SecureBus:
+    server: NatsServer
+    pki: Path
+    work: Path
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+    def tls_env(self, name: str) -> dict[str, str]:
+        """FLEET_* settings that make an agent, controller or fleetctl connect as ``name``."""
+        return {
+            "FLEET_NATS_TLS_CA": str(self.pki / "ca.crt"),
+            "FLEET_NATS_TLS_CERT": str(self.pki / "clients" / f"{name}.crt"),
+            "FLEET_NATS_TLS_KEY": str(self.pki / "clients" / f"{name}.key"),
+            "FLEET_BUS_USER": name,
+        }
+
+    def context(self, name: str | None) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        if name is not None:
+            context.load_cert_chain(
+                str(self.pki / "clients" / f"{name}.crt"), str(self.pki / "clients" / f"{name}.key")
+            )
+        return context
+
+    async def connect(self, name: str) -> Client:
+        """A client with ``name``'s certificate; the server's -ERRs land in errors[name]."""
+        seen = self.errors.setdefault(name, [])
+
+        async def on_error(exc: Exception) -> None:
+            seen.append(str(exc))
+
+        return await nats.connect(
+            self.server.url,
+            tls=self.context(name),
+            inbox_prefix=inbox_prefix(name),
+            error_cb=on_error,
+            connect_timeout=5,
+            max_reconnect_attempts=0,
+            allow_reconnect=False,
+        )
+
+    async def denied(self, name: str, text: str) -> None:
+        """Wait for the server to report a permissions violation naming ``text``."""
+        for _ in range(100):
+            if any(
+                "permissions violation" in e.lower() and text.lower() in e.lower()
+                for e in self.errors[name]
+            ):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no permission error about {text} for {name}: {self.errors[name]}")
+
+
+def run_fleetctl(*args: str) -> str:
+    """fleetctl subcommands that need no bus (pki, enroll, revoke)."""
+    done = subprocess.run(
+        [fleetctl_executable(), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done
+    return done.stdout
+
+
+@pytest.fixture
+async def secure_bus(tmp_path: Path, test_id: str) -> AsyncIterator[SecureBus]:
+    pki = tmp_path / "pki"
+    run_fleetctl("pki", "init", "--dir", str(pki))
+    for name in (f"a-{test_id}", f"b-{test_id}"):
+        run_fleetctl("hosts", "enroll", name, "--pki", str(pki))
+    run_fleetctl("hosts", "enroll", f"reader-{test_id}", "--pki", str(pki), "--role", "reader")
+    # The shipped config, with this test's paths and a free loopback port.
+    config = (ROOT / "deploy" / "nats" / "single.conf").read_text()
+    config = config.replace("/etc/fleetwave/pki", str(pki))
+    config = config.replace("/var/lib/fleetwave/nats", str(tmp_path / "jetstream"))
+    config = config.replace("0.0.0.0:4222", "127.0.0.1:-1")
+    (tmp_path / "nats.conf").write_text(config)
+    server = NatsServer(
+        find_nats_server_binary(), tmp_path / "nats", config_file=tmp_path / "nats.conf"
+    )
+    await server.start()
+    try:
+        yield SecureBus(server, pki, tmp_path)
+    finally:
+        await server.stop()
+
+
+async def test_plaintext_and_connections_without_a_certificate_are_refused(
+    secure_bus: SecureBus,
+) -> None:
+    with pytest.raises((nats.errors.Error, OSError, TimeoutError)):
+        await nats.connect(
+            secure_bus.server.url,
+            connect_timeout=2,
+            max_reconnect_attempts=0,
+            allow_reconnect=False,
+        )
+    with pytest.raises((nats.errors.Error, OSError, ssl.SSLError, TimeoutError)):
+        await nats.connect(
+            secure_bus.server.url,
+            tls=secure_bus.context(None),  # TLS, but no client certificate
+            connect_timeout=2,
+            max_reconnect_attempts=0,
+            allow_reconnect=False,
+        )
+
+
+def test_an_agent_refuses_plaintext_to_another_machine_unless_told_insecure(
+    tmp_path: Path,
+) -> None:
+    agent = subprocess.run(
+        [
+            str(Path(fleetctl_executable()).parent / "fleet-agent"),
+            "run",
+            "--nats=nats://10.255.255.1:4222",
+            "--host-id=edge-1",
+            f"--state-dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert agent.returncode == 1, agent
+    assert "refusing a plaintext NATS connection to nats://10.255.255.1:4222" in agent.stderr
+
+
+async def test_a_hosts_certificate_cannot_read_another_hosts_commands_nor_send_any_command(
+    secure_bus: SecureBus, test_id: str
+) -> None:
+    a, b = f"a-{test_id}", f"b-{test_id}"
+    host_a = await secure_bus.connect(a)
+    host_b = await secure_bus.connect(b)
+    controller = await secure_bus.connect("controller")
+    reader = await secure_bus.connect(f"reader-{test_id}")
+    try:
+        received_by_b: list[bytes] = []
+
+        async def on_b(msg: nats.aio.msg.Msg) -> None:
+            received_by_b.append(msg.data)
+
+        await host_b.subscribe(subjects.command_subject(b), cb=on_b)
+        await host_b.flush(timeout=5)
+
+        # A reads B's commands: the server refuses the subscription.
+        await host_a.subscribe(subjects.command_subject(b))
+        await host_a.flush(timeout=5)
+        await secure_bus.denied(a, f'Subscription to "{subjects.command_subject(b)}"')
+        # A sends a command to B, or to itself, or speaks as B: all refused.
+        for subject in (
+            subjects.command_subject(b),
+            subjects.command_subject(a),
+            subjects.host_event_subject(b, "heartbeat"),
+        ):
+            await host_a.publish(subject, b"forged")
+            await host_a.flush(timeout=5)
+            await secure_bus.denied(a, f'Publish to "{subject}"')
+        # A reader may watch but never command.
+        await reader.publish(subjects.command_subject(b), b"forged")
+        await reader.flush(timeout=5)
+        await secure_bus.denied(f"reader-{test_id}", f'Publish to "{subjects.command_subject(b)}"')
+
+        # The controller's command reaches B, and it is the only thing B ever got.
+        await controller.publish(subjects.command_subject(b), b"from the controller")
+        await controller.flush(timeout=5)
+        for _ in range(100):
+            if received_by_b:
+                break
+            await asyncio.sleep(0.05)
+        assert received_by_b == [b"from the controller"]
+        # A's own event is allowed: no error for it.
+        await host_a.publish(subjects.host_event_subject(a, "heartbeat"), b"{}")
+        await host_a.flush(timeout=5)
+        own = subjects.host_event_subject(a, "heartbeat")
+        assert not any(own in error for error in secure_bus.errors[a])
+    finally:
+        for client in (host_a, host_b, controller, reader):
+            await client.close()
+
+
+async def test_an_enrolled_agent_is_driven_over_mtls_until_it_is_revoked(
+    secure_bus: SecureBus,
+    local_stack: LocalStack,
+    docker_client: docker.DockerClient,
+    test_id: str,
+) -> None:
+    host = f"a-{test_id}"
+    private, public = generate_key()
+    key_file = secure_bus.work / "controller.key"
+    key_file.write_text(private)
+    controller_env = secure_bus.tls_env("controller") | {"FLEET_SIGNING_KEY_FILE": str(key_file)}
+    # The controller creates the streams and buckets: a host may not.
+    controller = ControllerProcess(
+        secure_bus.server.url, secure_bus.work / "controller.log", "c0", env=controller_env
+    )
+    await controller.start()
+    agent = AgentProcess(
+        args=agent_args(
+            secure_bus.server.url,
+            host,
+            local_stack.docker_host,
+            secure_bus.work / "agent",
+            f"t{test_id}-tls-",
+            "--heartbeat-interval=1",
+        ),
+        log_path=secure_bus.work / "agent.log",
+        env=secure_bus.tls_env(host) | {"FLEET_TRUSTED_COMMAND_KEYS": json.dumps([public])},
+    )
+    try:
+        await asyncio.sleep(1)  # let the controller create the streams first
+        await agent.start()
+        url = secure_bus.server.url
+        for _ in range(150):
+            listed = await fleetctl(url, "hosts", "-o", "json", env=controller_env)
+            if listed.code == 0 and host in listed.stdout:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError(f"{host} never reported:\n{agent.log_text()}")
+
+        spec = secure_bus.work / "web.json"
+        spec.write_text(fleet_spec(local_stack.demo_image("1.0.0")).model_dump_json())
+        rolled = await fleetctl(
+            url,
+            "rollout",
+            "start",
+            "web",
+            "--spec",
+            str(spec),
+            "--strategy",
+            "recreate",
+            "-w",
+            env=controller_env,
+        )
+        assert rolled.code == 0, (rolled, controller.log_text(), agent.log_text())
+        running = docker_client.containers.get(f"t{test_id}-tls-web")
+        assert running.status == "running"
+        # Everything either side did was within its permissions (each logs a refusal).
+        assert "permissions violation" not in agent.log_text().lower()
+        assert "permissions violation" not in controller.log_text().lower()
+
+        # Revoked: after the server reloads, the host's certificate opens nothing.
+        for suffix in ("crt", "key"):
+            kept = (secure_bus.pki / "clients" / f"{host}.{suffix}").read_bytes()
+            (secure_bus.work / f"{host}.{suffix}").write_bytes(kept)
+        run_fleetctl("hosts", "revoke", host, "--pki", str(secure_bus.pki))
+        assert not (secure_bus.pki / "clients" / f"{host}.key").exists()
+        secure_bus.server.reload()
+        await asyncio.sleep(1)
+        still_enrolled = await secure_bus.connect(f"b-{test_id}")
+        await still_enrolled.close()
+        with pytest.raises((nats.errors.Error, OSError, TimeoutError)):
+            await nats.connect(
+                url,
+                tls=_revoked_context(secure_bus, host),
+                connect_timeout=2,
+                max_reconnect_attempts=0,
+                allow_reconnect=False,
+            )
+        # Cut off from the bus, the agent still stops cleanly when told.
+        assert await agent.stop() == 0, agent.log_text()
+    finally:
+        await agent.stop()
+        await controller.stop()
+        remove_test_containers(docker_client, test_id)
+
+
+def _revoked_context(bus: SecureBus, host: str) -> ssl.SSLContext:
+    """The revoked host's certificate: the test kept a copy before revoking deleted it."""
+    context = ssl.create_default_context(cafile=str(bus.pki / "ca.crt"))
+    context.load_cert_chain(str(bus.work / f"{host}.crt"), str(bus.work / f"{host}.key"))
+    return context
