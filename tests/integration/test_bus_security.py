@@ -20,7 +20,7 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 
-from controller.broker import NatsServer, find_nats_server_binary
+from controller.broker import NatsServer, find_nats_server_binary, reserve_loopback_port
 from protocol import subjects
 from protocol.bus_permissions import inbox_prefix
 from protocol.signing import generate_key
@@ -304,3 +304,52 @@ def _revoked_context(bus: SecureBus, host: str) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(bus.pki / "ca.crt"))
     context.load_cert_chain(str(bus.work / f"{host}.crt"), str(bus.work / f"{host}.key"))
     return context
+
+
+async def test_the_three_node_cluster_configs_form_a_tls_cluster_that_replicates(
+    tmp_path: Path,
+) -> None:
+    pki = tmp_path / "pki"
+    run_fleetctl("pki", "init", "--dir", str(pki))
+    routes = {n: reserve_loopback_port() for n in (1, 2, 3)}
+    servers: list[NatsServer] = []
+    for n in (1, 2, 3):
+        config = (ROOT / "deploy" / "nats" / "cluster" / f"node-{n}.conf").read_text()
+        config = config.replace("/etc/fleetwave/pki", str(pki))
+        config = config.replace("/var/lib/fleetwave/nats", str(tmp_path / f"js-{n}"))
+        config = config.replace("0.0.0.0:4222", "127.0.0.1:-1")
+        config = config.replace("0.0.0.0:6222", f"127.0.0.1:{routes[n]}")
+        for peer, port in routes.items():
+            config = config.replace(f"nats-{peer}.internal:6222", f"127.0.0.1:{port}")
+        (tmp_path / f"node-{n}.conf").write_text(config)
+        servers.append(
+            NatsServer(
+                find_nats_server_binary(),
+                tmp_path / f"nats-{n}",
+                name=f"fleet-nats-{n}",
+                config_file=tmp_path / f"node-{n}.conf",
+            )
+        )
+    bus = SecureBus(servers[0], pki, tmp_path)
+    try:
+        await asyncio.gather(*(server.start() for server in servers))
+        client = await bus.connect("controller")
+        try:
+            js = client.jetstream(timeout=10)
+            # Replicas 3 needs all three nodes, joined over the mutual-TLS routes.
+            for _ in range(60):
+                try:
+                    await js.add_stream(
+                        name="PROBE", subjects=["fleet.evt.probe.>"], num_replicas=3
+                    )
+                    break
+                except (nats.errors.Error, TimeoutError):
+                    await asyncio.sleep(0.5)
+            info = await js.stream_info("PROBE")
+            assert info.config.num_replicas == 3
+            assert info.cluster is not None
+            assert len(info.cluster.replicas or []) == 2  # the leader and two peers
+        finally:
+            await client.close()
+    finally:
+        await asyncio.gather(*(server.stop() for server in servers))
