@@ -61,7 +61,7 @@ from controller.rollout import (
 from controller.settings import ControllerSettings, load_settings
 from controller.subscribe import FleetFeed
 from protocol import SCHEMA_VERSION
-from protocol.errors import BrokerError, ConfigurationError
+from protocol.errors import BrokerError, ConfigurationError, summarise_invalid
 from protocol.models import LogBatch, MetricsSample, utc_now
 from protocol.signing import generate_key
 from protocol.spec import ServiceSpec
@@ -636,7 +636,7 @@ def controller_run(
     try:
         settings = ControllerSettings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
-        fail(f"invalid settings: {exc}", EXIT_INVALID)
+        fail(f"invalid settings: {summarise_invalid(exc)}", EXIT_INVALID)
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -15,7 +15,7 @@ from controller.scan_gate import Scanner, Severity
 from controller.vetting import Vetter
 from fleet_registry.client import RegistryAccess
 from fleet_registry.credentials import RegistryCredential
-from protocol.errors import ConfigurationError
+from protocol.errors import ConfigurationError, summarise_invalid
 from protocol.signing import CommandSigner
 from protocol.streams import StreamRetention
 from protocol.transport import bus_connect_options
@@ -110,7 +110,7 @@ def load_settings() -> ControllerSettings:
     try:
         return ControllerSettings()
     except ValidationError as exc:
-        raise ConfigurationError(f"invalid FLEET_* setting: {exc}") from exc
+        raise ConfigurationError(f"invalid FLEET_* setting: {summarise_invalid(exc)}") from exc
 
 
 def load_signer(path: Path | None) -> CommandSigner | None:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from node_agent.daemon import Agent
 from node_agent.settings import AgentSettings, load_agent_settings
 from protocol import SCHEMA_VERSION
-from protocol.errors import FleetError
+from protocol.errors import FleetError, summarise_invalid
 from protocol.version import fleetwave_version
 
 app = typer.Typer(
@@ -84,7 +84,7 @@ def run(
     try:
         settings = load_agent_settings(config, **overrides)
     except ValidationError as exc:
-        typer.echo(f"fleet-agent: invalid settings:\n{exc}", err=True)
+        typer.echo(f"fleet-agent: invalid settings: {summarise_invalid(exc)}", err=True)
         raise typer.Exit(2) from exc
     except OSError as exc:
         typer.echo(f"fleet-agent: {exc}", err=True)
@@ -113,7 +113,11 @@ def _reload(agent: Agent, load: Callable[[], AgentSettings]) -> None:
     """SIGHUP: read the settings again; a broken file is reported and changes nothing."""
     try:
         fresh = load()
-    except (ValidationError, OSError) as exc:
+    except ValidationError as exc:
+        log = logging.getLogger("fleet-agent")
+        log.error("SIGHUP: settings not reloaded: %s", summarise_invalid(exc))
+        return
+    except OSError as exc:
         logging.getLogger("fleet-agent").error("SIGHUP: settings not reloaded: %s", exc)
         return
     agent.reload_settings(fresh)

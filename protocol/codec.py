@@ -19,13 +19,12 @@ from protocol.errors import (
     PayloadTooLarge,
     UnknownKind,
     UnsupportedSchemaVersion,
+    summarise_invalid,
 )
 from protocol.models import MESSAGE_ADAPTER, MESSAGE_KINDS, AnyMessage
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 """1 MiB, the default max_payload of nats-server."""
-
-_MAX_ERRORS_IN_MESSAGE = 5
 
 
 def encode(message: BaseModel, *, max_size: int = DEFAULT_MAX_PAYLOAD) -> bytes:
@@ -54,7 +53,7 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_PAYLOAD) -> AnyMessage:
     try:
         return MESSAGE_ADAPTER.validate_python(raw)
     except ValidationError as exc:
-        raise InvalidMessage(f"invalid {kind} message: {_summarise(exc)}") from exc
+        raise InvalidMessage(f"invalid {kind} message: {summarise_invalid(exc)}") from exc
 
 
 def _unpack(data: bytes) -> Any:
@@ -80,18 +79,6 @@ def _check_version(version: object) -> None:
         )
     if version < 1:
         raise UnsupportedSchemaVersion(f"schema_version {version} does not exist")
-
-
-def _summarise(exc: ValidationError) -> str:
-    errors = exc.errors(include_url=False, include_input=False)
-    parts = [
-        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-        for err in errors[:_MAX_ERRORS_IN_MESSAGE]
-    ]
-    more = len(errors) - _MAX_ERRORS_IN_MESSAGE
-    if more > 0:
-        parts.append(f"and {more} more")
-    return "; ".join(parts)
 
 
 def _shorten(value: object, limit: int = 60) -> str:

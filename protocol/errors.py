@@ -23,6 +23,10 @@ Third-party exceptions are mapped onto these with ``raise ... from exc``.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
+MAX_ERRORS_IN_MESSAGE = 5
+
 
 class FleetError(Exception):
     """Base of every error Fleetwave raises deliberately."""
@@ -92,3 +96,20 @@ class RuntimeFault(AgentError):
     """The Docker engine failed, refused, or did not answer in time."""
 
     code = "runtime_error"
+
+
+def summarise_invalid(exc: ValidationError) -> str:
+    """Where and why validation failed, without the input values.
+
+    pydantic's own text quotes the input, which may be a registry password or a key
+    (a credentials entry missing its username is echoed whole), and error text ends up
+    in logs, events and terminals."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    parts = [
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+        for err in errors[:MAX_ERRORS_IN_MESSAGE]
+    ]
+    more = len(errors) - MAX_ERRORS_IN_MESSAGE
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
