@@ -150,6 +150,13 @@ def final_versions(nats_url: str) -> dict[str, str]:
 async def demo(nats_url: str, work: Path, settings: dict[str, str]) -> None:
     registry, repository = settings["FLEET_REGISTRY"], settings["FLEET_DEMO_REPOSITORY"]
     image = f"{registry}/{repository}"
+    # The image trust gates an operator would run with: only the local registry, and the
+    # shipped Rego policies (the demo runs as nobody, with a memory limit). Every rollout
+    # below pins its tag to a digest; `rollout history` shows how each was vetted.
+    os.environ.setdefault("FLEET_ALLOWED_REGISTRIES", json.dumps([registry]))
+    os.environ.setdefault(
+        "FLEET_POLICY_DIRS", json.dumps([str(Path(__file__).parents[1] / "policies")])
+    )
     spec_file = work / "web.json"
     spec_file.write_text(web_spec(f"{image}:1.0.0").model_dump_json(indent=2))
     processes = await start_processes(nats_url, work, settings["FLEET_DOCKER_HOST"])
