@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import ipaddress
 import json
 import re
 import ssl
@@ -26,6 +25,7 @@ from fleet_registry.credentials import RegistryCredential
 from protocol.errors import FleetError
 from protocol.image_ref import ImageReference
 from protocol.models import Reason
+from protocol.transport import is_loopback_host
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -68,13 +68,7 @@ class RegistryFailure(FleetError):
 
 
 def is_loopback_registry(registry: str) -> bool:
-    host = urllib.parse.urlsplit(f"//{registry}").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(urllib.parse.urlsplit(f"//{registry}").hostname or "")
 
 
 @dataclass(frozen=True)

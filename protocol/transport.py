@@ -20,14 +20,20 @@ from protocol.errors import ConfigurationError
 TLS_SCHEMES = frozenset({"tls", "wss"})
 
 
-def is_loopback_url(url: str) -> bool:
-    host = urllib.parse.urlsplit(url if "://" in url else f"nats://{url}").hostname or ""
+def is_loopback_host(host: str) -> bool:
+    """localhost, or an address in 127.0.0.0/8 or ::1 (a name is never trusted as one)."""
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_loopback_url(url: str) -> bool:
+    return is_loopback_host(
+        urllib.parse.urlsplit(url if "://" in url else f"nats://{url}").hostname or ""
+    )
 
 
 def check_transport(urls: Iterable[str], *, tls: bool, insecure: bool) -> None:
