@@ -146,13 +146,16 @@ def rollouts_table(records: list[RolloutRecord]) -> Table:
 
 def history_table(record: ServiceRecord, rollouts: dict[str, RolloutRecord]) -> Table:
     table = Table(title=f"{record.service}: revisions and config rollouts")
-    for column in ("revision", "rolls out", "rollout", "status", "vetted", "created", ""):
-        table.add_column(column)
+    for column in ("rev", "rolls out", "rollout", "status", "vetted", "created", ""):
+        # The image may fold; a vetting verdict such as SCAN SKIPPED must read whole.
+        table.add_column(
+            column, no_wrap=column in ("vetted", "status"), overflow="fold", min_width=3
+        )
     rows = [
         (
             revision.created_at,
             str(revision.revision),
-            revision.spec.image,
+            short_image(revision.spec.image),
             revision.rollout_id,
             rollouts[revision.rollout_id].status.value if revision.rollout_id in rollouts else "-",
             _vetted(rollouts.get(revision.rollout_id)),
@@ -169,6 +172,14 @@ def history_table(record: ServiceRecord, rollouts: dict[str, RolloutRecord]) -> 
     for created, *cells in sorted(rows, key=lambda row: row[0]):
         table.add_row(*cells[:5], ago(created), cells[5])
     return table
+
+
+def short_image(image: str) -> str:
+    """An image for a narrow table: the last path part, the digest cut to 12 hex digits
+    (a service's revisions share their registry and path; -o json has it all)."""
+    name, at, digest = image.partition("@sha256:")
+    name = name.rsplit("/", 1)[-1]
+    return f"{name}@{digest[:12]}" if at else name
 
 
 def _vetted(record: RolloutRecord | None) -> str:

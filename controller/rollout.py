@@ -228,9 +228,9 @@ class Vetting(FrozenModel):
     """The policy files the spec passed."""
 
     def summary(self) -> str:
-        scan = {"passed": "scanned", "skipped": "SCAN SKIPPED", "off": "not scanned"}[self.scan]
+        scan = {"passed": "scanned", "skipped": "SCAN SKIPPED", "off": "no scan"}[self.scan]
         policies = f"{len(self.policies)} policies" if self.policies else "no policies"
-        return f"{'pinned' if self.digest else 'unpinned'}, {scan}, {policies}"
+        return f"{scan}, {policies}" + ("" if self.digest else ", UNPINNED")
 
 
 class ConfigTarget(FrozenModel):
