@@ -68,6 +68,8 @@ from protocol.spec import Colour
 log = logging.getLogger("fleetctl.controller")
 Change = Callable[[RolloutRecord], RolloutRecord]
 PUBLISH_TIMEOUT = 2.0
+UNRECORDED_GRACE = 30.0
+"""Seconds a service's claim may wait for its rollout record before it is released."""
 
 
 class Executor:
@@ -85,6 +87,8 @@ class Executor:
         self.metrics = FleetMetrics()
         """Each host's newest metrics sample, for canary analysis."""
         self.leader = False
+        self._unrecorded_since: dict[str, float] = {}
+        """Claims seen without their rollout record, and when first seen so (monotonic)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         rollouts_kv, services_kv, hosts_kv = await open_buckets(self._js, self.settings.streams)
@@ -164,13 +168,28 @@ class Executor:
             for service, rollout_id in await self.rollouts.active():
                 stored = await self.rollouts.get(rollout_id)
                 if stored is None:
-                    await self.rollouts.release_service(service, rollout_id)
+                    await self._release_if_abandoned(service, rollout_id)
                 elif stored.record.status in TERMINAL:
                     await self._finish(stored.record)  # a crash came between the two writes
                 else:
                     await self._drive(stored)
         except (BrokerError, ControllerError) as exc:
             log.warning("pass skipped: %s", exc.message)
+
+    async def _release_if_abandoned(self, service: str, rollout_id: str) -> None:
+        """Free a claim whose record never came (fleetctl died between the two writes).
+
+        fleetctl claims the service first and writes the record a moment later; a pass in
+        between must not take the claim away, or the rollout is written but never driven
+        (CI caught exactly that on a slow machine). So only a claim without its record for
+        UNRECORDED_GRACE seconds is released."""
+        now = asyncio.get_running_loop().time()
+        first_seen = self._unrecorded_since.setdefault(rollout_id, now)
+        if now - first_seen < UNRECORDED_GRACE:
+            return
+        log.warning("%s: claim on %s has no rollout record; releasing it", rollout_id, service)
+        await self.rollouts.release_service(service, rollout_id)
+        self._unrecorded_since.pop(rollout_id, None)
 
     async def _drive(self, stored: Stored) -> None:
         pending = self._pending.get(stored.record.id, [])
