@@ -47,11 +47,6 @@ def fleet_health(
     return {host: service_health(facts.get(host), service, now, timeout) for host in hosts}
 
 
-SILENT_WATCH_RESTART = 15.0
-"""Seconds without any fleet_hosts update (heartbeats come every 10 s by default) after
-which the watch is restarted."""
-
-
 class Inventory:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
@@ -75,23 +70,11 @@ class Inventory:
                     await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def _follow(self, watcher: KeyValue.KeyWatcher, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        last_update = loop.time()
         while not stop.is_set():
             try:
                 entry = await watcher.updates(timeout=1.0)  # type: ignore[no-untyped-call]
             except nats.errors.TimeoutError:
-                # Live hosts write a heartbeat every few seconds. A watch silent for much
-                # longer has most likely stalled (CI once saw rollouts wait on hosts that
-                # looked offline while they kept writing): watch again, which replays
-                # every host's latest facts.
-                if self.facts and loop.time() - last_update > SILENT_WATCH_RESTART:
-                    log.warning(
-                        "fleet_hosts watch silent for %.0fs; watching again", SILENT_WATCH_RESTART
-                    )
-                    return
                 continue
-            last_update = loop.time()
             if entry is None:
                 self.loaded.set()  # the initial values are all in
                 continue
