@@ -9,7 +9,9 @@ import nats
 import pytest
 
 from controller.broker import NatsServer
+from controller.intents import Fleet
 from controller.lease import LeaderLease
+from controller.rollout import RolloutSpec, rollout_id
 from controller.store import open_buckets
 from protocol import subjects
 from tests.conftest import FleetFactory
@@ -69,3 +71,29 @@ async def test_two_controllers_started_together_update_each_host_exactly_once(
     finally:
         for controller in pair:
             await controller.stop()
+
+
+async def test_a_claim_whose_record_is_still_being_written_is_not_taken_away(
+    fleet_factory: FleetFactory,
+) -> None:
+    """fleetctl claims the service, then writes the record: the controller's passes in
+    between (several, here) must leave the claim alone, or the rollout is never driven."""
+    fleet = await fleet_factory(1)
+    client = await nats.connect(fleet.nats_url, connect_timeout=5)
+    try:
+        operator = await Fleet(client, signer=fleet.signer).open()
+        record, _ = await operator.plan_rollout(
+            "web", fleet.stack.demo_image("1.1.0"), RolloutSpec()
+        )
+        await operator.rollouts.claim_service("web", record.id)
+        await asyncio.sleep(3)  # 15 passes at the fixture's 0.2 s tick
+        assert await operator.rollouts.active_id("web") == record.id
+        await operator.services.add_revision(
+            "web", record.target, lambda n: rollout_id("web", n), record.created_at
+        )
+        await operator.rollouts.create(record)
+    finally:
+        await client.close()
+    done = await fleet.fleetctl("rollout", "status", "web", "-w")
+    assert done.code == 0, (done, fleet.controller.log_text())
+    assert set((await fleet.versions()).values()) == {"1.1.0"}
