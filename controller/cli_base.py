@@ -13,9 +13,7 @@ Exit codes scripts can rely on:
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import nats
@@ -28,7 +26,7 @@ from rich.live import Live
 from controller import render
 from controller.intents import Fleet
 from controller.rollout import TERMINAL, RolloutRecord, RolloutStatus, Strategy
-from controller.settings import load_settings, load_signer
+from controller.settings import load_settings
 from controller.store import NotFound, RolloutConflict
 from controller.vetting import ImageRefused
 from protocol.errors import BrokerError, ConfigurationError, FleetError
@@ -58,12 +56,11 @@ def run_with_fleet(work: Callable[[Fleet], Awaitable[T]], url: str) -> T:
     """Connect, open the buckets, run ``work``; every FleetError becomes its exit code."""
 
     async def main() -> T:
-        signer = (
-            load_signer(Path(key)) if (key := os.environ.get("FLEET_SIGNING_KEY_FILE")) else None
-        )
-        nc = await connect(url, load_settings().bus_options(url))
+        # FLEET_* settings: the signing key (for --dry-run's pre-flight) and TLS.
+        settings = load_settings()
+        nc = await connect(url, settings.bus_options(url))
         try:
-            return await work(await Fleet(nc, signer=signer).open())
+            return await work(await Fleet(nc, signer=settings.signer()).open())
         finally:
             await nc.close()
 
