@@ -113,12 +113,9 @@ def _reload(agent: Agent, load: Callable[[], AgentSettings]) -> None:
     """SIGHUP: read the settings again; a broken file is reported and changes nothing."""
     try:
         fresh = load()
-    except ValidationError as exc:
-        log = logging.getLogger("fleet-agent")
-        log.error("SIGHUP: settings not reloaded: %s", summarise_invalid(exc))
-        return
-    except OSError as exc:
-        logging.getLogger("fleet-agent").error("SIGHUP: settings not reloaded: %s", exc)
+    except (ValidationError, OSError) as exc:
+        why = summarise_invalid(exc) if isinstance(exc, ValidationError) else exc
+        logging.getLogger("fleet-agent").error("SIGHUP: settings not reloaded: %s", why)
         return
     agent.reload_settings(fresh)
 

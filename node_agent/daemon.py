@@ -27,7 +27,6 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from node_agent.blue_green import BlueGreenUpdater, ColourSpecs
-from node_agent.bus_tls import bus_options
 from node_agent.config_files import AppliedConfigs
 from node_agent.config_reload import ConfigReloader
 from node_agent.config_sync import ConfigSync
@@ -208,7 +207,7 @@ class Agent:
         connecting = asyncio.create_task(
             client.connect(
                 servers=list(self.settings.nats_urls),
-                **bus_options(self.settings),
+                **self.settings.bus_options(),
                 name=f"fleet-agent-{self.host}",
                 connect_timeout=5,
                 max_reconnect_attempts=-1,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -21,6 +21,7 @@ from protocol.labels import parse_labels
 from protocol.signing import CommandVerifier
 from protocol.streams import StreamRetention
 from protocol.subjects import validate_host_id
+from protocol.transport import bus_connect_options
 
 MiB = 1024 * 1024
 
@@ -84,6 +85,19 @@ class AgentSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     failpoint: str | None = None
     """Tests only: SIGKILL the agent right after journaling this update phase."""
+
+    def bus_options(self) -> dict[str, Any]:
+        """nats.connect keyword arguments: TLS with this host's certificate and its own
+        reply inbox prefix, if configured; ConfigurationError for plaintext to another
+        machine without nats_insecure."""
+        return bus_connect_options(
+            self.nats_urls,
+            ca=self.nats_tls_ca,
+            cert=self.nats_tls_cert,
+            key=self.nats_tls_key,
+            insecure=self.nats_insecure,
+            user=self.host_id,
+        )
 
     def registry_access(self) -> RegistryAccess:
         return RegistryAccess(
