@@ -99,20 +99,26 @@ async def check_registry(ref: ImageReference, access: RegistryAccess) -> Registr
     result = RegistryCheck()
     try:
         client = await access.client(ref)
-        result.digest, result.size = await client.resolve(ref.digest or ref.tag or "latest")
         if ref.digest and ref.tag:
-            # Pulling by digest would still get the vetted bytes; but a tag that moved
-            # after the controller pinned it means someone pushed over a vetted release,
-            # and an operator must hear of that before anything changes.
-            moved_to, _ = await client.resolve(ref.tag)
-            if moved_to != ref.digest:
+            # The tag is asked, not the digest: while it still names the pinned digest,
+            # that one answer proves the digest exists and gives its size. A tag that
+            # moved after the controller pinned it means someone pushed over a vetted
+            # release; pulling by digest would still get the vetted bytes, but an
+            # operator must hear of it before anything changes.
+            named, size = await client.resolve(ref.tag)
+            result.digest = ref.digest
+            if named != ref.digest:
                 result.reasons.append(
                     Reason(
                         code="digest_mismatch",
-                        text=f"tag {ref.name}:{ref.tag} moved to {moved_to} after it was "
+                        text=f"tag {ref.name}:{ref.tag} moved to {named} after it was "
                         f"pinned to {ref.digest}",
                     )
                 )
+            else:
+                result.size = size
+            return result
+        result.digest, result.size = await client.resolve(ref.digest or ref.tag or "latest")
     except RegistryFailure as failure:
         result.reasons.append(failure.reason)
         return result
@@ -233,17 +239,28 @@ class RegistryClient:
 
     async def _manifest(self, reference: str) -> dict[str, Any]:
         """The image manifest for linux/amd64, through an index if the reference is one."""
-        response = await self._manifest_response(reference)
-        manifest = _json_object(response.body, f"manifest of {reference}")
-        if manifest.get("mediaType") in _INDEX_TYPES:
-            chosen = _linux_amd64(manifest)
-            if chosen is None:
-                raise RegistryFailure(
-                    Reason(code="image_not_found", text=f"{reference} has no linux/amd64 image")
-                )
-            inner = await self._manifest_response(chosen)
-            manifest = _json_object(inner.body, f"manifest {chosen}")
+        manifest = await self._platform_manifest(
+            await self._manifest_response(reference), reference
+        )
+        if manifest is None:
+            raise RegistryFailure(
+                Reason(code="image_not_found", text=f"{reference} has no linux/amd64 image")
+            )
         return manifest
+
+    async def _platform_manifest(
+        self, response: _Response, reference: str
+    ) -> dict[str, Any] | None:
+        """The manifest ``response`` holds or, for an index, its linux/amd64 entry's
+        (None if the index has none)."""
+        manifest = _json_object(response.body, f"manifest of {reference}")
+        if manifest.get("mediaType") not in _INDEX_TYPES:
+            return manifest
+        chosen = _linux_amd64(manifest)
+        if chosen is None:
+            return None
+        inner = await self._manifest_response(chosen)
+        return _json_object(inner.body, f"manifest {chosen}")
 
     async def _manifest_response(self, reference: str) -> _Response:
         response = await self._get(
@@ -272,13 +289,9 @@ class RegistryClient:
         digest = response.headers.get("Docker-Content-Digest") or (
             "sha256:" + hashlib.sha256(response.body).hexdigest()
         )
-        manifest = _json_object(response.body, f"manifest of {reference}")
-        if manifest.get("mediaType") in _INDEX_TYPES:
-            chosen = _linux_amd64(manifest)
-            if chosen is None:
-                return digest, 0
-            inner = await self._manifest_response(chosen)
-            manifest = _json_object(inner.body, f"manifest {chosen}")
+        manifest = await self._platform_manifest(response, reference)
+        if manifest is None:
+            return digest, 0
         layers = manifest.get("layers")
         size = sum(
             int(layer.get("size", 0))
