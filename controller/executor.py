@@ -35,7 +35,6 @@ from controller.planner import plan
 from controller.rollout import (
     IN_FLIGHT,
     TERMINAL,
-    UPDATED,
     AnalysisMetric,
     HostPhase,
     RolloutRecord,
@@ -60,7 +59,6 @@ from protocol.models import (
     Command,
     Envelope,
     MetricsSample,
-    RolloutEvent,
     utc_now,
 )
 from protocol.spec import Colour
@@ -263,18 +261,7 @@ class Executor:
             await self.services.mark_current(record.service, record.revision)
 
     async def _announce(self, record: RolloutRecord) -> None:
-        event = RolloutEvent(
-            sender=subjects.CONTROLLER_SENDER,
-            rollout_id=record.id,
-            service=record.service,
-            revision=record.revision,
-            status=record.status.value,
-            reason=record.reason[:16000],
-            image=record.target.image,
-            hosts_done=record.count(*UPDATED),
-            hosts_total=len(record.hosts),
-        )
-        await self._publish(subjects.controller_event_subject("rollout"), event)
+        await self._publish(subjects.controller_event_subject("rollout"), record.event())
 
     async def _publish(self, subject: str, event: Envelope) -> None:
         try:

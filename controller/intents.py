@@ -44,7 +44,7 @@ from controller.vetting import ImageRefused, Vetter
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.errors import ConfigurationError, ProtocolError
-from protocol.models import HostFacts, PrepareReply, Reason, RolloutEvent, utc_now
+from protocol.models import HostFacts, PrepareReply, Reason, utc_now
 from protocol.signing import CommandSigner
 from protocol.spec import Colour, ServiceSpec, other_colour
 
@@ -185,16 +185,7 @@ class Fleet:
         return record.model_copy(update={"target": target, "vetting": vetting})
 
     async def _announce_refusal(self, record: RolloutRecord, reason: str) -> None:
-        event = RolloutEvent(
-            sender=subjects.CONTROLLER_SENDER,
-            rollout_id=record.id,
-            service=record.service,
-            revision=record.revision,
-            status="refused",
-            reason=reason[:16000],
-            image=record.target.image,
-            hosts_total=len(record.hosts),
-        )
+        event = record.event(status="refused", reason=reason)
         try:
             await self._js.publish(
                 subjects.controller_event_subject("rollout"), encode(event), timeout=5

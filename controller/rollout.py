@@ -15,9 +15,10 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, field_validator
 
+from protocol import subjects
 from protocol.base import FrozenModel, HostId, ServiceName
 from protocol.config_files import ConfigContent, ConfigDocument, ConfigName
-from protocol.models import Reason
+from protocol.models import Reason, RolloutEvent
 from protocol.spec import Colour, ServiceSpec
 
 _AMOUNT = re.compile(r"^(\d+)(%?)$")
@@ -301,6 +302,21 @@ class RolloutRecord(FrozenModel):
         if self.config is not None:
             return f"config {self.config.name} v{self.config.document.version}"
         return self.target.image
+
+    def event(self, status: str | None = None, reason: str | None = None) -> RolloutEvent:
+        """The rollout_event for fleet.evt.controller.rollout: its status (or ``status``,
+        such as ``refused`` for one that never started) and how far it got."""
+        return RolloutEvent(
+            sender=subjects.CONTROLLER_SENDER,
+            rollout_id=self.id,
+            service=self.service,
+            revision=self.revision,
+            status=status or self.status.value,
+            reason=(self.reason if reason is None else reason)[:16000],
+            image=self.target.image,
+            hosts_done=self.count(*UPDATED),
+            hosts_total=len(self.hosts),
+        )
 
     def ordered_hosts(self) -> list[str]:
         """The deterministic host order: sorted ids, the same after any restart."""
