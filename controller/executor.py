@@ -167,7 +167,9 @@ class Executor:
                 stored = await self.rollouts.get(rollout_id)
                 if stored is None:
                     await self._release_if_abandoned(service, rollout_id)
-                elif stored.record.status in TERMINAL:
+                    continue
+                self._unrecorded_since.pop(rollout_id, None)  # its record came
+                if stored.record.status in TERMINAL:
                     await self._finish(stored.record)  # a crash came between the two writes
                 else:
                     await self._drive(stored)
