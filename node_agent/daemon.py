@@ -358,16 +358,19 @@ class Agent:
     async def _handle(self, msg: Msg) -> None:
         async with self._workers:
             reply = await self._reply_for(msg.data)
+        rejected = isinstance(reply, ErrorReply) and reply.code in REJECTIONS
+        if isinstance(reply, ErrorReply) and rejected:
+            log.warning("command refused (%s): %s", reply.code, reply.message)
+        # The outcome is queued before the reply is sent, so the event stream keeps cause
+        # before effect: whatever the controller does on reading this reply (a colour
+        # switch, the next batch) is stored after this host's outcome.
+        await self.publish_event("command_rejected" if rejected else reply.kind, reply)
         if self._nc is not None and self._nc.is_connected:
-            # The reply follows its progress events, so its reader finds them stored.
+            # The reply follows its events, so its reader finds them stored.
             await self.outbox.events_stored(PUBLISH_TIMEOUT)
         if msg.reply:
             with suppress(nats.errors.Error):
                 await msg.respond(encode(reply))
-        rejected = isinstance(reply, ErrorReply) and reply.code in REJECTIONS
-        if isinstance(reply, ErrorReply) and rejected:
-            log.warning("command refused (%s): %s", reply.code, reply.message)
-        await self.publish_event("command_rejected" if rejected else reply.kind, reply)
 
     async def _reply_for(self, data: bytes) -> Reply:
         try:

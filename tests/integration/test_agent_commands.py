@@ -11,8 +11,8 @@ import pytest
 
 from controller.broker import reserve_loopback_port
 from fleet_registry.credentials import RegistryCredential
-from protocol import SCHEMA_VERSION
-from protocol.codec import encode
+from protocol import SCHEMA_VERSION, subjects
+from protocol.codec import decode, encode
 from protocol.models import (
     ErrorReply,
     InspectReply,
@@ -168,3 +168,27 @@ async def test_expired_misaddressed_invalid_and_unknown_commands_are_refused(
     status = await agent.request(agent.inspect("never-deployed"))
     assert isinstance(status, InspectReply)
     assert status.status.state.value == "absent"
+
+
+async def test_a_commands_outcome_is_stored_as_an_event_before_its_reply_is_sent(
+    agent_factory: AgentFactory, local_stack: LocalStack
+) -> None:
+    # Whatever the controller does on a reply (switch colours, start the next batch) must
+    # land in the event stream after the outcome that caused it.
+    agent = await agent_factory()
+    stream = agent.client.jetstream()
+    spec = demo_spec(local_stack.demo_image("9.9.9-missing"), reserve_loopback_port())
+    for command in (
+        agent.prepare(spec),
+        agent.inspect("web"),
+        agent.prepare(spec),
+        agent.apply(spec, host="someone-else"),
+        agent.inspect("web"),
+    ):
+        reply = await agent.request(command)
+        subject = subjects.host_event_subject(
+            agent.host, "command_rejected" if isinstance(reply, ErrorReply) else reply.kind
+        )
+        stored = await stream.get_last_msg(subjects.EVENTS_STREAM, subject)
+        assert stored.data is not None
+        assert decode(stored.data) == reply
