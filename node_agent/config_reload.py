@@ -185,6 +185,45 @@ class ConfigReloader:
         )
         await self._progress(spec, Change(name, None, 0, revision), ConfigPhase.FAILED, why)
 
+    # ---- the host's labels changed ----
+
+    async def relabelled(self) -> None:
+        """Re-resolve every file for this host's new labels and apply what now differs.
+
+        A selector override follows the labels: a host that joins ``tier=canary`` gets
+        that override, one that leaves it falls back. Only files at rest are touched: one
+        a rollout is still changing (its version is ahead of the bucket's) or one this
+        host proved bad at that revision is left to the rollout and the watcher.
+        """
+        for service in self._services_with_config():
+            try:
+                await self._resolve_again(service)
+            except (ConfigFault, RuntimeFault) as exc:
+                log.error("config of %s after a label change: %s", service, exc.message)
+            except OSError as exc:
+                log.error("config of %s after a label change: %s", service, exc)
+
+    async def _resolve_again(self, service: str) -> None:
+        async with self._locks.hold(service):
+            spec = self._updater.services.current(service)
+            if spec is None or spec.config is None:
+                return
+            for name, stored in (await self._sync.stored(service)).items():
+                applied = self._sync.applied.get(service, name)
+                at_rest = (
+                    applied is not None
+                    and not applied.rejected
+                    and applied.kv_revision == stored.kv_revision
+                    and applied.version == stored.document.version
+                )
+                if not at_rest:
+                    continue
+                assert applied is not None
+                content = self._sync.content_for_host(stored.document)
+                if content.sha256 != applied.sha256:
+                    change = Change(name, content, stored.document.version, stored.kv_revision)
+                    await self.apply(spec, change)
+
     # ---- one change ----
 
     async def command(self, command: ConfigCommand) -> OperationResult | PrepareResult:

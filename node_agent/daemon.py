@@ -351,7 +351,10 @@ class Agent:
     # ---- commands ----
 
     async def _on_command(self, msg: Msg) -> None:
-        task = asyncio.create_task(self._handle(msg), name="command")
+        self._track(asyncio.create_task(self._handle(msg), name="command"))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        """Keep ``task`` until it ends; stopping the agent waits for what is tracked."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -590,6 +593,7 @@ class Agent:
         Returns the fields that changed but need a restart (they keep their old value).
         """
         merged, ignored = reloaded(self.settings, fresh)
+        relabelled = merged.labels != self.settings.labels
         if ignored:
             log.warning("settings reloaded; %s need a restart to change", ", ".join(ignored))
         self.settings = merged
@@ -600,6 +604,8 @@ class Agent:
         )
         logging.getLogger().setLevel(merged.log_level)
         self._heartbeat_now.set()  # new labels reach fleet_hosts now, not a beat later
+        if relabelled:  # selector overrides follow the labels
+            self._track(asyncio.create_task(self.config_reloader.relabelled(), name="relabel"))
         log.warning(  # at warning, so it shows whatever the new level is
             "settings reloaded: labels %s, log level %s", merged.labels, merged.log_level
         )

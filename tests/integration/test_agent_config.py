@@ -285,6 +285,36 @@ async def test_sighup_reloads_the_agents_labels_without_reconnecting(
     assert "disconnected" not in log
 
 
+async def test_a_label_change_by_sighup_moves_the_host_onto_and_off_a_selector_override(
+    agent_process_factory: Callable[..., Awaitable[SpawnedAgent]],
+    local_stack: LocalStack,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    settings = tmp_path / "agent-settings.toml"
+    settings.write_text('labels = { tier = "main" }\n')
+    agent = await agent_process_factory(f"--config={settings}")
+    await wait_until_serving(agent.api, deadline_s=60)
+    store = await config_store(agent.api.client)
+    port = reserve_loopback_port()
+    await set_file(store, "message=base\n")
+    await set_file(store, "message=canary\n", selector={"tier": "canary"})
+    await apply_ok(agent.api, config_spec(local_stack.demo_image("1.0.0"), port))
+    await wait_served(port, "base")
+    before = container_identity(docker_client, agent.container("web"))
+
+    settings.write_text('labels = { tier = "canary" }\n')
+    agent.process.send(signal.SIGHUP)
+    await wait_served(port, "canary")
+    settings.write_text('labels = { tier = "main" }\n')
+    agent.process.send(signal.SIGHUP)
+    await wait_served(port, "base")
+
+    assert container_identity(docker_client, agent.container("web")) == before
+    assert await served(port, "/reloads") == "2"
+    assert agent.process.running
+
+
 async def wait_for_labels(nats_url: str, host: str, labels: dict[str, str]) -> None:
     """Until `fleetctl hosts` shows ``host`` with exactly ``labels``."""
     seen = None
