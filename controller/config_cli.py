@@ -25,7 +25,12 @@ from controller.cli_base import (
     report_started,
     run_with_fleet,
 )
-from controller.config_intents import plan_config_rollout, set_config, start_config_rollout
+from controller.config_intents import (
+    plan_config_rollout,
+    remove_config,
+    set_config,
+    start_config_rollout,
+)
 from controller.config_store import StoredConfig
 from controller.intents import Fleet
 from controller.rollout import FailureAction, RolloutRecord, RolloutSpec, Strategy
@@ -75,6 +80,16 @@ def _names(service: str, name: str | None = None, host: str | None = None) -> No
             )
 
 
+def _scope(
+    service: str, name: str, host: str | None, selector: str | None
+) -> dict[str, str] | None:
+    """Checked names and the override's labels (None: base content or one host)."""
+    _names(service, name, host)
+    if host is not None and selector is not None:
+        fail("give --host or --selector, not both", EXIT_INVALID)
+    return parse_selector(selector) if selector is not None else None
+
+
 @config_app.command("set")
 def config_set(
     service: str,
@@ -92,10 +107,7 @@ def config_set(
     For a paced change (canary, max-unavailable, pause, revert) use `config rollout`.
     """
     check_output(output)
-    _names(service, name, host)
-    if host is not None and selector is not None:
-        fail("give --host or --selector, not both", EXIT_INVALID)
-    labels = parse_selector(selector) if selector is not None else None
+    labels = _scope(service, name, host, selector)
     data = _read(file)
     stored = run_with_fleet(
         lambda fleet: set_config(fleet, service, name, data, host=host, selector=labels),
@@ -109,6 +121,39 @@ def config_set(
         f"{service}/{name}: version {document.version} stored ({document.change}, "
         f"{len(data)} bytes, {ConfigContent.of(data).sha256[:19]})"
     )
+
+
+@config_app.command("rm")
+def config_rm(
+    service: str,
+    name: str,
+    host: Annotated[str | None, typer.Option(help="remove only this host's override")] = None,
+    selector: Annotated[
+        str | None, typer.Option(help="remove only the override for exactly these labels")
+    ] = None,
+    nats_url: NatsOption = DEFAULT_NATS,
+    output: OutputOption = "table",
+) -> None:
+    """Remove NAME of SERVICE, or one of its overrides; agents apply it at once.
+
+    Without --host or --selector the file goes: agents delete it and reload. A file the
+    service's spec requires is refused. Its kept versions stay in `config history`.
+    """
+    check_output(output)
+    labels = _scope(service, name, host, selector)
+    stored = run_with_fleet(
+        lambda fleet: remove_config(fleet, service, name, host=host, selector=labels),
+        nats_url,
+    )
+    if output == "json":
+        removed = {"service": service, "name": name, "removed": True}
+        typer.echo(render.to_json(_summary(stored) if stored else removed))
+        return
+    if stored is None:
+        typer.echo(f"{service}/{name}: removed (agents delete the file and reload)")
+        return
+    document = stored.document
+    typer.echo(f"{service}/{name}: version {document.version} stored ({document.change})")
 
 
 def _summary(stored: StoredConfig) -> dict[str, object]:

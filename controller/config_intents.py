@@ -52,6 +52,31 @@ async def set_config(
     )
 
 
+async def remove_config(
+    fleet: Fleet,
+    service: str,
+    name: str,
+    *,
+    host: str | None = None,
+    selector: dict[str, str] | None = None,
+) -> StoredConfig | None:
+    """Remove one override (its hosts fall back) or the whole file (None).
+
+    A file the service's spec requires (``[config] files``) is refused: its next
+    container could not start. Take it out of the spec first.
+    """
+    await _refuse_during_config_rollout(fleet, service, name)
+    if host is None and not selector:
+        history, _ = await fleet.services.get(service)
+        spec = latest_spec(history)
+        if spec is not None and spec.config is not None and name in spec.config.files:
+            raise ConfigurationError(
+                f"{service} requires {name} ([config] files of its spec): "
+                "roll out a spec without it first"
+            )
+    return await fleet.configs.remove(service, name, utc_now(), host=host, selector=selector)
+
+
 def _content(data: bytes) -> ConfigContent:
     try:
         return ConfigContent.of(data)

@@ -28,6 +28,7 @@ from protocol.config_files import (
     encode_document,
     first_document,
     parse_config_key,
+    scope_text,
 )
 from protocol.errors import BrokerError, ProtocolError
 
@@ -99,13 +100,64 @@ class ConfigStore:
                     raise NotFound(
                         f"{service} has no config file {name} yet: set its base content first"
                     )
-                document = first_document(service, name, content, now, change or "set")
+                version = await self._version_after_removal(service, name)
+                document = first_document(
+                    service, name, content, now, change or "set", version=version
+                )
             else:
                 document = current.document.with_content(
                     content, now, host=host, selector=selector, change=change
                 )
             try:
                 revision = await self.put(document, current.kv_revision if current else None)
+            except RolloutConflict:
+                continue
+            return StoredConfig(document, revision)
+        raise RolloutConflict(f"config {service}/{name} kept changing; gave up after retries")
+
+    async def _version_after_removal(self, service: str, name: str) -> int:
+        """1 for a new file; for one removed before, the version after its last one, so
+        a version number never names two contents."""
+        key = config_key(service, name)
+        try:
+            count = await asyncio.wait_for(self._entry_count(key), KV_TIMEOUT)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BrokerError(f"KV read of config {key} failed: {exc!r}") from exc
+        kept = await self.history(service, name) if count else []
+        return max((stored.document.version for stored in kept), default=0) + 1
+
+    async def remove(
+        self,
+        service: str,
+        name: str,
+        now: datetime,
+        *,
+        host: str | None = None,
+        selector: dict[str, str] | None = None,
+    ) -> StoredConfig | None:
+        """Remove one override (the next version, returned) or the whole file (None).
+
+        Agents remove a deleted file from disk and reload, as for any change; the kept
+        versions stay readable in ``config history``.
+        """
+        for _ in range(CAS_ATTEMPTS):
+            current = await self.require(service, name)
+            if host is None and not selector:
+                key = config_key(service, name)
+                try:
+                    await asyncio.wait_for(
+                        self._kv.delete(key, last=current.kv_revision), KV_TIMEOUT
+                    )
+                except nats.js.errors.KeyWrongLastSequenceError:
+                    continue
+                except (nats.errors.Error, TimeoutError) as exc:
+                    raise BrokerError(f"KV delete of config {key} failed: {exc!r}") from exc
+                return None
+            document = current.document.without_override(now, host=host, selector=selector)
+            if document is None:
+                raise NotFound(f"{service}/{name} has no override for {scope_text(host, selector)}")
+            try:
+                revision = await self.put(document, current.kv_revision)
             except RolloutConflict:
                 continue
             return StoredConfig(document, revision)
@@ -169,12 +221,10 @@ class ConfigStore:
         nats-py's ``kv.history()`` stops at the watcher's end-of-history marker, which
         may arrive before entries already on their way; the count makes that harmless.
         """
-        kv = self._kv
-        info = await kv._js.stream_info(kv._stream, subjects_filter=f"{kv._pre}{key}")
-        expected = (info.state.subjects or {}).get(f"{kv._pre}{key}", 0)
+        expected = await self._entry_count(key)
         if expected == 0:
             return []
-        watcher = await kv.watch(key, include_history=True)
+        watcher = await self._kv.watch(key, include_history=True)
         entries: list[KeyValue.Entry] = []
         try:
             while len(entries) < expected:
@@ -184,6 +234,13 @@ class ConfigStore:
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
         return entries
+
+    async def _entry_count(self, key: str) -> int:
+        """How many entries of ``key`` the bucket's stream keeps (values and markers)."""
+        kv = self._kv
+        subject = f"{kv._pre}{key}"
+        info = await kv._js.stream_info(kv._stream, subjects_filter=subject)
+        return (info.state.subjects or {}).get(subject, 0)
 
     async def version(self, service: str, name: str, version: int) -> ConfigDocument:
         history = await self.history(service, name)

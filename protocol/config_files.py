@@ -85,9 +85,14 @@ class ConfigOverride(_Base64Model):
         return all(labels.get(key) == value for key, value in (self.selector or {}).items())
 
     def describe(self) -> str:
-        if self.host is not None:
-            return f"host={self.host}"
-        return ",".join(f"{k}={v}" for k, v in sorted((self.selector or {}).items()))
+        return scope_text(self.host, self.selector)
+
+
+def scope_text(host: str | None, selector: dict[str, str] | None) -> str:
+    """An override's scope as the CLI takes it: ``host=H`` or ``k=v,k2=v2``."""
+    if host is not None:
+        return f"host={host}"
+    return ",".join(f"{k}={v}" for k, v in sorted((selector or {}).items()))
 
 
 class ConfigDocument(_Base64Model):
@@ -143,12 +148,36 @@ class ConfigDocument(_Base64Model):
             }
         )
 
+    def without_override(
+        self, now: datetime, *, host: str | None = None, selector: dict[str, str] | None = None
+    ) -> ConfigDocument | None:
+        """The next version with the override of exactly this scope gone; None if none."""
+        scope = (host, selector or None)
+        kept = tuple(o for o in self.overrides if (o.host, o.selector) != scope)
+        if len(kept) == len(self.overrides):
+            return None
+        gone = next(o for o in self.overrides if (o.host, o.selector) == scope)
+        return self.model_copy(
+            update={
+                "version": self.version + 1,
+                "overrides": kept,
+                "changed_at": now,
+                "change": f"removed override for {gone.describe()}",
+            }
+        )
+
 
 def first_document(
-    service: str, name: str, content: ConfigContent, now: datetime, change: str = "set"
+    service: str,
+    name: str,
+    content: ConfigContent,
+    now: datetime,
+    change: str = "set",
+    version: int = 1,
 ) -> ConfigDocument:
+    """A file's first document; ``version`` goes on from the last one of a removed file."""
     return ConfigDocument(
-        service=service, name=name, version=1, content=content, changed_at=now, change=change
+        service=service, name=name, version=version, content=content, changed_at=now, change=change
     )
 
 

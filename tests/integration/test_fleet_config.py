@@ -15,11 +15,14 @@ import docker
 import pytest
 
 from controller.broker import NatsServer
+from controller.store import Revision, ServiceRecord, ServiceStore, open_buckets
 from protocol import subjects
-from protocol.models import AnyMessage, ConfigPhase, ConfigProgress
+from protocol.models import AnyMessage, ConfigPhase, ConfigProgress, utc_now
+from protocol.spec import ConfigMount
 from tests.conftest import FleetFactory, LocalFleet
+from tests.support.agent import connect
 from tests.support.events import EventRecorder
-from tests.support.fleet import fleetctl
+from tests.support.fleet import fleet_spec, fleetctl
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +37,23 @@ def served(client: docker.DockerClient, container: str, path: str = "/config") -
 async def wait_all_serve(
     fleet: LocalFleet, client: docker.DockerClient, want: str, deadline_s: float = 60.0
 ) -> None:
+    await wait_serving(fleet, client, {agent.api.host: want for agent in fleet.agents}, deadline_s)
+
+
+async def wait_serving(
+    fleet: LocalFleet, client: docker.DockerClient, want: dict[str, str], deadline_s: float = 60.0
+) -> None:
+    """Until each host serves what ``want`` says for it on /config."""
     last: dict[str, str] = {}
     for _ in range(int(deadline_s * 2)):
         last = {
             agent.api.host: await asyncio.to_thread(served, client, agent.container("web"))
             for agent in fleet.agents
         }
-        if set(last.values()) == {want}:
+        if last == want:
             return
         await asyncio.sleep(0.5)
-    raise AssertionError(f"not every host serves {want!r}: {last}")
+    raise AssertionError(f"hosts do not serve {want}: {last}")
 
 
 def identities(fleet: LocalFleet, client: docker.DockerClient) -> dict[str, tuple[str, str, int]]:
@@ -176,6 +186,52 @@ async def test_a_config_rollout_whose_file_breaks_the_canary_is_reverted_and_not
     assert [c["version"] for c in json.loads(stored.stdout)] == [1]
 
 
+async def test_config_rm_drops_an_override_then_the_file_and_versions_go_on_after_it(
+    fleet_factory: FleetFactory, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    fleet = await fleet_factory(size=2)
+    first, second = (agent.api.host for agent in fleet.agents)
+    await set_everywhere(fleet, write(tmp_path / "base.conf", "message=base\n"))
+    special = write(tmp_path / "special.conf", "message=special\n")
+    override = await fleet.fleetctl(
+        "config", "set", "web", "app.conf", "--file", str(special), "--host", second
+    )
+    assert override.code == 0, override
+    await wait_serving(fleet, docker_client, {first: "base", second: "special"})
+    before = identities(fleet, docker_client)
+
+    absent = await fleet.fleetctl("config", "rm", "web", "app.conf", "--host", first)
+    assert absent.code == 4
+    assert f"no override for host={first}" in absent.stderr
+    dropped = await fleet.fleetctl("config", "rm", "web", "app.conf", "--host", second)
+    assert dropped.code == 0, dropped
+    assert f"version 3 stored (removed override for host={second})" in dropped.stdout
+    await wait_all_serve(fleet, docker_client, "base")
+
+    removed = await fleet.fleetctl("config", "rm", "web", "app.conf")
+    assert removed.code == 0, removed
+    await wait_all_serve(fleet, docker_client, "default")  # the demo's answer with no file
+    assert identities(fleet, docker_client) == before, "a container was restarted"
+    gone = await fleet.fleetctl("config", "get", "web", "app.conf")
+    assert gone.code == 4
+    listed = await fleet.fleetctl("config", "list", "-o", "json")
+    assert json.loads(listed.stdout) == []
+
+    # Set again, the file goes on from its last version, so no number names two contents.
+    again = await fleet.fleetctl(
+        "config",
+        "set",
+        "web",
+        "app.conf",
+        "--file",
+        str(write(tmp_path / "n.conf", "message=new\n")),
+    )
+    assert "version 4 stored" in again.stdout, again
+    await wait_all_serve(fleet, docker_client, "new")
+    history = await fleet.fleetctl("config", "history", "web", "app.conf", "-o", "json")
+    assert [entry["version"] for entry in json.loads(history.stdout)] == [1, 2, 3, 4]
+
+
 async def test_config_commands_refuse_bad_input_with_clear_errors(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
@@ -215,3 +271,27 @@ async def test_config_commands_refuse_bad_input_with_clear_errors(
     )
     assert unknown_service.code == 2
     assert "no spec is known for nosuch" in unknown_service.stderr
+
+    # A file the service's spec requires cannot be removed: its next container would
+    # not start. The spec is written as a completed rollout would leave it.
+    spec = fleet_spec("127.0.0.1:5000/demo/web:1.0.0")
+    spec = spec.model_copy(update={"config": ConfigMount(files=("app.conf",))})
+    client = await connect(url)
+    try:
+        _, services, _ = await open_buckets(client.jetstream(timeout=5))
+        record = ServiceRecord(
+            service="web",
+            revisions=(Revision(revision=1, spec=spec, rollout_id="web-r1", created_at=utc_now()),),
+            current=1,
+        )
+        await ServiceStore(services).put(record, None)
+    finally:
+        await client.close()
+    required = await fleetctl(url, "config", "rm", "web", "app.conf")
+    assert required.code == 2
+    assert "web requires app.conf" in required.stderr
+    assert (await fleetctl(url, "config", "get", "web", "app.conf")).code == 0
+    both = await fleetctl(
+        url, "config", "rm", "web", "app.conf", "--host", "h1", "--selector", "a=b"
+    )
+    assert both.code == 2

@@ -58,6 +58,19 @@ def test_a_new_base_keeps_the_overrides_and_says_what_changed() -> None:
     assert document.for_host("h2", {}).data == b"two"
 
 
+def test_removing_an_override_is_a_new_version_and_its_hosts_fall_back() -> None:
+    document = first_document("web", "app.conf", content("base"), NOW)
+    document = document.with_content(content("edge"), NOW, selector={"role": "edge"})
+    document = document.with_content(content("h1"), NOW, host="h1")
+    assert document.without_override(NOW, host="h2") is None
+    assert document.without_override(NOW, selector={"role": "core"}) is None
+    without = document.without_override(NOW, selector={"role": "edge"})
+    assert without is not None
+    assert (without.version, without.change) == (4, "removed override for role=edge")
+    assert without.for_host("h2", {"role": "edge"}).data == b"base"
+    assert without.for_host("h1", {"role": "edge"}).data == b"h1"
+
+
 def test_a_document_survives_its_round_trip_through_kv_bytes() -> None:
     document = first_document("web", "app.conf", ConfigContent.of(bytes(range(256))), NOW)
     assert decode_document(encode_document(document)) == document
