@@ -18,7 +18,7 @@ from fleet_registry.credentials import RegistryCredential
 from protocol.errors import ConfigurationError, summarise_invalid
 from protocol.signing import CommandSigner
 from protocol.streams import StreamRetention
-from protocol.transport import bus_connect_options
+from protocol.transport import DEFAULT_PING_INTERVAL, bus_connect_options
 
 
 def default_controller_id() -> str:
@@ -36,6 +36,8 @@ class ControllerSettings(BaseSettings):
     nats_tls_key: Path | None = None
     nats_insecure: bool = False
     """Allow plaintext NATS to a non-loopback address (--insecure)."""
+    nats_ping_interval: float = Field(default=DEFAULT_PING_INTERVAL, gt=0, le=600)
+    """Keepalive: a silent link is noticed after 3 unanswered pings, then reconnected."""
     bus_user: str = "controller"
     """The name the client certificate was issued to (its reply inbox prefix)."""
     controller_id: str = Field(default_factory=default_controller_id)
@@ -83,6 +85,7 @@ class ControllerSettings(BaseSettings):
             key=self.nats_tls_key,
             insecure=self.nats_insecure,
             user=self.bus_user,
+            ping_interval=self.nats_ping_interval,
         )
 
     def signer(self) -> CommandSigner | None:

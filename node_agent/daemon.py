@@ -35,6 +35,7 @@ from node_agent.journal import Journal
 from node_agent.log_shipper import LogShipper, LogShipping
 from node_agent.metrics import MetricsPublisher
 from node_agent.outcomes import OutcomeStore
+from node_agent.recent_replies import RecentReplies
 from node_agent.runtime import DockerRuntime
 from node_agent.seen_commands import SeenSignatures
 from node_agent.service_locks import ServiceLocks
@@ -71,6 +72,7 @@ from protocol.models import (
 )
 from protocol.signing import CommandRejected, CommandVerifier
 from protocol.streams import fleet_streams
+from protocol.transport import MAX_OUTSTANDING_PINGS
 from protocol.version import fleetwave_version
 
 log = logging.getLogger("fleet-agent")
@@ -150,6 +152,9 @@ class Agent:
         self._workers = asyncio.Semaphore(settings.command_workers)
         self._connected_state: bool | None = None
         self._closing = False
+        self._recent_replies = RecentReplies(
+            settings.nats_ping_interval * (MAX_OUTSTANDING_PINGS + 1)
+        )
 
     # ---- lifecycle ----
 
@@ -244,10 +249,17 @@ class Agent:
 
     async def _on_disconnected(self) -> None:
         if not self._closing:
+            self._recent_replies.disconnected()
             self._report_connection(False, "disconnected from NATS; reconnecting")
 
     async def _on_reconnected(self) -> None:
         self._report_connection(True, "reconnected to NATS")
+        resend = self._recent_replies.to_resend()
+        if resend and self._nc is not None:
+            log.info("re-sending %d recent replies the dead link may have swallowed", len(resend))
+            with suppress(nats.errors.Error):
+                for subject, payload in resend:
+                    await self._nc.publish(subject, payload)
 
     async def _on_error(self, exc: Exception) -> None:
         if self._nc is None and not self._closing:  # the first connection is still failing
@@ -372,8 +384,10 @@ class Agent:
             # The reply follows its events, so its reader finds them stored.
             await self.outbox.events_stored(PUBLISH_TIMEOUT)
         if msg.reply:
+            payload = encode(reply)
+            self._recent_replies.sent(msg.reply, payload)
             with suppress(nats.errors.Error):
-                await msg.respond(encode(reply))
+                await msg.respond(payload)
 
     async def _reply_for(self, data: bytes) -> Reply:
         try:

@@ -21,7 +21,7 @@ from protocol.labels import parse_labels
 from protocol.signing import CommandVerifier
 from protocol.streams import StreamRetention
 from protocol.subjects import validate_host_id
-from protocol.transport import bus_connect_options
+from protocol.transport import DEFAULT_PING_INTERVAL, bus_connect_options
 
 MiB = 1024 * 1024
 
@@ -41,6 +41,8 @@ class AgentSettings(BaseSettings):
     nats_tls_key: Path | None = None
     nats_insecure: bool = False
     """Allow plaintext NATS to a non-loopback address (--insecure)."""
+    nats_ping_interval: float = Field(default=DEFAULT_PING_INTERVAL, gt=0, le=600)
+    """Keepalive: a silent link is noticed after 3 unanswered pings, then reconnected."""
     host_id: str = Field(default_factory=default_host_id)
     labels: dict[str, str] = Field(default_factory=dict)
     docker_host: str = "unix:///var/run/docker.sock"
@@ -97,6 +99,7 @@ class AgentSettings(BaseSettings):
             key=self.nats_tls_key,
             insecure=self.nats_insecure,
             user=self.host_id,
+            ping_interval=self.nats_ping_interval,
         )
 
     def registry_access(self) -> RegistryAccess:

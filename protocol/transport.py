@@ -49,6 +49,12 @@ def check_transport(urls: Iterable[str], *, tls: bool, insecure: bool) -> None:
             )
 
 
+DEFAULT_PING_INTERVAL = 10.0
+"""Seconds between keepalive pings to the NATS server (``FLEET_NATS_PING_INTERVAL``)."""
+MAX_OUTSTANDING_PINGS = 3
+"""Unanswered pings after which the link counts as dead and the client reconnects."""
+
+
 def bus_connect_options(
     urls: Iterable[str],
     *,
@@ -57,8 +63,14 @@ def bus_connect_options(
     key: Path | None,
     insecure: bool,
     user: str,
+    ping_interval: float = DEFAULT_PING_INTERVAL,
 ) -> dict[str, Any]:
-    """nats.connect keyword arguments for TLS with a client certificate, if configured.
+    """nats.connect keyword arguments: keepalive, and TLS with a client certificate.
+
+    The keepalive notices a link that went silent (a partition drops packets, it does
+    not close connections) within ``ping_interval`` times ``MAX_OUTSTANDING_PINGS``, and
+    the client then reconnects. nats-py's own defaults take four minutes, during which
+    commands to the host are lost and its events pile up unsent.
 
     The one place in protocol that reads files (the CA, certificate and key named in the
     settings), so the agent and the controller set TLS up the same way. ``user`` is the
@@ -66,8 +78,12 @@ def bus_connect_options(
     only one its permissions let it read.
     """
     check_transport(urls, tls=ca is not None, insecure=insecure)
+    options: dict[str, Any] = {
+        "ping_interval": ping_interval,
+        "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
+    }
     if ca is None:
-        return {}
+        return options
     if (cert is None) != (key is None):
         raise ConfigurationError("nats_tls_cert and nats_tls_key are set together")
     try:
@@ -77,7 +93,7 @@ def bus_connect_options(
     except (OSError, ssl.SSLError) as exc:
         # The message names the file, never a key's content.
         raise ConfigurationError(f"cannot load the NATS TLS files: {exc}") from exc
-    options: dict[str, Any] = {"tls": context}
+    options["tls"] = context
     if cert is not None:
         options["inbox_prefix"] = inbox_prefix(user)
     return options

@@ -32,6 +32,7 @@ from tests.support.fleet import (
     fleet_spec,
     fleetctl,
 )
+from tests.support.netns import IsolatedHost
 from tests.support.stack import LocalStack, load_local_stack
 
 TEST_LABEL = "io.fleetwave.test"
@@ -209,13 +210,18 @@ async def agent_process_factory(
     """
     spawned: list[SpawnedAgent] = []
 
-    async def start(*extra_args: str, **env: str) -> SpawnedAgent:
+    async def start(
+        *extra_args: str, island: IsolatedHost | None = None, **env: str
+    ) -> SpawnedAgent:
+        """One more agent; with ``island``, inside that host's namespace, over its link."""
         index = len(spawned)
         host = f"p{index}-{test_id}"
         prefix = f"t{test_id}-p{index}-"
+        if island is not None:
+            extra_args = (*extra_args, "--insecure")  # its NATS is across a link, not loopback
         process = AgentProcess(
             args=agent_args(
-                nats_server.url,
+                island.nats_url if island else nats_server.url,
                 host,
                 local_stack.docker_host,
                 tmp_path / f"process-agent{index}",
@@ -225,6 +231,7 @@ async def agent_process_factory(
             ),
             log_path=tmp_path / f"process-agent{index}.log",
             env=env,
+            launcher=island.launcher if island else (),
         )
         client = await connect_client(nats_server.url)
         agent = SpawnedAgent(process, AgentClient(client=client, host=host), prefix)
@@ -315,6 +322,7 @@ async def fleet_factory(
         size: int = 5,
         agent_env: dict[int, dict[str, str]] | None = None,
         deploy_min_ready: str = "100%",
+        islands: dict[int, IsolatedHost] | None = None,
     ) -> LocalFleet:
         # Every test fleet runs with signed commands: the controller signs, agents verify.
         private, public = generate_key()
@@ -322,7 +330,9 @@ async def fleet_factory(
         key_file.write_text(private)
         trust = {"FLEET_TRUSTED_COMMAND_KEYS": json.dumps([public])}
         agents = [
-            await agent_process_factory(**trust, **(agent_env or {}).get(index, {}))
+            await agent_process_factory(
+                island=(islands or {}).get(index), **trust, **(agent_env or {}).get(index, {})
+            )
             for index in range(size)
         ]
         for agent in agents:

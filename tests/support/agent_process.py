@@ -47,12 +47,15 @@ class AgentProcess:
     args: list[str]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    launcher: tuple[str, ...] = ()
+    """A prefix the agent runs under, such as nsenter into an isolated host's namespace."""
     process: asyncio.subprocess.Process | None = None
 
     async def start(self, **extra_env: str) -> None:
         assert self.process is None or self.process.returncode is not None, "already running"
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
+                *self.launcher,
                 fleet_agent_executable(),
                 "run",
                 *self.args,

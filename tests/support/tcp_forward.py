@@ -1,0 +1,101 @@
+"""A plain TCP forwarder, so a host in its own network namespace reaches loopback services.
+
+NATS and the registries listen on this machine's 127.0.0.1 only. An isolated test host
+reaches them through two of these: one outside, on its link's address, towards
+127.0.0.1; one inside its namespace (run as ``python -m tests.support.tcp_forward``
+under nsenter), on the namespace's own 127.0.0.1, towards the outside one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+CHUNK = 64 * 1024
+CONNECT_TIMEOUT = 5.0
+
+
+@dataclass
+class TcpForwarder:
+    """Accepts on ``listen`` and pipes each connection to ``target``, both ways."""
+
+    listen: tuple[str, int]
+    target: tuple[str, int]
+    _server: asyncio.Server | None = None
+    _pipes: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def start(self) -> TcpForwarder:
+        self._server = await asyncio.start_server(self._accept, *self.listen)
+        return self
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one the system chose, for port 0)."""
+        assert self._server is not None, "not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for pipe in self._pipes:
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream = await asyncio.wait_for(
+                asyncio.open_connection(*self.target), CONNECT_TIMEOUT
+            )
+        except (OSError, TimeoutError):
+            writer.close()
+            return
+        for source, sink in ((reader, upstream[1]), (upstream[0], writer)):
+            task = asyncio.create_task(_pipe(source, sink), name="tcp-forward")
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    try:
+        while data := await source.read(CHUNK):
+            sink.write(data)
+            await sink.drain()
+    except (OSError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        sink.close()
+        with suppress(OSError):
+            await sink.wait_closed()
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+async def _serve(listen: tuple[str, int], target: tuple[str, int]) -> None:
+    forwarder = await TcpForwarder(listen, target).start()
+    print(f"listening on {listen[0]}:{listen[1]}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await forwarder.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--listen", type=_address, required=True, help="host:port")
+    parser.add_argument("--to", type=_address, required=True, help="host:port")
+    options = parser.parse_args()
+    asyncio.run(_serve(options.listen, options.to))
+
+
+if __name__ == "__main__":
+    main()
