@@ -37,6 +37,7 @@ from controller.cli_base import (
     WatchOption,
     check_output,
     check_strategy,
+    close_bus,
     exit_for,
     fail,
     follow_rollout,
@@ -666,7 +667,7 @@ async def _serve(settings: ControllerSettings) -> None:
     try:
         await Executor(nc, settings).run(stop)
     finally:
-        await nc.close()
+        await close_bus(nc)
 
 
 def main() -> None:

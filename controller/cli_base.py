@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import nats
@@ -52,6 +53,17 @@ WatchOption = Annotated[bool, typer.Option("--watch", "-w", help="follow until i
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 
 
+async def close_bus(nc: Client) -> None:
+    """Close, even when the connection is already lost for good.
+
+    Its final flush then fails: with a nats error, an OSError, or over TLS after a
+    reconnect with AttributeError (asyncio has torn the TLS transport down under
+    nats-py). None of these is worth a traceback on the way out.
+    """
+    with suppress(nats.errors.Error, OSError, AttributeError):
+        await nc.close()
+
+
 def run_with_fleet(work: Callable[[Fleet], Awaitable[T]], url: str) -> T:
     """Connect, open the buckets, run ``work``; every FleetError becomes its exit code."""
 
@@ -62,7 +74,7 @@ def run_with_fleet(work: Callable[[Fleet], Awaitable[T]], url: str) -> T:
         try:
             return await work(await Fleet(nc, signer=settings.signer()).open())
         finally:
-            await nc.close()
+            await close_bus(nc)
 
     try:
         return asyncio.run(main())

@@ -240,6 +240,7 @@ async def test_an_enrolled_agent_is_driven_over_mtls_until_it_is_revoked(
         log_path=secure_bus.work / "agent.log",
         env=secure_bus.tls_env(host) | {"FLEET_TRUSTED_COMMAND_KEYS": json.dumps([public])},
     )
+    other: AgentProcess | None = None
     try:
         await asyncio.sleep(1)  # let the controller create the streams first
         await agent.start()
@@ -273,6 +274,18 @@ async def test_an_enrolled_agent_is_driven_over_mtls_until_it_is_revoked(
         assert "permissions violation" not in agent.log_text().lower()
         assert "permissions violation" not in controller.log_text().lower()
 
+        # After a lost connection the agent sends its latest replies again (in case the
+        # dead link swallowed them). The bus lets one reply through per request, so it
+        # refuses these copies: expected, and not reported as a drifted permission.
+        config = secure_bus.work / "nats.conf"
+        port = secure_bus.server.port  # the restarted server listens where clients expect it
+        config.write_text(config.read_text().replace("127.0.0.1:-1", f"127.0.0.1:{port}"))
+        await secure_bus.server.stop()
+        await secure_bus.server.start()
+        await agent.wait_logged("a re-sent reply was not needed")
+        assert "reconnected to NATS" in agent.log_text()
+        assert "NATS refused" not in agent.log_text()
+
         # Revoked: after the server reloads, the host's certificate opens nothing.
         for suffix in ("crt", "key"):
             kept = (secure_bus.pki / "clients" / f"{host}.{suffix}").read_bytes()
@@ -293,7 +306,36 @@ async def test_an_enrolled_agent_is_driven_over_mtls_until_it_is_revoked(
             )
         # Cut off from the bus, the agent still stops cleanly when told.
         assert await agent.stop() == 0, agent.log_text()
+
+        # So does one whose server went away while it kept trying to reconnect over TLS,
+        # after an earlier reconnect (asyncio's torn-down TLS transport used to fail the
+        # final flush with an AttributeError and a traceback).
+        other_host = f"b-{test_id}"
+        other = AgentProcess(
+            args=agent_args(
+                url,
+                other_host,
+                local_stack.docker_host,
+                secure_bus.work / "other-agent",
+                f"t{test_id}-tls-b-",
+                "--heartbeat-interval=1",  # so it has writes pending when told to stop
+            ),
+            log_path=secure_bus.work / "other-agent.log",
+            env=secure_bus.tls_env(other_host),
+        )
+        await other.start()
+        await other.wait_logged("serving fleet.cmd")
+        await secure_bus.server.stop()  # the server goes, comes back, and goes for good
+        await asyncio.sleep(1)
+        await secure_bus.server.start()
+        await other.wait_logged("reconnected to NATS")
+        await secure_bus.server.stop()
+        await asyncio.sleep(3)
+        assert await other.stop() == 0, other.log_text()
+        assert "Traceback" not in other.log_text()
     finally:
+        if other is not None:
+            await other.stop()
         await agent.stop()
         await controller.stop()
         remove_test_containers(docker_client, test_id)

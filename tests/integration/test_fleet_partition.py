@@ -18,7 +18,7 @@ import pytest
 from controller.broker import NatsServer
 from protocol import subjects
 from protocol.models import AnyMessage, UpdatePhase, UpdateProgress, utc_now
-from tests.conftest import FleetFactory, SpawnedAgent
+from tests.conftest import FleetFactory
 from tests.support.events import EventRecorder
 from tests.support.netns import IsolatedHost, isolated_host
 from tests.support.stack import LocalStack
@@ -43,14 +43,6 @@ def progress_of(host: str, phase: UpdatePhase, tag: str) -> Callable[[AnyMessage
         and m.image is not None
         and f":{tag}" in m.image
     )
-
-
-async def wait_for_log(agent: SpawnedAgent, text: str, deadline_s: float = 60.0) -> None:
-    for _ in range(int(deadline_s * 5)):
-        if text in agent.process.log_text():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"the agent never logged {text!r}:\n{agent.process.log_text()}")
 
 
 def running_image(client: docker.DockerClient, container: str) -> str:
@@ -81,7 +73,7 @@ async def test_a_host_cut_off_mid_update_finishes_alone_and_the_rollout_complete
                 break
             await asyncio.sleep(0.2)
         assert ":1.1.0" in image, image
-        await wait_for_log(cut_off, "disconnected from NATS")  # noticed by its keepalive
+        await cut_off.process.wait_logged("disconnected from NATS", 60)  # noticed by its keepalive
         # Its update still holds the whole budget: nobody else has started.
         for agent in others:
             image = await asyncio.to_thread(running_image, docker_client, agent.container("web"))
@@ -94,7 +86,7 @@ async def test_a_host_cut_off_mid_update_finishes_alone_and_the_rollout_complete
         assert result.code == 0, (result, fleet.controller.log_text())
 
     assert set((await fleet.versions()).values()) == {"1.1.0"}
-    await wait_for_log(cut_off, "reconnected to NATS")
+    await cut_off.process.wait_logged("reconnected to NATS", 60)
     # The reply the dead link swallowed was sent again on the new connection: the
     # controller got it then, instead of waiting out the command's timeout to retry.
     assert re.search(r"re-sending [1-9]\d* recent replies", cut_off.process.log_text())

@@ -90,3 +90,11 @@ class AgentProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def wait_logged(self, text: str, deadline_s: float = 30.0) -> None:
+        """Until the agent's output contains ``text``; AssertionError with the log if never."""
+        for _ in range(int(deadline_s * 5)):
+            if text in self.log_text():
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"the agent never logged {text!r}:\n{self.log_text()}")
