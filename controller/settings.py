@@ -13,31 +13,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from controller.policy_gate import load_policies
 from controller.scan_gate import Scanner, Severity
 from controller.vetting import Vetter
-from fleet_registry.client import RegistryAccess
-from fleet_registry.credentials import RegistryCredential
+from fleet_registry.settings import RegistrySettings
 from protocol.errors import ConfigurationError, summarise_invalid
 from protocol.signing import CommandSigner
 from protocol.streams import StreamRetention
-from protocol.transport import DEFAULT_PING_INTERVAL, bus_connect_options
+from protocol.transport import BusClientSettings
 
 
 def default_controller_id() -> str:
     return f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
 
 
-class ControllerSettings(BaseSettings):
+class ControllerSettings(BaseSettings, BusClientSettings, RegistrySettings):
     model_config = SettingsConfigDict(env_prefix="FLEET_", frozen=True, extra="ignore")
 
     nats_url: str = "nats://127.0.0.1:4222"
-    nats_tls_ca: Path | None = None
-    """The bus CA (`fleetctl pki init`); with it the controller and fleetctl speak TLS."""
-    nats_tls_cert: Path | None = None
-    """This party's client certificate (the controller's, or a reader's): its credential."""
-    nats_tls_key: Path | None = None
-    nats_insecure: bool = False
-    """Allow plaintext NATS to a non-loopback address (--insecure)."""
-    nats_ping_interval: float = Field(default=DEFAULT_PING_INTERVAL, gt=0, le=600)
-    """Keepalive: a silent link is noticed after 3 unanswered pings, then reconnected."""
     bus_user: str = "controller"
     """The name the client certificate was issued to (its reply inbox prefix)."""
     controller_id: str = Field(default_factory=default_controller_id)
@@ -56,14 +46,8 @@ class ControllerSettings(BaseSettings):
     """The controller's Ed25519 key (base64 seed, `fleetctl keys generate`): every command
     is signed with it. Agents that trust its public key refuse anything else."""
 
-    # Image trust (checked by `fleetctl rollout start`, see controller/vetting.py):
-    registry_credentials: dict[str, RegistryCredential] = Field(default_factory=dict)
-    """Registry logins, by registry (host[:port]): JSON {"reg": {"username", "password"}}."""
-    insecure_registries: tuple[str, ...] = ()
-    loopback_registries_insecure: bool = True
-    registry_timeout: Annotated[float, Field(gt=0)] = 10.0
-    allowed_registries: tuple[str, ...] = ()
-    """Only images from these registries are rolled out (empty: any)."""
+    # Image trust (checked by `fleetctl rollout start`, see controller/vetting.py), with
+    # the registry settings of RegistrySettings:
     pin_digests: bool = True
     """Resolve the tag to its digest before a rollout; hosts pull exactly that."""
     scan_command: tuple[str, ...] = ()
@@ -77,28 +61,15 @@ class ControllerSettings(BaseSettings):
     """Capabilities a spec may add, for the shipped capabilities policy."""
 
     def bus_options(self, url: str) -> dict[str, Any]:
-        """nats.connect keyword arguments: TLS and the inbox prefix, if configured."""
-        return bus_connect_options(
-            [url],
-            ca=self.nats_tls_ca,
-            cert=self.nats_tls_cert,
-            key=self.nats_tls_key,
-            insecure=self.nats_insecure,
-            user=self.bus_user,
-            ping_interval=self.nats_ping_interval,
-        )
+        """nats.connect keyword arguments, with this party's certificate and inbox prefix."""
+        return self.bus_connect_options([url], self.bus_user)
 
     def signer(self) -> CommandSigner | None:
         return load_signer(self.signing_key_file)
 
     def vetter(self) -> Vetter:
         return Vetter(
-            access=RegistryAccess(
-                credentials=self.registry_credentials,
-                insecure=self.insecure_registries,
-                loopback_insecure=self.loopback_registries_insecure,
-                timeout=self.registry_timeout,
-            ),
+            access=self.registry_access(),
             allowed_registries=self.allowed_registries,
             pin_digests=self.pin_digests,
             scanner=Scanner(self.scan_command, self.scan_timeout) if self.scan_command else None,

@@ -14,14 +14,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from fleet_registry.client import RegistryAccess
-from fleet_registry.credentials import RegistryCredential
+from fleet_registry.settings import RegistrySettings
 from protocol.errors import ConfigurationError
 from protocol.labels import parse_labels
 from protocol.signing import CommandVerifier
 from protocol.streams import StreamRetention
 from protocol.subjects import validate_host_id
-from protocol.transport import DEFAULT_PING_INTERVAL, bus_connect_options
+from protocol.transport import BusClientSettings
 
 MiB = 1024 * 1024
 
@@ -30,19 +29,10 @@ def default_host_id() -> str:
     return socket.gethostname().split(".")[0]
 
 
-class AgentSettings(BaseSettings):
+class AgentSettings(BaseSettings, BusClientSettings, RegistrySettings):
     model_config = SettingsConfigDict(env_prefix="FLEET_", frozen=True, extra="forbid")
 
     nats_urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
-    nats_tls_ca: Path | None = None
-    """The bus CA (`fleetctl pki init`); with it the agent speaks TLS to NATS."""
-    nats_tls_cert: Path | None = None
-    """This host's client certificate (`fleetctl hosts enroll HOST`): its bus credential."""
-    nats_tls_key: Path | None = None
-    nats_insecure: bool = False
-    """Allow plaintext NATS to a non-loopback address (--insecure)."""
-    nats_ping_interval: float = Field(default=DEFAULT_PING_INTERVAL, gt=0, le=600)
-    """Keepalive: a silent link is noticed after 3 unanswered pings, then reconnected."""
     host_id: str = Field(default_factory=default_host_id)
     labels: dict[str, str] = Field(default_factory=dict)
     docker_host: str = "unix:///var/run/docker.sock"
@@ -63,14 +53,6 @@ class AgentSettings(BaseSettings):
     """Prefixed to every container name, so several agents can share one engine."""
     update_lock_path: str | None = None
     """While this file exists, Apply is deferred (``{service}`` is replaced by the name)."""
-    registry_credentials: dict[str, RegistryCredential] = Field(default_factory=dict)
-    insecure_registries: tuple[str, ...] = ()
-    """Registries reached over plain HTTP."""
-    loopback_registries_insecure: bool = True
-    """As in Docker: a registry on 127.0.0.0/8 or localhost is reached over plain HTTP."""
-    allowed_registries: tuple[str, ...] = ()
-    """When set, only images from these registries (host[:port]) are checked, pulled or
-    run; anything else is refused with `registry_not_allowed`. Empty allows any."""
     min_free_memory: int = 64 * MiB
     min_free_disk: int = 256 * MiB
     min_open_files: int = 1024
@@ -78,7 +60,6 @@ class AgentSettings(BaseSettings):
     docker_timeout: Annotated[float, Field(gt=0)] = 60.0
     command_workers: Annotated[int, Field(ge=1)] = 8
     pull_timeout: Annotated[float, Field(gt=0)] = 600.0
-    registry_timeout: Annotated[float, Field(gt=0)] = 10.0
     trusted_command_keys: tuple[str, ...] = ()
     """Controller public keys (base64 Ed25519). When set, only commands signed by one of
     them, unexpired, not from the future and never seen before are run."""
@@ -89,26 +70,8 @@ class AgentSettings(BaseSettings):
     """Tests only: SIGKILL the agent right after journaling this update phase."""
 
     def bus_options(self) -> dict[str, Any]:
-        """nats.connect keyword arguments: TLS with this host's certificate and its own
-        reply inbox prefix, if configured; ConfigurationError for plaintext to another
-        machine without nats_insecure."""
-        return bus_connect_options(
-            self.nats_urls,
-            ca=self.nats_tls_ca,
-            cert=self.nats_tls_cert,
-            key=self.nats_tls_key,
-            insecure=self.nats_insecure,
-            user=self.host_id,
-            ping_interval=self.nats_ping_interval,
-        )
-
-    def registry_access(self) -> RegistryAccess:
-        return RegistryAccess(
-            credentials=self.registry_credentials,
-            insecure=self.insecure_registries,
-            loopback_insecure=self.loopback_registries_insecure,
-            timeout=self.registry_timeout,
-        )
+        """nats.connect keyword arguments, with this host's certificate and inbox prefix."""
+        return self.bus_connect_options(self.nats_urls, self.host_id)
 
     @field_validator("host_id")
     @classmethod

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from protocol.bus_permissions import inbox_prefix
 from protocol.errors import ConfigurationError
 
@@ -55,45 +57,52 @@ MAX_OUTSTANDING_PINGS = 3
 """Unanswered pings after which the link counts as dead and the client reconnects."""
 
 
-def bus_connect_options(
-    urls: Iterable[str],
-    *,
-    ca: Path | None,
-    cert: Path | None,
-    key: Path | None,
-    insecure: bool,
-    user: str,
-    ping_interval: float = DEFAULT_PING_INTERVAL,
-) -> dict[str, Any]:
-    """nats.connect keyword arguments: keepalive, and TLS with a client certificate.
+class BusClientSettings(BaseModel):
+    """The settings every bus client (agent, controller, fleetctl) connects with."""
 
-    The keepalive notices a link that went silent (a partition drops packets, it does
-    not close connections) within ``ping_interval`` times ``MAX_OUTSTANDING_PINGS``, and
-    the client then reconnects. nats-py's own defaults take four minutes, during which
-    commands to the host are lost and its events pile up unsent.
+    nats_tls_ca: Path | None = None
+    """The bus CA (`fleetctl pki init`); with it the client speaks TLS to NATS."""
+    nats_tls_cert: Path | None = None
+    """This party's client certificate (`fleetctl pki init` / `hosts enroll`)."""
+    nats_tls_key: Path | None = None
+    nats_insecure: bool = False
+    """Allow plaintext NATS to a non-loopback address (--insecure)."""
+    nats_ping_interval: float = Field(default=DEFAULT_PING_INTERVAL, gt=0, le=600)
+    """Keepalive: a silent link is noticed after 3 unanswered pings, then reconnected."""
 
-    The one place in protocol that reads files (the CA, certificate and key named in the
-    settings), so the agent and the controller set TLS up the same way. ``user`` is the
-    name the certificate was issued to: replies come back on its own inbox prefix, the
-    only one its permissions let it read.
-    """
-    check_transport(urls, tls=ca is not None, insecure=insecure)
-    options: dict[str, Any] = {
-        "ping_interval": ping_interval,
-        "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
-    }
-    if ca is None:
+    def bus_connect_options(self, urls: Iterable[str], user: str) -> dict[str, Any]:
+        """nats.connect keyword arguments: keepalive, and TLS with a client certificate.
+
+        The keepalive notices a link that went silent (a partition drops packets, it
+        does not close connections) within ``nats_ping_interval`` times
+        ``MAX_OUTSTANDING_PINGS``, and the client then reconnects. nats-py's own
+        defaults take four minutes, during which commands to the host are lost and its
+        events pile up unsent.
+
+        The one place in protocol that reads files (the CA, certificate and key named in
+        the settings), so every client sets TLS up the same way; ConfigurationError for
+        plaintext to another machine without nats_insecure. ``user`` is the name the
+        certificate was issued to: replies come back on its own inbox prefix, the only
+        one its permissions let it read.
+        """
+        ca, cert, key = self.nats_tls_ca, self.nats_tls_cert, self.nats_tls_key
+        check_transport(urls, tls=ca is not None, insecure=self.nats_insecure)
+        options: dict[str, Any] = {
+            "ping_interval": self.nats_ping_interval,
+            "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
+        }
+        if ca is None:
+            return options
+        if (cert is None) != (key is None):
+            raise ConfigurationError("nats_tls_cert and nats_tls_key are set together")
+        try:
+            context = ssl.create_default_context(cafile=str(ca))
+            if cert is not None and key is not None:
+                context.load_cert_chain(str(cert), str(key))
+        except (OSError, ssl.SSLError) as exc:
+            # The message names the file, never a key's content.
+            raise ConfigurationError(f"cannot load the NATS TLS files: {exc}") from exc
+        options["tls"] = context
+        if cert is not None:
+            options["inbox_prefix"] = inbox_prefix(user)
         return options
-    if (cert is None) != (key is None):
-        raise ConfigurationError("nats_tls_cert and nats_tls_key are set together")
-    try:
-        context = ssl.create_default_context(cafile=str(ca))
-        if cert is not None and key is not None:
-            context.load_cert_chain(str(cert), str(key))
-    except (OSError, ssl.SSLError) as exc:
-        # The message names the file, never a key's content.
-        raise ConfigurationError(f"cannot load the NATS TLS files: {exc}") from exc
-    options["tls"] = context
-    if cert is not None:
-        options["inbox_prefix"] = inbox_prefix(user)
-    return options
