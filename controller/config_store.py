@@ -118,12 +118,7 @@ class ConfigStore:
     async def _version_after_removal(self, service: str, name: str) -> int:
         """1 for a new file; for one removed before, the version after its last one, so
         a version number never names two contents."""
-        key = config_key(service, name)
-        try:
-            count = await asyncio.wait_for(self._entry_count(key), KV_TIMEOUT)
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise BrokerError(f"KV read of config {key} failed: {exc!r}") from exc
-        kept = await self.history(service, name) if count else []
+        kept = await self._kept(config_key(service, name)) or []
         return max((stored.document.version for stored in kept), default=0) + 1
 
     async def remove(
@@ -198,13 +193,20 @@ class ConfigStore:
 
     async def history(self, service: str, name: str) -> list[StoredConfig]:
         """Every kept version, oldest first (the bucket keeps the last 64)."""
-        key = config_key(service, name)
+        kept = await self._kept(config_key(service, name))
+        if kept is None:
+            raise NotFound(f"{service} has no config file {name}")
+        return kept
+
+    async def _kept(self, key: str) -> list[StoredConfig] | None:
+        """The readable versions of ``key``, oldest first; None if it never had any entry
+        (a removed file still has its versions and its delete marker)."""
         try:
             entries = await asyncio.wait_for(self._entries(key), KV_TIMEOUT)
         except (nats.errors.Error, TimeoutError) as exc:
             raise BrokerError(f"KV history of config {key} failed: {exc!r}") from exc
         if not entries:
-            raise NotFound(f"{service} has no config file {name}")
+            return None
         kept = []
         for entry in entries:
             if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
@@ -221,10 +223,13 @@ class ConfigStore:
         nats-py's ``kv.history()`` stops at the watcher's end-of-history marker, which
         may arrive before entries already on their way; the count makes that harmless.
         """
-        expected = await self._entry_count(key)
+        kv = self._kv
+        subject = f"{kv._pre}{key}"
+        info = await kv._js.stream_info(kv._stream, subjects_filter=subject)
+        expected = (info.state.subjects or {}).get(subject, 0)
         if expected == 0:
             return []
-        watcher = await self._kv.watch(key, include_history=True)
+        watcher = await kv.watch(key, include_history=True)
         entries: list[KeyValue.Entry] = []
         try:
             while len(entries) < expected:
@@ -234,13 +239,6 @@ class ConfigStore:
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
         return entries
-
-    async def _entry_count(self, key: str) -> int:
-        """How many entries of ``key`` the bucket's stream keeps (values and markers)."""
-        kv = self._kv
-        subject = f"{kv._pre}{key}"
-        info = await kv._js.stream_info(kv._stream, subjects_filter=subject)
-        return (info.state.subjects or {}).get(subject, 0)
 
     async def version(self, service: str, name: str, version: int) -> ConfigDocument:
         history = await self.history(service, name)
