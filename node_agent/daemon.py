@@ -152,8 +152,6 @@ class Agent:
         self._workers = asyncio.Semaphore(settings.command_workers)
         self._connected_state: bool | None = None
         self._closing = False
-        self._resent_to: set[str] = set()
-        """Reply subjects sent again after the last reconnect."""
         self._recent_replies = RecentReplies(
             settings.nats_ping_interval * (MAX_OUTSTANDING_PINGS + 1)
         )
@@ -257,7 +255,6 @@ class Agent:
     async def _on_reconnected(self) -> None:
         self._report_connection(True, "reconnected to NATS")
         resend = self._recent_replies.to_resend()
-        self._resent_to = {subject for subject, _ in resend}
         if resend and self._nc is not None:
             log.info("re-sending %d recent replies the dead link may have swallowed", len(resend))
             with suppress(nats.errors.Error):
@@ -267,14 +264,10 @@ class Agent:
     async def _on_error(self, exc: Exception) -> None:
         if self._nc is None and not self._closing:  # the first connection is still failing
             self._report_connection(False, f"cannot reach NATS ({exc or type(exc).__name__})")
-        text = str(exc).lower()  # nats-py lowercases the server's error, subject included
-        refused = "permissions violation" in text
-        if refused and any(subject.lower() in text for subject in self._resent_to):
-            # A locked bus lets one reply through per request, while that request waits:
-            # this copy's first one arrived, or nobody waits for it any more.
+        if self._recent_replies.refused_copy(str(exc)):
             log.info("a re-sent reply was not needed: %s", exc)
             return
-        if refused:
+        if "permissions violation" in str(exc).lower():
             # The bus refused something this host tried: its permissions (hosts enroll)
             # and what the agent needs have drifted apart. An operator must see that.
             log.error("NATS refused: %s", exc)

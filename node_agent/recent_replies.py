@@ -24,6 +24,7 @@ class RecentReplies:
         self._clock = clock
         self._sent: deque[tuple[float, str, bytes]] = deque(maxlen=KEPT)
         self._lost_between: tuple[float, float] | None = None
+        self._resent_to: frozenset[str] = frozenset()
 
     def sent(self, subject: str, payload: bytes) -> None:
         self._sent.append((self._clock(), subject, payload))
@@ -36,7 +37,20 @@ class RecentReplies:
     def to_resend(self) -> list[tuple[str, bytes]]:
         """After a reconnect: the replies that may have been lost, oldest first, once."""
         if self._lost_between is None:
+            self._resent_to = frozenset()
             return []
         start, end = self._lost_between
         self._lost_between = None
-        return [(subject, payload) for at, subject, payload in self._sent if start <= at <= end]
+        resend = [(subject, payload) for at, subject, payload in self._sent if start <= at <= end]
+        self._resent_to = frozenset(subject.lower() for subject, _ in resend)
+        return resend
+
+    def refused_copy(self, error: str) -> bool:
+        """Whether the bus ``error`` refuses a reply sent again after the last reconnect.
+
+        A locked bus lets one reply through per request, while that request waits: the
+        first copy arrived, or nobody waits any more. nats-py lowercases the server's
+        error, subject included.
+        """
+        text = error.lower()
+        return "permissions violation" in text and any(s in text for s in self._resent_to)

@@ -44,3 +44,16 @@ def test_only_the_most_recent_replies_are_kept() -> None:
     resend = replies.to_resend()
     assert len(resend) == KEPT
     assert resend[0][0] == "_INBOX.a.10"
+
+
+def test_a_refusal_names_a_copy_only_for_subjects_sent_again_after_the_last_reconnect() -> None:
+    clock = FakeClock()
+    replies = RecentReplies(window=4.0, clock=clock)
+    replies.sent("_INBOX.Ctl.AbC", b"x")
+    refusal = 'nats: permissions violation for publish to "_inbox.ctl.abc"'
+    assert not replies.refused_copy(refusal)  # nothing was sent again yet
+    replies.disconnected()
+    assert replies.to_resend() == [("_INBOX.Ctl.AbC", b"x")]
+    assert replies.refused_copy(refusal)
+    assert not replies.refused_copy('nats: permissions violation for publish to "fleet.cmd.b"')
+    assert not replies.refused_copy("nats: unexpected EOF _inbox.ctl.abc")
