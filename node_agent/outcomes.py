@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -10,17 +11,20 @@ from protocol.codec import decode, encode
 from protocol.models import AnyMessage, Reply
 
 KEEP_SECONDS = 24 * 3600
+"""An outcome is kept a day: far longer than any command's expiry and its retries."""
 
 
 class OutcomeStore:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, keep_seconds: float = KEEP_SECONDS) -> None:
         self._dir = directory
         self._dir.mkdir(parents=True, exist_ok=True)
+        self._keep = keep_seconds
 
     def _path(self, command_id: str) -> Path:
-        # Command ids come from the wire: never let one name a path outside the store.
-        safe = "".join(c for c in command_id if c.isalnum() or c in "-_")[:128]
-        return self._dir / f"{safe}.msgpack"
+        # Ids come from the wire: a hash names the file, so no id can reach outside the
+        # store, be too long for the file system, or share a file with another id.
+        digest = hashlib.sha256(command_id.encode("utf-8", "surrogatepass")).hexdigest()
+        return self._dir / f"{digest}.msgpack"
 
     def get(self, command_id: str) -> AnyMessage | None:
         try:
@@ -32,10 +36,14 @@ class OutcomeStore:
         write_atomically(self._path(command_id), encode(reply))
 
     def prune(self, now: float | None = None) -> int:
-        cutoff = (now if now is not None else time.time()) - KEEP_SECONDS
+        """Remove outcomes older than the keep time; returns how many went."""
+        cutoff = (now if now is not None else time.time()) - self._keep
         removed = 0
         for path in self._dir.glob("*.msgpack"):
-            if path.stat().st_mtime < cutoff:
-                path.unlink(missing_ok=True)
-                removed += 1
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
         return removed

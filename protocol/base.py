@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from protocol.errors import ProtocolError
 from protocol.image_ref import parse_image_reference
-from protocol.subjects import CONTROLLER_SENDER, TOKEN_PATTERN
+from protocol.subjects import CONTROLLER_SENDER, MESSAGE_ID_PATTERN, TOKEN_PATTERN
 
 
 class FrozenModel(BaseModel):
@@ -45,5 +45,6 @@ def _not_reserved(value: str) -> str:
 _TOKEN = StringConstraints(pattern=f"^{TOKEN_PATTERN}$")
 Token = Annotated[str, _TOKEN]
 ServiceName = Annotated[str, _TOKEN]
+MessageId = Annotated[str, StringConstraints(pattern=f"^{MESSAGE_ID_PATTERN}$")]
 HostId = Annotated[str, _TOKEN, AfterValidator(_not_reserved)]
 ImageRefText = Annotated[str, AfterValidator(_as_field_check(parse_image_reference))]

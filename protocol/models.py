@@ -14,7 +14,7 @@ from typing import Annotated, Literal, NamedTuple, get_args
 from pydantic import AwareDatetime, Field, TypeAdapter
 
 from protocol import SCHEMA_VERSION
-from protocol.base import FrozenModel, HostId, ImageRefText, ServiceName, Token
+from protocol.base import FrozenModel, HostId, ImageRefText, MessageId, ServiceName, Token
 from protocol.config_files import ConfigContent, ConfigName, Sha256
 from protocol.spec import Colour, ReloadPolicy, ServiceSpec
 
@@ -35,7 +35,7 @@ class Envelope(FrozenModel):
     kind: str
     """Each message kind narrows this to its own literal, the union's discriminator."""
     schema_version: Annotated[int, Field(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION
-    id: Annotated[str, Field(min_length=1, max_length=128)] = Field(default_factory=new_message_id)
+    id: MessageId = Field(default_factory=new_message_id)
     sender: Sender
     sent_at: AwareDatetime = Field(default_factory=utc_now)
 
@@ -206,7 +206,7 @@ class OperationOutcome(StrEnum):
 
 
 class Reply(Envelope):
-    in_reply_to: str | None
+    in_reply_to: MessageId | None
     """The id of the command answered; None when the command could not even be read."""
 
 
@@ -283,7 +283,7 @@ class UpdateProgress(Envelope):
     kind: Literal["update_progress"] = "update_progress"
     host: HostId
     service: ServiceName
-    operation_id: str
+    operation_id: MessageId
     """The id of the command driving this update."""
     rollout_id: str | None = None
     phase: UpdatePhase

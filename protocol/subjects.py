@@ -13,6 +13,9 @@ from enum import StrEnum
 from protocol.errors import InvalidSubject
 
 TOKEN_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+MESSAGE_ID_PATTERN = r"[A-Za-z0-9_-]{1,128}"
+"""Message ids (and so command and operation ids): a token, up to 128 characters, since
+some are built from a rollout id. Checked at decode time, before an id names anything."""
 _TOKEN_RE = re.compile(TOKEN_PATTERN)
 
 PREFIX = "fleet"
