@@ -36,6 +36,7 @@ from node_agent.log_shipper import LogShipper, LogShipping
 from node_agent.metrics import MetricsPublisher
 from node_agent.outcomes import OutcomeStore
 from node_agent.recent_replies import RecentReplies
+from node_agent.recovery import Recovery
 from node_agent.runtime import DockerRuntime
 from node_agent.seen_commands import SeenSignatures
 from node_agent.service_locks import ServiceLocks
@@ -48,6 +49,7 @@ from protocol.codec import decode, encode
 from protocol.config_files import CONFIG_HISTORY, MAX_CONFIG_DOCUMENT
 from protocol.errors import AgentError, BrokerError, CommandRefused, ProtocolError, RuntimeFault
 from protocol.models import (
+    AnyMessage,
     ApplyCommand,
     Command,
     ConfigCommand,
@@ -112,6 +114,8 @@ class Agent:
             settings, self.runtime, Journal(state / "journal"), self.services, self.config
         )
         self.locks = ServiceLocks()
+        self.updater.record_outcome = self._record_outcome
+        self.recovery = Recovery(self.updater, self.locks, self._emitter, self._recovered)
         self.config_reloader = ConfigReloader(
             self.config, self.updater, self.locks, self.publish_event, self.host
         )
@@ -168,7 +172,7 @@ class Agent:
         # report, and it flushes what is buffered before the connection closes.
         outbox_stop = asyncio.Event()
         outbox = asyncio.create_task(self.outbox.run(outbox_stop), name="outbox")
-        await self._recover_unfinished()
+        await self.recovery.settle_all()
         subscription = await self._client.subscribe(
             subjects.command_subject(self.host), cb=self._on_command
         )
@@ -177,6 +181,7 @@ class Agent:
             asyncio.create_task(self.engine_events.run(stop), name="engine-events"),
             asyncio.create_task(self.metrics.run(stop), name="metrics"),
             asyncio.create_task(self.config_reloader.run(stop), name="config-watch"),
+            asyncio.create_task(self.recovery.run(stop), name="recovery"),
         ]
         if self.settings.ship_logs:
             background.append(asyncio.create_task(self.log_shipper.run(stop), name="log-shipper"))
@@ -378,13 +383,10 @@ class Agent:
     async def _handle(self, msg: Msg) -> None:
         async with self._workers:
             reply = await self._reply_for(msg.data)
-        rejected = isinstance(reply, ErrorReply) and reply.code in REJECTIONS
-        if isinstance(reply, ErrorReply) and rejected:
-            log.warning("command refused (%s): %s", reply.code, reply.message)
         # The outcome is queued before the reply is sent, so the event stream keeps cause
         # before effect: whatever the controller does on reading this reply (a colour
         # switch, the next batch) is stored after this host's outcome.
-        await self.publish_event("command_rejected" if rejected else reply.kind, reply)
+        await self.publish_event(_event_type_of(reply), reply)
         if self._nc is not None and self._nc.is_connected:
             # The reply follows its events, so its reader finds them stored.
             await self.outbox.events_stored(PUBLISH_TIMEOUT)
@@ -395,10 +397,28 @@ class Agent:
                 await msg.respond(payload)
 
     async def _reply_for(self, data: bytes) -> Reply:
+        """The reply to ``data``, whatever happens: no exception leaves the handler."""
         try:
             message = decode(data)
         except ProtocolError as exc:
             return self._error(None, exc.code, exc.message)
+        except Exception as exc:  # noqa: BLE001 - the sender must get an answer anyway
+            return self._unexpected(None, exc)
+        try:
+            reply = await self._answer(message, data)
+        except Exception as exc:  # noqa: BLE001 - the sender must get an answer anyway
+            return self._unexpected(message.id, exc)
+        if isinstance(reply, ErrorReply) and reply.code in REJECTIONS:
+            log.warning("command refused (%s): %s", reply.code, reply.message)
+        return reply
+
+    def _unexpected(self, command_id: str | None, exc: Exception) -> ErrorReply:
+        """A fault of the agent itself: one line for the operator, the details at debug."""
+        log.error("command %s failed: %s: %s", command_id, type(exc).__name__, exc)
+        log.debug("command %s failed", command_id, exc_info=exc)
+        return self._error(command_id, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    async def _answer(self, message: AnyMessage, data: bytes) -> Reply:
         if not isinstance(message, Command):
             return self._error(message.id, "not_a_command", f"{message.kind} is not a command")
         try:
@@ -432,7 +452,7 @@ class Agent:
         finally:
             self._running_ids.discard(message.id)
         if not isinstance(message, InspectCommand):
-            self.outcomes.put(message.id, reply)
+            await asyncio.to_thread(self.outcomes.put, message.id, reply)
         return reply
 
     def _authenticate(self, command: Command, data: bytes) -> None:
@@ -471,6 +491,8 @@ class Agent:
         if self.locks.busy(service):
             raise CommandRefused("busy", f"another operation on {service} is in progress")
         async with self.locks.hold(service):
+            if not isinstance(command, PrepareCommand):  # Prepare touches nothing running
+                await self.recovery.before_operation(service)
             return await self._run_exclusive(command)
 
     async def _run_exclusive(self, command: Command) -> Reply:
@@ -502,11 +524,13 @@ class Agent:
                     ),
                 )
             emit = self._emitter(command.id, spec.name, command.rollout_id, spec.image)
-            result = await self.updater.apply(command.id, spec, emit)
+            result = await self.updater.apply(command.id, spec, emit, command.rollout_id)
             return self._operation_reply(command.id, spec.name, result)
         if isinstance(command, RollbackCommand):
             emit = self._emitter(command.id, command.service, command.rollout_id, None)
-            result = await self.updater.rollback(command.id, command.service, emit)
+            result = await self.updater.rollback(
+                command.id, command.service, emit, command.rollout_id
+            )
             return self._operation_reply(command.id, command.service, result)
         if isinstance(command, ConfigCommand):
             done = await self.config_reloader.command(command)
@@ -565,24 +589,16 @@ class Agent:
 
     # ---- recovery and heartbeat ----
 
-    async def _recover_unfinished(self) -> None:
-        for entry in self.updater.journal.open_entries():
-            service, op_id = entry["service"], entry["operation_id"]
-            log.warning(
-                "recovering %s after a crash (operation %s, phase %s)",
-                service,
-                op_id,
-                entry.get("phase"),
-            )
-            emit = self._emitter(op_id, service, None, entry.get("image"))
-            try:
-                result = await self.updater.recover(entry, emit)
-            except RuntimeFault as exc:
-                log.error("recovery of %s failed: %s", service, exc)
-                continue
-            reply = self._operation_reply(op_id, service, result)
-            self.outcomes.put(op_id, reply)
-            await self.publish_event(reply.kind, reply)
+    async def _record_outcome(
+        self, operation_id: str, service: str, result: OperationResult
+    ) -> None:
+        reply = self._operation_reply(operation_id, service, result)
+        await asyncio.to_thread(self.outcomes.put, operation_id, reply)
+
+    async def _recovered(self, operation_id: str, service: str, result: OperationResult) -> None:
+        """An operation settled after a crash: its outcome is already stored; report it."""
+        reply = self._operation_reply(operation_id, service, result)
+        await self.publish_event(reply.kind, reply)
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -652,6 +668,14 @@ class Agent:
             disk_free=disk.free,
             services=tuple(services),
         )
+
+
+def _event_type_of(reply: Reply) -> str:
+    """``command_rejected`` for a command refused unread, ``command_failed`` for any other
+    error, else the reply's own kind."""
+    if isinstance(reply, ErrorReply):
+        return "command_rejected" if reply.code in REJECTIONS else "command_failed"
+    return reply.kind
 
 
 def _service_of(command: Command) -> str:

@@ -9,11 +9,11 @@ mark what it manages.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -27,6 +27,7 @@ from protocol.errors import RuntimeFault
 T = TypeVar("T")
 log = logging.getLogger("fleet-agent.runtime")
 OWN_STARTS_KEPT = 256
+EXEC_THREADS = 4
 
 MANAGED_LABEL = "io.fleetwave.managed"
 SERVICE_LABEL = "io.fleetwave.service"
@@ -101,18 +102,44 @@ class PullTracker:
 
 class DockerRuntime:
     def __init__(self, base_url: str, timeout: float) -> None:
+        self._base_url = base_url
         self._timeout = timeout
         # Ids this agent started, so a start the engine did on its own can be told apart.
         self._own_starts: OrderedDict[str, None] = OrderedDict()
-        self._api = docker.APIClient(base_url=base_url, timeout=int(timeout), version="auto")
+        self._client: docker.APIClient | None = None
+        self._client_lock = threading.Lock()
+        # Exec probes run a program of the container's and may hang past their deadline
+        # (the thread cannot be killed); they get threads of their own, so a hung one
+        # never holds up the calls that replace or restore containers.
+        self._exec_threads = ThreadPoolExecutor(EXEC_THREADS, thread_name_prefix="docker-exec")
+
+    @property
+    def _api(self) -> docker.APIClient:
+        """Made on first use, which is always in a worker thread: it asks the engine for
+        its API version, and an agent must start (and report) while the engine is down."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = docker.APIClient(
+                    base_url=self._base_url, timeout=self._timeout, version="auto"
+                )
+            return self._client
 
     def close(self) -> None:
-        self._api.close()
+        self._exec_threads.shutdown(wait=False, cancel_futures=True)
+        if self._client is not None:
+            self._client.close()
 
-    async def _call(self, what: str, func: Callable[[], T], timeout: float | None = None) -> T:
+    async def _call(
+        self,
+        what: str,
+        func: Callable[[], T],
+        timeout: float | None = None,
+        threads: ThreadPoolExecutor | None = None,
+    ) -> T:
         deadline = timeout if timeout is not None else self._timeout
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(asyncio.to_thread(func), deadline)
+            return await asyncio.wait_for(loop.run_in_executor(threads, func), deadline)
         except TimeoutError as exc:
             raise RuntimeFault(f"docker {what}: no answer within {deadline:.0f}s") from exc
         except docker.errors.DockerException as exc:
@@ -123,14 +150,14 @@ class DockerRuntime:
     # ---- engine ----
 
     async def ping(self) -> bool:
-        return bool(await self._call("ping", self._api.ping, timeout=5))
+        return bool(await self._call("ping", lambda: self._api.ping(), timeout=5))
 
     async def version(self) -> str:
-        info = await self._call("version", self._api.version, timeout=5)
+        info = await self._call("version", lambda: self._api.version(), timeout=5)
         return str(info.get("Version", "unknown"))
 
     async def root_dir(self) -> str:
-        info = await self._call("info", self._api.info, timeout=10)
+        info = await self._call("info", lambda: self._api.info(), timeout=10)
         return str(info.get("DockerRootDir", "/var/lib/docker"))
 
     # ---- images ----
@@ -205,7 +232,7 @@ class DockerRuntime:
         self._own_starts[container] = None
         while len(self._own_starts) > OWN_STARTS_KEPT:
             self._own_starts.popitem(last=False)
-        await self._call(f"start {container}", functools.partial(self._api.start, container))
+        await self._call(f"start {container}", lambda: self._api.start(container))
 
     def started_by_agent(self, container_id: str) -> bool:
         """Whether this agent started the container (once per start; for the event follower)."""
@@ -216,7 +243,7 @@ class DockerRuntime:
         grace = max(0, round(grace_period))
         await self._call(
             f"stop {container}",
-            functools.partial(self._api.stop, container, timeout=grace),
+            lambda: self._api.stop(container, timeout=grace),
             timeout=self._timeout + grace,
         )
 
@@ -225,19 +252,15 @@ class DockerRuntime:
         self._own_starts[container] = None
         await self._call(
             f"restart {container}",
-            functools.partial(self._api.restart, container, timeout=grace),
+            lambda: self._api.restart(container, timeout=grace),
             timeout=self._timeout + grace,
         )
 
     async def kill(self, container: str, signal: str = "SIGKILL") -> None:
-        await self._call(
-            f"kill {container}", functools.partial(self._api.kill, container, signal=signal)
-        )
+        await self._call(f"kill {container}", lambda: self._api.kill(container, signal=signal))
 
     async def rename(self, container: str, new_name: str) -> None:
-        await self._call(
-            f"rename {container}", functools.partial(self._api.rename, container, new_name)
-        )
+        await self._call(f"rename {container}", lambda: self._api.rename(container, new_name))
 
     async def remove(self, container: str) -> None:
         def remove() -> None:
@@ -265,7 +288,9 @@ class DockerRuntime:
             code = self._api.exec_inspect(exec_id).get("ExitCode")
             return (int(code) if code is not None else -1), bytes(output).decode(errors="replace")
 
-        return await self._call(f"exec in {container}", run, timeout=timeout)
+        return await self._call(
+            f"exec in {container}", run, timeout=timeout, threads=self._exec_threads
+        )
 
     async def events(
         self, labels: list[str], actions: list[str], since: int | None, stop: asyncio.Event
@@ -279,7 +304,7 @@ class DockerRuntime:
         # so the exec events of healthchecks never reach this process.
         filters = {"type": "container", "label": labels, "event": actions}
         stream = await self._call(
-            "events", functools.partial(self._api.events, since=since, filters=filters, decode=True)
+            "events", lambda: self._api.events(since=since, filters=filters, decode=True)
         )
         async for event in _drain_in_thread(stream, stop, "docker-events"):
             yield dict(event)
@@ -291,8 +316,7 @@ class DockerRuntime:
         the engine's RFC 3339 timestamp, until ``stop`` or the container stops."""
         stream = await self._call(
             f"logs {container}",
-            functools.partial(
-                self._api.logs,
+            lambda: self._api.logs(
                 container,
                 stdout=stream_name == "stdout",
                 stderr=stream_name == "stderr",

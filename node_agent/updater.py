@@ -47,6 +47,18 @@ from protocol.models import (
 from protocol.spec import COLOURS, ServiceSpec, UpdateOrder
 
 
+class RecordOutcome(Protocol):
+    """Stores an operation's outcome durably, under its operation id."""
+
+    def __call__(
+        self, operation_id: str, service: str, result: OperationResult
+    ) -> Awaitable[None]: ...
+
+
+async def _record_nowhere(operation_id: str, service: str, result: OperationResult) -> None:
+    """The default: an updater used on its own (tests, benches) keeps no outcomes."""
+
+
 class Emit(Protocol):
     """Publishes one phase change (and, while pulling, how far the pull is)."""
 
@@ -87,6 +99,10 @@ async def _awaited(awaitable: Awaitable[None]) -> None:
 LOG_LINES_IN_BUNDLE = 30
 ASIDE_SUFFIX = "--prev"
 NEXT_SUFFIX = "--next"
+CANDIDATE_STARTED = frozenset(
+    {UpdatePhase.PROBING.value, UpdatePhase.SOAKING.value, UpdatePhase.STOPPING_OLD.value}
+)
+"""Start-first phases in which the new copy (``--next``) has been started beside the old."""
 AGENT_RESTARTED = Reason(code="agent_restarted", text="the agent died during the update")
 
 
@@ -131,6 +147,8 @@ class ServiceUpdater:
         self.journal = journal
         self.services = services
         self.config = config
+        self.record_outcome: RecordOutcome = _record_nowhere
+        """Set by the daemon: called before the journal is closed (see :meth:`_conclude`)."""
 
     # ---- names ----
 
@@ -223,17 +241,26 @@ class ServiceUpdater:
 
     # ---- apply ----
 
-    async def apply(self, operation_id: str, spec: ServiceSpec, emit: Emit) -> OperationResult:
+    async def apply(
+        self, operation_id: str, spec: ServiceSpec, emit: Emit, rollout_id: str | None = None
+    ) -> OperationResult:
         op = Operation(operation_id, spec, emit)
         image = await self.local_image(spec)
+        old = await self.runtime.inspect_container(self.main_name(spec.name))
+        if self._already_runs(spec, image, old):
+            await emit(UpdatePhase.DONE, "this spec already runs; nothing to do")
+            unchanged = Reason(code="unchanged", text=f"{spec.name} already runs {spec.image}")
+            return OperationResult(
+                OperationOutcome.DONE, status_from_inspect(spec.name, old), reasons=[unchanged]
+            )
         # Like an init container: the config files are in place before anything stops.
         container_spec = await self.config.sync_for_start(spec)
-        old = await self.runtime.inspect_container(self.main_name(spec.name))
         old_image = await self.runtime.inspect_image(old["Image"]) if old else None
         self.journal.begin(
             spec.name,
             {
                 "operation_id": operation_id,
+                "rollout_id": rollout_id,
                 "service": spec.name,
                 "order": spec.update_order.value,
                 "image": image,
@@ -262,6 +289,15 @@ class ServiceUpdater:
             cause = Reason(code="engine_error", text=exc.message)
             return await self.recover(entry, emit, cause)
 
+    def _already_runs(self, spec: ServiceSpec, image: str, running: Inspect | None) -> bool:
+        """Whether ``spec`` is what this host last completed and its container still runs
+        that image: applying it again (a retry, a re-sent rollout) must change nothing."""
+        if running is None or not (running.get("State") or {}).get("Running"):
+            return False
+        if (running.get("Config") or {}).get("Image") != image:
+            return False
+        return self.services.current(spec.name) == spec
+
     @property
     def agent_id(self) -> str:
         """The value of the agent label on every container this agent manages."""
@@ -288,7 +324,11 @@ class ServiceUpdater:
         self.journal.record(op.spec.name, phase)
         op.mark(phase.value)
         await op.emit(phase, detail)
-        if self.settings.failpoint == phase.value:
+        self._failpoint(phase.value)
+
+    def _failpoint(self, name: str) -> None:
+        """Crash tests: SIGKILL this agent at the named point (FLEET_FAILPOINT)."""
+        if self.settings.failpoint == name:
             os.kill(os.getpid(), signal.SIGKILL)
 
     async def _replace_stop_first(
@@ -358,8 +398,20 @@ class ServiceUpdater:
     async def _finish_done(self, op: Operation) -> OperationResult:
         previous = self.services.current(op.spec.name)
         self.services.record_update(op.spec, previous)
+        done = OperationResult(OperationOutcome.DONE, await self.status(op.spec.name))
+        return await self._conclude(op, done)
+
+    async def _conclude(self, op: Operation, result: OperationResult) -> OperationResult:
+        """Store the outcome, then close the journal.
+
+        In this order, an agent killed between the two finds on restart the outcome and
+        an entry to settle (which changes nothing more), never a closed journal and no
+        outcome: the controller's retry of the same command would run it twice.
+        """
+        await self.record_outcome(op.operation_id, op.spec.name, result)
+        self._failpoint("concluded")
         self.journal.finish(op.spec.name)
-        return OperationResult(OperationOutcome.DONE, await self.status(op.spec.name))
+        return result
 
     async def _restore(
         self,
@@ -377,10 +429,10 @@ class ServiceUpdater:
             return await self._end_rolled_back(op, bundle)
         if old is None:
             await self._phase(op, UpdatePhase.FAILED, "new service failed; nothing to restore")
-            self.journal.finish(service)
-            return OperationResult(
+            failed = OperationResult(
                 OperationOutcome.FAILED, await self.status(service), bundle, [bundle.reason]
             )
+            return await self._conclude(op, failed)
         await self.runtime.rename(old["Id"], self.main_name(service))
         return await self._bring_back_old(op, old["Id"], bundle)
 
@@ -400,19 +452,19 @@ class ServiceUpdater:
             await self._phase(
                 op, UpdatePhase.FAILED, f"old version unhealthy: {old_verdict.reason}"
             )
-            self.journal.finish(service)
             reason = Reason(code="restore_failed", text=old_verdict.reason)
-            return OperationResult(
+            failed = OperationResult(
                 OperationOutcome.FAILED, await self.status(service), bundle, [bundle.reason, reason]
             )
+            return await self._conclude(op, failed)
         return await self._end_rolled_back(op, bundle)
 
     async def _end_rolled_back(self, op: Operation, bundle: FailureBundle) -> OperationResult:
         await self._phase(op, UpdatePhase.ROLLED_BACK, "old version restored and healthy")
-        self.journal.finish(op.spec.name)
-        return OperationResult(
+        rolled_back = OperationResult(
             OperationOutcome.ROLLED_BACK, await self.status(op.spec.name), bundle, [bundle.reason]
         )
+        return await self._conclude(op, rolled_back)
 
     async def failure_bundle(
         self, op: Operation, container: str, verdict: HealthVerdict
@@ -433,14 +485,16 @@ class ServiceUpdater:
 
     # ---- rollback ----
 
-    async def rollback(self, operation_id: str, service: str, emit: Emit) -> OperationResult:
+    async def rollback(
+        self, operation_id: str, service: str, emit: Emit, rollout_id: str | None = None
+    ) -> OperationResult:
         previous = self.services.previous(service)
         if previous is None:
             raise CommandRefused(
                 "no_previous_version", f"the agent has recorded no previous version of {service}"
             )
         current = self.services.current(service)
-        result = await self.apply(operation_id, previous, emit)
+        result = await self.apply(operation_id, previous, emit, rollout_id)
         if result.outcome is OperationOutcome.DONE:
             # Swap, so that a second rollback returns to where the first one started.
             self.services.record_update(previous, current)
@@ -458,6 +512,9 @@ class ServiceUpdater:
         main = await self.runtime.inspect_container(self.main_name(service))
         aside = await self.runtime.inspect_container(self.aside_name(service))
         candidate = await self.runtime.inspect_container(self.next_name(service))
+        started_first = entry.get("order") == UpdateOrder.START_FIRST.value
+        if candidate is not None and started_first and entry.get("phase") in CANDIDATE_STARTED:
+            return await self._recover_start_first(op, main, aside, candidate)
         if candidate is not None:
             await self.runtime.remove(candidate["Id"])
         main_is_new = main is not None and main["Config"]["Image"] == entry["image"]
@@ -480,11 +537,44 @@ class ServiceUpdater:
             main = aside
         if main is None:
             await self._phase(op, UpdatePhase.FAILED, "recovered: no container to restore")
-            self.journal.finish(service)
-            return OperationResult(OperationOutcome.FAILED, await self.status(service))
+            failed = OperationResult(OperationOutcome.FAILED, await self.status(service))
+            return await self._conclude(op, failed)
         bundle = FailureBundle(reason=cause, timings=dict(op.timings))
         await self._phase(op, UpdatePhase.RESTORING, "recovered: restoring the old version")
         return await self._bring_back_old(op, main["Id"], bundle)
+
+    async def _recover_start_first(
+        self, op: Operation, main: Inspect | None, aside: Inspect | None, candidate: Inspect
+    ) -> OperationResult:
+        """Start-first, killed once the new copy ran beside the old: go forward when the
+        new copy is healthy now, else remove it and bring the old one back."""
+        service = op.spec.name
+        name = self.next_name(service)
+        if not candidate["State"]["Running"]:
+            await self.runtime.start(candidate["Id"])
+        verdict = await self._probe(op, name)
+        old = main if main is not None else aside
+        if verdict.healthy:
+            await self._phase(op, UpdatePhase.STOPPING_OLD, "recovered: new copy healthy")
+            if main is not None:
+                await self.runtime.stop(main["Id"], op.spec.stop_grace_period)
+                await self.runtime.remove(self.aside_name(service))
+                await self.runtime.rename(main["Id"], self.aside_name(service))
+            await self.runtime.rename(candidate["Id"], self.main_name(service))
+            await self._phase(op, UpdatePhase.DONE, "recovered: new version healthy")
+            if old is not None:
+                await self.runtime.remove(old["Id"])
+            return await self._finish_done(op)
+        await self._phase(op, UpdatePhase.RESTORING, verdict.reason)
+        bundle = await self.failure_bundle(op, name, verdict)
+        await self.runtime.remove(candidate["Id"])
+        if old is None:
+            await self._phase(op, UpdatePhase.FAILED, "recovered: no container to restore")
+            failed = OperationResult(OperationOutcome.FAILED, await self.status(service), bundle)
+            return await self._conclude(op, failed)
+        if main is None:
+            await self.runtime.rename(old["Id"], self.main_name(service))
+        return await self._bring_back_old(op, old["Id"], bundle)
 
 
 def _dump(spec: ServiceSpec | None) -> dict[str, Any] | None:

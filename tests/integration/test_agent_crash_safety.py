@@ -14,10 +14,12 @@ import docker
 import pytest
 
 from controller.broker import reserve_loopback_port
-from protocol.models import OperationOutcome, OperationReply
+from protocol import subjects
+from protocol.models import OperationOutcome, OperationReply, UpdatePhase, UpdateProgress
 from protocol.spec import ServiceSpec, UpdateOrder
 from tests.conftest import SpawnedAgent
 from tests.support.agent import apply_ok, demo_spec, wait_until_serving
+from tests.support.events import EventRecorder
 from tests.support.http import wait_for_http
 from tests.support.stack import LocalStack
 
@@ -47,21 +49,36 @@ def service_containers(docker_client: docker.DockerClient, prefix: str) -> list[
     return sorted(c.name for c in docker_client.containers.list(all=True, filters={"name": prefix}))
 
 
+DONE, ROLLED_BACK = OperationOutcome.DONE, OperationOutcome.ROLLED_BACK
+STOP_FIRST, START_FIRST = UpdateOrder.STOP_FIRST, UpdateOrder.START_FIRST
+ROLLOUT = "web-r7"
+
+
+# The one right outcome per phase, from the README: an agent killed at any point finishes
+# the update when the new container is healthy, else restores the old one (the same
+# container). The kill comes right after the phase is journaled, before it happens.
 @pytest.mark.parametrize(
-    ("phase", "tag", "order"),
+    ("phase", "tag", "order", "expected"),
     [
-        ("snapshotting", "1.1.0", UpdateOrder.STOP_FIRST),
-        ("stopping_old", "1.1.0", UpdateOrder.STOP_FIRST),
-        ("starting_new", "1.1.0", UpdateOrder.STOP_FIRST),
-        ("probing", "1.1.0", UpdateOrder.STOP_FIRST),
-        ("soaking", "1.1.0", UpdateOrder.STOP_FIRST),
-        ("done", "1.1.0", UpdateOrder.STOP_FIRST),
-        ("restoring", "3.0.0-crash", UpdateOrder.STOP_FIRST),
-        ("probing", "1.1.0", UpdateOrder.START_FIRST),
-        ("stopping_old", "1.1.0", UpdateOrder.START_FIRST),
+        ("snapshotting", "1.1.0", STOP_FIRST, ROLLED_BACK),  # nothing touched yet
+        ("stopping_old", "1.1.0", STOP_FIRST, ROLLED_BACK),  # old not yet stopped
+        ("starting_new", "1.1.0", STOP_FIRST, ROLLED_BACK),  # old set aside, no new one
+        ("probing", "1.1.0", STOP_FIRST, DONE),  # new one started and healthy
+        ("probing", "3.0.0-crash", STOP_FIRST, ROLLED_BACK),  # new one started, unhealthy
+        ("soaking", "1.1.0", STOP_FIRST, DONE),
+        ("done", "1.1.0", STOP_FIRST, DONE),
+        ("concluded", "1.1.0", STOP_FIRST, DONE),  # outcome stored, journal still open
+        ("restoring", "3.0.0-crash", STOP_FIRST, ROLLED_BACK),
+        ("snapshotting", "1.1.0", START_FIRST, ROLLED_BACK),
+        ("starting_new", "1.1.0", START_FIRST, ROLLED_BACK),  # the copy was never created
+        ("probing", "1.1.0", START_FIRST, DONE),  # the copy runs beside the old, healthy
+        ("probing", "3.0.0-crash", START_FIRST, ROLLED_BACK),
+        ("soaking", "1.1.0", START_FIRST, DONE),
+        ("stopping_old", "1.1.0", START_FIRST, DONE),  # the copy proved healthy
+        ("done", "1.1.0", START_FIRST, DONE),
     ],
 )
-async def test_an_agent_killed_in_any_phase_leaves_the_service_healthy_after_restart(
+async def test_an_agent_killed_in_each_phase_finishes_or_restores_as_that_phase_requires(
     agent_process_factory: SpawnAgent,
     local_stack: LocalStack,
     docker_client: docker.DockerClient,
@@ -69,6 +86,7 @@ async def test_an_agent_killed_in_any_phase_leaves_the_service_healthy_after_res
     phase: str,
     tag: str,
     order: UpdateOrder,
+    expected: OperationOutcome,
 ) -> None:
     agent = await start_serving(agent_process_factory, FLEET_FAILPOINT="never")
     old_port, new_port = reserve_loopback_port(), reserve_loopback_port()
@@ -78,30 +96,48 @@ async def test_an_agent_killed_in_any_phase_leaves_the_service_healthy_after_res
     )
     await apply_ok(agent.api, old_spec)
     main = f"t{test_id}-p0-web"
+    old_id = docker_client.containers.get(main).id
     docker_client.containers.get(main).exec_run(["sh", "-c", f"echo {MARKER} > /data/marker"])
 
     assert await agent.process.stop() == 0
     await restart(agent, FLEET_FAILPOINT=phase)
-    new_port_for_order = new_port if order is UpdateOrder.START_FIRST else old_port
+    new_port_for_order = new_port if order is START_FIRST else old_port
     new_spec: ServiceSpec = demo_spec(
         local_stack.demo_image(tag), new_port_for_order, volume=volume, deadline=10, env=ENV
     ).model_copy(update={"update_order": order})
-    command = agent.api.apply(new_spec)
+    command = agent.api.apply(new_spec, rollout_id=ROLLOUT)
     await agent.api.send(command)
     assert await agent.process.wait(timeout=90) == -signal.SIGKILL
 
-    await restart(agent, FLEET_FAILPOINT="never")
-    recorded = await agent.api.request(command)
-    assert isinstance(recorded, OperationReply), recorded
-    assert recorded.outcome in {OperationOutcome.DONE, OperationOutcome.ROLLED_BACK}, recorded
+    progress_subject = subjects.host_event_subject(agent.api.host, "update_progress")
+    async with EventRecorder(agent.api.client, progress_subject) as events:
+        await restart(agent, FLEET_FAILPOINT="never")
+        recorded = await agent.api.request(command)
+        assert isinstance(recorded, OperationReply), recorded
+        assert recorded.outcome is expected, recorded
+        again = await agent.api.request(command)
+    assert again == recorded  # the recorded outcome; nothing ran a second time
 
-    serving_port = new_port_for_order if recorded.outcome is OperationOutcome.DONE else old_port
-    serving_tag = tag if recorded.outcome is OperationOutcome.DONE else "1.0.0"
+    serving_port = new_port_for_order if expected is DONE else old_port
+    serving_tag = tag if expected is DONE else "1.0.0"
     answer = await asyncio.to_thread(wait_for_http, f"http://127.0.0.1:{serving_port}/version", 200)
     assert answer.body == serving_tag
     assert recorded.status.image == local_stack.demo_image(serving_tag)
+    restored_or_new = docker_client.containers.get(main).id
+    if expected is ROLLED_BACK:
+        assert restored_or_new == old_id  # the same container, not a copy of it
+    else:
+        assert restored_or_new != old_id
     assert volume_marker(docker_client, main) == MARKER
     assert "GREETING=kept" in docker_client.containers.get(main).attrs["Config"]["Env"]
     assert service_containers(docker_client, f"t{test_id}-p0-") == [main]
-    if tag.startswith("3.0.0"):
-        assert recorded.outcome is OperationOutcome.ROLLED_BACK
+    # What recovery reported belongs to the rollout that sent the command.
+    recovered = [
+        m
+        for _, m in events.messages
+        if isinstance(m, UpdateProgress) and m.operation_id == command.id
+    ]
+    assert recovered, "recovery published no progress"
+    assert {m.rollout_id for m in recovered} == {ROLLOUT}
+    # The update was started once, before the kill: recovery never starts it again.
+    assert not [m for m in recovered if m.phase is UpdatePhase.SNAPSHOTTING]

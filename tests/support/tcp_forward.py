@@ -13,29 +13,29 @@ import asyncio
 import signal
 from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
 
 CHUNK = 64 * 1024
 CONNECT_TIMEOUT = 5.0
 
 
 @dataclass
-class TcpForwarder:
-    """Accepts on ``listen`` and pipes each connection to ``target``, both ways."""
+class _Forwarder:
+    """Accepts connections and pipes each to a fresh upstream connection, both ways."""
 
-    listen: tuple[str, int]
-    target: tuple[str, int]
-    _server: asyncio.Server | None = None
-    _pipes: set[asyncio.Task[None]] = field(default_factory=set)
+    _server: asyncio.Server | None = field(default=None, init=False)
+    _pipes: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
-    async def start(self) -> TcpForwarder:
-        self._server = await asyncio.start_server(self._accept, *self.listen)
+    async def _listen(self) -> asyncio.Server:
+        raise NotImplementedError
+
+    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        self._server = await self._listen()
         return self
-
-    @property
-    def port(self) -> int:
-        """The port it listens on (the one the system chose, for port 0)."""
-        assert self._server is not None, "not started"
-        return int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
         if self._server is not None:
@@ -48,16 +48,54 @@ class TcpForwarder:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            upstream = await asyncio.wait_for(
-                asyncio.open_connection(*self.target), CONNECT_TIMEOUT
-            )
+            upstream = await asyncio.wait_for(self._open_upstream(), CONNECT_TIMEOUT)
         except (OSError, TimeoutError):
             writer.close()
             return
         for source, sink in ((reader, upstream[1]), (upstream[0], writer)):
-            task = asyncio.create_task(_pipe(source, sink), name="tcp-forward")
+            task = asyncio.create_task(_pipe(source, sink), name="forward")
             self._pipes.add(task)
             task.add_done_callback(self._pipes.discard)
+
+
+@dataclass
+class TcpForwarder(_Forwarder):
+    """Accepts on ``listen`` and pipes each connection to ``target``."""
+
+    listen: tuple[str, int]
+    target: tuple[str, int]
+
+    async def _listen(self) -> asyncio.Server:
+        return await asyncio.start_server(self._accept, *self.listen)
+
+    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(*self.target)
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one the system chose, for port 0)."""
+        assert self._server is not None, "not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+
+@dataclass
+class UnixSocketForwarder(_Forwarder):
+    """Pipes the unix socket ``listen`` to the one at ``target``: a Docker engine that a
+    test can take away (close) and bring back (start) under a running agent."""
+
+    listen: Path
+    target: Path
+
+    async def _listen(self) -> asyncio.Server:
+        self.listen.unlink(missing_ok=True)  # left by an earlier start
+        return await asyncio.start_unix_server(self._accept, path=self.listen)
+
+    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_unix_connection(self.target)
+
+    async def close(self) -> None:
+        await super().close()
+        self.listen.unlink(missing_ok=True)  # so a client is refused, not left hanging
 
 
 async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
