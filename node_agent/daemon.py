@@ -31,6 +31,7 @@ from node_agent.config_files import AppliedConfigs
 from node_agent.config_reload import ConfigReloader
 from node_agent.config_sync import ConfigSync
 from node_agent.engine_events import EngineEventFollower
+from node_agent.housekeeping import Housekeeping
 from node_agent.journal import Journal
 from node_agent.log_shipper import LogShipper, LogShipping
 from node_agent.metrics import MetricsPublisher
@@ -116,6 +117,7 @@ class Agent:
         self.locks = ServiceLocks()
         self.updater.record_outcome = self._record_outcome
         self.recovery = Recovery(self.updater, self.locks, self._emitter, self._recovered)
+        self.housekeeping = Housekeeping(self.outcomes, self.updater.journal)
         self.config_reloader = ConfigReloader(
             self.config, self.updater, self.locks, self.publish_event, self.host
         )
@@ -182,6 +184,7 @@ class Agent:
             asyncio.create_task(self.metrics.run(stop), name="metrics"),
             asyncio.create_task(self.config_reloader.run(stop), name="config-watch"),
             asyncio.create_task(self.recovery.run(stop), name="recovery"),
+            asyncio.create_task(self.housekeeping.run(stop), name="housekeeping"),
         ]
         if self.settings.ship_logs:
             background.append(asyncio.create_task(self.log_shipper.run(stop), name="log-shipper"))

@@ -46,6 +46,10 @@ class Journal:
     def finish(self, service: str) -> None:
         self._path(service).unlink(missing_ok=True)
 
+    def phase_logs(self) -> list[Path]:
+        """Each service's human-readable log of phases (kept trimmed by housekeeping)."""
+        return sorted(self._dir.glob("*.log"))
+
     def open_entries(self) -> list[dict[str, Any]]:
         """Operations that started and never finished (the agent died during them)."""
         entries = []
