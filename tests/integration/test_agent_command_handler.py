@@ -148,3 +148,28 @@ async def test_an_unsettled_crash_blocks_new_operations_until_a_retried_recovery
         assert "Traceback" not in log
     finally:
         await engine.close()
+
+
+async def test_applying_the_spec_that_already_runs_changes_nothing_and_a_changed_one_replaces(
+    agent_factory: AgentFactory, local_stack: LocalStack, docker_client: docker.DockerClient
+) -> None:
+    agent = await agent_factory()
+    spec = demo_spec(local_stack.demo_image("1.0.0"), reserve_loopback_port())
+    await apply_ok(agent, spec)
+    main = agent.agent.updater.main_name("web")
+    before = docker_client.containers.get(main).attrs
+
+    again = await apply_ok(agent, spec)  # a new command id: the outcome store cannot answer
+    assert [reason.code for reason in again.reasons] == ["unchanged"]
+    after = docker_client.containers.get(main).attrs
+    assert (after["Id"], after["State"]["StartedAt"]) == (
+        before["Id"],
+        before["State"]["StartedAt"],
+    )
+
+    changed = spec.model_copy(
+        update={"container": spec.container.model_copy(update={"env": {"GREETING": "new"}})}
+    )
+    replaced = await apply_ok(agent, changed)
+    assert replaced.reasons == ()
+    assert docker_client.containers.get(main).id != before["Id"]
