@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from controller.policy_gate import PolicyModule, evaluate
@@ -51,15 +52,18 @@ class Vetter:
         refusal = registry_refusal(ref, self.allowed_registries)
         if refusal is not None:
             raise ImageRefused([Reason(code="registry_not_allowed", text=refusal)])
-        client: RegistryClient | None = None
-        if self.pin_digests or self.policies:
-            client = await self.access.client(ref)
-        if self.pin_digests:
-            assert client is not None
-            ref = await self._pin(client, ref)
-        pinned = target.model_copy(update={"image": str(ref)})
-        scan, findings = await self._scan(str(ref), ref, skip_scan)
-        policies = await self._check_policies(client, pinned, ref)
+        async with AsyncExitStack() as registry:
+            # One registry conversation (one connection) for the pin and the policies' read
+            # of the image config, closed when vetting ends, refused or not.
+            client: RegistryClient | None = None
+            if self.pin_digests or self.policies:
+                client = await registry.enter_async_context(self.access.client(ref))
+            if self.pin_digests:
+                assert client is not None
+                ref = await self._pin(client, ref)
+            pinned = target.model_copy(update={"image": str(ref)})
+            scan, findings = await self._scan(str(ref), ref, skip_scan)
+            policies = await self._check_policies(client, pinned, ref)
         vetting = Vetting(
             requested=target.image,
             digest=ref.digest,

@@ -8,21 +8,20 @@ a certificate, a password and a typo in different places:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
 import re
-import ssl
-import urllib.error
 import urllib.parse
-import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from email.message import Message
 from typing import Any
 
+import httpx
+
 from fleet_registry.credentials import RegistryCredential
-from protocol.errors import FleetError
+from fleet_registry.transport import MAX_DOCUMENT, RegistryFailure, Response, fetch, open_http
 from protocol.image_ref import ImageReference
 from protocol.models import Reason
 from protocol.transport import is_loopback_host
@@ -39,8 +38,16 @@ _INDEX_TYPES = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.oci.image.index.v1+json",
 )
-MAX_DOCUMENT = 4 * 1024 * 1024
-"""A manifest or image config larger than this is refused rather than read."""
+__all__ = [
+    "MANIFEST_TYPES",
+    "MAX_DOCUMENT",
+    "RegistryAccess",
+    "RegistryCheck",
+    "RegistryClient",
+    "RegistryFailure",
+    "check_registry",
+    "is_loopback_registry",
+]
 
 
 @dataclass
@@ -49,22 +56,6 @@ class RegistryCheck:
     digest: str | None = None
     size: int = 0
     """Compressed size of the image's layers, for the disk check."""
-
-
-@dataclass(frozen=True)
-class _Response:
-    status: int
-    headers: Message
-    body: bytes
-
-
-class RegistryFailure(FleetError):
-    """The registry could not answer what was asked; ``reason`` says which way."""
-
-    def __init__(self, reason: Reason) -> None:
-        super().__init__(reason.text)
-        self.reason = reason
-        self.code = reason.code
 
 
 def is_loopback_registry(registry: str) -> bool:
@@ -80,45 +71,35 @@ class RegistryAccess:
     loopback_insecure: bool = True
     timeout: float = 10.0
 
-    async def client(self, ref: ImageReference) -> RegistryClient:
-        """A client for ``ref``'s repository, reached and logged in."""
+    @asynccontextmanager
+    async def client(self, ref: ImageReference) -> AsyncIterator[RegistryClient]:
+        """A client for ``ref``'s repository, reached and logged in, for one conversation:
+        its requests share a connection, which is closed when the ``async with`` ends."""
         registry = ref.registry_or_default
         plain_http = registry in self.insecure or (
             self.loopback_insecure and is_loopback_registry(registry)
         )
-        client = RegistryClient(
-            registry, plain_http, self.credentials.get(registry), ref.repository, self.timeout
-        )
-        await client.check_reachable()
-        await client.authenticate()
-        return client
+        async with open_http(self.timeout) as http:
+            client = RegistryClient(
+                http,
+                registry,
+                plain_http,
+                self.credentials.get(registry),
+                ref.repository,
+                self.timeout,
+            )
+            await client.authenticate()
+            yield client
 
 
 async def check_registry(ref: ImageReference, access: RegistryAccess) -> RegistryCheck:
     """Can this host pull ``ref``? A pinned digest must exist, and its tag still name it."""
     result = RegistryCheck()
     try:
-        client = await access.client(ref)
-        if ref.digest and ref.tag:
-            # The tag is asked, not the digest: while it still names the pinned digest,
-            # that one answer proves the digest exists and gives its size. A tag that
-            # moved after the controller pinned it means someone pushed over a vetted
-            # release; pulling by digest would still get the vetted bytes, but an
-            # operator must hear of it before anything changes.
-            named, size = await client.resolve(ref.tag)
-            result.digest = ref.digest
-            if named != ref.digest:
-                result.reasons.append(
-                    Reason(
-                        code="digest_mismatch",
-                        text=f"tag {ref.name}:{ref.tag} moved to {named} after it was "
-                        f"pinned to {ref.digest}",
-                    )
-                )
-            else:
-                result.size = size
-            return result
-        result.digest, result.size = await client.resolve(ref.digest or ref.tag or "latest")
+        async with access.client(ref) as client:
+            if ref.digest and ref.tag:
+                return await _check_pinned_tag(client, ref, ref.tag, ref.digest)
+            result.digest, result.size = await client.resolve(ref.digest or ref.tag or "latest")
     except RegistryFailure as failure:
         result.reasons.append(failure.reason)
         return result
@@ -132,37 +113,43 @@ async def check_registry(ref: ImageReference, access: RegistryAccess) -> Registr
     return result
 
 
+async def _check_pinned_tag(
+    client: RegistryClient, ref: ImageReference, tag: str, digest: str
+) -> RegistryCheck:
+    """The tag is asked, not the digest: while it still names the pinned digest, that one
+    answer proves the digest exists and gives its size. A tag that moved after the
+    controller pinned it means someone pushed over a vetted release; pulling by digest
+    would still get the vetted bytes, but an operator must hear of it before anything
+    changes."""
+    named, size = await client.resolve(tag)
+    if named == digest:
+        return RegistryCheck(digest=digest, size=size)
+    moved = Reason(
+        code="digest_mismatch",
+        text=f"tag {ref.name}:{tag} moved to {named} after it was pinned to {digest}",
+    )
+    return RegistryCheck(reasons=[moved], digest=digest)
+
+
 class RegistryClient:
+    """Requests to one repository of one registry, over ``http`` (which its owner closes)."""
+
     def __init__(
         self,
+        http: httpx.AsyncClient,
         registry: str,
         plain_http: bool,
         credential: RegistryCredential | None,
         repository: str,
         timeout: float,
     ) -> None:
+        self.http = http
         self.registry = registry
         self.base = f"{'http' if plain_http else 'https'}://{registry}"
         self.credential = credential
         self.repository = repository
         self.timeout = timeout
         self.authorization: str | None = None
-
-    async def check_reachable(self) -> None:
-        parts = urllib.parse.urlsplit(self.base)
-        host = parts.hostname or ""
-        port = parts.port or (80 if parts.scheme == "http" else 443)
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), self.timeout)
-        except (OSError, TimeoutError) as exc:
-            raise RegistryFailure(
-                Reason(
-                    code="registry_unreachable",
-                    text=f"cannot connect to registry {self.registry}: {exc or 'timed out'}",
-                )
-            ) from exc
-        writer.close()
-        await writer.wait_closed()
 
     async def authenticate(self) -> None:
         response = await self._get("/v2/")
@@ -203,7 +190,7 @@ class RegistryClient:
         )
         assert self.credential is not None
         basic = self._basic()
-        response = await self._fetch(f"{params.get('realm', '')}?{query}", "GET", basic, None)
+        response = await self._fetch(f"{params.get('realm', '')}?{query}", basic, None)
         if response.status != 200:
             raise RegistryFailure(
                 Reason(
@@ -248,9 +235,7 @@ class RegistryClient:
             )
         return manifest
 
-    async def _platform_manifest(
-        self, response: _Response, reference: str
-    ) -> dict[str, Any] | None:
+    async def _platform_manifest(self, response: Response, reference: str) -> dict[str, Any] | None:
         """The manifest ``response`` holds or, for an index, its linux/amd64 entry's
         (None if the index has none)."""
         manifest = _json_object(response.body, f"manifest of {reference}")
@@ -262,7 +247,7 @@ class RegistryClient:
         inner = await self._manifest_response(chosen)
         return _json_object(inner.body, f"manifest {chosen}")
 
-    async def _manifest_response(self, reference: str) -> _Response:
+    async def _manifest_response(self, reference: str) -> Response:
         response = await self._get(
             f"/v2/{self.repository}/manifests/{reference}", accept=MANIFEST_TYPES
         )
@@ -300,46 +285,19 @@ class RegistryClient:
         )
         return digest, size
 
-    async def _get(self, path: str, accept: str | None = None) -> _Response:
-        return await self._fetch(self.base + path, "GET", self.authorization, accept)
+    async def _get(self, path: str, accept: str | None = None) -> Response:
+        return await self._fetch(self.base + path, self.authorization, accept)
 
-    async def _fetch(
-        self, url: str, method: str, authorization: str | None, accept: str | None
-    ) -> _Response:
-        request = urllib.request.Request(url, method=method)
+    async def _fetch(self, url: str, authorization: str | None, accept: str | None) -> Response:
+        # A plain request header: httpx keeps it through a redirect within the registry and
+        # drops it on one to another origin (object storage). A request event hook that
+        # set it would put it back on every hop.
+        headers = {}
         if authorization:
-            request.add_header("Authorization", authorization)
+            headers["Authorization"] = authorization
         if accept:
-            request.add_header("Accept", accept)
-
-        def send() -> _Response:
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return _Response(response.status, response.headers, response.read(MAX_DOCUMENT))
-            except urllib.error.HTTPError as exc:
-                return _Response(exc.code, exc.headers, exc.read(MAX_DOCUMENT))
-
-        try:
-            return await asyncio.wait_for(asyncio.to_thread(send), self.timeout + 1)
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, ssl.SSLError):
-                raise RegistryFailure(
-                    Reason(
-                        code="registry_tls",
-                        text=f"TLS with registry {self.registry} failed: {exc.reason}",
-                    )
-                ) from exc
-            raise RegistryFailure(
-                Reason(
-                    code="registry_unreachable",
-                    text=f"registry {self.registry}: {exc.reason}",
-                )
-            ) from exc
-        except (ssl.SSLError, OSError, TimeoutError) as exc:
-            code = "registry_tls" if isinstance(exc, ssl.SSLError) else "registry_unreachable"
-            raise RegistryFailure(
-                Reason(code=code, text=f"registry {self.registry}: {exc or 'timed out'}")
-            ) from exc
+            headers["Accept"] = accept
+        return await fetch(self.http, self.registry, url, headers=headers, timeout=self.timeout)
 
 
 def _json_object(body: bytes, what: str) -> dict[str, Any]:

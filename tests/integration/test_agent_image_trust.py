@@ -23,8 +23,8 @@ AgentFactory = Callable[..., Awaitable[AgentHandle]]
 
 async def registry_digest(image: str) -> str:
     ref = parse_image_reference(image)
-    client = await RegistryAccess().client(ref)
-    digest, _ = await client.resolve(ref.tag or "latest")
+    async with RegistryAccess().client(ref) as client:
+        digest, _ = await client.resolve(ref.tag or "latest")
     return digest
 
 

@@ -43,7 +43,8 @@ def vetting_env(fleet: LocalFleet, report: str) -> dict[str, str]:
 
 async def registry_digest(image: str) -> str:
     ref = parse_image_reference(image)
-    digest, _ = await (await RegistryAccess().client(ref)).resolve(ref.tag or "latest")
+    async with RegistryAccess().client(ref) as client:
+        digest, _ = await client.resolve(ref.tag or "latest")
     return digest
 
 
