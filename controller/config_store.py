@@ -16,11 +16,17 @@ from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from controller.rollout import ConfigTarget
-from controller.store import CAS_ATTEMPTS, KV_TIMEOUT, NotFound, RolloutConflict, kv_get, kv_keys
+from controller.store import (
+    CAS_ATTEMPTS,
+    KV_TIMEOUT,
+    NotFound,
+    RolloutConflict,
+    kv_get,
+    kv_keys,
+    open_bucket,
+)
 from protocol import subjects
 from protocol.config_files import (
-    CONFIG_HISTORY,
-    MAX_CONFIG_DOCUMENT,
     ConfigContent,
     ConfigDocument,
     config_key,
@@ -31,6 +37,7 @@ from protocol.config_files import (
     scope_text,
 )
 from protocol.errors import BrokerError, ProtocolError
+from protocol.streams import StreamRetention, fleet_buckets
 
 
 @dataclass(frozen=True)
@@ -39,14 +46,14 @@ class StoredConfig:
     kv_revision: int
 
 
-async def open_config_store(js: JetStreamContext) -> ConfigStore:
-    """KV fleet_config (created if missing, with the same settings the agents use)."""
+async def open_config_store(
+    js: JetStreamContext, retention: StreamRetention | None = None
+) -> ConfigStore:
+    """KV fleet_config (created if missing, with the same settings the agents use; with
+    ``retention``, an existing bucket is brought to its replicas)."""
+    definition = fleet_buckets(retention or StreamRetention())[subjects.CONFIG_BUCKET]
     try:
-        kv = await js.create_key_value(
-            bucket=subjects.CONFIG_BUCKET,
-            history=CONFIG_HISTORY,
-            max_value_size=MAX_CONFIG_DOCUMENT,
-        )
+        kv = await open_bucket(js, definition, bring_existing=retention is not None)
     except (nats.errors.Error, TimeoutError) as exc:
         raise BrokerError(f"cannot open KV {subjects.CONFIG_BUCKET}: {exc!r}") from exc
     return ConfigStore(kv)

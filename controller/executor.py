@@ -93,7 +93,7 @@ class Executor:
         self.rollouts = RolloutStore(rollouts_kv)
         self.services = ServiceStore(services_kv)
         self.inventory = Inventory(hosts_kv)
-        self.configs = await open_config_store(self._js)
+        self.configs = await open_config_store(self._js, self.settings.streams)
         lease = LeaderLease(rollouts_kv, self.settings.controller_id, self.settings.lease_ttl)
         watching = asyncio.create_task(self.inventory.run(stop), name="inventory")
         waking = asyncio.create_task(self._wake_when(stop), name="wake-on-stop")

@@ -8,6 +8,7 @@ Host facts in ``fleet_hosts`` are the agents' msgpack envelopes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,8 +17,15 @@ from datetime import datetime
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, Field
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from controller.rollout import RolloutRecord
 from protocol import subjects
@@ -26,9 +34,16 @@ from protocol.codec import decode
 from protocol.errors import BrokerError, FleetError, ProtocolError
 from protocol.models import HostFacts
 from protocol.spec import Colour, ServiceSpec
-from protocol.streams import StreamRetention, fleet_streams
+from protocol.streams import BucketDefinition, StreamRetention, fleet_buckets, fleet_streams
 
 KV_TIMEOUT = 5.0
+FAILOVER_SECONDS = 30.0
+FAILOVER_ERRORS = (
+    TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+)
 CAS_ATTEMPTS = 20
 COMPRESS_ABOVE = 256 * 1024
 """A rollout record larger than this (about 700 hosts) is stored zlib-compressed, so a
@@ -87,12 +102,40 @@ class Stored:
 async def open_buckets(
     js: JetStreamContext, retention: StreamRetention | None = None
 ) -> tuple[KeyValue, KeyValue, KeyValue]:
-    """The rollouts, services and hosts buckets and the streams (created if missing)."""
+    """The rollouts, services and hosts buckets and the streams (created if missing).
+
+    As for the streams, only a caller that passes ``retention`` (the long-running
+    controller) brings existing buckets to it.
+    """
     await ensure_streams(js, retention)
-    rollouts = await js.create_key_value(bucket=subjects.ROLLOUTS_BUCKET, history=1)
-    services = await js.create_key_value(bucket=subjects.SERVICES_BUCKET, history=1)
-    hosts = await js.create_key_value(bucket=subjects.HOSTS_BUCKET)
+    buckets = fleet_buckets(retention or StreamRetention())
+    bring = retention is not None
+    rollouts = await open_bucket(js, buckets[subjects.ROLLOUTS_BUCKET], bring_existing=bring)
+    services = await open_bucket(js, buckets[subjects.SERVICES_BUCKET], bring_existing=bring)
+    hosts = await open_bucket(js, buckets[subjects.HOSTS_BUCKET], bring_existing=bring)
     return rollouts, services, hosts
+
+
+async def open_bucket(
+    js: JetStreamContext, definition: BucketDefinition, *, bring_existing: bool
+) -> KeyValue:
+    """Bind to a bucket, creating it if missing; with ``bring_existing``, an existing
+    bucket's replicas are set to the definition's (a bucket made on one server, or by
+    an older version with one replica, gets its copies on the other nodes)."""
+    try:
+        kv = await js.key_value(definition.bucket)
+    except nats.js.errors.BucketNotFoundError:
+        try:
+            return await js.create_key_value(KeyValueConfig(**definition.model_dump()))
+        except nats.js.errors.BadRequestError:
+            # Created meanwhile by another party (with other settings): bind to it.
+            kv = await js.key_value(definition.bucket)
+    if bring_existing:
+        info = await js.stream_info(definition.stream)
+        if info.config.num_replicas != definition.replicas:
+            scaled = dataclasses.replace(info.config, num_replicas=definition.replicas)
+            await js.update_stream(scaled)
+    return kv
 
 
 async def ensure_streams(js: JetStreamContext, retention: StreamRetention | None) -> None:
@@ -289,13 +332,27 @@ async def read_hosts(kv: KeyValue) -> dict[str, HostFacts]:
     return hosts
 
 
+def failover_retries() -> AsyncRetrying:
+    """Retries of a read while a cluster elects a new leader for the bucket (a node was
+    lost): the request times out or finds no responder for a few seconds, then works."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(FAILOVER_ERRORS),
+        wait=wait_exponential(multiplier=0.25, max=2.0),
+        stop=stop_after_delay(FAILOVER_SECONDS),
+        reraise=True,
+    )
+
+
 async def kv_get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
     try:
-        return await asyncio.wait_for(kv.get(key), KV_TIMEOUT)
+        async for attempt in failover_retries():
+            with attempt:
+                return await asyncio.wait_for(kv.get(key), KV_TIMEOUT)
     except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
         return None
     except (nats.errors.Error, TimeoutError) as exc:
         raise BrokerError(f"KV read of {key} failed: {exc!r}") from exc
+    raise AssertionError("unreachable: the retries return or raise")  # pragma: no cover
 
 
 async def kv_keys(kv: KeyValue, prefix: str) -> list[str]:
@@ -308,9 +365,11 @@ async def kv_keys(kv: KeyValue, prefix: str) -> list[str]:
     """
     subjects_filter = f"{kv._pre}{prefix}>"
     try:
-        info = await asyncio.wait_for(
-            kv._js.stream_info(kv._stream, subjects_filter=subjects_filter), KV_TIMEOUT
-        )
+        async for attempt in failover_retries():
+            with attempt:
+                info = await asyncio.wait_for(
+                    kv._js.stream_info(kv._stream, subjects_filter=subjects_filter), KV_TIMEOUT
+                )
     except (nats.errors.Error, TimeoutError) as exc:
         raise BrokerError(f"KV listing failed: {exc!r}") from exc
     return sorted(subject.removeprefix(kv._pre) for subject in info.state.subjects or {})

@@ -24,6 +24,7 @@ import psutil
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
 from node_agent.blue_green import BlueGreenUpdater, ColourSpecs
@@ -47,7 +48,6 @@ from node_agent.telemetry import Outbox, Outgoing
 from node_agent.updater import Emit, OperationResult, ServiceUpdater
 from protocol import subjects
 from protocol.codec import decode, encode
-from protocol.config_files import CONFIG_HISTORY, MAX_CONFIG_DOCUMENT
 from protocol.errors import AgentError, BrokerError, CommandRefused, ProtocolError, RuntimeFault
 from protocol.models import (
     AnyMessage,
@@ -74,7 +74,7 @@ from protocol.models import (
     utc_now,
 )
 from protocol.signing import CommandRejected, CommandVerifier
-from protocol.streams import fleet_streams
+from protocol.streams import BucketDefinition, fleet_buckets, fleet_streams
 from protocol.transport import MAX_OUTSTANDING_PINGS
 from protocol.version import fleetwave_version
 
@@ -297,19 +297,21 @@ class Agent:
                 continue
             if not _stream_matches(info.config, config):
                 await js.update_stream(**config)
-        self._hosts_kv = await self._bucket(subjects.HOSTS_BUCKET, {})
-        self.config.kv = await self._bucket(
-            subjects.CONFIG_BUCKET,
-            {"history": CONFIG_HISTORY, "max_value_size": MAX_CONFIG_DOCUMENT},
-        )
+        buckets = fleet_buckets(self.settings.streams)
+        self._hosts_kv = await self._bucket(buckets[subjects.HOSTS_BUCKET])
+        self.config.kv = await self._bucket(buckets[subjects.CONFIG_BUCKET])
 
-    async def _bucket(self, name: str, options: dict[str, Any]) -> KeyValue:
-        """Bind to KV bucket ``name``, creating it only if it does not exist yet."""
+    async def _bucket(self, definition: BucketDefinition) -> KeyValue:
+        """Bind to a KV bucket, creating it only if it does not exist yet (the controller
+        brings an existing one's replicas to the operator's setting)."""
         js = self._jetstream
         try:
-            return await js.key_value(name)
+            return await js.key_value(definition.bucket)
         except nats.js.errors.BucketNotFoundError:
-            return await js.create_key_value(bucket=name, **options)
+            try:
+                return await js.create_key_value(KeyValueConfig(**definition.model_dump()))
+            except nats.js.errors.BadRequestError:  # created meanwhile, other settings
+                return await js.key_value(definition.bucket)
 
     async def _close(self) -> None:
         self._closing = True
