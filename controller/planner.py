@@ -94,7 +94,7 @@ def plan(record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime)
         return Decision(record.status, record.reason)
     if record.status is RolloutStatus.REVERTING or record.aborted:
         reason = record.reason if record.status is RolloutStatus.REVERTING else "aborted"
-        return _revert(record, health, reason)
+        return _revert(record, health, now, reason)
 
     total = len(record.hosts)
     stalled_for = (now - record.last_progress_at).total_seconds()
@@ -104,7 +104,7 @@ def plan(record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime)
         if record.paused:
             return Decision(RolloutStatus.PAUSED, "paused by the operator during pre-flight")
         if deadline_passed:
-            return _fail(record, health, "progress deadline passed during pre-flight")
+            return _fail(record, health, now, "progress deadline passed during pre-flight")
         return _preflight(record)
 
     ready_like = total - record.count(HostPhase.NOT_READY)
@@ -120,9 +120,9 @@ def plan(record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime)
             f"{failed} of {total} hosts failed, more than max_failure_ratio "
             f"{record.spec.max_failure_ratio:g}"
         )
-        return _fail(record, health, why, pause=True)
+        return _fail(record, health, now, why, pause=True)
     if record.analysis_failure and not record.analysis_overridden:
-        return _fail(record, health, record.analysis_failure, pause=True)
+        return _fail(record, health, now, record.analysis_failure, pause=True)
     if record.paused:
         return Decision(RolloutStatus.PAUSED, "paused by the operator")
     return _roll(record, health, now, deadline_passed)
@@ -150,10 +150,15 @@ def _not_ready_report(record: RolloutRecord, ready: int, needed: int) -> str:
 
 
 def _fail(
-    record: RolloutRecord, health: Mapping[str, HostHealth], why: str, *, pause: bool = False
+    record: RolloutRecord,
+    health: Mapping[str, HostHealth],
+    now: datetime,
+    why: str,
+    *,
+    pause: bool = False,
 ) -> Decision:
     if record.spec.failure_action is FailureAction.REVERT:
-        return _revert(record, health, f"{why}; reverting updated hosts")
+        return _revert(record, health, now, f"{why}; reverting updated hosts")
     if pause:
         return Decision(RolloutStatus.PAUSED, f"{why}; paused (resume, abort or undo)")
     return Decision(RolloutStatus.FAILED, why)
@@ -236,7 +241,10 @@ def _roll(
         return Decision(RolloutStatus.COMPLETE, f"all hosts updated{note}", promote=promote)
     if deadline_passed:
         return _fail(
-            record, health, f"no host finished within progress_deadline {spec.progress_deadline:g}s"
+            record,
+            health,
+            now,
+            f"no host finished within progress_deadline {spec.progress_deadline:g}s",
         )
 
     budget = _budget(record, health, len(eligible))
@@ -273,7 +281,8 @@ def _blue_green(
     if ready or staging:
         if deadline_passed:
             deadline = record.spec.progress_deadline
-            return _fail(record, health, f"no host staged within progress_deadline {deadline:g}s")
+            why = f"no host staged within progress_deadline {deadline:g}s"
+            return _fail(record, health, now, why)
         slots = max(0, record.spec.preflight_parallelism - staging)
         due = [
             h
@@ -352,7 +361,9 @@ def _switch_back(record: RolloutRecord, reason: str) -> Decision:
     return Decision(final, reason, serving_colour=back_to)
 
 
-def _revert(record: RolloutRecord, health: Mapping[str, HostHealth], reason: str) -> Decision:
+def _revert(
+    record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime, reason: str
+) -> Decision:
     """Put every updated host back on the previous version, within the same budget."""
     if record.blue_green:
         return _switch_back(record, reason)
@@ -363,8 +374,13 @@ def _revert(record: RolloutRecord, health: Mapping[str, HostHealth], reason: str
     if not updated and not record.count(*IN_FLIGHT):
         final = RolloutStatus.ABORTED if record.aborted else RolloutStatus.REVERTED
         return Decision(final, reason)
-    budget = _budget(record, health, len(record.hosts))
+    # The same budget as the forward roll: of the eligible hosts, not of every host.
+    budget = _budget(record, health, len(eligible_hosts(record)))
     if record.count(HostPhase.UPDATING, HostPhase.PREPARING):
         budget = 0  # let forward work settle first: it may yet need reverting
-    online = [h for h in updated if health.get(h, OFFLINE).online]
+    online = [
+        h
+        for h in updated
+        if health.get(h, OFFLINE).online and _due(record.hosts[h].not_before, now)
+    ]
     return Decision(RolloutStatus.REVERTING, reason, revert=tuple(online[:budget]), budget=budget)
