@@ -18,6 +18,7 @@ from controller.intents import DryRun
 from controller.metrics_view import FleetMetrics
 from controller.rollout import UPDATED, HostPhase, RolloutRecord, RolloutStatus
 from controller.store import ServiceRecord
+from controller.tables import OneLineTable, print_lines, print_table
 from protocol.config_files import ConfigDocument
 from protocol.models import (
     AnyMessage,
@@ -68,11 +69,13 @@ def ago(when: datetime, now: datetime | None = None) -> str:
 
 
 def hosts_table(hosts: list[HostFacts]) -> Table:
-    table = Table(title=f"{len(hosts)} host(s)")
-    for column in ("host", "labels", "agent", "docker", "services", "last seen"):
-        table.add_column(column)
+    table = OneLineTable(
+        *("host", "labels", "agent", "docker", "services", "last seen"),
+        title=f"{len(hosts)} host(s)",
+        cut_first=("labels", "docker", "agent", "services"),
+    )
     for facts in hosts:
-        services = "\n".join(
+        services = ", ".join(
             f"{s.name} {(s.image or '-').rsplit('/', 1)[-1]} {s.state.value}/{s.health.value}"
             + (f" [{s.colour}]" if s.colour else "")
             for s in facts.services
@@ -94,21 +97,41 @@ def hosts_json(hosts: list[HostFacts]) -> str:
 
 
 def rollout_view(record: RolloutRecord) -> Group:
+    header, summary = _rollout_heading(record)
+    done, total = record.count(*UPDATED), len(record.hosts)
+    bar = ProgressBar(total=max(total, 1), completed=done, width=40)
+    return Group(header, bar, summary, _rollout_hosts(record))
+
+
+def print_rollout(record: RolloutRecord, console: Console) -> None:
+    """``rollout status ID``: the view on a terminal; plain lines in a pipe."""
+    if console.is_terminal:
+        console.print(rollout_view(record))
+        return
+    header, summary = _rollout_heading(record)
+    print_lines([header.plain, *summary.plain.splitlines()], console)
+    print_table(_rollout_hosts(record), console)
+
+
+def _rollout_heading(record: RolloutRecord) -> tuple[Text, Text]:
     done = record.count(*UPDATED)
-    total = len(record.hosts)
     style = STATUS_STYLE.get(record.status, "bold")
     header = Text.assemble(
         (f"{record.id}", "bold"),
         f"  {record.service} r{record.revision} -> {record.what}  ",
         (record.status.value, style),
     )
-    bar = ProgressBar(total=max(total, 1), completed=done, width=40)
-    summary = Text(f"{done}/{total} done  strategy {record.spec.strategy.value}  {record.reason}")
+    summary = Text(
+        f"{done}/{len(record.hosts)} done  strategy {record.spec.strategy.value}  {record.reason}"
+    )
     if record.vetting is not None:
         summary.append(f"\nvetted: {record.vetting.summary()}")
-    table = Table(show_header=True, header_style="bold")
-    for column in ("#", "host", "phase", "detail", "since"):
-        table.add_column(column)
+    return header, summary
+
+
+def _rollout_hosts(record: RolloutRecord) -> Table:
+    table = OneLineTable("#", "host", "phase", "detail", "since", cut_first=("detail", "host"))
+    table.header_style = "bold"
     for ordinal, host in enumerate(record.ordered_hosts()):
         entry = record.hosts[host]
         table.add_row(
@@ -118,7 +141,7 @@ def rollout_view(record: RolloutRecord) -> Group:
             entry.detail[:80],
             ago(entry.since),
         )
-    return Group(header, bar, summary, table)
+    return table
 
 
 def rollout_line(record: RolloutRecord) -> str:
@@ -129,14 +152,16 @@ def rollout_line(record: RolloutRecord) -> str:
 
 
 def rollouts_table(records: list[RolloutRecord]) -> Table:
-    table = Table(title="rollouts")
-    for column in ("id", "service", "rolls out", "status", "done", "created"):
-        table.add_column(column)
+    table = OneLineTable(
+        *("id", "service", "rolls out", "status", "done", "created"),
+        title="rollouts",
+        cut_first=("rolls out", "service", "created"),
+    )
     for record in records:
         table.add_row(
             record.id,
             record.service,
-            record.what,
+            short_image(record.what),  # the whole reference is in -o json
             Text(record.status.value, STATUS_STYLE.get(record.status, "")),
             f"{record.count(*UPDATED)}/{len(record.hosts)}",
             ago(record.created_at),
@@ -145,12 +170,12 @@ def rollouts_table(records: list[RolloutRecord]) -> Table:
 
 
 def history_table(record: ServiceRecord, rollouts: dict[str, RolloutRecord]) -> Table:
-    table = Table(title=f"{record.service}: revisions and config rollouts")
-    for column in ("rev", "rolls out", "rollout", "status", "vetted", "created", ""):
-        # The image may fold; a vetting verdict such as SCAN SKIPPED must read whole.
-        table.add_column(
-            column, no_wrap=column in ("vetted", "status"), overflow="fold", min_width=3
-        )
+    # The image gives way first; a vetting verdict such as SCAN SKIPPED only after it.
+    table = OneLineTable(
+        *("rev", "rolls out", "rollout", "status", "vetted", "created", ""),
+        title=f"{record.service}: revisions and config rollouts",
+        cut_first=("rolls out", "vetted"),
+    )
     rows = [
         (
             revision.created_at,
@@ -194,14 +219,12 @@ def dry_run_view(result: DryRun, console: Console) -> None:
         f"[bold]dry run[/bold] {record.id}: {record.service} -> {record.target.image} "
         f"on {len(record.hosts)} host(s), strategy {record.spec.strategy.value}"
     )
-    table = Table(title="pre-flight")
-    table.add_column("host")
-    table.add_column("ready")
-    table.add_column("reasons")
+    console.print("pre-flight:")  # a line of its own: a pipe gets no table titles
+    table = OneLineTable("host", "ready", "reasons", cut_first=("reasons",))
     for check in result.preflight:
         reasons = "; ".join(f"{r.code}: {r.text}" for r in check.reasons)
         table.add_row(check.host, "yes" if check.ready else "[red]no[/red]", reasons)
-    console.print(table)
+    print_table(table, console)
     for index, (label, hosts) in enumerate(result.waves, start=1):
         console.print(f"  {index:>2}. {label}: {', '.join(hosts) or '(wait for promote)'}")
     console.print(f"would end: {result.final_status.value}")
@@ -233,9 +256,11 @@ def event_line(subject: str, message: AnyMessage) -> str:
 
 def top_table(view: FleetMetrics, hosts: set[str] | None = None) -> Table:
     """One row per host from its newest metrics sample (``fleetctl top``)."""
-    table = Table(title="fleet top", title_justify="left")
-    for column in ("HOST", "CPU", "MEMORY", "DISK", "LOAD", "SERVICES", "SAMPLE"):
-        table.add_column(column, no_wrap=column != "SERVICES")
+    table = OneLineTable(
+        *("HOST", "CPU", "MEMORY", "DISK", "LOAD", "SERVICES", "SAMPLE"),
+        title="fleet top",
+        cut_first=("SERVICES", "HOST"),
+    )
     now = utc_now()
     for host, sample in sorted(view.latest.items()):
         if hosts is not None and host not in hosts:
@@ -269,9 +294,11 @@ def top_json(view: FleetMetrics, hosts: set[str] | None = None) -> str:
 
 
 def config_table(stored: list[StoredConfig]) -> Table:
-    table = Table(title="config files")
-    for column in ("service", "file", "version", "size", "sha256", "overrides", "changed"):
-        table.add_column(column)
+    table = OneLineTable(
+        *("service", "file", "version", "size", "sha256", "overrides", "changed"),
+        title="config files",
+        cut_first=("overrides", "sha256"),
+    )
     for item in stored:
         document = item.document
         table.add_row(
@@ -287,9 +314,11 @@ def config_table(stored: list[StoredConfig]) -> Table:
 
 
 def config_history_table(history: list[StoredConfig]) -> Table:
-    table = Table(title="config history")
-    for column in ("version", "changed", "change", "size", "sha256", "overrides"):
-        table.add_column(column)
+    table = OneLineTable(
+        *("version", "changed", "change", "size", "sha256", "overrides"),
+        title="config history",
+        cut_first=("overrides", "change"),
+    )
     for item in history:
         document = item.document
         table.add_row(
