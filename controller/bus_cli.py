@@ -8,11 +8,13 @@ from typing import Annotated, Literal
 import typer
 
 from controller.cli_base import EXIT_INVALID, fail
+from controller.cli_typer import command_group
 from controller.pki import Pki
 from protocol.errors import ConfigurationError
 
-pki_app = typer.Typer(help="The bus's certificate authority.", no_args_is_help=True)
-hosts_app = typer.Typer(help="Hosts: the live list, and their bus credentials.")
+pki_app = command_group("The bus's certificate authority.")
+# No no_args_is_help: `fleetctl hosts` alone lists the hosts.
+hosts_app = command_group("Hosts: the live list, and their bus credentials.", no_args_is_help=False)
 
 PkiDir = Annotated[
     Path, typer.Option("--pki", envvar="FLEET_PKI_DIR", help="the PKI directory (pki init)")

@@ -12,14 +12,11 @@ import os
 import re
 import signal
 import sys
-import tomllib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-import nats
-import nats.errors
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -27,24 +24,27 @@ from rich.live import Live
 
 from controller import render
 from controller.bus_cli import hosts_app, pki_app
+from controller.bus_link import BusLink
 from controller.cli_base import (
-    DEFAULT_NATS,
     EXIT_FAILED,
     EXIT_INVALID,
     EXIT_NO_NATS,
     NatsOption,
     OutputOption,
     WatchOption,
+    check_image,
     check_output,
     check_strategy,
-    close_bus,
     exit_for,
     fail,
     follow_rollout,
+    invalid_flags,
+    load_spec,
     parse_selector,
     report_started,
     run_with_fleet,
 )
+from controller.cli_typer import PlainErrorsGroup, command_group
 from controller.config_cli import config_app
 from controller.executor import Executor
 from controller.exporter import FleetExporter
@@ -61,25 +61,25 @@ from controller.rollout import (
 )
 from controller.settings import ControllerSettings, load_settings
 from controller.subscribe import FleetFeed
+from controller.tables import print_table
 from protocol import SCHEMA_VERSION
-from protocol.errors import BrokerError, ConfigurationError, summarise_invalid
+from protocol.errors import BrokerError, ConfigurationError
 from protocol.models import LogBatch, MetricsSample, utc_now
 from protocol.signing import generate_key
-from protocol.spec import ServiceSpec
 from protocol.version import fleetwave_version
 
-app = typer.Typer(
+app = command_group(
+    "Roll container updates across a fleet of Docker hosts, safely.",
     name="fleetctl",
-    help="Roll container updates across a fleet of Docker hosts, safely.",
-    no_args_is_help=True,
     add_completion=False,
+    cls=PlainErrorsGroup,
 )
-rollout_app = typer.Typer(help="Start, follow and steer rollouts.", no_args_is_help=True)
-controller_app = typer.Typer(help="The long-lived controller process.", no_args_is_help=True)
+rollout_app = command_group("Start, follow and steer rollouts.")
+controller_app = command_group("The long-lived controller process.")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(controller_app, name="controller")
 app.add_typer(config_app, name="config")
-keys_app = typer.Typer(help="The controller's command-signing keys.", no_args_is_help=True)
+keys_app = command_group("The controller's command-signing keys.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(hosts_app, name="hosts")
 app.add_typer(pki_app, name="pki")
@@ -116,25 +116,13 @@ def version() -> None:
     typer.echo(f"fleetctl {fleetwave_version()} (protocol schema {SCHEMA_VERSION})")
 
 
-# ---- plumbing ----
-
-
-def _load_spec(path: Path) -> ServiceSpec:
-    try:
-        text = path.read_text()
-        data: Any = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        return ServiceSpec.model_validate(data)
-    except (OSError, ValueError) as exc:  # ValidationError, JSON and TOML errors are ValueErrors
-        fail(f"spec file {path}: {exc}", EXIT_INVALID)
-
-
 # ---- hosts ----
 
 
 @hosts_app.callback(invoke_without_command=True)
 def hosts(
     context: typer.Context,
-    nats_url: NatsOption = DEFAULT_NATS,
+    nats_url: NatsOption = None,
     selector: Annotated[str | None, typer.Option(help="k=v,... labels to match")] = None,
     output: OutputOption = "table",
 ) -> None:
@@ -148,7 +136,7 @@ def hosts(
     if output == "json":
         typer.echo(render.hosts_json(found))
     else:
-        Console().print(render.hosts_table(found))
+        print_table(render.hosts_table(found))
 
 
 # ---- events ----
@@ -177,7 +165,7 @@ def events(
     rollout: Annotated[str | None, typer.Option(help="only this rollout's events")] = None,
     host: Annotated[str | None, typer.Option(help="only this host's events")] = None,
     since: Annotated[str | None, typer.Option(help="10m, 2h, 1d or an ISO time")] = None,
-    nats_url: NatsOption = DEFAULT_NATS,
+    nats_url: NatsOption = None,
     output: OutputOption = "table",
 ) -> None:
     """Print the fleet's events (FLEET_EVENTS) from --since, oldest first; -f follows."""
@@ -210,7 +198,7 @@ def logs(
     since: Annotated[str | None, typer.Option(help="10m, 2h, 1d or an ISO time")] = None,
     tail: Annotated[int | None, typer.Option(help="only the last N lines (then follow)")] = None,
     timestamps: Annotated[bool, typer.Option("--timestamps", "-t")] = False,
-    nats_url: NatsOption = DEFAULT_NATS,
+    nats_url: NatsOption = None,
     output: OutputOption = "table",
 ) -> None:
     """Print SERVICE's container logs (FLEET_LOGS) from every host, merged in time order."""
@@ -282,7 +270,7 @@ async def _follow_logs(
 def top(
     once: Annotated[bool, typer.Option(help="print the table once and exit")] = False,
     selector: Annotated[str | None, typer.Option(help="k=v,... host labels")] = None,
-    nats_url: NatsOption = DEFAULT_NATS,
+    nats_url: NatsOption = None,
     output: OutputOption = "table",
 ) -> None:
     """Hosts' CPU, memory, disk and services, live from the metrics stream (FLEET_METRICS)."""
@@ -302,7 +290,7 @@ def top(
             if output == "json":
                 typer.echo(render.top_json(view, hosts))
             else:
-                Console().print(render.top_table(view, hosts))
+                print_table(render.top_table(view, hosts))
             return
         with Live(render.top_table(view, hosts), auto_refresh=False) as live:
             async for delivered in feed.metrics(
@@ -322,7 +310,7 @@ def exporter(
     listen: Annotated[str, typer.Option(help="address:port to serve /metrics on")] = (
         "127.0.0.1:9469"
     ),
-    nats_url: NatsOption = DEFAULT_NATS,
+    nats_url: NatsOption = None,
 ) -> None:
     """Serve fleet metrics for Prometheus, aggregated from the metrics and event streams."""
     address, _, port_text = listen.rpartition(":")
@@ -370,6 +358,7 @@ def rollout_start(
         list[str] | None,
         typer.Option(
             "--check",
+            metavar="CHECK",
             help="canary analysis, repeatable: [name=]metric<=number with metric one of "
             "restarts, unhealthy, memory_ratio, memory_bytes, cpu_percent",
         ),
@@ -382,7 +371,7 @@ def rollout_start(
         typer.Option(help="do not run the vulnerability scanner (recorded in the history)"),
     ] = False,
     watch: WatchOption = False,
-    nats_url: NatsOption = DEFAULT_NATS,
+    nats_url: NatsOption = None,
     output: OutputOption = "table",
 ) -> None:
     """Start a rollout of SERVICE to --image (the controller drives it).
@@ -393,7 +382,8 @@ def rollout_start(
     if strategy is Strategy.BLUE_GREEN and (canary is not None or partition is not None):
         fail("blue-green switches every host at once: no --canary or --partition", EXIT_INVALID)
     check_strategy(strategy, canary, partition)
-    override = _load_spec(spec_file) if spec_file else None
+    check_image(image)
+    override = load_spec(spec_file) if spec_file else None
     if image is None and override is None:
         fail("give --image, or --spec for the service's first rollout", EXIT_INVALID)
     try:
@@ -416,9 +406,9 @@ def rollout_start(
             analysis=tuple(AnalysisCheck.parse(text) for text in check or ()),
         )
     except ValidationError as exc:
-        fail(f"invalid rollout options: {exc}", EXIT_INVALID)
+        invalid_flags(exc)
     except ValueError as exc:  # a --check that does not parse
-        fail(str(exc), EXIT_INVALID)
+        fail(f"--check: {exc}", EXIT_INVALID)
 
     async def start(fleet: Fleet) -> RolloutRecord | None:
         record, _ = await fleet.plan_rollout(service, image, spec, override)
@@ -444,7 +434,7 @@ def rollout_start(
 def rollout_status(
     target: Annotated[str | None, typer.Argument(help="rollout id or service")] = None,
     watch: WatchOption = False,
-    nats_url: NatsOption = DEFAULT_NATS,
+    nats_url: NatsOption = None,
     output: OutputOption = "table",
 ) -> None:
     """Show a rollout (or every rollout); -w follows it until it settles."""
@@ -462,18 +452,21 @@ def rollout_status(
         if output == "json":
             typer.echo(render.to_json([r.model_dump(mode="json") for r in result]))
         else:
-            Console().print(render.rollouts_table(result))
+            print_table(render.rollouts_table(result))
         return
     if not watch:
         if output == "json":
             typer.echo(render.to_json(result.model_dump(mode="json")))
         else:
-            Console().print(render.rollout_view(result))
+            render.print_rollout(result, Console())
     exit_for(result) if watch else None
 
 
 def _intent(
-    verb: str, output: str, nats_url: str, work: Callable[[Fleet], Awaitable[RolloutRecord]]
+    verb: str,
+    output: str,
+    nats_url: list[str] | None,
+    work: Callable[[Fleet], Awaitable[RolloutRecord]],
 ) -> None:
     check_output(output)
     record = run_with_fleet(work, nats_url)
@@ -484,16 +477,14 @@ def _intent(
 
 
 @rollout_app.command("pause")
-def rollout_pause(
-    target: str, nats_url: NatsOption = DEFAULT_NATS, output: OutputOption = "table"
-) -> None:
+def rollout_pause(target: str, nats_url: NatsOption = None, output: OutputOption = "table") -> None:
     """Start no new host; hosts in flight finish."""
     _intent("pause", output, nats_url, lambda fleet: fleet.pause(target))
 
 
 @rollout_app.command("resume")
 def rollout_resume(
-    target: str, nats_url: NatsOption = DEFAULT_NATS, output: OutputOption = "table"
+    target: str, nats_url: NatsOption = None, output: OutputOption = "table"
 ) -> None:
     """Continue a paused rollout (failures so far are accepted)."""
     _intent("resume", output, nats_url, lambda fleet: fleet.resume(target))
@@ -501,16 +492,14 @@ def rollout_resume(
 
 @rollout_app.command("promote")
 def rollout_promote(
-    target: str, nats_url: NatsOption = DEFAULT_NATS, output: OutputOption = "table"
+    target: str, nats_url: NatsOption = None, output: OutputOption = "table"
 ) -> None:
     """Let a canary rollout go past its canary wave; in blue-green, remove the old colour now."""
     _intent("promote", output, nats_url, lambda fleet: fleet.promote(target))
 
 
 @rollout_app.command("abort")
-def rollout_abort(
-    target: str, nats_url: NatsOption = DEFAULT_NATS, output: OutputOption = "table"
-) -> None:
+def rollout_abort(target: str, nats_url: NatsOption = None, output: OutputOption = "table") -> None:
     """Stop and put every host this rollout updated back (blue-green: switch back)."""
     _intent("abort", output, nats_url, lambda fleet: fleet.abort(target))
 
@@ -519,12 +508,12 @@ def rollout_abort(
 def rollout_partition(
     target: str,
     partition: int,
-    nats_url: NatsOption = DEFAULT_NATS,
+    nats_url: NatsOption = None,
     output: OutputOption = "table",
 ) -> None:
     """Move the partition: hosts at or past ordinal PARTITION are updated."""
     if partition < 0:
-        fail("the partition is an ordinal, 0 or more", EXIT_INVALID)
+        fail("PARTITION: an ordinal, 0 or more", EXIT_INVALID)
     _intent(
         f"partition {partition}",
         output,
@@ -540,7 +529,7 @@ def rollout_undo(
     strategy: Annotated[Strategy, typer.Option()] = Strategy.ROLLING,
     max_unavailable: Annotated[str, typer.Option()] = "25%",
     watch: WatchOption = False,
-    nats_url: NatsOption = DEFAULT_NATS,
+    nats_url: NatsOption = None,
     output: OutputOption = "table",
 ) -> None:
     """Roll SERVICE back to an earlier kept revision (a new rollout, a new revision).
@@ -549,9 +538,15 @@ def rollout_undo(
     it aborts that rollout, which takes seconds.
     """
     check_output(output)
-    spec = RolloutSpec(
-        strategy=strategy, max_unavailable=max_unavailable, allow_downgrade=True, allow_major=True
-    )
+    try:
+        spec = RolloutSpec(
+            strategy=strategy,
+            max_unavailable=max_unavailable,
+            allow_downgrade=True,
+            allow_major=True,
+        )
+    except ValidationError as exc:
+        invalid_flags(exc)
 
     async def undo(fleet: Fleet) -> tuple[RolloutRecord, bool]:
         switching_back = await fleet.switch_back(service) if to_revision is None else None
@@ -578,7 +573,7 @@ def rollout_undo(
 
 @rollout_app.command("history")
 def rollout_history(
-    service: str, nats_url: NatsOption = DEFAULT_NATS, output: OutputOption = "table"
+    service: str, nats_url: NatsOption = None, output: OutputOption = "table"
 ) -> None:
     """The kept revisions of SERVICE and the rollout of each."""
     check_output(output)
@@ -607,7 +602,7 @@ def rollout_history(
             )
         )
     else:
-        Console().print(render.history_table(record, rollouts))
+        print_table(render.history_table(record, rollouts))
 
 
 # ---- the controller process ----
@@ -615,29 +610,30 @@ def rollout_history(
 
 @controller_app.command("run")
 def controller_run(
-    nats_url: NatsOption = DEFAULT_NATS,
+    nats_url: NatsOption = None,
     controller_id: Annotated[str | None, typer.Option("--id", help="default: host-pid")] = None,
     tick: Annotated[float | None, typer.Option(help="seconds between passes")] = None,
     lease_ttl: Annotated[float | None, typer.Option(help="leader lease, seconds")] = None,
     host_timeout: Annotated[float | None, typer.Option(help="heartbeat age = offline")] = None,
-    log_level: Annotated[str, typer.Option()] = "INFO",
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
     insecure: Annotated[
         bool, typer.Option("--insecure", help="allow plaintext NATS to a non-loopback address")
     ] = False,
 ) -> None:
     """Drive rollouts until SIGTERM; several may run, one leads (KV lease)."""
-    flags: dict[str, Any] = {
-        "nats_url": nats_url,
-        "nats_insecure": insecure or None,
-        "controller_id": controller_id,
-        "tick": tick,
-        "lease_ttl": lease_ttl,
-        "host_timeout": host_timeout,
-    }
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        fail("--log-level must be DEBUG, INFO, WARNING or ERROR", EXIT_INVALID)
     try:
-        settings = ControllerSettings(**{k: v for k, v in flags.items() if v is not None})
-    except ValidationError as exc:
-        fail(f"invalid settings: {summarise_invalid(exc)}", EXIT_INVALID)
+        settings = load_settings(
+            nats_urls=tuple(nats_url) if nats_url else None,
+            nats_insecure=insecure or None,
+            controller_id=controller_id,
+            tick=tick,
+            lease_ttl=lease_ttl,
+            host_timeout=host_timeout,
+        )
+    except ConfigurationError as exc:
+        fail(exc.message, EXIT_INVALID)
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -656,18 +652,21 @@ async def _serve(settings: ControllerSettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    nc = await nats.connect(
-        settings.nats_url,
-        **settings.bus_options(settings.nats_url),
+    # However long NATS stays away: nats-py retries every server, the link logs it once.
+    link = BusLink(settings.servers, logging.getLogger("fleetctl.bus"), announce_connect=True)
+    nc = await link.connect_until(
+        stop,
+        settings.bus_options(),
         name=f"fleet-controller-{settings.controller_id}",
-        connect_timeout=5,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
     )
+    if nc is None:
+        return
     try:
         await Executor(nc, settings).run(stop)
     finally:
-        await close_bus(nc)
+        await link.close()
 
 
 def main() -> None:

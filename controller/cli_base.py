@@ -4,7 +4,8 @@ Exit codes scripts can rely on:
   0 success (for ``-w``: the rollout completed)
   1 the rollout failed, was reverted or aborted
   2 invalid input (flags, spec file, image reference)
-  3 refused: another rollout is active, or the rollout is already finished
+  3 refused: another rollout is active, the rollout is already finished, or the image
+    failed vetting or cannot be resolved (unknown registry, repository or tag)
   4 not found: no such rollout, service or revision
   5 NATS cannot be reached
   10 (``-w``) the rollout waits for the operator: paused, awaiting promote, held by partition
@@ -13,25 +14,31 @@ Exit codes scripts can rely on:
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import sys
+import tomllib
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
-import nats
-import nats.errors
 import typer
-from nats.aio.client import Client
+from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 
 from controller import render
+from controller.bus_link import BusLink
 from controller.intents import Fleet
 from controller.rollout import TERMINAL, RolloutRecord, RolloutStatus, Strategy
-from controller.settings import load_settings
+from controller.settings import describe_invalid, load_settings
 from controller.store import NotFound, RolloutConflict
 from controller.vetting import ImageRefused
-from protocol.errors import BrokerError, ConfigurationError, FleetError
+from fleet_registry.transport import RegistryFailure
+from protocol.errors import BrokerError, ConfigurationError, FleetError, ProtocolError
+from protocol.image_ref import parse_image_reference
 from protocol.labels import parse_labels
+from protocol.spec import ServiceSpec
 
 T = TypeVar("T")
 
@@ -47,34 +54,34 @@ WAITING_ON_OPERATOR = {
     RolloutStatus.HELD,
 }
 
-NatsOption = Annotated[str, typer.Option("--nats", envvar="FLEET_NATS_URL", help="NATS server URL")]
+NatsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--nats",
+        metavar="URL",
+        help="NATS server, repeatable or a comma list (default: FLEET_NATS_URLS, "
+        "FLEET_NATS_URL, nats://127.0.0.1:4222)",
+        show_default=False,
+    ),
+]
 OutputOption = Annotated[str, typer.Option("--output", "-o", help="table or json")]
 WatchOption = Annotated[bool, typer.Option("--watch", "-w", help="follow until it settles")]
-DEFAULT_NATS = "nats://127.0.0.1:4222"
 
 
-async def close_bus(nc: Client) -> None:
-    """Close, even when the connection is already lost for good.
-
-    Its final flush then fails: with a nats error, an OSError, or over TLS after a
-    reconnect with AttributeError (asyncio has torn the TLS transport down under
-    nats-py). None of these is worth a traceback on the way out.
-    """
-    with suppress(nats.errors.Error, OSError, AttributeError):
-        await nc.close()
-
-
-def run_with_fleet(work: Callable[[Fleet], Awaitable[T]], url: str) -> T:
+def run_with_fleet(work: Callable[[Fleet], Awaitable[T]], nats_urls: list[str] | None) -> T:
     """Connect, open the buckets, run ``work``; every FleetError becomes its exit code."""
 
     async def main() -> T:
-        # FLEET_* settings: the signing key (for --dry-run's pre-flight) and TLS.
-        settings = load_settings()
-        nc = await connect(url, settings.bus_options(url))
+        # FLEET_* settings: the bus, the signing key (for --dry-run's pre-flight) and TLS.
+        settings = load_settings(nats_urls=tuple(nats_urls) if nats_urls else None)
+        link = BusLink(settings.servers, _bus_log(), announce_connect=False)
+        nc = await link.connect(
+            settings.bus_options(), max_reconnect_attempts=3, reconnect_time_wait=1
+        )
         try:
             return await work(await Fleet(nc, signer=settings.signer()).open())
         finally:
-            await close_bus(nc)
+            await link.close()
 
     try:
         return asyncio.run(main())
@@ -82,6 +89,8 @@ def run_with_fleet(work: Callable[[Fleet], Awaitable[T]], url: str) -> T:
         fail(exc.message, EXIT_NOT_FOUND)
     except (RolloutConflict, ImageRefused) as exc:
         fail(exc.message, EXIT_REFUSED)
+    except RegistryFailure as exc:  # only vetting asks a registry: the tag did not resolve
+        fail(f"the rollout is refused:\n  {exc.code}: {exc.message}", EXIT_REFUSED)
     except ConfigurationError as exc:
         fail(exc.message, EXIT_INVALID)
     except BrokerError as exc:
@@ -90,18 +99,56 @@ def run_with_fleet(work: Callable[[Fleet], Awaitable[T]], url: str) -> T:
         fail(exc.message, EXIT_FAILED)
 
 
-async def connect(url: str, options: dict[str, Any]) -> Client:
-    try:
-        return await nats.connect(
-            url, connect_timeout=5, max_reconnect_attempts=3, allow_reconnect=True, **options
-        )
-    except (OSError, TimeoutError, nats.errors.Error) as exc:
-        raise BrokerError(f"cannot reach NATS at {url}: {exc!r}") from exc
+def _bus_log() -> logging.Logger:
+    """Where a one-shot command tells that its connection dropped or came back."""
+    log = logging.getLogger("fleetctl.bus")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("fleetctl: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    return log
 
 
 def fail(message: str, code: int) -> NoReturn:
     typer.echo(f"fleetctl: {message}", err=True)
     raise typer.Exit(code)
+
+
+FLAG_OF_FIELD = {"analysis": "--check"}
+"""RolloutSpec fields whose flag is not named after them."""
+
+
+def invalid_flags(exc: ValidationError) -> NoReturn:
+    """Options that fail a model's validation, named as the flags the operator typed."""
+
+    def flag(field: str) -> str:
+        return FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+
+    fail(describe_invalid(exc, flag), EXIT_INVALID)
+
+
+def check_image(image: str | None) -> None:
+    """An image given must be a reference; an empty one is a mistake, not "no image"."""
+    if image is None:
+        return
+    try:
+        parse_image_reference(image)
+    except ProtocolError as exc:
+        fail(f"--image: {exc.message}", EXIT_INVALID)
+
+
+def load_spec(path: Path) -> ServiceSpec:
+    """A ServiceSpec from a JSON or TOML file; a bad one is named by field, exit 2."""
+    try:
+        text = path.read_text()
+        data: Any = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        return ServiceSpec.model_validate(data)
+    except ValidationError as exc:
+        fail(f"spec file {path}: {describe_invalid(exc, str)}", EXIT_INVALID)
+    except (OSError, ValueError) as exc:  # JSON and TOML errors are ValueErrors
+        fail(f"spec file {path}: {exc}", EXIT_INVALID)
 
 
 def check_output(output: str) -> None:
@@ -113,7 +160,7 @@ def parse_selector(text: str | None) -> dict[str, str]:
     try:
         return parse_labels(text or "")
     except ConfigurationError as exc:
-        fail(exc.message, EXIT_INVALID)
+        fail(f"--selector: {exc.message}", EXIT_INVALID)
 
 
 def exit_for(record: RolloutRecord) -> None:

@@ -8,11 +8,9 @@ from typing import Annotated
 
 import typer
 from pydantic import TypeAdapter, ValidationError
-from rich.console import Console
 
 from controller import render
 from controller.cli_base import (
-    DEFAULT_NATS,
     EXIT_INVALID,
     NatsOption,
     OutputOption,
@@ -21,10 +19,12 @@ from controller.cli_base import (
     check_strategy,
     fail,
     follow_rollout,
+    invalid_flags,
     parse_selector,
     report_started,
     run_with_fleet,
 )
+from controller.cli_typer import command_group
 from controller.config_intents import (
     plan_config_rollout,
     remove_config,
@@ -34,14 +34,14 @@ from controller.config_intents import (
 from controller.config_store import StoredConfig
 from controller.intents import Fleet
 from controller.rollout import FailureAction, RolloutRecord, RolloutSpec, Strategy
+from controller.tables import print_table
 from protocol.config_files import MAX_CONFIG_FILE, ConfigContent, ConfigDocument, ConfigName
 from protocol.errors import InvalidSubject
 from protocol.subjects import validate_host_id, validate_service_name
 
-config_app = typer.Typer(
-    help="Versioned config files of a service: agents write them before the container starts "
-    "and reload the service when they change.",
-    no_args_is_help=True,
+config_app = command_group(
+    "Versioned config files of a service: agents write them before the container starts "
+    "and reload the service when they change."
 )
 FileOption = Annotated[Path, typer.Option("--file", "-f", help="the file's new content")]
 
@@ -99,7 +99,7 @@ def config_set(
     selector: Annotated[
         str | None, typer.Option(help="only for hosts with these labels, k=v,... (an override)")
     ] = None,
-    nats_url: NatsOption = DEFAULT_NATS,
+    nats_url: NatsOption = None,
     output: OutputOption = "table",
 ) -> None:
     """Store a new version of NAME for SERVICE; every agent applies it at once.
@@ -131,7 +131,7 @@ def config_rm(
     selector: Annotated[
         str | None, typer.Option(help="remove only the override for exactly these labels")
     ] = None,
-    nats_url: NatsOption = DEFAULT_NATS,
+    nats_url: NatsOption = None,
     output: OutputOption = "table",
 ) -> None:
     """Remove NAME of SERVICE, or one of its overrides; agents apply it at once.
@@ -179,7 +179,7 @@ def config_get(
         str | None, typer.Option(help="the content this host gets (its overrides applied)")
     ] = None,
     version: Annotated[int | None, typer.Option(help="an earlier kept version")] = None,
-    nats_url: NatsOption = DEFAULT_NATS,
+    nats_url: NatsOption = None,
 ) -> None:
     """Print the content of NAME (the base, or as resolved for --host) to stdout."""
     _names(service, name)
@@ -203,7 +203,7 @@ def config_get(
 @config_app.command("list")
 def config_list(
     service: Annotated[str | None, typer.Argument(help="only this service's files")] = None,
-    nats_url: NatsOption = DEFAULT_NATS,
+    nats_url: NatsOption = None,
     output: OutputOption = "table",
 ) -> None:
     """Every config file (of SERVICE), with its version, hash and overrides."""
@@ -214,12 +214,12 @@ def config_list(
     if output == "json":
         typer.echo(render.to_json([_summary(item) for item in stored]))
     else:
-        Console().print(render.config_table(stored))
+        print_table(render.config_table(stored))
 
 
 @config_app.command("history")
 def config_history(
-    service: str, name: str, nats_url: NatsOption = DEFAULT_NATS, output: OutputOption = "table"
+    service: str, name: str, nats_url: NatsOption = None, output: OutputOption = "table"
 ) -> None:
     """The kept versions of NAME (the last 64), oldest first."""
     check_output(output)
@@ -228,7 +228,7 @@ def config_history(
     if output == "json":
         typer.echo(render.to_json([_summary(item) for item in history]))
     else:
-        Console().print(render.config_history_table(history))
+        print_table(render.config_history_table(history))
 
 
 @config_app.command("diff")
@@ -237,7 +237,7 @@ def config_diff(
     name: str,
     version1: Annotated[int, typer.Argument(metavar="REV1")],
     version2: Annotated[int, typer.Argument(metavar="REV2")],
-    nats_url: NatsOption = DEFAULT_NATS,
+    nats_url: NatsOption = None,
 ) -> None:
     """A unified diff of two kept versions of NAME (and which overrides changed)."""
     _names(service, name)
@@ -269,7 +269,7 @@ def config_rollout(
     failure_action: Annotated[FailureAction, typer.Option()] = FailureAction.PAUSE,
     progress_deadline: Annotated[float, typer.Option(help="seconds")] = 600.0,
     watch: WatchOption = False,
-    nats_url: NatsOption = DEFAULT_NATS,
+    nats_url: NatsOption = None,
     output: OutputOption = "table",
 ) -> None:
     """Roll a new version of NAME out host by host, like an image (pause, promote, abort).
@@ -294,7 +294,7 @@ def config_rollout(
             progress_deadline=progress_deadline,
         )
     except ValidationError as exc:
-        fail(f"invalid rollout options: {exc}", EXIT_INVALID)
+        invalid_flags(exc)
 
     async def start(fleet: Fleet) -> RolloutRecord:
         record = await plan_config_rollout(fleet, service, name, data, spec)

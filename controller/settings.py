@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
+import urllib.parse
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from controller.policy_gate import load_policies
 from controller.scan_gate import Scanner, Severity
 from controller.vetting import Vetter
 from fleet_registry.settings import RegistrySettings
-from protocol.errors import ConfigurationError, summarise_invalid
+from protocol.errors import MAX_ERRORS_IN_MESSAGE, ConfigurationError
 from protocol.signing import CommandSigner
 from protocol.streams import StreamRetention
 from protocol.transport import BusClientSettings
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+NATS_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
+FLAGS = {"nats_urls": "--nats", "controller_id": "--id", "nats_insecure": "--insecure"}
+"""Settings whose `fleetctl controller run` flag is not named after the field."""
 
 
 def default_controller_id() -> str:
@@ -27,7 +37,11 @@ def default_controller_id() -> str:
 class ControllerSettings(BaseSettings, BusClientSettings, RegistrySettings):
     model_config = SettingsConfigDict(env_prefix="FLEET_", frozen=True, extra="ignore")
 
-    nats_url: str = "nats://127.0.0.1:4222"
+    # NoDecode: a comma list is not JSON; parse_nats_urls reads both.
+    nats_urls: Annotated[tuple[str, ...] | None, NoDecode] = None
+    """Every server of the bus (--nats, FLEET_NATS_URLS); the client fails over."""
+    nats_url: Annotated[tuple[str, ...] | None, NoDecode] = None
+    """FLEET_NATS_URL, read when FLEET_NATS_URLS is not set: one URL or a comma list."""
     bus_user: str = "controller"
     """The name the client certificate was issued to (its reply inbox prefix)."""
     controller_id: str = Field(default_factory=default_controller_id)
@@ -60,9 +74,19 @@ class ControllerSettings(BaseSettings, BusClientSettings, RegistrySettings):
     allowed_capabilities: tuple[str, ...] = ("NET_BIND_SERVICE",)
     """Capabilities a spec may add, for the shipped capabilities policy."""
 
-    def bus_options(self, url: str) -> dict[str, Any]:
+    @field_validator("nats_urls", "nats_url", mode="before")
+    @classmethod
+    def _nats_urls(cls, value: object) -> tuple[str, ...] | None:
+        return None if value is None else parse_nats_urls(value)
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        """The NATS URLs to connect to, from the flag or the variables."""
+        return self.nats_urls or self.nats_url or (DEFAULT_NATS_URL,)
+
+    def bus_options(self) -> dict[str, Any]:
         """nats.connect keyword arguments, with this party's certificate and inbox prefix."""
-        return self.bus_connect_options([url], self.bus_user)
+        return self.bus_connect_options(self.servers, self.bus_user)
 
     def signer(self) -> CommandSigner | None:
         return load_signer(self.signing_key_file)
@@ -79,12 +103,74 @@ class ControllerSettings(BaseSettings, BusClientSettings, RegistrySettings):
         )
 
 
-def load_settings() -> ControllerSettings:
-    """The settings from FLEET_* variables; a bad value is a ConfigurationError."""
+def parse_nats_urls(value: object) -> tuple[str, ...]:
+    """``--nats`` values, FLEET_NATS_URLS or FLEET_NATS_URL: a JSON list (as the agent's
+    FLEET_NATS_URLS), or URLs separated by commas.
+
+    Errors never quote a URL: one may carry a user and password.
+    """
+    items: object = value
+    if isinstance(value, str):
+        try:
+            items = json.loads(value) if value.lstrip().startswith("[") else [value]
+        except ValueError:
+            raise ValueError("not a JSON list of URLs") from None
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError("give NATS URLs as a JSON list of strings or a comma list")
+    urls = tuple(part.strip() for item in items for part in item.split(",") if part.strip())
+    if not urls:
+        raise ValueError("give at least one NATS URL")
+    for url in urls:
+        parts = urllib.parse.urlsplit(url if "://" in url else f"nats://{url}")
+        try:
+            _ = parts.port  # a port that is not a number raises here
+        except ValueError:
+            raise ValueError("a URL has a port that is not a number") from None
+        if parts.scheme not in NATS_SCHEMES or not parts.hostname:
+            raise ValueError("each URL must look like nats://host:4222 (or tls, ws, wss)")
+    if len({urllib.parse.urlsplit(u).scheme in ("ws", "wss") for u in urls}) > 1:
+        raise ValueError("websocket (ws, wss) and nats/tls URLs cannot be mixed")
+    return urls
+
+
+def load_settings(**flags: Any) -> ControllerSettings:
+    """The settings from ``flags`` (by field name; None is not given) over FLEET_* variables.
+
+    A bad value is a ConfigurationError naming its flag or variable, never the value.
+    """
+    given = {name: value for name, value in flags.items() if value is not None}
     try:
-        return ControllerSettings()
+        return ControllerSettings(**given)
     except ValidationError as exc:
-        raise ConfigurationError(f"invalid FLEET_* setting: {summarise_invalid(exc)}") from exc
+        raise ConfigurationError(describe_invalid(exc, lambda f: setting_name(f, given))) from exc
+    except SettingsError as exc:
+        # pydantic-settings could not decode a JSON variable; it names only the field.
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = setting_name(field.group(1), given) if field else "a FLEET_* variable"
+        raise ConfigurationError(f"{name}: not valid JSON") from exc
+
+
+def setting_name(field: str, flags: Mapping[str, object]) -> str:
+    """What an operator set: the flag if one was given, else the FLEET_ variable."""
+    if field in flags:
+        return FLAGS.get(field, "--" + field.replace("_", "-"))
+    return f"FLEET_{field.upper()}"
+
+
+def describe_invalid(exc: ValidationError, name: Callable[[str], str]) -> str:
+    """One line: each bad field by ``name`` (a flag, a variable) and why, without values.
+
+    pydantic's own text quotes the input (a password, a key) and links to its docs.
+    """
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    parts = []
+    for error in errors[:MAX_ERRORS_IN_MESSAGE]:
+        field, *inner = [str(part) for part in error["loc"]] or ["input"]
+        where = name(field) + "".join(f"[{part}]" for part in inner)
+        parts.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+    if len(errors) > MAX_ERRORS_IN_MESSAGE:
+        parts.append(f"and {len(errors) - MAX_ERRORS_IN_MESSAGE} more")
+    return "; ".join(parts)
 
 
 def load_signer(path: Path | None) -> CommandSigner | None:
