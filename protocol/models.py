@@ -46,7 +46,7 @@ class Command(Envelope):
     expires_at: AwareDatetime
     key_id: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")] | None = None
     """Which controller key signed it (protocol/signing.py); None when unsigned."""
-    signature: Annotated[bytes, Field(max_length=64)] | None = None
+    signature: Annotated[bytes, Field(min_length=64, max_length=64)] | None = None
     """Ed25519 over every other field; agents that trust keys refuse a command without."""
 
 

@@ -102,7 +102,8 @@ class CommandVerifier:
             )
         try:
             key.verify(canonical_bytes(command), command.signature)
-        except nacl.exceptions.BadSignatureError:
+        except (nacl.exceptions.BadSignatureError, ValueError):
+            # ValueError: not 64 bytes (decoding refuses those; a model built in code may not)
             raise CommandRejected(
                 "bad_signature",
                 f"{command.kind} {command.id}: the signature does not match its content",

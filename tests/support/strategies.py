@@ -122,7 +122,7 @@ command_fields: dict[str, Any] = {
     "host": host_ids,
     "expires_at": times,
     "key_id": st.none() | st.from_regex(r"[0-9a-f]{16}", fullmatch=True),
-    "signature": st.none() | st.binary(max_size=64),
+    "signature": st.none() | st.binary(min_size=64, max_size=64),
 }
 reasons = st.builds(m.Reason, code=tokens, text=short_text)
 statuses = st.builds(
