@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from protocol.signing import CommandSigner, generate_key
 from tests.support.agent import AgentClient, AgentHandle, wait_until_serving
 from tests.support.agent import connect as connect_client
 from tests.support.agent_process import AgentProcess, agent_args
-from tests.support.events import EventRecorder
+from tests.support.events import EventRecorder, stored_events
 from tests.support.fleet import (
     CommandResult,
     ControllerProcess,
@@ -211,17 +211,22 @@ async def agent_process_factory(
     spawned: list[SpawnedAgent] = []
 
     async def start(
-        *extra_args: str, island: IsolatedHost | None = None, **env: str
+        *extra_args: str,
+        island: IsolatedHost | None = None,
+        nats_urls: Sequence[str] = (),
+        **env: str,
     ) -> SpawnedAgent:
-        """One more agent; with ``island``, inside that host's namespace, over its link."""
+        """One more agent; with ``island``, inside that host's namespace, over its link;
+        with ``nats_urls``, on that bus (a cluster) instead of the session's server."""
         index = len(spawned)
+        bus = tuple(nats_urls) or (nats_server.url,)
         host = f"p{index}-{test_id}"
         prefix = f"t{test_id}-p{index}-"
         if island is not None:
             extra_args = (*extra_args, "--insecure")  # its NATS is across a link, not loopback
         process = AgentProcess(
             args=agent_args(
-                island.nats_url if island else nats_server.url,
+                island.nats_url if island else bus,
                 host,
                 local_stack.docker_host,
                 tmp_path / f"process-agent{index}",
@@ -233,7 +238,7 @@ async def agent_process_factory(
             env=env,
             launcher=island.launcher if island else (),
         )
-        client = await connect_client(nats_server.url)
+        client = await connect_client(bus)
         agent = SpawnedAgent(process, AgentClient(client=client, host=host), prefix)
         spawned.append(agent)
         await process.start()
@@ -323,7 +328,13 @@ async def fleet_factory(
         agent_env: dict[int, dict[str, str]] | None = None,
         deploy_min_ready: str = "100%",
         islands: dict[int, IsolatedHost] | None = None,
+        nats_urls: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        first_spec: Path | None = None,
     ) -> LocalFleet:
+        """``nats_urls``: a bus of its own (a cluster); ``env``: FLEET_* settings that the
+        agents, the controller and fleetctl all get; ``first_spec``: what is deployed
+        first, instead of the demo's web.toml at 1.0.0."""
         # Every test fleet runs with signed commands: the controller signs, agents verify.
         private, public = generate_key()
         key_file = tmp_path / f"controller-{len(controllers)}.key"
@@ -331,22 +342,27 @@ async def fleet_factory(
         trust = {"FLEET_TRUSTED_COMMAND_KEYS": json.dumps([public])}
         agents = [
             await agent_process_factory(
-                island=(islands or {}).get(index), **trust, **(agent_env or {}).get(index, {})
+                island=(islands or {}).get(index),
+                nats_urls=nats_urls,
+                **trust,
+                **(env or {}),
+                **(agent_env or {}).get(index, {}),
             )
             for index in range(size)
         ]
         for agent in agents:
             await wait_until_serving(agent.api, deadline_s=60)
+        bus = ",".join(nats_urls) or nats_server.url
         controller = ControllerProcess(
-            nats_server.url,
+            bus,
             tmp_path / "controller-0.log",
             controller_id="c0",
-            env={"FLEET_SIGNING_KEY_FILE": str(key_file)},
+            env={"FLEET_SIGNING_KEY_FILE": str(key_file), **(env or {})},
         )
         controllers.append(controller)
         await controller.start()
         fleet = LocalFleet(
-            nats_server.url,
+            bus,
             agents,
             controller,
             tmp_path,
@@ -360,7 +376,7 @@ async def fleet_factory(
             "start",
             "web",
             "--spec",
-            str(fleet.spec_file("1.0.0")),
+            str(first_spec or fleet.spec_file("1.0.0")),
             "--strategy",
             "recreate",
             "--min-ready",
@@ -378,6 +394,9 @@ async def fleet_factory(
             for fleet, recorder in recorders:
                 listed = await fleet.fleetctl("rollout", "status", "-o", "json")
                 assert listed.code == 0, listed
+                if fleet.nats_url != nats_server.url:  # a bus of its own may have lost a node
+                    client = fleet.agents[0].api.client
+                    recorder = await stored_events(client, subjects.EVENTS_WILDCARD)
                 check_every_budget(recorder, json.loads(listed.stdout))
         finally:
             for controller in controllers:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -108,8 +109,10 @@ async def wait_until_serving(agent: AgentClient, deadline_s: float = 20.0) -> No
             await asyncio.sleep(0.1)
 
 
-async def connect(url: str) -> Client:
-    return await nats.connect(url, connect_timeout=5)
+async def connect(url: str | Sequence[str]) -> Client:
+    """A test's own client; given every server of a cluster, it fails over like the rest."""
+    servers = [url] if isinstance(url, str) else list(url)
+    return await nats.connect(servers=servers, connect_timeout=5)
 
 
 def demo_spec(

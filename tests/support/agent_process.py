@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def fleet_agent_executable() -> str:
 
 
 def agent_args(
-    nats_url: str,
+    nats_url: str | Sequence[str],
     host: str,
     docker_host: str,
     state_dir: Path,
@@ -29,8 +30,9 @@ def agent_args(
     *extra: str,
 ) -> list[str]:
     """The flags of `fleet-agent run` for one agent of a test or benchmark."""
+    urls = [nats_url] if isinstance(nats_url, str) else list(nats_url)
     args = [
-        f"--nats={nats_url}",
+        *(f"--nats={url}" for url in urls),
         f"--host-id={host}",
         f"--docker-host={docker_host}",
         f"--state-dir={state_dir}",

@@ -6,9 +6,11 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.api import DeliverPolicy
 
 from protocol.codec import decode
 from protocol.errors import ProtocolError
@@ -62,3 +64,27 @@ class EventRecorder:
         except TimeoutError:
             kinds = [f"{subject}" for subject, _ in self.messages[-20:]]
             raise AssertionError(f"no matching event within {timeout}s; last: {kinds}") from None
+
+
+async def stored_events(client: Client, subject: str, timeout: float = 30.0) -> EventRecorder:
+    """Every event the stream FLEET_EVENTS holds on ``subject``, as a recorder.
+
+    A live subscription misses what is published while its own server is away (a test
+    that kills a cluster node); the stream is the record that outlives that.
+    """
+    recorder = EventRecorder(client=client, subject=subject)
+    js = client.jetstream(timeout=10)
+    subscription = await js.subscribe(
+        subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    )
+    try:
+        while True:
+            try:
+                msg = await subscription.next_msg(timeout=timeout)
+            except nats.errors.TimeoutError:
+                raise AssertionError(f"the stream stopped delivering {subject}") from None
+            await recorder._on_message(msg)
+            if msg.metadata.num_pending == 0:
+                return recorder
+    finally:
+        await subscription.unsubscribe()
