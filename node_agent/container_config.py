@@ -3,8 +3,9 @@
 Like watchtower, the old container's ``inspect`` minus the old image's own defaults is
 what the operator chose; that is kept, the new image supplies its defaults, and the
 spec's explicit settings go on top. HostConfig (mounts, limits, restart policy, network,
-ulimits, log driver...) carries over whole, except what the policies vet: privileged,
-capabilities and host namespaces are always the spec's. Pure: dicts in, dicts out.
+ulimits, log driver, restart policy, network mode...) carries over whole, except what
+the policies vet: privileged, capabilities and host namespaces are always the spec's.
+Pure: dicts in, dicts out.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import copy
 from typing import Any
 
 from node_agent.runtime import AGENT_LABEL, MANAGED_LABEL, SERVICE_LABEL
-from protocol.spec import ServiceSpec
+from protocol.spec import RestartPolicy, ServiceSpec
 
 IMAGE_LABEL = "io.fleetwave.image"
 """The reference the operator asked for (tag and digest), which inspect no longer shows."""
@@ -21,6 +22,9 @@ COLOUR_LABEL = "io.fleetwave.colour"
 """Blue-green: which colour a container is; absent on a service never run that way."""
 
 Config = dict[str, Any]
+NEW_NETWORK_MODE = "host"
+NEW_RESTART_POLICY = RestartPolicy(name="unless-stopped")
+"""What a service's first container gets where the spec leaves these unset."""
 
 
 def managed_labels(spec: ServiceSpec, agent_id: str) -> dict[str, str]:
@@ -70,11 +74,20 @@ def derive_config(
         image_side = defaults.get(key) or {}
         kept = {k: v for k, v in (config.get(key) or {}).items() if k not in image_side}
         config[key] = kept or None
-    # The engine fills these in from the host; passing them back conflicts with host networking.
-    for key in ("Hostname", "Domainname"):
-        config.pop(key, None)
     _apply_spec(config, host_config, spec, agent_id)
+    _keep_names(config, host_config, old)
     return config, host_config
+
+
+def _keep_names(config: Config, host_config: Config, old: Config) -> None:
+    """Keep a hostname and domain name the operator gave; drop the ones the engine made
+    up (the container id's start) or took from the host (host networking, where
+    passing them back conflicts)."""
+    made_up = str(old.get("Id") or "")[:12]
+    if host_config.get("NetworkMode") == "host" or config.get("Hostname") == made_up:
+        config.pop("Hostname", None)
+    if host_config.get("NetworkMode") == "host" or not config.get("Domainname"):
+        config.pop("Domainname", None)
 
 
 def _apply_spec(config: Config, host_config: Config, spec: ServiceSpec, agent_id: str) -> None:
@@ -98,7 +111,8 @@ def _apply_spec(config: Config, host_config: Config, spec: ServiceSpec, agent_id
         exposed.update({f"{p.container_port}/{p.protocol}": {} for p in settings.ports})
         config["ExposedPorts"] = exposed
 
-    host_config["NetworkMode"] = settings.network_mode
+    if settings.network_mode is not None or not host_config.get("NetworkMode"):
+        host_config["NetworkMode"] = settings.network_mode or NEW_NETWORK_MODE
     host_config["Privileged"] = settings.privileged
     host_config["CapAdd"] = list(settings.cap_add) or None
     host_config["CapDrop"] = list(settings.cap_drop) or None
@@ -108,10 +122,12 @@ def _apply_spec(config: Config, host_config: Config, spec: ServiceSpec, agent_id
     elif host_config.get("IpcMode") == "host":
         host_config["IpcMode"] = "private"
     host_config["PortBindings"] = None  # meaningless with host networking or none
-    host_config["RestartPolicy"] = {
-        "Name": settings.restart_policy.name,
-        "MaximumRetryCount": settings.restart_policy.max_retries,
-    }
+    if settings.restart_policy is not None or not host_config.get("RestartPolicy"):
+        policy = settings.restart_policy or NEW_RESTART_POLICY
+        host_config["RestartPolicy"] = {
+            "Name": policy.name,
+            "MaximumRetryCount": policy.max_retries,
+        }
     resources = settings.resources
     if resources.memory_bytes is not None:
         host_config["Memory"] = resources.memory_bytes

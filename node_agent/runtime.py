@@ -429,6 +429,8 @@ def _create_kwargs(config: dict[str, Any]) -> dict[str, Any]:
         "user": config.get("User") or None,
         "working_dir": config.get("WorkingDir") or None,
         "stop_signal": config.get("StopSignal"),
+        "stop_timeout": config.get("StopTimeout"),
+        "domainname": config.get("Domainname") or None,
         "healthcheck": config.get("Healthcheck"),
         "hostname": config.get("Hostname") or None,
         "tty": bool(config.get("Tty")),

@@ -63,14 +63,16 @@ class ContainerSettings(FrozenModel):
     env: dict[str, str] = Field(default_factory=dict)
     volumes: tuple[VolumeMount, ...] = ()
     ports: tuple[PortMapping, ...] = ()
-    restart_policy: RestartPolicy = RestartPolicy()
+    restart_policy: RestartPolicy | None = None
+    """None keeps the container's own; a service's first container gets unless-stopped."""
     resources: Resources = Resources()
     user: str | None = None
     entrypoint: tuple[str, ...] | None = None
     command: tuple[str, ...] | None = None
     labels: dict[str, str] = Field(default_factory=dict)
-    network_mode: Literal["host", "none"] = "host"
-    """No bridge networks, ever: containers share the host's network or have none."""
+    network_mode: Literal["host", "none"] | None = None
+    """No bridge networks from Fleetwave: containers share the host's network or have
+    none. None keeps the container's own; a service's first container gets host."""
     # Security settings are always what the spec says, never carried over from the old
     # container: a copy started privileged by hand must not stay so after an update,
     # since the policies vetted the spec.

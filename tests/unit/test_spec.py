@@ -62,5 +62,7 @@ def test_specs_are_frozen() -> None:
 def test_a_minimal_spec_gets_the_safe_defaults() -> None:
     spec = ServiceSpec(name="web", image="web:1")
     assert spec.update_order is UpdateOrder.STOP_FIRST
-    assert spec.container.network_mode == "host"
-    assert spec.container.restart_policy.name == "unless-stopped"
+    # Unset: an adopted container keeps its own, a first container gets host networking
+    # and unless-stopped (node_agent.container_config).
+    assert spec.container.network_mode is None
+    assert spec.container.restart_policy is None
