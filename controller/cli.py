@@ -28,7 +28,6 @@ from controller.bus_link import BusLink
 from controller.cli_base import (
     EXIT_FAILED,
     EXIT_INVALID,
-    EXIT_NO_NATS,
     NatsOption,
     OutputOption,
     WatchOption,
@@ -43,6 +42,7 @@ from controller.cli_base import (
     parse_selector,
     report_started,
     run_with_fleet,
+    serve_until_stopped,
 )
 from controller.cli_typer import PlainErrorsGroup, command_group
 from controller.config_cli import config_app
@@ -63,7 +63,7 @@ from controller.settings import ControllerSettings, load_settings
 from controller.subscribe import FleetFeed
 from controller.tables import print_table
 from protocol import SCHEMA_VERSION
-from protocol.errors import BrokerError, ConfigurationError
+from protocol.errors import ConfigurationError
 from protocol.models import LogBatch, MetricsSample, utc_now
 from protocol.signing import generate_key
 from protocol.version import fleetwave_version
@@ -639,12 +639,7 @@ def controller_run(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    try:
-        asyncio.run(_serve(settings))
-    except BrokerError as exc:
-        fail(exc.message, EXIT_NO_NATS)
-    except ConfigurationError as exc:
-        fail(exc.message, EXIT_INVALID)
+    serve_until_stopped(lambda: _serve(settings))
 
 
 async def _serve(settings: ControllerSettings) -> None:

@@ -18,17 +18,18 @@ import json
 import logging
 import sys
 import tomllib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
+import nats.errors
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 
 from controller import render
-from controller.bus_link import BusLink
+from controller.bus_link import BusLink, why
 from controller.intents import Fleet
 from controller.rollout import TERMINAL, RolloutRecord, RolloutStatus, Strategy
 from controller.settings import describe_invalid, load_settings
@@ -97,6 +98,24 @@ def run_with_fleet(work: Callable[[Fleet], Awaitable[T]], nats_urls: list[str] |
         fail(exc.message, EXIT_NO_NATS)
     except FleetError as exc:
         fail(exc.message, EXIT_FAILED)
+    except (nats.errors.Error, TimeoutError) as exc:  # connected, but a request went unanswered
+        fail(f"NATS did not answer: {why(exc)}", EXIT_NO_NATS)
+
+
+def serve_until_stopped(serve: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """asyncio.run for `controller run`: what ends it early is one line and its exit code.
+
+    A NATS request that fails for good (a node lost while the controller starts) ends the
+    process with exit 5 for its supervisor to restart, not with the library's traceback.
+    """
+    try:
+        asyncio.run(serve())
+    except BrokerError as exc:
+        fail(exc.message, EXIT_NO_NATS)
+    except ConfigurationError as exc:
+        fail(exc.message, EXIT_INVALID)
+    except (nats.errors.Error, TimeoutError) as exc:
+        fail(f"NATS stopped answering: {why(exc)}", EXIT_NO_NATS)
 
 
 def _bus_log() -> logging.Logger:
