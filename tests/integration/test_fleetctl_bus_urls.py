@@ -148,14 +148,24 @@ async def test_controller_given_every_node_fails_over_when_its_node_is_killed(
     nats_cluster: ClusterFactory, tmp_path: Path
 ) -> None:
     nodes = await nats_cluster(3)
-    controller = ControllerProcess(
-        ",".join(node.url for node in nodes), tmp_path / "controller.log", "c-cluster"
-    )
+    # Three replicas, as a cluster runs: the fleet's state outlives the node.
+    replicated = {"FLEET_STREAMS": json.dumps({"replicas": 3})}
+    urls = ",".join(node.url for node in nodes)
+    controller = ControllerProcess(urls, tmp_path / "controller.log", "c-cluster", replicated)
     await controller.start()
     try:
-        await wait_for_line(controller, f"connected to NATS at 127.0.0.1:{nodes[0].port}")
+        await wait_for_line(controller, "controller c-cluster is the leader")
+        assert f"connected to NATS at 127.0.0.1:{nodes[0].port}" in controller.log_text()
         await nodes[0].kill()
         await wait_for_line(controller, "reconnected to NATS at")
+        # JetStream elects new leaders for what the node led (seconds); then the other two
+        # nodes serve the fleet, and the controller is still running.
+        deadline = time.monotonic() + 60
+        while (listed := await fleetctl("rollout", "status", "--nats", urls, **replicated)).code:
+            assert listed.code == 5, listed  # NATS did not answer yet, nothing else
+            assert time.monotonic() < deadline, listed
+        assert controller.process is not None
+        assert controller.process.returncode is None, controller.log_text()
     finally:
         await controller.stop()
     log = controller.log_text()
@@ -163,3 +173,36 @@ async def test_controller_given_every_node_fails_over_when_its_node_is_killed(
     assert any(line in log for line in others), log
     assert log.count("disconnected from NATS; reconnecting") == 1, log
     assert not [trace for trace in LIBRARY_TRACES if trace in log], log
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("hosts",), "fleetctl: NATS did not answer: "),
+        (("controller", "run"), "fleetctl: NATS stopped answering: "),
+    ],
+    ids=["fleetctl hosts", "controller run"],
+)
+async def test_a_server_that_connects_but_never_answers_is_one_line_and_exit_5(
+    args: tuple[str, ...], said: str, nats_server_binary: Path
+) -> None:
+    """A nats-server without JetStream: the connection works, no bucket request is answered."""
+    port = reserve_loopback_port()
+    url = f"nats://127.0.0.1:{port}"
+    server = await asyncio.create_subprocess_exec(
+        str(nats_server_binary), "-a", "127.0.0.1", "-p", str(port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while "cannot reach NATS" in (ran := await fleetctl(*args, "--nats", url)).stderr:
+            assert ran.code == 5, ran  # the server is still starting
+            assert time.monotonic() < deadline, ran
+    finally:
+        server.terminate()
+        await server.wait()
+    assert ran.code == 5, ran
+    failures = [line for line in ran.error_lines if line.startswith("fleetctl: ")]
+    assert len(failures) == 1, ran
+    assert failures[0].startswith(said), ran
+    assert "Traceback" not in ran.stderr
