@@ -8,6 +8,11 @@ Either way the new file is written atomically, the service's reload policy is ap
 (a signal, a restart, or nothing), and its probes must pass, counting failures from the
 first probe since the container was serving already. On failure the previous file goes
 back, the policy is applied again, and ``config_rolled_back`` carries the probe output.
+If the reload itself breaks (the engine refuses the signal or restart, the probes cannot
+run, the agent stops before verifying), the previous file goes back too and
+``config_failed`` carries the fault; that revision is not marked handled. Every
+``config_reloading`` ends with exactly one of ``config_applied``, ``config_rolled_back``
+or ``config_failed``.
 
 The watcher starts from the last value of each file, so an agent that was away catches
 up on start; the revision it handled is recorded per file, so nothing is applied twice.
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 import nats.errors
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from node_agent.config_files import Applied, ConfigFault
+from node_agent.config_files import Applied, ConfigDir, ConfigFault
 from node_agent.config_sync import ConfigSync
 from node_agent.probes import HealthVerdict, wait_until_healthy
 from node_agent.runtime import SERVICE_LABEL
@@ -37,7 +42,7 @@ from protocol.config_files import (
     parse_config_key,
     service_config_keys,
 )
-from protocol.errors import CommandRefused, ProtocolError, RuntimeFault
+from protocol.errors import CommandRefused, FleetError, ProtocolError, RuntimeFault
 from protocol.models import (
     ConfigCommand,
     ConfigPhase,
@@ -250,6 +255,7 @@ class ConfigReloader:
         return await self.apply(spec, change)
 
     async def apply(self, spec: ServiceSpec, change: Change) -> OperationResult:
+        """Write, reload, verify; every ``config_reloading`` gets exactly one end event."""
         assert spec.config is not None
         directory = self._sync.directory(spec)
         old_data = directory.read(change.name)
@@ -259,27 +265,76 @@ class ConfigReloader:
             self._record(spec, change, new_sha)
             return await self._result(spec, OperationOutcome.DONE)
         await self._progress(spec, change, ConfigPhase.RELOADING, f"writing {change.name}")
+        previous = _Previous(directory, change.name, old_data, old_sha)
         try:
-            directory.put(change.name, change.content.data if change.content else None, new_sha)
+            try:
+                ending = await self._carry_out(spec, change, previous, new_sha)
+            except Exception as exc:  # noqa: BLE001 - whatever broke, the file goes back
+                ending = await self._after_fault(spec, previous, exc)
+        except asyncio.CancelledError:
+            # The agent is stopping: nothing will verify the new file, so the previous one
+            # goes back and the revision stays unhandled (tried again after the restart).
+            detail = f"the agent stopped before verifying it; {_put_back(previous)}"
+            await self._progress(spec, change, ConfigPhase.FAILED, detail)
+            raise
+        await self._progress(spec, change, ending.phase, ending.detail, ending.failure)
+        return await self._result(spec, ending.outcome, ending.failure, list(ending.reasons))
+
+    async def _carry_out(
+        self, spec: ServiceSpec, change: Change, previous: _Previous, new_sha: str | None
+    ) -> _Ending:
+        try:
+            previous.directory.put(
+                change.name, change.content.data if change.content else None, new_sha
+            )
         except ConfigFault as exc:
-            await self._progress(spec, change, ConfigPhase.FAILED, exc.message)
-            reason = Reason(code=exc.code, text=exc.message)
-            return await self._result(spec, OperationOutcome.FAILED, reasons=[reason])
+            detail = exc.message
+            if not _holds_previous(previous):
+                detail += f"; {_put_back(previous)}"  # a torn write: not left in place
+            return _Ending.failed(exc.code, detail)
         verdict = await self._reload_and_verify(spec)
         if verdict.healthy:
             self._record(spec, change, new_sha)
-            await self._progress(spec, change, ConfigPhase.APPLIED, verdict.reason)
-            return await self._result(spec, OperationOutcome.DONE)
+            return _Ending(ConfigPhase.APPLIED, verdict.reason, OperationOutcome.DONE)
+        return await self._roll_back(spec, change, previous, verdict)
+
+    async def _roll_back(
+        self, spec: ServiceSpec, change: Change, previous: _Previous, verdict: HealthVerdict
+    ) -> _Ending:
+        """Verification failed: the previous file back, reloaded; the revision rejected."""
         bundle = await self._failure_bundle(spec, verdict)
-        directory.put(change.name, old_data, old_sha)
-        restored = await self._reload_and_verify(spec)
-        self._record(spec, change, old_sha, rejected=True)
+        previous.directory.put(change.name, previous.data, previous.sha256)
+        self._record(spec, change, previous.sha256, rejected=True)
         detail = f"{verdict.reason}; previous {change.name} restored"
+        try:
+            restored = await self._reload_and_verify(spec)
+        except Exception as exc:  # noqa: BLE001 - reported; the bad revision stays rejected
+            detail += f", but reloading it failed: {_message(exc)}"
+            return _Ending.failed(_code(exc), detail, bundle)
         if not restored.healthy:
             detail += f", but the service is still unhealthy: {restored.reason}"
-        await self._progress(spec, change, ConfigPhase.ROLLED_BACK, detail, bundle)
-        outcome = OperationOutcome.ROLLED_BACK if restored.healthy else OperationOutcome.FAILED
-        return await self._result(spec, outcome, bundle, [bundle.reason])
+            return _Ending(
+                ConfigPhase.ROLLED_BACK, detail, OperationOutcome.FAILED, bundle, (bundle.reason,)
+            )
+        return _Ending(
+            ConfigPhase.ROLLED_BACK, detail, OperationOutcome.ROLLED_BACK, bundle, (bundle.reason,)
+        )
+
+    async def _after_fault(self, spec: ServiceSpec, previous: _Previous, exc: Exception) -> _Ending:
+        """The reload or its verification broke (not the service): the previous file goes
+        back and is reloaded if the engine lets us; the revision is not marked handled, so
+        a restarted agent tries it again, and the applied record still names the old file.
+        """
+        detail = f"{_message(exc)}; {_put_back(previous)}"
+        if _holds_previous(previous):
+            try:
+                restored = await self._reload_and_verify(spec)
+            except Exception as again:  # noqa: BLE001 - reported with the first fault
+                detail += f", but reloading it failed: {_message(again)}"
+            else:
+                if not restored.healthy:
+                    detail += f", but the service is still unhealthy: {restored.reason}"
+        return _Ending.failed(_code(exc), detail)
 
     def _record(
         self, spec: ServiceSpec, change: Change, sha: str | None, *, rejected: bool = False
@@ -318,11 +373,15 @@ class ConfigReloader:
 
     async def _failure_bundle(self, spec: ServiceSpec, verdict: HealthVerdict) -> FailureBundle:
         container = self._updater.main_name(spec.name)
+        try:
+            lines = await self._runtime.logs_tail(container, LOG_LINES_IN_BUNDLE)
+        except RuntimeFault as exc:  # the file goes back all the same
+            lines = [f"(log tail unavailable: {exc.message})"]
         return FailureBundle(
             reason=Reason(code="config_rejected", text=verdict.reason),
             exit_code=verdict.exit_code,
             oom_killed=verdict.oom_killed,
-            last_log_lines=tuple(await self._runtime.logs_tail(container, LOG_LINES_IN_BUNDLE)),
+            last_log_lines=tuple(lines),
             probe_results=tuple(verdict.results),
         )
 
@@ -362,3 +421,54 @@ class ConfigReloader:
                 failure=failure,
             ),
         )
+
+
+@dataclass(frozen=True)
+class _Previous:
+    """What a file held before a change: what goes back if the change cannot stand."""
+
+    directory: ConfigDir
+    name: str
+    data: bytes | None
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """How one change ended: its end event (phase, detail) and the command's result."""
+
+    phase: ConfigPhase
+    detail: str
+    outcome: OperationOutcome
+    failure: FailureBundle | None = None
+    reasons: tuple[Reason, ...] = ()
+
+    @classmethod
+    def failed(cls, code: str, detail: str, failure: FailureBundle | None = None) -> _Ending:
+        reason = Reason(code=code, text=detail[:4000])
+        return cls(ConfigPhase.FAILED, detail, OperationOutcome.FAILED, failure, (reason,))
+
+
+def _put_back(previous: _Previous) -> str:
+    """Restore the previous file (or its absence); says how that went, never raises."""
+    try:
+        previous.directory.put(previous.name, previous.data, previous.sha256)
+    except ConfigFault as exc:
+        log.error("config %s: previous file not restored: %s", previous.name, exc.message)
+        return f"previous {previous.name} could not be restored: {exc.message}"
+    return f"previous {previous.name} restored"
+
+
+def _holds_previous(previous: _Previous) -> bool:
+    try:
+        return previous.directory.sha256(previous.name) == previous.sha256
+    except ConfigFault:
+        return False
+
+
+def _message(exc: Exception) -> str:
+    return exc.message if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
+
+
+def _code(exc: Exception) -> str:
+    return exc.code if isinstance(exc, FleetError) else "internal_error"
