@@ -32,6 +32,7 @@ from controller.inventory import Inventory, fleet_health
 from controller.lease import LeaderLease
 from controller.metrics_view import FleetMetrics
 from controller.planner import plan
+from controller.progress import follow_progress
 from controller.rollout import (
     IN_FLIGHT,
     TERMINAL,
@@ -50,7 +51,13 @@ from controller.store import (
     open_buckets,
 )
 from controller.subscribe import FleetFeed
-from controller.transitions import after_reply, after_silence, apply_decision
+from controller.transitions import (
+    after_progress,
+    after_reply,
+    after_silence,
+    apply_decision,
+    mark_contact,
+)
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.errors import BrokerError, ProtocolError
@@ -59,6 +66,7 @@ from protocol.models import (
     Command,
     Envelope,
     MetricsSample,
+    UpdateProgress,
     utc_now,
 )
 from protocol.spec import Colour
@@ -95,6 +103,7 @@ class Executor:
         self.inventory = Inventory(hosts_kv)
         self.configs = await open_config_store(self._js, self.settings.streams)
         lease = LeaderLease(rollouts_kv, self.settings.controller_id, self.settings.lease_ttl)
+        progress = await follow_progress(self._nc, self._progress)
         watching = asyncio.create_task(self.inventory.run(stop), name="inventory")
         waking = asyncio.create_task(self._wake_when(stop), name="wake-on-stop")
         reading = asyncio.create_task(self._read_metrics(), name="metrics")
@@ -109,6 +118,8 @@ class Executor:
             await asyncio.gather(
                 *self._tasks.values(), watching, waking, reading, return_exceptions=True
             )
+            with suppress(nats.errors.Error):
+                await progress.unsubscribe()
             if self.leader:
                 await lease.release()
 
@@ -201,7 +212,7 @@ class Executor:
         health = fleet_health(
             record.hosts, record.service, self.inventory.facts, now, self.settings.host_timeout
         )
-        record = self._analyse(record, now)
+        record = self._analyse(mark_contact(record, health, now), now)
         decision = plan(record, health, now)
         updated = apply_decision(record, decision, now)
         if updated != stored.record:
@@ -365,6 +376,17 @@ class Executor:
     def _silence(self, rollout_id: str, host: str, command_id: str, why: str) -> None:
         log.info("%s: %s: %s; will retry", rollout_id, host, why)
         self._record(rollout_id, lambda r: after_silence(r, host, command_id, utc_now(), why))
+
+    def _progress(self, news: UpdateProgress) -> None:
+        """An agent's phase of a command this controller awaits, for the next full pass
+        (it wakes none: a phase is news for people, and the planner does not wait on it).
+        A standby, or news of a command already answered, records nothing."""
+        if news.rollout_id is None or news.operation_id not in self._tasks:
+            return
+        host, command_id, doing = news.host, news.operation_id, news.phase.value
+        self._pending.setdefault(news.rollout_id, []).append(
+            lambda r: after_progress(r, host, command_id, doing, utc_now())
+        )
 
     def _record(self, rollout_id: str, change: Change) -> None:
         """Queue a reply's change for the next pass, and wake that pass now."""

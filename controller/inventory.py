@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import nats.errors
 from nats.js.kv import KeyValue
 
-from controller.planner import OFFLINE, HostHealth
+from controller.host_health import OFFLINE, HostHealth
 from protocol.codec import decode
 from protocol.errors import ProtocolError
 from protocol.models import ContainerState, Health, HostFacts
@@ -27,13 +27,15 @@ def service_health(
     facts: HostFacts | None, service: str, now: datetime, timeout: float
 ) -> HostHealth:
     """HostHealth of one service on one host, from its last heartbeat."""
-    if facts is None or now - facts.sent_at > timedelta(seconds=timeout):
+    if facts is None:
         return OFFLINE
+    if now - facts.sent_at > timedelta(seconds=timeout):
+        return HostHealth(online=False, serving=None, last_seen=facts.sent_at)
     status = next((s for s in facts.services if s.name == service), None)
     if status is None or status.state is ContainerState.ABSENT:
-        return HostHealth(online=True, serving=None)
+        return HostHealth(online=True, serving=None, last_seen=facts.sent_at)
     serving = status.state is ContainerState.RUNNING and status.health is not Health.UNHEALTHY
-    return HostHealth(online=True, serving=serving)
+    return HostHealth(online=True, serving=serving, last_seen=facts.sent_at)
 
 
 def fleet_health(

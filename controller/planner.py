@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from controller.host_health import OFFLINE as OFFLINE
+from controller.host_health import HostHealth as HostHealth
+from controller.host_health import held_up_by
 from controller.rollout import (
     IN_FLIGHT,
     TERMINAL,
@@ -27,22 +30,6 @@ from controller.rollout import (
     resolve_amount,
 )
 from protocol.spec import Colour, UpdateOrder, other_colour
-
-
-@dataclass(frozen=True)
-class HostHealth:
-    """What the controller knows of a host right now, from its heartbeat."""
-
-    online: bool
-    serving: bool | None
-    """Whether the service answers healthy there; None where it does not run at all."""
-
-    @property
-    def unavailable(self) -> bool:
-        return not self.online or self.serving is False
-
-
-OFFLINE = HostHealth(online=False, serving=None)
 
 
 @dataclass(frozen=True)
@@ -104,7 +91,9 @@ def plan(record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime)
         if record.paused:
             return Decision(RolloutStatus.PAUSED, "paused by the operator during pre-flight")
         if deadline_passed:
-            return _fail(record, health, now, "progress deadline passed during pre-flight")
+            why = f"{_deadline(record)} during pre-flight"
+            holdups = held_up_by(record, health, now, out_of_service=False)
+            return _fail(record, health, now, f"{why}; {holdups}")
         return _preflight(record)
 
     ready_like = total - record.count(HostPhase.NOT_READY)
@@ -240,12 +229,8 @@ def _roll(
         note = f"; {failed} host(s) failed within max_failure_ratio" if failed else ""
         return Decision(RolloutStatus.COMPLETE, f"all hosts updated{note}", promote=promote)
     if deadline_passed:
-        return _fail(
-            record,
-            health,
-            now,
-            f"no host finished within progress_deadline {spec.progress_deadline:g}s",
-        )
+        holdups = held_up_by(record, health, now, out_of_service=True)
+        return _fail(record, health, now, f"{_deadline(record)}; {holdups}")
 
     budget = _budget(record, health, len(eligible))
     online = [h for h in waiting if health.get(h, OFFLINE).online]
@@ -258,6 +243,10 @@ def _roll(
         promote=promote,
         canary_completed=canary_completed,
     )
+
+
+def _deadline(record: RolloutRecord) -> str:
+    return f"progress_deadline {record.spec.progress_deadline:g}s passed"
 
 
 def _due(not_before: datetime | None, now: datetime) -> bool:
@@ -280,9 +269,8 @@ def _blue_green(
     ready = [h for h in eligible_hosts(record) if record.hosts[h].phase is HostPhase.READY]
     if ready or staging:
         if deadline_passed:
-            deadline = record.spec.progress_deadline
-            why = f"no host staged within progress_deadline {deadline:g}s"
-            return _fail(record, health, now, why)
+            holdups = held_up_by(record, health, now, out_of_service=True)
+            return _fail(record, health, now, f"{_deadline(record)} while staging; {holdups}")
         slots = max(0, record.spec.preflight_parallelism - staging)
         due = [
             h

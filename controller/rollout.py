@@ -209,6 +209,17 @@ class HostRecord(FrozenModel):
     digest: str | None = None
     switched: bool = False
     """Blue-green: this host serves the new colour (so reverting means switching back)."""
+    no_heartbeat_since: AwareDatetime | None = None
+    """Set while the host's heartbeat is older than the host timeout: its last heartbeat."""
+    unanswered_since: AwareDatetime | None = None
+    """Set while the command in flight goes unanswered (no agent, or no answer in time):
+    when that was first so. An answer, or news of its progress, clears it."""
+
+    @property
+    def offline_since(self) -> AwareDatetime | None:
+        """Since when the controller has not heard from the host, as it last wrote it."""
+        known = [m for m in (self.no_heartbeat_since, self.unanswered_since) if m is not None]
+        return min(known) if known else None
 
 
 ScanVerdict = Literal["passed", "skipped", "off"]

@@ -7,8 +7,10 @@ answers. Neither does I/O, so both are unit-tested without NATS.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
+from controller.host_health import OFFLINE, HostHealth
 from controller.planner import Decision
 from controller.rollout import HostPhase, HostRecord, RolloutRecord, RolloutStatus
 from protocol.models import (
@@ -61,6 +63,7 @@ def apply_decision(record: RolloutRecord, decision: Decision, now: datetime) -> 
                 command_id=new_message_id(),
                 digest=hosts[host].digest,
                 switched=hosts[host].switched,
+                no_heartbeat_since=hosts[host].no_heartbeat_since,
             )
     changes: dict[str, object] = {
         "hosts": hosts,
@@ -106,9 +109,44 @@ def after_silence(
     if entry is None or entry.command_id != command_id:
         return record
     retry = entry.model_copy(
-        update={"attempts": entry.attempts + 1, "not_before": now + RETRY_DELAY, "detail": why}
+        update={
+            "attempts": entry.attempts + 1,
+            "not_before": now + RETRY_DELAY,
+            "detail": why,
+            "unanswered_since": entry.unanswered_since or now,
+        }
     )
     return record.with_host(host, retry).model_copy(update={"updated_at": now})
+
+
+def after_progress(
+    record: RolloutRecord, host: str, command_id: str, doing: str, now: datetime
+) -> RolloutRecord:
+    """The agent reported a phase of ``command_id`` (``probing``): it becomes the host's
+    detail, and the agent is plainly there, whatever became of the last request."""
+    entry = record.hosts.get(host)
+    if entry is None or entry.command_id != command_id:
+        return record
+    news = entry.model_copy(update={"detail": doing, "unanswered_since": None})
+    if news == entry:
+        return record
+    return record.with_host(host, news).model_copy(update={"updated_at": now})
+
+
+def mark_contact(
+    record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime
+) -> RolloutRecord:
+    """Note the hosts whose heartbeat is older than the host timeout, with their last one
+    (``now`` for a host never heard of), and clear the note once a host is back."""
+    hosts = dict(record.hosts)
+    for host, entry in record.hosts.items():
+        state = health.get(host, OFFLINE)
+        lost = None if state.online else (state.last_seen or entry.no_heartbeat_since or now)
+        if lost != entry.no_heartbeat_since:
+            hosts[host] = entry.model_copy(update={"no_heartbeat_since": lost})
+    if hosts == record.hosts:
+        return record
+    return record.model_copy(update={"hosts": hosts, "updated_at": now})
 
 
 def _host_after(
@@ -122,6 +160,7 @@ def _host_after(
                     "attempts": entry.attempts + 1,
                     "not_before": now + RETRY_DELAY,
                     "detail": f"{reply.code}: {reply.message}"[:8000],
+                    "unanswered_since": None,
                 }
             )
         failed = HostPhase.NOT_READY if phase is HostPhase.PREPARING else HostPhase.FAILED
