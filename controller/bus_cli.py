@@ -1,4 +1,5 @@
-"""fleetctl pki init, hosts enroll, hosts revoke: the bus's certificates and permissions."""
+"""fleetctl hosts (the live list), pki init, hosts enroll, hosts revoke: the bus's
+certificates and permissions."""
 
 from __future__ import annotations
 
@@ -7,14 +8,52 @@ from typing import Annotated, Literal
 
 import typer
 
-from controller.cli_base import EXIT_INVALID, fail
+from controller import render_hosts
+from controller.cli_base import (
+    EXIT_INVALID,
+    NatsOption,
+    OutputOption,
+    check_output,
+    fail,
+    parse_selector,
+    run_with_fleet,
+)
 from controller.cli_typer import command_group
+from controller.intents import Fleet
 from controller.pki import Pki
+from controller.tables import print_table
 from protocol.errors import ConfigurationError
+from protocol.models import HostFacts, utc_now
 
 pki_app = command_group("The bus's certificate authority.")
 # No no_args_is_help: `fleetctl hosts` alone lists the hosts.
 hosts_app = command_group("Hosts: the live list, and their bus credentials.", no_args_is_help=False)
+
+
+@hosts_app.callback(invoke_without_command=True)
+def hosts(
+    context: typer.Context,
+    nats_url: NatsOption = None,
+    selector: Annotated[str | None, typer.Option(help="k=v,... labels to match")] = None,
+    output: OutputOption = "table",
+) -> None:
+    """List the hosts that report to the fleet, with their services and last heartbeat
+    (stale: older than FLEET_HOST_TIMEOUT); `hosts enroll` and `hosts revoke` manage
+    their bus credentials."""
+    if context.invoked_subcommand is not None:
+        return
+    check_output(output)
+    wanted = parse_selector(selector)
+
+    async def listed(fleet: Fleet) -> tuple[list[HostFacts], float]:
+        return await fleet.hosts(wanted), fleet.host_timeout
+
+    found, timeout = run_with_fleet(listed, nats_url)
+    if output == "json":
+        typer.echo(render_hosts.hosts_json(found, utc_now(), timeout))
+    else:
+        print_table(render_hosts.hosts_table(found, utc_now(), timeout))
+
 
 PkiDir = Annotated[
     Path, typer.Option("--pki", envvar="FLEET_PKI_DIR", help="the PKI directory (pki init)")

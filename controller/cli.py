@@ -116,29 +116,6 @@ def version() -> None:
     typer.echo(f"fleetctl {fleetwave_version()} (protocol schema {SCHEMA_VERSION})")
 
 
-# ---- hosts ----
-
-
-@hosts_app.callback(invoke_without_command=True)
-def hosts(
-    context: typer.Context,
-    nats_url: NatsOption = None,
-    selector: Annotated[str | None, typer.Option(help="k=v,... labels to match")] = None,
-    output: OutputOption = "table",
-) -> None:
-    """List the hosts that report to the fleet, with their services and last heartbeat;
-    `hosts enroll` and `hosts revoke` manage their bus credentials."""
-    if context.invoked_subcommand is not None:
-        return
-    check_output(output)
-    wanted = parse_selector(selector)
-    found = run_with_fleet(lambda fleet: fleet.hosts(wanted), nats_url)
-    if output == "json":
-        typer.echo(render.hosts_json(found))
-    else:
-        print_table(render.hosts_table(found))
-
-
 # ---- events ----
 
 _SINCE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -456,7 +433,7 @@ def rollout_status(
         return
     if not watch:
         if output == "json":
-            typer.echo(render.to_json(result.model_dump(mode="json")))
+            typer.echo(render.rollout_json(result, utc_now()))
         else:
             render.print_rollout(result, Console())
     exit_for(result) if watch else None

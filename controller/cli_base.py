@@ -39,6 +39,7 @@ from fleet_registry.transport import RegistryFailure
 from protocol.errors import BrokerError, ConfigurationError, FleetError, ProtocolError
 from protocol.image_ref import parse_image_reference
 from protocol.labels import parse_labels
+from protocol.models import utc_now
 from protocol.spec import ServiceSpec
 
 T = TypeVar("T")
@@ -80,7 +81,8 @@ def run_with_fleet(work: Callable[[Fleet], Awaitable[T]], nats_urls: list[str] |
             settings.bus_options(), max_reconnect_attempts=3, reconnect_time_wait=1
         )
         try:
-            return await work(await Fleet(nc, signer=settings.signer()).open())
+            fleet = Fleet(nc, host_timeout=settings.host_timeout, signer=settings.signer())
+            return await work(await fleet.open())
         finally:
             await link.close()
 
@@ -216,7 +218,7 @@ async def follow_rollout(fleet: Fleet, rollout_id: str, output: str) -> RolloutR
     if record.reason:
         typer.echo(f"{record.id}: {record.status.value}: {record.reason}")
     if output == "json":
-        typer.echo(render.to_json(record.model_dump(mode="json")))
+        typer.echo(render.rollout_json(record, utc_now()))
     return record
 
 

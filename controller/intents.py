@@ -83,6 +83,11 @@ class Fleet:
     def client(self) -> Client:
         return self._nc
 
+    @property
+    def host_timeout(self) -> float:
+        """Seconds after which a host's heartbeat is stale (FLEET_HOST_TIMEOUT)."""
+        return self._host_timeout
+
     async def open(self) -> Fleet:
         rollouts, services, hosts = await open_buckets(self._js)
         self.rollouts = RolloutStore(rollouts)

@@ -14,9 +14,10 @@ from rich.table import Table
 from rich.text import Text
 
 from controller.config_store import StoredConfig
+from controller.host_health import span
 from controller.intents import DryRun
 from controller.metrics_view import FleetMetrics
-from controller.rollout import UPDATED, HostPhase, RolloutRecord, RolloutStatus
+from controller.rollout import TERMINAL, UPDATED, HostPhase, RolloutRecord, RolloutStatus
 from controller.store import ServiceRecord
 from controller.tables import OneLineTable, print_lines, print_table
 from protocol.config_files import ConfigDocument
@@ -25,7 +26,6 @@ from protocol.models import (
     ColourSwitch,
     ContainerEvent,
     ErrorReply,
-    HostFacts,
     OperationReply,
     RolloutEvent,
     UpdateProgress,
@@ -60,57 +60,45 @@ def to_json(value: Any) -> str:
 
 
 def ago(when: datetime, now: datetime | None = None) -> str:
-    seconds = max(0, int(((now or utc_now()) - when).total_seconds()))
-    if seconds < 120:
-        return f"{seconds}s ago"
-    if seconds < 7200:
-        return f"{seconds // 60}m ago"
-    return f"{seconds // 3600}h ago"
+    return f"{span(((now or utc_now()) - when).total_seconds())} ago"
 
 
-def hosts_table(hosts: list[HostFacts]) -> Table:
-    table = OneLineTable(
-        *("host", "labels", "agent", "docker", "services", "last seen"),
-        title=f"{len(hosts)} host(s)",
-        cut_first=("labels", "docker", "agent", "services"),
-    )
-    for facts in hosts:
-        services = ", ".join(
-            f"{s.name} {(s.image or '-').rsplit('/', 1)[-1]} {s.state.value}/{s.health.value}"
-            + (f" [{s.colour}]" if s.colour else "")
-            for s in facts.services
-        )
-        labels = ",".join(f"{k}={v}" for k, v in sorted(facts.labels.items()))
-        table.add_row(
-            facts.host,
-            labels or "-",
-            facts.agent_version.split(" ")[0],
-            facts.docker_version or "-",
-            services or "-",
-            ago(facts.sent_at),
-        )
-    return table
+def offline_for(record: RolloutRecord, host: str, now: datetime) -> float | None:
+    """Seconds the controller had not heard from ``host``, as the record has it: up to
+    ``now`` while the rollout is active, up to its last write once it has ended."""
+    since = record.hosts[host].offline_since
+    if since is None:
+        return None
+    end = record.updated_at if record.status in TERMINAL else now
+    return max(0.0, (end - since).total_seconds())
 
 
-def hosts_json(hosts: list[HostFacts]) -> str:
-    return to_json([facts.model_dump(mode="json") for facts in hosts])
-
-
-def rollout_view(record: RolloutRecord) -> Group:
+def rollout_view(record: RolloutRecord, now: datetime | None = None) -> Group:
     header, summary = _rollout_heading(record)
     done, total = record.count(*UPDATED), len(record.hosts)
     bar = ProgressBar(total=max(total, 1), completed=done, width=40)
-    return Group(header, bar, summary, _rollout_hosts(record))
+    return Group(header, bar, summary, rollout_hosts(record, now or utc_now()))
 
 
-def print_rollout(record: RolloutRecord, console: Console) -> None:
+def print_rollout(record: RolloutRecord, console: Console, now: datetime | None = None) -> None:
     """``rollout status ID``: the view on a terminal; plain lines in a pipe."""
     if console.is_terminal:
-        console.print(rollout_view(record))
+        console.print(rollout_view(record, now))
         return
     header, summary = _rollout_heading(record)
     print_lines([header.plain, *summary.plain.splitlines()], console)
-    print_table(_rollout_hosts(record), console)
+    print_table(rollout_hosts(record, now or utc_now()), console)
+
+
+def rollout_json(record: RolloutRecord, now: datetime) -> str:
+    """The record, and for each host since when and how long (seconds) the controller has
+    not heard from it (``offline_since``, ``offline_for``; null while it is in touch)."""
+    data = record.model_dump(mode="json")
+    for host, entry in record.hosts.items():
+        since, seconds = entry.offline_since, offline_for(record, host, now)
+        data["hosts"][host]["offline_since"] = since.isoformat() if since else None
+        data["hosts"][host]["offline_for"] = None if seconds is None else round(seconds, 1)
+    return to_json(data)
 
 
 def _rollout_heading(record: RolloutRecord) -> tuple[Text, Text]:
@@ -129,24 +117,30 @@ def _rollout_heading(record: RolloutRecord) -> tuple[Text, Text]:
     return header, summary
 
 
-def _rollout_hosts(record: RolloutRecord) -> Table:
+def rollout_hosts(record: RolloutRecord, now: datetime) -> Table:
+    """One row per host; a host the controller lost touch with shows ``offline 42s`` as
+    its phase, and the phase it is stuck in leads its detail."""
     table = OneLineTable("#", "host", "phase", "detail", "since", cut_first=("detail", "host"))
     table.header_style = "bold"
     for ordinal, host in enumerate(record.ordered_hosts()):
         entry = record.hosts[host]
-        table.add_row(
-            str(ordinal),
-            host,
-            Text(entry.phase.value, PHASE_STYLE.get(entry.phase, "")),
-            entry.detail[:80],
-            ago(entry.since),
-        )
+        phase = Text(entry.phase.value, PHASE_STYLE.get(entry.phase, ""))
+        detail = entry.detail[:80]
+        away = offline_for(record, host, now)
+        if away is not None:
+            phase = Text(f"offline {span(away)}", "bold red")
+            detail = f"{entry.phase.value}: {detail}" if detail else entry.phase.value
+        table.add_row(str(ordinal), host, phase, detail, ago(entry.since, now))
     return table
 
 
 def rollout_line(record: RolloutRecord) -> str:
     """One line per change, for logs and pipes (no terminal control codes)."""
-    phases = " ".join(f"{host}:{record.hosts[host].phase.value}" for host in record.ordered_hosts())
+    phases = " ".join(
+        f"{host}:{record.hosts[host].phase.value}"
+        + ("(offline)" if record.hosts[host].offline_since else "")
+        for host in record.ordered_hosts()
+    )
     done = record.count(*UPDATED)
     return f"{record.id} {record.status.value} {done}/{len(record.hosts)} done | {phases}"
 
