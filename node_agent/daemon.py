@@ -275,6 +275,8 @@ class Agent:
         if self._recent_replies.refused_copy(str(exc)):
             log.info("a re-sent reply was not needed: %s", exc)
             return
+        if self.outbox.refused.note(str(exc)):
+            return  # the outbox drops that message, logs it and reports it
         if "permissions violation" in str(exc).lower():
             # The bus refused something this host tried: its permissions (hosts enroll)
             # and what the agent needs have drifted apart. An operator must see that.
@@ -498,7 +500,11 @@ class Agent:
         async with self.locks.hold(service):
             if not isinstance(command, PrepareCommand):  # Prepare touches nothing running
                 await self.recovery.before_operation(service)
-            return await self._run_exclusive(command)
+            try:
+                return await self._run_exclusive(command)
+            finally:
+                if self.updater.journal.get(service) is not None:
+                    self.recovery.wake()  # left unsettled: keep trying in the background
 
     async def _run_exclusive(self, command: Command) -> Reply:
         if isinstance(command, PrepareCommand):

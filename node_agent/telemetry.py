@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+import re
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -30,9 +31,45 @@ log = logging.getLogger("fleet-agent.telemetry")
 Publish = Callable[[str, bytes, str], Awaitable[None]]
 """Store one message in JetStream (subject, payload, message id); raises when it cannot."""
 
+REFUSAL_REPORT = "refused-"
+"""Id prefix of the report of a refused message (the id of that message follows)."""
 RETRY_DELAY_MIN = 0.1
 RETRY_DELAY_MAX = 2.0
 PUBLISH_FAILURES = (nats.errors.Error, TimeoutError, ConnectionError)
+
+
+OUTBOX_PREFIXES = tuple(f"{subjects.PREFIX}.{kind}." for kind in ("evt", "logs", "metrics"))
+PUBLISH_REFUSED = re.compile(r'permissions violation for publish to "([^"]+)"', re.IGNORECASE)
+
+
+class RefusedSubjects:
+    """Subjects the server refused this client, from its permissions errors (which come
+    to the connection's error callback, not to the publish, which only times out).
+
+    Each refusal is matched once, by the failed publish it explains.
+    """
+
+    def __init__(self) -> None:
+        self._pending: Counter[str] = Counter()
+
+    def note(self, error_text: str) -> bool:
+        """Record the subject ``error_text`` names, if it is a refusal of a subject the
+        outbox publishes to (events, logs, metrics); any other refusal is not its own."""
+        found = PUBLISH_REFUSED.search(error_text)
+        if found is None:
+            return False
+        subject = found.group(1).lower()  # nats-py lowercases the error
+        if not subject.startswith(OUTBOX_PREFIXES):
+            return False
+        self._pending[subject] += 1
+        return True
+
+    def take(self, subject: str) -> bool:
+        key = subject.lower()
+        if self._pending[key] <= 0:
+            return False
+        self._pending[key] -= 1
+        return True
 
 
 @dataclass(slots=True)
@@ -93,10 +130,19 @@ class Outbox:
     """Events and telemetry on their way to JetStream, drained by one task."""
 
     def __init__(
-        self, host: str, publish: Publish, *, event_bytes: int, telemetry_bytes: int
+        self,
+        host: str,
+        publish: Publish,
+        *,
+        event_bytes: int,
+        telemetry_bytes: int,
+        refused: RefusedSubjects | None = None,
     ) -> None:
         self._host = host
         self._publish = publish
+        self.refused = refused or RefusedSubjects()
+        self._refusal_reports: deque[Outgoing] = deque()
+        self._refused_logged: set[str] = set()
         self.events = TelemetryBuffer(event_bytes)
         self.telemetry = TelemetryBuffer(telemetry_bytes)
         self._pending_drops = DropCount()
@@ -149,6 +195,12 @@ class Outbox:
             try:
                 await self._publish(in_flight.subject, in_flight.payload, in_flight.msg_id)
             except (*PUBLISH_FAILURES, ProtocolError) as exc:
+                if self.refused.take(in_flight.subject):
+                    # Refused for good: retrying would hold up every later message.
+                    self._drop_refused(in_flight)
+                    await self._stored(in_flight)
+                    in_flight = None
+                    continue
                 if stop.is_set():
                     return  # NATS is away and the agent is stopping: nothing more to do
                 log.debug("publish of %s failed (%r); retrying", in_flight.subject, exc)
@@ -157,14 +209,41 @@ class Outbox:
                 delay = min(delay * 2, RETRY_DELAY_MAX)
                 continue
             delay = RETRY_DELAY_MIN
-            if in_flight.event_number:
-                async with self._event_stored:
-                    self._events_stored = in_flight.event_number
-                    self._event_stored.notify_all()
+            await self._stored(in_flight)
             in_flight = None
 
+    async def _stored(self, item: Outgoing) -> None:
+        """``item`` is done with (stored, or dropped): whoever waits for it may go on."""
+        if item.event_number:
+            async with self._event_stored:
+                self._events_stored = item.event_number
+                self._event_stored.notify_all()
+
+    def _drop_refused(self, item: Outgoing) -> None:
+        if item.subject not in self._refused_logged:  # once per subject, not per message
+            self._refused_logged.add(item.subject)
+            log.error("NATS refused publishing to %s: dropped (check permissions)", item.subject)
+        if item.msg_id.startswith(REFUSAL_REPORT):
+            return  # a report of a refusal, itself refused: nothing more to tell
+        report = TelemetryDropped(
+            id=f"{REFUSAL_REPORT}{item.msg_id}"[:128],
+            sender=self._host,
+            host=self._host,
+            reason="refused",
+            subject=item.subject[:256],
+            messages=1,
+            log_lines=item.log_lines,
+            bytes=len(item.payload),
+            first_dropped_at=utc_now(),
+            last_dropped_at=utc_now(),
+        )
+        subject = subjects.host_event_subject(self._host, report.kind)
+        self._refusal_reports.append(Outgoing(subject, encode(report), report.id))
+
     def _next(self) -> Outgoing | None:
-        """The drop report first (it is news about the gap), then events, then telemetry."""
+        """Drop reports first (they are news about a gap), then events, then telemetry."""
+        if self._refusal_reports:
+            return self._refusal_reports.popleft()
         if self._pending_drops.messages:
             report = self._drop_report()
             self._pending_drops = DropCount()

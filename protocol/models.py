@@ -431,10 +431,14 @@ class LogBatch(Envelope):
 
 
 class TelemetryDropped(Envelope):
-    """Telemetry a host could not keep while NATS was away: reported once it is back."""
+    """Messages a host could not deliver: kept no longer while NATS was away (reported
+    once it is back), or refused by the server for good (a permissions error)."""
 
     kind: Literal["telemetry_dropped"] = "telemetry_dropped"
     host: HostId
+    reason: Literal["buffer_full", "refused"] = "buffer_full"
+    subject: Annotated[str, Field(max_length=256)] | None = None
+    """With ``refused``: the subject the server refused this host."""
     messages: Annotated[int, Field(ge=1)]
     log_lines: Annotated[int, Field(ge=0)] = 0
     bytes: Annotated[int, Field(ge=0)] = 0

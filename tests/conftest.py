@@ -165,7 +165,7 @@ async def agent_factory(
         agent = Agent(settings)
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop))
-        client = await connect_client(nats_server.url)
+        client = await connect_client(settings.nats_urls)
         handle = AgentHandle(
             client=client, host=settings.host_id, agent=agent, task=task, stop=stop
         )

@@ -50,17 +50,23 @@ class EventRecorder:
 
     async def wait_for(self, match: Match, timeout: float = 30.0) -> AnyMessage:
         """The first recorded message that matches, waiting up to ``timeout`` for one."""
+        return (await self.wait_for_many(match, 1, timeout))[0]
 
-        async def first() -> AnyMessage:
+    async def wait_for_many(
+        self, match: Match, count: int, timeout: float = 30.0
+    ) -> list[AnyMessage]:
+        """The recorded messages that match, once there are ``count`` of them."""
+
+        async def enough() -> list[AnyMessage]:
             async with self._arrived:
                 while True:
                     found = self.matching(match)
-                    if found:
-                        return found[0]
+                    if len(found) >= count:
+                        return found
                     await self._arrived.wait()
 
         try:
-            return await asyncio.wait_for(first(), timeout)
+            return await asyncio.wait_for(enough(), timeout)
         except TimeoutError:
             kinds = [f"{subject}" for subject, _ in self.messages[-20:]]
             raise AssertionError(f"no matching event within {timeout}s; last: {kinds}") from None
