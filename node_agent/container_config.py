@@ -84,9 +84,11 @@ def _keep_names(config: Config, host_config: Config, old: Config) -> None:
     up (the container id's start) or took from the host (host networking, where
     passing them back conflicts)."""
     made_up = str(old.get("Id") or "")[:12]
-    if host_config.get("NetworkMode") == "host" or config.get("Hostname") == made_up:
+    mode = str(host_config.get("NetworkMode") or "")
+    shared = mode == "host" or mode.startswith("container:")
+    if shared or config.get("Hostname") == made_up:
         config.pop("Hostname", None)
-    if host_config.get("NetworkMode") == "host" or not config.get("Domainname"):
+    if shared or not config.get("Domainname"):
         config.pop("Domainname", None)
 
 
@@ -121,7 +123,8 @@ def _apply_spec(config: Config, host_config: Config, spec: ServiceSpec, agent_id
         host_config["IpcMode"] = "host"
     elif host_config.get("IpcMode") == "host":
         host_config["IpcMode"] = "private"
-    host_config["PortBindings"] = None  # meaningless with host networking or none
+    if host_config["NetworkMode"] in ("host", "none"):
+        host_config["PortBindings"] = None  # meaningless there; a bridge keeps its own
     if settings.restart_policy is not None or not host_config.get("RestartPolicy"):
         policy = settings.restart_policy or NEW_RESTART_POLICY
         host_config["RestartPolicy"] = {

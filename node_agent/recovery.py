@@ -10,7 +10,6 @@ container the entry still needs to restore.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,17 +41,24 @@ class Recovery:
         self._locks = locks
         self._emitter_for = emitter_for
         self._settled = settled
+        self._wake = asyncio.Event()
 
     def pending(self) -> list[str]:
         """Services with an operation still to settle."""
         return [entry["service"] for entry in self._updater.journal.open_entries()]
+
+    def wake(self) -> None:
+        """An operation left its entry open (the engine failed it, and its own attempt to
+        settle failed too): retry from now on."""
+        self._wake.set()
 
     async def settle_all(self) -> list[str]:
         """Try to settle every open entry now; returns the services still pending."""
         pending = []
         for service in self.pending():
             if self._locks.busy(service):
-                continue  # a command is settling it already
+                pending.append(service)  # a command holds it: try again later
+                continue
             async with self._locks.hold(service):
                 if not await self._settle_held(service):
                     pending.append(service)
@@ -74,14 +80,24 @@ class Recovery:
             )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Retry what could not be settled, pausing longer each time, until none is left."""
-        pause = FIRST_RETRY_SECONDS
-        while self.pending() and not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), pause)
-            if stop.is_set() or not await self.settle_all():
+        """Retry what could not be settled, pausing longer each time; when nothing is
+        left, wait until an operation leaves something (``wake``)."""
+        pause: float | None = FIRST_RETRY_SECONDS if self.pending() else None
+        while not stop.is_set():
+            self._wake.clear()
+            waiters = [asyncio.ensure_future(e.wait()) for e in (stop, self._wake)]
+            await asyncio.wait(waiters, timeout=pause, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+            if stop.is_set():
                 return
-            pause = min(pause * 2, LONGEST_RETRY_SECONDS)
+            if not await self.settle_all():
+                pause = None  # nothing left: sleep until woken
+            elif pause is None:
+                pause = FIRST_RETRY_SECONDS
+            else:
+                pause = min(pause * 2, LONGEST_RETRY_SECONDS)
 
     async def _settle_held(self, service: str) -> bool:
         entry = self._updater.journal.get(service)

@@ -28,7 +28,7 @@ from node_agent.container_config import (
 from node_agent.journal import Journal
 from node_agent.probes import HealthVerdict, wait_until_healthy
 from node_agent.resources import ResourceNeeds, check_resources
-from node_agent.runtime import DockerRuntime, Inspect, PullProgress
+from node_agent.runtime import AGENT_LABEL, DockerRuntime, Inspect, PullProgress
 from node_agent.service_store import ServiceStore
 from node_agent.settings import AgentSettings
 from node_agent.versions import version_policy_reasons
@@ -291,10 +291,20 @@ class ServiceUpdater:
 
     def _already_runs(self, spec: ServiceSpec, image: str, running: Inspect | None) -> bool:
         """Whether ``spec`` is what this host last completed and its container still runs
-        that image: applying it again (a retry, a re-sent rollout) must change nothing."""
-        if running is None or not (running.get("State") or {}).get("Running"):
+        it, healthy: applying it again (a retry, a re-sent rollout) must change nothing.
+
+        A service with config files is always applied: its files may have changed.
+        """
+        if running is None or spec.config is not None:
             return False
-        if (running.get("Config") or {}).get("Image") != image:
+        state = running.get("State") or {}
+        config = running.get("Config") or {}
+        labels = config.get("Labels") or {}
+        if not state.get("Running") or state.get("Restarting"):
+            return False
+        if (state.get("Health") or {}).get("Status") == Health.UNHEALTHY.value:
+            return False
+        if config.get("Image") != image or labels.get(AGENT_LABEL) != self.agent_id:
             return False
         return self.services.current(spec.name) == spec
 
@@ -397,7 +407,8 @@ class ServiceUpdater:
 
     async def _finish_done(self, op: Operation) -> OperationResult:
         previous = self.services.current(op.spec.name)
-        self.services.record_update(op.spec, previous)
+        if previous != op.spec:  # else recorded already, before a crash: keep its previous
+            self.services.record_update(op.spec, previous)
         done = OperationResult(OperationOutcome.DONE, await self.status(op.spec.name))
         return await self._conclude(op, done)
 

@@ -223,7 +223,7 @@ class ServiceSpec(FrozenModel):
         # Two copies of a host-network service cannot both bind the same port.
         if (
             self.update_order is UpdateOrder.START_FIRST
-            and self.container.network_mode == "host"
+            and self.container.network_mode in ("host", None)  # unset: host when first
             and self.container.ports
         ):
             raise ValueError(

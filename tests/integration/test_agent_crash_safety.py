@@ -141,3 +141,8 @@ async def test_an_agent_killed_in_each_phase_finishes_or_restores_as_that_phase_
     assert {m.rollout_id for m in recovered} == {ROLLOUT}
     # The update was started once, before the kill: recovery never starts it again.
     assert not [m for m in recovered if m.phase is UpdatePhase.SNAPSHOTTING]
+    if expected is DONE:  # the agent still knows what came before: a rollback returns
+        back = await agent.api.request(agent.api.rollback("web"))
+        assert isinstance(back, OperationReply), back
+        assert back.outcome is DONE, back
+        assert back.status.image == local_stack.demo_image("1.0.0")

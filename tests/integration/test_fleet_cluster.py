@@ -84,8 +84,6 @@ async def test_a_rollout_completes_within_budget_when_the_node_leading_its_bucke
     # count, like the streams.
     for stream in BUCKET_STREAMS:
         assert (await replicas_and_leader(client, stream))[0] == 3, stream
-    _, leader = await replicas_and_leader(client, "KV_fleet_rollouts")
-    doomed = next(server for server in cluster if server.name == leader)
 
     progress = f"{subjects.PREFIX}.evt.*.update_progress"
     async with EventRecorder(client, progress) as events:
@@ -105,7 +103,11 @@ async def test_a_rollout_completes_within_budget_when_the_node_leading_its_bucke
             lambda m: isinstance(m, UpdateProgress) and m.phase is UpdatePhase.STOPPING_OLD,
             timeout=60,
         )
-        await doomed.kill()  # SIGKILL, mid-rollout
+        # The node leading the bucket now, once its peers are current, dies mid-rollout.
+        await wait_until_current(client, "KV_fleet_rollouts", peers=2)
+        _, leader = await replicas_and_leader(client, "KV_fleet_rollouts")
+        doomed = next(server for server in cluster if server.name == leader)
+        await doomed.kill()  # SIGKILL
         out, err = await asyncio.wait_for(rollout.communicate(), 180)
     assert rollout.returncode == 0, (out.decode(), err.decode(), fleet.controller.log_text())
     assert await fleet.versions() == {agent.api.host: "1.1.0" for agent in fleet.agents}
