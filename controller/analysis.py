@@ -3,7 +3,8 @@
 Pure: the record and a ``FleetMetrics`` view in, the measured values and the first
 failure out. Only containers running the rollout's target image on hosts this rollout
 has updated count, so the old version's figures never blame the new one. A check with
-nothing to measure yet (no fresh sample of an updated host) neither passes nor fails.
+nothing to measure yet (no fresh sample of an updated host) neither passes nor fails;
+while no check has a value, :func:`analyse` says the analysis has no data, and why.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from statistics import median
 from controller.metrics_view import FleetMetrics
 from controller.rollout import UPDATED, AnalysisCheck, AnalysisMetric, RolloutRecord
 from protocol.models import ContainerMetrics, Health
+
+NO_DATA = "analysis has no data"
+NAMED_HOSTS = 5
+"""Hosts named in a no-data reason; the rest are counted."""
 
 
 @dataclass(frozen=True)
@@ -82,11 +87,44 @@ def measure(record: RolloutRecord, view: FleetMetrics, now: datetime) -> list[Me
     return found
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What the checks say now: measured values, or why there are none."""
+
+    measurements: tuple[Measurement, ...]
+    no_data: str | None = None
+    """Set while no check has a value: ``analysis has no data: <why>``."""
+
+    @property
+    def failure(self) -> str | None:
+        """The first failed check, with its value; None if every measured one holds."""
+        failed = [m for m in self.measurements if not m.passed]
+        return failed[0].failure() if failed else None
+
+
+def analyse(record: RolloutRecord, view: FleetMetrics, now: datetime) -> Verdict:
+    measurements = tuple(measure(record, view, now))
+    if measurements or not record.spec.analysis:
+        return Verdict(measurements)
+    return Verdict((), f"{NO_DATA}: {_why_no_data(record, view, now)}")
+
+
 def first_failure(record: RolloutRecord, view: FleetMetrics, now: datetime) -> str | None:
-    for measurement in measure(record, view, now):
-        if not measurement.passed:
-            return measurement.failure()
-    return None
+    return analyse(record, view, now).failure
+
+
+def _why_no_data(record: RolloutRecord, view: FleetMetrics, now: datetime) -> str:
+    if new_containers(record, view, now):
+        # Containers to measure, but no check has a value: memory_ratio alone, unbased.
+        return "memory_ratio needs the old version's memory, which no host reported"
+    if view.feed_problem is not None:
+        return f"the metrics feed is down ({view.feed_problem})"
+    updated = sorted(h for h, entry in record.hosts.items() if entry.phase in UPDATED)
+    if not updated:
+        return "no host runs the new version yet"
+    named = ", ".join(updated[:NAMED_HOSTS])
+    more = f" and {len(updated) - NAMED_HOSTS} more" if len(updated) > NAMED_HOSTS else ""
+    return f"no fresh metrics sample of the new version from {named}{more}"
 
 
 def _value(
