@@ -122,6 +122,7 @@ class BlueGreenUpdater:
             verdict = HealthVerdict(False, f"could not start the {colour} copy: {exc.message}")
         else:
             await emit(UpdatePhase.PROBING, f"probing {standby}")
+            self._updater.failpoint("stage_probing")
             verdict = await wait_until_healthy(target.health, self._runtime, standby, soaking)
         if not verdict.healthy:
             await emit(UpdatePhase.RESTORING, verdict.reason)
@@ -149,6 +150,7 @@ class BlueGreenUpdater:
             if other is not None and other[0] == main:
                 await self._runtime.rename(main, switching)
                 other = (switching, other[1])
+                self._updater.failpoint("switch_half_renamed")
             await self._runtime.rename(target["Id"], main)
         if other is not None and other[0] != standby:
             await self._runtime.rename(other[1]["Id"], standby)
@@ -225,6 +227,7 @@ class BlueGreenUpdater:
         if found is not None:
             spec = self._colours.get(service, colour)
             await self._runtime.stop(found[1]["Id"], spec.stop_grace_period if spec else 10)
+            self._updater.failpoint("retire_stopped")
             await self._runtime.remove(found[1]["Id"])
         await emit(UpdatePhase.DONE, f"{colour} copy of {service} removed")
         return OperationResult(OperationOutcome.DONE, await self._updater.status(service))

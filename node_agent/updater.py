@@ -216,6 +216,7 @@ class ServiceUpdater:
             return PrepareResult(False, reasons, registry.digest)
         assert registry.digest is not None
         await emit(UpdatePhase.PULLING, f"pulling {ref.name}@{registry.digest}")
+        self.failpoint("pulling")
         auth = credential.docker_auth() if credential else None
         reporter = _PullReporter(emit, asyncio.get_running_loop())
         try:
@@ -334,9 +335,9 @@ class ServiceUpdater:
         self.journal.record(op.spec.name, phase)
         op.mark(phase.value)
         await op.emit(phase, detail)
-        self._failpoint(phase.value)
+        self.failpoint(phase.value)
 
-    def _failpoint(self, name: str) -> None:
+    def failpoint(self, name: str) -> None:
         """Crash tests: SIGKILL this agent at the named point (FLEET_FAILPOINT)."""
         if self.settings.failpoint == name:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -420,7 +421,7 @@ class ServiceUpdater:
         outcome: the controller's retry of the same command would run it twice.
         """
         await self.record_outcome(op.operation_id, op.spec.name, result)
-        self._failpoint("concluded")
+        self.failpoint("concluded")
         self.journal.finish(op.spec.name)
         return result
 
