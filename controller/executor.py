@@ -19,7 +19,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from controller.analysis import baseline_memory, first_failure
+from controller.analysis import analyse, baseline_memory
 from controller.commands import (
     apply_command,
     blue_green_command,
@@ -30,7 +30,7 @@ from controller.commands import (
 from controller.config_store import open_config_store
 from controller.inventory import Inventory, fleet_health
 from controller.lease import LeaderLease
-from controller.metrics_view import FleetMetrics
+from controller.metrics_view import FleetMetrics, MetricsReader
 from controller.planner import plan
 from controller.progress import follow_progress
 from controller.rollout import (
@@ -50,7 +50,6 @@ from controller.store import (
     Stored,
     open_buckets,
 )
-from controller.subscribe import FleetFeed
 from controller.transitions import (
     after_progress,
     after_reply,
@@ -65,7 +64,6 @@ from protocol.models import (
     ColourSwitch,
     Command,
     Envelope,
-    MetricsSample,
     UpdateProgress,
     utc_now,
 )
@@ -85,6 +83,8 @@ class Executor:
         self.settings = settings
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._pending: dict[str, list[Change]] = {}
+        self._no_data: dict[str, str | None] = {}
+        """Each rollout's last "analysis has no data" reason, so it is logged on change."""
         """Replies not yet written, per rollout: the next pass folds them all into one write."""
         self._wake = asyncio.Event()
         self._colours: dict[str, Colour] = {}
@@ -106,7 +106,7 @@ class Executor:
         progress = await follow_progress(self._nc, self._progress)
         watching = asyncio.create_task(self.inventory.run(stop), name="inventory")
         waking = asyncio.create_task(self._wake_when(stop), name="wake-on-stop")
-        reading = asyncio.create_task(self._read_metrics(), name="metrics")
+        reading = asyncio.create_task(MetricsReader(self._nc, self.metrics).run(), name="metrics")
         log.info("controller %s started", self.settings.controller_id)
         try:
             with suppress(TimeoutError):
@@ -141,17 +141,6 @@ class Executor:
                 await self._drive_pending()
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - loop.time()))
-
-    async def _read_metrics(self) -> None:
-        """Each host's newest sample, then every new one; reopened if the feed breaks."""
-        while True:
-            try:
-                async for delivered in FleetFeed(self._nc).metrics(latest=True, follow=True):
-                    if isinstance(delivered.message, MetricsSample):
-                        self.metrics.add(delivered.message)
-            except BrokerError as exc:
-                log.warning("metrics feed: %s", exc.message)
-            await asyncio.sleep(1.0)
 
     async def _wake_when(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -255,7 +244,12 @@ class Executor:
             if baseline is not None:
                 update["baseline_memory"] = baseline
         measured = record.model_copy(update=update) if update else record
-        failure = first_failure(measured, self.metrics, now)
+        verdict = analyse(measured, self.metrics, now)
+        if verdict.no_data != self._no_data.get(record.id):
+            self._no_data[record.id] = verdict.no_data
+            if verdict.no_data is not None:  # once per change, not once per pass
+                log.warning("%s: %s", record.id, verdict.no_data)
+        failure = verdict.failure
         if failure is None:
             return measured
         log.warning("%s: %s", record.id, failure)
@@ -263,6 +257,7 @@ class Executor:
 
     async def _finish(self, record: RolloutRecord) -> None:
         self._pending.pop(record.id, None)
+        self._no_data.pop(record.id, None)
         if record.config is not None:
             # Stored before the service is released: a crash in between finishes it again.
             if record.status is RolloutStatus.COMPLETE:
