@@ -57,6 +57,22 @@ async def host_reaches(fleet: LocalFleet, host: str, phase: str, deadline: float
     await asyncio.wait_for(poll(), deadline)
 
 
+async def offline_longer_than(
+    fleet: LocalFleet, host: str, seconds: float, deadline: float = 60
+) -> dict[str, Any]:
+    """The rollout's state once it shows ``host`` offline for more than ``seconds``."""
+
+    async def poll() -> dict[str, Any]:
+        while True:
+            state = await rollout_json(fleet)
+            away = state["hosts"][host].get("offline_for")
+            if away is not None and away > seconds:
+                return state
+            await asyncio.sleep(0.2)
+
+    return await asyncio.wait_for(poll(), deadline)
+
+
 def tags(versions: dict[str, str | None]) -> list[str | None]:
     return [versions[host] for host in sorted(versions)]
 
@@ -220,8 +236,9 @@ async def test_a_frozen_agent_counts_as_unavailable_and_the_rollout_waits_for_it
             "1",
         )
         assert started.code == 0, started
-        await asyncio.sleep(10)  # well past the controller's 6 s heartbeat timeout
-        state = await rollout_json(fleet)
+        # Until the controller has counted it offline for longer than its 6 s host timeout,
+        # it had every pass it needed to start another host, had it ignored the outage.
+        state = await offline_longer_than(fleet, frozen.api.host, seconds=8)
         assert state["status"] in {"preflight", "running"}
         assert state["hosts"][frozen.api.host]["phase"] in {"preparing", "pending"}
     finally:
