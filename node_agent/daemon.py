@@ -155,6 +155,8 @@ class Agent:
         self._tasks: set[asyncio.Task[None]] = set()
         self._heartbeat_now = asyncio.Event()
         self._running_ids: set[str] = set()
+        self._recorded: dict[str, OperationReply] = {}
+        """Operations whose outcome the updater stored before closing their journal."""
         self._workers = asyncio.Semaphore(settings.command_workers)
         self._connected_state: bool | None = None
         self._closing = False
@@ -458,6 +460,9 @@ class Agent:
             reply = self._error(message.id, exc.code, exc.message)
         finally:
             self._running_ids.discard(message.id)
+            stored = self._recorded.pop(message.id, None)
+        if stored is not None:
+            return stored  # the very reply a retry of this id will get
         if not isinstance(message, InspectCommand):
             await asyncio.to_thread(self.outcomes.put, message.id, reply)
         return reply
@@ -605,9 +610,11 @@ class Agent:
     ) -> None:
         reply = self._operation_reply(operation_id, service, result)
         await asyncio.to_thread(self.outcomes.put, operation_id, reply)
+        self._recorded[operation_id] = reply  # sent as it is, not built and stored again
 
     async def _recovered(self, operation_id: str, service: str, result: OperationResult) -> None:
         """An operation settled after a crash: its outcome is already stored; report it."""
+        self._recorded.pop(operation_id, None)  # no command is waiting to store it
         reply = self._operation_reply(operation_id, service, result)
         await self.publish_event(reply.kind, reply)
 
