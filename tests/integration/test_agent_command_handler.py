@@ -167,9 +167,17 @@ async def test_applying_the_spec_that_already_runs_changes_nothing_and_a_changed
         before["State"]["StartedAt"],
     )
 
+    # Stopped by hand: the same spec is applied for real, and the service runs again.
+    docker_client.containers.get(main).stop(timeout=1)
+    restarted = await apply_ok(agent, spec)
+    assert restarted.reasons == ()
+    assert docker_client.containers.get(main).attrs["State"]["Running"]
+    assert docker_client.containers.get(main).id != before["Id"]
+
     changed = spec.model_copy(
         update={"container": spec.container.model_copy(update={"env": {"GREETING": "new"}})}
     )
+    current = docker_client.containers.get(main).id
     replaced = await apply_ok(agent, changed)
     assert replaced.reasons == ()
-    assert docker_client.containers.get(main).id != before["Id"]
+    assert docker_client.containers.get(main).id != current
