@@ -83,8 +83,6 @@ class Executor:
         self.settings = settings
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._pending: dict[str, list[Change]] = {}
-        self._no_data: dict[str, str | None] = {}
-        """Each rollout's last "analysis has no data" reason, so it is logged on change."""
         """Replies not yet written, per rollout: the next pass folds them all into one write."""
         self._wake = asyncio.Event()
         self._colours: dict[str, Colour] = {}
@@ -245,10 +243,10 @@ class Executor:
                 update["baseline_memory"] = baseline
         measured = record.model_copy(update=update) if update else record
         verdict = analyse(measured, self.metrics, now)
-        if verdict.no_data != self._no_data.get(record.id):
-            self._no_data[record.id] = verdict.no_data
-            if verdict.no_data is not None:  # once per change, not once per pass
+        if verdict.no_data != measured.analysis_note:  # stored, so status shows it
+            if verdict.no_data is not None:  # logged once per change, not once per pass
                 log.warning("%s: %s", record.id, verdict.no_data)
+            measured = measured.model_copy(update={"analysis_note": verdict.no_data})
         failure = verdict.failure
         if failure is None:
             return measured
@@ -257,7 +255,6 @@ class Executor:
 
     async def _finish(self, record: RolloutRecord) -> None:
         self._pending.pop(record.id, None)
-        self._no_data.pop(record.id, None)
         if record.config is not None:
             # Stored before the service is released: a crash in between finishes it again.
             if record.status is RolloutStatus.COMPLETE:

@@ -202,12 +202,14 @@ def _roll(
             canary_completed = True
             soaked_since = record.canary_completed_at or now
             soak = spec.auto_promote_after
+            unmeasured = record.analysis_note if spec.analysis else None
             if soak is not None and (now - soaked_since).total_seconds() >= soak:
-                promote = True
-            else:
+                promote = unmeasured is None
+            if not promote:
+                why = f" ({unmeasured})" if unmeasured else ""
                 return Decision(
                     RolloutStatus.AWAITING_PROMOTION,
-                    f"canary wave of {size} done; waiting for promote",
+                    f"canary wave of {size} done; waiting for promote{why}",
                     canary_completed=True,
                 )
         else:

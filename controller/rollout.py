@@ -300,6 +300,9 @@ class RolloutRecord(FrozenModel):
     """The first failed check, with its measured value; it stops the rollout."""
     analysis_overridden: bool = False
     """The operator resumed after a failed check: the checks are not evaluated any more."""
+    analysis_note: Annotated[str, Field(max_length=4096)] | None = None
+    """While the checks have nothing to measure: why ("analysis has no data: ...").
+    Auto-promotion waits for data: a canary nobody could measure is not promoted."""
     baseline_memory: Annotated[float, Field(ge=0)] | None = None
     """The old version's median memory (bytes), measured when the rollout began."""
     config: ConfigTarget | None = None
