@@ -52,15 +52,24 @@ class PullProgress:
 
     @property
     def fraction(self) -> float:
-        if self.bytes_total:
-            return min(1.0, self.bytes_done / self.bytes_total)
-        return self.layers_done / self.layers_total if self.layers_total else 0.0
+        """The share of the bytes to download that arrived, below 1 while the pull runs.
+
+        Not a share of layers: the engine names them one by one, and its first message
+        ("already exists" for a shared layer) would read as a finished pull.
+        """
+        if not self.bytes_total:
+            return 0.0
+        return min(self.bytes_done / self.bytes_total, UNFINISHED)
 
     def describe(self) -> str:
         return (
             f"{self.layers_done}/{self.layers_total} layers, "
             f"{self.bytes_done / 1e6:.1f} of {self.bytes_total / 1e6:.1f} MB"
         )
+
+
+UNFINISHED = 0.99
+"""The most a running pull reports; 1.0 is sent once the image is really here."""
 
 
 class PullTracker:

@@ -26,6 +26,8 @@ class _Forwarder:
 
     _server: asyncio.Server | None = field(default=None, init=False)
     _pipes: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    bytes_per_second: float = field(default=0, kw_only=True)
+    """0: as fast as the two ends go; else the link's speed, each way."""
 
     async def _listen(self) -> asyncio.Server:
         raise NotImplementedError
@@ -53,7 +55,9 @@ class _Forwarder:
             writer.close()
             return
         for source, sink in ((reader, upstream[1]), (upstream[0], writer)):
-            task = asyncio.create_task(_pipe(source, sink), name="forward")
+            task = asyncio.create_task(
+                _pipe(source, sink, self.bytes_per_second), name="forward"
+            )
             self._pipes.add(task)
             task.add_done_callback(self._pipes.discard)
 
@@ -98,11 +102,15 @@ class UnixSocketForwarder(_Forwarder):
         self.listen.unlink(missing_ok=True)  # so a client is refused, not left hanging
 
 
-async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+async def _pipe(
+    source: asyncio.StreamReader, sink: asyncio.StreamWriter, bytes_per_second: float = 0
+) -> None:
     try:
         while data := await source.read(CHUNK):
             sink.write(data)
             await sink.drain()
+            if bytes_per_second:  # a slow link: each chunk takes its time on the wire
+                await asyncio.sleep(len(data) / bytes_per_second)
     except (OSError, asyncio.IncompleteReadError):
         pass
     finally:
