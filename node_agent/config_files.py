@@ -8,6 +8,7 @@ agent catch up without applying a change twice.
 
 from __future__ import annotations
 
+import base64
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,3 +126,24 @@ class AppliedConfigs:
 
     def names(self, service: str) -> list[str]:
         return sorted(read_json(self._path(service)) or {})
+
+    # A file written but not yet verified: what it held before, kept until the change
+    # ends, so an agent killed in between can still verify it or put the old one back.
+
+    def _unverified_path(self, service: str, name: str) -> Path:
+        return self._dir / "unverified" / f"{service}.{name}.json"
+
+    def unverified(self, service: str, name: str) -> tuple[bytes | None, str | None] | None:
+        """What ``name`` held before a change that was written and never verified."""
+        kept = read_json(self._unverified_path(service, name))
+        if kept is None:
+            return None
+        data = base64.b64decode(kept["data"]) if kept["data"] is not None else None
+        return data, kept["sha256"]
+
+    def writing(self, service: str, name: str, data: bytes | None, sha256: str | None) -> None:
+        encoded = base64.b64encode(data).decode() if data is not None else None
+        write_json(self._unverified_path(service, name), {"data": encoded, "sha256": sha256})
+
+    def verified(self, service: str, name: str) -> None:
+        self._unverified_path(service, name).unlink(missing_ok=True)

@@ -261,16 +261,20 @@ class ConfigReloader:
         old_data = directory.read(change.name)
         old_sha = None if old_data is None else content_hash(old_data)
         new_sha = change.content.sha256 if change.content else None
-        if old_sha == new_sha:
+        unverified = self._sync.applied.unverified(spec.name, change.name)
+        if old_sha == new_sha and unverified is None:
             self._record(spec, change, new_sha)
             return await self._result(spec, OperationOutcome.DONE)
         await self._progress(spec, change, ConfigPhase.RELOADING, f"writing {change.name}")
+        if unverified is not None:  # written before the agent died, never verified
+            old_data, old_sha = unverified
         previous = _Previous(directory, change.name, old_data, old_sha)
         try:
             try:
                 ending = await self._carry_out(spec, change, previous, new_sha)
             except Exception as exc:  # noqa: BLE001 - whatever broke, the file goes back
                 ending = await self._after_fault(spec, previous, exc)
+            self._sync.applied.verified(spec.name, change.name)
         except asyncio.CancelledError:
             # The agent is stopping: nothing will verify the new file, so the previous one
             # goes back and the revision stays unhandled (tried again after the restart).
@@ -283,10 +287,12 @@ class ConfigReloader:
     async def _carry_out(
         self, spec: ServiceSpec, change: Change, previous: _Previous, new_sha: str | None
     ) -> _Ending:
+        self._sync.applied.writing(spec.name, change.name, previous.data, previous.sha256)
         try:
             previous.directory.put(
                 change.name, change.content.data if change.content else None, new_sha
             )
+            self._updater.failpoint("config_written")
         except ConfigFault as exc:
             detail = exc.message
             if not _holds_previous(previous):

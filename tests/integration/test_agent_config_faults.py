@@ -12,6 +12,7 @@ agent reaches Docker through.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -132,3 +133,42 @@ async def test_an_agent_stopped_while_verifying_puts_the_previous_file_back_and_
     assert "previous app.conf restored" in failed.detail, failed.detail
     assert on_disk.read_text() == "message=later\n"
     await wait_served(port, "later")
+
+
+@pytest.mark.parametrize(
+    ("text", "ending", "served_after"),
+    [
+        ("message=after\n", ConfigPhase.APPLIED, "after"),  # verified after the restart
+        ("message=after\nhealthy=false\n", ConfigPhase.ROLLED_BACK, "before"),  # proved bad
+    ],
+)
+async def test_an_agent_killed_after_writing_a_file_verifies_it_or_puts_the_old_one_back(
+    agent_process_factory: SpawnAgent,
+    local_stack: LocalStack,
+    tmp_path: Path,
+    text: str,
+    ending: ConfigPhase,
+    served_after: str,
+) -> None:
+    agent = await agent_process_factory(FLEET_FAILPOINT="config_written")
+    await wait_until_serving(agent.api, deadline_s=60)
+    store = await config_store(agent.api.client)
+    port = reserve_loopback_port()
+    await set_file(store, "message=before\n")
+    await apply_ok(agent.api, slow_to_verify(local_stack, port))  # written at start: no kill
+    on_disk = tmp_path / "process-agent0" / "config" / agent.container("web") / "app.conf"
+    async with EventRecorder(agent.api.client, subjects.EVENTS_WILDCARD) as events:
+        version = await set_file(store, text)
+        assert await agent.process.wait(timeout=60) == -signal.SIGKILL
+        assert on_disk.read_text() == text  # written, never reloaded nor verified
+
+        await agent.process.start(FLEET_FAILPOINT="never")
+        await events.wait_for(phase_of("web", ending, version), timeout=90)
+        # The change that the kill cut short gets its end: reloaded and verified now. (Its
+        # first config_reloading may have died in the killed agent's outbox.)
+        seen = phases(events, version)
+        assert seen[-2:] == [ConfigPhase.RELOADING, ending], seen
+        assert set(seen) == {ConfigPhase.RELOADING, ending}, seen
+    await wait_served(port, served_after)
+    expected_on_disk = text if ending is ConfigPhase.APPLIED else "message=before\n"
+    assert on_disk.read_text() == expected_on_disk
