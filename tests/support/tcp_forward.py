@@ -55,9 +55,7 @@ class _Forwarder:
             writer.close()
             return
         for source, sink in ((reader, upstream[1]), (upstream[0], writer)):
-            task = asyncio.create_task(
-                _pipe(source, sink, self.bytes_per_second), name="forward"
-            )
+            task = asyncio.create_task(_pipe(source, sink, self.bytes_per_second), name="forward")
             self._pipes.add(task)
             task.add_done_callback(self._pipes.discard)
 
