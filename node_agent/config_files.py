@@ -9,6 +9,7 @@ agent catch up without applying a change twice.
 from __future__ import annotations
 
 import base64
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,8 +143,15 @@ class AppliedConfigs:
         return data, kept["sha256"]
 
     def writing(self, service: str, name: str, data: bytes | None, sha256: str | None) -> None:
+        """Keep what ``name`` holds before it is replaced. Renamed into place but not
+        fsynced (like the seen-signatures log): it must survive the agent's own death,
+        and an fsync on the event loop would hold up the change's events on a slow disk."""
         encoded = base64.b64encode(data).decode() if data is not None else None
-        write_json(self._unverified_path(service, name), {"data": encoded, "sha256": sha256})
+        path = self._unverified_path(service, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.tmp")
+        temp.write_text(json.dumps({"data": encoded, "sha256": sha256}))
+        os.replace(temp, path)
 
     def verified(self, service: str, name: str) -> None:
         self._unverified_path(service, name).unlink(missing_ok=True)
