@@ -23,7 +23,7 @@ from datetime import datetime
 from nats.aio.client import Client
 
 from controller.subscribe import Delivered, FleetFeed
-from protocol.errors import FleetError
+from protocol.errors import FleetError, describe
 from protocol.models import ContainerMetrics, MetricsSample, utc_now
 
 log = logging.getLogger("fleetctl.metrics")
@@ -95,7 +95,7 @@ class MetricsReader:
             try:
                 await self._read()
             except Exception as exc:  # noqa: BLE001 - whatever it was, read again later
-                self._down(_describe(exc))
+                self._down(describe(exc))
                 await asyncio.sleep(self._delay)
                 self._delay = min(self._delay * 2, self._max_retry)
 
@@ -137,9 +137,3 @@ class MetricsReader:
         if self.view.feed_problem is not None:
             log.info("metrics feed read again (it was down: %s)", self.view.feed_problem)
             self.view.feed_problem = None
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, FleetError):
-        return exc.message
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

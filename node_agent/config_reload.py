@@ -42,7 +42,7 @@ from protocol.config_files import (
     parse_config_key,
     service_config_keys,
 )
-from protocol.errors import CommandRefused, FleetError, ProtocolError, RuntimeFault
+from protocol.errors import CommandRefused, FleetError, ProtocolError, RuntimeFault, describe
 from protocol.models import (
     ConfigCommand,
     ConfigPhase,
@@ -315,7 +315,7 @@ class ConfigReloader:
         try:
             restored = await self._reload_and_verify(spec)
         except Exception as exc:  # noqa: BLE001 - reported; the bad revision stays rejected
-            detail += f", but reloading it failed: {_message(exc)}"
+            detail += f", but reloading it failed: {describe(exc)}"
             return _Ending.failed(_code(exc), detail, bundle)
         if not restored.healthy:
             detail += f", but the service is still unhealthy: {restored.reason}"
@@ -331,12 +331,12 @@ class ConfigReloader:
         back and is reloaded if the engine lets us; the revision is not marked handled, so
         a restarted agent tries it again, and the applied record still names the old file.
         """
-        detail = f"{_message(exc)}; {_put_back(previous)}"
+        detail = f"{describe(exc)}; {_put_back(previous)}"
         if _holds_previous(previous):
             try:
                 restored = await self._reload_and_verify(spec)
             except Exception as again:  # noqa: BLE001 - reported with the first fault
-                detail += f", but reloading it failed: {_message(again)}"
+                detail += f", but reloading it failed: {describe(again)}"
             else:
                 if not restored.healthy:
                     detail += f", but the service is still unhealthy: {restored.reason}"
@@ -470,10 +470,6 @@ def _holds_previous(previous: _Previous) -> bool:
         return previous.directory.sha256(previous.name) == previous.sha256
     except ConfigFault:
         return False
-
-
-def _message(exc: Exception) -> str:
-    return exc.message if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
 
 
 def _code(exc: Exception) -> str:

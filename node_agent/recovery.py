@@ -16,7 +16,7 @@ from typing import Any
 
 from node_agent.service_locks import ServiceLocks
 from node_agent.updater import Emit, OperationResult, ServiceUpdater
-from protocol.errors import CommandRefused, FleetError
+from protocol.errors import CommandRefused, describe
 
 log = logging.getLogger("fleet-agent.recovery")
 
@@ -117,8 +117,7 @@ class Recovery:
         try:
             result = await self._updater.recover(entry, emit)
         except Exception as exc:  # noqa: BLE001 - the entry stays and is retried; the agent lives
-            text = exc.message if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
-            log.error("recovery of %s failed: %s (will retry)", service, text)
+            log.error("recovery of %s failed: %s (will retry)", service, describe(exc))
             return False
         await self._settled(op_id, service, result)
         return True

@@ -113,3 +113,10 @@ def summarise_invalid(exc: ValidationError) -> str:
     if more > 0:
         parts.append(f"and {more} more")
     return "; ".join(parts)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a person: our own message, or another error's type and text."""
+    if isinstance(exc, FleetError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
