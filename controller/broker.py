@@ -214,24 +214,33 @@ def _tail(path: Path, lines: int = 5) -> str:
         return "(no log)"
 
 
-async def start_cluster(
+def cluster_servers(
     binary: Path, work_dir: Path, size: int = 3, cluster_name: str = "fleet"
 ) -> list[NatsServer]:
-    """Start ``size`` JetStream servers routed to each other on loopback."""
+    """``size`` JetStream servers routed to each other on loopback, not started yet
+    (their client ports are chosen now, so their URLs are known before they start)."""
     if size < 1:
         raise BrokerError("a cluster needs at least one server")
     cluster_ports = [reserve_loopback_port() for _ in range(size)]
-    servers = [
+    return [
         NatsServer(
             binary=binary,
             work_dir=work_dir / f"n{i}",
             name=f"n{i}",
+            port=reserve_loopback_port(),
             cluster_name=cluster_name,
             cluster_port=cluster_ports[i],
             routes=[p for j, p in enumerate(cluster_ports) if j != i],
         )
         for i in range(size)
     ]
+
+
+async def start_cluster(
+    binary: Path, work_dir: Path, size: int = 3, cluster_name: str = "fleet"
+) -> list[NatsServer]:
+    """Start ``size`` JetStream servers routed to each other on loopback."""
+    servers = cluster_servers(binary, work_dir, size, cluster_name)
     try:
         # One at a time: each server retries its routes until its peers are up.
         for server in servers:

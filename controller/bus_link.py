@@ -142,3 +142,12 @@ class BusLink:
             self._log.error("NATS refused: %s", exc)
         else:
             self._log.debug("nats: %r", exc)
+
+
+def advertises_jetstream(nc: Client) -> bool:
+    """Whether the server the client is connected to said it runs JetStream (the
+    ``jetstream`` flag of its INFO; nats-py keeps INFO only in a private attribute).
+    A server that says so but does not answer is still starting; one that does not
+    may be a leaf node relaying to JetStream elsewhere, and is not waited for."""
+    info: dict[str, object] = getattr(nc, "_server_info", {})
+    return bool(info.get("jetstream"))

@@ -20,6 +20,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from controller.analysis import analyse, baseline_memory
+from controller.bus_link import advertises_jetstream
 from controller.commands import (
     apply_command,
     blue_green_command,
@@ -43,12 +44,13 @@ from controller.rollout import (
 )
 from controller.settings import ControllerSettings
 from controller.store import (
+    JETSTREAM_START_SECONDS,
     ControllerError,
     RolloutStore,
     ServiceStore,
     StaleRecord,
     Stored,
-    open_buckets,
+    open_buckets_when_ready,
 )
 from controller.transitions import (
     after_progress,
@@ -95,7 +97,10 @@ class Executor:
         """Claims seen without their rollout record, and when first seen so (monotonic)."""
 
     async def run(self, stop: asyncio.Event) -> None:
-        rollouts_kv, services_kv, hosts_kv = await open_buckets(self._js, self.settings.streams)
+        patience = JETSTREAM_START_SECONDS if advertises_jetstream(self._nc) else 0.0
+        rollouts_kv, services_kv, hosts_kv = await open_buckets_when_ready(
+            self._js, self.settings.streams, log.warning, patience
+        )
         self.rollouts = RolloutStore(rollouts_kv)
         self.services = ServiceStore(services_kv)
         self.inventory = Inventory(hosts_kv)

@@ -22,6 +22,7 @@ from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, Field
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception_type,
     stop_after_delay,
     wait_exponential,
@@ -44,6 +45,17 @@ FAILOVER_ERRORS = (
     nats.errors.NoRespondersError,
     nats.js.errors.ServiceUnavailableError,
 )
+JETSTREAM_STARTING = (
+    TimeoutError,
+    nats.errors.TimeoutError,
+    nats.js.errors.ServiceUnavailableError,
+    # A create that timed out is carried out once the leader is elected; until the new
+    # stream's own group is formed, it exists for a create and not for a read (seen).
+    nats.js.errors.NotFoundError,
+)
+JETSTREAM_START_SECONDS = 120.0
+"""How long a starting controller waits for its cluster's JetStream: nodes of a cluster
+booted together elect a leader within seconds; a supervisor restarts it after this."""
 CAS_ATTEMPTS = 20
 COMPRESS_ABOVE = 256 * 1024
 """A rollout record larger than this (about 700 hosts) is stored zlib-compressed, so a
@@ -107,13 +119,43 @@ async def open_buckets(
     As for the streams, only a caller that passes ``retention`` (the long-running
     controller) brings existing buckets to it.
     """
-    await ensure_streams(js, retention)
     buckets = fleet_buckets(retention or StreamRetention())
     bring = retention is not None
+    await ensure_streams(js, retention)
     rollouts = await open_bucket(js, buckets[subjects.ROLLOUTS_BUCKET], bring_existing=bring)
     services = await open_bucket(js, buckets[subjects.SERVICES_BUCKET], bring_existing=bring)
     hosts = await open_bucket(js, buckets[subjects.HOSTS_BUCKET], bring_existing=bring)
     return rollouts, services, hosts
+
+
+async def open_buckets_when_ready(
+    js: JetStreamContext,
+    retention: StreamRetention,
+    on_wait: Callable[[str], None],
+    patience: float = JETSTREAM_START_SECONDS,
+) -> tuple[KeyValue, KeyValue, KeyValue]:
+    """open_buckets for the long-running controller, which may start before its cluster
+    has elected a JetStream leader (all nodes booting at once): until then a request
+    times out or is refused as temporarily unavailable, so it waits up to ``patience``
+    seconds, telling ``on_wait`` once."""
+    waits = 0
+
+    def tell_once(_: RetryCallState) -> None:
+        nonlocal waits
+        waits += 1
+        if waits == 1:
+            on_wait("JetStream is not ready (a cluster still electing its leader?); waiting")
+
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(JETSTREAM_STARTING),
+        wait=wait_exponential(multiplier=0.25, max=2.0),
+        stop=stop_after_delay(patience),
+        before_sleep=tell_once,
+        reraise=True,
+    ):
+        with attempt:
+            return await open_buckets(js, retention)
+    raise AssertionError("unreachable: the retries return or raise")  # pragma: no cover
 
 
 async def open_bucket(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.broker import NatsServer, reserve_loopback_port
+from controller.broker import NatsServer, cluster_servers, reserve_loopback_port
 from tests.support.fleet import ControllerProcess
 from tests.support.terminal import Ran, run_piped
 
@@ -61,6 +61,7 @@ async def wait_for_line(controller: ControllerProcess, text: str, timeout: float
     deadline = time.monotonic() + timeout
     while text not in controller.log_text():
         assert time.monotonic() < deadline, f"no {text!r} in:\n{controller.log_text()}"
+        assert controller.running, f"exited before {text!r}:\n{controller.log_text()}"
         await asyncio.sleep(0.1)
 
 
@@ -172,6 +173,34 @@ async def test_controller_given_every_node_fails_over_when_its_node_is_killed(
     others = {f"reconnected to NATS at 127.0.0.1:{node.port}" for node in nodes[1:]}
     assert any(line in log for line in others), log
     assert log.count("disconnected from NATS; reconnecting") == 1, log
+    assert not [trace for trace in LIBRARY_TRACES if trace in log], log
+
+
+async def test_controller_started_before_its_cluster_has_a_leader_waits_and_then_leads(
+    nats_server_binary: Path, tmp_path: Path
+) -> None:
+    """All nodes booting at once: one node alone cannot elect a JetStream leader, so
+    every JetStream request times out until its peers join. The controller waits (one
+    line), not exits; once the peers are up, it creates the fleet's state and leads."""
+    nodes = cluster_servers(nats_server_binary, tmp_path / "cluster")
+    replicated = {"FLEET_STREAMS": json.dumps({"replicas": 3})}
+    urls = ",".join(node.url for node in nodes)
+    controller = ControllerProcess(urls, tmp_path / "controller.log", "c-early", replicated)
+    try:
+        await nodes[0].start()
+        await controller.start()
+        await wait_for_line(controller, "JetStream is not ready")
+        assert controller.process is not None
+        assert controller.process.returncode is None, controller.log_text()
+        for node in nodes[1:]:
+            await node.start()
+        await wait_for_line(controller, "controller c-early is the leader", timeout=120)
+    finally:
+        await controller.stop()
+        for node in nodes:
+            await node.stop()
+    log = controller.log_text()
+    assert log.count("JetStream is not ready") == 1, log
     assert not [trace for trace in LIBRARY_TRACES if trace in log], log
 
 

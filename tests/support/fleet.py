@@ -113,6 +113,10 @@ class ControllerProcess:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
 
 @dataclass
 class CommandResult:
