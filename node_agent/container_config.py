@@ -3,8 +3,8 @@
 Like watchtower, the old container's ``inspect`` minus the old image's own defaults is
 what the operator chose; that is kept, the new image supplies its defaults, and the
 spec's explicit settings go on top. HostConfig (mounts, limits, restart policy, network,
-ulimits, log driver, restart policy, network mode...) carries over whole, except what
-the policies vet: privileged, capabilities and host namespaces are always the spec's.
+ulimits, log driver, restart policy, network mode, capabilities...) carries over whole,
+except privileged mode and host namespaces, which are always the spec's.
 Pure: dicts in, dicts out.
 """
 
@@ -116,8 +116,10 @@ def _apply_spec(config: Config, host_config: Config, spec: ServiceSpec, agent_id
     if settings.network_mode is not None or not host_config.get("NetworkMode"):
         host_config["NetworkMode"] = settings.network_mode or NEW_NETWORK_MODE
     host_config["Privileged"] = settings.privileged
-    host_config["CapAdd"] = list(settings.cap_add) or None
-    host_config["CapDrop"] = list(settings.cap_drop) or None
+    if settings.cap_add is not None:
+        host_config["CapAdd"] = list(settings.cap_add) or None
+    if settings.cap_drop is not None:
+        host_config["CapDrop"] = list(settings.cap_drop) or None
     host_config["PidMode"] = "host" if settings.host_pid else ""
     if settings.host_ipc:
         host_config["IpcMode"] = "host"

@@ -73,12 +73,14 @@ class ContainerSettings(FrozenModel):
     network_mode: Literal["host", "none"] | None = None
     """No bridge networks from Fleetwave: containers share the host's network or have
     none. None keeps the container's own; a service's first container gets host."""
-    # Security settings are always what the spec says, never carried over from the old
-    # container: a copy started privileged by hand must not stay so after an update,
-    # since the policies vetted the spec.
+    # Privileged mode and host namespaces are always what the spec says, never carried
+    # over from the old container: a copy started privileged by hand must not stay so
+    # after an update, since the policies vetted the spec.
     privileged: bool = False
-    cap_add: tuple[Capability, ...] = ()
-    cap_drop: tuple[Capability, ...] = ()
+    cap_add: tuple[Capability, ...] | None = None
+    """None keeps the container's own (none for a first container); () removes them."""
+    cap_drop: tuple[Capability, ...] | None = None
+    """None keeps the container's own (none for a first container); () removes them."""
     host_pid: bool = False
     """Share the host's PID namespace."""
     host_ipc: bool = False
