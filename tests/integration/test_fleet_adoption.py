@@ -147,4 +147,3 @@ async def test_a_container_made_by_hand_keeps_every_setting_through_takeover_and
     assert "GREETING=adopted" in env
     assert "DEMO_VERSION=1.1.0" in env
     assert updated["Config"]["Labels"]["org.opencontainers.image.version"] == "1.1.0"
-
