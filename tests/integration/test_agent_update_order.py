@@ -4,6 +4,7 @@ the new one is healthy, and a restore brings back that same container."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -93,8 +94,9 @@ async def test_while_the_new_container_probes_the_old_one_still_exists_as_the_or
         assert aside is not None
         assert aside["Id"] == old_id
         assert not aside["State"]["Running"]
-        assert seen[main] is not None
-        assert seen[main]["Id"] != old_id
+        replacement = seen[main]
+        assert replacement is not None
+        assert replacement["Id"] != old_id
         assert phases.index(UpdatePhase.STOPPING_OLD) < phases.index(UpdatePhase.STARTING_NEW)
     else:  # still serving, the new copy running beside it
         serving, candidate = seen[main], seen[f"{main}--next"]
@@ -149,6 +151,7 @@ async def test_a_stubborn_old_container_is_killed_with_137_after_its_grace_perio
     await apply_ok(agent, stubborn)
     main = agent.agent.updater.main_name("web")
     slow = demo_spec(local_stack.demo_image("3.0.2-slow"), port, grace=1, deadline=30)
+    since = int(time.time()) - 1
 
     reply, seen, _ = await engine_while_probing(agent, docker_client, slow)
 
@@ -157,3 +160,20 @@ async def test_a_stubborn_old_container_is_killed_with_137_after_its_grace_perio
     assert aside is not None
     assert aside["Config"]["Labels"]["io.fleetwave.image"].endswith("3.0.3-stubborn")
     assert aside["State"]["ExitCode"] == 137  # it ignored SIGTERM and was killed
+    # The engine's own record: SIGTERM first, SIGKILL only after the 1 s grace period.
+    kills = await asyncio.to_thread(signals_sent, docker_client, aside["Id"], since)
+    assert [signal for signal, _ in kills] == ["15", "9"], kills
+    assert kills[1][1] - kills[0][1] >= 1_000_000_000, kills
+
+
+def signals_sent(
+    docker_client: docker.DockerClient, container_id: str, since: int
+) -> list[tuple[str, int]]:
+    """Each signal the engine sent the container (its `kill` events), with when (ns)."""
+    events = docker_client.events(
+        since=since,
+        until=int(time.time()) + 1,
+        filters={"container": container_id, "event": "kill"},
+        decode=True,
+    )
+    return [(event["Actor"]["Attributes"]["signal"], event["timeNano"]) for event in events]
