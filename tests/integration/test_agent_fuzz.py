@@ -19,7 +19,15 @@ from controller.broker import reserve_loopback_port
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.errors import ProtocolError
-from protocol.models import Command, ErrorReply, InspectReply, utc_now
+from protocol.models import (
+    ApplyCommand,
+    Command,
+    ErrorReply,
+    InspectReply,
+    OperationReply,
+    Reply,
+    utc_now,
+)
 from protocol.signing import CommandSigner, generate_key
 from tests.conftest import SpawnedAgent
 from tests.support.agent import demo_spec, wait_until_serving
@@ -112,6 +120,8 @@ class Fuzzer:
         self.signer = signer
         self.spec = demo_spec("127.0.0.1:5000/demo/web:1.0.0", reserve_loopback_port())
         self.replayable = encode(signer.sign(agent.api.inspect("web")))
+        self.deployed: ApplyCommand | None = None
+        """The Apply that deployed the service: its id, sent again with other content."""
         self.kinds: Counter[str] = Counter()
 
     def real_command(self) -> Command:
@@ -137,10 +147,12 @@ class Fuzzer:
                 "expired",
                 "replayed",
                 "foreign_key",
+                "duplicate_id",
             )
         )
         self.kinds[kind] += 1
-        return getattr(self, kind)()
+        made: Callable[[], bytes] = getattr(self, kind)
+        return made()
 
     def random_bytes(self) -> bytes:
         return self.rng.randbytes(self.rng.choice((0, 1, 7, 100, 5000)))
@@ -173,6 +185,15 @@ class Fuzzer:
     def foreign_key(self) -> bytes:
         return encode(CommandSigner(generate_key()[0]).sign(self.real_command()))
 
+    def duplicate_id(self) -> bytes:
+        """The deploying Apply's id on a new, validly signed command for another image
+        (a new signature, so not a replay): it must get the recorded outcome, run nothing."""
+        assert self.deployed is not None
+        other = self.spec.model_copy(update={"image": "127.0.0.1:5000/demo/web:1.1.0"})
+        expires = utc_now() + timedelta(seconds=self.rng.randrange(60, 3600))
+        again = self.deployed.model_copy(update={"service": other, "expires_at": expires})
+        return encode(self.signer.sign(again))
+
 
 async def test_twenty_thousand_random_and_mutated_commands_are_each_answered_safely(
     agent_process_factory: SpawnAgent,
@@ -186,8 +207,9 @@ async def test_twenty_thousand_random_and_mutated_commands_are_each_answered_saf
     await wait_until_serving(agent.api)
     fuzzer = Fuzzer(random.Random(SEED), agent, signer)
     fuzzer.spec = demo_spec(local_stack.demo_image("1.0.0"), reserve_loopback_port())
-    deployed = await agent.api.request(signer.sign(agent.api.apply(fuzzer.spec)))
-    assert not isinstance(deployed, ErrorReply), deployed
+    fuzzer.deployed = signer.sign(agent.api.apply(fuzzer.spec))
+    deployed = await agent.api.request(fuzzer.deployed)
+    assert isinstance(deployed, OperationReply), deployed
     first = await agent.api.request_raw(fuzzer.replayable)
     assert isinstance(first, InspectReply), first  # from now on, a replay
     main = f"t{test_id}-p0-web"
@@ -206,16 +228,22 @@ async def test_twenty_thousand_random_and_mutated_commands_are_each_answered_saf
                 message = decode(reply.data)
             except ProtocolError as exc:
                 raise AssertionError(f"the agent sent an undecodable reply: {exc}") from exc
+            if isinstance(message, Reply) and message.in_reply_to == fuzzer.deployed.id:
+                # The recorded outcome, nothing run (a refusal would fail here too).
+                assert message == deployed, message
+                codes["recorded outcome"] += 1
+                continue
             assert isinstance(message, ErrorReply), message
             codes[message.code] += 1
 
     assert sum(codes.values()) == MESSAGES  # every request got its reply
-    assert set(codes) <= TYPED_CODES, codes
+    assert set(codes) <= TYPED_CODES | {"recorded outcome"}, codes
     assert min(fuzzer.kinds.values()) > MESSAGES // 16, fuzzer.kinds  # every kind was sent
     for reached in ("invalid_message", "malformed_payload", "unknown_kind", "bad_signature"):
         assert codes[reached] > 100, codes  # the mutations reached the checks past decoding
     assert codes["replayed"] > 1000, codes
     assert codes["expired"] > 1000, codes
+    assert codes["recorded outcome"] > 1000, codes
     after = docker_client.containers.get(main).attrs
     assert after["Id"] == before["Id"]
     assert after["State"]["StartedAt"] == before["State"]["StartedAt"]
