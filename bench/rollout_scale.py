@@ -224,7 +224,7 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
         deadline = started + args.timeout
         while time.monotonic() < deadline:
             try:
-                entry = await watcher.updates(timeout=deadline - time.monotonic())
+                entry = await watcher.updates(timeout=deadline - time.monotonic())  # type: ignore[no-untyped-call]  # nats-py: KeyWatcher is unannotated
             except TimeoutError:
                 break
             if entry is None or not entry.value:
@@ -237,7 +237,7 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
         wall = time.monotonic() - started
         cpu_after = watched.cpu_times()
         rss = peak_rss(controller.pid)
-        await watcher.stop()
+        await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py: KeyWatcher is unannotated
         stop.set()
         await beating
         if final is None:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nats
+from nats.aio.msg import Msg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -90,7 +91,7 @@ async def one_pass(url: str, args: argparse.Namespace, decoding: bool) -> tuple[
     first = last = 0.0
     done = asyncio.Event()
 
-    async def on_message(msg: nats.aio.msg.Msg) -> None:
+    async def on_message(msg: Msg) -> None:
         nonlocal received, bad, first, last
         if decoding:
             try:
@@ -146,7 +147,7 @@ async def log_latency(url: str, rounds: int = 200) -> list[float]:
     js = nc.jetstream(timeout=5)
     arrived: asyncio.Queue[float] = asyncio.Queue()
 
-    async def on_message(_: nats.aio.msg.Msg) -> None:
+    async def on_message(_: Msg) -> None:
         arrived.put_nowait(time.perf_counter())
 
     await nc.subscribe(subjects.log_subject("edge-lat", "web"), cb=on_message)

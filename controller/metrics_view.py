@@ -109,7 +109,7 @@ class MetricsReader:
                     self.view.add(delivered.message)
                 self._up()
         finally:
-            await feed.aclose()  # type: ignore[attr-defined]  # an async generator
+            await feed.aclose()
 
     async def _next(self, feed: AsyncIterator[Delivered]) -> Delivered:
         """The next delivery. A reading that went ``settle`` seconds without failing is

@@ -13,7 +13,7 @@ same way.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,7 +72,7 @@ class FleetFeed:
         follow: bool = False,
         ack_wait: float = 30.0,
         batch: int = 100,
-    ) -> AsyncIterator[Delivered]:
+    ) -> AsyncGenerator[Delivered, None]:
         subject = subjects.host_events_wildcard(host) if host else subjects.EVENTS_WILDCARD
 
         def keep(message: AnyMessage) -> bool:
@@ -100,7 +100,7 @@ class FleetFeed:
         start_sequence: int | None = None,
         follow: bool = False,
         batch: int = 200,
-    ) -> AsyncIterator[Delivered]:
+    ) -> AsyncGenerator[Delivered, None]:
         """The log batches of ``service`` (on one host, or all), oldest first."""
         subject = (
             subjects.log_subject(host, service) if host else subjects.service_logs_wildcard(service)
@@ -124,7 +124,7 @@ class FleetFeed:
         latest: bool = False,
         follow: bool = False,
         batch: int = 200,
-    ) -> AsyncIterator[Delivered]:
+    ) -> AsyncGenerator[Delivered, None]:
         """Metrics samples; ``latest`` starts from each host's newest one."""
         subject = subjects.metrics_subject(host) if host else subjects.METRICS_WILDCARD
         async for delivered in self.read(
@@ -151,7 +151,7 @@ class FleetFeed:
         follow: bool = False,
         ack_wait: float = 30.0,
         batch: int = 100,
-    ) -> AsyncIterator[Delivered]:
+    ) -> AsyncGenerator[Delivered, None]:
         """Any fleet stream, filtered by ``subject`` and then by ``keep``."""
         config = ConsumerConfig(
             ack_policy=AckPolicy.EXPLICIT if durable else AckPolicy.NONE,

@@ -32,17 +32,18 @@ async def test_an_update_keeps_volume_data_env_ports_limits_and_restart_policy(
 ) -> None:
     agent = await agent_factory()
     port = reserve_loopback_port()
-    settings = {
-        "volume": f"t{test_id}-data",
-        "env": {"GREETING": "hello"},
-        "ports": (PortMapping(container_port=port),),
-    }
-    await apply_ok(agent, demo_spec(local_stack.demo_image("1.0.0"), port, **settings))
+    volume = f"t{test_id}-data"
+    env = {"GREETING": "hello"}
+    ports = (PortMapping(container_port=port),)
+    await apply_ok(
+        agent,
+        demo_spec(local_stack.demo_image("1.0.0"), port, volume=volume, env=env, ports=ports),
+    )
     assert await answers(port, "/version") == "1.0.0"
     name = f"t{test_id}-0-web"
     before = docker_client.containers.get(name).attrs
 
-    new_spec = demo_spec(local_stack.demo_image("1.1.0"), port, **settings)
+    new_spec = demo_spec(local_stack.demo_image("1.1.0"), port, volume=volume, env=env, ports=ports)
     prepared = await agent.request(agent.prepare(new_spec))
     assert isinstance(prepared, PrepareReply)
     assert prepared.ready, prepared.reasons

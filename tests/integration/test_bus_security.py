@@ -19,6 +19,7 @@ import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from controller.broker import NatsServer, find_nats_server_binary, reserve_loopback_port
 from protocol import subjects
@@ -170,7 +171,7 @@ async def test_a_hosts_certificate_cannot_read_another_hosts_commands_nor_send_a
     try:
         received_by_b: list[bytes] = []
 
-        async def on_b(msg: nats.aio.msg.Msg) -> None:
+        async def on_b(msg: Msg) -> None:
             received_by_b.append(msg.data)
 
         await host_b.subscribe(subjects.command_subject(b), cb=on_b)

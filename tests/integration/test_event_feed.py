@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 
@@ -48,10 +49,10 @@ async def publish_progress(
 
 
 @pytest.fixture
-async def client(nats_server: NatsServer) -> Client:
+async def client(nats_server: NatsServer) -> AsyncIterator[Client]:
     connection = await nats.connect(nats_server.url, connect_timeout=5)
     await ensure_streams(connection.jetstream(timeout=5), StreamRetention())
-    yield connection  # type: ignore[misc]
+    yield connection
     await connection.close()
 
 

@@ -41,7 +41,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[list[NatsServer]]:
         await asyncio.gather(*(server.stop() for server in servers))
 
 
-async def replicas_and_leader(client: Client, stream: str) -> tuple[int, str | None]:
+async def replicas_and_leader(client: Client, stream: str) -> tuple[int | None, str | None]:
     info = await client.jetstream(timeout=5).stream_info(stream)
     leader = info.cluster.leader if info.cluster is not None else None
     return info.config.num_replicas, leader
@@ -56,7 +56,7 @@ async def wait_until_current(client: Client, stream: str, peers: int) -> None:
             await asyncio.sleep(0.2)
             continue
         replicas = (info.cluster.replicas or []) if info.cluster else []
-        if info.cluster and info.cluster.leader and sum(r.current for r in replicas) >= peers:
+        if info.cluster and info.cluster.leader and sum(bool(r.current) for r in replicas) >= peers:
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"{stream} never had a leader and {peers} current peers")

@@ -18,7 +18,7 @@ import pytest
 
 from controller.broker import NatsServer, cluster_servers, reserve_loopback_port
 from tests.support.fleet import ControllerProcess
-from tests.support.terminal import Ran, run_piped
+from tests.support.terminal import Ran, run_piped_with
 
 pytestmark = pytest.mark.integration
 ClusterFactory = Callable[[int], Awaitable[list[NatsServer]]]
@@ -54,7 +54,7 @@ async def hanging_up(port: int = 0) -> AsyncIterator[HangUp]:
 
 
 async def fleetctl(*args: str, **settings: str) -> Ran:
-    return await asyncio.to_thread(run_piped, *args, **settings)
+    return await asyncio.to_thread(run_piped_with, args, settings)
 
 
 async def wait_for_line(controller: ControllerProcess, text: str, timeout: float = 60) -> None:

@@ -17,7 +17,7 @@ from controller.broker import NatsServer
 from tests.support.agent import AgentHandle
 from tests.support.fleet import fleet_spec
 from tests.support.stack import LocalStack
-from tests.support.terminal import Ran, run_in_terminal, run_piped
+from tests.support.terminal import Ran, run_in_terminal, run_piped_with
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]
@@ -27,7 +27,7 @@ LONG_TAG = "1.0.0-rc.1-build.20240101.abcdef"
 
 
 async def fleetctl_piped(url: str, *args: str, **settings: str) -> Ran:
-    return await asyncio.to_thread(run_piped, *args, FLEET_NATS_URL=url, **settings)
+    return await asyncio.to_thread(run_piped_with, args, {"FLEET_NATS_URL": url, **settings})
 
 
 async def fleetctl_on_terminal(url: str, *args: str) -> Ran:

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.broker import NatsServer, reserve_loopback_port
 from protocol import subjects
-from protocol.models import LogBatch, MetricsSample
+from protocol.models import AnyMessage, LogBatch, MetricsSample
 from tests.support.agent import AgentHandle, apply_ok, demo_spec
 from tests.support.events import EventRecorder
 from tests.support.fleet import fleetctl, fleetctl_running
@@ -22,6 +22,11 @@ from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]
+
+
+def logs_of(host: str) -> Callable[[AnyMessage], bool]:
+    """Matches a log batch shipped by ``host``."""
+    return lambda m: isinstance(m, LogBatch) and m.host == host
 
 
 async def read_until(process: asyncio.subprocess.Process, text: str, seen: list[str]) -> None:
@@ -66,7 +71,7 @@ async def test_a_late_reader_replays_from_since_and_tail_keeps_the_newest_lines(
             reply = await apply_ok(
                 agent, demo_spec(local_stack.demo_image("1.0.0"), reserve_loopback_port())
             )
-            await logs.wait_for(lambda m, h=agent.host: isinstance(m, LogBatch) and m.host == h)
+            await logs.wait_for(logs_of(agent.host))
         between = datetime.now(UTC)
         await asyncio.sleep(0.1)
         container = docker_client.containers.get(reply.status.container_id or "")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import nats
 import pytest
@@ -11,6 +13,8 @@ from nats.js.api import KeyValueConfig
 from controller.broker import NatsServer
 from protocol.subjects import HOSTS_BUCKET
 from tests.conftest import ClusterFactory
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +108,9 @@ async def test_a_three_node_cluster_keeps_replicated_kv_readable_when_one_node_d
         await client.close()
 
 
-async def _retry_until_cluster_ready(make_call, attempts: int = 50):  # type: ignore[no-untyped-def]
+async def _retry_until_cluster_ready(
+    make_call: Callable[[], Awaitable[T]], attempts: int = 50
+) -> T:
     """JetStream answers 'no suitable peers' or times out until the meta leader is elected."""
     for attempt in range(attempts):
         try:

@@ -89,6 +89,7 @@ async def bus_contents(fleet: LocalFleet) -> list[bytes]:
                 message = await js.get_msg(name, sequence)
             except nats.js.errors.NotFoundError:
                 continue  # deleted or superseded
+            assert message.subject is not None
             found.append(message.subject.encode() + b" " + (message.data or b""))
     return found
 
@@ -137,7 +138,7 @@ async def test_no_registry_password_or_private_key_appears_in_any_output(
 
     # The error objects themselves, as a traceback would show them.
     with pytest.raises(ValidationError) as invalid:
-        AgentSettings(registry_credentials=json.loads(broken))  # type: ignore[arg-type]
+        AgentSettings(registry_credentials=json.loads(broken))
     credential = RegistryCredential(username=user, password=fleet.stack.auth_password)
     signer = CommandSigner(secrets["signing key"])
     settings = AgentSettings(registry_credentials={registry: credential})

@@ -10,6 +10,7 @@ import re
 import struct
 import subprocess
 import termios
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tests.support.fleet import fleetctl_executable
@@ -45,6 +46,14 @@ def clean_env(**settings: str) -> dict[str, str]:
 
 def run_piped(*args: str, columns: int = 80, timeout: float = 60, **settings: str) -> Ran:
     """fleetctl with stdout and stderr to pipes, ``COLUMNS`` set as a shell would."""
+    return run_piped_with(args, settings, columns=columns, timeout=timeout)
+
+
+def run_piped_with(
+    args: Sequence[str], settings: Mapping[str, str], *, columns: int = 80, timeout: float = 60
+) -> Ran:
+    """``run_piped`` with the environment settings as a mapping, for a caller that builds
+    them (a ``**dict`` would also match ``columns`` and ``timeout``, which are not str)."""
     result = subprocess.run(
         [fleetctl_executable(), *args],
         env=clean_env(COLUMNS=str(columns), **settings),

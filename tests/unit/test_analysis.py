@@ -49,7 +49,7 @@ def sample(
                 cpu_percent=1.0,
                 memory_bytes=memory,
                 restart_count=restarts,
-                **extra,  # type: ignore[arg-type]
+                **extra,
             ),
         ),
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from controller.broker import reserve_loopback_port
-from tests.support.terminal import Ran, run_piped
+from tests.support.terminal import Ran, run_piped, run_piped_with
 
 # The README's exit codes.
 INVALID = 2
@@ -146,7 +146,7 @@ def test_an_invalid_input_is_at_most_two_plain_lines_naming_it_with_exit_2(
 ) -> None:
     dead = f"nats://127.0.0.1:{reserve_loopback_port()}"
     args = [str(bad_spec) if arg == SPEC else arg for arg in case.args]
-    ran = run_piped(*args, **{"FLEET_NATS_URL": dead, **case.env})
+    ran = run_piped_with(args, {"FLEET_NATS_URL": dead, **case.env})
     assert ran.code == INVALID, ran
     assert_short_and_plain(ran, case.names)
 

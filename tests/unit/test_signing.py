@@ -22,7 +22,7 @@ def command(**changes: object) -> RollbackCommand:
         "service": "web",
         **changes,
     }
-    return RollbackCommand(**fields)  # type: ignore[arg-type]
+    return RollbackCommand(**fields)
 
 
 def rejection(verifier: CommandVerifier, signed: RollbackCommand) -> str:

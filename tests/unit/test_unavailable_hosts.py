@@ -35,7 +35,7 @@ def rollout(hosts: dict[str, HostRecord], **spec: object) -> RolloutRecord:
         id="web-r2",
         service="web",
         revision=2,
-        spec=RolloutSpec(**spec),  # type: ignore[arg-type]
+        spec=RolloutSpec(**spec),
         target=ServiceSpec(name="web", image="127.0.0.1:5000/demo/web:1.1.0"),
         previous=ServiceSpec(name="web", image="127.0.0.1:5000/demo/web:1.0.0"),
         hosts=hosts,
