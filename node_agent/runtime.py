@@ -248,13 +248,21 @@ class DockerRuntime:
         return self._own_starts.pop(container_id, False) is None
 
     async def stop(self, container: str, grace_period: float) -> None:
-        """SIGTERM (or the image's stop signal), then SIGKILL after ``grace_period``."""
+        """SIGTERM (or the image's stop signal), then SIGKILL after ``grace_period``.
+
+        A stop whose answer never came but which the engine carried out is a stop: the
+        container is read back, and only one still running makes it a fault."""
         grace = max(0, round(grace_period))
-        await self._call(
-            f"stop {container}",
-            lambda: self._api.stop(container, timeout=grace),
-            timeout=self._timeout + grace,
-        )
+        try:
+            await self._call(
+                f"stop {container}",
+                lambda: self._api.stop(container, timeout=grace),
+                timeout=self._timeout + grace,
+            )
+        except RuntimeFault:
+            info = await self.inspect_container(container)
+            if info is None or (info.get("State") or {}).get("Running", True):
+                raise
 
     async def restart(self, container: str, grace_period: float) -> None:
         grace = max(0, round(grace_period))
