@@ -450,7 +450,7 @@ class Agent:
         if message.id in self._running_ids:
             return self._error(message.id, "in_progress", f"command {message.id} is still running")
         if self.seen is not None and message.signature is not None:
-            self.seen.remember(message.signature, message.expires_at)
+            await self.seen.remember(message.signature, message.expires_at)
         self._running_ids.add(message.id)
         try:
             reply = await self._run(message)

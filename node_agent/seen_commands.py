@@ -7,10 +7,12 @@ signature is new and it gets the recorded outcome instead.
 
 Lines are appended and flushed, not fsynced: they survive the agent's own crash or
 SIGKILL (the kernel has them), not a power loss within the kernel's writeback window.
+The compacting rewrite (fsynced) runs in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +32,8 @@ class SeenSignatures:
         self._compact()
         self._file: TextIO = path.open("a", encoding="ascii")
         self._appended = 0
+        self._rewriting: list[str] | None = None
+        """While a compaction rewrites the file: the lines appended since it began."""
 
     def _load(self) -> None:
         try:
@@ -53,17 +57,35 @@ class SeenSignatures:
         expiry = self._expiry.get(signature.hex())
         return expiry is not None and expiry > time.time()
 
-    def remember(self, signature: bytes, expires_at: datetime) -> None:
+    async def remember(self, signature: bytes, expires_at: datetime) -> None:
         key, expiry = signature.hex(), expires_at.timestamp()
         self._expiry[key] = expiry
-        self._file.write(f"{expiry} {key}\n")
+        line = f"{expiry} {key}\n"
+        self._file.write(line)
         self._file.flush()
+        if self._rewriting is not None:
+            self._rewriting.append(line)
+            return
         self._appended += 1
         if self._appended >= COMPACT_EVERY:
+            await self._compact_in_thread()
+
+    async def _compact_in_thread(self) -> None:
+        """The rewrite (and its fsyncs) off the event loop. Lines appended meanwhile go
+        to the old file, which the rewrite replaces: they are written again after it."""
+        self._rewriting = []
+        self._appended = 0
+        now = time.time()
+        self._expiry = {s: e for s, e in self._expiry.items() if e > now}
+        text = "".join(f"{e} {s}\n" for s, e in self._expiry.items())
+        try:
+            await asyncio.to_thread(write_atomically, self._path, text.encode("ascii"))
+        finally:
             self._file.close()
-            self._compact()
             self._file = self._path.open("a", encoding="ascii")
-            self._appended = 0
+            self._file.writelines(self._rewriting)
+            self._file.flush()
+            self._rewriting = None
 
     def close(self) -> None:
         self._file.close()

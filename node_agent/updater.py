@@ -257,7 +257,8 @@ class ServiceUpdater:
         # Like an init container: the config files are in place before anything stops.
         container_spec = await self.config.sync_for_start(spec)
         old_image = await self.runtime.inspect_image(old["Image"]) if old else None
-        self.journal.begin(
+        await asyncio.to_thread(
+            self.journal.begin,
             spec.name,
             {
                 "operation_id": operation_id,
@@ -332,7 +333,8 @@ class ServiceUpdater:
         return wanted
 
     async def _phase(self, op: Operation, phase: UpdatePhase, detail: str = "") -> None:
-        self.journal.record(op.spec.name, phase)
+        # fsynced: in a worker thread, so other services' work goes on meanwhile
+        await asyncio.to_thread(self.journal.record, op.spec.name, phase)
         op.mark(phase.value)
         await op.emit(phase, detail)
         self.failpoint(phase.value)
