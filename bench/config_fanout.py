@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controller.broker import NatsServer, find_nats_server_binary, reserve_loopback_port
-from controller.config_store import open_config_store
+from controller.state.config_store import open_config_store
 from protocol import subjects
 from protocol.codec import decode
 from protocol.config_files import ConfigContent, service_config_keys

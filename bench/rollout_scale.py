@@ -42,9 +42,9 @@ from nats.js.kv import KeyValue
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controller.broker import NatsServer, find_nats_server_binary
-from controller.intents import Fleet
-from controller.rollout import TERMINAL, RolloutSpec, resolve_amount
-from controller.store import decode_record
+from controller.rollouts.model import TERMINAL, RolloutSpec, resolve_amount
+from controller.state.intents import Fleet
+from controller.state.store import decode_record
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.models import (

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.codec import metrics_sample
 from controller.broker import NatsServer, find_nats_server_binary
-from controller.store import ensure_streams
-from controller.subscribe import FleetFeed
+from controller.state.store import ensure_streams
+from controller.streams.feed import FleetFeed
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.models import LogBatch, LogEntry

@@ -15,9 +15,9 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
-from controller.policy_gate import load_policies
-from controller.scan_gate import Scanner, Severity
-from controller.vetting import Vetter
+from controller.gates.policy import load_policies
+from controller.gates.scan import Scanner, Severity
+from controller.gates.vetting import Vetter
 from fleet_registry.settings import RegistrySettings
 from protocol.errors import MAX_ERRORS_IN_MESSAGE, ConfigurationError
 from protocol.signing import CommandSigner
@@ -60,7 +60,7 @@ class ControllerSettings(BaseSettings, BusClientSettings, RegistrySettings):
     """The controller's Ed25519 key (base64 seed, `fleetctl keys generate`): every command
     is signed with it. Agents that trust its public key refuse anything else."""
 
-    # Image trust (checked by `fleetctl rollout start`, see controller/vetting.py), with
+    # Image trust (checked by `fleetctl rollout start`, see controller/gates/vetting.py), with
     # the registry settings of RegistrySettings:
     pin_digests: bool = True
     """Resolve the tag to its digest before a rollout; hosts pull exactly that."""

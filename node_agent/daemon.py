@@ -27,25 +27,25 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
-from node_agent.blue_green import BlueGreenUpdater, ColourSpecs
-from node_agent.config_files import AppliedConfigs
-from node_agent.config_reload import ConfigReloader
-from node_agent.config_sync import ConfigSync
-from node_agent.engine_events import EngineEventFollower
+from node_agent.config.files import AppliedConfigs
+from node_agent.config.sync import ConfigSync
 from node_agent.housekeeping import Housekeeping
-from node_agent.journal import Journal
-from node_agent.log_shipper import LogShipper, LogShipping
-from node_agent.metrics import MetricsPublisher
-from node_agent.outcomes import OutcomeStore
 from node_agent.recent_replies import RecentReplies
-from node_agent.recovery import Recovery
 from node_agent.runtime import DockerRuntime
 from node_agent.seen_commands import SeenSignatures
-from node_agent.service_locks import ServiceLocks
-from node_agent.service_store import ServiceStore
 from node_agent.settings import AgentSettings, reloaded
-from node_agent.telemetry import Outbox, Outgoing
-from node_agent.updater import Emit, OperationResult, ServiceUpdater
+from node_agent.telemetry.engine_events import EngineEventFollower
+from node_agent.telemetry.log_shipper import LogShipper, LogShipping
+from node_agent.telemetry.metrics import MetricsPublisher
+from node_agent.telemetry.outbox import Outbox, Outgoing
+from node_agent.update.blue_green import BlueGreenUpdater, ColourSpecs
+from node_agent.update.config_reload import ConfigReloader
+from node_agent.update.journal import Journal
+from node_agent.update.outcomes import OutcomeStore
+from node_agent.update.recovery import Recovery
+from node_agent.update.service_locks import ServiceLocks
+from node_agent.update.service_store import ServiceStore
+from node_agent.update.updater import Emit, OperationResult, ServiceUpdater
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.errors import AgentError, BrokerError, CommandRefused, ProtocolError, RuntimeFault

@@ -12,8 +12,8 @@ import logging
 from contextlib import suppress
 from pathlib import Path
 
-from node_agent.journal import Journal
-from node_agent.outcomes import OutcomeStore
+from node_agent.update.journal import Journal
+from node_agent.update.outcomes import OutcomeStore
 
 log = logging.getLogger("fleet-agent.housekeeping")
 

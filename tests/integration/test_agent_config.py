@@ -17,7 +17,7 @@ import pytest
 from nats.aio.client import Client
 
 from controller.broker import NatsServer, reserve_loopback_port
-from controller.config_store import ConfigStore, open_config_store
+from controller.state.config_store import ConfigStore, open_config_store
 from protocol import subjects
 from protocol.config_files import ConfigContent, config_key
 from protocol.models import (

@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from controller.broker import NatsServer, reserve_loopback_port
-from controller.subscribe import FleetFeed
+from controller.streams.feed import FleetFeed
 from protocol import subjects
 from protocol.models import AnyMessage, LogBatch, MetricsSample, TelemetryDropped
 from protocol.spec import ContainerSettings, ExecProbe, HealthCheck, RestartPolicy, ServiceSpec

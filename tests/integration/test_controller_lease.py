@@ -9,10 +9,10 @@ import nats
 import pytest
 
 from controller.broker import NatsServer
-from controller.intents import Fleet
-from controller.lease import LeaderLease
-from controller.rollout import RolloutSpec, rollout_id
-from controller.store import open_buckets
+from controller.leader.lease import LeaderLease
+from controller.rollouts.model import RolloutSpec, rollout_id
+from controller.state.intents import Fleet
+from controller.state.store import open_buckets
 from protocol import subjects
 from tests.conftest import FleetFactory
 from tests.support.events import EventRecorder

@@ -13,8 +13,8 @@ import pytest
 from nats.aio.client import Client
 
 from controller.broker import NatsServer
-from controller.store import ensure_streams
-from controller.subscribe import FleetFeed
+from controller.state.store import ensure_streams
+from controller.streams.feed import FleetFeed
 from protocol import subjects
 from protocol.codec import encode
 from protocol.models import UpdatePhase, UpdateProgress

@@ -15,7 +15,7 @@ import docker
 import pytest
 
 from controller.broker import NatsServer
-from controller.store import Revision, ServiceRecord, ServiceStore, open_buckets
+from controller.state.store import Revision, ServiceRecord, ServiceStore, open_buckets
 from protocol import subjects
 from protocol.models import AnyMessage, ConfigPhase, ConfigProgress, utc_now
 from protocol.spec import ConfigMount

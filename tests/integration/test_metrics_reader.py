@@ -15,11 +15,11 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from controller.analysis import Verdict, analyse
 from controller.broker import NatsServer
-from controller.metrics_view import FleetMetrics, MetricsReader
-from controller.rollout import RolloutRecord
-from controller.store import ensure_streams
+from controller.rollouts.analysis import Verdict, analyse
+from controller.rollouts.model import RolloutRecord
+from controller.state.store import ensure_streams
+from controller.streams.metrics_view import FleetMetrics, MetricsReader
 from protocol import subjects
 from protocol.codec import encode
 from protocol.models import utc_now

@@ -1,7 +1,7 @@
 """The rollout budget as the README states it, written from its rules and nothing else.
 
 The tests judge the planner and the fleet against this, so it must not share a line of
-reasoning with ``controller/planner.py``: it never imports the planner, and it reads only
+reasoning with ``controller/rollouts/planner.py``: it never imports the planner, and it reads only
 the rollout record's data (its spec, its hosts' phases, the operator's partition).
 
 The rules, quoted:
@@ -39,7 +39,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from controller.rollout import HostPhase, RolloutRecord, RolloutSpec, Strategy
+from controller.rollouts.model import HostPhase, RolloutRecord, RolloutSpec, Strategy
 from protocol.spec import UpdateOrder
 
 UPDATING = (HostPhase.UPDATING, HostPhase.REVERTING)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from controller.rollout import HostPhase, RolloutRecord
+from controller.rollouts.model import HostPhase, RolloutRecord
 from protocol.models import (
     AnyMessage,
     ConfigPhase,

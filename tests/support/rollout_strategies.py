@@ -20,8 +20,7 @@ from enum import StrEnum
 
 from hypothesis import strategies as st
 
-from controller.planner import OFFLINE, HostHealth
-from controller.rollout import (
+from controller.rollouts.model import (
     Amount,
     FailureAction,
     HostPhase,
@@ -31,6 +30,7 @@ from controller.rollout import (
     RolloutStatus,
     Strategy,
 )
+from controller.rollouts.planner import OFFLINE, HostHealth
 from protocol.spec import ServiceSpec, UpdateOrder
 
 PLAN_NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -6,10 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from controller.analysis import baseline_memory, first_failure, measure
-from controller.metrics_view import FleetMetrics
-from controller.planner import HostHealth, plan
-from controller.rollout import (
+from controller.rollouts.analysis import baseline_memory, first_failure, measure
+from controller.rollouts.model import (
     AnalysisCheck,
     AnalysisMetric,
     FailureAction,
@@ -18,6 +16,8 @@ from controller.rollout import (
     RolloutRecord,
     RolloutStatus,
 )
+from controller.rollouts.planner import HostHealth, plan
+from controller.streams.metrics_view import FleetMetrics
 from protocol.models import ContainerMetrics, Health, MetricsSample
 from tests.unit.test_planner import NOW, fresh_record
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from controller.rollout import HostPhase, HostRecord, RolloutRecord, RolloutSpec
+from controller.rollouts.model import HostPhase, HostRecord, RolloutRecord, RolloutSpec
 from protocol.models import (
     AnyMessage,
     ContainerAction,

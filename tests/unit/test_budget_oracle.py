@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from controller.rollout import HostPhase, HostRecord, RolloutRecord, RolloutSpec, Strategy
+from controller.rollouts.model import HostPhase, HostRecord, RolloutRecord, RolloutSpec, Strategy
 from protocol.spec import ServiceSpec, UpdateOrder
 from tests.support import budget_oracle as oracle
 

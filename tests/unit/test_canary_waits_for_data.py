@@ -6,9 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.host_health import HostHealth
-from controller.planner import plan
-from controller.rollout import (
+from controller.rollouts.host_health import HostHealth
+from controller.rollouts.model import (
     AnalysisCheck,
     HostPhase,
     HostRecord,
@@ -16,6 +15,7 @@ from controller.rollout import (
     RolloutSpec,
     RolloutStatus,
 )
+from controller.rollouts.planner import plan
 from protocol.spec import ServiceSpec
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from controller.render import config_diff
+from controller.cli.render import config_diff
 from protocol.config_files import (
     MAX_CONFIG_FILE,
     ConfigContent,

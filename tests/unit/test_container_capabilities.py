@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from node_agent.container_config import config_from_spec, derive_config
+from node_agent.update.container_config import config_from_spec, derive_config
 from protocol.spec import ContainerSettings, ServiceSpec
 
 OLD: dict[str, Any] = {

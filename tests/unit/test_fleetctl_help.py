@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import typer.main
 
-from controller.cli import app
+from controller.cli.app import app
 from tests.support.terminal import Ran, run_in_terminal, run_piped
 
 WIDTH = 80

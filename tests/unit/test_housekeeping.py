@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from node_agent.housekeeping import PHASE_LOG_KEEP_LINES, PHASE_LOG_MAX_BYTES, Housekeeping
-from node_agent.journal import Journal
-from node_agent.outcomes import OutcomeStore
+from node_agent.update.journal import Journal
+from node_agent.update.outcomes import OutcomeStore
 from protocol.models import ErrorReply
 
 DAY = 24 * 3600

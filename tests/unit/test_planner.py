@@ -19,8 +19,7 @@ from typing import Any
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from controller.planner import OFFLINE, Decision, HostHealth, plan
-from controller.rollout import (
+from controller.rollouts.model import (
     ConfigTarget,
     FailureAction,
     HostPhase,
@@ -30,6 +29,7 @@ from controller.rollout import (
     RolloutStatus,
     Strategy,
 )
+from controller.rollouts.planner import OFFLINE, Decision, HostHealth, plan
 from protocol.config_files import ConfigContent, first_document
 from protocol.spec import UpdateOrder
 from tests.support import budget_oracle as oracle

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from controller.policy_gate import PolicyError, evaluate, load_policies
+from controller.gates.policy import PolicyError, evaluate, load_policies
 from protocol.errors import ConfigurationError
 from protocol.spec import ServiceSpec
 

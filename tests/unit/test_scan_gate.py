@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.scan_gate import (
+from controller.gates.scan import (
     MAX_NAMED,
     Finding,
     ScanFailed,

@@ -63,6 +63,6 @@ def test_a_minimal_spec_gets_the_safe_defaults() -> None:
     spec = ServiceSpec(name="web", image="web:1")
     assert spec.update_order is UpdateOrder.STOP_FIRST
     # Unset: an adopted container keeps its own, a first container gets host networking
-    # and unless-stopped (node_agent.container_config).
+    # and unless-stopped (node_agent.update.container_config).
     assert spec.container.network_mode is None
     assert spec.container.restart_policy is None

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from controller.planner import Decision
-from controller.rollout import (
+from controller.rollouts.model import (
     HostPhase,
     HostRecord,
     RolloutRecord,
@@ -13,7 +12,8 @@ from controller.rollout import (
     RolloutStatus,
     Strategy,
 )
-from controller.transitions import RETRY_DELAY, after_reply, after_silence, apply_decision
+from controller.rollouts.planner import Decision
+from controller.rollouts.transitions import RETRY_DELAY, after_reply, after_silence, apply_decision
 from protocol.models import (
     ErrorReply,
     OperationOutcome,

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from controller.host_health import HostHealth
-from controller.inventory import fleet_health
-from controller.planner import plan
-from controller.rollout import (
+from controller.rollouts.host_health import HostHealth
+from controller.rollouts.model import (
     HostPhase,
     HostRecord,
     RolloutRecord,
     RolloutSpec,
     RolloutStatus,
 )
-from controller.transitions import after_progress, after_reply, after_silence, mark_contact
+from controller.rollouts.planner import plan
+from controller.rollouts.transitions import after_progress, after_reply, after_silence, mark_contact
+from controller.state.inventory import fleet_health
 from protocol.models import ErrorReply, HostFacts, ServiceStatus
 from protocol.spec import ServiceSpec
 

@@ -11,10 +11,16 @@ from datetime import UTC, datetime, timedelta
 from rich.cells import cell_len
 from rich.console import Console
 
-from controller import render_hosts
-from controller.render import print_rollout, rollout_json, rollout_line
-from controller.rollout import HostPhase, HostRecord, RolloutRecord, RolloutSpec, RolloutStatus
-from controller.tables import print_table
+from controller.cli import render_hosts
+from controller.cli.render import print_rollout, rollout_json, rollout_line
+from controller.cli.tables import print_table
+from controller.rollouts.model import (
+    HostPhase,
+    HostRecord,
+    RolloutRecord,
+    RolloutSpec,
+    RolloutStatus,
+)
 from protocol.models import HostFacts, ServiceStatus
 from protocol.spec import ServiceSpec
 

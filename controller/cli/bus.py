@@ -1,0 +1,127 @@
+"""fleetctl hosts (the live list), pki init, hosts enroll, hosts revoke: the bus's
+certificates and permissions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from controller.cli import render_hosts
+from controller.cli.base import (
+    EXIT_INVALID,
+    NatsOption,
+    OutputOption,
+    check_output,
+    fail,
+    parse_selector,
+    run_with_fleet,
+)
+from controller.cli.tables import print_table
+from controller.cli.typer_app import command_group
+from controller.pki import Pki
+from controller.state.intents import Fleet
+from protocol.errors import ConfigurationError
+from protocol.models import HostFacts, utc_now
+
+pki_app = command_group("The bus's certificate authority.")
+# No no_args_is_help: `fleetctl hosts` alone lists the hosts.
+hosts_app = command_group("Hosts: the live list, and their bus credentials.", no_args_is_help=False)
+
+
+@hosts_app.callback(invoke_without_command=True)
+def hosts(
+    context: typer.Context,
+    nats_url: NatsOption = None,
+    selector: Annotated[str | None, typer.Option(help="k=v,... labels to match")] = None,
+    output: OutputOption = "table",
+) -> None:
+    """List the hosts that report to the fleet, with their services and last heartbeat
+    (stale: older than FLEET_HOST_TIMEOUT); `hosts enroll` and `hosts revoke` manage
+    their bus credentials."""
+    if context.invoked_subcommand is not None:
+        return
+    check_output(output)
+    wanted = parse_selector(selector)
+
+    async def listed(fleet: Fleet) -> tuple[list[HostFacts], float]:
+        return await fleet.hosts(wanted), fleet.host_timeout
+
+    found, timeout = run_with_fleet(listed, nats_url)
+    if output == "json":
+        typer.echo(render_hosts.hosts_json(found, utc_now(), timeout))
+    else:
+        print_table(render_hosts.hosts_table(found, utc_now(), timeout))
+
+
+PkiDir = Annotated[
+    Path, typer.Option("--pki", envvar="FLEET_PKI_DIR", help="the PKI directory (pki init)")
+]
+
+
+@pki_app.command("init")
+def pki_init(
+    directory: Annotated[Path, typer.Option("--dir", help="where to create the PKI")],
+    server_name: Annotated[
+        list[str] | None,
+        typer.Option(help="DNS name or IP of a NATS server (repeatable; default 127.0.0.1)"),
+    ] = None,
+) -> None:
+    """Create the bus CA, the NATS server certificate and the controller's certificate.
+
+    nats-server (deploy/nats/) includes the users.conf written here; `hosts enroll`
+    adds each host to it."""
+    names = tuple(server_name or ("127.0.0.1", "localhost"))
+    try:
+        controller = Pki(directory).init(names)
+    except (ConfigurationError, OSError) as exc:
+        fail(str(exc), EXIT_INVALID)
+    typer.echo(f"CA:          {directory / 'ca.crt'}")
+    typer.echo(f"server:      {directory / 'server.crt'} (names: {', '.join(names)})")
+    typer.echo(f"controller:  {controller.cert} (FLEET_NATS_TLS_CERT, FLEET_NATS_TLS_KEY)")
+    typer.echo(f"users:       {directory / 'users.conf'} (include it in nats-server.conf)")
+
+
+@hosts_app.command("enroll")
+def hosts_enroll(
+    name: Annotated[str, typer.Argument(help="the host id (or a reader's name)")],
+    pki: PkiDir,
+    role: Annotated[
+        str, typer.Option(help="host, or reader for a read-only user (dashboards)")
+    ] = "host",
+) -> None:
+    """Issue NAME's client certificate and add its permissions to users.conf.
+
+    Prints the permission block; reload nats-server (`nats-server --signal reload`) to
+    let the new host in."""
+    if role not in ("host", "reader"):
+        fail(f"--role must be host or reader, not {role}", EXIT_INVALID)
+    chosen: Literal["host", "reader"] = "host" if role == "host" else "reader"
+    store = Pki(pki)
+    try:
+        issued = store.enroll(name, chosen)
+    except (ConfigurationError, OSError) as exc:
+        fail(str(exc), EXIT_INVALID)
+    typer.echo(f"# {issued.name}: certificate {issued.cert}, key {issued.key} (mode 0600)")
+    typer.echo(f"# agent settings: nats_tls_ca={pki / 'ca.crt'}")
+    typer.echo(f"#   nats_tls_cert={issued.cert} nats_tls_key={issued.key}")
+    typer.echo(f"# added to {store.users_conf}; reload nats-server to apply:")
+    typer.echo(store.permission_block(issued.name, issued.role))
+
+
+@hosts_app.command("revoke")
+def hosts_revoke(
+    name: Annotated[str, typer.Argument(help="the host id (or reader) to remove")],
+    pki: PkiDir,
+) -> None:
+    """Take NAME off users.conf and delete its key: after a nats-server reload its
+    certificate is refused."""
+    try:
+        entry = Pki(pki).revoke(name)
+    except (ConfigurationError, OSError) as exc:
+        fail(str(exc), EXIT_INVALID)
+    typer.echo(
+        f"{name} revoked (certificate serial {entry['serial']}); "
+        "reload nats-server (`nats-server --signal reload`) to apply"
+    )

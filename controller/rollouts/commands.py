@@ -1,0 +1,122 @@
+"""The agent commands a rollout sends, built from its record: one place for both senders.
+
+The executor sends them for real; fleetctl's dry run sends the same Prepare.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from controller.rollouts.model import HostPhase, RolloutRecord
+from protocol import subjects
+from protocol.models import (
+    ApplyCommand,
+    Command,
+    ConfigCommand,
+    PrepareCommand,
+    RetireCommand,
+    StageCommand,
+    SwitchCommand,
+    new_message_id,
+)
+from protocol.spec import ServiceSpec, other_colour
+
+
+def pinned(spec: ServiceSpec, digest: str | None, min_healthy_time: float | None) -> ServiceSpec:
+    """The spec as sent to a host: the image pinned to the digest that host pulled."""
+    changes: dict[str, object] = {}
+    if digest and "@" not in spec.image:
+        changes["image"] = f"{spec.image}@{digest}"
+    if min_healthy_time is not None and spec.health is not None:
+        deadline = max(spec.health.healthy_deadline, min_healthy_time + spec.health.initial_delay)
+        changes["health"] = spec.health.model_copy(
+            update={"min_healthy_time": min_healthy_time, "healthy_deadline": deadline}
+        )
+    return spec.model_copy(update=changes) if changes else spec
+
+
+def prepare_command(
+    record: RolloutRecord,
+    host: str,
+    expires_at: datetime,
+    command_id: str | None = None,
+    rollout_id: str | None = None,
+) -> PrepareCommand:
+    return PrepareCommand(
+        id=command_id or new_message_id(),
+        sender=subjects.CONTROLLER_SENDER,
+        host=host,
+        expires_at=expires_at,
+        service=record.target,
+        allow_downgrade=record.spec.allow_downgrade,
+        allow_major=record.spec.allow_major,
+        rollout_id=rollout_id,
+    )
+
+
+def apply_command(
+    record: RolloutRecord, host: str, spec: ServiceSpec, expires_at: datetime, command_id: str
+) -> ApplyCommand:
+    return ApplyCommand(
+        id=command_id,
+        sender=subjects.CONTROLLER_SENDER,
+        host=host,
+        expires_at=expires_at,
+        service=spec,
+        rollout_id=record.id,
+    )
+
+
+def blue_green_command(
+    record: RolloutRecord, host: str, spec: ServiceSpec, expires_at: datetime, command_id: str
+) -> Command:
+    """The command of a blue-green host's current phase: stage, switch, retire or undo."""
+    entry = record.hosts[host]
+    new = record.new_colour
+    common = {
+        "id": command_id,
+        "sender": subjects.CONTROLLER_SENDER,
+        "host": host,
+        "expires_at": expires_at,
+        "rollout_id": record.id,
+    }
+    if entry.phase is HostPhase.UPDATING:
+        return StageCommand(service=spec, colour=new, **common)
+    if entry.phase is HostPhase.SWITCHING:
+        return SwitchCommand(service=record.service, colour=new, **common)
+    if entry.phase is HostPhase.RETIRING:
+        return RetireCommand(service=record.service, colour=other_colour(new), **common)
+    if entry.phase is HostPhase.REVERTING and entry.switched:
+        return SwitchCommand(
+            service=record.service, colour=other_colour(new), remove_other=True, **common
+        )
+    if entry.phase is HostPhase.REVERTING:
+        return RetireCommand(service=record.service, colour=new, **common)
+    raise ValueError(f"no blue-green command for a host that is {entry.phase.value}")
+
+
+def config_command(
+    record: RolloutRecord,
+    host: str,
+    labels: dict[str, str],
+    expires_at: datetime,
+    command_id: str,
+) -> ConfigCommand:
+    """A config rollout's command for a host's phase: check, write the new file, or revert."""
+    assert record.config is not None, "not a config rollout"
+    phase = record.hosts[host].phase
+    version, content = record.config.content_for(
+        host, labels, reverting=phase is HostPhase.REVERTING
+    )
+    return ConfigCommand(
+        id=command_id,
+        sender=subjects.CONTROLLER_SENDER,
+        host=host,
+        expires_at=expires_at,
+        service=record.service,
+        name=record.config.name,
+        version=version,
+        content=content,
+        check_only=phase is HostPhase.PREPARING,
+        rollout_id=record.id,
+    )

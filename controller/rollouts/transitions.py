@@ -1,0 +1,228 @@
+"""Pure state changes of a rollout record: a planner decision applied, a reply recorded.
+
+The executor writes the result of ``apply_decision`` to KV *before* it sends any command
+(so each command id is on record first), and the result of ``after_reply`` once a host
+answers. Neither does I/O, so both are unit-tested without NATS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from controller.rollouts.host_health import OFFLINE, HostHealth
+from controller.rollouts.model import HostPhase, HostRecord, RolloutRecord, RolloutStatus
+from controller.rollouts.planner import Decision
+from protocol.models import (
+    AnyMessage,
+    ErrorReply,
+    OperationOutcome,
+    OperationReply,
+    PrepareReply,
+    Reason,
+    new_message_id,
+)
+
+RETRY_DELAY = timedelta(seconds=2)
+DEFER_DELAY = timedelta(seconds=10)
+# Answers that mean "not now": the same command is sent again later.
+RETRY_LATER = frozenset({"busy", "in_progress"})
+FINISHED = frozenset(
+    {
+        HostPhase.READY,
+        HostPhase.NOT_READY,
+        HostPhase.STAGED,
+        HostPhase.DONE,
+        HostPhase.RETIRED,
+        HostPhase.FAILED,
+        HostPhase.REVERTED,
+    }
+)
+# What a successful OperationReply moves each in-flight phase to.
+SUCCEEDED = {
+    HostPhase.UPDATING: HostPhase.DONE,
+    HostPhase.SWITCHING: HostPhase.DONE,
+    HostPhase.RETIRING: HostPhase.RETIRED,
+    HostPhase.REVERTING: HostPhase.REVERTED,
+}
+
+
+def apply_decision(record: RolloutRecord, decision: Decision, now: datetime) -> RolloutRecord:
+    hosts = dict(record.hosts)
+    for names, phase in (
+        (decision.prepare, HostPhase.PREPARING),
+        (decision.apply, HostPhase.UPDATING),
+        (decision.revert, HostPhase.REVERTING),
+        (decision.switch, HostPhase.SWITCHING),
+        (decision.retire, HostPhase.RETIRING),
+    ):
+        for host in names:
+            hosts[host] = HostRecord(
+                phase=phase,
+                since=now,
+                command_id=new_message_id(),
+                digest=hosts[host].digest,
+                switched=hosts[host].switched,
+                no_heartbeat_since=hosts[host].no_heartbeat_since,
+            )
+    changes: dict[str, object] = {
+        "hosts": hosts,
+        "status": decision.status,
+        "reason": decision.reason,
+    }
+    if decision.promote:
+        changes["promoted"] = True
+        changes["last_progress_at"] = now
+    if decision.canary_completed and record.canary_completed_at is None:
+        changes["canary_completed_at"] = now
+    if decision.serving_colour is not None:
+        changes["serving_colour"] = decision.serving_colour
+    if decision.status is RolloutStatus.SWITCHED and record.switched_at is None:
+        changes["switched_at"] = now
+        changes["last_progress_at"] = now
+    updated = record.model_copy(update=changes)
+    if updated == record:
+        return record
+    return updated.model_copy(update={"updated_at": now})
+
+
+def after_reply(
+    record: RolloutRecord, host: str, command_id: str, reply: AnyMessage, now: datetime
+) -> RolloutRecord:
+    """The record once ``host`` answered ``command_id``; unchanged if that is stale news."""
+    entry = record.hosts.get(host)
+    if entry is None or entry.command_id != command_id:
+        return record  # a newer command replaced this one meanwhile
+    new_entry = _host_after(entry, reply, now, record.blue_green)
+    updated = record.with_host(host, new_entry)
+    changes: dict[str, object] = {"updated_at": now}
+    if new_entry.phase in FINISHED and new_entry.phase is not entry.phase:
+        changes["last_progress_at"] = now
+    return updated.model_copy(update=changes)
+
+
+def after_silence(
+    record: RolloutRecord, host: str, command_id: str, now: datetime, why: str
+) -> RolloutRecord:
+    """No answer (timeout, no responders): the same command goes again after a delay."""
+    entry = record.hosts.get(host)
+    if entry is None or entry.command_id != command_id:
+        return record
+    retry = entry.model_copy(
+        update={
+            "attempts": entry.attempts + 1,
+            "not_before": now + RETRY_DELAY,
+            "detail": why,
+            "unanswered_since": entry.unanswered_since or now,
+        }
+    )
+    return record.with_host(host, retry).model_copy(update={"updated_at": now})
+
+
+def after_progress(
+    record: RolloutRecord, host: str, command_id: str, doing: str, now: datetime
+) -> RolloutRecord:
+    """The agent reported a phase of ``command_id`` (``probing``): it becomes the host's
+    detail, and the agent is plainly there, whatever became of the last request."""
+    entry = record.hosts.get(host)
+    if entry is None or entry.command_id != command_id:
+        return record
+    news = entry.model_copy(update={"detail": doing, "unanswered_since": None})
+    if news == entry:
+        return record
+    return record.with_host(host, news).model_copy(update={"updated_at": now})
+
+
+def mark_contact(
+    record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime
+) -> RolloutRecord:
+    """Note the hosts whose heartbeat is older than the host timeout, with their last one
+    (``now`` for a host never heard of), and clear the note once a host is back."""
+    hosts = dict(record.hosts)
+    for host, entry in record.hosts.items():
+        state = health.get(host, OFFLINE)
+        lost = None if state.online else (state.last_seen or entry.no_heartbeat_since or now)
+        if lost != entry.no_heartbeat_since:
+            hosts[host] = entry.model_copy(update={"no_heartbeat_since": lost})
+    if hosts == record.hosts:
+        return record
+    return record.model_copy(update={"hosts": hosts, "updated_at": now})
+
+
+def _host_after(
+    entry: HostRecord, reply: AnyMessage, now: datetime, blue_green: bool
+) -> HostRecord:
+    phase = entry.phase
+    if isinstance(reply, ErrorReply):
+        if reply.code in RETRY_LATER:
+            return entry.model_copy(
+                update={
+                    "attempts": entry.attempts + 1,
+                    "not_before": now + RETRY_DELAY,
+                    "detail": f"{reply.code}: {reply.message}"[:8000],
+                    "unanswered_since": None,
+                }
+            )
+        failed = HostPhase.NOT_READY if phase is HostPhase.PREPARING else HostPhase.FAILED
+        return _finished(
+            entry,
+            failed,
+            now,
+            f"{reply.code}: {reply.message}",
+            (Reason(code=reply.code, text=reply.message[:4000]),),
+        )
+    if phase is HostPhase.PREPARING and isinstance(reply, PrepareReply):
+        if reply.ready:
+            return _finished(entry, HostPhase.READY, now, "pulled", (), digest=reply.digest)
+        detail = "; ".join(reason.code for reason in reply.reasons)
+        return _finished(entry, HostPhase.NOT_READY, now, detail, reply.reasons)
+    if phase in SUCCEEDED and isinstance(reply, OperationReply):
+        if reply.outcome is OperationOutcome.DEFERRED:
+            detail = "; ".join(reason.code for reason in reply.reasons) or "deferred"
+            back = HostPhase.READY if phase is HostPhase.UPDATING else HostPhase.DONE
+            return HostRecord(
+                phase=back,
+                since=now,
+                not_before=now + DEFER_DELAY,
+                detail=detail,
+                digest=entry.digest,
+                reasons=reply.reasons,
+            )
+        if reply.outcome is OperationOutcome.DONE:
+            done = SUCCEEDED[phase]
+            if blue_green and phase is HostPhase.UPDATING:
+                done = HostPhase.STAGED
+            finished = _finished(entry, done, now, reply.status.image or "", ())
+            if phase is HostPhase.SWITCHING:
+                return finished.model_copy(update={"switched": True})
+            return finished
+        why = reply.failure.reason.text if reply.failure else reply.outcome.value
+        return _finished(
+            entry, HostPhase.FAILED, now, f"{reply.outcome.value}: {why}", reply.reasons
+        )
+    return _finished(
+        entry,
+        HostPhase.FAILED,
+        now,
+        f"unexpected {reply.kind} while {phase.value}",
+        (Reason(code="unexpected_reply", text=reply.kind),),
+    )
+
+
+def _finished(
+    entry: HostRecord,
+    phase: HostPhase,
+    now: datetime,
+    detail: str,
+    reasons: tuple[Reason, ...],
+    digest: str | None = None,
+) -> HostRecord:
+    return HostRecord(
+        phase=phase,
+        since=now,
+        detail=detail[:8000],
+        reasons=reasons,
+        digest=digest or entry.digest,
+        attempts=entry.attempts,
+        switched=entry.switched and phase is not HostPhase.REVERTED,
+    )

@@ -1,0 +1,417 @@
+"""The controller's state in JetStream KV: rollouts, service revisions, host inventory.
+
+Values in ``fleet_rollouts`` and ``fleet_services`` are JSON (readable with ``nats kv
+get``); every change of a rollout record is a compare-and-set on the entry's revision.
+Host facts in ``fleet_hosts`` are the agents' msgpack envelopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
+from nats.js.kv import KeyValue
+from pydantic import AwareDatetime, Field
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from controller.rollouts.model import RolloutRecord
+from protocol import subjects
+from protocol.base import FrozenModel, ServiceName
+from protocol.codec import decode
+from protocol.errors import BrokerError, FleetError, ProtocolError
+from protocol.models import HostFacts
+from protocol.spec import Colour, ServiceSpec
+from protocol.streams import BucketDefinition, StreamRetention, fleet_buckets, fleet_streams
+
+KV_TIMEOUT = 5.0
+FAILOVER_SECONDS = 30.0
+FAILOVER_ERRORS = (
+    TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+)
+JETSTREAM_STARTING = (
+    TimeoutError,
+    nats.errors.TimeoutError,
+    nats.js.errors.ServiceUnavailableError,
+    # A create that timed out is carried out once the leader is elected; until the new
+    # stream's own group is formed, it exists for a create and not for a read (seen).
+    nats.js.errors.NotFoundError,
+)
+JETSTREAM_START_SECONDS = 120.0
+"""How long a starting controller waits for its cluster's JetStream: nodes of a cluster
+booted together elect a leader within seconds; a supervisor restarts it after this."""
+CAS_ATTEMPTS = 20
+COMPRESS_ABOVE = 256 * 1024
+"""A rollout record larger than this (about 700 hosts) is stored zlib-compressed, so a
+5000-host record (1.9 MB of JSON) stays far below NATS's 1 MiB message limit."""
+COMPRESSED = b"zlib:"
+
+
+class ControllerError(FleetError):
+    code = "controller_error"
+
+
+class RolloutConflict(ControllerError):
+    """Another rollout of the service is active, or the record changed under us."""
+
+    code = "conflict"
+
+
+class NotFound(ControllerError):
+    code = "not_found"
+
+
+class StaleRecord(ControllerError):
+    code = "stale"
+
+
+class Revision(FrozenModel):
+    revision: int
+    spec: ServiceSpec
+    rollout_id: str
+    created_at: AwareDatetime
+
+
+class ServiceRecord(FrozenModel):
+    service: ServiceName
+    revisions: tuple[Revision, ...] = ()
+    current: int | None = None
+    """The revision the fleet last completed a rollout to."""
+    limit: int = Field(default=10, ge=1)
+    colour: Colour | None = None
+    """Blue-green: the colour the service's traffic goes to; routers follow this key."""
+
+    def revision(self, number: int) -> Revision | None:
+        return next((r for r in self.revisions if r.revision == number), None)
+
+    @property
+    def next_revision(self) -> int:
+        return max((r.revision for r in self.revisions), default=0) + 1
+
+
+@dataclass(frozen=True)
+class Stored:
+    record: RolloutRecord
+    revision: int
+
+
+async def open_buckets(
+    js: JetStreamContext, retention: StreamRetention | None = None
+) -> tuple[KeyValue, KeyValue, KeyValue]:
+    """The rollouts, services and hosts buckets and the streams (created if missing).
+
+    As for the streams, only a caller that passes ``retention`` (the long-running
+    controller) brings existing buckets to it.
+    """
+    buckets = fleet_buckets(retention or StreamRetention())
+    bring = retention is not None
+    await ensure_streams(js, retention)
+    rollouts = await open_bucket(js, buckets[subjects.ROLLOUTS_BUCKET], bring_existing=bring)
+    services = await open_bucket(js, buckets[subjects.SERVICES_BUCKET], bring_existing=bring)
+    hosts = await open_bucket(js, buckets[subjects.HOSTS_BUCKET], bring_existing=bring)
+    return rollouts, services, hosts
+
+
+async def open_buckets_when_ready(
+    js: JetStreamContext,
+    retention: StreamRetention,
+    on_wait: Callable[[str], None],
+    patience: float = JETSTREAM_START_SECONDS,
+) -> tuple[KeyValue, KeyValue, KeyValue]:
+    """open_buckets for the long-running controller, which may start before its cluster
+    has elected a JetStream leader (all nodes booting at once): until then a request
+    times out or is refused as temporarily unavailable, so it waits up to ``patience``
+    seconds, telling ``on_wait`` once."""
+    waits = 0
+
+    def tell_once(_: RetryCallState) -> None:
+        nonlocal waits
+        waits += 1
+        if waits == 1:
+            on_wait("JetStream is not ready (a cluster still electing its leader?); waiting")
+
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(JETSTREAM_STARTING),
+        wait=wait_exponential(multiplier=0.25, max=2.0),
+        stop=stop_after_delay(patience),
+        before_sleep=tell_once,
+        reraise=True,
+    ):
+        with attempt:
+            return await open_buckets(js, retention)
+    raise AssertionError("unreachable: the retries return or raise")  # pragma: no cover
+
+
+async def open_bucket(
+    js: JetStreamContext, definition: BucketDefinition, *, bring_existing: bool
+) -> KeyValue:
+    """Bind to a bucket, creating it if missing; with ``bring_existing``, an existing
+    bucket's replicas are set to the definition's (a bucket made on one server, or by
+    an older version with one replica, gets its copies on the other nodes)."""
+    try:
+        kv = await js.key_value(definition.bucket)
+    except nats.js.errors.BucketNotFoundError:
+        try:
+            return await js.create_key_value(KeyValueConfig(**definition.model_dump()))
+        except nats.js.errors.BadRequestError:
+            # Created meanwhile by another party (with other settings): bind to it.
+            kv = await js.key_value(definition.bucket)
+    if bring_existing:
+        info = await js.stream_info(definition.stream)
+        if info.config.num_replicas != definition.replicas:
+            scaled = dataclasses.replace(info.config, num_replicas=definition.replicas)
+            await js.update_stream(scaled)
+    return kv
+
+
+async def ensure_streams(js: JetStreamContext, retention: StreamRetention | None) -> None:
+    """Create missing streams; with ``retention`` given, also bring existing ones to it.
+
+    fleetctl's verbs pass None, so only the long-running controller (and the agents),
+    which carry the operator's retention settings, ever change an existing stream.
+    """
+    for definition in fleet_streams(retention or StreamRetention()):
+        config = definition.model_dump()
+        try:
+            await js.add_stream(**config)
+        except nats.js.errors.BadRequestError:
+            if retention is not None:
+                await js.update_stream(**config)
+
+
+def _rollout_key(rollout_id: str) -> str:
+    return f"rollout.{rollout_id}"
+
+
+def _active_key(service: str) -> str:
+    return f"active.{service}"
+
+
+def encode_record(record: RolloutRecord) -> bytes:
+    """JSON, readable with `nats kv get`; compressed once a fleet makes it large."""
+    data = record.model_dump_json().encode()
+    if len(data) > COMPRESS_ABOVE:
+        return COMPRESSED + zlib.compress(data, 1)
+    return data
+
+
+def decode_record(data: bytes) -> RolloutRecord:
+    try:
+        if data.startswith(COMPRESSED):
+            data = zlib.decompress(data[len(COMPRESSED) :])
+        return RolloutRecord.model_validate_json(data)
+    except (zlib.error, ValueError) as exc:
+        raise ControllerError(f"a rollout record in KV cannot be read: {exc}") from exc
+
+
+class RolloutStore:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def get(self, rollout_id: str) -> Stored | None:
+        entry = await kv_get(self._kv, _rollout_key(rollout_id))
+        if entry is None or entry.value is None:
+            return None
+        return Stored(decode_record(entry.value), entry.revision or 0)
+
+    async def create(self, record: RolloutRecord) -> Stored:
+        try:
+            revision = await self._kv.create(_rollout_key(record.id), encode_record(record))
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise RolloutConflict(f"rollout {record.id} already exists") from exc
+        return Stored(record, revision)
+
+    async def update(self, record: RolloutRecord, revision: int) -> Stored:
+        """Compare-and-set: fails with StaleRecord if anyone wrote since ``revision``."""
+        try:
+            new_revision = await self._kv.update(
+                _rollout_key(record.id), encode_record(record), last=revision
+            )
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise StaleRecord(f"rollout {record.id} changed since revision {revision}") from exc
+        return Stored(record, new_revision)
+
+    async def mutate(
+        self, rollout_id: str, change: Callable[[RolloutRecord], RolloutRecord]
+    ) -> RolloutRecord:
+        """Read, change, compare-and-set; again from a fresh read whenever someone won."""
+        for _ in range(CAS_ATTEMPTS):
+            stored = await self.get(rollout_id)
+            if stored is None:
+                raise NotFound(f"no rollout {rollout_id}")
+            changed = change(stored.record)
+            if changed == stored.record:
+                return changed
+            try:
+                await self.update(changed, stored.revision)
+            except StaleRecord:
+                await asyncio.sleep(0.01)
+                continue
+            return changed
+        raise RolloutConflict(f"rollout {rollout_id} kept changing; gave up after retries")
+
+    async def all(self) -> list[RolloutRecord]:
+        records = []
+        for key in await kv_keys(self._kv, "rollout."):
+            stored = await self.get(key.removeprefix("rollout."))
+            if stored is not None:
+                records.append(stored.record)
+        return sorted(records, key=lambda r: r.created_at)
+
+    async def active(self) -> list[tuple[str, str]]:
+        """(service, rollout id) of every rollout that holds its service."""
+        pairs = []
+        for key in await kv_keys(self._kv, "active."):
+            entry = await kv_get(self._kv, key)
+            if entry is not None and entry.value:
+                pairs.append((key.removeprefix("active."), entry.value.decode()))
+        return pairs
+
+    async def active_id(self, service: str) -> str | None:
+        entry = await kv_get(self._kv, _active_key(service))
+        return entry.value.decode() if entry is not None and entry.value else None
+
+    async def claim_service(self, service: str, rollout_id: str) -> None:
+        """One rollout per service: the first to create ``active.<service>`` has it."""
+        try:
+            await self._kv.create(_active_key(service), rollout_id.encode())
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            current = await self.active_id(service)
+            raise RolloutConflict(
+                f"rollout {current} of {service} is still in progress; "
+                "wait for it, or pause/abort it first"
+            ) from exc
+
+    async def release_service(self, service: str, rollout_id: str) -> None:
+        entry = await kv_get(self._kv, _active_key(service))
+        if entry is not None and entry.value and entry.value.decode() == rollout_id:
+            await self._kv.purge(_active_key(service))
+
+
+class ServiceStore:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def get(self, service: str) -> tuple[ServiceRecord, int | None]:
+        entry = await kv_get(self._kv, service)
+        if entry is None or entry.value is None:
+            return ServiceRecord(service=service), None
+        return ServiceRecord.model_validate_json(entry.value), entry.revision
+
+    async def put(self, record: ServiceRecord, revision: int | None) -> None:
+        data = record.model_dump_json().encode()
+        try:
+            if revision is None:
+                await self._kv.create(record.service, data)
+            else:
+                await self._kv.update(record.service, data, last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise RolloutConflict(f"service {record.service} changed meanwhile; retry") from exc
+
+    async def add_revision(
+        self, service: str, spec: ServiceSpec, rollout_id_for: Callable[[int], str], now: datetime
+    ) -> tuple[ServiceRecord, Revision]:
+        record, revision = await self.get(service)
+        number = record.next_revision
+        added = Revision(
+            revision=number, spec=spec, rollout_id=rollout_id_for(number), created_at=now
+        )
+        kept = (*record.revisions, added)[-record.limit :]
+        updated = record.model_copy(update={"revisions": kept})
+        await self.put(updated, revision)
+        return updated, added
+
+    async def mark_current(self, service: str, number: int) -> None:
+        await self._change(service, {"current": number})
+
+    async def set_colour(self, service: str, colour: Colour) -> bool:
+        """Point the service's traffic at ``colour``; False if it already was."""
+        return await self._change(service, {"colour": colour})
+
+    async def _change(self, service: str, update: dict[str, object]) -> bool:
+        for _ in range(CAS_ATTEMPTS):
+            record, revision = await self.get(service)
+            changed = record.model_copy(update=update)
+            if changed == record:
+                return False
+            try:
+                await self.put(changed, revision)
+                return True
+            except RolloutConflict:
+                continue
+        raise RolloutConflict(f"service {service} kept changing; gave up after retries")
+
+
+async def read_hosts(kv: KeyValue) -> dict[str, HostFacts]:
+    """Every host's latest facts; entries that do not decode are skipped, never fatal."""
+    hosts: dict[str, HostFacts] = {}
+    for key in await kv_keys(kv, ""):
+        entry = await kv_get(kv, key)
+        if entry is None or not entry.value:
+            continue
+        try:
+            facts = decode(entry.value)
+        except ProtocolError:
+            continue
+        if isinstance(facts, HostFacts):
+            hosts[key] = facts
+    return hosts
+
+
+def failover_retries() -> AsyncRetrying:
+    """Retries of a read while a cluster elects a new leader for the bucket (a node was
+    lost): the request times out or finds no responder for a few seconds, then works."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(FAILOVER_ERRORS),
+        wait=wait_exponential(multiplier=0.25, max=2.0),
+        stop=stop_after_delay(FAILOVER_SECONDS),
+        reraise=True,
+    )
+
+
+async def kv_get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
+    try:
+        async for attempt in failover_retries():
+            with attempt:
+                return await asyncio.wait_for(kv.get(key), KV_TIMEOUT)
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        return None
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise BrokerError(f"KV read of {key} failed: {exc!r}") from exc
+    raise AssertionError("unreachable: the retries return or raise")  # pragma: no cover
+
+
+async def kv_keys(kv: KeyValue, prefix: str) -> list[str]:
+    """The keys starting with ``prefix`` (deleted ones too: a read of those gives None).
+
+    Asked of the bucket's stream (its subjects), not with nats-py's ``kv.keys()``: that
+    watcher may send its end-of-keys marker before the keys already on their way, and
+    so list none of them (seen in CI). The stream and subject prefix are the KeyValue's
+    own (private) attributes, set from the bucket name when it was opened.
+    """
+    subjects_filter = f"{kv._pre}{prefix}>"
+    try:
+        async for attempt in failover_retries():
+            with attempt:
+                info = await asyncio.wait_for(
+                    kv._js.stream_info(kv._stream, subjects_filter=subjects_filter), KV_TIMEOUT
+                )
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise BrokerError(f"KV listing failed: {exc!r}") from exc
+    return sorted(subject.removeprefix(kv._pre) for subject in info.state.subjects or {})

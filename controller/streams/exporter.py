@@ -1,0 +1,237 @@
+"""``fleetctl exporter``: the fleet's streams as a Prometheus endpoint.
+
+It reads FLEET_METRICS (each host's newest sample, then every new one) and FLEET_EVENTS
+(from now on) into ``ExportedState``, and a prometheus-client collector turns that
+state into series at each scrape. The active rollouts are read from KV once at start,
+so their progress is exported before their next event. Counters count from the
+exporter's start, as Prometheus counters do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from controller.rollouts.model import TERMINAL, UPDATED
+from controller.state.intents import Fleet
+from controller.streams.feed import Delivered, FleetFeed
+from controller.streams.metrics_view import FleetMetrics
+from protocol.errors import BrokerError
+from protocol.models import (
+    AnyMessage,
+    Health,
+    MetricsSample,
+    OperationReply,
+    RolloutEvent,
+    TelemetryDropped,
+    utc_now,
+)
+
+log = logging.getLogger("fleetctl.exporter")
+
+
+@dataclass(frozen=True)
+class RolloutProgress:
+    service: str
+    status: str
+    hosts_done: int
+    hosts_total: int
+
+
+@dataclass
+class ExportedState:
+    """What the streams said so far; written by the event loop, read by scrapes."""
+
+    metrics: FleetMetrics = field(default_factory=FleetMetrics)
+    rollouts: dict[str, RolloutProgress] = field(default_factory=dict)
+    updates: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(service, outcome) -> Apply/Rollback outcomes reported by agents."""
+    dropped: Counter[str] = field(default_factory=Counter)
+    """host -> telemetry messages it had to drop."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, message: AnyMessage) -> None:
+        with self.lock:
+            if isinstance(message, MetricsSample):
+                self.metrics.add(message)
+            elif isinstance(message, RolloutEvent):
+                self.rollouts[message.rollout_id] = RolloutProgress(
+                    message.service, message.status, message.hosts_done, message.hosts_total
+                )
+            elif isinstance(message, OperationReply):
+                self.updates[(message.service, message.outcome.value)] += 1
+            elif isinstance(message, TelemetryDropped):
+                self.dropped[message.host] += message.messages
+
+
+class FleetCollector(Collector):
+    def __init__(self, state: ExportedState) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state
+        with state.lock:
+            samples = dict(state.metrics.latest)
+            fresh = {host: state.metrics.fresh(host) for host in samples}
+            rollouts = dict(state.rollouts)
+            updates = Counter(state.updates)
+            dropped = Counter(state.dropped)
+        yield from _host_series(samples, fresh)
+        yield from _service_series(samples, fresh)
+        yield from _rollout_series(rollouts)
+        outcomes = CounterMetricFamily(
+            "fleet_updates",
+            "Apply and rollback outcomes reported by agents",
+            labels=["service", "outcome"],
+        )
+        for (service, outcome), count in sorted(updates.items()):
+            outcomes.add_metric([service, outcome], count)
+        yield outcomes
+        drops = CounterMetricFamily(
+            "fleet_telemetry_dropped_messages",
+            "Telemetry messages hosts dropped while NATS was away",
+            labels=["host"],
+        )
+        for host, count in sorted(dropped.items()):
+            drops.add_metric([host], count)
+        yield drops
+
+
+def _host_series(samples: dict[str, MetricsSample], fresh: dict[str, bool]) -> Iterator[Metric]:
+    families = {
+        "up": GaugeMetricFamily(
+            "fleet_host_up", "1 while the host's metrics are fresh", labels=["host"]
+        ),
+        "cpu": GaugeMetricFamily(
+            "fleet_host_cpu_percent", "Host CPU use, percent", labels=["host"]
+        ),
+        "mem": GaugeMetricFamily(
+            "fleet_host_memory_used_bytes", "Host memory in use", labels=["host"]
+        ),
+        "memt": GaugeMetricFamily("fleet_host_memory_total_bytes", "Host memory", labels=["host"]),
+        "disk": GaugeMetricFamily(
+            "fleet_host_disk_used_bytes", "Docker disk in use", labels=["host"]
+        ),
+        "diskt": GaugeMetricFamily(
+            "fleet_host_disk_total_bytes", "Docker disk size", labels=["host"]
+        ),
+        "load": GaugeMetricFamily("fleet_host_load1", "1-minute load average", labels=["host"]),
+    }
+    for host, sample in sorted(samples.items()):
+        families["up"].add_metric([host], 1.0 if fresh[host] else 0.0)
+        families["cpu"].add_metric([host], sample.cpu_percent)
+        families["mem"].add_metric([host], sample.memory_used)
+        families["memt"].add_metric([host], sample.memory_total)
+        families["disk"].add_metric([host], sample.disk_used)
+        families["diskt"].add_metric([host], sample.disk_total)
+        families["load"].add_metric([host], sample.load_1m)
+    yield from families.values()
+
+
+def _service_series(samples: dict[str, MetricsSample], fresh: dict[str, bool]) -> Iterator[Metric]:
+    labels = ["host", "service"]
+    cpu = GaugeMetricFamily(
+        "fleet_container_cpu_percent", "Container CPU, percent of a core", labels=labels
+    )
+    memory = GaugeMetricFamily("fleet_container_memory_bytes", "Container memory", labels=labels)
+    restarts = GaugeMetricFamily(
+        "fleet_container_restarts", "Restarts by the engine's policy", labels=labels
+    )
+    up = GaugeMetricFamily(
+        "fleet_service_hosts_up", "Hosts running the service", labels=["service"]
+    )
+    healthy = GaugeMetricFamily(
+        "fleet_service_hosts_healthy", "Hosts where the service is healthy", labels=["service"]
+    )
+    running: Counter[str] = Counter()
+    well: Counter[str] = Counter()
+    for host, sample in sorted(samples.items()):
+        for container in sample.containers:
+            cpu.add_metric([host, container.service], container.cpu_percent)
+            memory.add_metric([host, container.service], container.memory_bytes)
+            restarts.add_metric([host, container.service], container.restart_count)
+        if not fresh[host]:
+            continue
+        for service in {c.service for c in sample.containers}:
+            running[service] += 1
+            if any(c.service == service and c.health is Health.HEALTHY for c in sample.containers):
+                well[service] += 1
+    for service in sorted(running):
+        up.add_metric([service], running[service])
+        healthy.add_metric([service], well[service])
+    yield from (cpu, memory, restarts, up, healthy)
+
+
+def _rollout_series(rollouts: dict[str, RolloutProgress]) -> Iterator[Metric]:
+    labels = ["rollout", "service", "status"]
+    done = GaugeMetricFamily(
+        "fleet_rollout_hosts_done", "Hosts the rollout has updated", labels=labels
+    )
+    total = GaugeMetricFamily(
+        "fleet_rollout_hosts_total", "Hosts the rollout targets", labels=labels
+    )
+    for rollout_id, progress in sorted(rollouts.items()):
+        key = [rollout_id, progress.service, progress.status]
+        done.add_metric(key, progress.hosts_done)
+        total.add_metric(key, progress.hosts_total)
+    yield done
+    yield total
+
+
+class FleetExporter:
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+        self.state = ExportedState()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(FleetCollector(self.state))
+
+    async def seed_rollouts(self) -> None:
+        """The progress of every unfinished rollout, before any event about it arrives."""
+        for record in await self._fleet.rollouts.all():
+            if record.status in TERMINAL:
+                continue
+            done = sum(1 for host in record.hosts.values() if host.phase in UPDATED)
+            with self.state.lock:
+                self.state.rollouts[record.id] = RolloutProgress(
+                    record.service, record.status.value, done, len(record.hosts)
+                )
+
+    async def serve(self, address: str, port: int, stop: asyncio.Event) -> None:
+        await self.seed_rollouts()
+        try:
+            server, thread = start_http_server(port, addr=address, registry=self.registry)
+        except OSError as exc:
+            raise BrokerError(f"cannot listen on {address}:{port}: {exc}") from exc
+        log.info("serving /metrics on %s:%d", address, port)
+        feed = FleetFeed(self._fleet.client)
+        readers = [
+            asyncio.create_task(self._read(feed.metrics(latest=True, follow=True)), name="metrics"),
+            asyncio.create_task(
+                self._read(feed.events(since=utc_now(), follow=True)), name="events"
+            ),
+        ]
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait([*readers, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (*readers, stopping):
+                task.cancel()
+            results = await asyncio.gather(*readers, stopping, return_exceptions=True)
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+        for result in results:
+            if isinstance(result, BrokerError):
+                raise result
+
+    async def _read(self, deliveries: AsyncIterator[Delivered]) -> None:
+        async for delivered in deliveries:
+            self.state.add(delivered.message)
