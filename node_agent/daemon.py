@@ -449,10 +449,11 @@ class Agent:
             )
         if message.id in self._running_ids:
             return self._error(message.id, "in_progress", f"command {message.id} is still running")
-        if self.seen is not None and message.signature is not None:
-            await self.seen.remember(message.signature, message.expires_at)
+        # Marked running before the first await, so a retry arriving meanwhile is refused.
         self._running_ids.add(message.id)
         try:
+            if self.seen is not None and message.signature is not None:
+                await self.seen.remember(message.signature, message.expires_at)
             reply = await self._run(message)
         except CommandRefused as exc:
             return self._error(message.id, exc.code, exc.message)

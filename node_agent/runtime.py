@@ -22,7 +22,7 @@ import docker
 import docker.errors
 import requests
 
-from protocol.errors import RuntimeFault
+from protocol.errors import RuntimeFault, RuntimeTimeout
 
 T = TypeVar("T")
 log = logging.getLogger("fleet-agent.runtime")
@@ -150,7 +150,7 @@ class DockerRuntime:
         try:
             return await asyncio.wait_for(loop.run_in_executor(threads, func), deadline)
         except TimeoutError as exc:
-            raise RuntimeFault(f"docker {what}: no answer within {deadline:.0f}s") from exc
+            raise RuntimeTimeout(f"docker {what}: no answer within {deadline:g}s") from exc
         except docker.errors.DockerException as exc:
             raise RuntimeFault(f"docker {what}: {_explain(exc)}") from exc
         except requests.RequestException as exc:
@@ -259,9 +259,13 @@ class DockerRuntime:
                 lambda: self._api.stop(container, timeout=grace),
                 timeout=self._timeout + grace,
             )
-        except RuntimeFault:
-            info = await self.inspect_container(container)
-            if info is None or (info.get("State") or {}).get("Running", True):
+        except RuntimeTimeout as late:
+            try:
+                info = await self.inspect_container(container)
+            except RuntimeFault:
+                raise late from None
+            # Gone counts as stopped: an auto-removed container goes once it stops.
+            if info is not None and (info.get("State") or {}).get("Running", True):
                 raise
 
     async def restart(self, container: str, grace_period: float) -> None:

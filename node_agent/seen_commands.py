@@ -13,12 +13,13 @@ The compacting rewrite (fsynced) runs in a worker thread, never on the event loo
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from node_agent.state_files import write_atomically
+from node_agent.state_files import write_atomically, write_synced
 
 COMPACT_EVERY = 1000
 """Appends between two rewrites that drop expired entries."""
@@ -71,20 +72,28 @@ class SeenSignatures:
             await self._compact_in_thread()
 
     async def _compact_in_thread(self) -> None:
-        """The rewrite (and its fsyncs) off the event loop. Lines appended meanwhile go
-        to the old file, which the rewrite replaces: they are written again after it."""
+        """The rewrite of what is unexpired (and its fsync) in a worker thread, to a new
+        file. Lines remembered meanwhile are appended to the old file and kept aside;
+        back on the loop, with no await until it is done, they are appended to the new
+        file too, which then replaces the old: at every instant the file on disk holds
+        every signature remembered, whenever the agent is killed."""
         self._rewriting = []
         self._appended = 0
         now = time.time()
         self._expiry = {s: e for s, e in self._expiry.items() if e > now}
         text = "".join(f"{e} {s}\n" for s, e in self._expiry.items())
+        fresh = self._path.with_name(self._path.name + ".compacting")
         try:
-            await asyncio.to_thread(write_atomically, self._path, text.encode("ascii"))
-        finally:
+            await asyncio.to_thread(write_synced, fresh, text.encode("ascii"))
+            with fresh.open("a", encoding="ascii") as new_file:
+                new_file.writelines(self._rewriting)
+            if self._file.closed:  # closed while compacting: the agent is stopping
+                fresh.unlink()
+                return
             self._file.close()
+            os.replace(fresh, self._path)
             self._file = self._path.open("a", encoding="ascii")
-            self._file.writelines(self._rewriting)
-            self._file.flush()
+        finally:
             self._rewriting = None
 
     def close(self) -> None:

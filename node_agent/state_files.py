@@ -8,13 +8,18 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    with temp.open("wb") as handle:
+def write_synced(path: Path, data: bytes) -> None:
+    """``data`` as the whole of ``path``, on disk (fsynced) when this returns."""
+    with path.open("wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    write_synced(temp, data)
     os.replace(temp, path)
     directory = os.open(path.parent, os.O_RDONLY)
     try:

@@ -98,6 +98,10 @@ class RuntimeFault(AgentError):
     code = "runtime_error"
 
 
+class RuntimeTimeout(RuntimeFault):
+    """The Docker engine did not answer in time: the call may still have taken effect."""
+
+
 def summarise_invalid(exc: ValidationError) -> str:
     """Where and why validation failed, without the input values.
 

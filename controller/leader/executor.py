@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
 from controller.bus_link import advertises_jetstream
 from controller.leader.lease import LeaderLease
@@ -56,7 +57,8 @@ from controller.state.store import (
     ServiceStore,
     StaleRecord,
     Stored,
-    open_buckets_when_ready,
+    open_buckets,
+    when_jetstream_ready,
 )
 from controller.streams.metrics_view import FleetMetrics, MetricsReader
 from protocol import subjects
@@ -96,15 +98,34 @@ class Executor:
         self._unrecorded_since: dict[str, float] = {}
         """Claims seen without their rollout record, and when first seen so (monotonic)."""
 
-    async def run(self, stop: asyncio.Event) -> None:
-        patience = JETSTREAM_START_SECONDS if advertises_jetstream(self._nc) else 0.0
-        rollouts_kv, services_kv, hosts_kv = await open_buckets_when_ready(
-            self._js, self.settings.streams, log.warning, patience
-        )
+    async def _open_state(self) -> KeyValue:
+        """Streams and buckets, created where missing; returns the rollouts bucket."""
+        rollouts_kv, services_kv, hosts_kv = await open_buckets(self._js, self.settings.streams)
         self.rollouts = RolloutStore(rollouts_kv)
         self.services = ServiceStore(services_kv)
         self.inventory = Inventory(hosts_kv)
         self.configs = await open_config_store(self._js, self.settings.streams)
+        return rollouts_kv
+
+    async def _open_state_unless_stopped(self, stop: asyncio.Event) -> KeyValue | None:
+        """The state, waiting for a JetStream still electing its leader, unless told to
+        stop meanwhile (a SIGTERM during the wait ends it at once): then None."""
+        patience = JETSTREAM_START_SECONDS if advertises_jetstream(self._nc) else 0.0
+        opening = asyncio.create_task(
+            when_jetstream_ready(self._open_state, log.warning, patience), name="open-state"
+        )
+        stopping = asyncio.create_task(stop.wait(), name="stop-while-opening")
+        await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not opening.done():
+            opening.cancel()
+        await asyncio.gather(opening, stopping, return_exceptions=True)
+        return None if opening.cancelled() else opening.result()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        rollouts_kv = await self._open_state_unless_stopped(stop)
+        if rollouts_kv is None:
+            return
         lease = LeaderLease(rollouts_kv, self.settings.controller_id, self.settings.lease_ttl)
         progress = await follow_progress(self._nc, self._progress)
         watching = asyncio.create_task(self.inventory.run(stop), name="inventory")

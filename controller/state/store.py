@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -37,6 +38,7 @@ from protocol.models import HostFacts
 from protocol.spec import Colour, ServiceSpec
 from protocol.streams import BucketDefinition, StreamRetention, fleet_buckets, fleet_streams
 
+T = TypeVar("T")
 KV_TIMEOUT = 5.0
 FAILOVER_SECONDS = 30.0
 FAILOVER_ERRORS = (
@@ -128,15 +130,15 @@ async def open_buckets(
     return rollouts, services, hosts
 
 
-async def open_buckets_when_ready(
-    js: JetStreamContext,
-    retention: StreamRetention,
+async def when_jetstream_ready(
+    open_state: Callable[[], Awaitable[T]],
     on_wait: Callable[[str], None],
     patience: float = JETSTREAM_START_SECONDS,
-) -> tuple[KeyValue, KeyValue, KeyValue]:
-    """open_buckets for the long-running controller, which may start before its cluster
-    has elected a JetStream leader (all nodes booting at once): until then a request
-    times out or is refused as temporarily unavailable, so it waits up to ``patience``
+) -> T:
+    """Run ``open_state`` (creating and binding the streams and buckets) for the
+    long-running controller, which may start before its cluster has elected a
+    JetStream leader (all nodes booting at once): until then a request times out or is
+    refused as temporarily unavailable, so it is tried again for up to ``patience``
     seconds, telling ``on_wait`` once."""
     waits = 0
 
@@ -154,7 +156,7 @@ async def open_buckets_when_ready(
         reraise=True,
     ):
         with attempt:
-            return await open_buckets(js, retention)
+            return await open_state()
     raise AssertionError("unreachable: the retries return or raise")  # pragma: no cover
 
 

@@ -121,6 +121,8 @@ class Fuzzer:
         self.spec = demo_spec("127.0.0.1:5000/demo/web:1.0.0", reserve_loopback_port())
         self.replayable = encode(signer.sign(agent.api.inspect("web")))
         self.deployed: ApplyCommand | None = None
+        self.other_image = ""
+        """An image the duplicate asks for, which would replace the container if run."""
         """The Apply that deployed the service: its id, sent again with other content."""
         self.kinds: Counter[str] = Counter()
 
@@ -189,8 +191,11 @@ class Fuzzer:
         """The deploying Apply's id on a new, validly signed command for another image
         (a new signature, so not a replay): it must get the recorded outcome, run nothing."""
         assert self.deployed is not None
-        other = self.spec.model_copy(update={"image": "127.0.0.1:5000/demo/web:1.1.0"})
-        expires = utc_now() + timedelta(seconds=self.rng.randrange(60, 3600))
+        other = self.spec.model_copy(update={"image": self.other_image})
+        # Expired ones too: a retry gets its recorded outcome even after it expired.
+        expires = utc_now() + timedelta(
+            seconds=self.rng.choice((-1, 1)) * self.rng.randrange(60, 3600)
+        )
         again = self.deployed.model_copy(update={"service": other, "expires_at": expires})
         return encode(self.signer.sign(again))
 
@@ -207,6 +212,7 @@ async def test_twenty_thousand_random_and_mutated_commands_are_each_answered_saf
     await wait_until_serving(agent.api)
     fuzzer = Fuzzer(random.Random(SEED), agent, signer)
     fuzzer.spec = demo_spec(local_stack.demo_image("1.0.0"), reserve_loopback_port())
+    fuzzer.other_image = local_stack.demo_image("1.1.0")
     fuzzer.deployed = signer.sign(agent.api.apply(fuzzer.spec))
     deployed = await agent.api.request(fuzzer.deployed)
     assert isinstance(deployed, OperationReply), deployed

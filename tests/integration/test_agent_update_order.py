@@ -163,7 +163,9 @@ async def test_a_stubborn_old_container_is_killed_with_137_after_its_grace_perio
     # The engine's own record: SIGTERM first, SIGKILL only after the 1 s grace period.
     kills = await asyncio.to_thread(signals_sent, docker_client, aside["Id"], since)
     assert [signal for signal, _ in kills] == ["15", "9"], kills
-    assert kills[1][1] - kills[0][1] >= 1_000_000_000, kills
+    waited = (kills[1][1] - kills[0][1]) / 1e9
+    # The 1 s grace, not the 30 s health deadline or any other timeout in play.
+    assert 1 <= waited < 10, kills
 
 
 def signals_sent(

@@ -204,6 +204,24 @@ async def test_controller_started_before_its_cluster_has_a_leader_waits_and_then
     assert not [trace for trace in LIBRARY_TRACES if trace in log], log
 
 
+async def test_controller_waiting_for_jetstream_stops_at_once_on_sigterm(
+    nats_server_binary: Path, tmp_path: Path
+) -> None:
+    nodes = cluster_servers(nats_server_binary, tmp_path / "cluster")
+    urls = ",".join(node.url for node in nodes)
+    controller = ControllerProcess(urls, tmp_path / "controller.log", "c-stopped")
+    try:
+        await nodes[0].start()  # alone: no JetStream leader can be elected
+        await controller.start()
+        await wait_for_line(controller, "JetStream is not ready")
+        # Stopped within stop()'s 20 s (else SIGKILL, -9), long before the 120 s wait ends.
+        assert await controller.stop() == 0, controller.log_text()
+    finally:
+        await controller.stop()
+        await nodes[0].stop()
+    assert "Traceback" not in controller.log_text()
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [

@@ -16,7 +16,7 @@ import pytest
 
 from node_agent import seen_commands
 from node_agent.seen_commands import COMPACT_EVERY, SeenSignatures
-from node_agent.state_files import write_atomically
+from node_agent.state_files import write_synced
 
 
 def signature(number: int) -> bytes:
@@ -35,10 +35,10 @@ async def test_a_compaction_runs_in_a_thread_and_loses_nothing_remembered_meanwh
         writers.append(threading.get_ident())
         rewriting.set()
         assert may_finish.wait(10), "the test never let the rewrite finish"
-        write_atomically(target, data)
+        write_synced(target, data)
 
     store = SeenSignatures(path)
-    monkeypatch.setattr(seen_commands, "write_atomically", held_write)
+    monkeypatch.setattr(seen_commands, "write_synced", held_write)
     soon = datetime.now(UTC) + timedelta(hours=1)
     past = datetime.now(UTC) - timedelta(seconds=1)
     await store.remember(signature(0), past)  # expired: the compaction drops it
@@ -52,10 +52,10 @@ async def test_a_compaction_runs_in_a_thread_and_loses_nothing_remembered_meanwh
         await store.remember(signature(number), soon)
     may_finish.set()
     await compacting
-    store.close()
 
     assert len(writers) == 1
     assert writers[0] != threading.get_ident()  # a worker thread, not the event loop's
+    # Read back as an agent killed right now would find it (the first never closed).
     reopened = SeenSignatures(path)
     try:
         remembered = [n for n in range(COMPACT_EVERY + 5) if reopened.seen(signature(n))]
@@ -64,3 +64,4 @@ async def test_a_compaction_runs_in_a_thread_and_loses_nothing_remembered_meanwh
         assert len(lines) == COMPACT_EVERY + 4  # the expired one is gone from the file
     finally:
         reopened.close()
+        store.close()
