@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import platform
 from contextlib import suppress
 from pathlib import Path
@@ -20,13 +19,13 @@ from typing import Any
 import nats
 import nats.errors
 import nats.js.errors
-import psutil
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
+from node_agent import resources
 from node_agent.config.files import AppliedConfigs
 from node_agent.config.sync import ConfigSync
 from node_agent.housekeeping import Housekeeping
@@ -666,13 +665,13 @@ class Agent:
         return ignored
 
     async def host_facts(self) -> HostFacts:
-        memory = psutil.virtual_memory()
+        memory = resources.memory()
         try:
             docker_version: str | None = await self.runtime.version()
             root = await self.runtime.root_dir()
         except RuntimeFault:
             docker_version, root = None, "/"
-        disk = await asyncio.to_thread(_disk_usage, root)
+        disk = await asyncio.to_thread(resources.disk, root)
         services = [await self.updater.status(name) for name in self.services.names()]
         return HostFacts(
             sender=self.host,
@@ -680,7 +679,7 @@ class Agent:
             labels=self.settings.labels,
             agent_version=f"{fleetwave_version()} ({platform.python_implementation()})",
             docker_version=docker_version,
-            cpus=psutil.cpu_count() or 0,
+            cpus=resources.cpu_count(),
             memory_total=memory.total,
             memory_available=memory.available,
             disk_total=disk.total,
@@ -706,10 +705,6 @@ def _service_of(command: Command) -> str:
     ):
         return command.service
     raise CommandRefused("unknown_command", f"no service in {command.kind}")  # pragma: no cover
-
-
-def _disk_usage(root: str) -> Any:
-    return psutil.disk_usage(root if os.path.isdir(root) else "/")
 
 
 def _stream_matches(current: Any, wanted: dict[str, Any]) -> bool:

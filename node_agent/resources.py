@@ -1,4 +1,6 @@
-"""Host resource checks before an update: memory, disk, open files, load (psutil)."""
+"""The host's resources, read with psutil (the one module that imports it): the checks
+before an update (memory, disk, open files, load) and the figures the heartbeat and the
+metrics publisher report."""
 
 from __future__ import annotations
 
@@ -14,6 +16,52 @@ MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)
+class Disk:
+    total: int
+    used: int
+    free: int
+
+
+@dataclass(frozen=True)
+class Memory:
+    total: int
+    available: int
+
+
+def memory() -> Memory:
+    figures = psutil.virtual_memory()
+    return Memory(total=figures.total, available=figures.available)
+
+
+def disk(path: str) -> Disk:
+    """Usage of the file system holding ``path`` (the root's where it does not exist)."""
+    try:
+        figures = psutil.disk_usage(path if os.path.isdir(path) else "/")
+    except OSError:
+        figures = psutil.disk_usage("/")
+    return Disk(total=figures.total, used=figures.used, free=figures.free)
+
+
+def cpu_count() -> int:
+    return psutil.cpu_count() or 0
+
+
+def cpu_percent() -> float:
+    """The host's CPU use since the previous call (the first call only starts counting)."""
+    return float(psutil.cpu_percent(interval=None))
+
+
+def load_1m() -> float:
+    return float(psutil.getloadavg()[0])
+
+
+def network_bytes() -> tuple[int, int]:
+    """Bytes sent and received on all interfaces since boot."""
+    counters = psutil.net_io_counters()
+    return (counters.bytes_sent, counters.bytes_recv) if counters else (0, 0)
+
+
+@dataclass(frozen=True)
 class ResourceNeeds:
     memory: int
     """Bytes of available memory needed: the service's limit, or the agent's minimum."""
@@ -25,7 +73,7 @@ class ResourceNeeds:
 
 def check_resources(needs: ResourceNeeds, docker_root: str) -> list[Reason]:
     reasons: list[Reason] = []
-    available = psutil.virtual_memory().available
+    available = memory().available
     if available < needs.memory:
         reasons.append(
             Reason(
@@ -34,7 +82,7 @@ def check_resources(needs: ResourceNeeds, docker_root: str) -> list[Reason]:
             )
         )
     path = docker_root if os.path.isdir(docker_root) else "/"
-    free = psutil.disk_usage(path).free
+    free = disk(path).free
     if free < needs.disk:
         reasons.append(
             Reason(
@@ -50,7 +98,7 @@ def check_resources(needs: ResourceNeeds, docker_root: str) -> list[Reason]:
                 text=f"open-files limit {soft_limit} is under the minimum {needs.open_files}",
             )
         )
-    load_per_cpu = os.getloadavg()[0] / (psutil.cpu_count() or 1)
+    load_per_cpu = os.getloadavg()[0] / (cpu_count() or 1)
     if load_per_cpu > needs.max_load_per_cpu:
         reasons.append(
             Reason(

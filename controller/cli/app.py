@@ -48,6 +48,7 @@ from controller.cli.config import config_app
 from controller.cli.tables import print_table
 from controller.cli.typer_app import PlainErrorsGroup, command_group
 from controller.leader.executor import Executor
+from controller.rollouts.fleet_metrics import FleetMetrics
 from controller.rollouts.model import (
     AnalysisCheck,
     FailureAction,
@@ -61,7 +62,6 @@ from controller.state.intents import Fleet
 from controller.streams.exporter import FleetExporter
 from controller.streams.feed import FleetFeed
 from controller.streams.log_view import FleetLogLine, LogMerge, LogTail
-from controller.streams.metrics_view import FleetMetrics
 from protocol import SCHEMA_VERSION
 from protocol.errors import ConfigurationError
 from protocol.models import LogBatch, MetricsSample, utc_now

@@ -14,12 +14,12 @@ from rich.table import Table
 from rich.text import Text
 
 from controller.cli.tables import OneLineTable, print_lines, print_table
+from controller.rollouts.fleet_metrics import FleetMetrics
 from controller.rollouts.host_health import span
 from controller.rollouts.model import TERMINAL, UPDATED, HostPhase, RolloutRecord, RolloutStatus
 from controller.state.config_store import StoredConfig
 from controller.state.intents import DryRun
 from controller.state.store import ServiceRecord
-from controller.streams.metrics_view import FleetMetrics
 from protocol.config_files import ConfigDocument
 from protocol.models import (
     AnyMessage,
@@ -280,7 +280,7 @@ def top_table(view: FleetMetrics, hosts: set[str] | None = None) -> Table:
 def top_json(view: FleetMetrics, hosts: set[str] | None = None) -> str:
     return to_json(
         [
-            {**sample.model_dump(mode="json"), "fresh": view.fresh(host)}
+            {**sample.model_dump(mode="json"), "fresh": view.fresh(host, utc_now())}
             for host, sample in sorted(view.latest.items())
             if hosts is None or host in hosts
         ]

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
+from controller.errors import ControllerError
 from controller.gates.policy import PolicyModule, evaluate
 from controller.gates.scan import Scanner, Severity, blocking_reason
 from controller.rollouts.model import ScanVerdict, Vetting
-from controller.state.store import ControllerError
 from fleet_registry.client import RegistryAccess, RegistryClient
 from protocol.image_ref import ImageReference, parse_image_reference, registry_refusal
 from protocol.models import Reason

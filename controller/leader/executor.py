@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from controller.bus_link import advertises_jetstream
+from controller.errors import ControllerError
 from controller.leader.lease import LeaderLease
 from controller.leader.progress import follow_progress
 from controller.rollouts.analysis import analyse, baseline_memory
@@ -31,6 +32,7 @@ from controller.rollouts.commands import (
     pinned,
     prepare_command,
 )
+from controller.rollouts.fleet_metrics import FleetMetrics
 from controller.rollouts.model import (
     IN_FLIGHT,
     TERMINAL,
@@ -52,7 +54,6 @@ from controller.state.config_store import open_config_store
 from controller.state.inventory import Inventory, fleet_health
 from controller.state.store import (
     JETSTREAM_START_SECONDS,
-    ControllerError,
     RolloutStore,
     ServiceStore,
     StaleRecord,
@@ -60,7 +61,7 @@ from controller.state.store import (
     open_buckets,
     when_jetstream_ready,
 )
-from controller.streams.metrics_view import FleetMetrics, MetricsReader
+from controller.streams.metrics_view import MetricsReader
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.errors import BrokerError, ProtocolError

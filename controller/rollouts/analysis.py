@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from statistics import median
 
+from controller.rollouts.fleet_metrics import FleetMetrics
 from controller.rollouts.model import UPDATED, AnalysisCheck, AnalysisMetric, RolloutRecord
-from controller.streams.metrics_view import FleetMetrics
 from protocol.models import ContainerMetrics, Health
 
 NO_DATA = "analysis has no data"

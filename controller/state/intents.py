@@ -16,6 +16,7 @@ import nats.errors
 from nats.aio.client import Client
 from pydantic import ValidationError
 
+from controller.errors import ControllerError
 from controller.gates.vetting import ImageRefused, Vetter
 from controller.rollouts.commands import prepare_command
 from controller.rollouts.model import (
@@ -32,7 +33,6 @@ from controller.rollouts.planner import HostHealth, plan
 from controller.state.config_store import open_config_store
 from controller.state.inventory import fleet_health, matches
 from controller.state.store import (
-    ControllerError,
     NotFound,
     RolloutConflict,
     RolloutStore,

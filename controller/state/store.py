@@ -29,11 +29,12 @@ from tenacity import (
     wait_exponential,
 )
 
+from controller.errors import ControllerError
 from controller.rollouts.model import RolloutRecord
 from protocol import subjects
 from protocol.base import FrozenModel, ServiceName
 from protocol.codec import decode
-from protocol.errors import BrokerError, FleetError, ProtocolError
+from protocol.errors import BrokerError, ProtocolError
 from protocol.models import HostFacts
 from protocol.spec import Colour, ServiceSpec
 from protocol.streams import BucketDefinition, StreamRetention, fleet_buckets, fleet_streams
@@ -63,10 +64,6 @@ COMPRESS_ABOVE = 256 * 1024
 """A rollout record larger than this (about 700 hosts) is stored zlib-compressed, so a
 5000-host record (1.9 MB of JSON) stays far below NATS's 1 MiB message limit."""
 COMPRESSED = b"zlib:"
-
-
-class ControllerError(FleetError):
-    code = "controller_error"
 
 
 class RolloutConflict(ControllerError):

@@ -20,10 +20,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from controller.rollouts.fleet_metrics import FleetMetrics
 from controller.rollouts.model import TERMINAL, UPDATED
 from controller.state.intents import Fleet
 from controller.streams.feed import Delivered, FleetFeed
-from controller.streams.metrics_view import FleetMetrics
 from protocol.errors import BrokerError
 from protocol.models import (
     AnyMessage,
@@ -80,7 +80,8 @@ class FleetCollector(Collector):
         state = self._state
         with state.lock:
             samples = dict(state.metrics.latest)
-            fresh = {host: state.metrics.fresh(host) for host in samples}
+            now = utc_now()
+            fresh = {host: state.metrics.fresh(host, now) for host in samples}
             rollouts = dict(state.rollouts)
             updates = Counter(state.updates)
             dropped = Counter(state.dropped)

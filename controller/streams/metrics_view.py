@@ -1,8 +1,5 @@
-"""The newest metrics sample of every host, as read from FLEET_METRICS.
-
-``fleetctl top``, the Prometheus exporter and canary analysis all look at the fleet
-through this: one sample per host, and whether it is fresh (a host silent for three
-of its own intervals is stale, and its figures are not trusted).
+"""Reading FLEET_METRICS into a FleetMetrics view (controller.rollouts.fleet_metrics:
+one sample per host, and whether it is fresh).
 
 :class:`MetricsReader` keeps a view current for the controller's canary analysis. Any
 error ends one reading (the stream deleted or its consumer lost, the server away, a bug);
@@ -17,55 +14,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import datetime
 
 from nats.aio.client import Client
 
+from controller.rollouts.fleet_metrics import FleetMetrics
 from controller.streams.feed import Delivered, FleetFeed
 from protocol.errors import FleetError, describe
-from protocol.models import ContainerMetrics, MetricsSample, utc_now
+from protocol.models import MetricsSample
 
 log = logging.getLogger("fleetctl.metrics")
-STALE_AFTER_INTERVALS = 3.0
 FIRST_RETRY = 0.5
 """Seconds before the first new reading after an error; doubled on each failure."""
 MAX_RETRY = 10.0
 SETTLE = 5.0
 """Seconds a new reading must last without an error to count as up before any sample."""
-
-
-@dataclass
-class FleetMetrics:
-    latest: dict[str, MetricsSample] = field(default_factory=dict)
-    feed_problem: str | None = None
-    """Why the metrics feed is not being read (set by a MetricsReader); None while it is."""
-
-    def add(self, sample: MetricsSample) -> None:
-        known = self.latest.get(sample.host)
-        if known is None or sample.sent_at >= known.sent_at:
-            self.latest[sample.host] = sample
-
-    def fresh(self, host: str, now: datetime | None = None) -> bool:
-        sample = self.latest.get(host)
-        if sample is None:
-            return False
-        age = ((now or utc_now()) - sample.sent_at).total_seconds()
-        return age <= sample.interval * STALE_AFTER_INTERVALS
-
-    def containers(
-        self, service: str, hosts: list[str] | None = None
-    ) -> list[tuple[str, ContainerMetrics]]:
-        """(host, container) for each container of ``service``, on ``hosts`` or everywhere."""
-        wanted = (
-            self.latest if hosts is None else {h: self.latest[h] for h in hosts if h in self.latest}
-        )
-        return [
-            (host, container)
-            for host, sample in sorted(wanted.items())
-            for container in sample.containers
-            if container.service == service
-        ]
 
 
 class MetricsReader:

@@ -1,6 +1,6 @@
 """Host and container metrics, sampled every interval onto ``fleet.metrics.<host>``.
 
-Host figures come from psutil; each managed container's from the engine's stats API
+Host figures come from node_agent.resources (psutil); each managed container's from the engine's stats API
 (one-shot, so a sample costs one quick call rather than the API's one-second wait) and
 its inspect (restart count, health, image). CPU % is computed, as ``docker stats`` does,
 from the change since this agent's previous sample of the same container.
@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
+from node_agent import resources
 from node_agent.runtime import SERVICE_LABEL, DockerRuntime
 from node_agent.telemetry.outbox import Outgoing
 from protocol import subjects
@@ -89,7 +88,7 @@ class MetricsPublisher:
     async def run(self, stop: asyncio.Event) -> None:
         with suppress(RuntimeFault):
             self._root = await self._runtime.root_dir()
-        psutil.cpu_percent(interval=None)  # the first call only starts the measurement
+        resources.cpu_percent()  # the first call only starts the measurement
         while not stop.is_set():
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
@@ -115,21 +114,18 @@ class MetricsPublisher:
         )
 
     def _host_figures(self) -> dict[str, Any]:
-        memory = psutil.virtual_memory()
-        try:
-            disk = psutil.disk_usage(self._root)
-        except OSError:
-            disk = psutil.disk_usage("/")
-        net = psutil.net_io_counters()
+        memory = resources.memory()
+        disk = resources.disk(self._root)
+        sent, received = resources.network_bytes()
         return {
-            "cpu_percent": psutil.cpu_percent(interval=None),
+            "cpu_percent": resources.cpu_percent(),
             "memory_used": memory.total - memory.available,
             "memory_total": memory.total,
             "disk_used": disk.used,
             "disk_total": disk.total,
-            "load_1m": psutil.getloadavg()[0],
-            "net_bytes_sent": net.bytes_sent if net else 0,
-            "net_bytes_recv": net.bytes_recv if net else 0,
+            "load_1m": resources.load_1m(),
+            "net_bytes_sent": sent,
+            "net_bytes_recv": received,
             "open_files": _open_files(),
         }
 

@@ -17,9 +17,10 @@ from nats.aio.client import Client
 
 from controller.broker import NatsServer
 from controller.rollouts.analysis import Verdict, analyse
+from controller.rollouts.fleet_metrics import FleetMetrics
 from controller.rollouts.model import RolloutRecord
 from controller.state.store import ensure_streams
-from controller.streams.metrics_view import FleetMetrics, MetricsReader
+from controller.streams.metrics_view import MetricsReader
 from protocol import subjects
 from protocol.codec import encode
 from protocol.models import utc_now

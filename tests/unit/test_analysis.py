@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from controller.rollouts.analysis import baseline_memory, first_failure, measure
+from controller.rollouts.fleet_metrics import FleetMetrics
 from controller.rollouts.model import (
     AnalysisCheck,
     AnalysisMetric,
@@ -17,7 +18,6 @@ from controller.rollouts.model import (
     RolloutStatus,
 )
 from controller.rollouts.planner import HostHealth, plan
-from controller.streams.metrics_view import FleetMetrics
 from protocol.models import ContainerMetrics, Health, MetricsSample
 from tests.unit.test_planner import NOW, fresh_record
 

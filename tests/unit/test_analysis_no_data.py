@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from controller.rollouts.analysis import Verdict, analyse
-from controller.streams.metrics_view import FleetMetrics
+from controller.rollouts.fleet_metrics import FleetMetrics
 from tests.unit.test_analysis import NEW_IMAGE, OLD_IMAGE, canary_record, sample
 from tests.unit.test_planner import NOW
 

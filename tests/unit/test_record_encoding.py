@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from controller.errors import ControllerError
 from controller.rollouts.model import HostPhase, HostRecord, RolloutRecord, RolloutSpec
-from controller.state.store import COMPRESSED, ControllerError, decode_record, encode_record
+from controller.state.store import COMPRESSED, decode_record, encode_record
 from protocol.spec import ServiceSpec
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
