@@ -1,6 +1,7 @@
 """Host and container metrics, sampled every interval onto ``fleet.metrics.<host>``.
 
-Host figures come from node_agent.resources (psutil); each managed container's from the engine's stats API
+Host figures come from node_agent.resources (psutil); each managed container's from
+the engine's stats API
 (one-shot, so a sample costs one quick call rather than the API's one-second wait) and
 its inspect (restart count, health, image). CPU % is computed, as ``docker stats`` does,
 from the change since this agent's previous sample of the same container.
