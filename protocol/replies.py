@@ -1,0 +1,120 @@
+"""Replies, agent to controller: what a command did, with the service's status and, for a
+failed update, the failure bundle."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field
+
+from protocol.base import FrozenModel, ImageRefText, MessageId, ServiceName, Token
+from protocol.envelope import Envelope, ShortText
+from protocol.spec import Colour
+
+
+class Reason(FrozenModel):
+    """Why something is not ready or failed: a code for machines, a text for humans."""
+
+    code: Token
+    text: ShortText
+
+
+class ContainerState(StrEnum):
+    ABSENT = "absent"
+    CREATED = "created"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    PAUSED = "paused"
+    EXITED = "exited"
+    DEAD = "dead"
+    REMOVING = "removing"
+
+
+class Health(StrEnum):
+    UNKNOWN = "unknown"
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+class ServiceStatus(FrozenModel):
+    name: ServiceName
+    image: ImageRefText | None = None
+    digest: str | None = None
+    container_id: str | None = None
+    state: ContainerState = ContainerState.ABSENT
+    health: Health = Health.UNKNOWN
+    started_at: AwareDatetime | None = None
+    restart_count: Annotated[int, Field(ge=0)] = 0
+    colour: Colour | None = None
+    """Blue-green: the colour of the serving copy; None for a service never run that way."""
+
+
+class ProbeResult(FrozenModel):
+    at: AwareDatetime
+    ok: bool
+    output: ShortText = ""
+
+
+class FailureBundle(FrozenModel):
+    """What an operator needs to see why a new version was rolled back."""
+
+    reason: Reason
+    exit_code: int | None = None
+    oom_killed: bool = False
+    last_log_lines: tuple[ShortText, ...] = ()
+    probe_results: tuple[ProbeResult, ...] = ()
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class OperationOutcome(StrEnum):
+    DONE = "done"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+    """Could not update and could not restore: the service needs a human."""
+    DEFERRED = "deferred"
+    """Not attempted, e.g. the application holds its update lock."""
+
+
+# ---- replies: agent -> controller ----
+
+
+class Reply(Envelope):
+    in_reply_to: MessageId | None
+    """The id of the command answered; None when the command could not even be read."""
+
+
+class PrepareReply(Reply):
+    kind: Literal["prepare_reply"] = "prepare_reply"
+    service: ServiceName
+    ready: bool
+    reasons: tuple[Reason, ...] = ()
+    digest: str | None = None
+
+
+class OperationReply(Reply):
+    """The outcome of Apply or Rollback."""
+
+    kind: Literal["operation_reply"] = "operation_reply"
+    service: ServiceName
+    outcome: OperationOutcome
+    status: ServiceStatus
+    failure: FailureBundle | None = None
+    reasons: tuple[Reason, ...] = ()
+
+
+class InspectReply(Reply):
+    kind: Literal["inspect_reply"] = "inspect_reply"
+    status: ServiceStatus
+
+
+class ErrorReply(Reply):
+    """A command that was refused: unreadable, invalid, expired, busy, unknown service."""
+
+    kind: Literal["error"] = "error"
+    code: Token
+    message: ShortText
+
+
+# ---- events and telemetry: agent -> anyone ----
