@@ -1,8 +1,9 @@
 """fleetctl hosts (the live list), pki init, hosts enroll, hosts revoke: the bus's
-certificates and permissions."""
+certificates and permissions; keys generate: the controller's command-signing key."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -24,6 +25,7 @@ from controller.pki import Pki
 from controller.state.intents import Fleet
 from protocol.errors import ConfigurationError
 from protocol.models import HostFacts, utc_now
+from protocol.signing import generate_key
 
 pki_app = command_group("The bus's certificate authority.")
 # No no_args_is_help: `fleetctl hosts` alone lists the hosts.
@@ -125,3 +127,22 @@ def hosts_revoke(
         f"{name} revoked (certificate serial {entry['serial']}); "
         "reload nats-server (`nats-server --signal reload`) to apply"
     )
+
+
+keys_app = command_group("The controller's command-signing keys.")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    out: Annotated[Path, typer.Option(help="where to write the private key (mode 0600)")],
+) -> None:
+    """Create an Ed25519 key: the controller signs with it (FLEET_SIGNING_KEY_FILE); agents
+    trust the public key printed here (FLEET_TRUSTED_COMMAND_KEYS)."""
+    private, public = generate_key()
+    try:
+        descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        fail(f"cannot create {out}: {exc.strerror}", EXIT_INVALID)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(private + "\n")
+    typer.echo(public)
