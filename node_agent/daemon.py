@@ -1,7 +1,8 @@
-"""fleet-agent's daemon: NATS in, Docker out.
+"""fleet-agent's daemon: the connection, command dispatch and the heartbeat.
 
-Commands arrive on ``fleet.cmd.<host>`` (request/reply). Each runs in its own task, one
-operation per service at a time; a repeated command id returns the recorded outcome.
+Commands arrive on ``fleet.cmd.<host>`` (request/reply). Each runs in its own task
+(node_agent.commands checks and runs it, one operation per service at a time; a
+repeated command id returns the recorded outcome).
 Every reply and every phase change is also an event on ``fleet.evt.<host>.<type>``
 (stream FLEET_EVENTS). Host facts go to KV ``fleet_hosts`` every heartbeat.
 """
@@ -11,10 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import platform
 from contextlib import suppress
-from pathlib import Path
-from typing import Any
 
 import nats
 import nats.errors
@@ -22,16 +20,16 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
-from node_agent import resources
+from node_agent.bus_state import ensure_streams, open_bucket
+from node_agent.commands import CommandRunner, event_type_of
 from node_agent.config.files import AppliedConfigs
 from node_agent.config.sync import ConfigSync
+from node_agent.host_facts import read_host_facts
 from node_agent.housekeeping import Housekeeping
 from node_agent.recent_replies import RecentReplies
 from node_agent.runtime import DockerRuntime
-from node_agent.seen_commands import SeenSignatures
 from node_agent.settings import AgentSettings, reloaded
 from node_agent.telemetry.engine_events import EngineEventFollower
 from node_agent.telemetry.log_shipper import LogShipper, LogShipping
@@ -40,57 +38,25 @@ from node_agent.telemetry.outbox import Outbox, Outgoing
 from node_agent.update.blue_green import BlueGreenUpdater, ColourSpecs
 from node_agent.update.config_reload import ConfigReloader
 from node_agent.update.journal import Journal
+from node_agent.update.operation import Emit, OperationResult
 from node_agent.update.outcomes import OutcomeStore
 from node_agent.update.recovery import Recovery
 from node_agent.update.service_locks import ServiceLocks
 from node_agent.update.service_store import ServiceStore
-from node_agent.update.updater import Emit, OperationResult, ServiceUpdater
+from node_agent.update.updater import ServiceUpdater
 from protocol import subjects
-from protocol.codec import decode, encode
-from protocol.errors import AgentError, BrokerError, CommandRefused, ProtocolError, RuntimeFault
+from protocol.codec import encode
+from protocol.errors import BrokerError, ProtocolError, RuntimeFault
 from protocol.models import (
-    AnyMessage,
-    ApplyCommand,
-    Command,
-    ConfigCommand,
     Envelope,
-    ErrorReply,
     HostFacts,
-    InspectCommand,
-    InspectReply,
-    OperationOutcome,
-    OperationReply,
-    PrepareCommand,
-    PrepareReply,
-    Reason,
-    Reply,
-    RetireCommand,
-    RollbackCommand,
-    StageCommand,
-    SwitchCommand,
     UpdatePhase,
     UpdateProgress,
-    utc_now,
 )
-from protocol.signing import CommandRejected, CommandVerifier
-from protocol.streams import BucketDefinition, fleet_buckets, fleet_streams
+from protocol.streams import fleet_buckets
 from protocol.transport import MAX_OUTSTANDING_PINGS
-from protocol.version import fleetwave_version
 
 log = logging.getLogger("fleet-agent")
-REJECTIONS = frozenset(
-    {
-        "unsigned",
-        "unknown_key",
-        "bad_signature",
-        "non_canonical",
-        "not_yet_valid",
-        "replayed",
-        "expired",
-        "wrong_host",
-    }
-)
-"""Error codes of commands refused unread: published as ``command_rejected`` events."""
 PUBLISH_TIMEOUT = 2.0
 OUTBOX_FLUSH_TIMEOUT = 5.0
 
@@ -102,25 +68,29 @@ class Agent:
         state = settings.state_dir
         self.runtime = DockerRuntime(settings.docker_host, settings.docker_timeout)
         self.outcomes = OutcomeStore(state / "outcomes")
-        self.verifier = (
-            CommandVerifier(settings.trusted_command_keys)
-            if settings.trusted_command_keys
-            else None
-        )
-        self.seen = SeenSignatures(state / "seen-commands") if self.verifier else None
         self.services = ServiceStore(state / "services")
         self.config = ConfigSync(lambda: self.settings, AppliedConfigs(state / "config-applied"))
         self.updater = ServiceUpdater(
             settings, self.runtime, Journal(state / "journal"), self.services, self.config
         )
         self.locks = ServiceLocks()
-        self.updater.record_outcome = self._record_outcome
         self.recovery = Recovery(self.updater, self.locks, self._emitter, self._recovered)
         self.housekeeping = Housekeeping(self.outcomes, self.updater.journal)
         self.config_reloader = ConfigReloader(
             self.config, self.updater, self.locks, self.publish_event, self.host
         )
         self.blue_green = BlueGreenUpdater(self.updater, ColourSpecs(state / "colours"))
+        self.commands = CommandRunner(
+            lambda: self.settings,
+            self.outcomes,
+            self.updater,
+            self.blue_green,
+            self.config_reloader,
+            self.locks,
+            self.recovery,
+            self._emitter,
+        )
+        self.updater.record_outcome = self.commands.record_outcome
         self.engine_events = EngineEventFollower(
             self.runtime,
             self.host,
@@ -153,9 +123,6 @@ class Agent:
         self._hosts_kv: KeyValue | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._heartbeat_now = asyncio.Event()
-        self._running_ids: set[str] = set()
-        self._recorded: dict[str, OperationReply] = {}
-        """Operations whose outcome the updater stored before closing their journal."""
         self._workers = asyncio.Semaphore(settings.command_workers)
         self._connected_state: bool | None = None
         self._closing = False
@@ -287,39 +254,14 @@ class Agent:
 
     async def _ensure_streams(self) -> None:
         js = self._jetstream
-        # Whichever side starts first creates the streams; the agent's retention settings
-        # must match the controller's (FLEET_STREAMS), since both bring them up to date.
-        # What exists and matches is only looked at: on a locked-down bus a host may read
-        # stream info but not create or change streams.
-        for definition in fleet_streams(self.settings.streams):
-            config = definition.model_dump()
-            try:
-                info = await js.stream_info(config["name"])
-            except nats.js.errors.NotFoundError:
-                await js.add_stream(**config)
-                continue
-            if not _stream_matches(info.config, config):
-                await js.update_stream(**config)
+        await ensure_streams(js, self.settings.streams)
         buckets = fleet_buckets(self.settings.streams)
-        self._hosts_kv = await self._bucket(buckets[subjects.HOSTS_BUCKET])
-        self.config.kv = await self._bucket(buckets[subjects.CONFIG_BUCKET])
-
-    async def _bucket(self, definition: BucketDefinition) -> KeyValue:
-        """Bind to a KV bucket, creating it only if it does not exist yet (the controller
-        brings an existing one's replicas to the operator's setting)."""
-        js = self._jetstream
-        try:
-            return await js.key_value(definition.bucket)
-        except nats.js.errors.BucketNotFoundError:
-            try:
-                return await js.create_key_value(KeyValueConfig(**definition.model_dump()))
-            except nats.js.errors.BadRequestError:  # created meanwhile, other settings
-                return await js.key_value(definition.bucket)
+        self._hosts_kv = await open_bucket(js, buckets[subjects.HOSTS_BUCKET])
+        self.config.kv = await open_bucket(js, buckets[subjects.CONFIG_BUCKET])
 
     async def _close(self) -> None:
         self._closing = True
-        if self.seen is not None:
-            self.seen.close()
+        self.commands.close()
         if self._nc is not None and not self._nc.is_closed:
             # A connection lost for good (a revoked certificate, a dead server) fails its
             # final flush; the agent still exits cleanly. Over TLS, after a reconnect,
@@ -390,11 +332,11 @@ class Agent:
 
     async def _handle(self, msg: Msg) -> None:
         async with self._workers:
-            reply = await self._reply_for(msg.data)
+            reply = await self.commands.reply_for(msg.data)
         # The outcome is queued before the reply is sent, so the event stream keeps cause
         # before effect: whatever the controller does on reading this reply (a colour
         # switch, the next batch) is stored after this host's outcome.
-        await self.publish_event(_event_type_of(reply), reply)
+        await self.publish_event(event_type_of(reply), reply)
         if self._nc is not None and self._nc.is_connected:
             # The reply follows its events, so its reader finds them stored.
             await self.outbox.events_stored(PUBLISH_TIMEOUT)
@@ -404,218 +346,12 @@ class Agent:
             with suppress(nats.errors.Error):
                 await msg.respond(payload)
 
-    async def _reply_for(self, data: bytes) -> Reply:
-        """The reply to ``data``, whatever happens: no exception leaves the handler."""
-        try:
-            message = decode(data)
-        except ProtocolError as exc:
-            return self._error(None, exc.code, exc.message)
-        except Exception as exc:  # noqa: BLE001 - the sender must get an answer anyway
-            return self._unexpected(None, exc)
-        try:
-            reply = await self._answer(message, data)
-        except Exception as exc:  # noqa: BLE001 - the sender must get an answer anyway
-            return self._unexpected(message.id, exc)
-        if isinstance(reply, ErrorReply) and reply.code in REJECTIONS:
-            log.warning("command refused (%s): %s", reply.code, reply.message)
-        return reply
-
-    def _unexpected(self, command_id: str | None, exc: Exception) -> ErrorReply:
-        """A fault of the agent itself: one line for the operator, the details at debug."""
-        log.error("command %s failed: %s: %s", command_id, type(exc).__name__, exc)
-        log.debug("command %s failed", command_id, exc_info=exc)
-        return self._error(command_id, "internal_error", f"{type(exc).__name__}: {exc}")
-
-    async def _answer(self, message: AnyMessage, data: bytes) -> Reply:
-        if not isinstance(message, Command):
-            return self._error(message.id, "not_a_command", f"{message.kind} is not a command")
-        try:
-            self._authenticate(message, data)
-        except CommandRejected as exc:
-            return self._error(message.id, exc.code, exc.message)
-        if message.host != self.host:
-            return self._error(
-                message.id, "wrong_host", f"command is for {message.host}, this is {self.host}"
-            )
-        # A retried command gets its recorded outcome even after it expired: the sender
-        # lost the first reply, and running nothing is exactly what it must get.
-        recorded = self.outcomes.get(message.id)
-        if isinstance(recorded, Reply):
-            return recorded
-        if message.expires_at <= utc_now():
-            return self._error(
-                message.id, "expired", f"command expired at {message.expires_at.isoformat()}"
-            )
-        if message.id in self._running_ids:
-            return self._error(message.id, "in_progress", f"command {message.id} is still running")
-        # Marked running before the first await, so a retry arriving meanwhile is refused.
-        self._running_ids.add(message.id)
-        try:
-            if self.seen is not None and message.signature is not None:
-                await self.seen.remember(message.signature, message.expires_at)
-            reply = await self._run(message)
-        except CommandRefused as exc:
-            return self._error(message.id, exc.code, exc.message)
-        except AgentError as exc:
-            reply = self._error(message.id, exc.code, exc.message)
-        finally:
-            self._running_ids.discard(message.id)
-            stored = self._recorded.pop(message.id, None)
-        if stored is not None:
-            return stored  # the very reply a retry of this id will get
-        if not isinstance(message, InspectCommand):
-            await asyncio.to_thread(self.outcomes.put, message.id, reply)
-        return reply
-
-    def _authenticate(self, command: Command, data: bytes) -> None:
-        """With trusted keys configured: signed by one, sent as signed, not from the
-        future, never seen."""
-        if self.verifier is None:
-            return
-        self.verifier.verify(command)
-        # The signature covers the decoded fields, and decoding forgives: an int 0 reads
-        # as False, nanoseconds below a microsecond vanish. Other bytes that decode to
-        # the signed fields would make a second valid envelope (and dodge replay by
-        # signature), so only the controller's exact encoding is accepted.
-        if encode(command) != bytes(data):
-            raise CommandRejected(
-                "non_canonical",
-                f"command {command.id} is not in its canonical encoding",
-            )
-        ahead = (command.sent_at - utc_now()).total_seconds()
-        if ahead > self.settings.command_clock_skew:
-            raise CommandRejected(
-                "not_yet_valid",
-                f"command {command.id} was sent {ahead:.0f}s in this host's future",
-            )
-        signature = command.signature
-        assert signature is not None  # verify() refuses an unsigned command
-        if self.seen is not None and self.seen.seen(signature):
-            raise CommandRejected(
-                "replayed", f"command {command.id} was received before (same signature)"
-            )
-
-    async def _run(self, command: Command) -> Reply:
-        if isinstance(command, InspectCommand):
-            status = await self.updater.status(command.service)
-            return InspectReply(sender=self.host, in_reply_to=command.id, status=status)
-        service = _service_of(command)
-        if self.locks.busy(service):
-            raise CommandRefused("busy", f"another operation on {service} is in progress")
-        async with self.locks.hold(service):
-            if not isinstance(command, PrepareCommand):  # Prepare touches nothing running
-                await self.recovery.before_operation(service)
-            try:
-                return await self._run_exclusive(command)
-            finally:
-                if self.updater.journal.get(service) is not None:
-                    self.recovery.wake()  # left unsettled: keep trying in the background
-
-    async def _run_exclusive(self, command: Command) -> Reply:
-        if isinstance(command, PrepareCommand):
-            emit = self._emitter(
-                command.id, command.service.name, command.rollout_id, command.service.image
-            )
-            prepared = await self.updater.prepare(command, emit)
-            return PrepareReply(
-                sender=self.host,
-                in_reply_to=command.id,
-                service=command.service.name,
-                ready=prepared.ready,
-                reasons=tuple(prepared.reasons),
-                digest=prepared.digest,
-            )
-        if isinstance(command, ApplyCommand):
-            spec = command.service
-            if not command.force and self._update_locked(spec.name):
-                return self._operation_reply(
-                    command.id,
-                    spec.name,
-                    OperationResult(
-                        OperationOutcome.DEFERRED,
-                        await self.updater.status(spec.name),
-                        reasons=[
-                            Reason(code="locked", text="the application holds its update lock")
-                        ],
-                    ),
-                )
-            emit = self._emitter(command.id, spec.name, command.rollout_id, spec.image)
-            result = await self.updater.apply(command.id, spec, emit, command.rollout_id)
-            return self._operation_reply(command.id, spec.name, result)
-        if isinstance(command, RollbackCommand):
-            emit = self._emitter(command.id, command.service, command.rollout_id, None)
-            result = await self.updater.rollback(
-                command.id, command.service, emit, command.rollout_id
-            )
-            return self._operation_reply(command.id, command.service, result)
-        if isinstance(command, ConfigCommand):
-            done = await self.config_reloader.command(command)
-            if isinstance(done, OperationResult):
-                return self._operation_reply(command.id, command.service, done)
-            return PrepareReply(
-                sender=self.host,
-                in_reply_to=command.id,
-                service=command.service,
-                ready=done.ready,
-                reasons=tuple(done.reasons),
-            )
-        return await self._run_blue_green(command)
-
-    async def _run_blue_green(self, command: Command) -> Reply:
-        if isinstance(command, StageCommand):
-            spec = command.service
-            emit = self._emitter(command.id, spec.name, command.rollout_id, spec.image)
-            result = await self.blue_green.stage(command.id, spec, command.colour, emit)
-            return self._operation_reply(command.id, spec.name, result)
-        if isinstance(command, SwitchCommand):
-            emit = self._emitter(command.id, command.service, command.rollout_id, None)
-            result = await self.blue_green.switch(
-                command.id, command.service, command.colour, command.remove_other, emit
-            )
-            return self._operation_reply(command.id, command.service, result)
-        if isinstance(command, RetireCommand):
-            emit = self._emitter(command.id, command.service, command.rollout_id, None)
-            result = await self.blue_green.retire(command.service, command.colour, emit)
-            return self._operation_reply(command.id, command.service, result)
-        raise CommandRefused(
-            "unknown_command", f"no handler for {command.kind}"
-        )  # pragma: no cover
-
-    def _update_locked(self, service: str) -> bool:
-        template = self.settings.update_lock_path
-        return template is not None and Path(template.format(service=service)).exists()
-
-    def _operation_reply(
-        self, command_id: str, service: str, result: OperationResult
-    ) -> OperationReply:
-        return OperationReply(
-            sender=self.host,
-            in_reply_to=command_id,
-            service=service,
-            outcome=result.outcome,
-            status=result.status,
-            failure=result.failure,
-            reasons=tuple(result.reasons),
-        )
-
-    def _error(self, command_id: str | None, code: str, message: str) -> ErrorReply:
-        return ErrorReply(
-            sender=self.host, in_reply_to=command_id, code=code, message=message[:8000]
-        )
-
     # ---- recovery and heartbeat ----
-
-    async def _record_outcome(
-        self, operation_id: str, service: str, result: OperationResult
-    ) -> None:
-        reply = self._operation_reply(operation_id, service, result)
-        await asyncio.to_thread(self.outcomes.put, operation_id, reply)
-        self._recorded[operation_id] = reply  # sent as it is, not built and stored again
 
     async def _recovered(self, operation_id: str, service: str, result: OperationResult) -> None:
         """An operation settled after a crash: its outcome is already stored; report it."""
-        self._recorded.pop(operation_id, None)  # no command is waiting to store it
-        reply = self._operation_reply(operation_id, service, result)
+        self.commands.forget_recorded(operation_id)
+        reply = self.commands.operation_reply(operation_id, service, result)
         await self.publish_event(reply.kind, reply)
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
@@ -665,56 +401,4 @@ class Agent:
         return ignored
 
     async def host_facts(self) -> HostFacts:
-        memory = resources.memory()
-        try:
-            docker_version: str | None = await self.runtime.version()
-            root = await self.runtime.root_dir()
-        except RuntimeFault:
-            docker_version, root = None, "/"
-        disk = await asyncio.to_thread(resources.disk, root)
-        services = [await self.updater.status(name) for name in self.services.names()]
-        return HostFacts(
-            sender=self.host,
-            host=self.host,
-            labels=self.settings.labels,
-            agent_version=f"{fleetwave_version()} ({platform.python_implementation()})",
-            docker_version=docker_version,
-            cpus=resources.cpu_count(),
-            memory_total=memory.total,
-            memory_available=memory.available,
-            disk_total=disk.total,
-            disk_free=disk.free,
-            services=tuple(services),
-        )
-
-
-def _event_type_of(reply: Reply) -> str:
-    """``command_rejected`` for a command refused unread, ``command_failed`` for any other
-    error, else the reply's own kind."""
-    if isinstance(reply, ErrorReply):
-        return "command_rejected" if reply.code in REJECTIONS else "command_failed"
-    return reply.kind
-
-
-def _service_of(command: Command) -> str:
-    if isinstance(command, PrepareCommand | ApplyCommand | StageCommand):
-        return command.service.name
-    if isinstance(
-        command,
-        RollbackCommand | InspectCommand | SwitchCommand | RetireCommand | ConfigCommand,
-    ):
-        return command.service
-    raise CommandRefused("unknown_command", f"no service in {command.kind}")  # pragma: no cover
-
-
-def _stream_matches(current: Any, wanted: dict[str, Any]) -> bool:
-    """Whether the stream's config already has every value the agent would set."""
-
-    def plain(value: Any) -> Any:
-        return list(value) if isinstance(value, tuple | list) else value
-
-    return all(
-        plain(getattr(current, key, None)) == plain(value)
-        for key, value in wanted.items()
-        if key != "name" and value is not None
-    )
+        return await read_host_facts(self.settings, self.runtime, self.updater, self.services)

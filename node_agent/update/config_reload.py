@@ -32,14 +32,10 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from node_agent.config.files import Applied, ConfigDir, ConfigFault
 from node_agent.config.sync import ConfigSync
 from node_agent.runtime import SERVICE_LABEL
+from node_agent.update.operation import LOG_LINES_IN_BUNDLE, OperationResult, PrepareResult
 from node_agent.update.probes import HealthVerdict, wait_until_healthy
 from node_agent.update.service_locks import ServiceLocks
-from node_agent.update.updater import (
-    LOG_LINES_IN_BUNDLE,
-    OperationResult,
-    PrepareResult,
-    ServiceUpdater,
-)
+from node_agent.update.updater import ServiceUpdater
 from protocol.config_files import (
     ConfigContent,
     content_hash,

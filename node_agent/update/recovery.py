@@ -14,8 +14,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from node_agent.update.operation import Emit, OperationResult
 from node_agent.update.service_locks import ServiceLocks
-from node_agent.update.updater import Emit, OperationResult, ServiceUpdater
+from node_agent.update.updater import ServiceUpdater
 from protocol.errors import CommandRefused, describe
 
 log = logging.getLogger("fleet-agent.recovery")

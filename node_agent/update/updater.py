@@ -8,34 +8,39 @@ removed, until the new one has proven healthy; any failure restores it.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import signal
-import time
-from collections.abc import Awaitable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from fleet_registry.client import RegistryCheck, check_registry
 from node_agent.config.sync import ConfigSync
-from node_agent.resources import ResourceNeeds, check_resources
-from node_agent.runtime import AGENT_LABEL, DockerRuntime, Inspect, PullProgress
+from node_agent.runtime import AGENT_LABEL, DockerRuntime, Inspect
 from node_agent.settings import AgentSettings
 from node_agent.update.container_config import (
-    COLOUR_LABEL,
-    IMAGE_LABEL,
     config_from_spec,
     derive_config,
 )
 from node_agent.update.journal import Journal
+from node_agent.update.operation import (
+    AGENT_RESTARTED,
+    ASIDE_SUFFIX,
+    CANDIDATE_STARTED,
+    LOG_LINES_IN_BUNDLE,
+    NEXT_SUFFIX,
+    Emit,
+    Operation,
+    OperationResult,
+    PrepareResult,
+    RecordOutcome,
+    dump_spec,
+    record_nowhere,
+    status_from_inspect,
+)
+from node_agent.update.prepare import prepare
 from node_agent.update.probes import HealthVerdict, wait_until_healthy
 from node_agent.update.service_store import ServiceStore
-from node_agent.update.versions import version_policy_reasons
-from protocol.errors import CommandRefused, ProtocolError, RuntimeFault
+from protocol.errors import CommandRefused, RuntimeFault
 from protocol.image_ref import parse_image_reference, registry_refusal
 from protocol.models import (
-    ContainerState,
     FailureBundle,
     Health,
     OperationOutcome,
@@ -44,93 +49,7 @@ from protocol.models import (
     ServiceStatus,
     UpdatePhase,
 )
-from protocol.spec import COLOURS, ServiceSpec, UpdateOrder
-
-
-class RecordOutcome(Protocol):
-    """Stores an operation's outcome durably, under its operation id."""
-
-    def __call__(
-        self, operation_id: str, service: str, result: OperationResult
-    ) -> Awaitable[None]: ...
-
-
-async def _record_nowhere(operation_id: str, service: str, result: OperationResult) -> None:
-    """The default: an updater used on its own (tests, benches) keeps no outcomes."""
-
-
-class Emit(Protocol):
-    """Publishes one phase change (and, while pulling, how far the pull is)."""
-
-    def __call__(
-        self, phase: UpdatePhase, detail: str, progress: float | None = None
-    ) -> Awaitable[None]: ...
-
-
-PULL_PROGRESS_INTERVAL = 0.5
-
-
-class _PullReporter:
-    """Turns the pulling thread's running totals into at most two events a second."""
-
-    def __init__(self, emit: Emit, loop: asyncio.AbstractEventLoop) -> None:
-        self._emit = emit
-        self._loop = loop
-        self._last = 0.0
-        self._sent: list[concurrent.futures.Future[None]] = []
-
-    def __call__(self, progress: PullProgress) -> None:  # runs in the pulling thread
-        now = time.monotonic()
-        if now - self._last < PULL_PROGRESS_INTERVAL:
-            return
-        self._last = now
-        coroutine = self._emit(UpdatePhase.PULLING, progress.describe(), progress.fraction)
-        self._sent.append(asyncio.run_coroutine_threadsafe(_awaited(coroutine), self._loop))
-
-    async def settle(self) -> None:
-        """Wait for every event already handed to the loop (so none outlives the pull)."""
-        await asyncio.gather(*(asyncio.wrap_future(f) for f in self._sent))
-
-
-async def _awaited(awaitable: Awaitable[None]) -> None:
-    await awaitable
-
-
-LOG_LINES_IN_BUNDLE = 30
-ASIDE_SUFFIX = "--prev"
-NEXT_SUFFIX = "--next"
-CANDIDATE_STARTED = frozenset(
-    {UpdatePhase.PROBING.value, UpdatePhase.SOAKING.value, UpdatePhase.STOPPING_OLD.value}
-)
-"""Start-first phases in which the new copy (``--next``) has been started beside the old."""
-AGENT_RESTARTED = Reason(code="agent_restarted", text="the agent died during the update")
-
-
-@dataclass
-class PrepareResult:
-    ready: bool
-    reasons: list[Reason]
-    digest: str | None = None
-
-
-@dataclass
-class OperationResult:
-    outcome: OperationOutcome
-    status: ServiceStatus
-    failure: FailureBundle | None = None
-    reasons: list[Reason] = field(default_factory=list)
-
-
-@dataclass
-class Operation:
-    operation_id: str
-    spec: ServiceSpec
-    emit: Emit
-    started: float = field(default_factory=time.monotonic)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def mark(self, name: str) -> None:
-        self.timings[name] = round(time.monotonic() - self.started, 3)
+from protocol.spec import ServiceSpec, UpdateOrder
 
 
 class ServiceUpdater:
@@ -147,7 +66,7 @@ class ServiceUpdater:
         self.journal = journal
         self.services = services
         self.config = config
-        self.record_outcome: RecordOutcome = _record_nowhere
+        self.record_outcome: RecordOutcome = record_nowhere
         """Set by the daemon: called before the journal is closed (see :meth:`_conclude`)."""
 
     # ---- names ----
@@ -170,75 +89,9 @@ class ServiceUpdater:
     # ---- prepare ----
 
     async def prepare(self, command: PrepareCommand, emit: Emit) -> PrepareResult:
-        spec = command.service
-        await emit(UpdatePhase.CHECKING, f"checking host and registry for {spec.image}")
-        ref = parse_image_reference(spec.image)
-        reasons: list[Reason] = []
-        try:
-            await self.runtime.ping()
-            docker_root = await self.runtime.root_dir()
-        except RuntimeFault as exc:
-            reasons.append(Reason(code="engine_unavailable", text=exc.message))
-            docker_root = "/"
-        credential = self.settings.registry_credentials.get(ref.registry_or_default)
-        refusal = registry_refusal(ref, self.settings.allowed_registries)
-        if refusal is not None:
-            # Not even asked: a host does not talk to a registry it must not use.
-            reasons.append(Reason(code="registry_not_allowed", text=refusal))
-            registry = RegistryCheck()
-        else:
-            registry = await check_registry(ref, self.settings.registry_access())
-            reasons += registry.reasons
-        memory_needed = max(
-            spec.container.resources.memory_bytes or 0, self.settings.min_free_memory
+        return await prepare(
+            command, emit, self.settings, self.runtime, self.config, self.failpoint
         )
-        reasons += check_resources(
-            ResourceNeeds(
-                memory=memory_needed,
-                disk=registry.size + self.settings.min_free_disk,
-                open_files=self.settings.min_open_files,
-                max_load_per_cpu=self.settings.max_load_per_cpu,
-            ),
-            docker_root,
-        )
-        reasons += await self.config.prepare_reasons(spec)
-        current = await self.runtime.inspect_container(self.main_name(spec.name))
-        current_ref = _image_label(current)
-        current_tag = parse_image_reference(current_ref).tag if current_ref else None
-        reasons += version_policy_reasons(
-            current_tag,
-            ref.tag,
-            allow_downgrade=command.allow_downgrade,
-            allow_major=command.allow_major,
-        )
-        if reasons:
-            await emit(UpdatePhase.NOT_READY, "; ".join(r.code for r in reasons))
-            return PrepareResult(False, reasons, registry.digest)
-        assert registry.digest is not None
-        await emit(UpdatePhase.PULLING, f"pulling {ref.name}@{registry.digest}")
-        self.failpoint("pulling")
-        auth = credential.docker_auth() if credential else None
-        reporter = _PullReporter(emit, asyncio.get_running_loop())
-        try:
-            pulled = await self.runtime.pull(
-                ref.name, registry.digest, auth, self.settings.pull_timeout, reporter
-            )
-        except RuntimeFault as exc:
-            reason = Reason(code="pull_failed", text=exc.message)
-            await emit(UpdatePhase.NOT_READY, reason.code)
-            return PrepareResult(False, [reason], registry.digest)
-        finally:
-            await reporter.settle()
-        await emit(UpdatePhase.PULLING, f"pulled {pulled.size / 1e6:.1f} MB", 1.0)
-        if f"{ref.name}@{registry.digest}" not in pulled.repo_digests:
-            reason = Reason(
-                code="digest_mismatch",
-                text=f"pulled image does not carry {registry.digest} ({pulled.repo_digests})",
-            )
-            await emit(UpdatePhase.NOT_READY, reason.code)
-            return PrepareResult(False, [reason], registry.digest)
-        await emit(UpdatePhase.READY, f"{ref.name}@{registry.digest} pulled")
-        return PrepareResult(True, [], registry.digest)
 
     # ---- apply ----
 
@@ -267,7 +120,7 @@ class ServiceUpdater:
                 "order": spec.update_order.value,
                 "image": image,
                 "spec": spec.model_dump(mode="json"),
-                "old_spec": _dump(self.services.current(spec.name)),
+                "old_spec": dump_spec(self.services.current(spec.name)),
                 "old_container": old,
                 "fresh": old is None,
             },
@@ -589,51 +442,3 @@ class ServiceUpdater:
         if main is None:
             await self.runtime.rename(old["Id"], self.main_name(service))
         return await self._bring_back_old(op, old["Id"], bundle)
-
-
-def _dump(spec: ServiceSpec | None) -> dict[str, Any] | None:
-    return spec.model_dump(mode="json") if spec else None
-
-
-def _image_label(info: Inspect | None) -> str | None:
-    labels = ((info or {}).get("Config") or {}).get("Labels") or {}
-    value = labels.get(IMAGE_LABEL)
-    return str(value) if value else None
-
-
-def status_from_inspect(service: str, info: Inspect | None) -> ServiceStatus:
-    if info is None:
-        return ServiceStatus(name=service)
-    state = info.get("State") or {}
-    image_ref = _image_label(info)
-    config_image = str((info.get("Config") or {}).get("Image") or "")
-    digest = config_image.split("@", 1)[1] if "@" in config_image else None
-    health_status = (state.get("Health") or {}).get("Status")
-    try:
-        health = Health(health_status) if health_status else Health.UNKNOWN
-    except ValueError:
-        health = Health.UNKNOWN
-    try:
-        container_state = ContainerState(state.get("Status", "absent"))
-    except ValueError:
-        container_state = ContainerState.DEAD
-    started = state.get("StartedAt")
-    started_at = None
-    if started and not started.startswith("0001"):
-        started_at = datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00")
-    try:
-        parse_image_reference(image_ref or "")
-    except ProtocolError:
-        image_ref = None
-    colour = ((info.get("Config") or {}).get("Labels") or {}).get(COLOUR_LABEL)
-    return ServiceStatus(
-        name=service,
-        colour=colour if colour in COLOURS else None,
-        image=image_ref,
-        digest=digest,
-        container_id=info.get("Id"),
-        state=container_state,
-        health=health,
-        started_at=started_at,
-        restart_count=int(info.get("RestartCount") or 0),
-    )

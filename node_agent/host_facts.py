@@ -1,0 +1,45 @@
+"""What the heartbeat writes to KV ``fleet_hosts``: the host's labels, versions, CPU,
+memory and disk, and each service's status."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+
+from node_agent import resources
+from node_agent.runtime import DockerRuntime
+from node_agent.settings import AgentSettings
+from node_agent.update.service_store import ServiceStore
+from node_agent.update.updater import ServiceUpdater
+from protocol.errors import RuntimeFault
+from protocol.models import HostFacts
+from protocol.version import fleetwave_version
+
+
+async def read_host_facts(
+    settings: AgentSettings,
+    runtime: DockerRuntime,
+    updater: ServiceUpdater,
+    services: ServiceStore,
+) -> HostFacts:
+    memory = resources.memory()
+    try:
+        docker_version: str | None = await runtime.version()
+        root = await runtime.root_dir()
+    except RuntimeFault:
+        docker_version, root = None, "/"
+    disk = await asyncio.to_thread(resources.disk, root)
+    statuses = [await updater.status(name) for name in services.names()]
+    return HostFacts(
+        sender=settings.host_id,
+        host=settings.host_id,
+        labels=settings.labels,
+        agent_version=f"{fleetwave_version()} ({platform.python_implementation()})",
+        docker_version=docker_version,
+        cpus=resources.cpu_count(),
+        memory_total=memory.total,
+        memory_available=memory.available,
+        disk_total=disk.total,
+        disk_free=disk.free,
+        services=tuple(statuses),
+    )
