@@ -19,14 +19,24 @@ from controller.cli.base import (
     check_strategy,
     fail,
     follow_rollout,
-    invalid_flags,
     parse_selector,
     report_started,
     run_with_fleet,
 )
+from controller.cli.rollout_flags import (
+    AutoPromoteOption,
+    CanaryOption,
+    FailureActionOption,
+    MaxFailureRatioOption,
+    MaxUnavailableOption,
+    PartitionOption,
+    ProgressDeadlineOption,
+    SelectorOption,
+    rollout_spec,
+)
 from controller.cli.tables import print_table
 from controller.cli.typer_app import command_group
-from controller.rollouts.model import FailureAction, RolloutRecord, RolloutSpec, Strategy
+from controller.rollouts.model import FailureAction, RolloutRecord, Strategy
 from controller.state.config_intents import (
     plan_config_rollout,
     remove_config,
@@ -260,14 +270,14 @@ def config_rollout(
     strategy: Annotated[Strategy, typer.Option(help="rolling, canary or partition")] = (
         Strategy.ROLLING
     ),
-    max_unavailable: Annotated[str, typer.Option(help="count or percentage")] = "25%",
-    canary: Annotated[str | None, typer.Option(help="first wave size, then wait")] = None,
-    auto_promote_after: Annotated[float | None, typer.Option(help="seconds")] = None,
-    partition: Annotated[int | None, typer.Option(help="change only ordinals >= N")] = None,
-    selector: Annotated[str | None, typer.Option(help="k=v,... host labels")] = None,
-    max_failure_ratio: Annotated[float, typer.Option()] = 0.0,
-    failure_action: Annotated[FailureAction, typer.Option()] = FailureAction.PAUSE,
-    progress_deadline: Annotated[float, typer.Option(help="seconds")] = 600.0,
+    max_unavailable: MaxUnavailableOption = "25%",
+    canary: CanaryOption = None,
+    auto_promote_after: AutoPromoteOption = None,
+    partition: PartitionOption = None,
+    selector: SelectorOption = None,
+    max_failure_ratio: MaxFailureRatioOption = 0.0,
+    failure_action: FailureActionOption = FailureAction.PAUSE,
+    progress_deadline: ProgressDeadlineOption = 600.0,
     watch: WatchOption = False,
     nats_url: NatsOption = None,
     output: OutputOption = "table",
@@ -281,20 +291,17 @@ def config_rollout(
     _names(service, name)
     check_strategy(strategy, canary, partition)
     data = _read(file)
-    try:
-        spec = RolloutSpec(
-            strategy=strategy,
-            max_unavailable=max_unavailable,
-            canary=canary,
-            auto_promote_after=auto_promote_after,
-            partition=partition,
-            selector=parse_selector(selector),
-            max_failure_ratio=max_failure_ratio,
-            failure_action=failure_action,
-            progress_deadline=progress_deadline,
-        )
-    except ValidationError as exc:
-        invalid_flags(exc)
+    spec = rollout_spec(
+        selector,
+        strategy=strategy,
+        max_unavailable=max_unavailable,
+        canary=canary,
+        auto_promote_after=auto_promote_after,
+        partition=partition,
+        max_failure_ratio=max_failure_ratio,
+        failure_action=failure_action,
+        progress_deadline=progress_deadline,
+    )
 
     async def start(fleet: Fleet) -> RolloutRecord:
         record = await plan_config_rollout(fleet, service, name, data, spec)

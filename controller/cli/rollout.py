@@ -25,14 +25,24 @@ from controller.cli.base import (
     follow_rollout,
     invalid_flags,
     load_spec,
-    parse_selector,
     report_started,
     run_with_fleet,
+)
+from controller.cli.rollout_flags import (
+    AutoPromoteOption,
+    CanaryOption,
+    CheckOption,
+    FailureActionOption,
+    MaxFailureRatioOption,
+    MaxUnavailableOption,
+    PartitionOption,
+    ProgressDeadlineOption,
+    SelectorOption,
+    rollout_spec,
 )
 from controller.cli.tables import print_table
 from controller.cli.typer_app import command_group
 from controller.rollouts.model import (
-    AnalysisCheck,
     FailureAction,
     RolloutRecord,
     RolloutSpec,
@@ -54,31 +64,23 @@ def rollout_start(
         Path | None, typer.Option("--spec", help="service spec (JSON or TOML) for a first rollout")
     ] = None,
     strategy: Annotated[Strategy, typer.Option()] = Strategy.ROLLING,
-    max_unavailable: Annotated[str, typer.Option(help="count or percentage")] = "25%",
+    max_unavailable: MaxUnavailableOption = "25%",
     max_surge: Annotated[str, typer.Option(help="count or percentage")] = "0",
-    canary: Annotated[str | None, typer.Option(help="first wave size, then wait")] = None,
-    auto_promote_after: Annotated[float | None, typer.Option(help="seconds")] = None,
-    partition: Annotated[int | None, typer.Option(help="update only ordinals >= N")] = None,
-    selector: Annotated[str | None, typer.Option(help="k=v,... host labels")] = None,
-    max_failure_ratio: Annotated[float, typer.Option()] = 0.0,
-    failure_action: Annotated[FailureAction, typer.Option()] = FailureAction.PAUSE,
+    canary: CanaryOption = None,
+    auto_promote_after: AutoPromoteOption = None,
+    partition: PartitionOption = None,
+    selector: SelectorOption = None,
+    max_failure_ratio: MaxFailureRatioOption = 0.0,
+    failure_action: FailureActionOption = FailureAction.PAUSE,
     min_healthy_time: Annotated[float | None, typer.Option(help="seconds")] = None,
-    progress_deadline: Annotated[float, typer.Option(help="seconds")] = 600.0,
+    progress_deadline: ProgressDeadlineOption = 600.0,
     min_ready: Annotated[str, typer.Option(help="pre-flight: count or percentage")] = "100%",
     remove_old_after: Annotated[
         float, typer.Option(help="blue-green: seconds the old colour is kept after the switch")
     ] = 300.0,
     allow_downgrade: bool = False,
     allow_major: bool = False,
-    check: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--check",
-            metavar="CHECK",
-            help="canary analysis, repeatable: [name=]metric<=number with metric one of "
-            "restarts, unhealthy, memory_ratio, memory_bytes, cpu_percent",
-        ),
-    ] = None,
+    check: CheckOption = None,
     dry_run: Annotated[
         bool, typer.Option(help="show pre-flight and waves; change nothing")
     ] = False,
@@ -102,39 +104,30 @@ def rollout_start(
     override = load_spec(spec_file) if spec_file else None
     if image is None and override is None:
         fail("give --image, or --spec for the service's first rollout", EXIT_INVALID)
-    try:
-        spec = RolloutSpec(
-            strategy=strategy,
-            max_unavailable=max_unavailable,
-            max_surge=max_surge,
-            canary=canary,
-            auto_promote_after=auto_promote_after,
-            partition=partition,
-            selector=parse_selector(selector),
-            max_failure_ratio=max_failure_ratio,
-            failure_action=failure_action,
-            min_healthy_time=min_healthy_time,
-            progress_deadline=progress_deadline,
-            min_ready=min_ready,
-            remove_old_after=remove_old_after,
-            allow_downgrade=allow_downgrade,
-            allow_major=allow_major,
-            analysis=tuple(AnalysisCheck.parse(text) for text in check or ()),
-        )
-    except ValidationError as exc:
-        invalid_flags(exc)
-    except ValueError as exc:  # a --check that does not parse
-        fail(f"--check: {exc}", EXIT_INVALID)
+    spec = rollout_spec(
+        selector,
+        check,
+        strategy=strategy,
+        max_unavailable=max_unavailable,
+        max_surge=max_surge,
+        canary=canary,
+        auto_promote_after=auto_promote_after,
+        partition=partition,
+        max_failure_ratio=max_failure_ratio,
+        failure_action=failure_action,
+        min_healthy_time=min_healthy_time,
+        progress_deadline=progress_deadline,
+        min_ready=min_ready,
+        remove_old_after=remove_old_after,
+        allow_downgrade=allow_downgrade,
+        allow_major=allow_major,
+    )
 
     async def start(fleet: Fleet) -> RolloutRecord | None:
         record, _ = await fleet.plan_rollout(service, image, spec, override)
         record = await fleet.vet(record, load_settings().vetter(), skip_scan=skip_scan)
         if dry_run:
-            result = await fleet.dry_run(record)
-            if output == "json":
-                typer.echo(render.to_json(result.__dict__ | {"record": record.model_dump()}))
-            else:
-                render.dry_run_view(result, Console())
+            await _show_dry_run(fleet, record, output)
             return None
         started = await fleet.start_rollout(record)
         if not watch:
@@ -144,6 +137,14 @@ def rollout_start(
     record = run_with_fleet(start, nats_url)
     if record is not None:
         report_started(record, watch, output)
+
+
+async def _show_dry_run(fleet: Fleet, record: RolloutRecord, output: str) -> None:
+    result = await fleet.dry_run(record)
+    if output == "json":
+        typer.echo(render.to_json(result.__dict__ | {"record": record.model_dump()}))
+    else:
+        render.dry_run_view(result, Console())
 
 
 @rollout_app.command("status")
