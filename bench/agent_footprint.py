@@ -32,13 +32,13 @@ from nats.aio.msg import Msg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controller.broker import NatsServer, find_nats_server_binary, reserve_loopback_port
+from fleet_lab.agent_client import AgentClient, apply_ok, connect, demo_spec, wait_until_serving
+from fleet_lab.agent_process import AgentProcess, agent_args
+from fleet_lab.stack import load_local_stack
 from protocol import subjects
 from protocol.codec import decode
 from protocol.models import LogBatch
 from protocol.spec import ContainerSettings, ExecProbe, HealthCheck, ServiceSpec
-from tests.support.agent import AgentClient, apply_ok, connect, demo_spec, wait_until_serving
-from tests.support.agent_process import AgentProcess, agent_args
-from tests.support.stack import load_local_stack
 
 MB = 1024 * 1024
 # 25 lines every 50 ms: about 500 lines a second, less the shell's own time.

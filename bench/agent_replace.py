@@ -36,12 +36,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controller.broker import NatsServer, find_nats_server_binary, reserve_loopback_port
+from fleet_lab.agent_client import AgentClient, apply_ok, connect, demo_spec
+from fleet_lab.stack import LocalStack, load_local_stack
 from node_agent.daemon import Agent
 from node_agent.settings import AgentSettings
 from protocol.models import PrepareReply
 from protocol.spec import ServiceSpec
-from tests.support.agent import AgentClient, apply_ok, connect, demo_spec
-from tests.support.stack import LocalStack, load_local_stack
 
 DOCKER_CLI = "/usr/bin/docker"
 GRACE = 10

@@ -31,14 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controller.broker import NatsServer, find_nats_server_binary, reserve_loopback_port
 from controller.state.config_store import open_config_store
+from fleet_lab.agent_client import AgentClient, apply_ok, connect, demo_spec, wait_until_serving
+from fleet_lab.agent_process import AgentProcess, agent_args
+from fleet_lab.stack import load_local_stack
 from protocol import subjects
 from protocol.codec import decode
 from protocol.config_files import ConfigContent, service_config_keys
 from protocol.models import ConfigPhase, ConfigProgress, utc_now
 from protocol.spec import ConfigMount
-from tests.support.agent import AgentClient, apply_ok, connect, demo_spec, wait_until_serving
-from tests.support.agent_process import AgentProcess, agent_args
-from tests.support.stack import load_local_stack
 
 
 def percentile(values: list[float], fraction: float) -> float:

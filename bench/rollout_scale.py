@@ -60,13 +60,17 @@ from protocol.models import (
     utc_now,
 )
 from protocol.spec import ServiceSpec
-from tests.support.fleet import fleetctl_executable
 
 OLD_IMAGE = "127.0.0.1:5000/demo/web:1.0.0"
 NEW_IMAGE = "127.0.0.1:5000/demo/web:1.1.0"
 DIGEST = "sha256:" + "5" * 64
 HEARTBEAT_INTERVAL = 10.0
 MB = 1024 * 1024
+
+
+def fleetctl_executable() -> str:
+    """The fleetctl installed beside this Python (the project's virtualenv)."""
+    return str(Path(sys.executable).parent / "fleetctl")
 
 
 @dataclass

@@ -25,11 +25,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controller.broker import NatsServer, find_nats_server_binary, reserve_loopback_port
+from fleet_lab.agent_client import AgentClient, connect, demo_spec, wait_until_serving
+from fleet_lab.agent_process import AgentProcess, agent_args
+from fleet_lab.stack import load_local_stack
 from protocol.models import ApplyCommand, utc_now
 from protocol.signing import CommandSigner, CommandVerifier, generate_key
-from tests.support.agent import AgentClient, connect, demo_spec, wait_until_serving
-from tests.support.agent_process import AgentProcess, agent_args
-from tests.support.stack import load_local_stack
 
 
 def signatures_per_second(signer: CommandSigner, verifier: CommandVerifier) -> tuple[float, float]:

@@ -15,15 +15,16 @@ import docker
 import pytest
 
 from controller.broker import NatsServer, find_nats_server_binary, start_cluster
+from fleet_lab.agent_client import AgentClient, AgentHandle, wait_until_serving
+from fleet_lab.agent_client import connect as connect_client
+from fleet_lab.agent_process import AgentProcess, agent_args
+from fleet_lab.stack import LocalStack, load_local_stack
 from node_agent.daemon import Agent
 from node_agent.settings import AgentSettings
 from protocol import subjects
 from protocol.image_ref import parse_image_reference
 from protocol.models import InspectReply
 from protocol.signing import CommandSigner, generate_key
-from tests.support.agent import AgentClient, AgentHandle, wait_until_serving
-from tests.support.agent import connect as connect_client
-from tests.support.agent_process import AgentProcess, agent_args
 from tests.support.events import EventRecorder, stored_events
 from tests.support.fleet import (
     HEARTBEATS,
@@ -34,7 +35,6 @@ from tests.support.fleet import (
     fleetctl,
 )
 from tests.support.netns import IsolatedHost
-from tests.support.stack import LocalStack, load_local_stack
 
 TEST_LABEL = "io.fleetwave.test"
 

@@ -10,6 +10,8 @@ import docker
 import pytest
 
 from controller.broker import reserve_loopback_port
+from fleet_lab.agent_client import AgentHandle, apply_ok, demo_spec
+from fleet_lab.stack import LocalStack
 from protocol.models import (
     ErrorReply,
     OperationOutcome,
@@ -19,9 +21,7 @@ from protocol.models import (
     SwitchCommand,
 )
 from protocol.spec import BlueGreen, Colour, ServiceSpec
-from tests.support.agent import AgentHandle, apply_ok, demo_spec
 from tests.support.http import wait_for_http
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]

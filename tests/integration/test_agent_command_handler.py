@@ -12,6 +12,8 @@ import msgpack
 import pytest
 
 from controller.broker import reserve_loopback_port
+from fleet_lab.agent_client import AgentHandle, apply_ok, demo_spec, wait_until_serving
+from fleet_lab.stack import LocalStack
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.models import (
@@ -21,9 +23,7 @@ from protocol.models import (
     OperationReply,
 )
 from tests.conftest import SpawnedAgent
-from tests.support.agent import AgentHandle, apply_ok, demo_spec, wait_until_serving
 from tests.support.events import EventRecorder
-from tests.support.stack import LocalStack
 from tests.support.tcp_forward import UnixSocketForwarder
 
 pytestmark = pytest.mark.integration

@@ -10,6 +10,8 @@ import msgpack
 import pytest
 
 from controller.broker import reserve_loopback_port
+from fleet_lab.agent_client import AgentHandle, demo_spec
+from fleet_lab.stack import LocalStack
 from fleet_registry.credentials import RegistryCredential
 from protocol import SCHEMA_VERSION, subjects
 from protocol.codec import decode, encode
@@ -21,8 +23,6 @@ from protocol.models import (
     PrepareReply,
     utc_now,
 )
-from tests.support.agent import AgentHandle, demo_spec
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]

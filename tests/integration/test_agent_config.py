@@ -18,6 +18,8 @@ from nats.aio.client import Client
 
 from controller.broker import NatsServer, reserve_loopback_port
 from controller.state.config_store import ConfigStore, open_config_store
+from fleet_lab.agent_client import AgentHandle, apply_ok, demo_spec, wait_until_serving
+from fleet_lab.stack import LocalStack
 from protocol import subjects
 from protocol.config_files import ConfigContent, config_key
 from protocol.models import (
@@ -29,11 +31,9 @@ from protocol.models import (
 )
 from protocol.spec import ConfigMount, ReloadPolicy, ServiceSpec
 from tests.conftest import SpawnedAgent
-from tests.support.agent import AgentHandle, apply_ok, demo_spec, wait_until_serving
 from tests.support.events import EventRecorder
 from tests.support.fleet import fleetctl
 from tests.support.http import http_get
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]

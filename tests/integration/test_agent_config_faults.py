@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 
 from controller.broker import reserve_loopback_port
+from fleet_lab.agent_client import apply_ok, demo_spec, wait_until_serving
+from fleet_lab.stack import LocalStack
 from protocol import subjects
 from protocol.models import AnyMessage, ConfigPhase, ConfigProgress
 from protocol.spec import ConfigMount, ServiceSpec
 from tests.conftest import SpawnedAgent
 from tests.integration.test_agent_config import config_store, phase_of, set_file, wait_served
-from tests.support.agent import apply_ok, demo_spec, wait_until_serving
 from tests.support.events import EventRecorder
-from tests.support.stack import LocalStack
 from tests.support.tcp_forward import UnixSocketForwarder
 
 pytestmark = pytest.mark.integration

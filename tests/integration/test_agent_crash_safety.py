@@ -14,14 +14,14 @@ import docker
 import pytest
 
 from controller.broker import reserve_loopback_port
+from fleet_lab.agent_client import apply_ok, demo_spec, wait_until_serving
+from fleet_lab.stack import LocalStack
 from protocol import subjects
 from protocol.models import OperationOutcome, OperationReply, UpdatePhase, UpdateProgress
 from protocol.spec import ServiceSpec, UpdateOrder
 from tests.conftest import SpawnedAgent
-from tests.support.agent import apply_ok, demo_spec, wait_until_serving
 from tests.support.events import EventRecorder
 from tests.support.http import wait_for_http
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 SpawnAgent = Callable[..., Awaitable[SpawnedAgent]]

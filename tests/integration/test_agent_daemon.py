@@ -10,6 +10,16 @@ from pathlib import Path
 import pytest
 
 from controller.broker import NatsServer, reserve_loopback_port
+from fleet_lab.agent_client import (
+    AgentClient,
+    AgentHandle,
+    apply_ok,
+    demo_spec,
+    wait_until_serving,
+)
+from fleet_lab.agent_client import connect as connect_client
+from fleet_lab.agent_process import AgentProcess, agent_args
+from fleet_lab.stack import LocalStack
 from protocol import subjects
 from protocol.codec import decode
 from protocol.models import (
@@ -23,17 +33,7 @@ from protocol.models import (
     UpdateProgress,
 )
 from tests.conftest import SpawnedAgent
-from tests.support.agent import (
-    AgentClient,
-    AgentHandle,
-    apply_ok,
-    demo_spec,
-    wait_until_serving,
-)
-from tests.support.agent import connect as connect_client
-from tests.support.agent_process import AgentProcess, agent_args
 from tests.support.events import EventRecorder
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]

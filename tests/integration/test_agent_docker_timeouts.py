@@ -22,11 +22,11 @@ import docker
 import pytest
 
 from controller.broker import reserve_loopback_port
+from fleet_lab.agent_client import AgentHandle, apply_ok, demo_spec
+from fleet_lab.stack import LocalStack
 from protocol.models import OperationOutcome, OperationReply
 from protocol.spec import UpdateOrder
-from tests.support.agent import AgentHandle, apply_ok, demo_spec
 from tests.support.slow_engine import SlowEngine
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]

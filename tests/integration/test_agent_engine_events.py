@@ -11,6 +11,8 @@ import docker
 import pytest
 
 from controller.broker import reserve_loopback_port
+from fleet_lab.agent_client import AgentHandle, apply_ok, demo_spec
+from fleet_lab.stack import LocalStack
 from protocol import subjects
 from protocol.models import (
     AnyMessage,
@@ -19,9 +21,7 @@ from protocol.models import (
     Health,
 )
 from protocol.spec import RestartPolicy
-from tests.support.agent import AgentHandle, apply_ok, demo_spec
 from tests.support.events import EventRecorder
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]

@@ -16,6 +16,8 @@ import msgpack
 import pytest
 
 from controller.broker import reserve_loopback_port
+from fleet_lab.agent_client import demo_spec, wait_until_serving
+from fleet_lab.stack import LocalStack
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.errors import ProtocolError
@@ -30,8 +32,6 @@ from protocol.models import (
 )
 from protocol.signing import CommandSigner, generate_key
 from tests.conftest import SpawnedAgent
-from tests.support.agent import demo_spec, wait_until_serving
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 SpawnAgent = Callable[..., Awaitable[SpawnedAgent]]

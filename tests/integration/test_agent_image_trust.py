@@ -11,11 +11,11 @@ import docker
 import pytest
 
 from controller.broker import reserve_loopback_port
+from fleet_lab.agent_client import AgentHandle, demo_spec
+from fleet_lab.stack import LocalStack
 from fleet_registry.client import RegistryAccess
 from protocol.image_ref import parse_image_reference
 from protocol.models import ErrorReply, PrepareReply
-from tests.support.agent import AgentHandle, demo_spec
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]

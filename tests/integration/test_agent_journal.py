@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from controller.broker import reserve_loopback_port
+from fleet_lab.agent_client import AgentHandle, apply_ok, demo_spec
+from fleet_lab.stack import LocalStack
 from node_agent.update.journal import Journal
 from protocol import subjects
 from protocol.models import (
@@ -22,9 +24,7 @@ from protocol.models import (
     UpdatePhase,
     UpdateProgress,
 )
-from tests.support.agent import AgentHandle, apply_ok, demo_spec
 from tests.support.events import EventRecorder
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]

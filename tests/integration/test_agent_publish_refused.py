@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from controller.broker import NatsServer, find_nats_server_binary
+from fleet_lab.agent_client import AgentHandle, connect
 from protocol import subjects
 from protocol.codec import decode
 from protocol.models import InspectReply, TelemetryDropped
-from tests.support.agent import AgentHandle, connect
 from tests.support.events import EventRecorder
 
 pytestmark = pytest.mark.integration

@@ -14,10 +14,10 @@ import docker.errors
 import pytest
 
 from controller.broker import reserve_loopback_port
+from fleet_lab.agent_client import AgentHandle, demo_spec
+from fleet_lab.stack import LocalStack
 from protocol.models import PrepareReply, UpdatePhase, UpdateProgress
-from tests.support.agent import AgentHandle, demo_spec
 from tests.support.events import EventRecorder
-from tests.support.stack import LocalStack
 from tests.support.tcp_forward import TcpForwarder
 
 pytestmark = pytest.mark.integration

@@ -18,6 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.broker import reserve_loopback_port
+from fleet_lab.agent_client import AgentClient, AgentHandle, demo_spec, wait_until_serving
+from fleet_lab.stack import LocalStack
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.models import (
@@ -31,9 +33,7 @@ from protocol.models import (
 )
 from protocol.signing import CommandSigner, generate_key
 from tests.conftest import SpawnedAgent
-from tests.support.agent import AgentClient, AgentHandle, demo_spec, wait_until_serving
 from tests.support.events import EventRecorder
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]

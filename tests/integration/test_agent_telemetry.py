@@ -15,12 +15,12 @@ import pytest
 
 from controller.broker import NatsServer, reserve_loopback_port
 from controller.streams.feed import FleetFeed
+from fleet_lab.agent_client import AgentHandle, apply_ok, demo_spec
+from fleet_lab.stack import LocalStack
 from protocol import subjects
 from protocol.models import AnyMessage, LogBatch, MetricsSample, TelemetryDropped
 from protocol.spec import ContainerSettings, ExecProbe, HealthCheck, RestartPolicy, ServiceSpec
-from tests.support.agent import AgentHandle, apply_ok, demo_spec
 from tests.support.events import EventRecorder
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]

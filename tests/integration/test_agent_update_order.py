@@ -13,12 +13,12 @@ import docker.errors
 import pytest
 
 from controller.broker import reserve_loopback_port
+from fleet_lab.agent_client import AgentHandle, apply_ok, demo_spec
+from fleet_lab.stack import LocalStack
 from protocol import subjects
 from protocol.models import OperationOutcome, OperationReply, UpdatePhase, UpdateProgress
 from protocol.spec import ServiceSpec, UpdateOrder
-from tests.support.agent import AgentHandle, apply_ok, demo_spec
 from tests.support.events import EventRecorder
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]

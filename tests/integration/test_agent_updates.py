@@ -9,11 +9,11 @@ import docker
 import pytest
 
 from controller.broker import reserve_loopback_port
+from fleet_lab.agent_client import AgentHandle, apply_ok, demo_spec
+from fleet_lab.stack import LocalStack
 from protocol.models import ErrorReply, OperationOutcome, OperationReply, PrepareReply
 from protocol.spec import PortMapping, UpdateOrder
-from tests.support.agent import AgentHandle, apply_ok, demo_spec
 from tests.support.http import wait_for_http
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]

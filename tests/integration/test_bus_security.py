@@ -22,13 +22,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from controller.broker import NatsServer, find_nats_server_binary, reserve_loopback_port
+from fleet_lab.agent_process import AgentProcess, agent_args
+from fleet_lab.stack import LocalStack
 from protocol import subjects
 from protocol.bus_permissions import inbox_prefix
 from protocol.signing import generate_key
 from tests.conftest import remove_test_containers
-from tests.support.agent_process import AgentProcess, agent_args
 from tests.support.fleet import ControllerProcess, fleet_spec, fleetctl, fleetctl_executable
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ import docker
 import docker.types
 import pytest
 
+from fleet_lab.stack import LocalStack
 from protocol.spec import ContainerSettings, ExecProbe, HealthCheck, Resources, ServiceSpec
 from tests.conftest import FleetFactory
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

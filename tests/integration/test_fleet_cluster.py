@@ -12,10 +12,10 @@ import pytest
 from nats.aio.client import Client
 
 from controller.broker import NatsServer, find_nats_server_binary, start_cluster
+from fleet_lab.agent_client import connect
 from protocol import subjects
 from protocol.models import UpdatePhase, UpdateProgress
 from tests.conftest import FleetFactory
-from tests.support.agent import connect
 from tests.support.events import EventRecorder
 from tests.support.fleet import spawn_fleetctl
 

@@ -16,11 +16,11 @@ import pytest
 
 from controller.broker import NatsServer
 from controller.state.store import Revision, ServiceRecord, ServiceStore, open_buckets
+from fleet_lab.agent_client import connect
 from protocol import subjects
 from protocol.models import AnyMessage, ConfigPhase, ConfigProgress, utc_now
 from protocol.spec import ConfigMount
 from tests.conftest import FleetFactory, LocalFleet
-from tests.support.agent import connect
 from tests.support.events import EventRecorder
 from tests.support.fleet import fleet_spec, fleetctl
 

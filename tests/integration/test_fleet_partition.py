@@ -16,12 +16,12 @@ import docker
 import pytest
 
 from controller.broker import NatsServer
+from fleet_lab.stack import LocalStack
 from protocol import subjects
 from protocol.models import AnyMessage, UpdatePhase, UpdateProgress, utc_now
 from tests.conftest import FleetFactory
 from tests.support.events import EventRecorder
 from tests.support.netns import IsolatedHost, isolated_host
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from controller.broker import NatsServer
-from tests.support.agent import AgentHandle
+from fleet_lab.agent_client import AgentHandle
+from fleet_lab.stack import LocalStack
 from tests.support.fleet import fleet_spec
-from tests.support.stack import LocalStack
 from tests.support.terminal import Ran, run_in_terminal, run_piped_with
 
 pytestmark = pytest.mark.integration

@@ -13,12 +13,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.broker import NatsServer, reserve_loopback_port
+from fleet_lab.agent_client import AgentHandle, apply_ok, demo_spec
+from fleet_lab.stack import LocalStack
 from protocol import subjects
 from protocol.models import AnyMessage, LogBatch, MetricsSample
-from tests.support.agent import AgentHandle, apply_ok, demo_spec
 from tests.support.events import EventRecorder
 from tests.support.fleet import fleetctl, fleetctl_running
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]

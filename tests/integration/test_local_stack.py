@@ -13,9 +13,9 @@ import pytest
 from docker.models.containers import Container
 
 from controller.broker import reserve_loopback_port
+from fleet_lab.stack import LocalStack
 from tests.conftest import TEST_LABEL
 from tests.support.http import HttpAnswer, http_get, wait_for_http
-from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

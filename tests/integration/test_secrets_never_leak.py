@@ -20,12 +20,12 @@ import nats.js.errors
 import pytest
 from pydantic import ValidationError
 
+from fleet_lab.agent_client import wait_until_serving
 from fleet_registry.credentials import RegistryCredential
 from node_agent.settings import AgentSettings
 from protocol.errors import summarise_invalid
 from protocol.signing import CommandSigner
 from tests.conftest import FleetFactory, LocalFleet
-from tests.support.agent import wait_until_serving
 from tests.support.fleet import fleetctl_executable
 
 pytestmark = pytest.mark.integration

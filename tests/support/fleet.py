@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from controller.rollouts.model import HostPhase, RolloutRecord
+from fleet_lab.agent_process import AgentProcess
 from protocol.models import (
     AnyMessage,
     ConfigPhase,
@@ -33,7 +34,6 @@ from protocol.models import (
 )
 from protocol.spec import ServiceSpec, UpdateOrder
 from tests.support import budget_oracle as oracle
-from tests.support.agent_process import AgentProcess
 from tests.support.events import EventRecorder
 
 SPEC_FILE = Path(__file__).resolve().parents[2] / "deploy" / "local" / "web.toml"
