@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import logging
 from contextlib import suppress
+from pathlib import Path
 
 import nats
 import nats.errors
@@ -65,13 +66,29 @@ class Agent:
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         self.host = settings.host_id
-        state = settings.state_dir
         self.runtime = DockerRuntime(settings.docker_host, settings.docker_timeout)
+        self._build_operations(settings.state_dir)
+        self._build_telemetry(settings.state_dir)
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._hosts_kv: KeyValue | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._heartbeat_now = asyncio.Event()
+        self._workers = asyncio.Semaphore(settings.command_workers)
+        self._connected_state: bool | None = None
+        self._closing = False
+        self._recent_replies = RecentReplies(
+            settings.nats_ping_interval * (MAX_OUTSTANDING_PINGS + 1)
+        )
+
+    def _build_operations(self, state: Path) -> None:
+        """What changes services: the updater and its stores, recovery, config reloads,
+        blue-green, and the runner that checks and runs each command."""
         self.outcomes = OutcomeStore(state / "outcomes")
         self.services = ServiceStore(state / "services")
         self.config = ConfigSync(lambda: self.settings, AppliedConfigs(state / "config-applied"))
         self.updater = ServiceUpdater(
-            settings, self.runtime, Journal(state / "journal"), self.services, self.config
+            self.settings, self.runtime, Journal(state / "journal"), self.services, self.config
         )
         self.locks = ServiceLocks()
         self.recovery = Recovery(self.updater, self.locks, self._emitter, self._recovered)
@@ -91,10 +108,14 @@ class Agent:
             self._emitter,
         )
         self.updater.record_outcome = self.commands.record_outcome
+
+    def _build_telemetry(self, state: Path) -> None:
+        """What streams back: engine events, the outbox, logs and metrics."""
+        settings, agent_id = self.settings, self.updater.agent_id
         self.engine_events = EngineEventFollower(
             self.runtime,
             self.host,
-            self.updater.agent_id,
+            agent_id,
             lambda event: self.publish_event(f"container_{event.action.value}", event),
         )
         self.outbox = Outbox(
@@ -106,28 +127,13 @@ class Agent:
         self.log_shipper = LogShipper(
             self.runtime,
             self.host,
-            self.updater.agent_id,
+            agent_id,
             state / "log-cursors",
             self.outbox.send_telemetry,
             LogShipping(flush_interval=settings.log_flush_interval),
         )
         self.metrics = MetricsPublisher(
-            self.runtime,
-            self.host,
-            self.updater.agent_id,
-            self.outbox.send_telemetry,
-            settings.metrics_interval,
-        )
-        self._nc: Client | None = None
-        self._js: JetStreamContext | None = None
-        self._hosts_kv: KeyValue | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._heartbeat_now = asyncio.Event()
-        self._workers = asyncio.Semaphore(settings.command_workers)
-        self._connected_state: bool | None = None
-        self._closing = False
-        self._recent_replies = RecentReplies(
-            settings.nats_ping_interval * (MAX_OUTSTANDING_PINGS + 1)
+            self.runtime, self.host, agent_id, self.outbox.send_telemetry, settings.metrics_interval
         )
 
     # ---- lifecycle ----

@@ -14,7 +14,7 @@ import copy
 from typing import Any
 
 from node_agent.runtime import AGENT_LABEL, MANAGED_LABEL, SERVICE_LABEL
-from protocol.spec import RestartPolicy, ServiceSpec
+from protocol.spec import ContainerSettings, Resources, RestartPolicy, ServiceSpec, VolumeMount
 
 IMAGE_LABEL = "io.fleetwave.image"
 """The reference the operator asked for (tag and digest), which inspect no longer shows."""
@@ -112,7 +112,14 @@ def _apply_spec(config: Config, host_config: Config, spec: ServiceSpec, agent_id
         exposed = dict(config.get("ExposedPorts") or {})
         exposed.update({f"{p.container_port}/{p.protocol}": {} for p in settings.ports})
         config["ExposedPorts"] = exposed
+    _apply_host_settings(host_config, settings)
+    _apply_resources(host_config, settings.resources)
+    if settings.volumes:
+        _apply_volumes(host_config, settings.volumes)
 
+
+def _apply_host_settings(host_config: Config, settings: ContainerSettings) -> None:
+    """Network, security and restart policy: the spec's where it sets them."""
     if settings.network_mode is not None or not host_config.get("NetworkMode"):
         host_config["NetworkMode"] = settings.network_mode or NEW_NETWORK_MODE
     host_config["Privileged"] = settings.privileged
@@ -133,7 +140,9 @@ def _apply_spec(config: Config, host_config: Config, spec: ServiceSpec, agent_id
             "Name": policy.name,
             "MaximumRetryCount": policy.max_retries,
         }
-    resources = settings.resources
+
+
+def _apply_resources(host_config: Config, resources: Resources) -> None:
     if resources.memory_bytes is not None:
         host_config["Memory"] = resources.memory_bytes
     if resources.cpus is not None:
@@ -142,22 +151,25 @@ def _apply_spec(config: Config, host_config: Config, spec: ServiceSpec, agent_id
         host_config["CpuPeriod"] = 0
     if resources.pids_limit is not None:
         host_config["PidsLimit"] = resources.pids_limit
-    if settings.volumes:
-        targets = {mount.target for mount in settings.volumes}
-        host_config["Binds"] = [
-            bind for bind in host_config.get("Binds") or () if _bind_target(bind) not in targets
-        ] or None
-        mounts = [m for m in host_config.get("Mounts") or () if m.get("Target") not in targets]
-        mounts += [
-            {
-                "Type": mount.kind,
-                "Source": mount.source,
-                "Target": mount.target,
-                "ReadOnly": mount.read_only,
-            }
-            for mount in settings.volumes
-        ]
-        host_config["Mounts"] = mounts
+
+
+def _apply_volumes(host_config: Config, volumes: tuple[VolumeMount, ...]) -> None:
+    """The spec's mounts replace whatever the container had at the same targets."""
+    targets = {mount.target for mount in volumes}
+    host_config["Binds"] = [
+        bind for bind in host_config.get("Binds") or () if _bind_target(bind) not in targets
+    ] or None
+    mounts = [m for m in host_config.get("Mounts") or () if m.get("Target") not in targets]
+    mounts += [
+        {
+            "Type": mount.kind,
+            "Source": mount.source,
+            "Target": mount.target,
+            "ReadOnly": mount.read_only,
+        }
+        for mount in volumes
+    ]
+    host_config["Mounts"] = mounts
 
 
 def _bind_target(bind: str) -> str:

@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from fleet_registry.client import RegistryCheck, check_registry
 from node_agent.config.sync import ConfigSync
@@ -17,7 +18,7 @@ from node_agent.settings import AgentSettings
 from node_agent.update.operation import Emit, PrepareResult, image_label
 from node_agent.update.versions import version_policy_reasons
 from protocol.errors import RuntimeFault
-from protocol.image_ref import parse_image_reference, registry_refusal
+from protocol.image_ref import ImageReference, parse_image_reference, registry_refusal
 from protocol.models import PrepareCommand, Reason, UpdatePhase
 
 PULL_PROGRESS_INTERVAL = 0.5
@@ -49,17 +50,40 @@ async def _awaited(awaitable: Awaitable[None]) -> None:
     await awaitable
 
 
-async def prepare(
-    command: PrepareCommand,
-    emit: Emit,
-    settings: AgentSettings,
-    runtime: DockerRuntime,
-    config: ConfigSync,
-    failpoint: Callable[[str], None],
-) -> PrepareResult:
+@dataclass(frozen=True)
+class Preparing:
+    """What Prepare works with: the agent's settings, the engine, the config files."""
+
+    settings: AgentSettings
+    runtime: DockerRuntime
+    config: ConfigSync
+    failpoint: Callable[[str], None]
+
+
+async def prepare(command: PrepareCommand, emit: Emit, on: Preparing) -> PrepareResult:
     spec = command.service
     await emit(UpdatePhase.CHECKING, f"checking host and registry for {spec.image}")
     ref = parse_image_reference(spec.image)
+    reasons, registry = await _readiness(command, ref, on)
+    if reasons:
+        await emit(UpdatePhase.NOT_READY, "; ".join(r.code for r in reasons))
+        return PrepareResult(False, reasons, registry.digest)
+    assert registry.digest is not None
+    await emit(UpdatePhase.PULLING, f"pulling {ref.name}@{registry.digest}")
+    on.failpoint("pulling")
+    reason = await _pull(ref, registry.digest, emit, on)
+    if reason is not None:
+        await emit(UpdatePhase.NOT_READY, reason.code)
+        return PrepareResult(False, [reason], registry.digest)
+    await emit(UpdatePhase.READY, f"{ref.name}@{registry.digest} pulled")
+    return PrepareResult(True, [], registry.digest)
+
+
+async def _readiness(
+    command: PrepareCommand, ref: ImageReference, on: Preparing
+) -> tuple[list[Reason], RegistryCheck]:
+    """Why this host cannot take the image now (none: ready), and what the registry said."""
+    spec, settings, runtime = command.service, on.settings, on.runtime
     reasons: list[Reason] = []
     try:
         await runtime.ping()
@@ -67,7 +91,6 @@ async def prepare(
     except RuntimeFault as exc:
         reasons.append(Reason(code="engine_unavailable", text=exc.message))
         docker_root = "/"
-    credential = settings.registry_credentials.get(ref.registry_or_default)
     refusal = registry_refusal(ref, settings.allowed_registries)
     if refusal is not None:
         # Not even asked: a host does not talk to a registry it must not use.
@@ -86,7 +109,7 @@ async def prepare(
         ),
         docker_root,
     )
-    reasons += await config.prepare_reasons(spec)
+    reasons += await on.config.prepare_reasons(spec)
     current = await runtime.inspect_container(settings.container_name(spec.name))
     current_ref = image_label(current)
     current_tag = parse_image_reference(current_ref).tag if current_ref else None
@@ -96,31 +119,24 @@ async def prepare(
         allow_downgrade=command.allow_downgrade,
         allow_major=command.allow_major,
     )
-    if reasons:
-        await emit(UpdatePhase.NOT_READY, "; ".join(r.code for r in reasons))
-        return PrepareResult(False, reasons, registry.digest)
-    assert registry.digest is not None
-    await emit(UpdatePhase.PULLING, f"pulling {ref.name}@{registry.digest}")
-    failpoint("pulling")
+    return reasons, registry
+
+
+async def _pull(ref: ImageReference, digest: str, emit: Emit, on: Preparing) -> Reason | None:
+    """Pull by digest, reporting progress; why it failed, or None."""
+    credential = on.settings.registry_credentials.get(ref.registry_or_default)
     auth = credential.docker_auth() if credential else None
     reporter = _PullReporter(emit, asyncio.get_running_loop())
     try:
-        pulled = await runtime.pull(
-            ref.name, registry.digest, auth, settings.pull_timeout, reporter
-        )
+        pulled = await on.runtime.pull(ref.name, digest, auth, on.settings.pull_timeout, reporter)
     except RuntimeFault as exc:
-        reason = Reason(code="pull_failed", text=exc.message)
-        await emit(UpdatePhase.NOT_READY, reason.code)
-        return PrepareResult(False, [reason], registry.digest)
+        return Reason(code="pull_failed", text=exc.message)
     finally:
         await reporter.settle()
     await emit(UpdatePhase.PULLING, f"pulled {pulled.size / 1e6:.1f} MB", 1.0)
-    if f"{ref.name}@{registry.digest}" not in pulled.repo_digests:
-        reason = Reason(
+    if f"{ref.name}@{digest}" not in pulled.repo_digests:
+        return Reason(
             code="digest_mismatch",
-            text=f"pulled image does not carry {registry.digest} ({pulled.repo_digests})",
+            text=f"pulled image does not carry {digest} ({pulled.repo_digests})",
         )
-        await emit(UpdatePhase.NOT_READY, reason.code)
-        return PrepareResult(False, [reason], registry.digest)
-    await emit(UpdatePhase.READY, f"{ref.name}@{registry.digest} pulled")
-    return PrepareResult(True, [], registry.digest)
+    return None

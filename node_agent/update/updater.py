@@ -35,7 +35,7 @@ from node_agent.update.operation import (
     record_nowhere,
     status_from_inspect,
 )
-from node_agent.update.prepare import prepare
+from node_agent.update.prepare import Preparing, prepare
 from node_agent.update.probes import HealthVerdict, wait_until_healthy
 from node_agent.update.service_store import ServiceStore
 from protocol.errors import CommandRefused, RuntimeFault
@@ -89,9 +89,8 @@ class ServiceUpdater:
     # ---- prepare ----
 
     async def prepare(self, command: PrepareCommand, emit: Emit) -> PrepareResult:
-        return await prepare(
-            command, emit, self.settings, self.runtime, self.config, self.failpoint
-        )
+        on = Preparing(self.settings, self.runtime, self.config, self.failpoint)
+        return await prepare(command, emit, on)
 
     # ---- apply ----
 
