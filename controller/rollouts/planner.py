@@ -187,49 +187,15 @@ def _roll(
         if record.hosts[host].phase is HostPhase.READY and _due(record.hosts[host].not_before, now)
     ]
     updating = record.count(HostPhase.UPDATING)
-    promote = False
-    canary_completed = False
-
-    spec = record.spec
-    if spec.canary is not None and not record.promoted:
-        size = max(1, resolve_amount(spec.canary, len(eligible), round_up=True))
-        canary_hosts = eligible[:size]
-        settled = all(
-            record.hosts[h].phase in (HostPhase.DONE, HostPhase.FAILED, HostPhase.NOT_READY)
-            for h in canary_hosts
-        )
-        if settled and not updating:
-            canary_completed = True
-            soaked_since = record.canary_completed_at or now
-            soak = spec.auto_promote_after
-            unmeasured = record.analysis_note if spec.analysis else None
-            if soak is not None and (now - soaked_since).total_seconds() >= soak:
-                promote = unmeasured is None
-            if not promote:
-                why = f" ({unmeasured})" if unmeasured else ""
-                return Decision(
-                    RolloutStatus.AWAITING_PROMOTION,
-                    f"canary wave of {size} done; waiting for promote{why}",
-                    canary_completed=True,
-                )
-        else:
-            waiting = [h for h in waiting if h in canary_hosts]
+    gate = _canary_gate(record, eligible, updating, now)
+    if gate.waiting_for_promotion is not None:
+        return gate.waiting_for_promotion
+    if gate.canary_hosts is not None:
+        waiting = [h for h in waiting if h in gate.canary_hosts]
 
     remaining = [h for h in eligible if record.hosts[h].phase in (HostPhase.READY, *IN_FLIGHT)]
     if not remaining:
-        held = len(record.hosts) - len(eligible)
-        if held and any(
-            record.hosts[h].phase is HostPhase.READY
-            for h in record.ordered_hosts()[: record.partition or 0]
-        ):
-            return Decision(
-                RolloutStatus.HELD,
-                f"partition {record.partition}: {held} host(s) below it wait for it to lower",
-                promote=promote,
-            )
-        failed = record.count(HostPhase.FAILED)
-        note = f"; {failed} host(s) failed within max_failure_ratio" if failed else ""
-        return Decision(RolloutStatus.COMPLETE, f"all hosts updated{note}", promote=promote)
+        return _finished(record, eligible, gate.promote)
     if deadline_passed:
         holdups = held_up_by(record, health, now, out_of_service=True)
         return _fail(record, health, now, f"{_deadline(record)}; {holdups}")
@@ -242,9 +208,66 @@ def _roll(
         f"{record.count(HostPhase.DONE)} of {len(eligible)} hosts updated, {updating} updating",
         apply=chosen,
         budget=budget,
-        promote=promote,
-        canary_completed=canary_completed,
+        promote=gate.promote,
+        canary_completed=gate.completed,
     )
+
+
+@dataclass(frozen=True)
+class _CanaryGate:
+    waiting_for_promotion: Decision | None = None
+    """Set when the canary wave is done and the rollout waits for a promote."""
+    canary_hosts: list[str] | None = None
+    """Set while the canary wave is in progress: only these hosts may start."""
+    promote: bool = False
+    completed: bool = False
+
+
+def _canary_gate(
+    record: RolloutRecord, eligible: list[str], updating: int, now: datetime
+) -> _CanaryGate:
+    """Where a canary rollout stands: the wave in progress, waiting for a promote, or
+    (auto-)promoted; a rollout without a canary, or promoted, passes."""
+    spec = record.spec
+    if spec.canary is None or record.promoted:
+        return _CanaryGate()
+    size = max(1, resolve_amount(spec.canary, len(eligible), round_up=True))
+    canary_hosts = eligible[:size]
+    settled = all(
+        record.hosts[h].phase in (HostPhase.DONE, HostPhase.FAILED, HostPhase.NOT_READY)
+        for h in canary_hosts
+    )
+    if not settled or updating:
+        return _CanaryGate(canary_hosts=canary_hosts)
+    soaked_since = record.canary_completed_at or now
+    soak = spec.auto_promote_after
+    unmeasured = record.analysis_note if spec.analysis else None
+    if soak is not None and (now - soaked_since).total_seconds() >= soak and unmeasured is None:
+        return _CanaryGate(promote=True, completed=True)
+    why = f" ({unmeasured})" if unmeasured else ""
+    waiting = Decision(
+        RolloutStatus.AWAITING_PROMOTION,
+        f"canary wave of {size} done; waiting for promote{why}",
+        canary_completed=True,
+    )
+    return _CanaryGate(waiting_for_promotion=waiting)
+
+
+def _finished(record: RolloutRecord, eligible: list[str], promote: bool) -> Decision:
+    """No eligible host left to update: complete, or held below the partition."""
+    held = len(record.hosts) - len(eligible)
+    if held and any(
+        record.hosts[h].phase is HostPhase.READY
+        for h in record.ordered_hosts()[: record.partition or 0]
+    ):
+        return Decision(
+            RolloutStatus.HELD,
+            f"partition {record.partition}: {held} host(s) below it wait for it to lower",
+            promote=promote,
+        )
+    failed = record.count(HostPhase.FAILED)
+    note = f"; {failed} host(s) failed within max_failure_ratio" if failed else ""
+    return Decision(RolloutStatus.COMPLETE, f"all hosts updated{note}", promote=promote)
 
 
 def _deadline(record: RolloutRecord) -> str:
@@ -273,19 +296,7 @@ def _blue_green(
         if deadline_passed:
             holdups = held_up_by(record, health, now, out_of_service=True)
             return _fail(record, health, now, f"{_deadline(record)} while staging; {holdups}")
-        slots = max(0, record.spec.preflight_parallelism - staging)
-        due = [
-            h
-            for h in ready
-            if _due(record.hosts[h].not_before, now) and health.get(h, OFFLINE).online
-        ]
-        return Decision(
-            RolloutStatus.RUNNING,
-            f"staging {colour}: {record.count(HostPhase.STAGED)} of {total} hosts staged, "
-            f"{staging} staging",
-            apply=tuple(due[:slots]),
-            budget=slots,
-        )
+        return _stage(record, health, now, ready, staging)
     staged = [h for h in hosts if record.hosts[h].phase is HostPhase.STAGED]
     if staged:  # verified everywhere it could be: now switch all at once
         return Decision(
@@ -315,9 +326,37 @@ def _blue_green(
             f"all hosts serve {colour}; {other_colour(colour)} is kept {left:.0f}s more "
             "(abort switches back, promote removes it now)",
         )
+    return _blue_green_after_retiring(record)
+
+
+def _stage(
+    record: RolloutRecord,
+    health: Mapping[str, HostHealth],
+    now: datetime,
+    ready: list[str],
+    staging: int,
+) -> Decision:
+    """Staging: at most ``preflight_parallelism`` hosts at a time, online and due."""
+    slots = max(0, record.spec.preflight_parallelism - staging)
+    due = [
+        h for h in ready if _due(record.hosts[h].not_before, now) and health.get(h, OFFLINE).online
+    ]
+    return Decision(
+        RolloutStatus.RUNNING,
+        f"staging {record.new_colour}: {record.count(HostPhase.STAGED)} of "
+        f"{len(record.hosts)} hosts staged, {staging} staging",
+        apply=tuple(due[:slots]),
+        budget=slots,
+    )
+
+
+def _blue_green_after_retiring(record: RolloutRecord) -> Decision:
+    """Nothing staged, switching or serving the new colour awaits: retiring, held below
+    the partition, or complete."""
+    colour = record.new_colour
     if record.count(HostPhase.RETIRING):
         return Decision(RolloutStatus.SWITCHED, f"removing {other_colour(colour)}")
-    held = [h for h in hosts if record.hosts[h].phase is HostPhase.READY]
+    held = [h for h in record.ordered_hosts() if record.hosts[h].phase is HostPhase.READY]
     if held:
         return Decision(
             RolloutStatus.HELD,
