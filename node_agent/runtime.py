@@ -14,7 +14,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,6 +21,7 @@ import docker
 import docker.errors
 import requests
 
+from node_agent.blocking_stream import drain_in_thread
 from protocol.errors import RuntimeFault, RuntimeTimeout
 
 T = TypeVar("T")
@@ -327,7 +327,7 @@ class DockerRuntime:
         stream = await self._call(
             "events", lambda: self._api.events(since=since, filters=filters, decode=True)
         )
-        async for event in _drain_in_thread(stream, stop, "docker-events"):
+        async for event in drain_in_thread(stream, stop, "docker-events"):
             yield dict(event)
 
     async def follow_logs(
@@ -347,7 +347,7 @@ class DockerRuntime:
                 since=since,
             ),
         )
-        async for chunk in _drain_in_thread(stream, stop, f"docker-logs-{container[:12]}"):
+        async for chunk in drain_in_thread(stream, stop, f"docker-logs-{container[:12]}"):
             yield bytes(chunk)
 
     async def stats(self, container: str) -> Inspect:
@@ -367,76 +367,6 @@ class DockerRuntime:
             return [dict(item) for item in found]
 
         return await self._call("list containers", listing)
-
-
-HANDOFF_SIZE = 256
-"""Items a stream's thread may read ahead of the event loop; then it waits (and so
-does the engine's stream), which keeps a fast log stream's memory bounded."""
-
-
-async def _drain_in_thread(
-    stream: Any, stop: asyncio.Event, name: str
-) -> AsyncGenerator[Any, None]:
-    """Iterate a blocking SDK stream in a thread of its own, until it ends or ``stop``.
-
-    A thread of its own, not the default executor: these streams live for hours and would
-    starve the short docker calls of its few workers. Closing the stream from here is what
-    ends the thread's blocking read.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    # Bounds what the thread may read ahead; cheaper per item than a cross-thread
-    # coroutine, which matters at hundreds of log lines a second.
-    room = threading.Semaphore(HANDOFF_SIZE)
-    closing = threading.Event()
-    finished = asyncio.Event()
-    end = object()
-
-    def finish() -> None:  # runs on the loop
-        finished.set()
-        queue.put_nowait(end)
-
-    def pump() -> None:
-        try:
-            for item in stream:
-                while not room.acquire(timeout=0.5):
-                    if closing.is_set():
-                        return
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-        # Whatever ends the stream (engine gone, socket closed by us, a torn frame) ends
-        # this thread, quietly: the caller reopens the stream if it still wants it.
-        except Exception as exc:  # noqa: BLE001
-            log.info("%s: stream ended: %s", name, exc)
-        finally:
-            with suppress(RuntimeError):  # the loop is closing
-                loop.call_soon_threadsafe(finish)
-
-    thread = threading.Thread(target=pump, name=name, daemon=True)
-    thread.start()
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        while not stop.is_set():
-            if queue.empty():  # only then pay for a task to wait on both
-                getting = asyncio.ensure_future(queue.get())
-                await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not getting.done():
-                    getting.cancel()
-                    await asyncio.gather(getting, return_exceptions=True)
-                    return
-                item = getting.result()
-            else:
-                item = queue.get_nowait()
-            if item is end:
-                return
-            room.release()
-            yield item
-    finally:
-        stopping.cancel()
-        closing.set()
-        stream.close()
-        with suppress(TimeoutError):
-            await asyncio.wait_for(finished.wait(), 5)
-        await asyncio.gather(stopping, return_exceptions=True)
 
 
 def _create_kwargs(config: dict[str, Any]) -> dict[str, Any]:

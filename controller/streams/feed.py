@@ -153,20 +153,7 @@ class FleetFeed:
         batch: int = 100,
     ) -> AsyncGenerator[Delivered, None]:
         """Any fleet stream, filtered by ``subject`` and then by ``keep``."""
-        config = ConsumerConfig(
-            ack_policy=AckPolicy.EXPLICIT if durable else AckPolicy.NONE,
-            ack_wait=ack_wait,
-            inactive_threshold=None if durable else EPHEMERAL_IDLE,
-            deliver_policy=DeliverPolicy.ALL,
-        )
-        if start_sequence is not None:
-            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
-            config.opt_start_seq = start_sequence
-        elif since is not None:
-            config.deliver_policy = DeliverPolicy.BY_START_TIME
-            config.opt_start_time = since
-        elif last_per_subject:
-            config.deliver_policy = DeliverPolicy.LAST_PER_SUBJECT
+        config = _consumer_config(durable, ack_wait, since, start_sequence, last_per_subject)
         try:
             subscription = await self._js.pull_subscribe(
                 subject, durable=durable, stream=stream, config=config
@@ -218,3 +205,28 @@ class FleetFeed:
                 await msg.ack_sync(timeout=ACK_TIMEOUT)
             return None
         return Delivered(message, msg.subject, msg.metadata.sequence.stream, msg, manual)
+
+
+def _consumer_config(
+    durable: str | None,
+    ack_wait: float,
+    since: datetime | None,
+    start_sequence: int | None,
+    last_per_subject: bool,
+) -> ConsumerConfig:
+    """Where a reading starts: a sequence, a time, the last per subject, or the start."""
+    config = ConsumerConfig(
+        ack_policy=AckPolicy.EXPLICIT if durable else AckPolicy.NONE,
+        ack_wait=ack_wait,
+        inactive_threshold=None if durable else EPHEMERAL_IDLE,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+    if start_sequence is not None:
+        config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+        config.opt_start_seq = start_sequence
+    elif since is not None:
+        config.deliver_policy = DeliverPolicy.BY_START_TIME
+        config.opt_start_time = since
+    elif last_per_subject:
+        config.deliver_policy = DeliverPolicy.LAST_PER_SUBJECT
+    return config
