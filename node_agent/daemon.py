@@ -38,6 +38,7 @@ from node_agent.telemetry.metrics import MetricsPublisher
 from node_agent.telemetry.outbox import Outbox, Outgoing
 from node_agent.update.blue_green import BlueGreenUpdater, ColourSpecs
 from node_agent.update.config_reload import ConfigReloader
+from node_agent.update.config_watch import ConfigWatcher
 from node_agent.update.journal import Journal
 from node_agent.update.operation import Emit, OperationResult
 from node_agent.update.outcomes import OutcomeStore
@@ -95,6 +96,9 @@ class Agent:
         self.housekeeping = Housekeeping(self.outcomes, self.updater.journal)
         self.config_reloader = ConfigReloader(
             self.config, self.updater, self.locks, self.publish_event, self.host
+        )
+        self.config_watcher = ConfigWatcher(
+            self.config_reloader, self.config, self.updater, self.locks
         )
         self.blue_green = BlueGreenUpdater(self.updater, ColourSpecs(state / "colours"))
         self.commands = CommandRunner(
@@ -156,7 +160,7 @@ class Agent:
             asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
             asyncio.create_task(self.engine_events.run(stop), name="engine-events"),
             asyncio.create_task(self.metrics.run(stop), name="metrics"),
-            asyncio.create_task(self.config_reloader.run(stop), name="config-watch"),
+            asyncio.create_task(self.config_watcher.run(stop), name="config-watch"),
             asyncio.create_task(self.recovery.run(stop), name="recovery"),
             asyncio.create_task(self.housekeeping.run(stop), name="housekeeping"),
         ]
@@ -400,7 +404,7 @@ class Agent:
         logging.getLogger().setLevel(merged.log_level)
         self._heartbeat_now.set()  # new labels reach fleet_hosts now, not a beat later
         if relabelled:  # selector overrides follow the labels
-            self._track(asyncio.create_task(self.config_reloader.relabelled(), name="relabel"))
+            self._track(asyncio.create_task(self.config_watcher.relabelled(), name="relabel"))
         log.warning(  # at warning, so it shows whatever the new level is
             "settings reloaded: labels %s, log level %s", merged.labels, merged.log_level
         )

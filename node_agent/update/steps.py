@@ -1,0 +1,104 @@
+"""The steps every operation on a service is made of, shared by its phases (apply,
+restore, crash recovery): the containers' names, the journaled phase change, the probe,
+and the conclusion that stores the outcome before the journal closes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+from node_agent.config.sync import ConfigSync
+from node_agent.runtime import DockerRuntime
+from node_agent.settings import AgentSettings
+from node_agent.update.journal import Journal
+from node_agent.update.operation import (
+    ASIDE_SUFFIX,
+    NEXT_SUFFIX,
+    Operation,
+    OperationResult,
+    RecordOutcome,
+    record_nowhere,
+    status_from_inspect,
+)
+from node_agent.update.probes import HealthVerdict, wait_until_healthy
+from node_agent.update.service_store import ServiceStore
+from protocol.models import (
+    OperationOutcome,
+    ServiceStatus,
+    UpdatePhase,
+)
+
+
+class UpdateSteps:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        runtime: DockerRuntime,
+        journal: Journal,
+        services: ServiceStore,
+        config: ConfigSync,
+    ) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.journal = journal
+        self.services = services
+        self.config = config
+        self.record_outcome: RecordOutcome = record_nowhere
+        """Set by the daemon: called before the journal is closed (see :meth:`_conclude`)."""
+
+    # ---- names ----
+
+    def main_name(self, service: str) -> str:
+        return self.settings.container_name(service)
+
+    def aside_name(self, service: str) -> str:
+        return self.main_name(service) + ASIDE_SUFFIX
+
+    def next_name(self, service: str) -> str:
+        return self.main_name(service) + NEXT_SUFFIX
+
+    # ---- inspect ----
+
+    async def status(self, service: str) -> ServiceStatus:
+        info = await self.runtime.inspect_container(self.main_name(service))
+        return status_from_inspect(service, info)
+
+    async def _phase(self, op: Operation, phase: UpdatePhase, detail: str = "") -> None:
+        # fsynced: in a worker thread, so other services' work goes on meanwhile
+        await asyncio.to_thread(self.journal.record, op.spec.name, phase)
+        op.mark(phase.value)
+        await op.emit(phase, detail)
+        self.failpoint(phase.value)
+
+    def failpoint(self, name: str) -> None:
+        """Crash tests: SIGKILL this agent at the named point (FLEET_FAILPOINT)."""
+        if self.settings.failpoint == name:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async def _probe(self, op: Operation, container: str) -> HealthVerdict:
+        await self._phase(op, UpdatePhase.PROBING, f"probing {container}")
+
+        async def soaking() -> None:
+            await self._phase(op, UpdatePhase.SOAKING, "passed; staying healthy for min time")
+
+        return await wait_until_healthy(op.spec.health, self.runtime, container, soaking)
+
+    async def _finish_done(self, op: Operation) -> OperationResult:
+        previous = self.services.current(op.spec.name)
+        if previous != op.spec:  # else recorded already, before a crash: keep its previous
+            self.services.record_update(op.spec, previous)
+        done = OperationResult(OperationOutcome.DONE, await self.status(op.spec.name))
+        return await self._conclude(op, done)
+
+    async def _conclude(self, op: Operation, result: OperationResult) -> OperationResult:
+        """Store the outcome, then close the journal.
+
+        In this order, an agent killed between the two finds on restart the outcome and
+        an entry to settle (which changes nothing more), never a closed journal and no
+        outcome: the controller's retry of the same command would run it twice.
+        """
+        await self.record_outcome(op.operation_id, op.spec.name, result)
+        self.failpoint("concluded")
+        self.journal.finish(op.spec.name)
+        return result
