@@ -19,7 +19,7 @@ from controller.rollouts.model import (
 )
 from controller.rollouts.planner import HostHealth, plan
 from protocol.models import ContainerMetrics, Health, MetricsSample
-from tests.unit.test_planner import NOW, fresh_record
+from tests.controller.rollouts.test_planner import NOW, fresh_record
 
 NEW_DIGEST = "sha256:" + "b" * 64
 OLD_IMAGE = "127.0.0.1:5000/demo/web@sha256:" + "a" * 64

@@ -24,7 +24,7 @@ from controller.streams.metrics_view import MetricsReader
 from protocol import subjects
 from protocol.codec import encode
 from protocol.models import utc_now
-from tests.unit.test_analysis import NEW_IMAGE, canary_record, sample
+from tests.controller.rollouts.test_analysis import NEW_IMAGE, canary_record, sample
 
 pytestmark = pytest.mark.integration
 INTERVAL = 0.5

@@ -27,10 +27,11 @@ from protocol.errors import summarise_invalid
 from protocol.signing import CommandSigner
 from tests.conftest import FleetFactory, LocalFleet
 from tests.support.fleet import fleetctl_executable
+from tests.support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).parents[2]
+ROOT = REPO_ROOT
 WRONG_PASSWORD = "wrong-Pa55-7f3c9e1d"
 
 

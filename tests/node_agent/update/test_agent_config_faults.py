@@ -25,7 +25,7 @@ from protocol import subjects
 from protocol.models import AnyMessage, ConfigPhase, ConfigProgress
 from protocol.spec import ConfigMount, ServiceSpec
 from tests.conftest import SpawnedAgent
-from tests.integration.test_agent_config import config_store, phase_of, set_file, wait_served
+from tests.node_agent.update.test_agent_config import config_store, phase_of, set_file, wait_served
 from tests.support.events import EventRecorder
 from tests.support.tcp_forward import UnixSocketForwarder
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import docker
 import pytest
@@ -20,10 +19,11 @@ from protocol.models import RolloutEvent
 from tests.conftest import FleetFactory, LocalFleet
 from tests.support.events import EventRecorder
 from tests.support.fleet import fleet_spec
+from tests.support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).parents[2]
+ROOT = REPO_ROOT
 FIXTURES = ROOT / "tests" / "fixtures" / "trivy"
 FAKE_TRIVY = ROOT / "tests" / "support" / "fake_trivy.py"
 

@@ -29,10 +29,11 @@ from protocol.bus_permissions import inbox_prefix
 from protocol.signing import generate_key
 from tests.conftest import remove_test_containers
 from tests.support.fleet import ControllerProcess, fleet_spec, fleetctl, fleetctl_executable
+from tests.support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).parents[2]
+ROOT = REPO_ROOT
 
 
 @dataclass

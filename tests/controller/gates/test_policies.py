@@ -11,8 +11,9 @@ import pytest
 from controller.gates.policy import PolicyError, evaluate, load_policies
 from protocol.errors import ConfigurationError
 from protocol.spec import ServiceSpec
+from tests.support.paths import REPO_ROOT
 
-ROOT = Path(__file__).parents[2]
+ROOT = REPO_ROOT
 SHIPPED = ROOT / "deploy" / "policies"
 DATA = {"allowed_registries": ["127.0.0.1:5000"], "allowed_capabilities": ["NET_BIND_SERVICE"]}
 

@@ -17,9 +17,11 @@ from controller.gates.scan import (
     blocking_reason,
     parse_trivy_report,
 )
+from tests.support.paths import FIXTURES as TEST_FIXTURES
+from tests.support.paths import SUPPORT
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "trivy"
-FAKE_TRIVY = Path(__file__).parents[1] / "support" / "fake_trivy.py"
+FIXTURES = TEST_FIXTURES / "trivy"
+FAKE_TRIVY = SUPPORT / "fake_trivy.py"
 TRIVY_ARGS = ("image", "--format", "json", "--exit-code", "1", "--severity", "HIGH,CRITICAL")
 
 

@@ -11,8 +11,8 @@ from datetime import timedelta
 
 from controller.rollouts.analysis import Verdict, analyse
 from controller.rollouts.fleet_metrics import FleetMetrics
-from tests.unit.test_analysis import NEW_IMAGE, OLD_IMAGE, canary_record, sample
-from tests.unit.test_planner import NOW
+from tests.controller.rollouts.test_analysis import NEW_IMAGE, OLD_IMAGE, canary_record, sample
+from tests.controller.rollouts.test_planner import NOW
 
 
 def test_an_analysis_without_any_sample_has_no_data_and_names_the_updated_host() -> None:

@@ -135,7 +135,7 @@ async def test_a_second_operation_on_a_busy_service_gets_a_busy_reply(
     ],
 )
 # Oversize payloads cannot reach the agent: nats-server enforces the codec's 1 MiB limit
-# itself; the codec's own refusal is tested in tests/unit/test_codec.py.
+# itself; the codec's own refusal is tested in tests/protocol/test_codec.py.
 async def test_bad_bytes_on_the_command_subject_get_a_typed_error_and_the_agent_stays_up(
     agent_factory: AgentFactory, payload: bytes, code: str
 ) -> None:

@@ -1,0 +1,1 @@
+"""Tests of controller/: one folder per package of it."""

@@ -1,0 +1,1 @@
+"""Tests of controller/cli/: fleetctl's verbs, help, errors and output."""

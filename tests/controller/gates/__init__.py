@@ -1,0 +1,1 @@
+"""Tests of controller/gates/: the scan and policy gates."""

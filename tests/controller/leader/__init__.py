@@ -1,0 +1,1 @@
+"""Tests of controller/leader/: the leader lease."""

@@ -1,0 +1,1 @@
+"""Tests of controller/rollouts/: the planner, transitions and analysis, against oracles."""

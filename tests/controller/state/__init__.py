@@ -1,0 +1,1 @@
+"""Tests of controller/state/: the KV stores."""

@@ -1,0 +1,1 @@
+"""Tests of controller/streams/: FleetFeed and the metrics reader."""

@@ -1,0 +1,1 @@
+"""The whole fleet end to end: controller, agents, bus, registries and engine."""

@@ -1,0 +1,1 @@
+"""Tests of fleet_registry/: the registry client."""

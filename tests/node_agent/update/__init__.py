@@ -1,0 +1,1 @@
+"""Tests of node_agent/update/: updates, restores, crash recovery, config reloads."""

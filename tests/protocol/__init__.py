@@ -1,0 +1,1 @@
+"""Tests of protocol/: messages, codec, schema, signing, specs, subjects."""
