@@ -1,6 +1,6 @@
-"""The name programs written before the controller was split into packages import
-FleetFeed by; it lives in controller.streams."""
+"""The name programs written before the controller was split into packages import the
+subscriber API by; it lives in controller.streams (controller/streams/feed.py)."""
 
-from controller.streams.feed import Delivered, FleetFeed
+from controller.streams.feed import ACK_TIMEOUT, EPHEMERAL_IDLE, Delivered, FeedStats, FleetFeed
 
-__all__ = ["Delivered", "FleetFeed"]
+__all__ = ["ACK_TIMEOUT", "EPHEMERAL_IDLE", "Delivered", "FeedStats", "FleetFeed"]

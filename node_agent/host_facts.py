@@ -28,7 +28,7 @@ async def read_host_facts(
         root = await runtime.root_dir()
     except RuntimeFault:
         docker_version, root = None, "/"
-    disk = await asyncio.to_thread(resources.disk, root)
+    disk = await asyncio.to_thread(resources.disk_for_report, root)
     statuses = [await updater.status(name) for name in services.names()]
     return HostFacts(
         sender=settings.host_id,

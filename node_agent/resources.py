@@ -34,12 +34,20 @@ def memory() -> Memory:
 
 
 def disk(path: str) -> Disk:
-    """Usage of the file system holding ``path`` (the root's where it does not exist)."""
-    try:
-        figures = psutil.disk_usage(path if os.path.isdir(path) else "/")
-    except OSError:
-        figures = psutil.disk_usage("/")
+    """Usage of the file system holding ``path`` (the root's where it is no directory);
+    an OSError passes through, so that the pre-flight check never measures the wrong
+    file system."""
+    figures = psutil.disk_usage(path if os.path.isdir(path) else "/")
     return Disk(total=figures.total, used=figures.used, free=figures.free)
+
+
+def disk_for_report(path: str) -> Disk:
+    """As :func:`disk`, for figures that are only reported (heartbeat, metrics): the
+    root's when ``path`` cannot be measured."""
+    try:
+        return disk(path)
+    except OSError:
+        return disk("/")
 
 
 def cpu_count() -> int:

@@ -35,12 +35,10 @@ def rollout_spec(
 ) -> RolloutSpec:
     """The RolloutSpec the flags describe; a bad flag is one line and exit 2."""
     try:
-        return RolloutSpec(
-            selector=parse_selector(selector),
-            analysis=tuple(AnalysisCheck.parse(text) for text in checks or ()),
-            **flags,
-        )
-    except ValidationError as exc:
-        invalid_flags(exc)
+        analysis = tuple(AnalysisCheck.parse(text) for text in checks or ())
     except ValueError as exc:  # a --check that does not parse
         fail(f"--check: {exc}", EXIT_INVALID)
+    try:
+        return RolloutSpec(selector=parse_selector(selector), analysis=analysis, **flags)
+    except ValidationError as exc:
+        invalid_flags(exc)

@@ -50,7 +50,7 @@ from controller.rollouts.transitions import (
     mark_contact,
 )
 from controller.settings import ControllerSettings
-from controller.state.config_store import open_config_store
+from controller.state.config_store import ConfigStore, open_config_bucket
 from controller.state.inventory import Inventory, fleet_health
 from controller.state.store import (
     JETSTREAM_START_SECONDS,
@@ -105,7 +105,7 @@ class Executor:
         self.rollouts = RolloutStore(rollouts_kv)
         self.services = ServiceStore(services_kv)
         self.inventory = Inventory(hosts_kv)
-        self.configs = await open_config_store(self._js, self.settings.streams)
+        self.configs = ConfigStore(await open_config_bucket(self._js, self.settings.streams))
         return rollouts_kv
 
     async def _open_state_unless_stopped(self, stop: asyncio.Event) -> KeyValue | None:
@@ -116,11 +116,13 @@ class Executor:
             when_jetstream_ready(self._open_state, log.warning, patience), name="open-state"
         )
         stopping = asyncio.create_task(stop.wait(), name="stop-while-opening")
-        await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not opening.done():
-            opening.cancel()
-        await asyncio.gather(opening, stopping, return_exceptions=True)
+        try:
+            await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when this task is cancelled: neither is left behind
+            for task in (opening, stopping):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(opening, stopping, return_exceptions=True)
         return None if opening.cancelled() else opening.result()
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -46,14 +46,22 @@ class StoredConfig:
     kv_revision: int
 
 
+async def open_config_bucket(
+    js: JetStreamContext, retention: StreamRetention | None = None
+) -> KeyValue:
+    """KV fleet_config (created if missing, with the same settings the agents use; with
+    ``retention``, an existing bucket is brought to its replicas). NATS errors pass
+    through, for a caller that waits for a JetStream still starting."""
+    definition = fleet_buckets(retention or StreamRetention())[subjects.CONFIG_BUCKET]
+    return await open_bucket(js, definition, bring_existing=retention is not None)
+
+
 async def open_config_store(
     js: JetStreamContext, retention: StreamRetention | None = None
 ) -> ConfigStore:
-    """KV fleet_config (created if missing, with the same settings the agents use; with
-    ``retention``, an existing bucket is brought to its replicas)."""
-    definition = fleet_buckets(retention or StreamRetention())[subjects.CONFIG_BUCKET]
+    """The config store on KV fleet_config; NATS trouble is a BrokerError."""
     try:
-        kv = await open_bucket(js, definition, bring_existing=retention is not None)
+        kv = await open_config_bucket(js, retention)
     except (nats.errors.Error, TimeoutError) as exc:
         raise BrokerError(f"cannot open KV {subjects.CONFIG_BUCKET}: {exc!r}") from exc
     return ConfigStore(kv)

@@ -116,7 +116,7 @@ class MetricsPublisher:
 
     def _host_figures(self) -> dict[str, Any]:
         memory = resources.memory()
-        disk = resources.disk(self._root)
+        disk = resources.disk_for_report(self._root)
         sent, received = resources.network_bytes()
         return {
             "cpu_percent": resources.cpu_percent(),
