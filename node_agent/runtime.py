@@ -148,7 +148,8 @@ class DockerRuntime:
         deadline = timeout if timeout is not None else self._timeout
         loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(loop.run_in_executor(threads, func), deadline)
+            async with asyncio.timeout(deadline):  # not wait_for: see probes.probe_once
+                return await loop.run_in_executor(threads, func)
         except TimeoutError as exc:
             raise RuntimeTimeout(f"docker {what}: no answer within {deadline:g}s") from exc
         except docker.errors.DockerException as exc:

@@ -65,8 +65,11 @@ class ConfigWatcher:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), SERVICES_RESCAN)
         finally:
-            for task in watchers.values():
-                task.cancel()
+            pending = set(watchers.values())
+            while pending:  # a cancel lost somewhere below is sent again: the agent stops
+                for task in pending:
+                    task.cancel()
+                _, pending = await asyncio.wait(pending, timeout=1.0)
             await asyncio.gather(*watchers.values(), return_exceptions=True)
 
     def _services_with_config(self) -> list[str]:

@@ -27,9 +27,11 @@ async def probe_once(
 ) -> ProbeResult:
     """One probe. ``None`` means no probe is configured: running counts as healthy."""
     try:
-        ok, output = await asyncio.wait_for(
-            _dispatch(probe, runtime, container, timeout), timeout + 1
-        )
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
+        # that arrives as the probe completes, and an agent stopped mid-verification
+        # would then never stop (seen in CI).
+        async with asyncio.timeout(timeout + 1):
+            ok, output = await _dispatch(probe, runtime, container, timeout)
     except TimeoutError:
         ok, output = False, f"probe timed out after {timeout}s"
     except OSError as exc:
@@ -46,9 +48,8 @@ async def _dispatch(
         case HttpProbe():
             return await _http(probe, timeout)
         case TcpProbe():
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(probe.host, probe.port), timeout
-            )
+            async with asyncio.timeout(timeout):
+                _, writer = await asyncio.open_connection(probe.host, probe.port)
             writer.close()
             await writer.wait_closed()
             return True, f"tcp {probe.host}:{probe.port} accepted"
@@ -69,16 +70,16 @@ async def _dispatch(
 
 
 async def _http(probe: HttpProbe, timeout: float) -> tuple[bool, str]:
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(probe.host, probe.port), timeout
-    )
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(probe.host, probe.port)
     try:
         request = (
             f"GET {probe.path} HTTP/1.0\r\nHost: {probe.host}\r\nUser-Agent: fleet-agent\r\n\r\n"
         )
         writer.write(request.encode())
         await writer.drain()
-        raw = await asyncio.wait_for(reader.read(_MAX_BODY), timeout)
+        async with asyncio.timeout(timeout):
+            raw = await reader.read(_MAX_BODY)
     finally:
         writer.close()
         await writer.wait_closed()
