@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from node_agent.bus_state import ensure_streams, open_bucket
+from node_agent.bus_state import ensure_streams, open_bucket, when_jetstream_ready
 from node_agent.commands import CommandRunner, event_type_of
 from node_agent.config.files import AppliedConfigs
 from node_agent.config.sync import ConfigSync
@@ -49,6 +49,7 @@ from node_agent.update.updater import ServiceUpdater
 from protocol import subjects
 from protocol.codec import encode
 from protocol.errors import BrokerError, ProtocolError, RuntimeFault
+from protocol.jetstream_start import why_not_ready
 from protocol.models import (
     Envelope,
     HostFacts,
@@ -225,7 +226,11 @@ class Agent:
         self._nc = client
         self._report_connection(True, "connected to NATS")
         self._js = client.jetstream(timeout=5)
-        await self._ensure_streams()
+        try:
+            await when_jetstream_ready(self._ensure_streams, stop, log.warning)
+        except nats.errors.Error as exc:  # refused: permissions, a conflicting stream
+            await self._close()
+            raise BrokerError(f"cannot set up the fleet's streams: {why_not_ready(exc)}") from exc
 
     def _report_connection(self, connected: bool, message: str) -> None:
         # Log once per change of state, not once per retry.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import nats.errors
 import pytest
 
 from controller.broker import NatsServer, find_nats_server_binary, start_cluster
@@ -352,7 +353,11 @@ async def fleet_factory(
             for index in range(size)
         ]
         for agent in agents:
-            await wait_until_serving(agent.api, deadline_s=60)
+            try:
+                await wait_until_serving(agent.api, deadline_s=60)
+            except nats.errors.Error as exc:
+                log = agent.process.log_text()[-4000:]
+                raise AssertionError(f"{agent.api.host} never served ({exc!r}):\n{log}") from exc
         bus = ",".join(nats_urls) or nats_server.url
         controller = ControllerProcess(
             bus,

@@ -23,7 +23,7 @@ from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, Field
 from tenacity import (
     AsyncRetrying,
-    RetryCallState,
+    retry_if_exception,
     retry_if_exception_type,
     stop_after_delay,
     wait_exponential,
@@ -35,6 +35,7 @@ from protocol import subjects
 from protocol.base import FrozenModel, ServiceName
 from protocol.codec import decode
 from protocol.errors import BrokerError, ProtocolError
+from protocol.jetstream_start import jetstream_starting, tell_once_per_reason
 from protocol.models import HostFacts
 from protocol.spec import Colour, ServiceSpec
 from protocol.streams import BucketDefinition, StreamRetention, fleet_buckets, fleet_streams
@@ -47,14 +48,6 @@ FAILOVER_ERRORS = (
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
     nats.js.errors.ServiceUnavailableError,
-)
-JETSTREAM_STARTING = (
-    TimeoutError,
-    nats.errors.TimeoutError,
-    nats.js.errors.ServiceUnavailableError,
-    # A create that timed out is carried out once the leader is elected; until the new
-    # stream's own group is formed, it exists for a create and not for a read (seen).
-    nats.js.errors.NotFoundError,
 )
 JETSTREAM_START_SECONDS = 120.0
 """How long a starting controller waits for its cluster's JetStream: nodes of a cluster
@@ -135,21 +128,13 @@ async def when_jetstream_ready(
     """Run ``open_state`` (creating and binding the streams and buckets) for the
     long-running controller, which may start before its cluster has elected a
     JetStream leader (all nodes booting at once): until then a request times out or is
-    refused as temporarily unavailable, so it is tried again for up to ``patience``
-    seconds, telling ``on_wait`` once."""
-    waits = 0
-
-    def tell_once(_: RetryCallState) -> None:
-        nonlocal waits
-        waits += 1
-        if waits == 1:
-            on_wait("JetStream is not ready (a cluster still electing its leader?); waiting")
-
+    refused as temporarily unavailable (or, with too few peers yet, unplaceable), so it
+    is tried again for up to ``patience`` seconds, telling ``on_wait`` once per reason."""
     async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(JETSTREAM_STARTING),
+        retry=retry_if_exception(jetstream_starting),
         wait=wait_exponential(multiplier=0.25, max=2.0),
         stop=stop_after_delay(patience),
-        before_sleep=tell_once,
+        before_sleep=tell_once_per_reason(on_wait),
         reraise=True,
     ):
         with attempt:
@@ -168,7 +153,9 @@ async def open_bucket(
     except nats.js.errors.BucketNotFoundError:
         try:
             return await js.create_key_value(KeyValueConfig(**definition.model_dump()))
-        except nats.js.errors.BadRequestError:
+        except nats.js.errors.BadRequestError as exc:
+            if jetstream_starting(exc):  # too few peers yet: not made, try again later
+                raise
             # Created meanwhile by another party (with other settings): bind to it.
             kv = await js.key_value(definition.bucket)
     if bring_existing:
@@ -189,7 +176,9 @@ async def ensure_streams(js: JetStreamContext, retention: StreamRetention | None
         config = definition.model_dump()
         try:
             await js.add_stream(**config)
-        except nats.js.errors.BadRequestError:
+        except nats.js.errors.BadRequestError as exc:
+            if jetstream_starting(exc):  # too few peers yet: neither made nor there
+                raise
             if retention is not None:
                 await js.update_stream(**config)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from controller.broker import NatsServer, reserve_loopback_port
+from controller.broker import NatsServer, cluster_servers, reserve_loopback_port
 from fleet_lab.agent_client import (
     AgentClient,
     AgentHandle,
@@ -161,7 +162,7 @@ async def test_an_agent_started_while_nats_is_down_waits_quietly_and_serves_once
     )
     await process.start()
     try:
-        await asyncio.sleep(3)  # several connection attempts
+        await process.wait_logged("cannot reach NATS")
         assert process.running
         await nats_server.start()
         client = await connect_client(nats_server.url)
@@ -190,10 +191,73 @@ async def test_sigterm_while_nats_is_down_exits_cleanly(
     )
     await process.start()
     try:
-        await asyncio.sleep(2)
+        await process.wait_logged("cannot reach NATS")
         assert process.running
         process.send(signal.SIGTERM)
         assert await process.wait(timeout=15) == 0
     finally:
         await process.stop()
-    assert "cannot reach NATS" in process.log_text()
+    assert "Traceback" not in process.log_text()
+
+
+async def test_an_agent_started_before_its_cluster_has_a_jetstream_leader_waits_then_serves(
+    nats_server_binary: Path, local_stack: LocalStack, tmp_path: Path, test_id: str
+) -> None:
+    """Nodes and agents booting together: one node alone elects no JetStream leader, and
+    two cannot place three replicas, so the agent cannot make its streams yet. It waits
+    (one line per reason) instead of exiting, and serves once the peers are up."""
+    nodes = cluster_servers(nats_server_binary, tmp_path / "cluster")
+    urls = [node.url for node in nodes]
+    host = f"early-{test_id}"
+    process = AgentProcess(
+        args=agent_args(urls, host, local_stack.docker_host, tmp_path / "agent", f"t{test_id}-"),
+        log_path=tmp_path / "agent.log",
+        env={"FLEET_STREAMS": json.dumps({"replicas": 3})},
+    )
+    try:
+        await nodes[0].start()
+        await process.start()
+        await process.wait_logged("JetStream is not ready (no answer", deadline_s=60)
+        await nodes[1].start()  # a leader now, but three replicas need a third node
+        await process.wait_logged("(no suitable peers for placement)", deadline_s=60)
+        assert process.running, process.log_text()
+        await nodes[2].start()
+        client = await connect_client(urls)
+        try:
+            await wait_until_serving(AgentClient(client=client, host=host), deadline_s=120)
+        finally:
+            await client.close()
+        assert await process.stop() == 0, process.log_text()
+    finally:
+        await process.stop()
+        for node in nodes:
+            await node.stop()
+    log = process.log_text()
+    waits = [line.split(": ", 1)[1] for line in log.splitlines() if "is not ready" in line]
+    assert len(waits) == len(set(waits)) == 2, log  # told once per reason, not per retry
+    assert "Traceback" not in log, log
+
+
+async def test_sigterm_while_waiting_for_jetstream_exits_cleanly(
+    nats_server_binary: Path, local_stack: LocalStack, tmp_path: Path, test_id: str
+) -> None:
+    nodes = cluster_servers(nats_server_binary, tmp_path / "cluster")
+    process = AgentProcess(
+        args=agent_args(
+            [node.url for node in nodes],
+            f"waiting-{test_id}",
+            local_stack.docker_host,
+            tmp_path / "agent",
+        ),
+        log_path=tmp_path / "agent.log",
+    )
+    try:
+        await nodes[0].start()  # alone: no JetStream leader can be elected
+        await process.start()
+        await process.wait_logged("JetStream is not ready", deadline_s=60)
+        process.send(signal.SIGTERM)
+        assert await process.wait(timeout=15) == 0, process.log_text()
+    finally:
+        await process.stop()
+        await nodes[0].stop()
+    assert "Traceback" not in process.log_text()

@@ -180,8 +180,9 @@ async def test_controller_started_before_its_cluster_has_a_leader_waits_and_then
     nats_server_binary: Path, tmp_path: Path
 ) -> None:
     """All nodes booting at once: one node alone cannot elect a JetStream leader, so
-    every JetStream request times out until its peers join. The controller waits (one
-    line), not exits; once the peers are up, it creates the fleet's state and leads."""
+    every JetStream request times out; two elect one but cannot place three replicas.
+    The controller waits (one line per reason), not exits; once the peers are up, it
+    creates the fleet's state and leads."""
     nodes = cluster_servers(nats_server_binary, tmp_path / "cluster")
     replicated = {"FLEET_STREAMS": json.dumps({"replicas": 3})}
     urls = ",".join(node.url for node in nodes)
@@ -189,18 +190,20 @@ async def test_controller_started_before_its_cluster_has_a_leader_waits_and_then
     try:
         await nodes[0].start()
         await controller.start()
-        await wait_for_line(controller, "JetStream is not ready")
+        await wait_for_line(controller, "JetStream is not ready (no answer")
+        await nodes[1].start()
+        await wait_for_line(controller, "(no suitable peers for placement)")
         assert controller.process is not None
         assert controller.process.returncode is None, controller.log_text()
-        for node in nodes[1:]:
-            await node.start()
+        await nodes[2].start()
         await wait_for_line(controller, "controller c-early is the leader", timeout=120)
     finally:
         await controller.stop()
         for node in nodes:
             await node.stop()
     log = controller.log_text()
-    assert log.count("JetStream is not ready") == 1, log
+    waits = [line.split(": ", 1)[1] for line in log.splitlines() if "is not ready" in line]
+    assert len(waits) == len(set(waits)) == 2, log  # once per reason, not once per retry
     assert not [trace for trace in LIBRARY_TRACES if trace in log], log
 
 
