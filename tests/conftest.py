@@ -249,8 +249,9 @@ async def agent_process_factory(
     try:
         yield start
     finally:
+        # Together: each may drain an update in flight for up to its exit wait.
+        await asyncio.gather(*(agent.process.stop() for agent in spawned))
         for agent in spawned:
-            await agent.process.stop()
             await agent.api.client.close()
         remove_test_containers(docker_client, test_id)
 
