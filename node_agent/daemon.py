@@ -416,4 +416,6 @@ class Agent:
         return ignored
 
     async def host_facts(self) -> HostFacts:
-        return await read_host_facts(self.settings, self.runtime, self.updater, self.services)
+        return await read_host_facts(
+            self.settings, self.runtime, self.updater, self.services, self.locks
+        )

@@ -9,6 +9,8 @@ import platform
 from node_agent import resources
 from node_agent.runtime import DockerRuntime
 from node_agent.settings import AgentSettings
+from node_agent.update.drift import heartbeat_status
+from node_agent.update.service_locks import ServiceLocks
 from node_agent.update.service_store import ServiceStore
 from node_agent.update.updater import ServiceUpdater
 from protocol.errors import RuntimeFault
@@ -21,6 +23,7 @@ async def read_host_facts(
     runtime: DockerRuntime,
     updater: ServiceUpdater,
     services: ServiceStore,
+    locks: ServiceLocks,
 ) -> HostFacts:
     memory = resources.memory()
     try:
@@ -29,7 +32,10 @@ async def read_host_facts(
     except RuntimeFault:
         docker_version, root = None, "/"
     disk = await asyncio.to_thread(resources.disk_for_report, root)
-    statuses = [await updater.status(name) for name in services.names()]
+    statuses = [
+        heartbeat_status(await updater.status(name), services.current(name), locks.busy(name))
+        for name in services.names()
+    ]
     return HostFacts(
         sender=settings.host_id,
         host=settings.host_id,

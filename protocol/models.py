@@ -36,6 +36,7 @@ from protocol.events import (
 )
 from protocol.replies import (
     ContainerState,
+    Drift,
     ErrorReply,
     FailureBundle,
     Health,
@@ -116,6 +117,7 @@ __all__ = [
     "ContainerEvent",
     "ContainerMetrics",
     "ContainerState",
+    "Drift",
     "Envelope",
     "ErrorReply",
     "FailureBundle",

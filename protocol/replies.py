@@ -38,6 +38,16 @@ class Health(StrEnum):
     UNHEALTHY = "unhealthy"
 
 
+class Drift(StrEnum):
+    """How a managed container differs from what its agent last applied, by hand."""
+
+    REMOVED = "removed"
+    STOPPED = "stopped"
+    """Exited, dead, created or paused: not running, and its restart policy not at work."""
+    REPLACED = "replaced"
+    """Another image, or a container the agent did not make, under the service's name."""
+
+
 class ServiceStatus(FrozenModel):
     name: ServiceName
     image: ImageRefText | None = None
@@ -49,6 +59,12 @@ class ServiceStatus(FrozenModel):
     restart_count: Annotated[int, Field(ge=0)] = 0
     colour: Colour | None = None
     """Blue-green: the colour of the serving copy; None for a service never run that way."""
+    fingerprint: Annotated[str, Field(max_length=64)] | None = None
+    """settings_fingerprint of the spec the agent last applied (heartbeats only)."""
+    applied_digest: Annotated[str, Field(max_length=128)] | None = None
+    """The digest that spec pinned, if it pinned one (heartbeats only)."""
+    drift: Drift | None = None
+    """Set when the container is not what the agent applied (heartbeats only)."""
 
 
 class ProbeResult(FrozenModel):

@@ -1,0 +1,30 @@
+"""What runs, as one short hash both sides compute the same way: convergence's yardstick.
+
+The agent reports the fingerprint of the spec it last applied; the controller compares
+it with the fingerprint of the revision the service should run. The image counts by its
+name and tag, and its digest apart (a spec may name a tag and each host pin the digest
+it pulled); health checks do not count, since they verify a container but do not change
+it, so a change of probe timing alone restarts nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from protocol.spec import ServiceSpec
+
+FINGERPRINT_LENGTH = 16
+
+
+def image_digest(image: str) -> str | None:
+    """The digest an image reference pins (``repo:tag@sha256:...``), if it pins one."""
+    return image.split("@", 1)[1] if "@" in image else None
+
+
+def settings_fingerprint(spec: ServiceSpec) -> str:
+    """A hash of everything that shapes the container except the image digest and health."""
+    what_runs = spec.model_dump(mode="json", exclude={"health"})
+    what_runs["image"] = spec.image.split("@", 1)[0]
+    text = json.dumps(what_runs, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_LENGTH]
