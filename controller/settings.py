@@ -47,6 +47,9 @@ class ControllerSettings(BaseSettings, BusClientSettings, RegistrySettings):
     controller_id: str = Field(default_factory=default_controller_id)
     tick: Annotated[float, Field(gt=0)] = 0.5
     """Seconds between two passes over the active rollouts."""
+    converge_interval: Annotated[float, Field(ge=0)] = 2.0
+    """Seconds between two convergence passes over the declared services; 0 turns
+    convergence off (hosts then change only in the rollouts operators start)."""
     lease_ttl: Annotated[float, Field(gt=0)] = 10.0
     host_timeout: Annotated[float, Field(gt=0)] = 30.0
     """A host whose last heartbeat is older than this is offline."""

@@ -129,6 +129,28 @@ class RolloutEvent(Envelope):
     hosts_total: Annotated[int, Field(ge=0)] = 0
 
 
+class ConvergenceAction(StrEnum):
+    DEPLOY = "converge_deploy"
+    UPDATE = "converge_update"
+    DRIFT_DETECTED = "drift_detected"
+    DRIFT_REPAIRED = "drift_repaired"
+    FAILED = "converge_failed"
+    """The host could not be converged this time; it is tried again later."""
+
+
+class ConvergenceEvent(Envelope):
+    """The controller brought (or will bring) a host to a service's accepted revision,
+    or found it drifted; on fleet.evt.controller.convergence."""
+
+    kind: Literal["convergence_event"] = "convergence_event"
+    service: ServiceName
+    host: HostId
+    action: ConvergenceAction
+    revision: Annotated[int, Field(ge=1)]
+    reason: Annotated[str, Field(max_length=4096)] = ""
+    rollout_id: Annotated[str, Field(max_length=128)] | None = None
+
+
 class ColourSwitch(Envelope):
     """Blue-green: the service's active colour changed; routers and discovery follow it."""
 

@@ -29,6 +29,8 @@ from protocol.events import (
     ConfigProgress,
     ContainerAction,
     ContainerEvent,
+    ConvergenceAction,
+    ConvergenceEvent,
     HostFacts,
     RolloutEvent,
     UpdatePhase,
@@ -87,6 +89,7 @@ AnyMessage = (
     | ConfigProgress
     | ContainerEvent
     | RolloutEvent
+    | ConvergenceEvent
     | ColourSwitch
     | MetricsSample
     | LogBatch
@@ -117,6 +120,8 @@ __all__ = [
     "ContainerEvent",
     "ContainerMetrics",
     "ContainerState",
+    "ConvergenceAction",
+    "ConvergenceEvent",
     "Drift",
     "Envelope",
     "ErrorReply",

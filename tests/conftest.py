@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import uuid
@@ -268,6 +269,17 @@ class LocalFleet:
     signer: CommandSigner
     """The controller's key; every agent of the fleet trusts only it."""
     signing_key_file: Path
+    spawn: Callable[..., Awaitable[SpawnedAgent]] | None = None
+    """Starts one more agent on this fleet's bus that trusts its key (see join)."""
+
+    async def join(self, **env: str) -> SpawnedAgent:
+        """One more agent, serving, as a host enrolled after the fleet was deployed."""
+        assert self.spawn is not None
+        trust = {"FLEET_TRUSTED_COMMAND_KEYS": json.dumps([self.signer.public_key])}
+        agent = await self.spawn(**trust, **env)
+        await wait_until_serving(agent.api, deadline_s=60)
+        self.agents.append(agent)
+        return agent
 
     def another_controller(self, controller_id: str) -> ControllerProcess:
         """A further `fleetctl controller run` with this fleet's signing key."""
@@ -376,6 +388,7 @@ async def fleet_factory(
             local_stack,
             CommandSigner(private),
             key_file,
+            spawn=functools.partial(agent_process_factory, nats_urls=nats_urls, **(env or {})),
         )
         await wait_for_heartbeats(fleet, size)
         first = await fleet.fleetctl(

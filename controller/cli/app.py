@@ -10,10 +10,12 @@ from __future__ import annotations
 import typer
 
 from controller.cli import watch
+from controller.cli.apply import apply, diff
 from controller.cli.bus import hosts_app, keys_app, pki_app
 from controller.cli.config import config_app
 from controller.cli.rollout import rollout_app
 from controller.cli.run import controller_app
+from controller.cli.services import services
 from controller.cli.typer_app import PlainErrorsGroup, command_group
 from protocol import SCHEMA_VERSION
 from protocol.version import fleetwave_version
@@ -30,6 +32,9 @@ app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(hosts_app, name="hosts")
 app.add_typer(pki_app, name="pki")
+app.command()(apply)
+app.command()(diff)
+app.command()(services)
 
 
 @app.callback()

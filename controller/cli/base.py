@@ -31,6 +31,7 @@ from rich.live import Live
 from controller.bus_link import BusLink, why
 from controller.cli import render
 from controller.gates.vetting import ImageRefused
+from controller.rollouts.declaration import Declaration
 from controller.rollouts.model import TERMINAL, RolloutRecord, RolloutStatus, Strategy
 from controller.settings import describe_invalid, load_settings
 from controller.state.intents import Fleet
@@ -160,16 +161,24 @@ def check_image(image: str | None) -> None:
         fail(f"--image: {exc.message}", EXIT_INVALID)
 
 
-def load_spec(path: Path) -> ServiceSpec:
-    """A ServiceSpec from a JSON or TOML file; a bad one is named by field, exit 2."""
+def load_declaration(path: Path) -> Declaration:
+    """A service declaration (a spec file, with its optional selector, update policy and
+    drift rule) from JSON or TOML; a bad one is named by field, exit 2."""
     try:
         text = path.read_text()
         data: Any = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        return ServiceSpec.model_validate(data)
+        if not isinstance(data, dict):
+            raise ValueError("expected a table of settings")
+        return Declaration.from_document(data)
     except ValidationError as exc:
         fail(f"spec file {path}: {describe_invalid(exc, str)}", EXIT_INVALID)
     except (OSError, ValueError) as exc:  # JSON and TOML errors are ValueErrors
         fail(f"spec file {path}: {exc}", EXIT_INVALID)
+
+
+def load_spec(path: Path) -> ServiceSpec:
+    """The spec of a spec (or declaration) file: `rollout start --spec` reads either."""
+    return load_declaration(path).spec
 
 
 def check_output(output: str) -> None:

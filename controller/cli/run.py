@@ -32,6 +32,9 @@ def controller_run(
     tick: Annotated[float | None, typer.Option(help="seconds between passes")] = None,
     lease_ttl: Annotated[float | None, typer.Option(help="leader lease, seconds")] = None,
     host_timeout: Annotated[float | None, typer.Option(help="heartbeat age = offline")] = None,
+    converge_interval: Annotated[
+        float | None, typer.Option(help="seconds between convergence passes; 0: off")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
     insecure: Annotated[
         bool, typer.Option("--insecure", help="allow plaintext NATS to a non-loopback address")
@@ -48,6 +51,7 @@ def controller_run(
             tick=tick,
             lease_ttl=lease_ttl,
             host_timeout=host_timeout,
+            converge_interval=converge_interval,
         )
     except ConfigurationError as exc:
         fail(exc.message, EXIT_INVALID)

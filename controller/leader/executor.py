@@ -22,6 +22,7 @@ from nats.js.kv import KeyValue
 
 from controller.bus_link import advertises_jetstream
 from controller.errors import ControllerError
+from controller.leader.converger import Converger
 from controller.leader.lease import LeaderLease
 from controller.leader.progress import follow_progress
 from controller.rollouts.analysis import analyse, baseline_memory
@@ -97,6 +98,7 @@ class Executor:
         """Each host's newest metrics sample, for canary analysis."""
         self.leader = False
         self._unrecorded_since: dict[str, float] = {}
+        self._next_convergence = 0.0
         """Claims seen without their rollout record, and when first seen so (monotonic)."""
 
     async def _open_state(self) -> KeyValue:
@@ -106,6 +108,9 @@ class Executor:
         self.services = ServiceStore(services_kv)
         self.inventory = Inventory(hosts_kv)
         self.configs = ConfigStore(await open_config_bucket(self._js, self.settings.streams))
+        self.converger = Converger(
+            self.rollouts, self.services, self._publish, self.settings.host_timeout
+        )
         return rollouts_kv
 
     async def _open_state_unless_stopped(self, stop: asyncio.Event) -> KeyValue | None:
@@ -190,7 +195,8 @@ class Executor:
         if not leader:
             return
         try:
-            for service, rollout_id in await self.rollouts.active():
+            active = await self.rollouts.active()
+            for service, rollout_id in active:
                 stored = await self.rollouts.get(rollout_id)
                 if stored is None:
                     await self._release_if_abandoned(service, rollout_id)
@@ -200,8 +206,19 @@ class Executor:
                     await self._finish(stored.record)  # a crash came between the two writes
                 else:
                     await self._drive(stored)
+            await self._converge({service for service, _ in active})
         except (BrokerError, ControllerError) as exc:
             log.warning("pass skipped: %s", exc.message)
+
+    async def _converge(self, busy: set[str]) -> None:
+        """A convergence pass every converge_interval; a rollout it starts is driven now."""
+        interval = self.settings.converge_interval
+        now = asyncio.get_running_loop().time()
+        if not interval or now < self._next_convergence:
+            return
+        self._next_convergence = now + interval
+        if await self.converger.run_pass(busy, self.inventory.facts, utc_now()):
+            self._wake.set()
 
     async def _release_if_abandoned(self, service: str, rollout_id: str) -> None:
         """Free a claim whose record never came (fleetctl died between the two writes).
@@ -284,6 +301,9 @@ class Executor:
 
     async def _finish(self, record: RolloutRecord) -> None:
         self._pending.pop(record.id, None)
+        self.converger.settled(record)
+        if record.converging:
+            await self.converger.finished(record, utc_now())
         if record.config is not None:
             # Stored before the service is released: a crash in between finishes it again.
             if record.status is RolloutStatus.COMPLETE:

@@ -309,6 +309,8 @@ class RolloutRecord(FrozenModel):
     """Set for a config rollout: hosts get this file, and ``target`` is the running spec."""
     vetting: Vetting | None = None
     """An image rollout's checks before it started (None: from before vetting, or undo)."""
+    converging: bool = False
+    """Started by the controller to bring hosts to the accepted revision (convergence)."""
 
     @property
     def what(self) -> str:

@@ -93,13 +93,13 @@ class Fleet:
         self.rollouts = RolloutStore(rollouts)
         self.services = ServiceStore(services)
         self.configs = await open_config_store(self._js)
-        self._hosts_kv = hosts
+        self.hosts_kv = hosts
         return self
 
     # ---- reading ----
 
     async def hosts(self, selector: dict[str, str] | None = None) -> list[HostFacts]:
-        facts = await read_hosts(self._hosts_kv)
+        facts = await read_hosts(self.hosts_kv)
         return [facts[h] for h in sorted(facts) if matches(facts[h], selector or {})]
 
     async def rollout(self, target: str) -> RolloutRecord:
@@ -206,7 +206,11 @@ class Fleet:
         await self.rollouts.claim_service(record.service, record.id)
         try:
             _, added = await self.services.add_revision(
-                record.service, record.target, lambda n: rollout_id(record.service, n), utc_now()
+                record.service,
+                record.target,
+                lambda n: rollout_id(record.service, n),
+                utc_now(),
+                policy=record.spec,
             )
             if added.revision != record.revision:
                 raise RolloutConflict(f"revision {record.revision} of {record.service} was taken")

@@ -11,16 +11,13 @@ from datetime import datetime, timedelta
 import nats.errors
 from nats.js.kv import KeyValue
 
+from controller.rollouts.convergence import matches as matches
 from controller.rollouts.host_health import OFFLINE, HostHealth
 from protocol.codec import decode
 from protocol.errors import ProtocolError
 from protocol.models import ContainerState, Health, HostFacts
 
 log = logging.getLogger("fleetctl.inventory")
-
-
-def matches(facts: HostFacts, selector: dict[str, str]) -> bool:
-    return all(facts.labels.get(key) == value for key, value in selector.items())
 
 
 def service_health(

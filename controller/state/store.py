@@ -30,7 +30,8 @@ from tenacity import (
 )
 
 from controller.errors import ControllerError
-from controller.rollouts.model import RolloutRecord
+from controller.rollouts.convergence import Desired, DriftPolicy
+from controller.rollouts.model import RolloutRecord, RolloutSpec
 from protocol import subjects
 from protocol.base import FrozenModel, ServiceName
 from protocol.codec import decode
@@ -88,6 +89,10 @@ class ServiceRecord(FrozenModel):
     limit: int = Field(default=10, ge=1)
     colour: Colour | None = None
     """Blue-green: the colour the service's traffic goes to; routers follow this key."""
+    policy: RolloutSpec | None = None
+    """The declared update policy and host selector (the last rollout's, for a service
+    declared with `rollout start`); convergence paces itself by it."""
+    drift: DriftPolicy = DriftPolicy.REPAIR
 
     def revision(self, number: int) -> Revision | None:
         return next((r for r in self.revisions if r.revision == number), None)
@@ -95,6 +100,21 @@ class ServiceRecord(FrozenModel):
     @property
     def next_revision(self) -> int:
         return max((r.revision for r in self.revisions), default=0) + 1
+
+    def desired(self) -> Desired | None:
+        """The service as convergence sees it; None until a rollout of it completed."""
+        accepted = self.revision(self.current) if self.current else None
+        if accepted is None:
+            return None
+        policy = self.policy or RolloutSpec()
+        return Desired(
+            service=self.service,
+            revision=accepted.revision,
+            spec=accepted.spec,
+            selector=dict(policy.selector),
+            drift=self.drift,
+            newer=tuple(r.spec for r in self.revisions if r.revision > accepted.revision),
+        )
 
 
 @dataclass(frozen=True)
@@ -312,18 +332,34 @@ class ServiceStore:
         except nats.js.errors.KeyWrongLastSequenceError as exc:
             raise RolloutConflict(f"service {record.service} changed meanwhile; retry") from exc
 
+    async def names(self) -> list[str]:
+        return await kv_keys(self._kv, "")
+
     async def add_revision(
-        self, service: str, spec: ServiceSpec, rollout_id_for: Callable[[int], str], now: datetime
+        self,
+        service: str,
+        spec: ServiceSpec,
+        rollout_id_for: Callable[[int], str],
+        now: datetime,
+        policy: RolloutSpec | None = None,
     ) -> tuple[ServiceRecord, Revision]:
+        """A new revision of the spec; with ``policy``, the declaration's policy too."""
         record, revision = await self.get(service)
         number = record.next_revision
         added = Revision(
             revision=number, spec=spec, rollout_id=rollout_id_for(number), created_at=now
         )
         kept = (*record.revisions, added)[-record.limit :]
-        updated = record.model_copy(update={"revisions": kept})
+        update: dict[str, object] = {"revisions": kept}
+        if policy is not None:
+            update["policy"] = policy
+        updated = record.model_copy(update=update)
         await self.put(updated, revision)
         return updated, added
+
+    async def declare(self, service: str, policy: RolloutSpec, drift: DriftPolicy) -> None:
+        """Set the declared policy (selector included) and drift rule; nothing restarts."""
+        await self._change(service, {"policy": policy, "drift": drift})
 
     async def mark_current(self, service: str, number: int) -> None:
         await self._change(service, {"current": number})

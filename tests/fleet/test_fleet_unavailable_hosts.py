@@ -9,11 +9,9 @@ heartbeat came within the host timeout (the fixture controller's --host-timeout)
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import signal
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -24,6 +22,7 @@ from protocol.models import RolloutEvent, utc_now
 from tests.conftest import FleetFactory, LocalFleet
 from tests.support.events import EventRecorder
 from tests.support.fleet import HOST_TIMEOUT, fleet_spec
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -36,26 +35,6 @@ HEARTBEAT_SLACK = timedelta(seconds=5)
 """The test agents beat every second; a loaded machine may delay the last one."""
 FLEETCTL_ENV = {"FLEET_HOST_TIMEOUT": f"{HOST_TIMEOUT.total_seconds():g}"}
 """fleetctl hosts judges staleness with the same timeout as the fixture controller."""
-
-
-async def eventually(
-    read: Callable[[], Awaitable[T]], ok: Callable[[T], bool], what: str, deadline: float = 60
-) -> T:
-    """``read()`` again until ``ok`` holds for what it returns; AssertionError if never."""
-    last: T | None = None
-
-    async def poll() -> T:
-        nonlocal last
-        while True:
-            last = await read()
-            if ok(last):
-                return last
-            await asyncio.sleep(0.2)
-
-    try:
-        return await asyncio.wait_for(poll(), deadline)
-    except TimeoutError:
-        raise AssertionError(f"never {what} within {deadline}s; last: {last!r}") from None
 
 
 async def status(fleet: LocalFleet) -> dict[str, Any]:

@@ -339,6 +339,15 @@ def captured_messages() -> list[m.AnyMessage]:
             hosts_done=2,
             hosts_total=5,
         ),
+        m.ConvergenceEvent(
+            sender="controller",
+            service="web",
+            host="edge-7",
+            action=m.ConvergenceAction.DRIFT_REPAIRED,
+            revision=7,
+            reason="container removed by hand",
+            rollout_id="web-r7-converge-20261129221500000000",
+        ),
         m.ColourSwitch(
             sender="controller",
             service="web",

@@ -238,6 +238,16 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         image=image_refs(),
         **envelope,
     ),
+    "convergence_event": st.builds(
+        m.ConvergenceEvent,
+        service=tokens,
+        host=host_ids,
+        action=st.sampled_from(m.ConvergenceAction),
+        revision=st.integers(min_value=1, max_value=1000),
+        reason=short_text,
+        rollout_id=st.none() | tokens,
+        **envelope,
+    ),
     "colour_switch": st.builds(
         m.ColourSwitch,
         service=tokens,

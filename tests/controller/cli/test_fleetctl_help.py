@@ -43,6 +43,9 @@ DOCUMENTED = {
     "exporter",
     "controller run",
     "keys generate",
+    "services",
+    "apply",
+    "diff",
 }
 
 

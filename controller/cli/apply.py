@@ -1,0 +1,157 @@
+"""fleetctl apply and diff: declare services; each change moves through the fleet as a
+rollout under the declared policy, or (selector, policy, drift rule) with no restart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from controller.cli.base import (
+    NatsOption,
+    OutputOption,
+    WatchOption,
+    check_output,
+    exit_for,
+    follow_rollout,
+    load_declaration,
+    run_with_fleet,
+)
+from controller.cli.render import to_json
+from controller.cli.tables import OneLineTable, print_table
+from controller.rollouts.declaration import (
+    Change,
+    Declaration,
+    HostChange,
+    change_of,
+    host_changes,
+)
+from controller.rollouts.model import RolloutRecord
+from controller.settings import load_settings
+from controller.state.intents import Fleet, latest_spec
+from controller.state.store import read_hosts
+from protocol.models import utc_now
+
+FilesOption = Annotated[
+    list[Path],
+    typer.Option("--file", "-f", help="a service declaration (TOML or JSON), repeatable"),
+]
+
+
+@dataclass
+class Applied:
+    service: str
+    change: Change
+    hosts: list[HostChange]
+    rollout: RolloutRecord | None = None
+
+
+def apply(
+    files: FilesOption,
+    dry_run: Annotated[
+        bool, typer.Option(help="show what would change on each host; change nothing")
+    ] = False,
+    skip_scan: Annotated[
+        bool, typer.Option(help="do not run the vulnerability scanner (recorded)")
+    ] = False,
+    watch: WatchOption = False,
+    nats_url: NatsOption = None,
+    output: OutputOption = "table",
+) -> None:
+    """Create or change service declarations. A change of what runs (image or settings)
+    starts a rollout under the declared [update] policy; a change of only the selector,
+    the policy or the drift rule takes effect without restarting anything."""
+    check_output(output)
+    declarations = [load_declaration(path) for path in files]
+    results = run_with_fleet(
+        lambda fleet: _apply_all(fleet, declarations, dry_run, skip_scan, watch, output),
+        nats_url,
+    )
+    _report(results, dry_run, output)
+    for result in results:
+        if watch and result.rollout is not None:
+            exit_for(result.rollout)
+
+
+def diff(files: FilesOption, nats_url: NatsOption = None, output: OutputOption = "table") -> None:
+    """Show, per host, what `apply` of these declarations would change (like
+    `kubectl diff`): deploy, update, repair, nothing, or untouched (off the selector)."""
+    apply(files, dry_run=True, nats_url=nats_url, output=output)
+
+
+async def _apply_all(
+    fleet: Fleet,
+    declarations: list[Declaration],
+    dry_run: bool,
+    skip_scan: bool,
+    watch: bool,
+    output: str,
+) -> list[Applied]:
+    now = utc_now()
+    timeout = timedelta(seconds=fleet.host_timeout)
+    facts = await read_hosts(fleet.hosts_kv)
+    live = {host: f for host, f in facts.items() if now - f.sent_at <= timeout}
+    results = []
+    for declaration in declarations:
+        service = declaration.spec.name
+        history, _ = await fleet.services.get(service)
+        change = change_of(declaration, latest_spec(history), history.policy, history.drift)
+        result = Applied(service, change, host_changes(declaration, history.next_revision, live))
+        results.append(result)
+        if dry_run or change is Change.UNCHANGED:
+            continue
+        if change is Change.CONFIGURE:
+            await fleet.services.declare(service, declaration.policy, declaration.drift)
+            continue
+        record, _ = await fleet.plan_rollout(service, None, declaration.policy, declaration.spec)
+        record = await fleet.vet(record, load_settings().vetter(), skip_scan=skip_scan)
+        result.rollout = await fleet.start_rollout(record)
+        await fleet.services.declare(service, declaration.policy, declaration.drift)
+        if watch:
+            result.rollout = await follow_rollout(fleet, result.rollout.id, output)
+    return results
+
+
+SAID = {
+    Change.CREATE: "created",
+    Change.ROLL: "changed",
+    Change.CONFIGURE: "configured (nothing restarts)",
+    Change.UNCHANGED: "unchanged",
+}
+
+
+def _report(results: list[Applied], dry_run: bool, output: str) -> None:
+    if output == "json":
+        typer.echo(
+            to_json(
+                [
+                    {
+                        "service": r.service,
+                        "change": r.change.value,
+                        "rollout": r.rollout.id if r.rollout else None,
+                        "hosts": [h.__dict__ for h in r.hosts],
+                    }
+                    for r in results
+                ]
+            )
+        )
+        return
+    for result in results:
+        said = SAID[result.change]
+        if dry_run:
+            table = OneLineTable(
+                "host", "action", "detail", title=f"{result.service}: would be {said}"
+            )
+            for host in result.hosts:
+                table.add_row(host.host, host.action, host.detail)
+            print_table(table)
+        elif result.rollout is not None:
+            typer.echo(
+                f"{result.service}: {said}; rollout {result.rollout.id} "
+                f"{result.rollout.status.value} on {len(result.rollout.hosts)} host(s)"
+            )
+        else:
+            typer.echo(f"{result.service}: {said}")

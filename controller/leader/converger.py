@@ -1,0 +1,186 @@
+"""The leader's convergence pass: every declared service kept true on every live host.
+
+Each full pass, for each service with an accepted revision and no rollout in progress,
+the live hosts that match its selector are compared with that revision
+(controller.rollouts.convergence). Hosts that need a deploy, an update or a drift repair
+become one convergence rollout, which the executor drives like any other: pre-flight,
+the declared max_unavailable, retries. A host that could not be converged is tried again
+after a growing pause, and never holds up the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from controller.rollouts.convergence import (
+    ACTS,
+    Desired,
+    HostNeed,
+    Need,
+    convergence_record,
+    fleet_size,
+    needs,
+)
+from controller.rollouts.model import TERMINAL, UPDATED, HostPhase, RolloutRecord, RolloutSpec
+from controller.state.store import RolloutConflict, RolloutStore, ServiceStore
+from protocol import subjects
+from protocol.models import ConvergenceAction, ConvergenceEvent, Envelope, HostFacts
+
+log = logging.getLogger("fleetctl.controller")
+Publish = Callable[[str, Envelope], Awaitable[None]]
+FIRST_RETRY = 10.0
+LAST_RETRY = 600.0
+ACTION_OF = {
+    Need.DEPLOY: ConvergenceAction.DEPLOY,
+    Need.UPDATE: ConvergenceAction.UPDATE,
+    Need.REPAIR: ConvergenceAction.DRIFT_DETECTED,
+    Need.REPORT: ConvergenceAction.DRIFT_DETECTED,
+}
+
+
+@dataclass
+class Retry:
+    attempts: int
+    not_before: datetime
+
+
+class Converger:
+    def __init__(
+        self, rollouts: RolloutStore, services: ServiceStore, publish: Publish, host_timeout: float
+    ) -> None:
+        self._rollouts = rollouts
+        self._services = services
+        self._publish = publish
+        self._host_timeout = timedelta(seconds=host_timeout)
+        self._retries: dict[tuple[str, str], Retry] = {}
+        self._told: dict[tuple[str, str], str] = {}
+        """The last need announced per (service, host): told once per change, not per pass."""
+        self._repairs: dict[tuple[str, str], str] = {}
+        """Drift being repaired, per (service, host): announced as repaired once done."""
+        self._settled: dict[str, datetime] | None = None
+        """When each service's last rollout ended: only heartbeats sent after it are
+        judged (an older one may not show yet what that rollout did)."""
+
+    async def run_pass(
+        self, busy: set[str], facts: Mapping[str, HostFacts], now: datetime
+    ) -> list[str]:
+        """Start a convergence rollout for each idle service that needs one; their ids."""
+        if self._settled is None:  # a new leader: from the records the last one left
+            self._settled = {}
+            for rollout in await self._rollouts.all():
+                self.settled(rollout)
+        live = {h: f for h, f in facts.items() if now - f.sent_at <= self._host_timeout}
+        started = []
+        for service in await self._services.names():
+            if service in busy:
+                continue
+            record, _ = await self._services.get(service)
+            desired = record.desired()
+            if desired is None:
+                continue
+            since = self._settled.get(service)
+            known = {h: f for h, f in live.items() if since is None or f.sent_at > since}
+            found = needs(desired, known)
+            await self._tell(desired, found)
+            acting = [n for n in found if n.need in ACTS and self._due(service, n.host, now)]
+            due = [n.host for n in acting]
+            if due:
+                policy = record.policy or RolloutSpec()
+                rollout = convergence_record(desired, policy, due, fleet_size(desired, live), now)
+                if await self._start(rollout):
+                    started.append(rollout.id)
+                    for need in acting:
+                        if need.need is Need.REPAIR:
+                            self._repairs[(service, need.host)] = need.detail
+        return started
+
+    async def _start(self, record: RolloutRecord) -> bool:
+        try:
+            await self._rollouts.claim_service(record.service, record.id)
+        except RolloutConflict:
+            return False  # an operator's rollout came first: it takes these hosts along
+        try:
+            await self._rollouts.create(record)
+        except BaseException:
+            await self._rollouts.release_service(record.service, record.id)
+            raise
+        log.info("%s: %s", record.id, record.reason)
+        return True
+
+    async def _tell(self, desired: Desired, found: list[HostNeed]) -> None:
+        for need in found:
+            key = (desired.service, need.host)
+            action = ACTION_OF.get(need.need)
+            if action is None or self._told.get(key) == need.detail:
+                continue
+            self._told[key] = need.detail
+            await self._event(desired.service, need.host, action, desired.revision, need.detail)
+        current = {n.host for n in found}
+        for key in [k for k in self._told if k[0] == desired.service and k[1] not in current]:
+            del self._told[key]  # converged: a new drift is news again
+
+    def _due(self, service: str, host: str, now: datetime) -> bool:
+        retry = self._retries.get((service, host))
+        return retry is None or retry.not_before <= now
+
+    def settled(self, record: RolloutRecord) -> None:
+        """Any rollout of a service ended (or was seen ended) at its record's last write."""
+        if self._settled is not None and record.status in TERMINAL:
+            last = self._settled.get(record.service)
+            if last is None or record.updated_at > last:
+                self._settled[record.service] = record.updated_at
+
+    async def finished(self, record: RolloutRecord, now: datetime) -> None:
+        """A convergence rollout ended: repaired hosts are news; failed ones wait to retry."""
+        for host, entry in record.hosts.items():
+            key = (record.service, host)
+            repaired = self._repairs.pop(key, None)
+            if entry.phase in UPDATED:
+                self._retries.pop(key, None)
+                if repaired is not None:
+                    await self._event(
+                        record.service,
+                        host,
+                        ConvergenceAction.DRIFT_REPAIRED,
+                        record.revision,
+                        repaired,
+                        record.id,
+                    )
+                continue
+            attempts = self._retries[key].attempts + 1 if key in self._retries else 1
+            pause = min(LAST_RETRY, FIRST_RETRY * 2 ** (attempts - 1))
+            self._retries[key] = Retry(attempts, now + timedelta(seconds=pause))
+            why = entry.detail or entry.phase.value
+            if entry.phase is HostPhase.NOT_READY and entry.reasons:
+                why = "; ".join(r.text for r in entry.reasons)
+            await self._event(
+                record.service,
+                host,
+                ConvergenceAction.FAILED,
+                record.revision,
+                f"{why}; retry in {pause:.0f}s",
+                record.id,
+            )
+
+    async def _event(
+        self,
+        service: str,
+        host: str,
+        action: ConvergenceAction,
+        revision: int,
+        reason: str,
+        rollout_id: str | None = None,
+    ) -> None:
+        event = ConvergenceEvent(
+            sender=subjects.CONTROLLER_SENDER,
+            service=service,
+            host=host,
+            action=action,
+            revision=revision,
+            reason=reason[:4096],
+            rollout_id=rollout_id,
+        )
+        await self._publish(subjects.controller_event_subject("convergence"), event)

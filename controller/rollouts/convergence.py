@@ -1,0 +1,231 @@
+"""Convergence: which live hosts differ from a service's accepted revision, and how.
+
+Pure, like the planner: the declaration, the hosts' last heartbeats and the service's
+revision history in; per-host needs out. The controller turns the needs into a
+convergence rollout (an ordinary rollout record of the accepted revision over just those
+hosts), so pre-flight, the budget, retries and events are the rollouts' own.
+
+The yardstick is the accepted revision (the one the last completed rollout left as
+current), never a newer one: a host that a failed rollout left on a newer revision is
+"ahead" and left alone until the operator decides (undo, or another rollout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from controller.rollouts.model import (
+    IN_FLIGHT,
+    FailureAction,
+    HostRecord,
+    RolloutRecord,
+    RolloutSpec,
+    Strategy,
+    resolve_amount,
+)
+from protocol.fingerprint import image_digest, settings_fingerprint
+from protocol.models import ContainerState, Drift, HostFacts, ServiceStatus
+from protocol.spec import ServiceSpec
+
+
+class DriftPolicy(StrEnum):
+    REPAIR = "repair"
+    """Converge a drifted container back, paced like any update, with an event."""
+    REPORT = "report"
+    """An event and a mark in `fleetctl services`; nothing is touched."""
+
+
+class Need(StrEnum):
+    DEPLOY = "deploy"
+    """The host matches the selector and lacks the service."""
+    UPDATE = "update"
+    """The host runs an older (or unknown) revision."""
+    REPAIR = "repair"
+    """The container drifted and the policy is repair."""
+    REPORT = "report"
+    """The container drifted and the policy is report: nothing is done."""
+    AHEAD = "ahead"
+    """A failed rollout left the host on a newer revision: left alone."""
+
+
+ACTS = frozenset({Need.DEPLOY, Need.UPDATE, Need.REPAIR})
+"""The needs a convergence rollout acts on."""
+
+
+@dataclass(frozen=True)
+class Desired:
+    """A declared service as convergence sees it: the accepted revision and its rules."""
+
+    service: str
+    revision: int
+    spec: ServiceSpec
+    selector: Mapping[str, str]
+    drift: DriftPolicy
+    newer: tuple[ServiceSpec, ...] = ()
+    """Specs of revisions after the accepted one (from rollouts that did not complete)."""
+
+
+@dataclass(frozen=True)
+class HostNeed:
+    host: str
+    need: Need
+    detail: str
+
+
+def _same(spec: ServiceSpec, status: ServiceStatus) -> bool:
+    """Whether the agent last applied ``spec`` (its settings, and its digest if pinned)."""
+    if status.fingerprint != settings_fingerprint(spec):
+        return False
+    digest = image_digest(spec.image)
+    return digest is None or status.applied_digest == digest
+
+
+def host_need(desired: Desired, facts: HostFacts) -> HostNeed | None:
+    """What one host that matches the selector needs, or None when it is converged."""
+    status = next((s for s in facts.services if s.name == desired.service), None)
+    host = facts.host
+    if status is None or (status.fingerprint is None and status.state is ContainerState.ABSENT):
+        return HostNeed(host, Need.DEPLOY, f"{desired.service} is not on the host")
+    if status.fingerprint is None:
+        return None  # an agent too old to say what it applied: not judged
+    if not _same(desired.spec, status):
+        if any(_same(spec, status) for spec in desired.newer):
+            return HostNeed(host, Need.AHEAD, "on a revision a rollout did not complete")
+        return HostNeed(host, Need.UPDATE, f"not on revision {desired.revision}")
+    if status.drift is None:
+        return None
+    if desired.drift is DriftPolicy.REPORT:
+        return HostNeed(host, Need.REPORT, _drift_detail(status.drift))
+    return HostNeed(host, Need.REPAIR, _drift_detail(status.drift))
+
+
+def _drift_detail(drift: Drift) -> str:
+    return f"container {drift.value} by hand"
+
+
+def matches(facts: HostFacts, selector: Mapping[str, str]) -> bool:
+    return all(facts.labels.get(key) == value for key, value in selector.items())
+
+
+def needs(desired: Desired, live: Mapping[str, HostFacts]) -> list[HostNeed]:
+    """Every live matching host's need, in host order (deterministic).
+
+    Blue-green services are not converged yet: each host's agent records the coloured
+    spec it runs, which no revision's fingerprint matches (see the README)."""
+    if desired.spec.blue_green is not None:
+        return []
+    found = []
+    for host in sorted(live):
+        facts = live[host]
+        if matches(facts, desired.selector):
+            need = host_need(desired, facts)
+            if need is not None:
+                found.append(need)
+    return found
+
+
+def fleet_size(desired: Desired, live: Mapping[str, HostFacts]) -> int:
+    """The hosts the service should run on now: what percentages are taken of."""
+    return sum(1 for facts in live.values() if matches(facts, desired.selector))
+
+
+def convergence_spec(policy: RolloutSpec, size: int) -> RolloutSpec:
+    """The declared policy as a convergence rollout uses it: its pace, resolved against
+    the whole matching fleet (not the few hosts converged), and none of its gates. A
+    host that fails or is not ready is retried later; it never stops the others."""
+    unavailable = resolve_amount(policy.max_unavailable, size, round_up=False)
+    surge = resolve_amount(policy.max_surge, size, round_up=True)
+    return RolloutSpec(
+        strategy=Strategy.ROLLING,
+        max_unavailable=max(unavailable, 0 if surge else 1),
+        max_surge=surge,
+        selector=dict(policy.selector),
+        min_healthy_time=policy.min_healthy_time,
+        progress_deadline=policy.progress_deadline,
+        max_failure_ratio=1.0,
+        failure_action=FailureAction.PAUSE,
+        min_ready="0%",
+        preflight_parallelism=policy.preflight_parallelism,
+        allow_downgrade=True,
+        allow_major=True,
+    )
+
+
+def convergence_id(service: str, revision: int, now: datetime) -> str:
+    return f"{service}-r{revision}-converge-{now.strftime('%Y%m%d%H%M%S%f')}"
+
+
+def convergence_record(
+    desired: Desired,
+    policy: RolloutSpec,
+    hosts: list[str],
+    size: int,
+    now: datetime,
+) -> RolloutRecord:
+    """The rollout that brings ``hosts`` to the accepted revision under the policy."""
+    return RolloutRecord(
+        id=convergence_id(desired.service, desired.revision, now),
+        service=desired.service,
+        revision=desired.revision,
+        spec=convergence_spec(policy, size),
+        target=desired.spec,
+        previous=None,
+        hosts={host: HostRecord(since=now) for host in hosts},
+        reason="converging " + ", ".join(sorted(hosts)),
+        converging=True,
+        created_at=now,
+        updated_at=now,
+        last_progress_at=now,
+    )
+
+
+@dataclass(frozen=True)
+class ServiceSummary:
+    """One line of `fleetctl services`, like `kubectl get deployments`."""
+
+    service: str
+    revision: int | None
+    """The accepted revision; None until a rollout of the service completed."""
+    image: str | None
+    matching: int
+    """Live hosts the selector matches."""
+    converged: int
+    missing: int
+    outdated: int
+    ahead: int
+    drifted: int
+    rollout: str | None
+    """The rollout in progress, if any (convergence rollouts included)."""
+    updating: int
+    """Hosts that rollout is updating right now."""
+
+
+def summarise(
+    service: str,
+    desired: Desired | None,
+    live: Mapping[str, HostFacts],
+    active: RolloutRecord | None,
+) -> ServiceSummary:
+    counts = {need: 0 for need in Need}
+    matching = 0
+    if desired is not None:
+        matching = fleet_size(desired, live)
+        for need in needs(desired, live):
+            counts[need.need] += 1
+    in_flight = active.count(*IN_FLIGHT) if active is not None else 0
+    return ServiceSummary(
+        service=service,
+        revision=desired.revision if desired else None,
+        image=desired.spec.image if desired else None,
+        matching=matching,
+        converged=matching - sum(counts.values()),
+        missing=counts[Need.DEPLOY],
+        outdated=counts[Need.UPDATE],
+        ahead=counts[Need.AHEAD],
+        drifted=counts[Need.REPAIR] + counts[Need.REPORT],
+        rollout=active.id if active is not None else None,
+        updating=in_flight,
+    )

@@ -1,0 +1,124 @@
+"""A service declaration: the spec, the hosts it belongs on, how it is updated, and what
+drift means for it. One TOML (or JSON) file per service, read by `fleetctl apply`.
+
+The file is the spec file `rollout start --spec` has always read, with three optional
+additions: a ``[selector]`` table of host labels, an ``[update]`` table with the rollout
+policy (the knobs of `rollout start`), and ``drift = "repair" | "report"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field
+
+from controller.rollouts.convergence import Desired, DriftPolicy, Need, matches, needs
+from controller.rollouts.model import RolloutSpec
+from protocol.base import FrozenModel
+from protocol.models import HostFacts
+from protocol.spec import ServiceSpec
+
+DECLARATION_KEYS = ("selector", "update", "drift")
+
+
+class Declaration(FrozenModel):
+    spec: ServiceSpec
+    selector: dict[str, str] = Field(default_factory=dict)
+    update: RolloutSpec = RolloutSpec()
+    drift: DriftPolicy = DriftPolicy.REPAIR
+
+    @classmethod
+    def from_document(cls, data: Mapping[str, Any]) -> Declaration:
+        """From a parsed file: the declaration's own keys, and the spec's everything else."""
+        # The spec on its own first: its errors name its fields as they are in the file.
+        spec = ServiceSpec.model_validate(
+            {k: v for k, v in data.items() if k not in DECLARATION_KEYS}
+        )
+        declared = {k: data[k] for k in DECLARATION_KEYS if k in data}
+        return cls.model_validate({"spec": spec, **declared})
+
+    @property
+    def policy(self) -> RolloutSpec:
+        """The update policy as stored, with the declaration's selector in it."""
+        return self.update.model_copy(update={"selector": dict(self.selector)})
+
+
+class Change(StrEnum):
+    CREATE = "create"
+    """A service never rolled out: its first rollout starts."""
+    ROLL = "roll"
+    """What runs changed (image or settings): a rollout under the declared policy."""
+    CONFIGURE = "configure"
+    """Only the selector, the policy or the drift rule changed: nothing restarts."""
+    UNCHANGED = "unchanged"
+
+
+def what_runs(spec: ServiceSpec) -> ServiceSpec:
+    """The spec without the digest a rollout pinned: what the operator wrote."""
+    return spec.model_copy(update={"image": spec.image.split("@", 1)[0]})
+
+
+def change_of(
+    declaration: Declaration,
+    accepted: ServiceSpec | None,
+    policy: RolloutSpec | None,
+    drift: DriftPolicy,
+) -> Change:
+    if accepted is None:
+        return Change.CREATE
+    wanted = declaration.spec
+    pinned_by_operator = "@" in wanted.image
+    if (wanted if pinned_by_operator else what_runs(wanted)) != (
+        accepted if pinned_by_operator else what_runs(accepted)
+    ):
+        return Change.ROLL
+    if (policy or RolloutSpec()) != declaration.policy or drift is not declaration.drift:
+        return Change.CONFIGURE
+    return Change.UNCHANGED
+
+
+@dataclass(frozen=True)
+class HostChange:
+    host: str
+    action: str
+    """deploy, update, repair, nothing, or untouched (off the selector)."""
+    detail: str
+
+
+ACTION_OF_NEED = {
+    Need.DEPLOY: "deploy",
+    Need.UPDATE: "update",
+    Need.REPAIR: "repair",
+    Need.REPORT: "nothing",
+    Need.AHEAD: "update",
+}
+
+
+def host_changes(
+    declaration: Declaration, revision: int, live: Mapping[str, HostFacts]
+) -> list[HostChange]:
+    """What applying the declaration would do to each live host, in host order."""
+    desired = Desired(
+        service=declaration.spec.name,
+        revision=revision,
+        spec=declaration.spec,
+        selector=declaration.selector,
+        drift=declaration.drift,
+    )
+    found = {need.host: need for need in needs(desired, live)}
+    changes = []
+    for host in sorted(live):
+        runs_it = any(s.name == desired.service for s in live[host].services)
+        if not matches(live[host], desired.selector):
+            if runs_it:
+                changes.append(HostChange(host, "untouched", "off the selector; keeps running"))
+            continue
+        need = found.get(host)
+        if need is None:
+            changes.append(HostChange(host, "nothing", "already runs it"))
+        else:
+            changes.append(HostChange(host, ACTION_OF_NEED[need.need], need.detail))
+    return changes

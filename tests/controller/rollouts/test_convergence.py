@@ -1,0 +1,194 @@
+"""Convergence against the README's rules, with hypothesis.
+
+Each generated host is built from what it was given (no service, one of the revisions,
+or a spec no revision has) and whether its container drifted, so the oracle knows the
+right need without hashing anything: a missing service is deployed, an older or unknown
+revision updated, a newer one (from a rollout that did not complete) left alone, a drift
+on the accepted revision repaired or reported by policy; hosts off the selector and
+converged hosts need nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from controller.rollouts.convergence import (
+    ACTS,
+    Desired,
+    DriftPolicy,
+    Need,
+    convergence_record,
+    convergence_spec,
+    fleet_size,
+    needs,
+)
+from controller.rollouts.model import RolloutSpec
+from protocol.fingerprint import image_digest, settings_fingerprint
+from protocol.models import ContainerState, Drift, HostFacts, ServiceStatus
+from protocol.spec import BlueGreen, ContainerSettings, ServiceSpec
+
+NOW = datetime(2026, 11, 29, 22, 0, tzinfo=UTC)
+REVISIONS = tuple(
+    ServiceSpec(
+        name="web",
+        image=f"registry.local/web:1.{n}@sha256:{str(n) * 64}",
+        container=ContainerSettings(env={"N": str(n % 2)}),
+    )
+    for n in range(1, 5)
+)
+STRANGER = ServiceSpec(name="web", image="registry.local/web:0.9")
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    role: str
+    given: int | None
+    """Index into REVISIONS, -1 for a spec no revision has, None for no service."""
+    drift: Drift | None
+
+
+def facts_of(host: Host) -> HostFacts:
+    services: tuple[ServiceStatus, ...] = ()
+    if host.given is not None:
+        spec = STRANGER if host.given < 0 else REVISIONS[host.given]
+        services = (
+            ServiceStatus(
+                name="web",
+                image=spec.image,
+                state=ContainerState.RUNNING,
+                fingerprint=settings_fingerprint(spec),
+                applied_digest=image_digest(spec.image),
+                drift=host.drift,
+            ),
+        )
+    return HostFacts(
+        sender=host.name,
+        host=host.name,
+        labels={"role": host.role},
+        agent_version="test",
+        cpus=1,
+        memory_total=1,
+        memory_available=1,
+        disk_total=1,
+        disk_free=1,
+        services=services,
+        sent_at=NOW,
+    )
+
+
+def oracle(host: Host, accepted: int, policy: DriftPolicy) -> Need | None:
+    """The README's rules, for a host on the selector."""
+    if host.given is None:
+        return Need.DEPLOY
+    if host.given > accepted:
+        return Need.AHEAD
+    if host.given != accepted:
+        return Need.UPDATE
+    if host.drift is None:
+        return None
+    return Need.REPAIR if policy is DriftPolicy.REPAIR else Need.REPORT
+
+
+hosts_st = st.lists(
+    st.builds(
+        Host,
+        name=st.sampled_from([f"h{n:02d}" for n in range(30)]),
+        role=st.sampled_from(["edge", "core"]),
+        given=st.none() | st.integers(min_value=-1, max_value=len(REVISIONS) - 1),
+        drift=st.none() | st.sampled_from(Drift),
+    ),
+    max_size=20,
+    unique_by=lambda h: h.name,
+)
+
+
+def test_each_host_on_the_selector_needs_what_the_readme_says() -> None:
+    seen: Counter[str] = Counter()
+
+    @settings(max_examples=400)
+    @given(
+        hosts=hosts_st,
+        accepted=st.integers(min_value=0, max_value=len(REVISIONS) - 1),
+        policy=st.sampled_from(DriftPolicy),
+        selector=st.sampled_from([{}, {"role": "edge"}]),
+    )
+    def check(
+        hosts: list[Host], accepted: int, policy: DriftPolicy, selector: dict[str, str]
+    ) -> None:
+        desired = Desired(
+            service="web",
+            revision=accepted + 1,
+            spec=REVISIONS[accepted],
+            selector=selector,
+            drift=policy,
+            newer=REVISIONS[accepted + 1 :],
+        )
+        live = {h.name: facts_of(h) for h in hosts}
+        found = {n.host: n.need for n in needs(desired, live)}
+        for host in hosts:
+            on_selector = all(host.role == v for v in selector.values())
+            expected = oracle(host, accepted, policy) if on_selector else None
+            assert found.get(host.name) == expected, (host, found)
+            seen[str(expected)] += 1
+            event(f"need: {expected}")
+        # Deterministic: the same needs whatever order the facts came in.
+        assert needs(desired, live) == needs(desired, dict(reversed(live.items())))
+
+        acting = sorted(h for h, n in found.items() if n in ACTS)
+        if acting:
+            record = convergence_record(
+                desired, RolloutSpec(max_unavailable="50%"), acting, fleet_size(desired, live), NOW
+            )
+            # Never toward a revision the operator has not accepted.
+            assert record.target == REVISIONS[accepted]
+            assert record.revision == accepted + 1
+            assert sorted(record.hosts) == acting
+            seen["record"] += 1
+
+    check()
+    for need in (*(str(n) for n in Need), "None", "record"):
+        assert seen[need] > 0, (need, seen)  # every rule was reached by some example
+
+
+@given(
+    size=st.integers(min_value=0, max_value=500),
+    amount=st.sampled_from([0, 1, 3, "0%", "10%", "25%", "100%"]),
+    surge=st.sampled_from([0, 1, "20%"]),
+)
+def test_the_convergence_pace_is_the_policy_taken_of_the_whole_matching_fleet(
+    size: int, amount: int | str, surge: int | str
+) -> None:
+    spec = convergence_spec(RolloutSpec(max_unavailable=amount, max_surge=surge), size)
+
+    def of_fleet(value: int | str, round_up: bool) -> int:
+        if isinstance(value, int):
+            return value
+        exact = size * int(value.rstrip("%")) / 100
+        return int(-(-exact // 1)) if round_up else int(exact // 1)
+
+    surge_hosts = of_fleet(surge, round_up=True)
+    unavailable = of_fleet(amount, round_up=False)
+    assert spec.max_surge == surge_hosts
+    # Like a rollout: at least one host at a time, unless surging does the work.
+    assert spec.max_unavailable == (unavailable or (0 if surge_hosts else 1))
+    assert spec.canary is None
+    assert spec.partition is None
+    assert not spec.analysis
+    event("surge" if surge_hosts else "no surge")
+
+
+def test_a_blue_green_service_is_left_to_its_rollouts() -> None:
+    coloured = REVISIONS[0].model_copy(
+        update={"blue_green": BlueGreen(port=8080, alternate_port=8081)}
+    )
+    desired = Desired("web", 1, coloured, {}, DriftPolicy.REPAIR)
+    lacking = facts_of(Host("h01", "edge", None, None))
+    assert needs(desired, {"h01": lacking}) == []
+    plain = Desired("web", 1, REVISIONS[0], {}, DriftPolicy.REPAIR)
+    assert [n.need for n in needs(plain, {"h01": lacking})] == [Need.DEPLOY]

@@ -1,0 +1,170 @@
+"""Declared state: hosts that were away, join late or drift converge to the accepted revision.
+
+Real agents as processes, a real controller, the real engine. Each host's version is
+asked of its agent; what the controller did is read from its convergence events.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+from fleet_lab.agent_client import wait_until_serving
+from protocol import subjects
+from protocol.models import AnyMessage, ConvergenceAction, ConvergenceEvent
+from tests.conftest import FleetFactory, LocalFleet
+from tests.support.events import EventRecorder
+from tests.support.fleet import fleet_spec
+from tests.support.polling import eventually
+
+pytestmark = pytest.mark.integration
+CONVERGENCE = subjects.controller_event_subject("convergence")
+
+
+def convergence(host: str, action: ConvergenceAction) -> Any:
+    def match(message: AnyMessage) -> bool:
+        return (
+            isinstance(message, ConvergenceEvent)
+            and message.host == host
+            and message.action is action
+        )
+
+    return match
+
+
+async def host_status(fleet: LocalFleet, host: str) -> str:
+    listed = await fleet.fleetctl("hosts", "-o", "json")
+    assert listed.code == 0, listed
+    return str({h["host"]: h for h in json.loads(listed.stdout)}[host]["status"])
+
+
+async def until_versions(fleet: LocalFleet, wanted: str) -> None:
+    everywhere = {agent.api.host: wanted for agent in fleet.agents}
+    await eventually(fleet.versions, lambda found: found == everywhere, f"{wanted} everywhere", 90)
+
+
+async def test_a_host_away_during_a_rollout_and_a_host_enrolled_after_it_converge(
+    fleet_factory: FleetFactory,
+) -> None:
+    fleet = await fleet_factory(2)
+    present, away = (agent.api.host for agent in fleet.agents)
+    async with EventRecorder(fleet.agents[0].api.client, CONVERGENCE) as events:
+        await fleet.agents[1].process.stop()
+        await eventually(lambda: host_status(fleet, away), lambda s: s == "stale", "stale")
+        rolled = await fleet.roll("1.1.0", "-w")
+        assert rolled.code == 0, rolled
+
+        await fleet.agents[1].process.start()  # back, still on 1.0.0
+        await wait_until_serving(fleet.agents[1].api, deadline_s=60)
+        late = await fleet.join()  # enrolled now: no web at all
+        await until_versions(fleet, "1.1.0")
+        updated = await events.wait_for(convergence(away, ConvergenceAction.UPDATE))
+        deployed = await events.wait_for(convergence(late.api.host, ConvergenceAction.DEPLOY))
+    assert isinstance(updated, ConvergenceEvent)
+    assert isinstance(deployed, ConvergenceEvent)
+    assert updated.revision == deployed.revision == 2  # the accepted revision, 1.1.0
+    assert not events.matching(lambda m: isinstance(m, ConvergenceEvent) and m.host == present)
+
+
+async def test_a_removed_container_is_repaired_and_a_restart_by_its_own_policy_is_not_drift(
+    fleet_factory: FleetFactory, docker_client: docker.DockerClient
+) -> None:
+    fleet = await fleet_factory(2)
+    removed, restarted = fleet.agents
+    async with EventRecorder(removed.api.client, CONVERGENCE) as events:
+        # The container's server dies: its restart policy (on-failure) starts it again.
+        web = docker_client.containers.get(restarted.container("web"))
+        assert web.exec_run(["sh", "-c", "kill $(pidof nc)"]).exit_code == 0
+
+        async def restarts() -> int:
+            return int(docker_client.containers.get(web.id).attrs["RestartCount"])
+
+        await eventually(restarts, lambda count: count >= 1, "restarted by its policy")
+
+        docker_client.containers.get(removed.container("web")).remove(force=True)
+        detected = await events.wait_for(
+            convergence(removed.api.host, ConvergenceAction.DRIFT_DETECTED), timeout=60
+        )
+        repaired = await events.wait_for(
+            convergence(removed.api.host, ConvergenceAction.DRIFT_REPAIRED), timeout=90
+        )
+    assert isinstance(detected, ConvergenceEvent)
+    assert detected.reason == "container removed by hand"
+    assert isinstance(repaired, ConvergenceEvent)
+    assert repaired.revision == 1
+    assert (await fleet.versions())[removed.api.host] == "1.0.0"
+    # Several passes saw the restarted container while the other was repaired: no drift.
+    assert not events.matching(
+        lambda m: isinstance(m, ConvergenceEvent) and m.host == restarted.api.host
+    )
+
+
+def declaration_file(fleet: LocalFleet, tag: str, **declared: Any) -> str:
+    """The demo's spec at ``tag`` plus the declaration's own keys, as a JSON file."""
+    document = {**fleet_spec(fleet.stack.demo_image(tag)).model_dump(mode="json"), **declared}
+    path = fleet.work_dir / f"declared-{tag}-{len(declared)}-{abs(hash(str(declared)))}.json"
+    path.write_text(json.dumps(document))
+    return str(path)
+
+
+async def services(fleet: LocalFleet) -> dict[str, dict[str, Any]]:
+    listed = await fleet.fleetctl("services", "-o", "json")
+    assert listed.code == 0, listed
+    return {row["service"]: row for row in json.loads(listed.stdout)}
+
+
+def container_ids(fleet: LocalFleet, client: docker.DockerClient) -> dict[str, str]:
+    return {a.api.host: str(client.containers.get(a.container("web")).id) for a in fleet.agents}
+
+
+async def test_apply_rolls_a_changed_spec_configures_a_changed_policy_and_diff_changes_nothing(
+    fleet_factory: FleetFactory, docker_client: docker.DockerClient
+) -> None:
+    fleet = await fleet_factory(2)
+    first, second = (agent.api.host for agent in fleet.agents)
+    newer = declaration_file(fleet, "1.1.0", update={"max_unavailable": 1}, drift="report")
+
+    shown = await fleet.fleetctl("diff", "-f", newer, "-o", "json")
+    assert shown.code == 0, shown
+    (web,) = json.loads(shown.stdout)
+    assert web["change"] == "roll"
+    assert {h["host"]: h["action"] for h in web["hosts"]} == {first: "update", second: "update"}
+    assert await fleet.versions() == {first: "1.0.0", second: "1.0.0"}  # diff changed nothing
+    history = await fleet.fleetctl("rollout", "history", "web", "-o", "json")
+    assert len(json.loads(history.stdout)["revisions"]) == 1, history
+
+    applied = await fleet.fleetctl("apply", "-f", newer, "-w")
+    assert applied.code == 0, applied
+    assert await fleet.versions() == {first: "1.1.0", second: "1.1.0"}
+    again = await fleet.fleetctl("apply", "-f", newer)
+    assert again.code == 0, again
+    assert again.stdout.strip() == "web: unchanged"
+
+    before = container_ids(fleet, docker_client)
+    policy_only = declaration_file(fleet, "1.1.0", update={"max_unavailable": 2}, drift="report")
+    configured = await fleet.fleetctl("apply", "-f", policy_only)
+    assert configured.stdout.strip() == "web: configured (nothing restarts)", configured
+    assert (await services(fleet))["web"]["revision"] == 2
+    assert container_ids(fleet, docker_client) == before
+
+    async with EventRecorder(fleet.agents[0].api.client, CONVERGENCE) as events:
+        docker_client.containers.get(fleet.agents[0].container("web")).remove(force=True)
+        detected = await events.wait_for(convergence(first, ConvergenceAction.DRIFT_DETECTED))
+        assert isinstance(detected, ConvergenceEvent)
+        listed = await eventually(
+            lambda: services(fleet), lambda s: s["web"]["drifted"] == 1, "drift counted"
+        )
+        assert listed["web"]["converged"] == 1
+        # Passes go on (a late host is deployed) and the drift is still only reported.
+        late = await fleet.join()
+        await events.wait_for(convergence(late.api.host, ConvergenceAction.DEPLOY))
+        await eventually(
+            lambda: services(fleet), lambda s: s["web"]["converged"] == 2, "late host converged"
+        )
+    assert not events.matching(convergence(first, ConvergenceAction.DRIFT_REPAIRED))
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(fleet.agents[0].container("web"))
