@@ -22,6 +22,7 @@ from protocol.models import (
     OperationOutcome,
     OperationReply,
     PrepareCommand,
+    RemoveCommand,
     RollbackCommand,
     utc_now,
 )
@@ -76,6 +77,9 @@ class AgentClient:
 
     def inspect(self, service: str) -> InspectCommand:
         return InspectCommand(service=service, **self.command_fields())
+
+    def remove(self, service: str) -> RemoveCommand:
+        return RemoveCommand(service=service, **self.command_fields())
 
 
 @dataclass

@@ -34,6 +34,7 @@ from protocol.models import (
     PrepareCommand,
     PrepareReply,
     Reason,
+    RemoveCommand,
     Reply,
     RetireCommand,
     RollbackCommand,
@@ -236,6 +237,10 @@ class CommandRunner:
             emit = self._emitter(command.id, spec.name, command.rollout_id, spec.image)
             result = await self.updater.apply(command.id, spec, emit, command.rollout_id)
             return self.operation_reply(command.id, spec.name, result)
+        if isinstance(command, RemoveCommand):
+            emit = self._emitter(command.id, command.service, command.rollout_id, None)
+            result = await self.updater.remove(command.service, emit)
+            return self.operation_reply(command.id, command.service, result)
         if isinstance(command, RollbackCommand):
             emit = self._emitter(command.id, command.service, command.rollout_id, None)
             result = await self.updater.rollback(
@@ -322,7 +327,12 @@ def _service_of(command: Command) -> str:
         return command.service.name
     if isinstance(
         command,
-        RollbackCommand | InspectCommand | SwitchCommand | RetireCommand | ConfigCommand,
+        RollbackCommand
+        | RemoveCommand
+        | InspectCommand
+        | SwitchCommand
+        | RetireCommand
+        | ConfigCommand,
     ):
         return command.service
     raise CommandRefused("unknown_command", f"no service in {command.kind}")  # pragma: no cover

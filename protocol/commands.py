@@ -55,6 +55,15 @@ class RollbackCommand(Command):
     rollout_id: str | None = None
 
 
+class RemoveCommand(Command):
+    """Stop and remove every copy of the service and forget it (off its selector, or
+    deleted). Already gone is done."""
+
+    kind: Literal["remove"] = "remove"
+    service: ServiceName
+    rollout_id: str | None = None
+
+
 class StageCommand(Command):
     """Blue-green: start ``colour`` with the new spec next to the serving copy, verify it."""
 

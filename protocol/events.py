@@ -132,6 +132,7 @@ class RolloutEvent(Envelope):
 class ConvergenceAction(StrEnum):
     DEPLOY = "converge_deploy"
     UPDATE = "converge_update"
+    REMOVE = "converge_remove"
     DRIFT_DETECTED = "drift_detected"
     DRIFT_REPAIRED = "drift_repaired"
     FAILED = "converge_failed"

@@ -17,6 +17,7 @@ from protocol.commands import (
     ConfigCommand,
     InspectCommand,
     PrepareCommand,
+    RemoveCommand,
     RetireCommand,
     RollbackCommand,
     StageCommand,
@@ -64,6 +65,7 @@ CommandMessage = Annotated[
     PrepareCommand
     | ApplyCommand
     | RollbackCommand
+    | RemoveCommand
     | StageCommand
     | SwitchCommand
     | RetireCommand
@@ -75,6 +77,7 @@ AnyMessage = (
     PrepareCommand
     | ApplyCommand
     | RollbackCommand
+    | RemoveCommand
     | StageCommand
     | SwitchCommand
     | RetireCommand
@@ -140,6 +143,7 @@ __all__ = [
     "PrepareReply",
     "ProbeResult",
     "Reason",
+    "RemoveCommand",
     "Reply",
     "RetireCommand",
     "RollbackCommand",

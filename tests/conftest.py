@@ -272,11 +272,11 @@ class LocalFleet:
     spawn: Callable[..., Awaitable[SpawnedAgent]] | None = None
     """Starts one more agent on this fleet's bus that trusts its key (see join)."""
 
-    async def join(self, **env: str) -> SpawnedAgent:
+    async def join(self, *args: str, **env: str) -> SpawnedAgent:
         """One more agent, serving, as a host enrolled after the fleet was deployed."""
         assert self.spawn is not None
         trust = {"FLEET_TRUSTED_COMMAND_KEYS": json.dumps([self.signer.public_key])}
-        agent = await self.spawn(**trust, **env)
+        agent = await self.spawn(*args, **trust, **env)
         await wait_until_serving(agent.api, deadline_s=60)
         self.agents.append(agent)
         return agent

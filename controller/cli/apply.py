@@ -22,6 +22,8 @@ from controller.cli.base import (
 )
 from controller.cli.render import to_json
 from controller.cli.tables import OneLineTable, print_table
+from controller.cli.typer_app import command_group
+from controller.rollouts.convergence import runs
 from controller.rollouts.declaration import (
     Change,
     Declaration,
@@ -155,3 +157,33 @@ def _report(results: list[Applied], dry_run: bool, output: str) -> None:
             )
         else:
             typer.echo(f"{result.service}: {said}")
+
+
+delete_app = command_group("Delete what was declared (its history is kept).")
+
+
+@delete_app.command("service")
+def delete_service(
+    service: str,
+    keep_containers: Annotated[
+        bool, typer.Option("--keep-containers", help="stop managing it; leave it running")
+    ] = False,
+    nats_url: NatsOption = None,
+) -> None:
+    """Take SERVICE off every host, paced by its declared max_unavailable (the
+    controller does it; `fleetctl services` shows how far it got). Its revisions are
+    kept: `apply` or `rollout start` declares it again."""
+
+    async def delete(fleet: Fleet) -> int:
+        await fleet.history(service)  # not found: exit 4
+        await fleet.services.delete(service, keep_containers=keep_containers)
+        now = utc_now()
+        timeout = timedelta(seconds=fleet.host_timeout)
+        facts = await read_hosts(fleet.hosts_kv)
+        return sum(1 for f in facts.values() if now - f.sent_at <= timeout and runs(f, service))
+
+    running = run_with_fleet(delete, nats_url)
+    if keep_containers:
+        typer.echo(f"{service}: deleted; left running, unmanaged, on {running} host(s)")
+    else:
+        typer.echo(f"{service}: deleted; the controller removes it from {running} host(s)")

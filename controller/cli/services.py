@@ -16,14 +16,15 @@ from protocol.models import utc_now
 
 HEADERS = (
     *("service", "revision", "image", "matching", "converged"),
-    *("missing", "outdated", "drifted", "ahead", "rollout"),
+    *("missing", "outdated", "drifted", "ahead", "removing", "rollout"),
 )
 
 
 def services(nats_url: NatsOption = None, output: OutputOption = "table") -> None:
     """List the declared services: the accepted revision, the live hosts its selector
     matches, how many run it (converged), lack it (missing), run an older revision
-    (outdated), drifted by hand, or run a newer one a failed rollout left (ahead)."""
+    (outdated), drifted by hand, run a newer one a failed rollout left (ahead), or
+    still run it off the selector or after `delete service` (removing)."""
     check_output(output)
 
     async def listed(fleet: Fleet) -> list[ServiceSummary]:
@@ -39,7 +40,7 @@ def services(nats_url: NatsOption = None, output: OutputOption = "table") -> Non
         if summary.rollout:
             rollout += f" ({summary.updating} updating)"
         table.add_row(
-            summary.service,
+            summary.service + (" (deleted)" if summary.deleted else ""),
             str(summary.revision) if summary.revision else "-",
             summary.image or "-",
             *(
@@ -51,6 +52,7 @@ def services(nats_url: NatsOption = None, output: OutputOption = "table") -> Non
                     summary.outdated,
                     summary.drifted,
                     summary.ahead,
+                    summary.removing,
                 )
             ),
             rollout,

@@ -38,6 +38,7 @@ ACTION_OF = {
     Need.UPDATE: ConvergenceAction.UPDATE,
     Need.REPAIR: ConvergenceAction.DRIFT_DETECTED,
     Need.REPORT: ConvergenceAction.DRIFT_DETECTED,
+    Need.REMOVE: ConvergenceAction.REMOVE,
 }
 
 
@@ -85,11 +86,23 @@ class Converger:
             known = {h: f for h, f in live.items() if since is None or f.sent_at > since}
             found = needs(desired, known)
             await self._tell(desired, found)
-            acting = [n for n in found if n.need in ACTS and self._due(service, n.host, now)]
+            removals = [
+                n for n in found if n.need is Need.REMOVE and self._due(service, n.host, now)
+            ]
+            acting = removals or [  # removals first: a rollout at a time per service
+                n for n in found if n.need in ACTS and self._due(service, n.host, now)
+            ]
             due = [n.host for n in acting]
             if due:
                 policy = record.policy or RolloutSpec()
-                rollout = convergence_record(desired, policy, due, fleet_size(desired, live), now)
+                rollout = convergence_record(
+                    desired,
+                    policy,
+                    due,
+                    fleet_size(desired, live),
+                    now,
+                    removing=bool(removals),
+                )
                 if await self._start(rollout):
                     started.append(rollout.id)
                     for need in acting:

@@ -32,6 +32,7 @@ from controller.rollouts.commands import (
     config_command,
     pinned,
     prepare_command,
+    remove_command,
 )
 from controller.rollouts.fleet_metrics import FleetMetrics
 from controller.rollouts.model import (
@@ -311,7 +312,7 @@ class Executor:
             await self.rollouts.release_service(record.service, record.id)
             return
         await self.rollouts.release_service(record.service, record.id)
-        if record.status is RolloutStatus.COMPLETE:
+        if record.status is RolloutStatus.COMPLETE and not record.removing:
             await self.services.mark_current(record.service, record.revision)
 
     async def _announce(self, record: RolloutRecord) -> None:
@@ -376,6 +377,9 @@ class Executor:
         if entry.phase is HostPhase.PREPARING:
             prepare = prepare_command(record, host, expires, command_id, rollout_id=record.id)
             return prepare, self.settings.prepare_timeout
+        if record.removing:
+            timeout = record.target.stop_grace_period + self.settings.command_slack
+            return remove_command(record, host, expires, command_id), timeout
         if entry.phase is HostPhase.UPDATING or record.blue_green:
             spec = pinned(record.target, entry.digest, record.spec.min_healthy_time)
         else:

@@ -14,6 +14,7 @@ from protocol.models import (
     Command,
     ConfigCommand,
     PrepareCommand,
+    RemoveCommand,
     RetireCommand,
     StageCommand,
     SwitchCommand,
@@ -63,6 +64,19 @@ def apply_command(
         host=host,
         expires_at=expires_at,
         service=spec,
+        rollout_id=record.id,
+    )
+
+
+def remove_command(
+    record: RolloutRecord, host: str, expires_at: datetime, command_id: str
+) -> RemoveCommand:
+    return RemoveCommand(
+        id=command_id,
+        sender=subjects.CONTROLLER_SENDER,
+        host=host,
+        expires_at=expires_at,
+        service=record.service,
         rollout_id=record.id,
     )
 

@@ -20,6 +20,7 @@ from enum import StrEnum
 from controller.rollouts.model import (
     IN_FLIGHT,
     FailureAction,
+    HostPhase,
     HostRecord,
     RolloutRecord,
     RolloutSpec,
@@ -49,6 +50,8 @@ class Need(StrEnum):
     """The container drifted and the policy is report: nothing is done."""
     AHEAD = "ahead"
     """A failed rollout left the host on a newer revision: left alone."""
+    REMOVE = "remove"
+    """The host runs the service but is off the selector, or the service was deleted."""
 
 
 ACTS = frozenset({Need.DEPLOY, Need.UPDATE, Need.REPAIR})
@@ -66,6 +69,8 @@ class Desired:
     drift: DriftPolicy
     newer: tuple[ServiceSpec, ...] = ()
     """Specs of revisions after the accepted one (from rollouts that did not complete)."""
+    deleted: bool = False
+    """`fleetctl delete service`: no host should run it any more."""
 
 
 @dataclass(frozen=True)
@@ -111,24 +116,40 @@ def matches(facts: HostFacts, selector: Mapping[str, str]) -> bool:
 
 
 def needs(desired: Desired, live: Mapping[str, HostFacts]) -> list[HostNeed]:
-    """Every live matching host's need, in host order (deterministic).
+    """Every live host's need, in host order (deterministic): on the selector, what
+    brings it to the accepted revision; off it (or the service deleted), a removal.
 
     Blue-green services are not converged yet: each host's agent records the coloured
     spec it runs, which no revision's fingerprint matches (see the README)."""
-    if desired.spec.blue_green is not None:
-        return []
     found = []
     for host in sorted(live):
         facts = live[host]
-        if matches(facts, desired.selector):
-            need = host_need(desired, facts)
-            if need is not None:
-                found.append(need)
+        if desired.deleted or not matches(facts, desired.selector):
+            if runs(facts, desired.service):
+                why = "the service was deleted" if desired.deleted else "off the selector"
+                found.append(HostNeed(host, Need.REMOVE, why))
+            continue
+        if desired.spec.blue_green is not None:
+            continue
+        need = host_need(desired, facts)
+        if need is not None:
+            found.append(need)
     return found
 
 
+def runs(facts: HostFacts, service: str) -> bool:
+    """Whether the host's agent manages the service (a container, or its record of one)."""
+    return any(
+        s.name == service and (s.fingerprint is not None or s.state is not ContainerState.ABSENT)
+        for s in facts.services
+    )
+
+
 def fleet_size(desired: Desired, live: Mapping[str, HostFacts]) -> int:
-    """The hosts the service should run on now: what percentages are taken of."""
+    """The hosts the service should run on now (for a deleted one, those that still run
+    it): what percentages are taken of."""
+    if desired.deleted:
+        return sum(1 for facts in live.values() if runs(facts, desired.service))
     return sum(1 for facts in live.values() if matches(facts, desired.selector))
 
 
@@ -164,18 +185,27 @@ def convergence_record(
     hosts: list[str],
     size: int,
     now: datetime,
+    *,
+    removing: bool = False,
 ) -> RolloutRecord:
-    """The rollout that brings ``hosts`` to the accepted revision under the policy."""
+    """The rollout that brings ``hosts`` to the accepted revision under the policy, or
+    (``removing``) takes the service off them: no pre-flight, the same pace."""
+    if removing:
+        rollout_id = f"{desired.service}-remove-{now.strftime('%Y%m%d%H%M%S%f')}"
+    else:
+        rollout_id = convergence_id(desired.service, desired.revision, now)
+    first = HostPhase.READY if removing else HostPhase.PENDING
     return RolloutRecord(
-        id=convergence_id(desired.service, desired.revision, now),
+        id=rollout_id,
         service=desired.service,
         revision=desired.revision,
         spec=convergence_spec(policy, size),
         target=desired.spec,
         previous=None,
-        hosts={host: HostRecord(since=now) for host in hosts},
-        reason="converging " + ", ".join(sorted(hosts)),
+        hosts={host: HostRecord(phase=first, since=now) for host in hosts},
+        reason=("removing from " if removing else "converging ") + ", ".join(sorted(hosts)),
         converging=True,
+        removing=removing,
         created_at=now,
         updated_at=now,
         last_progress_at=now,
@@ -197,6 +227,9 @@ class ServiceSummary:
     outdated: int
     ahead: int
     drifted: int
+    removing: int
+    """Hosts off the selector (or of a deleted service) that still run it."""
+    deleted: bool
     rollout: str | None
     """The rollout in progress, if any (convergence rollouts included)."""
     updating: int
@@ -212,7 +245,7 @@ def summarise(
     counts = {need: 0 for need in Need}
     matching = 0
     if desired is not None:
-        matching = fleet_size(desired, live)
+        matching = 0 if desired.deleted else fleet_size(desired, live)
         for need in needs(desired, live):
             counts[need.need] += 1
     in_flight = active.count(*IN_FLIGHT) if active is not None else 0
@@ -221,11 +254,13 @@ def summarise(
         revision=desired.revision if desired else None,
         image=desired.spec.image if desired else None,
         matching=matching,
-        converged=matching - sum(counts.values()),
+        converged=matching - sum(counts.values()) + counts[Need.REMOVE],
         missing=counts[Need.DEPLOY],
         outdated=counts[Need.UPDATE],
         ahead=counts[Need.AHEAD],
         drifted=counts[Need.REPAIR] + counts[Need.REPORT],
+        removing=counts[Need.REMOVE],
+        deleted=desired.deleted if desired else False,
         rollout=active.id if active is not None else None,
         updating=in_flight,
     )

@@ -311,6 +311,8 @@ class RolloutRecord(FrozenModel):
     """An image rollout's checks before it started (None: from before vetting, or undo)."""
     converging: bool = False
     """Started by the controller to bring hosts to the accepted revision (convergence)."""
+    removing: bool = False
+    """Removes the service from its hosts (off the selector, or the service deleted)."""
 
     @property
     def what(self) -> str:

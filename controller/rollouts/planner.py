@@ -165,12 +165,16 @@ def _budget(record: RolloutRecord, health: Mapping[str, HostHealth], targets: in
 
 
 def _unavailable(record: RolloutRecord, health: Mapping[str, HostHealth]) -> int:
-    """Hosts out of service: a stop-first update in flight, or offline, or unhealthy."""
+    """Hosts out of service: a stop-first update in flight, or offline, or unhealthy.
+
+    A convergence rollout's hosts are out already (that is why they are in it: a
+    stopped container, a missing service), so only the ones it is updating count."""
     start_first = record.target.update_order is UpdateOrder.START_FIRST
     count = 0
     for host, entry in record.hosts.items():
         updating = entry.phase in (HostPhase.UPDATING, HostPhase.REVERTING)
-        if (updating and not start_first) or health.get(host, OFFLINE).unavailable:
+        out = not record.converging and health.get(host, OFFLINE).unavailable
+        if (updating and not start_first) or out:
             count += 1
     return count
 

@@ -93,6 +93,10 @@ class ServiceRecord(FrozenModel):
     """The declared update policy and host selector (the last rollout's, for a service
     declared with `rollout start`); convergence paces itself by it."""
     drift: DriftPolicy = DriftPolicy.REPAIR
+    deleted: bool = False
+    """`fleetctl delete service`: taken off every host; its history is kept."""
+    keep_containers: bool = False
+    """Deleted with --keep-containers: no longer managed, its containers left running."""
 
     def revision(self, number: int) -> Revision | None:
         return next((r for r in self.revisions if r.revision == number), None)
@@ -104,7 +108,7 @@ class ServiceRecord(FrozenModel):
     def desired(self) -> Desired | None:
         """The service as convergence sees it; None until a rollout of it completed."""
         accepted = self.revision(self.current) if self.current else None
-        if accepted is None:
+        if accepted is None or (self.deleted and self.keep_containers):
             return None
         policy = self.policy or RolloutSpec()
         return Desired(
@@ -114,6 +118,7 @@ class ServiceRecord(FrozenModel):
             selector=dict(policy.selector),
             drift=self.drift,
             newer=tuple(r.spec for r in self.revisions if r.revision > accepted.revision),
+            deleted=self.deleted,
         )
 
 
@@ -351,8 +356,8 @@ class ServiceStore:
         )
         kept = (*record.revisions, added)[-record.limit :]
         update: dict[str, object] = {"revisions": kept}
-        if policy is not None:
-            update["policy"] = policy
+        if policy is not None:  # a rollout of a deleted service declares it again
+            update |= {"policy": policy, "deleted": False, "keep_containers": False}
         updated = record.model_copy(update=update)
         await self.put(updated, revision)
         return updated, added
@@ -360,6 +365,10 @@ class ServiceStore:
     async def declare(self, service: str, policy: RolloutSpec, drift: DriftPolicy) -> None:
         """Set the declared policy (selector included) and drift rule; nothing restarts."""
         await self._change(service, {"policy": policy, "drift": drift})
+
+    async def delete(self, service: str, *, keep_containers: bool) -> None:
+        """Take the service off every host (or only stop managing it); history is kept."""
+        await self._change(service, {"deleted": True, "keep_containers": keep_containers})
 
     async def mark_current(self, service: str, number: int) -> None:
         await self._change(service, {"current": number})

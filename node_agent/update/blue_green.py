@@ -16,15 +16,20 @@ from pathlib import Path
 from node_agent.runtime import Inspect
 from node_agent.state_files import read_json, write_json
 from node_agent.update.container_config import COLOUR_LABEL, config_from_spec, derive_config
-from node_agent.update.operation import Emit, Operation, OperationResult, status_from_inspect
+from node_agent.update.operation import (
+    STANDBY_SUFFIX,
+    SWITCHING_SUFFIX,
+    Emit,
+    Operation,
+    OperationResult,
+    status_from_inspect,
+)
 from node_agent.update.probes import HealthVerdict, wait_until_healthy
 from node_agent.update.updater import ServiceUpdater
 from protocol.errors import CommandRefused, RuntimeFault
 from protocol.models import OperationOutcome, Reason, UpdatePhase
 from protocol.spec import Colour, ServiceSpec, coloured, other_colour
 
-STANDBY_SUFFIX = "--standby"
-SWITCHING_SUFFIX = "--switching"
 HOOK_OUTPUT_LIMIT = 4000
 
 

@@ -49,6 +49,10 @@ class Emit(Protocol):
 LOG_LINES_IN_BUNDLE = 30
 ASIDE_SUFFIX = "--prev"
 NEXT_SUFFIX = "--next"
+STANDBY_SUFFIX = "--standby"
+SWITCHING_SUFFIX = "--switching"
+COPY_SUFFIXES = ("", ASIDE_SUFFIX, NEXT_SUFFIX, STANDBY_SUFFIX, SWITCHING_SUFFIX)
+"""Every name a service's containers take: serving, set aside, next, the other colour."""
 CANDIDATE_STARTED = frozenset(
     {UpdatePhase.PROBING.value, UpdatePhase.SOAKING.value, UpdatePhase.STOPPING_OLD.value}
 )

@@ -36,5 +36,9 @@ class ServiceStore:
             },
         )
 
+    def forget(self, service: str) -> None:
+        """The service was removed from this host: it is no longer managed or reported."""
+        self._path(service).unlink(missing_ok=True)
+
     def names(self) -> list[str]:
         return sorted(path.stem for path in self._dir.glob("*.json"))

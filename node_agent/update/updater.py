@@ -18,6 +18,7 @@ from node_agent.update.container_config import (
 )
 from node_agent.update.crash_recovery import CrashRecovering
 from node_agent.update.operation import (
+    COPY_SUFFIXES,
     Emit,
     Operation,
     OperationResult,
@@ -213,3 +214,21 @@ class ServiceUpdater(CrashRecovering):
             # Swap, so that a second rollback returns to where the first one started.
             self.services.record_update(previous, current)
         return result
+
+    # ---- remove ----
+
+    async def remove(self, service: str, emit: Emit) -> OperationResult:
+        """Stop and remove every copy of the service, and forget it: it left this host's
+        selector, or was deleted. Removing what is already gone is done as well."""
+        spec = self.services.current(service)
+        grace = spec.stop_grace_period if spec is not None else 10.0
+        for suffix in COPY_SUFFIXES:
+            name = self.main_name(service) + suffix
+            if await self.runtime.inspect_container(name) is None:
+                continue
+            await emit(UpdatePhase.STOPPING_OLD, f"removing {name}")
+            await self.runtime.stop(name, grace)
+            await self.runtime.remove(name)
+        self.services.forget(service)
+        await emit(UpdatePhase.DONE, f"{service} removed")
+        return OperationResult(OperationOutcome.DONE, await self.status(service))

@@ -7,6 +7,7 @@ asked of its agent; what the controller did is read from its convergence events.
 from __future__ import annotations
 
 import json
+import signal
 from typing import Any
 
 import docker
@@ -18,7 +19,7 @@ from protocol import subjects
 from protocol.models import AnyMessage, ConvergenceAction, ConvergenceEvent
 from tests.conftest import FleetFactory, LocalFleet
 from tests.support.events import EventRecorder
-from tests.support.fleet import fleet_spec
+from tests.support.fleet import BudgetChecker, fleet_spec
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
@@ -45,29 +46,6 @@ async def host_status(fleet: LocalFleet, host: str) -> str:
 async def until_versions(fleet: LocalFleet, wanted: str) -> None:
     everywhere = {agent.api.host: wanted for agent in fleet.agents}
     await eventually(fleet.versions, lambda found: found == everywhere, f"{wanted} everywhere", 90)
-
-
-async def test_a_host_away_during_a_rollout_and_a_host_enrolled_after_it_converge(
-    fleet_factory: FleetFactory,
-) -> None:
-    fleet = await fleet_factory(2)
-    present, away = (agent.api.host for agent in fleet.agents)
-    async with EventRecorder(fleet.agents[0].api.client, CONVERGENCE) as events:
-        await fleet.agents[1].process.stop()
-        await eventually(lambda: host_status(fleet, away), lambda s: s == "stale", "stale")
-        rolled = await fleet.roll("1.1.0", "-w")
-        assert rolled.code == 0, rolled
-
-        await fleet.agents[1].process.start()  # back, still on 1.0.0
-        await wait_until_serving(fleet.agents[1].api, deadline_s=60)
-        late = await fleet.join()  # enrolled now: no web at all
-        await until_versions(fleet, "1.1.0")
-        updated = await events.wait_for(convergence(away, ConvergenceAction.UPDATE))
-        deployed = await events.wait_for(convergence(late.api.host, ConvergenceAction.DEPLOY))
-    assert isinstance(updated, ConvergenceEvent)
-    assert isinstance(deployed, ConvergenceEvent)
-    assert updated.revision == deployed.revision == 2  # the accepted revision, 1.1.0
-    assert not events.matching(lambda m: isinstance(m, ConvergenceEvent) and m.host == present)
 
 
 async def test_a_removed_container_is_repaired_and_a_restart_by_its_own_policy_is_not_drift(
@@ -168,3 +146,111 @@ async def test_apply_rolls_a_changed_spec_configures_a_changed_policy_and_diff_c
     assert not events.matching(convergence(first, ConvergenceAction.DRIFT_REPAIRED))
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(fleet.agents[0].container("web"))
+
+
+async def test_returning_hosts_converge_one_at_a_time_to_the_accepted_revision_and_late_ones_too(
+    fleet_factory: FleetFactory,
+) -> None:
+    fleet = await fleet_factory(4)
+    present, *away = fleet.agents
+    for agent in away:
+        await agent.process.stop()
+    names = [agent.api.host for agent in away]
+
+    async def statuses() -> list[str]:
+        return [await host_status(fleet, host) for host in names]
+
+    await eventually(statuses, lambda found: set(found) == {"stale"}, "all away hosts stale")
+    accepted = await fleet.roll("1.1.0", "--max-unavailable", "1", "-w")
+    assert accepted.code == 0, accepted
+    failed = await fleet.roll(
+        *("3.0.0-crash", "--allow-major", "--max-unavailable", "1"),
+        *("--failure-action", "revert", "-w"),
+    )
+    assert failed.code == 1, failed  # reverted: revision 3 is not accepted
+
+    async with EventRecorder(present.api.client, subjects.EVENTS_WILDCARD) as events:
+        for agent in away:  # all three come back at once
+            await agent.process.start()
+        for agent in away:
+            await wait_until_serving(agent.api, deadline_s=60)
+        await until_versions(fleet, "1.1.0")
+        late = await fleet.join()  # enrolled after all that: no web at all
+        await until_versions(fleet, "1.1.0")
+    converged = [m for _, m in events.messages if isinstance(m, ConvergenceEvent)]
+    updated = sorted(m.host for m in converged if m.action is ConvergenceAction.UPDATE)
+    assert updated == sorted(a.api.host for a in away)
+    deployed = [m.host for m in converged if m.action is ConvergenceAction.DEPLOY]
+    assert deployed == [late.api.host]
+    assert {m.revision for m in converged} == {2}  # the accepted revision, 1.1.0
+    assert present.api.host not in {m.host for m in converged}
+    # One at a time (max_unavailable 1), as the agents themselves reported their updates.
+    windows = [w for w in BudgetChecker.of(events).windows if w.host in names]
+    assert sorted(w.host for w in windows) == sorted(names)
+    overlapping = max(len({w.host for w in windows if w.open_at(s.start)}) for s in windows)
+    assert overlapping == 1, windows
+
+
+def running_web(fleet: LocalFleet, client: docker.DockerClient) -> set[str]:
+    """The hosts whose web container exists, asked of the engine."""
+    found = set()
+    for agent in fleet.agents:
+        try:
+            client.containers.get(agent.container("web"))
+        except docker.errors.NotFound:
+            continue
+        found.add(agent.api.host)
+    return found
+
+
+async def test_a_host_gets_the_service_while_its_labels_match_and_delete_removes_it_everywhere(
+    fleet_factory: FleetFactory, docker_client: docker.DockerClient
+) -> None:
+    fleet = await fleet_factory(2)
+    config = fleet.work_dir / "labelled-agent.toml"
+    config.write_text('labels = { role = "db" }\n')
+    labelled = await fleet.join(f"--config={config}")
+    await until_versions(fleet, "1.0.0")  # no selector yet: the new host gets it too
+    web_only = declaration_file(fleet, "1.0.0", selector={"role": "web"})
+
+    async with EventRecorder(labelled.api.client, CONVERGENCE) as events:
+        # Only the selector changes: every host is off it now, and loses the service.
+        applied = await fleet.fleetctl("apply", "-f", web_only)
+        assert applied.stdout.strip() == "web: configured (nothing restarts)", applied
+
+        async def on_hosts() -> set[str]:
+            return running_web(fleet, docker_client)
+
+        await eventually(on_hosts, lambda found: found == set(), "web removed off the selector")
+        removed = events.matching(
+            lambda m: isinstance(m, ConvergenceEvent) and m.action is ConvergenceAction.REMOVE
+        )
+        assert {m.host for m in removed if isinstance(m, ConvergenceEvent)} == {
+            agent.api.host for agent in fleet.agents
+        }
+
+        config.write_text('labels = { role = "web" }\n')
+        labelled.process.send(signal.SIGHUP)
+        await events.wait_for(convergence(labelled.api.host, ConvergenceAction.DEPLOY))
+        await eventually(on_hosts, lambda found: found == {labelled.api.host}, "web deployed")
+
+        config.write_text('labels = { role = "db" }\n')
+        labelled.process.send(signal.SIGHUP)
+        await eventually(on_hosts, lambda found: found == set(), "web removed again")
+
+        config.write_text('labels = { role = "web" }\n')
+        labelled.process.send(signal.SIGHUP)
+        await eventually(
+            lambda: services(fleet),
+            lambda found: (found["web"]["matching"], found["web"]["converged"]) == (1, 1),
+            "web back on the labelled host",
+        )
+        deleted = await fleet.fleetctl("delete", "service", "web")
+        assert deleted.code == 0, deleted
+        assert deleted.stdout.strip() == "web: deleted; the controller removes it from 1 host(s)"
+        await eventually(on_hosts, lambda found: found == set(), "web deleted everywhere")
+    listed = await services(fleet)
+    assert listed["web"]["deleted"] is True
+    assert listed["web"]["removing"] == 0
+    history = await fleet.fleetctl("rollout", "history", "web", "-o", "json")
+    assert len(json.loads(history.stdout)["revisions"]) == 1  # kept

@@ -245,6 +245,7 @@ def captured_messages() -> list[m.AnyMessage]:
         SIGNER.sign(m.PrepareCommand(service=web_spec(), rollout_id="r-42", **command)),
         apply,
         SIGNER.sign(m.RollbackCommand(service="web", force=True, rollout_id="r-42", **command)),
+        SIGNER.sign(m.RemoveCommand(service="web", rollout_id="web-delete-3", **command)),
         SIGNER.sign(m.StageCommand(service=web_spec(), colour="green", **command)),
         SIGNER.sign(m.SwitchCommand(service="web", colour="green", remove_other=True, **command)),
         SIGNER.sign(m.RetireCommand(service="web", colour="blue", **command)),

@@ -98,8 +98,11 @@ def in_flight(record: RolloutRecord) -> set[str]:
 def out_of_service(
     record: RolloutRecord, offline: Collection[str], unhealthy: Collection[str]
 ) -> set[str]:
-    """The rollout's hosts out of service for any reason, each counted once."""
+    """The rollout's hosts out of service for any reason, each counted once; in a
+    convergence rollout only those it updates (README: its hosts are out already)."""
     updating = in_flight(record) if stop_first(record) else set()
+    if record.converging:
+        return updating
     return updating | (set(offline) & set(record.hosts)) | (set(unhealthy) & set(record.hosts))
 
 

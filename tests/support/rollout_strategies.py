@@ -330,6 +330,7 @@ def scenes(
         analysis_failure="analysis check restarts failed: restarts = 1, limit 0"
         if cause is Cause.ANALYSIS
         else None,
+        converging=kind is not Kind.REVERTING and canary is None and draw(st.booleans()),
     )
     health = {name: HEALTH[serving] for name, (_, serving, _) in zip(names, states, strict=True)}
     return Scene(kind, cause, record, health)

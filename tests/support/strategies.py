@@ -151,6 +151,7 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "prepare": st.builds(m.PrepareCommand, service=service_specs, **command_fields),
     "apply": st.builds(m.ApplyCommand, service=service_specs, **command_fields),
     "rollback": st.builds(m.RollbackCommand, service=tokens, **command_fields),
+    "remove": st.builds(m.RemoveCommand, service=tokens, **command_fields),
     "stage": st.builds(m.StageCommand, service=service_specs, colour=colours, **command_fields),
     "switch": st.builds(m.SwitchCommand, service=tokens, colour=colours, **command_fields),
     "retire": st.builds(m.RetireCommand, service=tokens, colour=colours, **command_fields),

@@ -46,6 +46,7 @@ DOCUMENTED = {
     "services",
     "apply",
     "diff",
+    "delete service",
 }
 
 

@@ -27,7 +27,7 @@ from controller.rollouts.convergence import (
     fleet_size,
     needs,
 )
-from controller.rollouts.model import RolloutSpec
+from controller.rollouts.model import HostPhase, RolloutSpec
 from protocol.fingerprint import image_digest, settings_fingerprint
 from protocol.models import ContainerState, Drift, HostFacts, ServiceStatus
 from protocol.spec import BlueGreen, ContainerSettings, ServiceSpec
@@ -82,8 +82,12 @@ def facts_of(host: Host) -> HostFacts:
     )
 
 
-def oracle(host: Host, accepted: int, policy: DriftPolicy) -> Need | None:
-    """The README's rules, for a host on the selector."""
+def oracle(
+    host: Host, accepted: int, policy: DriftPolicy, on_selector: bool, deleted: bool
+) -> Need | None:
+    """The README's rules."""
+    if deleted or not on_selector:
+        return None if host.given is None else Need.REMOVE
     if host.given is None:
         return Need.DEPLOY
     if host.given > accepted:
@@ -117,9 +121,14 @@ def test_each_host_on_the_selector_needs_what_the_readme_says() -> None:
         accepted=st.integers(min_value=0, max_value=len(REVISIONS) - 1),
         policy=st.sampled_from(DriftPolicy),
         selector=st.sampled_from([{}, {"role": "edge"}]),
+        deleted=st.booleans(),
     )
     def check(
-        hosts: list[Host], accepted: int, policy: DriftPolicy, selector: dict[str, str]
+        hosts: list[Host],
+        accepted: int,
+        policy: DriftPolicy,
+        selector: dict[str, str],
+        deleted: bool,
     ) -> None:
         desired = Desired(
             service="web",
@@ -128,12 +137,13 @@ def test_each_host_on_the_selector_needs_what_the_readme_says() -> None:
             selector=selector,
             drift=policy,
             newer=REVISIONS[accepted + 1 :],
+            deleted=deleted,
         )
         live = {h.name: facts_of(h) for h in hosts}
         found = {n.host: n.need for n in needs(desired, live)}
         for host in hosts:
             on_selector = all(host.role == v for v in selector.values())
-            expected = oracle(host, accepted, policy) if on_selector else None
+            expected = oracle(host, accepted, policy, on_selector, deleted)
             assert found.get(host.name) == expected, (host, found)
             seen[str(expected)] += 1
             event(f"need: {expected}")
@@ -150,9 +160,18 @@ def test_each_host_on_the_selector_needs_what_the_readme_says() -> None:
             assert record.revision == accepted + 1
             assert sorted(record.hosts) == acting
             seen["record"] += 1
+        removals = sorted(h for h, n in found.items() if n is Need.REMOVE)
+        if removals:
+            record = convergence_record(
+                desired, RolloutSpec(), removals, fleet_size(desired, live), NOW, removing=True
+            )
+            assert record.removing
+            assert sorted(record.hosts) == removals
+            assert {h.phase for h in record.hosts.values()} == {HostPhase.READY}  # no pull
+            seen["removal"] += 1
 
     check()
-    for need in (*(str(n) for n in Need), "None", "record"):
+    for need in (*(str(n) for n in Need), "None", "record", "removal"):
         assert seen[need] > 0, (need, seen)  # every rule was reached by some example
 
 

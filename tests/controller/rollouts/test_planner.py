@@ -96,6 +96,7 @@ def started_by(decision: Decision) -> set[str]:
 
 def test_new_stop_first_work_never_takes_the_fleet_past_max_unavailable() -> None:
     reach = Reach()
+    converging = Counter[bool]()
 
     @settings(max_examples=BUDGET_EXAMPLES)
     @given(st.booleans().flatmap(lambda room: scenes(Kind.RUNNING, STOP_FIRST, room=room)))
@@ -114,10 +115,12 @@ def test_new_stop_first_work_never_takes_the_fleet_past_max_unavailable() -> Non
         waiting = oracle.waiting(record, offline, NOW)
         side = STARTED if started else HELD_BACK
         reach.example(bool(out and waiting), f"{len(out)} out, {len(waiting)} waiting", side)
+        converging[record.converging and bool(started)] += 1
 
     check()
     reach.assert_most(examples=BUDGET_EXAMPLES)
     reach.assert_each_side(0.15, STARTED, HELD_BACK)
+    assert converging[True] > 0, "no convergence rollout started work in the examples"
 
 
 def test_start_first_work_never_runs_more_double_copies_than_the_surge_allows() -> None:

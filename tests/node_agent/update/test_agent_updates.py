@@ -6,12 +6,19 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import docker
+import docker.errors
 import pytest
 
 from controller.broker import reserve_loopback_port
 from fleet_lab.agent_client import AgentHandle, apply_ok, demo_spec
 from fleet_lab.stack import LocalStack
-from protocol.models import ErrorReply, OperationOutcome, OperationReply, PrepareReply
+from protocol.models import (
+    ContainerState,
+    ErrorReply,
+    OperationOutcome,
+    OperationReply,
+    PrepareReply,
+)
 from protocol.spec import PortMapping, UpdateOrder
 from tests.support.http import wait_for_http
 
@@ -158,3 +165,21 @@ async def test_rollback_with_no_recorded_previous_version_is_refused(
     reply = await agent.request(agent.rollback("web"))
     assert isinstance(reply, ErrorReply)
     assert reply.code == "no_previous_version"
+
+
+async def test_remove_stops_and_removes_the_service_and_the_agent_forgets_it(
+    agent_factory: AgentFactory, local_stack: LocalStack, docker_client: docker.DockerClient
+) -> None:
+    agent = await agent_factory()
+    port = reserve_loopback_port()
+    applied = await apply_ok(agent, demo_spec(local_stack.demo_image("1.0.0"), port, grace=1))
+    assert applied.status.container_id is not None
+    for _ in range(2):  # removing what is already gone is done as well
+        removed = await agent.request(agent.remove("web"))
+        assert isinstance(removed, OperationReply), removed
+        assert removed.outcome is OperationOutcome.DONE
+        assert removed.status.state is ContainerState.ABSENT
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(applied.status.container_id)
+    facts = await agent.agent.host_facts()
+    assert [s.name for s in facts.services] == []  # no longer managed, no longer reported
