@@ -223,21 +223,13 @@ class CommandRunner:
         if isinstance(command, ApplyCommand):
             spec = command.service
             if not command.force and self._update_locked(spec.name):
-                return self.operation_reply(
-                    command.id,
-                    spec.name,
-                    OperationResult(
-                        OperationOutcome.DEFERRED,
-                        await self.updater.status(spec.name),
-                        reasons=[
-                            Reason(code="locked", text="the application holds its update lock")
-                        ],
-                    ),
-                )
+                return await self._deferred(command.id, spec.name)
             emit = self._emitter(command.id, spec.name, command.rollout_id, spec.image)
             result = await self.updater.apply(command.id, spec, emit, command.rollout_id)
             return self.operation_reply(command.id, spec.name, result)
         if isinstance(command, RemoveCommand):
+            if self._update_locked(command.service):
+                return await self._deferred(command.id, command.service)
             emit = self._emitter(command.id, command.service, command.rollout_id, None)
             result = await self.updater.remove(command.service, emit)
             return self.operation_reply(command.id, command.service, result)
@@ -279,6 +271,14 @@ class CommandRunner:
         raise CommandRefused(
             "unknown_command", f"no handler for {command.kind}"
         )  # pragma: no cover
+
+    async def _deferred(self, command_id: str, service: str) -> OperationReply:
+        """Not now: the application holds its update lock (the controller asks later)."""
+        locked = Reason(code="locked", text="the application holds its update lock")
+        result = OperationResult(
+            OperationOutcome.DEFERRED, await self.updater.status(service), reasons=[locked]
+        )
+        return self.operation_reply(command_id, service, result)
 
     def _update_locked(self, service: str) -> bool:
         template = self.settings.update_lock_path

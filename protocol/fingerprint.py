@@ -24,7 +24,9 @@ def image_digest(image: str) -> str | None:
 
 def settings_fingerprint(spec: ServiceSpec) -> str:
     """A hash of everything that shapes the container except the image digest and health."""
-    what_runs = spec.model_dump(mode="json", exclude={"health"})
+    # Defaults left out: a field a newer version adds (with its default) does not make
+    # every host of an older agent, or an older controller, look different.
+    what_runs = spec.model_dump(mode="json", exclude={"health"}, exclude_defaults=True)
     what_runs["image"] = spec.image.split("@", 1)[0]
     text = json.dumps(what_runs, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_LENGTH]

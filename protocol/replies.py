@@ -43,7 +43,7 @@ class Drift(StrEnum):
 
     REMOVED = "removed"
     STOPPED = "stopped"
-    """Exited, dead, created or paused: not running, and its restart policy not at work."""
+    """Exited, dead or created: not running, and its restart policy not at work."""
     REPLACED = "replaced"
     """Another image, or a container the agent did not make, under the service's name."""
 

@@ -80,7 +80,7 @@ def apply(
 
 def diff(files: FilesOption, nats_url: NatsOption = None, output: OutputOption = "table") -> None:
     """Show, per host, what `apply` of these declarations would change (like
-    `kubectl diff`): deploy, update, repair, nothing, or untouched (off the selector)."""
+    `kubectl diff`): deploy, update, repair, remove (off the selector), or nothing."""
     apply(files, dry_run=True, nats_url=nats_url, output=output)
 
 
@@ -100,7 +100,9 @@ async def _apply_all(
     for declaration in declarations:
         service = declaration.spec.name
         history, _ = await fleet.services.get(service)
-        change = change_of(declaration, latest_spec(history), history.policy, history.drift)
+        change = change_of(
+            declaration, latest_spec(history), history.policy, history.drift, history.deleted
+        )
         result = Applied(service, change, host_changes(declaration, history.next_revision, live))
         results.append(result)
         if dry_run or change is Change.UNCHANGED:

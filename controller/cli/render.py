@@ -19,7 +19,7 @@ from controller.rollouts.host_health import span
 from controller.rollouts.model import TERMINAL, UPDATED, HostPhase, RolloutRecord, RolloutStatus
 from controller.state.config_store import StoredConfig
 from controller.state.intents import DryRun
-from controller.state.store import ServiceRecord
+from controller.state.services import ServiceRecord
 from protocol.config_files import ConfigDocument
 from protocol.models import (
     AnyMessage,

@@ -22,10 +22,12 @@ from controller.rollouts.convergence import (
     Need,
     convergence_record,
     fleet_size,
+    matching_hosts,
     needs,
 )
 from controller.rollouts.model import TERMINAL, UPDATED, HostPhase, RolloutRecord, RolloutSpec
-from controller.state.store import RolloutConflict, RolloutStore, ServiceStore
+from controller.state.services import ServiceStore
+from controller.state.store import RolloutConflict, RolloutStore
 from protocol import subjects
 from protocol.models import ConvergenceAction, ConvergenceEvent, Envelope, HostFacts
 
@@ -86,12 +88,13 @@ class Converger:
             known = {h: f for h, f in live.items() if since is None or f.sent_at > since}
             found = needs(desired, known)
             await self._tell(desired, found)
+            converging = [n for n in found if n.need in ACTS and self._due(service, n.host, now)]
             removals = [
                 n for n in found if n.need is Need.REMOVE and self._due(service, n.host, now)
             ]
-            acting = removals or [  # removals first: a rollout at a time per service
-                n for n in found if n.need in ACTS and self._due(service, n.host, now)
-            ]
+            # Deploys first: a selector moved to other hosts starts the service there
+            # before it is taken off the old ones (a rollout at a time per service).
+            acting = converging or removals
             due = [n.host for n in acting]
             if due:
                 policy = record.policy or RolloutSpec()
@@ -101,7 +104,8 @@ class Converger:
                     due,
                     fleet_size(desired, live),
                     now,
-                    removing=bool(removals),
+                    removing=not converging,
+                    others=matching_hosts(desired, live),
                 )
                 if await self._start(rollout):
                     started.append(rollout.id)
@@ -112,7 +116,9 @@ class Converger:
 
     async def _start(self, record: RolloutRecord) -> bool:
         try:
-            await self._rollouts.claim_service(record.service, record.id)
+            await self._rollouts.claim_service(
+                record.service, record.id, supersede_convergence=False
+            )
         except RolloutConflict:
             return False  # an operator's rollout came first: it takes these hosts along
         try:
@@ -138,6 +144,11 @@ class Converger:
     def _due(self, service: str, host: str, now: datetime) -> bool:
         retry = self._retries.get((service, host))
         return retry is None or retry.not_before <= now
+
+    def reset(self) -> None:
+        """Leading (again): what happened while another controller led is read afresh."""
+        self._settled = None
+        self._told.clear()
 
     def settled(self, record: RolloutRecord) -> None:
         """Any rollout of a service ended (or was seen ended) at its record's last write."""

@@ -54,10 +54,10 @@ from controller.rollouts.transitions import (
 from controller.settings import ControllerSettings
 from controller.state.config_store import ConfigStore, open_config_bucket
 from controller.state.inventory import Inventory, fleet_health
+from controller.state.services import ServiceStore
 from controller.state.store import (
     JETSTREAM_START_SECONDS,
     RolloutStore,
-    ServiceStore,
     StaleRecord,
     Stored,
     open_buckets,
@@ -193,6 +193,8 @@ class Executor:
         if leader != self.leader:
             log.info("controller %s is %s", lease.holder, "the leader" if leader else "standby")
             self.leader = leader
+            if leader:  # another may have led meanwhile: learn again what it finished
+                self.converger.reset()
         if not leader:
             return
         try:
@@ -244,7 +246,11 @@ class Executor:
             record = change(record)
         now = utc_now()
         health = fleet_health(
-            record.hosts, record.service, self.inventory.facts, now, self.settings.host_timeout
+            [*record.hosts, *record.others],
+            record.service,
+            self.inventory.facts,
+            now,
+            self.settings.host_timeout,
         )
         record = self._analyse(mark_contact(record, health, now), now)
         decision = plan(record, health, now)
@@ -311,9 +317,10 @@ class Executor:
                 await self.configs.publish(record.config)
             await self.rollouts.release_service(record.service, record.id)
             return
-        await self.rollouts.release_service(record.service, record.id)
+        # Accepted before the service is released: a crash in between finishes it again.
         if record.status is RolloutStatus.COMPLETE and not record.removing:
             await self.services.mark_current(record.service, record.revision)
+        await self.rollouts.release_service(record.service, record.id)
 
     async def _announce(self, record: RolloutRecord) -> None:
         await self._publish(subjects.controller_event_subject("rollout"), record.event())
@@ -378,7 +385,9 @@ class Executor:
             prepare = prepare_command(record, host, expires, command_id, rollout_id=record.id)
             return prepare, self.settings.prepare_timeout
         if record.removing:
-            timeout = record.target.stop_grace_period + self.settings.command_slack
+            # Each copy (serving, set aside, next, the other colour) is stopped in turn.
+            copies = 5
+            timeout = copies * record.target.stop_grace_period + self.settings.command_slack
             return remove_command(record, host, expires, command_id), timeout
         if entry.phase is HostPhase.UPDATING or record.blue_green:
             spec = pinned(record.target, entry.digest, record.spec.min_healthy_time)

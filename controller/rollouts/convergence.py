@@ -56,6 +56,9 @@ class Need(StrEnum):
 
 ACTS = frozenset({Need.DEPLOY, Need.UPDATE, Need.REPAIR})
 """The needs a convergence rollout acts on."""
+CONVERGENCE_DEADLINE = 120.0
+"""Seconds without progress after which a convergence rollout ends (its stuck hosts are
+retried later): shorter than a rollout's, since it holds the service meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,13 @@ def runs(facts: HostFacts, service: str) -> bool:
     )
 
 
+def matching_hosts(desired: Desired, live: Mapping[str, HostFacts]) -> tuple[str, ...]:
+    """The live hosts the service belongs on, in host order."""
+    if desired.deleted:
+        return ()
+    return tuple(host for host in sorted(live) if matches(live[host], desired.selector))
+
+
 def fleet_size(desired: Desired, live: Mapping[str, HostFacts]) -> int:
     """The hosts the service should run on now (for a deleted one, those that still run
     it): what percentages are taken of."""
@@ -165,7 +175,9 @@ def convergence_spec(policy: RolloutSpec, size: int) -> RolloutSpec:
         max_surge=surge,
         selector=dict(policy.selector),
         min_healthy_time=policy.min_healthy_time,
-        progress_deadline=policy.progress_deadline,
+        # A host that goes away mid-way must not hold the service for long: the rest
+        # are converged in the next pass, and it when it is back.
+        progress_deadline=min(policy.progress_deadline, CONVERGENCE_DEADLINE),
         max_failure_ratio=1.0,
         failure_action=FailureAction.PAUSE,
         min_ready="0%",
@@ -187,6 +199,7 @@ def convergence_record(
     now: datetime,
     *,
     removing: bool = False,
+    others: tuple[str, ...] = (),
 ) -> RolloutRecord:
     """The rollout that brings ``hosts`` to the accepted revision under the policy, or
     (``removing``) takes the service off them: no pre-flight, the same pace."""
@@ -206,6 +219,7 @@ def convergence_record(
         reason=("removing from " if removing else "converging ") + ", ".join(sorted(hosts)),
         converging=True,
         removing=removing,
+        others=tuple(host for host in others if host not in hosts),
         created_at=now,
         updated_at=now,
         last_progress_at=now,

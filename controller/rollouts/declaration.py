@@ -66,6 +66,7 @@ def change_of(
     accepted: ServiceSpec | None,
     policy: RolloutSpec | None,
     drift: DriftPolicy,
+    deleted: bool = False,
 ) -> Change:
     if accepted is None:
         return Change.CREATE
@@ -75,8 +76,8 @@ def change_of(
         accepted if pinned_by_operator else what_runs(accepted)
     ):
         return Change.ROLL
-    if (policy or RolloutSpec()) != declaration.policy or drift is not declaration.drift:
-        return Change.CONFIGURE
+    if deleted or policy != declaration.policy or drift is not declaration.drift:
+        return Change.CONFIGURE  # a deleted service declared again: deployed by convergence
     return Change.UNCHANGED
 
 
@@ -84,7 +85,7 @@ def change_of(
 class HostChange:
     host: str
     action: str
-    """deploy, update, repair, nothing, or untouched (off the selector)."""
+    """deploy, update, repair, remove (off the selector), or nothing."""
     detail: str
 
 
@@ -114,7 +115,7 @@ def host_changes(
         runs_it = any(s.name == desired.service for s in live[host].services)
         if not matches(live[host], desired.selector):
             if runs_it:
-                changes.append(HostChange(host, "untouched", "off the selector; keeps running"))
+                changes.append(HostChange(host, "remove", "runs it, off the selector"))
             continue
         need = found.get(host)
         if need is None:

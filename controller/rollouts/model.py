@@ -313,6 +313,9 @@ class RolloutRecord(FrozenModel):
     """Started by the controller to bring hosts to the accepted revision (convergence)."""
     removing: bool = False
     """Removes the service from its hosts (off the selector, or the service deleted)."""
+    others: tuple[HostId, ...] = ()
+    """A convergence rollout: the service's other matching hosts, whose outages count
+    against its budget too (it updates a few hosts of a larger fleet)."""
 
     @property
     def what(self) -> str:

@@ -167,8 +167,9 @@ def _budget(record: RolloutRecord, health: Mapping[str, HostHealth], targets: in
 def _unavailable(record: RolloutRecord, health: Mapping[str, HostHealth]) -> int:
     """Hosts out of service: a stop-first update in flight, or offline, or unhealthy.
 
-    A convergence rollout's hosts are out already (that is why they are in it: a
-    stopped container, a missing service), so only the ones it is updating count."""
+    A convergence rollout's own hosts are out already (that is why they are in it: a
+    stopped container, a missing service), so of them only those it updates count; the
+    service's other matching hosts (``others``) count when they are out."""
     start_first = record.target.update_order is UpdateOrder.START_FIRST
     count = 0
     for host, entry in record.hosts.items():
@@ -176,7 +177,8 @@ def _unavailable(record: RolloutRecord, health: Mapping[str, HostHealth]) -> int
         out = not record.converging and health.get(host, OFFLINE).unavailable
         if (updating and not start_first) or out:
             count += 1
-    return count
+    others = (h for h in record.others if h not in record.hosts)
+    return count + sum(1 for host in others if health.get(host, OFFLINE).unavailable)
 
 
 def _roll(

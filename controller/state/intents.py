@@ -32,12 +32,11 @@ from controller.rollouts.model import (
 from controller.rollouts.planner import HostHealth, plan
 from controller.state.config_store import open_config_store
 from controller.state.inventory import fleet_health, matches
+from controller.state.services import ServiceRecord, ServiceStore
 from controller.state.store import (
     NotFound,
     RolloutConflict,
     RolloutStore,
-    ServiceRecord,
-    ServiceStore,
     open_buckets,
     read_hosts,
 )

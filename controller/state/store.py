@@ -12,7 +12,6 @@ import dataclasses
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TypeVar
 
 import nats.errors
@@ -20,7 +19,6 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
-from pydantic import AwareDatetime, Field
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -30,15 +28,12 @@ from tenacity import (
 )
 
 from controller.errors import ControllerError
-from controller.rollouts.convergence import Desired, DriftPolicy
-from controller.rollouts.model import RolloutRecord, RolloutSpec
+from controller.rollouts.model import TERMINAL, RolloutRecord, RolloutStatus
 from protocol import subjects
-from protocol.base import FrozenModel, ServiceName
 from protocol.codec import decode
 from protocol.errors import BrokerError, ProtocolError
 from protocol.jetstream_start import jetstream_starting, tell_once_per_reason
 from protocol.models import HostFacts
-from protocol.spec import Colour, ServiceSpec
 from protocol.streams import BucketDefinition, StreamRetention, fleet_buckets, fleet_streams
 
 T = TypeVar("T")
@@ -72,54 +67,6 @@ class NotFound(ControllerError):
 
 class StaleRecord(ControllerError):
     code = "stale"
-
-
-class Revision(FrozenModel):
-    revision: int
-    spec: ServiceSpec
-    rollout_id: str
-    created_at: AwareDatetime
-
-
-class ServiceRecord(FrozenModel):
-    service: ServiceName
-    revisions: tuple[Revision, ...] = ()
-    current: int | None = None
-    """The revision the fleet last completed a rollout to."""
-    limit: int = Field(default=10, ge=1)
-    colour: Colour | None = None
-    """Blue-green: the colour the service's traffic goes to; routers follow this key."""
-    policy: RolloutSpec | None = None
-    """The declared update policy and host selector (the last rollout's, for a service
-    declared with `rollout start`); convergence paces itself by it."""
-    drift: DriftPolicy = DriftPolicy.REPAIR
-    deleted: bool = False
-    """`fleetctl delete service`: taken off every host; its history is kept."""
-    keep_containers: bool = False
-    """Deleted with --keep-containers: no longer managed, its containers left running."""
-
-    def revision(self, number: int) -> Revision | None:
-        return next((r for r in self.revisions if r.revision == number), None)
-
-    @property
-    def next_revision(self) -> int:
-        return max((r.revision for r in self.revisions), default=0) + 1
-
-    def desired(self) -> Desired | None:
-        """The service as convergence sees it; None until a rollout of it completed."""
-        accepted = self.revision(self.current) if self.current else None
-        if accepted is None or (self.deleted and self.keep_containers):
-            return None
-        policy = self.policy or RolloutSpec()
-        return Desired(
-            service=self.service,
-            revision=accepted.revision,
-            spec=accepted.spec,
-            selector=dict(policy.selector),
-            drift=self.drift,
-            newer=tuple(r.spec for r in self.revisions if r.revision > accepted.revision),
-            deleted=self.deleted,
-        )
 
 
 @dataclass(frozen=True)
@@ -300,95 +247,63 @@ class RolloutStore:
         entry = await kv_get(self._kv, _active_key(service))
         return entry.value.decode() if entry is not None and entry.value else None
 
-    async def claim_service(self, service: str, rollout_id: str) -> None:
-        """One rollout per service: the first to create ``active.<service>`` has it."""
+    async def claim_service(
+        self, service: str, rollout_id: str, *, supersede_convergence: bool = True
+    ) -> None:
+        """One rollout per service: the first to create ``active.<service>`` has it.
+
+        An operator's rollout takes the claim from a convergence rollout in progress (it
+        only converged a few hosts to the accepted revision): that one ends ``aborted``
+        and its hosts are simply part of the new rollout."""
         try:
             await self._kv.create(_active_key(service), rollout_id.encode())
+            return
         except nats.js.errors.KeyWrongLastSequenceError as exc:
-            current = await self.active_id(service)
-            raise RolloutConflict(
-                f"rollout {current} of {service} is still in progress; "
-                "wait for it, or pause/abort it first"
-            ) from exc
+            conflict = exc
+        entry = await kv_get(self._kv, _active_key(service))
+        current = entry.value.decode() if entry is not None and entry.value else None
+        superseded = (
+            supersede_convergence
+            and entry is not None
+            and current is not None
+            and await self._supersede(current, rollout_id)
+        )
+        if superseded and entry is not None:
+            try:
+                await self._kv.update(
+                    _active_key(service), rollout_id.encode(), last=entry.revision
+                )
+                return
+            except nats.js.errors.KeyWrongLastSequenceError:
+                pass  # another took it meanwhile: a conflict like any other
+        raise RolloutConflict(
+            f"rollout {current} of {service} is still in progress; "
+            "wait for it, or pause/abort it first"
+        ) from conflict
+
+    async def _supersede(self, rollout_id: str, by: str) -> bool:
+        """End a convergence rollout so that ``by`` can take its service; False if it is
+        not one (or not any more)."""
+        for _ in range(CAS_ATTEMPTS):
+            stored = await self.get(rollout_id)
+            if stored is None or not stored.record.converging:
+                return False
+            if stored.record.status in TERMINAL:
+                return True
+            ended = stored.record.model_copy(
+                update={"status": RolloutStatus.ABORTED, "reason": f"superseded by {by}"}
+            )
+            try:
+                await self.update(ended, stored.revision)
+                return True
+            except StaleRecord:
+                continue
+        return False
 
     async def release_service(self, service: str, rollout_id: str) -> None:
         entry = await kv_get(self._kv, _active_key(service))
         if entry is not None and entry.value and entry.value.decode() == rollout_id:
             await self._kv.purge(_active_key(service))
-
-
-class ServiceStore:
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
-
-    async def get(self, service: str) -> tuple[ServiceRecord, int | None]:
-        entry = await kv_get(self._kv, service)
-        if entry is None or entry.value is None:
-            return ServiceRecord(service=service), None
-        return ServiceRecord.model_validate_json(entry.value), entry.revision
-
-    async def put(self, record: ServiceRecord, revision: int | None) -> None:
-        data = record.model_dump_json().encode()
-        try:
-            if revision is None:
-                await self._kv.create(record.service, data)
-            else:
-                await self._kv.update(record.service, data, last=revision)
-        except nats.js.errors.KeyWrongLastSequenceError as exc:
-            raise RolloutConflict(f"service {record.service} changed meanwhile; retry") from exc
-
-    async def names(self) -> list[str]:
-        return await kv_keys(self._kv, "")
-
-    async def add_revision(
-        self,
-        service: str,
-        spec: ServiceSpec,
-        rollout_id_for: Callable[[int], str],
-        now: datetime,
-        policy: RolloutSpec | None = None,
-    ) -> tuple[ServiceRecord, Revision]:
-        """A new revision of the spec; with ``policy``, the declaration's policy too."""
-        record, revision = await self.get(service)
-        number = record.next_revision
-        added = Revision(
-            revision=number, spec=spec, rollout_id=rollout_id_for(number), created_at=now
-        )
-        kept = (*record.revisions, added)[-record.limit :]
-        update: dict[str, object] = {"revisions": kept}
-        if policy is not None:  # a rollout of a deleted service declares it again
-            update |= {"policy": policy, "deleted": False, "keep_containers": False}
-        updated = record.model_copy(update=update)
-        await self.put(updated, revision)
-        return updated, added
-
-    async def declare(self, service: str, policy: RolloutSpec, drift: DriftPolicy) -> None:
-        """Set the declared policy (selector included) and drift rule; nothing restarts."""
-        await self._change(service, {"policy": policy, "drift": drift})
-
-    async def delete(self, service: str, *, keep_containers: bool) -> None:
-        """Take the service off every host (or only stop managing it); history is kept."""
-        await self._change(service, {"deleted": True, "keep_containers": keep_containers})
-
-    async def mark_current(self, service: str, number: int) -> None:
-        await self._change(service, {"current": number})
-
-    async def set_colour(self, service: str, colour: Colour) -> bool:
-        """Point the service's traffic at ``colour``; False if it already was."""
-        return await self._change(service, {"colour": colour})
-
-    async def _change(self, service: str, update: dict[str, object]) -> bool:
-        for _ in range(CAS_ATTEMPTS):
-            record, revision = await self.get(service)
-            changed = record.model_copy(update=update)
-            if changed == record:
-                return False
-            try:
-                await self.put(changed, revision)
-                return True
-            except RolloutConflict:
-                continue
-        raise RolloutConflict(f"service {service} kept changing; gave up after retries")
 
 
 async def read_hosts(kv: KeyValue) -> dict[str, HostFacts]:

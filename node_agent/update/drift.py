@@ -12,9 +12,9 @@ from protocol.fingerprint import image_digest, settings_fingerprint
 from protocol.models import ContainerState, Drift, ServiceStatus
 from protocol.spec import ServiceSpec
 
-NOT_RUNNING = frozenset(
-    {ContainerState.EXITED, ContainerState.DEAD, ContainerState.CREATED, ContainerState.PAUSED}
-)
+NOT_RUNNING = frozenset({ContainerState.EXITED, ContainerState.DEAD, ContainerState.CREATED})
+"""Paused is not here: the engine still calls it running, so an Apply to "repair" it
+would find it running as applied and change nothing, again and again."""
 
 
 def drift_of(applied: ServiceSpec, status: ServiceStatus) -> Drift | None:

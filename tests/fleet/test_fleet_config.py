@@ -15,7 +15,8 @@ import docker
 import pytest
 
 from controller.broker import NatsServer
-from controller.state.store import Revision, ServiceRecord, ServiceStore, open_buckets
+from controller.state.services import Revision, ServiceRecord, ServiceStore
+from controller.state.store import open_buckets
 from fleet_lab.agent_client import connect
 from protocol import subjects
 from protocol.models import AnyMessage, ConfigPhase, ConfigProgress, utc_now

@@ -99,11 +99,13 @@ def out_of_service(
     record: RolloutRecord, offline: Collection[str], unhealthy: Collection[str]
 ) -> set[str]:
     """The rollout's hosts out of service for any reason, each counted once; in a
-    convergence rollout only those it updates (README: its hosts are out already)."""
+    convergence rollout, of its own hosts only those it updates (README: they are out
+    already), and of the service's other matching hosts those that are out."""
     updating = in_flight(record) if stop_first(record) else set()
+    out = set(offline) | set(unhealthy)
     if record.converging:
-        return updating
-    return updating | (set(offline) & set(record.hosts)) | (set(unhealthy) & set(record.hosts))
+        return updating | (out & set(record.others))
+    return updating | (out & set(record.hosts))
 
 
 def budget(

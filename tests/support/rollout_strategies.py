@@ -333,6 +333,10 @@ def scenes(
         converging=kind is not Kind.REVERTING and canary is None and draw(st.booleans()),
     )
     health = {name: HEALTH[serving] for name, (_, serving, _) in zip(names, states, strict=True)}
+    if record.converging:  # the service's other hosts, whose outages count too
+        others = draw(st.lists(st.sampled_from(list(Serving)), max_size=3))
+        record = record.model_copy(update={"others": tuple(f"x{i}" for i in range(len(others)))})
+        health |= {f"x{i}": HEALTH[serving] for i, serving in enumerate(others)}
     return Scene(kind, cause, record, health)
 
 

@@ -203,7 +203,7 @@ async def test_controller_started_before_its_cluster_has_a_leader_waits_and_then
             await node.stop()
     log = controller.log_text()
     waits = [line.split(": ", 1)[1] for line in log.splitlines() if "is not ready" in line]
-    assert len(waits) == len(set(waits)) == 2, log  # once per reason, not once per retry
+    assert len(waits) == len(set(waits)), log  # told once per reason, not once per retry
     assert not [trace for trace in LIBRARY_TRACES if trace in log], log
 
 

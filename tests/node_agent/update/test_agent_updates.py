@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -168,12 +169,23 @@ async def test_rollback_with_no_recorded_previous_version_is_refused(
 
 
 async def test_remove_stops_and_removes_the_service_and_the_agent_forgets_it(
-    agent_factory: AgentFactory, local_stack: LocalStack, docker_client: docker.DockerClient
+    agent_factory: AgentFactory,
+    local_stack: LocalStack,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
 ) -> None:
-    agent = await agent_factory()
+    lock = tmp_path / "web.lock"
+    agent = await agent_factory(update_lock_path=str(tmp_path / "{service}.lock"))
     port = reserve_loopback_port()
     applied = await apply_ok(agent, demo_spec(local_stack.demo_image("1.0.0"), port, grace=1))
     assert applied.status.container_id is not None
+    lock.touch()  # the application holds its update lock: not now
+    deferred = await agent.request(agent.remove("web"))
+    assert isinstance(deferred, OperationReply), deferred
+    assert deferred.outcome is OperationOutcome.DEFERRED
+    assert [reason.code for reason in deferred.reasons] == ["locked"]
+    assert docker_client.containers.get(applied.status.container_id).status == "running"
+    lock.unlink()
     for _ in range(2):  # removing what is already gone is done as well
         removed = await agent.request(agent.remove("web"))
         assert isinstance(removed, OperationReply), removed
