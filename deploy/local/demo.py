@@ -104,23 +104,37 @@ async def start_processes(
         )
     )
     for index in range(HOSTS):
-        log = (work / f"agent-{index}.log").open("ab")
-        processes.append(
-            await asyncio.create_subprocess_exec(
-                str(BIN / "fleet-agent"),
-                "run",
-                f"--nats={nats_url}",
-                f"--host-id=demo-host-{index}",
-                f"--labels=role=demo,index={index}",
-                f"--docker-host={docker_host}",
-                f"--state-dir={work / f'agent-{index}'}",
-                f"--container-prefix=fleetwave-demo-{index}-",
-                "--heartbeat-interval=1",
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        )
+        processes.append(await start_agent(nats_url, work, docker_host, index))
     return processes
+
+
+async def start_agent(
+    nats_url: str, work: Path, docker_host: str, index: int
+) -> asyncio.subprocess.Process:
+    log = (work / f"agent-{index}.log").open("ab")
+    return await asyncio.create_subprocess_exec(
+        str(BIN / "fleet-agent"),
+        "run",
+        f"--nats={nats_url}",
+        f"--host-id=demo-host-{index}",
+        f"--labels=role=demo,index={index}",
+        f"--docker-host={docker_host}",
+        f"--state-dir={work / f'agent-{index}'}",
+        f"--container-prefix=fleetwave-demo-{index}-",
+        "--heartbeat-interval=1",
+        stdout=log,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def until_converged(nats_url: str, host: str) -> str:
+    """The late host's web, once it runs the accepted 1.1.0 (the controller converges it)."""
+    for _ in range(300):
+        version = (await asyncio.to_thread(final_versions, nats_url)).get(host, "")
+        if version == "1.1.0 running/healthy":
+            return version
+        await asyncio.sleep(0.2)
+    raise SystemExit(f"{host} never converged to 1.1.0")
 
 
 async def wait_for_hosts(nats_url: str) -> None:
@@ -208,7 +222,15 @@ async def demo(nats_url: str, work: Path, settings: dict[str, str]) -> None:
         expect(code == 0, "every host reloaded the new app.conf and stayed healthy")
         fleetctl(nats_url, "config", "list", "web")
 
-        step("5. where every host ended up")
+        step("5. a host enrolled now gets what the fleet runs, without a rollout command")
+        late = HOSTS
+        settings_host = settings["FLEET_DOCKER_HOST"]
+        processes.append(await start_agent(nats_url, work, settings_host, late))
+        converged = await until_converged(nats_url, f"demo-host-{late}")
+        expect(converged == "1.1.0 running/healthy", f"demo-host-{late} converged to 1.1.0")
+        fleetctl(nats_url, "services")
+
+        step("6. where every host ended up")
         await asyncio.sleep(2)  # one more heartbeat, so the table shows the final state
         versions = await asyncio.to_thread(final_versions, nats_url)
         table = Table(title="final versions")

@@ -113,6 +113,10 @@ async def test_apply_rolls_a_changed_spec_configures_a_changed_policy_and_diff_c
     fleet = await fleet_factory(2)
     first, second = (agent.api.host for agent in fleet.agents)
     newer = declaration_file(fleet, "1.1.0", update={"max_unavailable": 1}, drift="report")
+    # diff judges the hosts by their heartbeats: wait until they show the first deploy.
+    await eventually(
+        lambda: services(fleet), lambda s: s["web"]["converged"] == 2, "the deploy reported"
+    )
 
     shown = await fleet.fleetctl("diff", "-f", newer, "-o", "json")
     assert shown.code == 0, shown

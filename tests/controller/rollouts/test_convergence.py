@@ -28,9 +28,9 @@ from controller.rollouts.convergence import (
     needs,
 )
 from controller.rollouts.model import HostPhase, RolloutSpec
-from protocol.fingerprint import image_digest, settings_fingerprint
-from protocol.models import ContainerState, Drift, HostFacts, ServiceStatus
+from protocol.models import Drift, HostFacts
 from protocol.spec import BlueGreen, ContainerSettings, ServiceSpec
+from tests.support.heartbeats import heartbeat
 
 NOW = datetime(2026, 11, 29, 22, 0, tzinfo=UTC)
 REVISIONS = tuple(
@@ -54,32 +54,10 @@ class Host:
 
 
 def facts_of(host: Host) -> HostFacts:
-    services: tuple[ServiceStatus, ...] = ()
+    applied = None
     if host.given is not None:
-        spec = STRANGER if host.given < 0 else REVISIONS[host.given]
-        services = (
-            ServiceStatus(
-                name="web",
-                image=spec.image,
-                state=ContainerState.RUNNING,
-                fingerprint=settings_fingerprint(spec),
-                applied_digest=image_digest(spec.image),
-                drift=host.drift,
-            ),
-        )
-    return HostFacts(
-        sender=host.name,
-        host=host.name,
-        labels={"role": host.role},
-        agent_version="test",
-        cpus=1,
-        memory_total=1,
-        memory_available=1,
-        disk_total=1,
-        disk_free=1,
-        services=services,
-        sent_at=NOW,
-    )
+        applied = STRANGER if host.given < 0 else REVISIONS[host.given]
+    return heartbeat(host.name, {"role": host.role}, applied, NOW, host.drift)
 
 
 def oracle(

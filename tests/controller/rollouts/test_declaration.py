@@ -10,9 +10,9 @@ from pydantic import ValidationError
 from controller.rollouts.convergence import Desired, DriftPolicy, summarise
 from controller.rollouts.declaration import Change, Declaration, change_of, host_changes
 from controller.rollouts.model import RolloutSpec
-from protocol.fingerprint import image_digest, settings_fingerprint
-from protocol.models import ContainerState, Drift, HostFacts, ServiceStatus
+from protocol.models import Drift, HostFacts
 from protocol.spec import ServiceSpec
+from tests.support.heartbeats import heartbeat
 
 NOW = datetime(2026, 11, 29, 22, 0, tzinfo=UTC)
 WEB = {"name": "web", "image": "registry.local/web:1.0"}
@@ -22,31 +22,7 @@ ACCEPTED = ServiceSpec(name="web", image=f"registry.local/web:1.0@sha256:{'a' * 
 def facts(
     host: str, role: str, applied: ServiceSpec | None, drift: Drift | None = None
 ) -> HostFacts:
-    services: tuple[ServiceStatus, ...] = ()
-    if applied is not None:
-        services = (
-            ServiceStatus(
-                name="web",
-                image=applied.image,
-                state=ContainerState.RUNNING,
-                fingerprint=settings_fingerprint(applied),
-                applied_digest=image_digest(applied.image),
-                drift=drift,
-            ),
-        )
-    return HostFacts(
-        sender=host,
-        host=host,
-        labels={"role": role},
-        agent_version="test",
-        cpus=1,
-        memory_total=1,
-        memory_available=1,
-        disk_total=1,
-        disk_free=1,
-        services=services,
-        sent_at=NOW,
-    )
+    return heartbeat(host, {"role": role}, applied, NOW, drift)
 
 
 def test_a_declaration_is_the_spec_file_with_a_selector_an_update_policy_and_a_drift_rule() -> None:

@@ -1,0 +1,44 @@
+"""Heartbeats (HostFacts) as an agent that applied a spec would send them, for pure tests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from protocol.fingerprint import image_digest, settings_fingerprint
+from protocol.models import ContainerState, Drift, HostFacts, ServiceStatus
+from protocol.spec import ServiceSpec
+
+
+def heartbeat(
+    host: str,
+    labels: dict[str, str],
+    applied: ServiceSpec | None,
+    sent_at: datetime,
+    drift: Drift | None = None,
+) -> HostFacts:
+    """A host running ``applied`` (None: no service) as its agent applied it."""
+    services: tuple[ServiceStatus, ...] = ()
+    if applied is not None:
+        services = (
+            ServiceStatus(
+                name=applied.name,
+                image=applied.image,
+                state=ContainerState.RUNNING,
+                fingerprint=settings_fingerprint(applied),
+                applied_digest=image_digest(applied.image),
+                drift=drift,
+            ),
+        )
+    return HostFacts(
+        sender=host,
+        host=host,
+        labels=labels,
+        agent_version="test",
+        cpus=1,
+        memory_total=1,
+        memory_available=1,
+        disk_total=1,
+        disk_free=1,
+        services=services,
+        sent_at=sent_at,
+    )
