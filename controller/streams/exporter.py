@@ -27,6 +27,7 @@ from controller.streams.feed import Delivered, FleetFeed
 from protocol.errors import BrokerError
 from protocol.models import (
     AnyMessage,
+    ConvergenceEvent,
     Health,
     MetricsSample,
     OperationReply,
@@ -56,6 +57,8 @@ class ExportedState:
     """(service, outcome) -> Apply/Rollback outcomes reported by agents."""
     dropped: Counter[str] = field(default_factory=Counter)
     """host -> telemetry messages it had to drop."""
+    convergence: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(service, action) -> what the controller's convergence did or found."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, message: AnyMessage) -> None:
@@ -70,6 +73,8 @@ class ExportedState:
                 self.updates[(message.service, message.outcome.value)] += 1
             elif isinstance(message, TelemetryDropped):
                 self.dropped[message.host] += message.messages
+            elif isinstance(message, ConvergenceEvent):
+                self.convergence[(message.service, message.action.value)] += 1
 
 
 class FleetCollector(Collector):
@@ -85,6 +90,7 @@ class FleetCollector(Collector):
             rollouts = dict(state.rollouts)
             updates = Counter(state.updates)
             dropped = Counter(state.dropped)
+            convergence = Counter(state.convergence)
         yield from _host_series(samples, fresh)
         yield from _service_series(samples, fresh)
         yield from _rollout_series(rollouts)
@@ -104,6 +110,14 @@ class FleetCollector(Collector):
         for host, count in sorted(dropped.items()):
             drops.add_metric([host], count)
         yield drops
+        actions = CounterMetricFamily(
+            "fleet_convergence_actions",
+            "Convergence actions and drift findings of the controller, by action",
+            labels=["service", "action"],
+        )
+        for (service, action), count in sorted(convergence.items()):
+            actions.add_metric([service, action], count)
+        yield actions
 
 
 def _host_series(samples: dict[str, MetricsSample], fresh: dict[str, bool]) -> Iterator[Metric]:

@@ -14,13 +14,16 @@ import docker
 import docker.errors
 import pytest
 
+from controller.broker import reserve_loopback_port
 from fleet_lab.agent_client import wait_until_serving
+from node_agent.runtime import SERVICE_LABEL
 from protocol import subjects
 from protocol.models import AnyMessage, ConvergenceAction, ConvergenceEvent
-from tests.conftest import FleetFactory, LocalFleet
+from tests.conftest import FleetFactory, LocalFleet, SpawnedAgent
 from tests.support.events import EventRecorder
-from tests.support.fleet import BudgetChecker, fleet_spec
+from tests.support.fleet import BudgetChecker, fleet_spec, fleetctl_running
 from tests.support.polling import eventually
+from tests.support.prometheus import scrape_until
 
 pytestmark = pytest.mark.integration
 CONVERGENCE = subjects.controller_event_subject("convergence")
@@ -48,15 +51,36 @@ async def until_versions(fleet: LocalFleet, wanted: str) -> None:
     await eventually(fleet.versions, lambda found: found == everywhere, f"{wanted} everywhere", 90)
 
 
-async def test_a_removed_container_is_repaired_and_a_restart_by_its_own_policy_is_not_drift(
+def replace_by_hand(fleet: LocalFleet, agent: SpawnedAgent, client: docker.DockerClient) -> None:
+    """`docker rm -f` + `docker run` of another image under the service's name, done while
+    the agent is stopped (SIGSTOP), so no heartbeat sees the container missing between."""
+    agent.process.send(signal.SIGSTOP)
+    try:
+        name = agent.container("web")
+        client.containers.get(name).remove(force=True)
+        client.containers.run(
+            fleet.stack.demo_image("1.1.0"), name=name, network_mode="none", detach=True
+        )
+    finally:
+        agent.process.send(signal.SIGCONT)
+
+
+async def test_a_removed_or_replaced_container_is_repaired_and_a_restart_by_its_policy_is_not(
     fleet_factory: FleetFactory, docker_client: docker.DockerClient
 ) -> None:
-    fleet = await fleet_factory(2)
-    removed, restarted = fleet.agents
-    async with EventRecorder(removed.api.client, CONVERGENCE) as events:
+    fleet = await fleet_factory(3)
+    removed, replaced, restarted = fleet.agents
+    drifted = {removed.api.host, replaced.api.host}
+    port = reserve_loopback_port()
+    async with (
+        fleetctl_running(fleet.nats_url, "exporter", "--listen", f"127.0.0.1:{port}"),
+        EventRecorder(removed.api.client, CONVERGENCE) as events,
+    ):
+        await scrape_until(port, "fleet_host_up", {"host": removed.api.host}, 1)  # it serves
         # The container's server dies: its restart policy (on-failure) starts it again.
         web = docker_client.containers.get(restarted.container("web"))
-        assert web.exec_run(["sh", "-c", "kill $(pidof nc)"]).exit_code == 0
+        # (The exec may die with the container, 137: the restart count below is the proof.)
+        web.exec_run(["sh", "-c", "kill $(pidof nc)"])
 
         async def restarts() -> int:
             return int(docker_client.containers.get(web.id).attrs["RestartCount"])
@@ -72,18 +96,30 @@ async def test_a_removed_container_is_repaired_and_a_restart_by_its_own_policy_i
         await eventually(reported_restarts, lambda count: count >= 1, "restart reported")
 
         docker_client.containers.get(removed.container("web")).remove(force=True)
-        detected = await events.wait_for(
-            convergence(removed.api.host, ConvergenceAction.DRIFT_DETECTED), timeout=60
-        )
-        repaired = await events.wait_for(
-            convergence(removed.api.host, ConvergenceAction.DRIFT_REPAIRED), timeout=90
-        )
-    assert isinstance(detected, ConvergenceEvent)
-    assert detected.reason == "container removed by hand"
-    assert isinstance(repaired, ConvergenceEvent)
-    assert repaired.revision == 1
-    assert (await fleet.versions())[removed.api.host] == "1.0.0"
-    # Several passes saw the restarted container while the other was repaired: no drift.
+        replace_by_hand(fleet, replaced, docker_client)
+        detected = {
+            agent.api.host: await events.wait_for(
+                convergence(agent.api.host, ConvergenceAction.DRIFT_DETECTED), timeout=60
+            )
+            for agent in (removed, replaced)
+        }
+        repaired = [
+            await events.wait_for(convergence(host, ConvergenceAction.DRIFT_REPAIRED), timeout=90)
+            for host in sorted(drifted)
+        ]
+        for action in ("drift_detected", "drift_repaired"):
+            await scrape_until(
+                port, "fleet_convergence_actions_total", {"service": "web", "action": action}, 2
+            )
+    assert {host: getattr(m, "reason", None) for host, m in detected.items()} == {
+        removed.api.host: "container removed by hand",
+        replaced.api.host: "container replaced by hand",
+    }
+    assert [getattr(m, "revision", None) for m in repaired] == [1, 1]
+    assert await fleet.versions() == {agent.api.host: "1.0.0" for agent in fleet.agents}
+    labels = docker_client.containers.get(replaced.container("web")).labels
+    assert labels.get(SERVICE_LABEL) == "web"  # the agent's container again, not the hand-made one
+    # Several passes saw the restarted container while the others were repaired: no drift.
     assert not events.matching(
         lambda m: isinstance(m, ConvergenceEvent) and m.host == restarted.api.host
     )

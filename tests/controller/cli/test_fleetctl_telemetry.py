@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import docker
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from controller.broker import NatsServer, reserve_loopback_port
 from fleet_lab.agent_client import AgentHandle, apply_ok, demo_spec
@@ -19,6 +17,7 @@ from protocol import subjects
 from protocol.models import AnyMessage, LogBatch, MetricsSample
 from tests.support.events import EventRecorder
 from tests.support.fleet import fleetctl, fleetctl_running
+from tests.support.prometheus import scrape_until
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]
@@ -122,32 +121,6 @@ async def test_top_shows_each_host_with_its_services(
     assert [row["host"] for row in rows] == [agent.host]
     assert rows[0]["fresh"] is True
     assert [c["service"] for c in rows[0]["containers"]] == ["web"]
-
-
-def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    series: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            series.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return series
-
-
-async def scrape_until(
-    port: int, name: str, labels: dict[str, str], value: float
-) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    key = tuple(sorted(labels.items()))
-    last: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for _ in range(300):
-        try:
-            last = await asyncio.to_thread(scrape, port)
-        except OSError:
-            last = {}
-        if last.get(name, {}).get(key) == value:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{name}{labels} never became {value}; last scrape: {last.get(name)}")
 
 
 async def test_the_exporter_serves_fleet_metrics_that_prometheus_can_parse(
