@@ -113,6 +113,7 @@ class Agent:
             self._emitter,
         )
         self.updater.record_outcome = self.commands.record_outcome
+        self.updater.publish_hook = lambda event: self.publish_event("hook_run", event)
 
     def _build_telemetry(self, state: Path) -> None:
         """What streams back: engine events, the outbox, logs and metrics."""

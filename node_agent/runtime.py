@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
@@ -303,16 +305,47 @@ class DockerRuntime:
 
         return await self._call(f"logs {container}", tail)
 
-    async def exec(self, container: str, command: list[str], timeout: float) -> tuple[int, str]:
-        def run() -> tuple[int, str]:
-            exec_id = self._api.exec_create(container, command, stdout=True, stderr=True)
-            output = self._api.exec_start(exec_id)
-            code = self._api.exec_inspect(exec_id).get("ExitCode")
-            return (int(code) if code is not None else -1), bytes(output).decode(errors="replace")
-
-        return await self._call(
-            f"exec in {container}", run, timeout=timeout, threads=self._exec_threads
+    async def exec(
+        self,
+        container: str,
+        command: list[str],
+        timeout: float,
+        env: dict[str, str] | None = None,
+    ) -> tuple[int, str]:
+        """Run ``command`` in ``container``: its exit code and output. Past ``timeout`` the
+        command is killed (by its host pid: the agent shares the host's pid namespace)
+        and RuntimeTimeout is raised."""
+        what = f"exec in {container}"
+        created = await self._call(
+            what,
+            lambda: self._api.exec_create(
+                container, command, stdout=True, stderr=True, environment=env
+            ),
         )
+        exec_id = str(created["Id"])
+        try:
+            output = await self._call(
+                what,
+                lambda: self._api.exec_start(exec_id),
+                timeout=timeout,
+                threads=self._exec_threads,
+            )
+        except RuntimeTimeout:
+            await self._kill_exec(exec_id)
+            raise
+        inspected = await self._call(what, lambda: self._api.exec_inspect(exec_id))
+        code = inspected.get("ExitCode")
+        return (int(code) if code is not None else -1), bytes(output).decode(errors="replace")
+
+    async def _kill_exec(self, exec_id: str) -> None:
+        try:
+            pid = int(
+                (await self._call("exec inspect", lambda: self._api.exec_inspect(exec_id)))["Pid"]
+            )
+            if pid > 0:
+                os.kill(pid, signal.SIGKILL)
+        except (RuntimeFault, ProcessLookupError, PermissionError, KeyError, ValueError) as exc:
+            log.warning("could not kill the timed-out exec %s: %s", exec_id[:12], exc)
 
     async def events(
         self, labels: list[str], actions: list[str], since: int | None, stop: asyncio.Event

@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, Field
 from protocol.base import HostId, ImageRefText, MessageId, ServiceName, Token
 from protocol.config_files import ConfigName, Sha256
 from protocol.envelope import Envelope, ShortText
-from protocol.replies import FailureBundle, Health, ServiceStatus
+from protocol.replies import FailureBundle, Health, HookResult, ServiceStatus
 from protocol.spec import Colour, ReloadPolicy
 
 
@@ -150,6 +150,19 @@ class ConvergenceEvent(Envelope):
     revision: Annotated[int, Field(ge=1)]
     reason: Annotated[str, Field(max_length=4096)] = ""
     rollout_id: Annotated[str, Field(max_length=128)] | None = None
+
+
+class HookRun(Envelope):
+    """A lifecycle hook ran: on fleet.evt.<host>.hook_run by the agent (pre_update,
+    post_update), on fleet.evt.controller.hook_run by the controller (post_rollout)."""
+
+    kind: Literal["hook_run"] = "hook_run"
+    service: ServiceName
+    host: HostId | None = None
+    """None for a hook the controller ran."""
+    operation_id: MessageId | None = None
+    rollout_id: Annotated[str, Field(max_length=128)] | None = None
+    result: HookResult
 
 
 class ColourSwitch(Envelope):

@@ -32,6 +32,7 @@ from protocol.events import (
     ContainerEvent,
     ConvergenceAction,
     ConvergenceEvent,
+    HookRun,
     HostFacts,
     RolloutEvent,
     UpdatePhase,
@@ -43,6 +44,8 @@ from protocol.replies import (
     ErrorReply,
     FailureBundle,
     Health,
+    HookName,
+    HookResult,
     InspectReply,
     OperationOutcome,
     OperationReply,
@@ -93,6 +96,7 @@ AnyMessage = (
     | ContainerEvent
     | RolloutEvent
     | ConvergenceEvent
+    | HookRun
     | ColourSwitch
     | MetricsSample
     | LogBatch
@@ -130,6 +134,9 @@ __all__ = [
     "ErrorReply",
     "FailureBundle",
     "Health",
+    "HookName",
+    "HookResult",
+    "HookRun",
     "HostFacts",
     "InspectCommand",
     "InspectReply",

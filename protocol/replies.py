@@ -73,6 +73,24 @@ class ProbeResult(FrozenModel):
     output: ShortText = ""
 
 
+class HookName(StrEnum):
+    PRE_UPDATE = "pre_update"
+    POST_UPDATE = "post_update"
+    POST_ROLLOUT = "post_rollout"
+
+
+class HookResult(FrozenModel):
+    """How one run of a lifecycle hook ended, with the tail of what it printed."""
+
+    hook: HookName
+    ok: bool
+    exit_code: int | None = None
+    """None when it could not be started or was killed at its timeout."""
+    timed_out: bool = False
+    output: ShortText = ""
+    duration: Annotated[float, Field(ge=0)] = 0.0
+
+
 class FailureBundle(FrozenModel):
     """What an operator needs to see why a new version was rolled back."""
 
@@ -82,6 +100,7 @@ class FailureBundle(FrozenModel):
     last_log_lines: tuple[ShortText, ...] = ()
     probe_results: tuple[ProbeResult, ...] = ()
     timings: dict[str, float] = Field(default_factory=dict)
+    hooks: tuple[HookResult, ...] = ()
 
 
 class OperationOutcome(StrEnum):

@@ -203,6 +203,48 @@ class ConfigMount(FrozenModel):
     signal: Annotated[str, Field(pattern=r"^SIG[A-Z0-9]{2,8}$")] = "SIGHUP"
 
 
+class HookPlace(StrEnum):
+    CONTAINER = "container"
+    """In the service's container (``docker exec``): the running one before an update,
+    the new one after it."""
+    HOST = "host"
+    """On the host, by the agent, as the agent's user."""
+
+
+HookCommand = Annotated[
+    tuple[Annotated[str, Field(max_length=4096)], ...], Field(min_length=1, max_length=256)
+]
+
+
+class Hook(FrozenModel):
+    """A command run around one host's update, with FLEET_SERVICE, FLEET_HOST, FLEET_HOOK,
+    FLEET_IMAGE and FLEET_OLD_IMAGE in its environment; it fails on a non-zero exit or
+    when it outlasts ``timeout``."""
+
+    command: HookCommand
+    run_in: HookPlace = HookPlace.CONTAINER
+    timeout: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
+
+class ControllerHook(FrozenModel):
+    """A command the leading controller runs on its own host, with FLEET_SERVICE,
+    FLEET_ROLLOUT_ID, FLEET_IMAGE, FLEET_REVISION and FLEET_HOSTS in its environment."""
+
+    command: HookCommand
+    timeout: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
+
+class Hooks(FrozenModel):
+    pre_update: Hook | None = None
+    """Before anything on the host is touched (skipped, in the container, when no copy
+    runs yet). Failing stops that host's update, which counts as a host failure."""
+    post_update: Hook | None = None
+    """Once the new container proved healthy, before the old one is removed. Failing
+    restores the old container, as a failed probe does."""
+    post_rollout: ControllerHook | None = None
+    """After a rollout of the service completed (not after one that failed or stopped)."""
+
+
 class UpdateOrder(StrEnum):
     STOP_FIRST = "stop-first"
     START_FIRST = "start-first"
@@ -219,6 +261,7 @@ class ServiceSpec(FrozenModel):
     """Required by the blue-green rollout strategy."""
     config: ConfigMount | None = None
     """Config files synced from KV fleet_config, mounted at ``config.target``."""
+    hooks: Hooks = Hooks()
 
     @model_validator(mode="after")
     def _start_first_needs_no_port_clash(self) -> Self:
@@ -231,6 +274,15 @@ class ServiceSpec(FrozenModel):
             raise ValueError(
                 "start-first with host networking would run two copies on the same ports; "
                 "use stop-first, or blue-green with an alternate port"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _blue_green_has_its_own_hook(self) -> Self:
+        if self.blue_green is not None and (self.hooks.pre_update or self.hooks.post_update):
+            raise ValueError(
+                "a blue-green service runs no pre_update or post_update hooks; "
+                "use blue_green.switch_hook (post_rollout works)"
             )
         return self
 

@@ -24,6 +24,7 @@ from controller.bus_link import advertises_jetstream
 from controller.errors import ControllerError
 from controller.leader.converger import Converger
 from controller.leader.lease import LeaderLease
+from controller.leader.post_rollout import PostRolloutHooks
 from controller.leader.progress import follow_progress
 from controller.rollouts.analysis import analyse, baseline_memory
 from controller.rollouts.commands import (
@@ -112,6 +113,7 @@ class Executor:
         self.converger = Converger(
             self.rollouts, self.services, self._publish, self.settings.host_timeout
         )
+        self.post_rollout = PostRolloutHooks(self._publish, self.settings.controller_id)
         return rollouts_kv
 
     async def _open_state_unless_stopped(self, stop: asyncio.Event) -> KeyValue | None:
@@ -151,6 +153,7 @@ class Executor:
             await asyncio.gather(
                 *self._tasks.values(), watching, waking, reading, return_exceptions=True
             )
+            await self.post_rollout.close()
             with suppress(nats.errors.Error):
                 await progress.unsubscribe()
             if self.leader:
@@ -321,6 +324,7 @@ class Executor:
         if record.status is RolloutStatus.COMPLETE and not record.removing:
             await self.services.mark_current(record.service, record.revision)
         await self.rollouts.release_service(record.service, record.id)
+        self.post_rollout.start(record)
 
     async def _announce(self, record: RolloutRecord) -> None:
         await self._publish(subjects.controller_event_subject("rollout"), record.event())

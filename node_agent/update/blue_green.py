@@ -9,13 +9,12 @@ again: it finds both colours wherever they are and puts them where they belong.
 
 from __future__ import annotations
 
-import asyncio
-import os
 from pathlib import Path
 
 from node_agent.runtime import Inspect
 from node_agent.state_files import read_json, write_json
 from node_agent.update.container_config import COLOUR_LABEL, config_from_spec, derive_config
+from node_agent.update.hooks import HOOK_OUTPUT_LIMIT, run_on_host
 from node_agent.update.operation import (
     STANDBY_SUFFIX,
     SWITCHING_SUFFIX,
@@ -29,8 +28,6 @@ from node_agent.update.updater import ServiceUpdater
 from protocol.errors import CommandRefused, RuntimeFault
 from protocol.models import OperationOutcome, Reason, UpdatePhase
 from protocol.spec import Colour, ServiceSpec, coloured, other_colour
-
-HOOK_OUTPUT_LIMIT = 4000
 
 
 class ColourSpecs:
@@ -182,37 +179,21 @@ class BlueGreenUpdater:
         if blue_green is None or blue_green.switch_hook is None:
             return None
         env = {
-            **os.environ,
             "FLEET_SERVICE": service,
             "FLEET_ACTIVE_COLOUR": colour,
             "FLEET_ACTIVE_PORT": str(blue_green.port_of(colour)),
             "FLEET_HOST": self._updater.settings.host_id,
         }
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *blue_green.switch_hook,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        except OSError as exc:
-            return Reason(code="switch_hook_failed", text=f"cannot run the switch hook: {exc}")
-        try:
-            output, _ = await asyncio.wait_for(process.communicate(), blue_green.hook_timeout)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            return Reason(
-                code="switch_hook_failed",
-                text=f"the switch hook ran longer than {blue_green.hook_timeout:g}s",
-            )
-        if process.returncode != 0:
-            text = output.decode(errors="replace")[-HOOK_OUTPUT_LIMIT:]
-            return Reason(
-                code="switch_hook_failed",
-                text=f"the switch hook exited {process.returncode}: {text}",
-            )
-        return None
+        run = await run_on_host(blue_green.switch_hook, env, blue_green.hook_timeout)
+        if run.timed_out:
+            text = f"the switch hook ran longer than {blue_green.hook_timeout:g}s"
+        elif run.exit_code is None:
+            text = f"cannot run the switch hook: {run.output}"
+        elif run.exit_code != 0:
+            text = f"the switch hook exited {run.exit_code}: {run.output[-HOOK_OUTPUT_LIMIT:]}"
+        else:
+            return None
+        return Reason(code="switch_hook_failed", text=text)
 
     # ---- retire ----
 

@@ -80,6 +80,9 @@ class Operation:
     operation_id: str
     spec: ServiceSpec
     emit: Emit
+    rollout_id: str | None = None
+    old_image: str = ""
+    """The image the service ran before (its label), for the hooks' environment."""
     started: float = field(default_factory=time.monotonic)
     timings: dict[str, float] = field(default_factory=dict)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from node_agent.runtime import DockerRuntime
 from protocol.errors import RuntimeFault
-from protocol.models import ProbeResult, utc_now
+from protocol.models import HookResult, ProbeResult, utc_now
 from protocol.spec import DockerHealthProbe, ExecProbe, HealthCheck, HttpProbe, Probe, TcpProbe
 
 MAX_KEPT_RESULTS = 10
@@ -100,6 +100,8 @@ class HealthVerdict:
     results: list[ProbeResult] = field(default_factory=list)
     exit_code: int | None = None
     oom_killed: bool = False
+    hooks: tuple[HookResult, ...] = ()
+    """A post_update hook that failed after the probes passed."""
 
 
 async def wait_until_healthy(

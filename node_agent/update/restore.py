@@ -88,4 +88,5 @@ class Restoring(UpdateSteps):
             last_log_lines=tuple(await self.runtime.logs_tail(container, LOG_LINES_IN_BUNDLE)),
             probe_results=tuple(verdict.results),
             timings=dict(op.timings),
+            hooks=verdict.hooks,
         )

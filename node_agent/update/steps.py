@@ -11,6 +11,7 @@ import signal
 from node_agent.config.sync import ConfigSync
 from node_agent.runtime import DockerRuntime
 from node_agent.settings import AgentSettings
+from node_agent.update.hooks import PublishHook, publish_nowhere, run_hook
 from node_agent.update.journal import Journal
 from node_agent.update.operation import (
     ASIDE_SUFFIX,
@@ -24,6 +25,9 @@ from node_agent.update.operation import (
 from node_agent.update.probes import HealthVerdict, wait_until_healthy
 from node_agent.update.service_store import ServiceStore
 from protocol.models import (
+    HookName,
+    HookResult,
+    HookRun,
     OperationOutcome,
     ServiceStatus,
     UpdatePhase,
@@ -46,6 +50,8 @@ class UpdateSteps:
         self.config = config
         self.record_outcome: RecordOutcome = record_nowhere
         """Set by the daemon: called before the journal is closed (see :meth:`_conclude`)."""
+        self.publish_hook: PublishHook = publish_nowhere
+        """Set by the daemon: publishes each hook run as an event."""
 
     # ---- names ----
 
@@ -83,6 +89,30 @@ class UpdateSteps:
             await self._phase(op, UpdatePhase.SOAKING, "passed; staying healthy for min time")
 
         return await wait_until_healthy(op.spec.health, self.runtime, container, soaking)
+
+    async def _hook(self, op: Operation, name: HookName, container: str) -> HookResult | None:
+        """Run the spec's ``name`` hook, if it has one, and publish how it went."""
+        hooks = op.spec.hooks
+        hook = hooks.pre_update if name is HookName.PRE_UPDATE else hooks.post_update
+        if hook is None:
+            return None
+        env = {
+            "FLEET_SERVICE": op.spec.name,
+            "FLEET_HOST": self.settings.host_id,
+            "FLEET_IMAGE": op.spec.image,
+            "FLEET_OLD_IMAGE": op.old_image,
+        }
+        result = await run_hook(name, hook, self.runtime, container, env)
+        event = HookRun(
+            sender=self.settings.host_id,
+            service=op.spec.name,
+            host=self.settings.host_id,
+            operation_id=op.operation_id,
+            rollout_id=op.rollout_id,
+            result=result,
+        )
+        await self.publish_hook(event)
+        return result
 
     async def _finish_done(self, op: Operation) -> OperationResult:
         previous = self.services.current(op.spec.name)

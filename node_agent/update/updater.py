@@ -17,6 +17,7 @@ from node_agent.update.container_config import (
     derive_config,
 )
 from node_agent.update.crash_recovery import CrashRecovering
+from node_agent.update.hooks import hook_failure
 from node_agent.update.operation import (
     COPY_SUFFIXES,
     Emit,
@@ -24,6 +25,7 @@ from node_agent.update.operation import (
     OperationResult,
     PrepareResult,
     dump_spec,
+    image_label,
     status_from_inspect,
 )
 from node_agent.update.prepare import Preparing, prepare
@@ -31,13 +33,15 @@ from node_agent.update.probes import HealthVerdict
 from protocol.errors import CommandRefused, RuntimeFault
 from protocol.image_ref import parse_image_reference, registry_refusal
 from protocol.models import (
+    FailureBundle,
     Health,
+    HookName,
     OperationOutcome,
     PrepareCommand,
     Reason,
     UpdatePhase,
 )
-from protocol.spec import ServiceSpec, UpdateOrder
+from protocol.spec import HookPlace, ServiceSpec, UpdateOrder
 
 
 class ServiceUpdater(CrashRecovering):
@@ -55,15 +59,18 @@ class ServiceUpdater(CrashRecovering):
     async def apply(
         self, operation_id: str, spec: ServiceSpec, emit: Emit, rollout_id: str | None = None
     ) -> OperationResult:
-        op = Operation(operation_id, spec, emit)
         image = await self.local_image(spec)
         old = await self.runtime.inspect_container(self.main_name(spec.name))
+        op = Operation(operation_id, spec, emit, rollout_id, image_label(old) or "")
         if self._already_runs(spec, image, old):
             await emit(UpdatePhase.DONE, "this spec already runs; nothing to do")
             unchanged = Reason(code="unchanged", text=f"{spec.name} already runs {spec.image}")
             return OperationResult(
                 OperationOutcome.DONE, status_from_inspect(spec.name, old), reasons=[unchanged]
             )
+        refused = await self._pre_update(op, old)
+        if refused is not None:
+            return refused
         # Like an init container: the config files are in place before anything stops.
         container_spec = await self.config.sync_for_start(spec)
         old_image = await self.runtime.inspect_image(old["Image"]) if old else None
@@ -100,6 +107,27 @@ class ServiceUpdater(CrashRecovering):
                 raise
             cause = Reason(code="engine_error", text=exc.message)
             return await self.recover(entry, emit, cause)
+
+    async def _pre_update(self, op: Operation, old: Inspect | None) -> OperationResult | None:
+        """The pre_update hook, before anything is touched: its failure ends the update
+        here (the old container runs on), as a host failure. None: go on."""
+        if op.spec.hooks.pre_update is None:
+            return None
+        running = old is not None and (old.get("State") or {}).get("Running")
+        if op.spec.hooks.pre_update.run_in is HookPlace.CONTAINER and not running:
+            await op.emit(UpdatePhase.CHECKING, "pre_update skipped: no copy of it runs here")
+            return None
+        result = await self._hook(op, HookName.PRE_UPDATE, self.main_name(op.spec.name))
+        if result is None or result.ok:
+            return None
+        reason = Reason(code="pre_update_failed", text=hook_failure(result))
+        await op.emit(UpdatePhase.ROLLED_BACK, f"{reason.text}; nothing was changed")
+        return OperationResult(
+            OperationOutcome.ROLLED_BACK,
+            status_from_inspect(op.spec.name, old),
+            failure=FailureBundle(reason=reason, hooks=(result,)),
+            reasons=[reason],
+        )
 
     def _already_runs(self, spec: ServiceSpec, image: str, running: Inspect | None) -> bool:
         """Whether ``spec`` is what this host last completed and its container still runs
@@ -196,7 +224,13 @@ class ServiceUpdater(CrashRecovering):
             await self.runtime.start(new_id)
         except RuntimeFault as exc:
             return None, HealthVerdict(False, f"could not start the new container: {exc.message}")
-        return new_id, await self._probe(op, name)
+        verdict = await self._probe(op, name)
+        if not verdict.healthy:
+            return new_id, verdict
+        hooked = await self._hook(op, HookName.POST_UPDATE, name)
+        if hooked is not None and not hooked.ok:
+            return new_id, HealthVerdict(False, hook_failure(hooked), hooks=(hooked,))
+        return new_id, verdict
 
     # ---- rollback ----
 

@@ -349,6 +349,16 @@ def captured_messages() -> list[m.AnyMessage]:
             reason="container removed by hand",
             rollout_id="web-r7-converge-20261129221500000000",
         ),
+        m.HookRun(
+            sender="edge-7",
+            service="web",
+            host="edge-7",
+            operation_id="0123456789abcdef0123456789abcdef",
+            rollout_id="web-r7-20261129221500000000",
+            result=m.HookResult(
+                hook=m.HookName.PRE_UPDATE, ok=False, exit_code=3, output="drain refused"
+            ),
+        ),
         m.ColourSwitch(
             sender="controller",
             service="web",

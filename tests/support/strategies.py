@@ -104,16 +104,37 @@ config_mounts = st.builds(
 )
 config_contents = st.binary(max_size=200).map(ConfigContent.of)
 
-service_specs = st.builds(
-    s.ServiceSpec,
-    blue_green=st.none() | blue_greens,
-    config=st.none() | config_mounts,
-    name=tokens,
-    image=image_refs(),
-    container=container_settings,
-    health=st.none() | health_checks(),
-    update_order=st.just(s.UpdateOrder.STOP_FIRST),
-    stop_grace_period=st.floats(min_value=0, max_value=600),
+hook_commands = st.lists(short_text, min_size=1, max_size=3).map(tuple)
+host_hooks = st.builds(
+    s.Hook,
+    command=hook_commands,
+    run_in=st.sampled_from(s.HookPlace),
+    timeout=st.floats(min_value=0.1, max_value=3600),
+)
+controller_hooks = st.none() | st.builds(s.ControllerHook, command=hook_commands)
+# A blue-green service has only its switch hook and post_rollout (the spec refuses more).
+hooks_and_blue_green = st.tuples(
+    st.builds(
+        s.Hooks,
+        pre_update=st.none() | host_hooks,
+        post_update=st.none() | host_hooks,
+        post_rollout=controller_hooks,
+    ),
+    st.none(),
+) | st.tuples(st.builds(s.Hooks, post_rollout=controller_hooks), blue_greens)
+SPEC_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "config": st.none() | config_mounts,
+    "name": tokens,
+    "image": image_refs(),
+    "container": container_settings,
+    "health": st.none() | health_checks(),
+    "update_order": st.just(s.UpdateOrder.STOP_FIRST),
+    "stop_grace_period": st.floats(min_value=0, max_value=600),
+}
+service_specs = hooks_and_blue_green.flatmap(
+    lambda pair: st.builds(
+        s.ServiceSpec, hooks=st.just(pair[0]), blue_green=st.just(pair[1]), **SPEC_FIELDS
+    )
 )
 
 envelope: dict[str, Any] = {"sender": tokens, "sent_at": times, "id": tokens}
@@ -135,6 +156,13 @@ statuses = st.builds(
     restart_count=st.integers(min_value=0, max_value=1000),
     colour=st.none() | colours,
 )
+hook_results = st.builds(
+    m.HookResult,
+    hook=st.sampled_from(m.HookName),
+    exit_code=st.none() | st.integers(min_value=-1, max_value=255),
+    output=short_text,
+    duration=fractions,
+)
 failure_bundles = st.builds(
     m.FailureBundle,
     reason=reasons,
@@ -144,6 +172,7 @@ failure_bundles = st.builds(
         tuple
     ),
     timings=st.dictionaries(tokens, fractions, max_size=3),
+    hooks=st.lists(hook_results, max_size=2).map(tuple),
 )
 reply_fields: dict[str, Any] = {**envelope, "in_reply_to": st.none() | tokens}
 
@@ -247,6 +276,15 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         revision=st.integers(min_value=1, max_value=1000),
         reason=short_text,
         rollout_id=st.none() | tokens,
+        **envelope,
+    ),
+    "hook_run": st.builds(
+        m.HookRun,
+        service=tokens,
+        host=st.none() | host_ids,
+        operation_id=st.none() | tokens,
+        rollout_id=st.none() | tokens,
+        result=hook_results,
         **envelope,
     ),
     "colour_switch": st.builds(
