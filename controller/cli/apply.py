@@ -23,7 +23,7 @@ from controller.cli.base import (
 from controller.cli.render import to_json
 from controller.cli.tables import OneLineTable, print_table
 from controller.cli.typer_app import command_group
-from controller.rollouts.convergence import runs
+from controller.rollouts.convergence import live_facts, runs
 from controller.rollouts.declaration import (
     Change,
     Declaration,
@@ -95,7 +95,7 @@ async def _apply_all(
     now = utc_now()
     timeout = timedelta(seconds=fleet.host_timeout)
     facts = await read_hosts(fleet.hosts_kv)
-    live = {host: f for host, f in facts.items() if now - f.sent_at <= timeout}
+    live = live_facts(facts, now, timeout)
     results = []
     for declaration in declarations:
         service = declaration.spec.name
@@ -182,7 +182,7 @@ def delete_service(
         now = utc_now()
         timeout = timedelta(seconds=fleet.host_timeout)
         facts = await read_hosts(fleet.hosts_kv)
-        return sum(1 for f in facts.values() if now - f.sent_at <= timeout and runs(f, service))
+        return sum(1 for f in live_facts(facts, now, timeout).values() if runs(f, service))
 
     running = run_with_fleet(delete, nats_url)
     if keep_containers:

@@ -22,9 +22,11 @@ from controller.rollouts.convergence import (
     Need,
     convergence_record,
     fleet_size,
+    live_facts,
     matching_hosts,
     needs,
 )
+from controller.rollouts.joining import deploys
 from controller.rollouts.model import TERMINAL, UPDATED, HostPhase, RolloutRecord, RolloutSpec
 from controller.state.services import ServiceStore
 from controller.state.store import RolloutConflict, RolloutStore
@@ -75,7 +77,7 @@ class Converger:
             self._settled = {}
             for rollout in await self._rollouts.all():
                 self.settled(rollout)
-        live = {h: f for h, f in facts.items() if now - f.sent_at <= self._host_timeout}
+        live = live_facts(facts, now, self._host_timeout)
         started = []
         for service in await self._services.names():
             if service in busy:
@@ -188,6 +190,21 @@ class Converger:
                 f"{why}; retry in {pause:.0f}s",
                 record.id,
             )
+
+    async def joined(
+        self, record: RolloutRecord, hosts: list[str], live: Mapping[str, HostFacts]
+    ) -> None:
+        """Hosts that came back during a rollout were taken into it: news, like any
+        convergence of a host."""
+        for host in hosts:
+            action = (
+                ConvergenceAction.DEPLOY
+                if deploys(live[host], record.service)
+                else (ConvergenceAction.UPDATE)
+            )
+            why = f"joined rollout {record.id} in progress"
+            log.info("%s: %s joined", record.id, host)
+            await self._event(record.service, host, action, record.revision, why, record.id)
 
     async def _event(
         self,

@@ -35,7 +35,9 @@ from controller.rollouts.commands import (
     prepare_command,
     remove_command,
 )
+from controller.rollouts.convergence import live_facts
 from controller.rollouts.fleet_metrics import FleetMetrics
+from controller.rollouts.joining import join, joining_hosts
 from controller.rollouts.model import (
     IN_FLIGHT,
     TERMINAL,
@@ -248,6 +250,10 @@ class Executor:
         for change in pending[:folded]:
             record = change(record)
         now = utc_now()
+        live = live_facts(self.inventory.facts, now, timedelta(seconds=self.settings.host_timeout))
+        joining = joining_hosts(record, live)
+        if joining:  # came back or enrolled while it runs: one more host of this rollout
+            record = join(record, joining, now)
         health = fleet_health(
             [*record.hosts, *record.others],
             record.service,
@@ -269,6 +275,8 @@ class Executor:
             if updated.status is not stored.record.status:
                 await self._announce(updated)
                 log.info("%s: %s (%s)", updated.id, updated.status.value, updated.reason)
+            if joining:
+                await self.converger.joined(updated, joining, live)
         del pending[:folded]
         if updated.serving_colour and self._colours.get(updated.id) != updated.serving_colour:
             await self._switch_colour(updated, updated.serving_colour)

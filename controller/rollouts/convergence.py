@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from controller.rollouts.model import (
@@ -112,6 +112,13 @@ def host_need(desired: Desired, facts: HostFacts) -> HostNeed | None:
 
 def _drift_detail(drift: Drift) -> str:
     return f"container {drift.value} by hand"
+
+
+def live_facts(
+    facts: Mapping[str, HostFacts], now: datetime, host_timeout: timedelta
+) -> dict[str, HostFacts]:
+    """The hosts whose last heartbeat is recent enough to count them as there."""
+    return {host: f for host, f in facts.items() if now - f.sent_at <= host_timeout}
 
 
 def matches(facts: HostFacts, selector: Mapping[str, str]) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from controller.rollouts.convergence import ServiceSummary, summarise
+from controller.rollouts.convergence import ServiceSummary, live_facts, summarise
 from controller.state.intents import Fleet
 from controller.state.store import read_hosts
 
@@ -13,7 +13,7 @@ async def service_summaries(fleet: Fleet, now: datetime) -> list[ServiceSummary]
     """Every service in KV fleet_services, judged on the hosts that beat recently."""
     timeout = timedelta(seconds=fleet.host_timeout)
     facts = await read_hosts(fleet.hosts_kv)
-    live = {host: f for host, f in facts.items() if now - f.sent_at <= timeout}
+    live = live_facts(facts, now, timeout)
     active = dict(await fleet.rollouts.active())
     summaries = []
     for service in await fleet.services.names():

@@ -21,7 +21,7 @@ from protocol import subjects
 from protocol.models import AnyMessage, ConvergenceAction, ConvergenceEvent
 from tests.conftest import FleetFactory, LocalFleet, SpawnedAgent
 from tests.support.events import EventRecorder
-from tests.support.fleet import BudgetChecker, fleet_spec, fleetctl_running
+from tests.support.fleet import HOST_TIMEOUT, BudgetChecker, fleet_spec, fleetctl_running
 from tests.support.polling import eventually
 from tests.support.prometheus import scrape_until
 
@@ -40,8 +40,12 @@ def convergence(host: str, action: ConvergenceAction) -> Any:
     return match
 
 
+FLEETCTL_HOST_TIMEOUT = {"FLEET_HOST_TIMEOUT": str(HOST_TIMEOUT.total_seconds())}
+"""fleetctl judges hosts live as the fixture's controller does (not by its 30 s default)."""
+
+
 async def host_status(fleet: LocalFleet, host: str) -> str:
-    listed = await fleet.fleetctl("hosts", "-o", "json")
+    listed = await fleet.fleetctl("hosts", "-o", "json", env=FLEETCTL_HOST_TIMEOUT)
     assert listed.code == 0, listed
     return str({h["host"]: h for h in json.loads(listed.stdout)}[host]["status"])
 
@@ -212,11 +216,12 @@ async def test_returning_hosts_converge_one_at_a_time_to_the_accepted_revision_a
         return [await host_status(fleet, host) for host in names]
 
     await eventually(statuses, lambda found: set(found) == {"stale"}, "all away hosts stale")
-    accepted = await fleet.roll("1.1.0", "--max-unavailable", "1", "-w")
+    accepted = await fleet.roll("1.1.0", "--max-unavailable", "1", "-w", env=FLEETCTL_HOST_TIMEOUT)
     assert accepted.code == 0, accepted
     failed = await fleet.roll(
         *("3.0.0-crash", "--allow-major", "--max-unavailable", "1"),
         *("--failure-action", "revert", "-w"),
+        env=FLEETCTL_HOST_TIMEOUT,
     )
     assert failed.code == 1, failed  # reverted: revision 3 is not accepted
 
@@ -240,6 +245,45 @@ async def test_returning_hosts_converge_one_at_a_time_to_the_accepted_revision_a
     assert sorted(w.host for w in windows) == sorted(names)
     overlapping = max(len({w.host for w in windows if w.open_at(s.start)}) for s in windows)
     assert overlapping == 1, windows
+
+
+async def test_a_host_that_comes_back_during_a_rollout_is_one_more_host_of_that_rollout(
+    fleet_factory: FleetFactory,
+) -> None:
+    fleet = await fleet_factory(2)
+    present, away = fleet.agents
+    await away.process.stop()
+    await eventually(
+        lambda: host_status(fleet, away.api.host), lambda s: s == "stale", "the host stale"
+    )
+    async with EventRecorder(present.api.client, CONVERGENCE) as events:
+        # Slow enough (the new container proves healthy for 6 s) to come back during it.
+        started = await fleet.roll(
+            *("1.1.0", "--max-unavailable", "1", "--min-healthy-time", "6"),
+            env=FLEETCTL_HOST_TIMEOUT,
+        )
+        assert started.code == 0, started
+        await away.process.start()
+        await wait_until_serving(away.api, deadline_s=60)
+        joined = await events.wait_for(convergence(away.api.host, ConvergenceAction.UPDATE))
+        done = await fleet.fleetctl("rollout", "status", "web", "-w")
+        assert done.code == 0, done
+    listed = await fleet.fleetctl("rollout", "status", "web", "-o", "json")
+    rollout = json.loads(listed.stdout)
+    assert isinstance(joined, ConvergenceEvent)
+    assert (joined.rollout_id, joined.reason) == (
+        rollout["id"],
+        f"joined rollout {rollout['id']} in progress",
+    )
+    assert {h: e["phase"] for h, e in rollout["hosts"].items()} == {
+        present.api.host: "done",
+        away.api.host: "done",
+    }
+    assert await fleet.versions() == {present.api.host: "1.1.0", away.api.host: "1.1.0"}
+    # Taken by the rollout itself: no convergence rollout of its own came after.
+    assert [m.rollout_id for _, m in events.messages if isinstance(m, ConvergenceEvent)] == [
+        rollout["id"]
+    ]
 
 
 def running_web(fleet: LocalFleet, client: docker.DockerClient) -> set[str]:

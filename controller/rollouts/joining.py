@@ -1,0 +1,55 @@
+"""Hosts that come back (or are enrolled) while a rollout of their service runs become
+hosts of that rollout: pre-flight, their turn under the budget, its outcome.
+
+Pure. Only a rollout that can take a host mid-way takes it: a rolling or recreate
+rollout of an image, running or in pre-flight or paused. A canary not yet promoted
+(the new host would change the canary wave), a partitioned rollout (it would move the
+partition's line), blue-green, config, convergence and removal rollouts do not: their
+hosts are converged by the convergence pass once the rollout ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from controller.rollouts.convergence import matches, runs
+from controller.rollouts.model import HostPhase, HostRecord, RolloutRecord, RolloutStatus
+from protocol.models import HostFacts
+
+TAKES_HOSTS = frozenset({RolloutStatus.PREFLIGHT, RolloutStatus.RUNNING, RolloutStatus.PAUSED})
+
+
+def takes_joiners(record: RolloutRecord) -> bool:
+    return (
+        record.status in TAKES_HOSTS
+        and not record.aborted
+        and not record.converging
+        and not record.removing
+        and record.config is None
+        and not record.blue_green
+        and record.partition is None
+        and (record.spec.canary is None or record.promoted)
+    )
+
+
+def joining_hosts(record: RolloutRecord, live: Mapping[str, HostFacts]) -> list[str]:
+    """Live hosts on the rollout's selector that it does not have, in host order."""
+    if not takes_joiners(record):
+        return []
+    return [
+        host
+        for host in sorted(live)
+        if host not in record.hosts and matches(live[host], record.spec.selector)
+    ]
+
+
+def join(record: RolloutRecord, hosts: list[str], now: datetime) -> RolloutRecord:
+    """The rollout with ``hosts`` added, each to be checked (pre-flight) first."""
+    added = {host: HostRecord(phase=HostPhase.PENDING, since=now) for host in hosts}
+    return record.model_copy(update={"hosts": {**record.hosts, **added}, "updated_at": now})
+
+
+def deploys(facts: HostFacts, service: str) -> bool:
+    """Whether a joining host gets the service anew (else it is updated)."""
+    return not runs(facts, service)
