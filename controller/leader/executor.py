@@ -37,7 +37,7 @@ from controller.rollouts.commands import (
 )
 from controller.rollouts.convergence import live_facts
 from controller.rollouts.fleet_metrics import FleetMetrics
-from controller.rollouts.joining import join, joining_hosts
+from controller.rollouts.joining import join, joining_hosts, takes_joiners
 from controller.rollouts.model import (
     IN_FLIGHT,
     TERMINAL,
@@ -56,7 +56,7 @@ from controller.rollouts.transitions import (
 )
 from controller.settings import ControllerSettings
 from controller.state.config_store import ConfigStore, open_config_bucket
-from controller.state.inventory import Inventory, fleet_health
+from controller.state.inventory import Inventory
 from controller.state.services import ServiceStore
 from controller.state.store import (
     JETSTREAM_START_SECONDS,
@@ -213,7 +213,7 @@ class Executor:
                 if stored.record.status in TERMINAL:
                     await self._finish(stored.record)  # a crash came between the two writes
                 else:
-                    await self._drive(stored)
+                    await self._drive(stored, full=True)
             await self._converge({service for service, _ in active})
         except (BrokerError, ControllerError) as exc:
             log.warning("pass skipped: %s", exc.message)
@@ -243,23 +243,20 @@ class Executor:
         await self.rollouts.release_service(service, rollout_id)
         self._unrecorded_since.pop(rollout_id, None)
 
-    async def _drive(self, stored: Stored) -> None:
+    async def _drive(self, stored: Stored, full: bool = False) -> None:
+        """Plan the rollout again and write what changed; a ``full`` pass (once a tick)
+        also takes in hosts that came back meanwhile."""
         pending = self._pending.get(stored.record.id, [])
         folded = len(pending)
         record = stored.record
         for change in pending[:folded]:
             record = change(record)
         now = utc_now()
-        live = live_facts(self.inventory.facts, now, timedelta(seconds=self.settings.host_timeout))
-        joining = joining_hosts(record, live)
+        joining = self._joining(record, now) if full else []
         if joining:  # came back or enrolled while it runs: one more host of this rollout
             record = join(record, joining, now)
-        health = fleet_health(
-            [*record.hosts, *record.others],
-            record.service,
-            self.inventory.facts,
-            now,
-            self.settings.host_timeout,
+        health = self.inventory.health(
+            [*record.hosts, *record.others], record.service, now, self.settings.host_timeout
         )
         record = self._analyse(mark_contact(record, health, now), now)
         decision = plan(record, health, now)
@@ -276,7 +273,7 @@ class Executor:
                 await self._announce(updated)
                 log.info("%s: %s (%s)", updated.id, updated.status.value, updated.reason)
             if joining:
-                await self.converger.joined(updated, joining, live)
+                await self.converger.joined(updated, joining, self.inventory.facts)
         del pending[:folded]
         if updated.serving_colour and self._colours.get(updated.id) != updated.serving_colour:
             await self._switch_colour(updated, updated.serving_colour)
@@ -287,6 +284,12 @@ class Executor:
             due = entry.not_before is None or entry.not_before <= now
             if entry.phase in IN_FLIGHT and entry.command_id and due:
                 self._ensure_command(updated, host, entry.command_id)
+
+    def _joining(self, record: RolloutRecord, now: datetime) -> list[str]:
+        if not takes_joiners(record):
+            return []
+        timeout = timedelta(seconds=self.settings.host_timeout)
+        return joining_hosts(record, live_facts(self.inventory.facts, now, timeout))
 
     def _analyse(self, record: RolloutRecord, now: datetime) -> RolloutRecord:
         """Measure the rollout's checks on the newest metrics; note the first failure."""

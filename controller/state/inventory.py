@@ -46,11 +46,52 @@ def fleet_health(
     return {host: service_health(facts.get(host), service, now, timeout) for host in hosts}
 
 
+def online_health(facts: HostFacts) -> dict[str, HostHealth]:
+    """Each reported service's health on a host that is online; "" for any other service."""
+    seen = facts.sent_at
+    found = {"": HostHealth(online=True, serving=None, last_seen=seen)}
+    for status in reversed(facts.services):  # the first of a name wins, as in service_health
+        if status.state is ContainerState.ABSENT:
+            found[status.name] = found[""]
+            continue
+        serving = status.state is ContainerState.RUNNING and status.health is not Health.UNHEALTHY
+        found[status.name] = HostHealth(online=True, serving=serving, last_seen=seen)
+    return found
+
+
 class Inventory:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
         self.facts: dict[str, HostFacts] = {}
+        self._online: dict[str, dict[str, HostHealth]] = {}
+        """Per host, what service_health says while it is online: made once a heartbeat,
+        not once a pass for every host of every rollout."""
         self.loaded = asyncio.Event()
+
+    def add(self, host: str, facts: HostFacts) -> None:
+        self._online[host] = online_health(facts)
+        self.facts[host] = facts
+
+    def forget(self, host: str) -> None:
+        self.facts.pop(host, None)
+        self._online.pop(host, None)
+
+    def health(
+        self, hosts: Iterable[str], service: str, now: datetime, timeout: float
+    ) -> dict[str, HostHealth]:
+        """fleet_health on this inventory's facts, from what each heartbeat said."""
+        cutoff = now - timedelta(seconds=timeout)
+        found = {}
+        for host in hosts:
+            facts = self.facts.get(host)
+            if facts is None:
+                found[host] = OFFLINE
+            elif facts.sent_at < cutoff:
+                found[host] = HostHealth(online=False, serving=None, last_seen=facts.sent_at)
+            else:
+                online = self._online[host]
+                found[host] = online.get(service) or online[""]
+        return found
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the bucket until ``stop``; restarts the watch if it breaks."""
@@ -78,7 +119,7 @@ class Inventory:
                 self.loaded.set()  # the initial values are all in
                 continue
             if entry.operation in ("DEL", "PURGE") or not entry.value:
-                self.facts.pop(entry.key, None)
+                self.forget(entry.key)
                 continue
             try:
                 facts = decode(entry.value)
@@ -86,4 +127,4 @@ class Inventory:
                 log.warning("fleet_hosts/%s does not decode: %s", entry.key, exc.message)
                 continue
             if isinstance(facts, HostFacts):
-                self.facts[entry.key] = facts
+                self.add(entry.key, facts)

@@ -183,12 +183,26 @@ def decode_record(data: bytes) -> RolloutRecord:
 class RolloutStore:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
+        self._decoded: dict[str, Stored] = {}
+        """The last record read or written of each unfinished rollout: the leader reads
+        its rollouts on every pass, and parsing a 5,000-host record is most of a pass."""
 
     async def get(self, rollout_id: str) -> Stored | None:
         entry = await kv_get(self._kv, _rollout_key(rollout_id))
         if entry is None or entry.value is None:
+            self._decoded.pop(rollout_id, None)
             return None
-        return Stored(decode_record(entry.value), entry.revision or 0)
+        known = self._decoded.get(rollout_id)
+        if known is not None and known.revision == entry.revision:
+            return known
+        return self._remember(Stored(decode_record(entry.value), entry.revision or 0))
+
+    def _remember(self, stored: Stored) -> Stored:
+        if stored.record.status in TERMINAL:
+            self._decoded.pop(stored.record.id, None)
+        else:
+            self._decoded[stored.record.id] = stored
+        return stored
 
     async def create(self, record: RolloutRecord) -> Stored:
         try:
@@ -205,7 +219,7 @@ class RolloutStore:
             )
         except nats.js.errors.KeyWrongLastSequenceError as exc:
             raise StaleRecord(f"rollout {record.id} changed since revision {revision}") from exc
-        return Stored(record, new_revision)
+        return self._remember(Stored(record, new_revision))
 
     async def mutate(
         self, rollout_id: str, change: Callable[[RolloutRecord], RolloutRecord]

@@ -1,0 +1,70 @@
+"""The inventory's health view (made once a heartbeat) says what fleet_health says from
+the same facts (made once a pass): differential, over generated fleets."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+from nats.js.kv import KeyValue
+
+from controller.state.inventory import Inventory, fleet_health
+from protocol.models import ContainerState, Health, HostFacts, ServiceStatus
+
+NOW = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
+TIMEOUT = 30.0
+SERVICES = ("web", "db")
+
+statuses = st.builds(
+    ServiceStatus,
+    name=st.sampled_from(SERVICES),
+    state=st.sampled_from(ContainerState),
+    health=st.sampled_from(Health),
+)
+
+
+@st.composite
+def fleets(draw: st.DrawFn) -> dict[str, HostFacts]:
+    hosts = draw(st.lists(st.sampled_from([f"h{i}" for i in range(8)]), unique=True))
+    found = {}
+    for host in hosts:
+        age = draw(st.sampled_from([0.0, 29.9, 30.0, 30.1, 300.0]))
+        found[host] = HostFacts(
+            sender=host,
+            host=host,
+            sent_at=NOW - timedelta(seconds=age),
+            agent_version="test",
+            cpus=1,
+            memory_total=1,
+            memory_available=1,
+            disk_total=1,
+            disk_free=1,
+            services=tuple(draw(st.lists(statuses, max_size=3))),
+        )
+    return found
+
+
+def test_the_inventory_health_is_fleet_health_of_the_same_facts() -> None:
+    reached = Counter[str]()
+
+    @settings(max_examples=300, deadline=None)
+    @given(fleets(), st.sampled_from(SERVICES))
+    def check(facts: dict[str, HostFacts], service: str) -> None:
+        inventory = Inventory(cast(KeyValue, None))
+        for host, host_facts in facts.items():
+            inventory.add(host, host_facts)
+        asked = [*facts, "never-heard-of"]
+        found = inventory.health(asked, service, NOW, TIMEOUT)
+        assert found == fleet_health(asked, service, facts, NOW, TIMEOUT)
+        for health in found.values():
+            kind = "offline" if not health.online else f"serving={health.serving}"
+            event(kind)
+            reached[kind] += 1
+
+    check()
+    # Each verdict was compared, many times over.
+    assert set(reached) == {"offline", "serving=True", "serving=False", "serving=None"}
+    assert min(reached.values()) >= 30, reached
