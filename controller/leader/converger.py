@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from controller.rollouts.convergence import (
@@ -26,9 +26,9 @@ from controller.rollouts.convergence import (
     matching_hosts,
     needs,
 )
-from controller.rollouts.joining import deploys
+from controller.rollouts.joining import deploys, takes_converging_hosts
 from controller.rollouts.model import TERMINAL, UPDATED, HostPhase, RolloutRecord, RolloutSpec
-from controller.state.services import ServiceStore
+from controller.state.services import ServiceRecord, ServiceStore
 from controller.state.store import RolloutConflict, RolloutStore
 from protocol import subjects
 from protocol.models import ConvergenceAction, ConvergenceEvent, Envelope, HostFacts
@@ -44,6 +44,14 @@ ACTION_OF = {
     Need.REPORT: ConvergenceAction.DRIFT_DETECTED,
     Need.REMOVE: ConvergenceAction.REMOVE,
 }
+
+
+@dataclass
+class Passed:
+    started: list[str] = field(default_factory=list)
+    """Convergence rollouts started."""
+    joins: dict[str, list[str]] = field(default_factory=dict)
+    """Per convergence rollout in progress, hosts that need what it converges to."""
 
 
 @dataclass
@@ -70,51 +78,88 @@ class Converger:
         judged (an older one may not show yet what that rollout did)."""
 
     async def run_pass(
-        self, busy: set[str], facts: Mapping[str, HostFacts], now: datetime
-    ) -> list[str]:
-        """Start a convergence rollout for each idle service that needs one; their ids."""
+        self,
+        active: Mapping[str, RolloutRecord | None],
+        facts: Mapping[str, HostFacts],
+        now: datetime,
+        only: set[str] | None = None,
+    ) -> Passed:
+        """Start a convergence rollout for each idle service that needs one, and name the
+        hosts a convergence rollout in progress should take in. ``only``: judge just
+        these hosts (their heartbeats changed), not the whole fleet."""
         if self._settled is None:  # a new leader: from the records the last one left
             self._settled = {}
-            for rollout in await self._rollouts.all():
-                self.settled(rollout)
+            for ended in await self._rollouts.all():
+                self.settled(ended)
         live = live_facts(facts, now, self._host_timeout)
-        started = []
+        judged = live if only is None else {h: live[h] for h in only if h in live}
+        passed = Passed()
         for service in await self._services.names():
-            if service in busy:
-                continue
             record, _ = await self._services.get(service)
             desired = record.desired()
             if desired is None:
                 continue
+            rollout = active.get(service)
+            if service in active and (rollout is None or not takes_converging_hosts(rollout)):
+                continue  # its rollout decides; convergence looks again once it ended
             since = self._settled.get(service)
-            known = {h: f for h, f in live.items() if since is None or f.sent_at > since}
+            known = {h: f for h, f in judged.items() if since is None or f.sent_at > since}
             found = needs(desired, known)
-            await self._tell(desired, found)
-            converging = [n for n in found if n.need in ACTS and self._due(service, n.host, now)]
-            removals = [
-                n for n in found if n.need is Need.REMOVE and self._due(service, n.host, now)
-            ]
-            # Deploys first: a selector moved to other hosts starts the service there
-            # before it is taken off the old ones (a rollout at a time per service).
-            acting = converging or removals
-            due = [n.host for n in acting]
-            if due:
-                policy = record.policy or RolloutSpec()
-                rollout = convergence_record(
-                    desired,
-                    policy,
-                    due,
-                    fleet_size(desired, live),
-                    now,
-                    removing=not converging,
-                    others=matching_hosts(desired, live),
-                )
-                if await self._start(rollout):
-                    started.append(rollout.id)
-                    for need in acting:
-                        if need.need is Need.REPAIR:
-                            self._repairs[(service, need.host)] = need.detail
-        return started
+            if rollout is not None:  # a convergence rollout in progress takes them along
+                joining = [
+                    n
+                    for n in found
+                    if n.need in ACTS
+                    and n.host not in rollout.hosts
+                    and self._due(service, n.host, now)
+                ]
+                await self._tell(desired, joining, whole_fleet=False)
+                if joining:
+                    passed.joins[rollout.id] = [n.host for n in joining]
+                    self._note_repairs(joining, service)
+                continue
+            await self._tell(desired, found, whole_fleet=only is None)
+            started = await self._converge(record, desired, found, live, now)
+            if started is not None:
+                passed.started.append(started)
+        return passed
+
+    async def _converge(
+        self,
+        record: ServiceRecord,
+        desired: Desired,
+        found: list[HostNeed],
+        live: Mapping[str, HostFacts],
+        now: datetime,
+    ) -> str | None:
+        service = desired.service
+        converging = [n for n in found if n.need in ACTS and self._due(service, n.host, now)]
+        removals = [n for n in found if n.need is Need.REMOVE and self._due(service, n.host, now)]
+        # Deploys first: a selector moved to other hosts starts the service there
+        # before it is taken off the old ones (a rollout at a time per service).
+        acting = converging or removals
+        if not acting:
+            return None
+        policy = record.policy or RolloutSpec()
+        rollout = convergence_record(
+            desired,
+            policy,
+            [n.host for n in acting],
+            fleet_size(desired, live),
+            now,
+            removing=not converging,
+            others=matching_hosts(desired, live),
+        )
+        if not await self._start(rollout):
+            return None
+        self._note_repairs(acting, service)
+        return rollout.id
+
+    def _note_repairs(self, taken: list[HostNeed], service: str) -> None:
+        """Drift being repaired: announced as repaired when its rollout brought it back."""
+        for need in taken:
+            if need.need is Need.REPAIR:
+                self._repairs[(service, need.host)] = need.detail
 
     async def _start(self, record: RolloutRecord) -> bool:
         try:
@@ -131,7 +176,7 @@ class Converger:
         log.info("%s: %s", record.id, record.reason)
         return True
 
-    async def _tell(self, desired: Desired, found: list[HostNeed]) -> None:
+    async def _tell(self, desired: Desired, found: list[HostNeed], whole_fleet: bool) -> None:
         for need in found:
             key = (desired.service, need.host)
             action = ACTION_OF.get(need.need)
@@ -139,6 +184,8 @@ class Converger:
                 continue
             self._told[key] = need.detail
             await self._event(desired.service, need.host, action, desired.revision, need.detail)
+        if not whole_fleet:
+            return  # the hosts not judged this time keep what they were told
         current = {n.host for n in found}
         for key in [k for k in self._told if k[0] == desired.service and k[1] not in current]:
             del self._told[key]  # converged: a new drift is news again

@@ -22,7 +22,7 @@ from nats.js.kv import KeyValue
 
 from controller.bus_link import advertises_jetstream
 from controller.errors import ControllerError
-from controller.leader.converger import Converger
+from controller.leader.converger import Converger, Passed
 from controller.leader.lease import LeaderLease
 from controller.leader.post_rollout import PostRolloutHooks
 from controller.leader.progress import follow_progress
@@ -86,6 +86,11 @@ UNRECORDED_GRACE = 30.0
 """Seconds a service's claim may wait for its rollout record before it is released."""
 
 
+def joiner(hosts: list[str]) -> Change:
+    """The change that takes ``hosts`` into a rollout (those it has not taken already)."""
+    return lambda record: join(record, [h for h in hosts if h not in record.hosts], utc_now())
+
+
 class Executor:
     def __init__(self, nc: Client, settings: ControllerSettings) -> None:
         self._nc = nc
@@ -103,6 +108,9 @@ class Executor:
         self.leader = False
         self._unrecorded_since: dict[str, float] = {}
         self._next_convergence = 0.0
+        self._active: dict[str, RolloutRecord | None] = {}
+        """Each service's rollout in progress, as the last full pass read it (None: its
+        record is not written yet)."""
         """Claims seen without their rollout record, and when first seen so (monotonic)."""
 
     async def _open_state(self) -> KeyValue:
@@ -110,7 +118,8 @@ class Executor:
         rollouts_kv, services_kv, hosts_kv = await open_buckets(self._js, self.settings.streams)
         self.rollouts = RolloutStore(rollouts_kv)
         self.services = ServiceStore(services_kv)
-        self.inventory = Inventory(hosts_kv)
+        self.inventory = Inventory(hosts_kv, self.settings.host_timeout)
+        self.inventory.on_change = self._wake.set
         self.configs = ConfigStore(await open_config_bucket(self._js, self.settings.streams))
         self.converger = Converger(
             self.rollouts, self.services, self._publish, self.settings.host_timeout
@@ -177,6 +186,7 @@ class Executor:
                 await self._tick(lease)
             elif self.leader:
                 await self._drive_pending()
+                await self._converge_changes()
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - loop.time()))
 
@@ -200,32 +210,61 @@ class Executor:
             self.leader = leader
             if leader:  # another may have led meanwhile: learn again what it finished
                 self.converger.reset()
+                self._next_convergence = 0.0  # a full pass first
         if not leader:
             return
         try:
-            active = await self.rollouts.active()
-            for service, rollout_id in active:
+            self._active = {}
+            for service, rollout_id in await self.rollouts.active():
                 stored = await self.rollouts.get(rollout_id)
                 if stored is None:
                     await self._release_if_abandoned(service, rollout_id)
+                    self._active[service] = None
                     continue
                 self._unrecorded_since.pop(rollout_id, None)  # its record came
+                self._active[service] = stored.record
                 if stored.record.status in TERMINAL:
                     await self._finish(stored.record)  # a crash came between the two writes
                 else:
                     await self._drive(stored, full=True)
-            await self._converge({service for service, _ in active})
+            await self._converge()
         except (BrokerError, ControllerError) as exc:
             log.warning("pass skipped: %s", exc.message)
 
-    async def _converge(self, busy: set[str]) -> None:
-        """A convergence pass every converge_interval; a rollout it starts is driven now."""
+    async def _converge(self) -> None:
+        """The whole fleet judged every converge_interval (hosts that went silent, retries
+        come due); rollouts it starts are driven now."""
         interval = self.settings.converge_interval
         now = asyncio.get_running_loop().time()
         if not interval or now < self._next_convergence:
             return
         self._next_convergence = now + interval
-        if await self.converger.run_pass(busy, self.inventory.facts, utc_now()):
+        self.inventory.take_changed()  # judged now with all the others
+        await self._converged(
+            await self.converger.run_pass(self._active, self.inventory.facts, utc_now())
+        )
+
+    async def _converge_changes(self) -> None:
+        """Between full passes, only the hosts whose heartbeats changed what convergence
+        judges (or that came back): a pass costs what changed, not the fleet's size."""
+        if not self.settings.converge_interval or not self.inventory.changed:
+            return
+        if not self._next_convergence:
+            return  # no full pass yet as the leader: it will judge every host
+        changed = self.inventory.take_changed()
+        try:
+            passed = await self.converger.run_pass(
+                self._active, self.inventory.facts, utc_now(), only=changed
+            )
+        except (BrokerError, ControllerError) as exc:
+            log.warning("convergence pass skipped: %s", exc.message)
+            return
+        await self._converged(passed)
+
+    async def _converged(self, passed: Passed) -> None:
+        for rollout_id, hosts in passed.joins.items():
+            self._record(rollout_id, joiner(hosts))
+        if passed.started or passed.joins:
             self._wake.set()
 
     async def _release_if_abandoned(self, service: str, rollout_id: str) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 
 from controller.rollouts.model import (
     IN_FLIGHT,
@@ -75,6 +76,23 @@ class Desired:
     deleted: bool = False
     """`fleetctl delete service`: no host should run it any more."""
 
+    @cached_property
+    def mark(self) -> Mark:
+        """The accepted revision's fingerprint and digest, hashed once, not once a host."""
+        return mark_of(self.spec)
+
+    @cached_property
+    def newer_marks(self) -> tuple[Mark, ...]:
+        return tuple(mark_of(spec) for spec in self.newer)
+
+
+Mark = tuple[str, str | None]
+"""What an agent reports it applied: the spec's settings fingerprint and pinned digest."""
+
+
+def mark_of(spec: ServiceSpec) -> Mark:
+    return settings_fingerprint(spec), image_digest(spec.image)
+
 
 @dataclass(frozen=True)
 class HostNeed:
@@ -83,11 +101,12 @@ class HostNeed:
     detail: str
 
 
-def _same(spec: ServiceSpec, status: ServiceStatus) -> bool:
-    """Whether the agent last applied ``spec`` (its settings, and its digest if pinned)."""
-    if status.fingerprint != settings_fingerprint(spec):
+def _same(mark: Mark, status: ServiceStatus) -> bool:
+    """Whether the agent last applied the spec of ``mark`` (its settings, and its digest
+    if pinned)."""
+    fingerprint, digest = mark
+    if status.fingerprint != fingerprint:
         return False
-    digest = image_digest(spec.image)
     return digest is None or status.applied_digest == digest
 
 
@@ -99,8 +118,8 @@ def host_need(desired: Desired, facts: HostFacts) -> HostNeed | None:
         return HostNeed(host, Need.DEPLOY, f"{desired.service} is not on the host")
     if status.fingerprint is None:
         return None  # an agent too old to say what it applied: not judged
-    if not _same(desired.spec, status):
-        if any(_same(spec, status) for spec in desired.newer):
+    if not _same(desired.mark, status):
+        if any(_same(mark, status) for mark in desired.newer_marks):
             return HostNeed(host, Need.AHEAD, "on a revision a rollout did not complete")
         return HostNeed(host, Need.UPDATE, f"not on revision {desired.revision}")
     if status.drift is None:

@@ -33,6 +33,19 @@ def takes_joiners(record: RolloutRecord) -> bool:
     )
 
 
+def takes_converging_hosts(record: RolloutRecord) -> bool:
+    """A convergence rollout in progress takes the hosts that need what it converges to
+    (judged by the convergence pass, which knows the accepted revision): hosts whose
+    heartbeats arrive a moment apart become one rollout, not one rollout each."""
+    return (
+        record.converging
+        and not record.removing
+        and record.status in TAKES_HOSTS
+        and not record.aborted
+        and not record.paused
+    )
+
+
 def joining_hosts(record: RolloutRecord, live: Mapping[str, HostFacts]) -> list[str]:
     """Live hosts on the rollout's selector that it does not have, in host order."""
     if not takes_joiners(record):

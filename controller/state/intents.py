@@ -114,7 +114,9 @@ class Fleet:
         of_service = [r for r in await self.rollouts.all() if r.service == target]
         if not of_service:
             raise NotFound(f"no rollout or service called {target}")
-        return of_service[-1]
+        # The last one written, not the last planned: an operator's rollout planned while
+        # a convergence rollout started ends that one (superseded) and runs after it.
+        return max(of_service, key=lambda r: r.updated_at)
 
     async def history(self, service: str) -> ServiceRecord:
         record, revision = await self.services.get(service)

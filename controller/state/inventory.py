@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from contextlib import suppress
 from datetime import datetime, timedelta
 
@@ -59,9 +59,25 @@ def online_health(facts: HostFacts) -> dict[str, HostHealth]:
     return found
 
 
+def convergence_mark(facts: HostFacts) -> Hashable:
+    """What convergence judges a host by: its labels and what it says it applied."""
+    return (
+        tuple(sorted(facts.labels.items())),
+        tuple(
+            (s.name, s.fingerprint, s.applied_digest, s.drift, s.state is ContainerState.ABSENT)
+            for s in facts.services
+        ),
+    )
+
+
 class Inventory:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, host_timeout: float = 30.0) -> None:
         self._kv = kv
+        self._host_timeout = timedelta(seconds=host_timeout)
+        self.changed: set[str] = set()
+        """Hosts whose convergence_mark changed, or that came back after being silent
+        longer than the host timeout, since the convergence pass last took them."""
+        self.on_change: Callable[[], None] = lambda: None
         self.facts: dict[str, HostFacts] = {}
         self._online: dict[str, dict[str, HostHealth]] = {}
         """Per host, what service_health says while it is online: made once a heartbeat,
@@ -69,8 +85,20 @@ class Inventory:
         self.loaded = asyncio.Event()
 
     def add(self, host: str, facts: HostFacts) -> None:
+        before = self.facts.get(host)
         self._online[host] = online_health(facts)
         self.facts[host] = facts
+        if (
+            before is None
+            or facts.sent_at - before.sent_at > self._host_timeout
+            or convergence_mark(facts) != convergence_mark(before)
+        ):
+            self.changed.add(host)
+            self.on_change()
+
+    def take_changed(self) -> set[str]:
+        taken, self.changed = self.changed, set()
+        return taken
 
     def forget(self, host: str) -> None:
         self.facts.pop(host, None)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from controller.rollouts.convergence import live_facts
-from controller.rollouts.joining import join, joining_hosts
+from controller.rollouts.joining import join, joining_hosts, takes_converging_hosts
 from controller.rollouts.model import (
     ConfigTarget,
     HostPhase,
@@ -133,3 +133,22 @@ def test_a_joined_host_is_checked_first_then_updated_within_the_budget() -> None
     health["b"] = HostHealth(online=True, serving=True)
     after = plan(ready.model_copy(update={"hosts": b_done}), health, NOW)
     assert after.apply == ("back",)  # host order: back before c
+
+
+@pytest.mark.parametrize(
+    ("changes", "takes"),
+    [
+        ({"converging": True}, True),
+        ({"converging": True, "status": RolloutStatus.PREFLIGHT}, True),
+        ({"converging": True, "removing": True}, False),
+        ({"converging": True, "paused": True}, False),
+        ({"converging": True, "aborted": True}, False),
+        ({"converging": True, "status": RolloutStatus.COMPLETE}, False),
+        ({}, False),
+    ],
+    ids=["running", "pre-flight", "removal", "paused", "aborted", "complete", "operator's"],
+)
+def test_a_convergence_rollout_in_progress_takes_hosts_the_convergence_pass_names(
+    changes: dict[str, Any], takes: bool
+) -> None:
+    assert takes_converging_hosts(rollout(RUNNING, **changes)) is takes

@@ -68,3 +68,56 @@ def test_the_inventory_health_is_fleet_health_of_the_same_facts() -> None:
     # Each verdict was compared, many times over.
     assert set(reached) == {"offline", "serving=True", "serving=False", "serving=None"}
     assert min(reached.values()) >= 30, reached
+
+
+def test_a_heartbeat_marks_its_host_changed_only_when_convergence_would_judge_it_anew() -> None:
+    inventory = Inventory(cast(KeyValue, None), host_timeout=TIMEOUT)
+    woken = Counter[str]()
+    inventory.on_change = lambda: woken.update(["wake"])
+    running = ServiceStatus(name="web", state=ContainerState.RUNNING, fingerprint="f1")
+
+    def beat(age: float, *statuses: ServiceStatus, **labels: str) -> HostFacts:
+        return HostFacts(
+            sender="h1",
+            host="h1",
+            sent_at=NOW + timedelta(seconds=age),
+            labels=labels,
+            agent_version="test",
+            cpus=1,
+            memory_total=1,
+            memory_available=1,
+            disk_total=1,
+            disk_free=1,
+            services=statuses,
+        )
+
+    steps = [
+        ("first heard of", beat(0, running), True),
+        ("the same again, memory aside", beat(1, running).model_copy(update={"cpus": 2}), False),
+        ("another fingerprint", beat(2, running.model_copy(update={"fingerprint": "f2"})), True),
+        (
+            "drifted",
+            beat(3, running.model_copy(update={"fingerprint": "f2", "drift": "removed"})),
+            True,
+        ),
+        (
+            "labels changed",
+            beat(
+                4, running.model_copy(update={"fingerprint": "f2", "drift": "removed"}), role="db"
+            ),
+            True,
+        ),
+        (
+            "back after a silence",
+            beat(
+                4 + TIMEOUT + 1,
+                running.model_copy(update={"fingerprint": "f2", "drift": "removed"}),
+                role="db",
+            ),
+            True,
+        ),
+    ]
+    for what, facts, changed in steps:
+        inventory.add("h1", facts)
+        assert (what, inventory.take_changed()) == (what, {"h1"} if changed else set())
+    assert woken["wake"] == sum(1 for _, _, changed in steps if changed)

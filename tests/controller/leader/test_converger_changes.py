@@ -1,0 +1,91 @@
+"""The convergence pass between full passes: only the hosts whose heartbeats changed are
+judged, and a convergence rollout in progress takes the ones that need its revision.
+
+The real converger over a real nats-server's KV; heartbeats are built (no agents).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import nats
+import pytest
+
+from controller.broker import NatsServer
+from controller.leader.converger import Converger, Passed
+from controller.rollouts.model import (
+    HostPhase,
+    HostRecord,
+    RolloutRecord,
+    RolloutSpec,
+    RolloutStatus,
+)
+from controller.state.services import ServiceStore
+from controller.state.store import RolloutStore, open_buckets
+from protocol.models import ConvergenceAction, ConvergenceEvent, Drift, Envelope
+from protocol.spec import ServiceSpec
+from tests.support.heartbeats import heartbeat
+
+pytestmark = pytest.mark.integration
+NOW = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
+SPEC = ServiceSpec(name="web", image="127.0.0.1:5000/demo/web:1.0.0")
+
+
+async def test_only_changed_hosts_are_judged_and_a_convergence_rollout_takes_the_late_ones(
+    nats_server: NatsServer,
+) -> None:
+    client = await nats.connect(nats_server.url, connect_timeout=5)
+    try:
+        rollouts_kv, services_kv, _ = await open_buckets(client.jetstream(timeout=5))
+        rollouts, services = RolloutStore(rollouts_kv), ServiceStore(services_kv)
+        policy = RolloutSpec(max_unavailable=1)
+        await services.add_revision("web", SPEC, lambda n: f"web-r{n}", NOW, policy=policy)
+        await services.mark_current("web", 1)
+        told: list[Envelope] = []
+
+        async def publish(subject: str, event: Envelope) -> None:
+            told.append(event)
+
+        converger = Converger(rollouts, services, publish, host_timeout=30)
+        facts = {host: heartbeat(host, {}, None, NOW) for host in ("a", "b", "c")}
+
+        # An idle service, and only a's heartbeat changed: a convergence rollout of a.
+        first = await converger.run_pass({}, facts, NOW, only={"a"})
+        (rollout_id,) = first.started
+        stored = await rollouts.get(rollout_id)
+        assert stored is not None
+        assert (set(stored.record.hosts), first.joins) == ({"a"}, {})
+
+        # While it runs, b's heartbeat changes: b joins it; c was not judged.
+        running: dict[str, RolloutRecord | None] = {"web": stored.record}
+        assert await converger.run_pass(running, facts, NOW, only={"b"}) == Passed(
+            joins={rollout_id: ["b"]}
+        )
+        # The full pass judges every host: b and c (a is in it already).
+        assert await converger.run_pass(running, facts, NOW) == Passed(
+            joins={rollout_id: ["b", "c"]}
+        )
+        # A drifted host taken into it is announced repaired once the rollout did it.
+        facts["d"] = heartbeat("d", {}, SPEC, NOW, Drift.REMOVED)
+        assert await converger.run_pass(running, facts, NOW, only={"d"}) == Passed(
+            joins={rollout_id: ["d"]}
+        )
+        done = HostRecord(phase=HostPhase.DONE, since=NOW)
+        finished = stored.record.model_copy(
+            update={"hosts": {"a": done, "d": done}, "status": RolloutStatus.COMPLETE}
+        )
+        await converger.finished(finished, NOW)
+        # An operator's rollout in progress, or a claim without its record: nobody judged.
+        operator = stored.record.model_copy(update={"converging": False})
+        assert await converger.run_pass({"web": operator}, facts, NOW) == Passed()
+        assert await converger.run_pass({"web": None}, facts, NOW) == Passed()
+    finally:
+        await client.close()
+    # Each host's need told once, when first judged.
+    assert [(e.host, e.action) for e in told if isinstance(e, ConvergenceEvent)] == [
+        ("a", ConvergenceAction.DEPLOY),
+        ("b", ConvergenceAction.DEPLOY),
+        ("c", ConvergenceAction.DEPLOY),
+        ("d", ConvergenceAction.DRIFT_DETECTED),
+        ("d", ConvergenceAction.DRIFT_REPAIRED),
+    ]
