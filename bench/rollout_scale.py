@@ -1,4 +1,4 @@
-"""The controller at fleet scale: 100, 1000 and 5000 hosts at max_unavailable 10%.
+"""The controller at fleet scale: 100 to 10,000 hosts at max_unavailable 10%.
 
 A FLEET SIMULATOR, not real hosts: one process answers for every simulated host over a
 real nats-server, speaking the real protocol (msgpack envelopes on fleet.cmd.<host>,
@@ -18,7 +18,8 @@ Printed per size:
   target <= 300 MB at 1000 hosts).
 Figures only, never assertions: the machine is shared.
 
-usage: python bench/rollout_scale.py [--sizes 100,1000,5000] [--apply-time 2] [--prepare-time 0.2]
+usage: python bench/rollout_scale.py [--sizes 100,1000,5000,10000] [--apply-time 2]
+       [--prepare-time 0.2]
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from controller.state.intents import Fleet
 from controller.state.store import decode_record
 from protocol import subjects
 from protocol.codec import decode, encode
+from protocol.fingerprint import image_digest, settings_fingerprint
 from protocol.models import (
     ApplyCommand,
     ContainerState,
@@ -73,6 +75,34 @@ def fleetctl_executable() -> str:
     return str(Path(sys.executable).parent / "fleetctl")
 
 
+def simulated_facts(host: str, spec: ServiceSpec | None) -> HostFacts:
+    """The heartbeat of a simulated host that last applied ``spec`` (None: no web)."""
+    return HostFacts(
+        sender=host,
+        host=host,
+        agent_version="simulated",
+        cpus=2,
+        memory_total=4 << 30,
+        memory_available=2 << 30,
+        disk_total=40 << 30,
+        disk_free=20 << 30,
+        services=() if spec is None else (simulated_status(spec),),
+    )
+
+
+def simulated_status(spec: ServiceSpec | None) -> ServiceStatus:
+    if spec is None:
+        return ServiceStatus(name="web")
+    return ServiceStatus(
+        name="web",
+        image=spec.image,
+        state=ContainerState.RUNNING,
+        health=Health.HEALTHY,
+        fingerprint=settings_fingerprint(spec),
+        applied_digest=image_digest(spec.image),
+    )
+
+
 @dataclass
 class SimulatedFleet:
     """Every simulated host's side of the bus; the runtime behind it is only a timer."""
@@ -81,7 +111,8 @@ class SimulatedFleet:
     hosts: list[str]
     prepare_time: float
     apply_time: float
-    images: dict[str, str] = field(default_factory=dict)
+    specs: dict[str, ServiceSpec | None] = field(default_factory=dict)
+    """What each host last applied (None: it has no web at all), as its agent reports it."""
     dispatch: dict[str, float] = field(default_factory=dict)
     """Seconds from the controller stamping a command to the host receiving it."""
     replied: dict[str, tuple[str, float]] = field(default_factory=dict)
@@ -90,19 +121,25 @@ class SimulatedFleet:
     """Seconds from a reply going out to the controller writing it into the record."""
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def start(self) -> None:
-        self.images = dict.fromkeys(self.hosts, OLD_IMAGE)
+    async def start(self, fresh: list[str] | None = None) -> None:
+        """Every host runs OLD_IMAGE, and each of ``fresh`` (added to the hosts) nothing."""
+        self.specs = dict.fromkeys(self.hosts, ServiceSpec(name="web", image=OLD_IMAGE))
+        self.add_fresh(fresh or [])
         # One wildcard subscription stands in for one subscription per agent.
         await self.nc.subscribe(f"{subjects.PREFIX}.cmd.*", cb=self._on_command)
 
-    async def heartbeat_all(self, kv: KeyValue) -> None:
+    def add_fresh(self, hosts: list[str]) -> None:
+        self.hosts.extend(hosts)
+        self.specs.update(dict.fromkeys(hosts))
+
+    async def heartbeat_all(self, kv: KeyValue, hosts: list[str] | None = None) -> None:
         gate = asyncio.Semaphore(200)
 
         async def beat(host: str) -> None:
             async with gate:
                 await kv.put(host, encode(self.facts(host)))
 
-        await asyncio.gather(*(beat(host) for host in self.hosts))
+        await asyncio.gather(*(beat(host) for host in (self.hosts if hosts is None else hosts)))
 
     async def heartbeat_loop(self, kv: KeyValue, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -113,25 +150,14 @@ class SimulatedFleet:
                 continue
 
     def facts(self, host: str) -> HostFacts:
-        return HostFacts(
-            sender=host,
-            host=host,
-            agent_version="simulated",
-            cpus=2,
-            memory_total=4 << 30,
-            memory_available=2 << 30,
-            disk_total=40 << 30,
-            disk_free=20 << 30,
-            services=(self.status(host),),
-        )
+        return simulated_facts(host, self.specs[host])
 
     def status(self, host: str) -> ServiceStatus:
-        return ServiceStatus(
-            name="web",
-            image=self.images[host],
-            state=ContainerState.RUNNING,
-            health=Health.HEALTHY,
-        )
+        return simulated_status(self.specs[host])
+
+    def running(self, image: str) -> int:
+        """How many hosts run ``image`` (by name and tag; the digest apart)."""
+        return sum(1 for s in self.specs.values() if s and s.image.split("@")[0] == image)
 
     async def _on_command(self, msg: Msg) -> None:
         command = decode(msg.data)
@@ -154,7 +180,7 @@ class SimulatedFleet:
             )
         elif isinstance(command, ApplyCommand):
             await asyncio.sleep(self.apply_time)
-            self.images[command.host] = command.service.image
+            self.specs[command.host] = command.service
             reply = OperationReply(
                 sender=command.host,
                 in_reply_to=command.id,
@@ -306,7 +332,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="100,1000,5000")
+    parser.add_argument("--sizes", default="100,1000,5000,10000")
     parser.add_argument("--prepare-time", type=float, default=0.2)
     parser.add_argument("--apply-time", type=float, default=2.0)
     parser.add_argument("--timeout", type=float, default=600.0)

@@ -48,6 +48,9 @@ class ControllerSettings(BaseSettings, BusClientSettings, RegistrySettings):
     tick: Annotated[float, Field(gt=0)] = 0.5
     """Seconds between two passes over the active rollouts."""
     converge_interval: Annotated[float, Field(ge=0)] = 2.0
+    allow_hooks: bool = False
+    """Run specs' post_rollout hooks on this controller's host: off unless its owner says
+    so (FLEET_ALLOW_HOOKS), since the controller holds the signing key."""
     """Seconds between two convergence passes over the declared services; 0 turns
     convergence off (hosts then change only in the rollouts operators start)."""
     lease_ttl: Annotated[float, Field(gt=0)] = 10.0

@@ -9,6 +9,7 @@ mark what it manages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
@@ -109,6 +111,20 @@ class PullTracker:
             bytes_done=sum(self._current.values()),
             bytes_total=sum(self._total.values()),
         )
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, deepest first, as /proc tells them."""
+    found: list[int] = []
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        children = [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    except OSError:
+        return found
+    for child in children:
+        found.extend(descendants(child))
+        found.append(child)
+    return found
 
 
 class DockerRuntime:
@@ -338,13 +354,14 @@ class DockerRuntime:
         return (int(code) if code is not None else -1), bytes(output).decode(errors="replace")
 
     async def _kill_exec(self, exec_id: str) -> None:
+        """Kill a timed-out exec and everything it started (by host pids, from /proc)."""
         try:
-            pid = int(
-                (await self._call("exec inspect", lambda: self._api.exec_inspect(exec_id)))["Pid"]
-            )
-            if pid > 0:
-                os.kill(pid, signal.SIGKILL)
-        except (RuntimeFault, ProcessLookupError, PermissionError, KeyError, ValueError) as exc:
+            inspected = await self._call("exec inspect", lambda: self._api.exec_inspect(exec_id))
+            pid = int(inspected["Pid"])
+            for each in [*descendants(pid), pid] if pid > 0 else []:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(each, signal.SIGKILL)
+        except (RuntimeFault, PermissionError, KeyError, ValueError) as exc:
             log.warning("could not kill the timed-out exec %s: %s", exec_id[:12], exc)
 
     async def events(

@@ -65,6 +65,10 @@ class AgentSettings(BaseSettings, BusClientSettings, RegistrySettings):
     them, unexpired, not from the future and never seen before are run."""
     command_clock_skew: Annotated[float, Field(ge=0, le=3600)] = 30.0
     """Seconds a command's sent_at may lie ahead of this host's clock."""
+    allow_host_hooks: bool = False
+    """Run pre_update/post_update hooks with ``run_in = "host"`` (as the agent's user):
+    off unless the host's owner says so, since a spec could otherwise run any command
+    here that the policies never see."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     failpoint: str | None = None
     """Tests only: SIGKILL the agent right after journaling this update phase."""

@@ -35,6 +35,9 @@ def controller_run(
     converge_interval: Annotated[
         float | None, typer.Option(help="seconds between convergence passes; 0: off")
     ] = None,
+    allow_hooks: Annotated[
+        bool, typer.Option("--allow-hooks", help="run specs' post_rollout hooks on this host")
+    ] = False,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
     insecure: Annotated[
         bool, typer.Option("--insecure", help="allow plaintext NATS to a non-loopback address")
@@ -52,6 +55,7 @@ def controller_run(
             lease_ttl=lease_ttl,
             host_timeout=host_timeout,
             converge_interval=converge_interval,
+            allow_hooks=allow_hooks or None,
         )
     except ConfigurationError as exc:
         fail(exc.message, EXIT_INVALID)

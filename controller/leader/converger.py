@@ -48,7 +48,7 @@ ACTION_OF = {
 
 @dataclass
 class Passed:
-    started: list[str] = field(default_factory=list)
+    started: list[RolloutRecord] = field(default_factory=list)
     """Convergence rollouts started."""
     joins: dict[str, list[str]] = field(default_factory=dict)
     """Per convergence rollout in progress, hosts that need what it converges to."""
@@ -91,8 +91,8 @@ class Converger:
             self._settled = {}
             for ended in await self._rollouts.all():
                 self.settled(ended)
-        live = live_facts(facts, now, self._host_timeout)
-        judged = live if only is None else {h: live[h] for h in only if h in live}
+        live = live_facts(facts, now, self._host_timeout) if only is None else None
+        judged = live if live is not None else self._live_of(facts, only or set(), now)
         passed = Passed()
         for service in await self._services.names():
             record, _ = await self._services.get(service)
@@ -103,7 +103,9 @@ class Converger:
             if service in active and (rollout is None or not takes_converging_hosts(rollout)):
                 continue  # its rollout decides; convergence looks again once it ended
             since = self._settled.get(service)
-            known = {h: f for h, f in judged.items() if since is None or f.sent_at > since}
+            known = (
+                judged if since is None else {h: f for h, f in judged.items() if f.sent_at > since}
+            )
             found = needs(desired, known)
             if rollout is not None:  # a convergence rollout in progress takes them along
                 joining = [
@@ -119,10 +121,20 @@ class Converger:
                     self._note_repairs(joining, service)
                 continue
             await self._tell(desired, found, whole_fleet=only is None)
+            if not any(n.need in ACTS or n.need is Need.REMOVE for n in found):
+                continue
+            if live is None:  # a pass over changed hosts: the whole fleet only if acting
+                live = live_facts(facts, now, self._host_timeout)
             started = await self._converge(record, desired, found, live, now)
             if started is not None:
                 passed.started.append(started)
         return passed
+
+    def _live_of(
+        self, facts: Mapping[str, HostFacts], hosts: set[str], now: datetime
+    ) -> dict[str, HostFacts]:
+        cutoff = now - self._host_timeout
+        return {h: facts[h] for h in hosts if h in facts and facts[h].sent_at >= cutoff}
 
     async def _converge(
         self,
@@ -131,7 +143,7 @@ class Converger:
         found: list[HostNeed],
         live: Mapping[str, HostFacts],
         now: datetime,
-    ) -> str | None:
+    ) -> RolloutRecord | None:
         service = desired.service
         converging = [n for n in found if n.need in ACTS and self._due(service, n.host, now)]
         removals = [n for n in found if n.need is Need.REMOVE and self._due(service, n.host, now)]
@@ -153,7 +165,7 @@ class Converger:
         if not await self._start(rollout):
             return None
         self._note_repairs(acting, service)
-        return rollout.id
+        return rollout
 
     def _note_repairs(self, taken: list[HostNeed], service: str) -> None:
         """Drift being repaired: announced as repaired when its rollout brought it back."""

@@ -34,10 +34,16 @@ from controller.rollouts.commands import (
     pinned,
     prepare_command,
     remove_command,
+    without_pre_update,
 )
 from controller.rollouts.convergence import live_facts
 from controller.rollouts.fleet_metrics import FleetMetrics
-from controller.rollouts.joining import join, joining_hosts, takes_joiners
+from controller.rollouts.joining import (
+    join,
+    joining_hosts,
+    takes_converging_hosts,
+    takes_joiners,
+)
 from controller.rollouts.model import (
     IN_FLIGHT,
     TERMINAL,
@@ -87,8 +93,15 @@ UNRECORDED_GRACE = 30.0
 
 
 def joiner(hosts: list[str]) -> Change:
-    """The change that takes ``hosts`` into a rollout (those it has not taken already)."""
-    return lambda record: join(record, [h for h in hosts if h not in record.hosts], utc_now())
+    """The change that takes ``hosts`` into a convergence rollout (those it has not taken
+    already), if it still takes hosts when the change is folded in."""
+
+    def take(record: RolloutRecord) -> RolloutRecord:
+        if not takes_converging_hosts(record):
+            return record
+        return join(record, [h for h in hosts if h not in record.hosts], utc_now())
+
+    return take
 
 
 class Executor:
@@ -124,7 +137,9 @@ class Executor:
         self.converger = Converger(
             self.rollouts, self.services, self._publish, self.settings.host_timeout
         )
-        self.post_rollout = PostRolloutHooks(self._publish, self.settings.controller_id)
+        self.post_rollout = PostRolloutHooks(
+            self._publish, self.settings.controller_id, self.settings.allow_hooks
+        )
         return rollouts_kv
 
     async def _open_state_unless_stopped(self, stop: asyncio.Event) -> KeyValue | None:
@@ -200,6 +215,8 @@ class Executor:
                 stored = await self.rollouts.get(rollout_id)
                 if stored is not None and stored.record.status not in TERMINAL:
                     await self._drive(stored)
+                elif stored is None:
+                    self._pending.pop(rollout_id, None)  # nothing left to change
         except (BrokerError, ControllerError) as exc:
             log.warning("pass skipped: %s", exc.message)
 
@@ -240,9 +257,7 @@ class Executor:
             return
         self._next_convergence = now + interval
         self.inventory.take_changed()  # judged now with all the others
-        await self._converged(
-            await self.converger.run_pass(self._active, self.inventory.facts, utc_now())
-        )
+        await self._convergence_pass(None)
 
     async def _converge_changes(self) -> None:
         """Between full passes, only the hosts whose heartbeats changed what convergence
@@ -251,10 +266,12 @@ class Executor:
             return
         if not self._next_convergence:
             return  # no full pass yet as the leader: it will judge every host
-        changed = self.inventory.take_changed()
+        await self._convergence_pass(self.inventory.take_changed())
+
+    async def _convergence_pass(self, only: set[str] | None) -> None:
         try:
             passed = await self.converger.run_pass(
-                self._active, self.inventory.facts, utc_now(), only=changed
+                self._active, self.inventory.facts, utc_now(), only=only
             )
         except (BrokerError, ControllerError) as exc:
             log.warning("convergence pass skipped: %s", exc.message)
@@ -264,6 +281,8 @@ class Executor:
     async def _converged(self, passed: Passed) -> None:
         for rollout_id, hosts in passed.joins.items():
             self._record(rollout_id, joiner(hosts))
+        for started in passed.started:  # the passes until the next tick see it running
+            self._active[started.service] = started
         if passed.started or passed.joins:
             self._wake.set()
 
@@ -300,6 +319,8 @@ class Executor:
         record = self._analyse(mark_contact(record, health, now), now)
         decision = plan(record, health, now)
         updated = apply_decision(record, decision, now)
+        if self._active.get(updated.service) is not None:  # what convergence passes see
+            self._active[updated.service] = updated
         if updated != stored.record:
             try:
                 await self.rollouts.update(updated, stored.revision)
@@ -447,9 +468,10 @@ class Executor:
             spec = pinned(record.target, entry.digest, record.spec.min_healthy_time)
         else:
             assert record.previous is not None, "the planner reverts only with a previous spec"
-            spec = record.previous
+            spec = without_pre_update(record.previous)  # a way back is never refused
         deadline = spec.health.healthy_deadline if spec.health else 0.0
-        timeout = deadline + spec.stop_grace_period + self.settings.command_slack
+        hooks = sum(h.timeout for h in (spec.hooks.pre_update, spec.hooks.post_update) if h)
+        timeout = deadline + spec.stop_grace_period + hooks + self.settings.command_slack
         if record.blue_green:
             hook = spec.blue_green.hook_timeout if spec.blue_green else 0.0
             return blue_green_command(record, host, spec, expires, command_id), timeout + hook

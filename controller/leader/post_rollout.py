@@ -8,8 +8,10 @@ per rollout: a controller that dies while it runs does not run it again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 
@@ -20,6 +22,7 @@ from protocol.spec import ControllerHook
 
 log = logging.getLogger("fleetctl.controller")
 OUTPUT_LIMIT = 4000
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 Publish = Callable[[str, Envelope], Awaitable[None]]
 
 
@@ -34,10 +37,14 @@ def runs_post_rollout(record: RolloutRecord) -> bool:
     )
 
 
+HOOKS_OFF = "post_rollout hooks are off on this controller (its FLEET_ALLOW_HOOKS)"
+
+
 class PostRolloutHooks:
-    def __init__(self, publish: Publish, controller_id: str) -> None:
+    def __init__(self, publish: Publish, controller_id: str, allowed: bool) -> None:
         self._publish = publish
         self._controller_id = controller_id
+        self._allowed = allowed
         self._running: set[asyncio.Task[None]] = set()
 
     def start(self, record: RolloutRecord) -> None:
@@ -64,7 +71,10 @@ class PostRolloutHooks:
             "FLEET_HOSTS": str(len(record.hosts)),
             "FLEET_HOOK": HookName.POST_ROLLOUT.value,
         }
-        result = await run_controller_hook(hook, env)
+        if self._allowed:
+            result = await run_controller_hook(hook, env)
+        else:
+            result = HookResult(hook=HookName.POST_ROLLOUT, ok=False, output=HOOKS_OFF)
         if not result.ok:
             log.warning("%s: post_rollout hook failed: %s", record.id, result.output[-300:])
         event = HookRun(
@@ -78,12 +88,15 @@ async def run_controller_hook(hook: ControllerHook, env: dict[str, str]) -> Hook
     exit_code: int | None = None
     timed_out = False
     try:
+        # Only PATH of the controller's environment (which may name the signing key),
+        # and a session of its own, so that a timeout kills all it started.
         process = await asyncio.create_subprocess_exec(
             *hook.command,
-            env={**os.environ, **env},
+            env={"PATH": os.environ.get("PATH", DEFAULT_PATH), **env},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
         )
     except OSError as exc:
         output = f"cannot run {hook.command[0]!r}: {exc.strerror or exc}"
@@ -95,7 +108,8 @@ async def run_controller_hook(hook: ControllerHook, env: dict[str, str]) -> Hook
             output, timed_out = f"ran longer than {hook.timeout:g}s and was killed", True
         finally:  # timed out, or cancelled with the controller: never left running
             if process.returncode is None:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 await asyncio.shield(process.wait())
     return HookResult(
         hook=HookName.POST_ROLLOUT,

@@ -55,6 +55,14 @@ def prepare_command(
     )
 
 
+def without_pre_update(spec: ServiceSpec) -> ServiceSpec:
+    """The spec a revert applies: its pre_update hook would run in the new version's
+    container, maybe the very one being reverted, and could refuse the way back."""
+    if spec.hooks.pre_update is None:
+        return spec
+    return spec.model_copy(update={"hooks": spec.hooks.model_copy(update={"pre_update": None})})
+
+
 def apply_command(
     record: RolloutRecord, host: str, spec: ServiceSpec, expires_at: datetime, command_id: str
 ) -> ApplyCommand:

@@ -112,7 +112,7 @@ def _same(mark: Mark, status: ServiceStatus) -> bool:
 
 def host_need(desired: Desired, facts: HostFacts) -> HostNeed | None:
     """What one host that matches the selector needs, or None when it is converged."""
-    status = next((s for s in facts.services if s.name == desired.service), None)
+    status = _status_of(facts, desired.service)
     host = facts.host
     if status is None or (status.fingerprint is None and status.state is ContainerState.ABSENT):
         return HostNeed(host, Need.DEPLOY, f"{desired.service} is not on the host")
@@ -129,6 +129,13 @@ def host_need(desired: Desired, facts: HostFacts) -> HostNeed | None:
     return HostNeed(host, Need.REPAIR, _drift_detail(status.drift))
 
 
+def _status_of(facts: HostFacts, service: str) -> ServiceStatus | None:
+    for status in facts.services:  # a loop, not next(genexpr): this runs once a host a pass
+        if status.name == service:
+            return status
+    return None
+
+
 def _drift_detail(drift: Drift) -> str:
     return f"container {drift.value} by hand"
 
@@ -137,11 +144,15 @@ def live_facts(
     facts: Mapping[str, HostFacts], now: datetime, host_timeout: timedelta
 ) -> dict[str, HostFacts]:
     """The hosts whose last heartbeat is recent enough to count them as there."""
-    return {host: f for host, f in facts.items() if now - f.sent_at <= host_timeout}
+    cutoff = now - host_timeout
+    return {host: f for host, f in facts.items() if f.sent_at >= cutoff}
 
 
 def matches(facts: HostFacts, selector: Mapping[str, str]) -> bool:
-    return all(facts.labels.get(key) == value for key, value in selector.items())
+    if not selector:
+        return True
+    labels = facts.labels
+    return all(labels.get(key) == value for key, value in selector.items())
 
 
 def needs(desired: Desired, live: Mapping[str, HostFacts]) -> list[HostNeed]:
@@ -151,18 +162,19 @@ def needs(desired: Desired, live: Mapping[str, HostFacts]) -> list[HostNeed]:
     Blue-green services are not converged yet: each host's agent records the coloured
     spec it runs, which no revision's fingerprint matches (see the README)."""
     found = []
-    for host in sorted(live):
-        facts = live[host]
+    blue_green = desired.spec.blue_green is not None
+    for host, facts in live.items():
         if desired.deleted or not matches(facts, desired.selector):
             if runs(facts, desired.service):
                 why = "the service was deleted" if desired.deleted else "off the selector"
                 found.append(HostNeed(host, Need.REMOVE, why))
             continue
-        if desired.spec.blue_green is not None:
+        if blue_green:
             continue
         need = host_need(desired, facts)
         if need is not None:
             found.append(need)
+    found.sort(key=lambda need: need.host)  # the few in need, not the whole fleet
     return found
 
 
@@ -217,6 +229,18 @@ def convergence_id(service: str, revision: int, now: datetime) -> str:
     return f"{service}-r{revision}-converge-{now.strftime('%Y%m%d%H%M%S%f')}"
 
 
+NAMED_HOSTS = 20
+"""Hosts a convergence rollout's reason names; the rest are counted (a fleet's worth of
+names would not fit the record's reason)."""
+
+
+def named(hosts: list[str]) -> str:
+    ordered = sorted(hosts)
+    shown = ", ".join(ordered[:NAMED_HOSTS])
+    rest = len(ordered) - NAMED_HOSTS
+    return f"{shown} and {rest} more" if rest > 0 else shown
+
+
 def convergence_record(
     desired: Desired,
     policy: RolloutSpec,
@@ -242,7 +266,7 @@ def convergence_record(
         target=desired.spec,
         previous=None,
         hosts={host: HostRecord(phase=first, since=now) for host in hosts},
-        reason=("removing from " if removing else "converging ") + ", ".join(sorted(hosts)),
+        reason=("removing from " if removing else "converging ") + named(hosts),
         converging=True,
         removing=removing,
         others=tuple(host for host in others if host not in hosts),

@@ -2,10 +2,13 @@
 hosts of that rollout: pre-flight, their turn under the budget, its outcome.
 
 Pure. Only a rollout that can take a host mid-way takes it: a rolling or recreate
-rollout of an image, running or in pre-flight or paused. A canary not yet promoted
-(the new host would change the canary wave), a partitioned rollout (it would move the
-partition's line), blue-green, config, convergence and removal rollouts do not: their
-hosts are converged by the convergence pass once the rollout ended.
+rollout of an image, running or in pre-flight. A joined host is checked (pre-flight)
+beside the others' updates, within the pre-flight parallelism, then waits its turn. A
+canary not yet promoted (the new host would change the canary wave), a partitioned
+rollout (it would move the partition's line), blue-green, config and removal rollouts,
+and paused ones, do not: their hosts are converged once the rollout ended. A convergence
+rollout takes the hosts the convergence pass finds in need of its revision
+(takes_converging_hosts).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from controller.rollouts.convergence import matches, runs
 from controller.rollouts.model import HostPhase, HostRecord, RolloutRecord, RolloutStatus
 from protocol.models import HostFacts
 
-TAKES_HOSTS = frozenset({RolloutStatus.PREFLIGHT, RolloutStatus.RUNNING, RolloutStatus.PAUSED})
+TAKES_HOSTS = frozenset({RolloutStatus.PREFLIGHT, RolloutStatus.RUNNING})
+"""Not paused (by the operator, or by failures: more hosts would dilute the failure
+ratio and let it roll on), not waiting for a promote, not reverting or over."""
 
 
 def takes_joiners(record: RolloutRecord) -> bool:

@@ -87,7 +87,7 @@ def plan(record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime)
     stalled_for = (now - record.last_progress_at).total_seconds()
     deadline_passed = stalled_for > record.spec.progress_deadline
 
-    if record.count(HostPhase.PENDING, HostPhase.PREPARING):
+    if record.count(HostPhase.PENDING, HostPhase.PREPARING) and not past_preflight(record):
         if record.paused:
             return Decision(RolloutStatus.PAUSED, "paused by the operator during pre-flight")
         if deadline_passed:
@@ -117,14 +117,40 @@ def plan(record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime)
     return _roll(record, health, now, deadline_passed)
 
 
-def _preflight(record: RolloutRecord) -> Decision:
+PAST_PREFLIGHT = frozenset(
+    {
+        HostPhase.UPDATING,
+        HostPhase.STAGED,
+        HostPhase.SWITCHING,
+        HostPhase.DONE,
+        HostPhase.RETIRING,
+        HostPhase.RETIRED,
+        HostPhase.FAILED,
+        HostPhase.REVERTING,
+        HostPhase.REVERTED,
+    }
+)
+
+
+def past_preflight(record: RolloutRecord) -> bool:
+    """Whether any host went past pre-flight: hosts that joined later are checked beside
+    the updates then, instead of holding the whole rollout in pre-flight."""
+    return any(entry.phase in PAST_PREFLIGHT for entry in record.hosts.values())
+
+
+def _checks(record: RolloutRecord) -> tuple[str, ...]:
+    """Pending hosts to check now, within the pre-flight parallelism."""
     pending = [h for h in record.ordered_hosts() if record.hosts[h].phase is HostPhase.PENDING]
     slots = max(0, record.spec.preflight_parallelism - record.count(HostPhase.PREPARING))
-    checked = len(record.hosts) - len(pending) - record.count(HostPhase.PREPARING)
+    return tuple(pending[:slots])
+
+
+def _preflight(record: RolloutRecord) -> Decision:
+    checked = len(record.hosts) - record.count(HostPhase.PENDING, HostPhase.PREPARING)
     return Decision(
         RolloutStatus.PREFLIGHT,
         f"pre-flight: {checked} of {len(record.hosts)} hosts checked",
-        prepare=tuple(pending[:slots]),
+        prepare=_checks(record),
     )
 
 
@@ -199,7 +225,12 @@ def _roll(
     if gate.canary_hosts is not None:
         waiting = [h for h in waiting if h in gate.canary_hosts]
 
-    remaining = [h for h in eligible if record.hosts[h].phase in (HostPhase.READY, *IN_FLIGHT)]
+    # Pending: a host that joined (it is checked first, beside the others' updates).
+    remaining = [
+        h
+        for h in eligible
+        if record.hosts[h].phase in (HostPhase.PENDING, HostPhase.READY, *IN_FLIGHT)
+    ]
     if not remaining:
         return _finished(record, eligible, gate.promote)
     if deadline_passed:
@@ -212,6 +243,7 @@ def _roll(
     return Decision(
         RolloutStatus.RUNNING,
         f"{record.count(HostPhase.DONE)} of {len(eligible)} hosts updated, {updating} updating",
+        prepare=_checks(record),
         apply=chosen,
         budget=budget,
         promote=gate.promote,

@@ -7,7 +7,9 @@ Also the host command the blue-green switch hook runs through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ from protocol.spec import Hook, HookPlace
 
 HOOK_OUTPUT_LIMIT = 4000
 """The tail of a hook's output kept in its event and the failure bundle."""
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HOST_HOOKS_OFF = "hooks on the host are off here (the agent's FLEET_ALLOW_HOST_HOOKS)"
 
 PublishHook = Callable[[HookRun], Awaitable[None]]
 
@@ -35,22 +39,29 @@ class HostRun:
     output: str
 
 
-async def run_on_host(command: Sequence[str], env: dict[str, str], timeout: float) -> HostRun:
-    """Run ``command`` on the host with ``env`` added to the agent's environment."""
+async def run_on_host(
+    command: Sequence[str], env: dict[str, str], timeout: float, *, inherit: bool = True
+) -> HostRun:
+    """Run ``command`` on the host, in a session of its own (so that past ``timeout``
+    all it started is killed), with ``env`` added to the agent's environment, or with
+    only PATH and ``env`` when not ``inherit``."""
+    base = dict(os.environ) if inherit else {"PATH": os.environ.get("PATH", DEFAULT_PATH)}
     try:
         process = await asyncio.create_subprocess_exec(
             *command,
-            env={**os.environ, **env},
+            env={**base, **env},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
         )
     except OSError as exc:
         return HostRun(None, False, f"cannot run {command[0]!r}: {exc.strerror or exc}")
     try:
         output, _ = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
         return HostRun(None, True, f"ran longer than {timeout:g}s and was killed")
     return HostRun(process.returncode, False, output.decode(errors="replace"))
@@ -73,13 +84,20 @@ async def run_in_container(
 
 
 async def run_hook(
-    name: HookName, hook: Hook, runtime: DockerRuntime, container: str, env: dict[str, str]
+    name: HookName,
+    hook: Hook,
+    runtime: DockerRuntime,
+    container: str,
+    env: dict[str, str],
+    allow_host: bool,
 ) -> HookResult:
-    """Run one hook where it says, in ``container`` or on the host."""
+    """Run one hook where it says, in ``container`` or on the host (if allowed)."""
     started = time.monotonic()
     env = {**env, "FLEET_HOOK": name.value}
-    if hook.run_in is HookPlace.HOST:
-        run = await run_on_host(hook.command, env, hook.timeout)
+    if hook.run_in is HookPlace.HOST and not allow_host:
+        run = HostRun(None, False, HOST_HOOKS_OFF)
+    elif hook.run_in is HookPlace.HOST:
+        run = await run_on_host(hook.command, env, hook.timeout, inherit=False)
     else:
         run = await run_in_container(runtime, container, hook.command, env, hook.timeout)
     return HookResult(

@@ -102,7 +102,8 @@ class UpdateSteps:
             "FLEET_IMAGE": op.spec.image,
             "FLEET_OLD_IMAGE": op.old_image,
         }
-        result = await run_hook(name, hook, self.runtime, container, env)
+        allowed = self.settings.allow_host_hooks
+        result = await run_hook(name, hook, self.runtime, container, env, allowed)
         event = HookRun(
             sender=self.settings.host_id,
             service=op.spec.name,

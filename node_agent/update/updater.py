@@ -57,8 +57,16 @@ class ServiceUpdater(CrashRecovering):
     # ---- apply ----
 
     async def apply(
-        self, operation_id: str, spec: ServiceSpec, emit: Emit, rollout_id: str | None = None
+        self,
+        operation_id: str,
+        spec: ServiceSpec,
+        emit: Emit,
+        rollout_id: str | None = None,
+        *,
+        going_back: bool = False,
     ) -> OperationResult:
+        """Replace the service's container with ``spec``; ``going_back`` (a rollback) runs
+        no pre_update hook: the way back is never refused."""
         image = await self.local_image(spec)
         old = await self.runtime.inspect_container(self.main_name(spec.name))
         op = Operation(operation_id, spec, emit, rollout_id, image_label(old) or "")
@@ -68,7 +76,7 @@ class ServiceUpdater(CrashRecovering):
             return OperationResult(
                 OperationOutcome.DONE, status_from_inspect(spec.name, old), reasons=[unchanged]
             )
-        refused = await self._pre_update(op, old)
+        refused = None if going_back else await self._pre_update(op, old)
         if refused is not None:
             return refused
         # Like an init container: the config files are in place before anything stops.
@@ -113,9 +121,15 @@ class ServiceUpdater(CrashRecovering):
         here (the old container runs on), as a host failure. None: go on."""
         if op.spec.hooks.pre_update is None:
             return None
-        running = old is not None and (old.get("State") or {}).get("Running")
-        if op.spec.hooks.pre_update.run_in is HookPlace.CONTAINER and not running:
-            await op.emit(UpdatePhase.CHECKING, "pre_update skipped: no copy of it runs here")
+        state = (old or {}).get("State") or {}
+        labels = ((old or {}).get("Config") or {}).get("Labels") or {}
+        ours = labels.get(AGENT_LABEL) == self.agent_id
+        if op.spec.hooks.pre_update.run_in is HookPlace.CONTAINER and not (
+            state.get("Running") and ours
+        ):
+            # Nothing of ours runs (a first deploy, or a container made by hand, which a
+            # repair replaces): there is nothing to ask.
+            await op.emit(UpdatePhase.CHECKING, "pre_update skipped: no copy of ours runs here")
             return None
         result = await self._hook(op, HookName.PRE_UPDATE, self.main_name(op.spec.name))
         if result is None or result.ok:
@@ -243,7 +257,7 @@ class ServiceUpdater(CrashRecovering):
                 "no_previous_version", f"the agent has recorded no previous version of {service}"
             )
         current = self.services.current(service)
-        result = await self.apply(operation_id, previous, emit, rollout_id)
+        result = await self.apply(operation_id, previous, emit, rollout_id, going_back=True)
         if result.outcome is OperationOutcome.DONE:
             # Swap, so that a second rollback returns to where the first one started.
             self.services.record_update(previous, current)

@@ -40,7 +40,8 @@ def post_rollout_runs(events: EventRecorder) -> list[HookRun]:
 async def test_a_failing_pre_update_fails_its_host_and_post_rollout_follows_only_a_completed_one(
     fleet_factory: FleetFactory,
 ) -> None:
-    fleet = await fleet_factory(2)
+    allowed = {"FLEET_ALLOW_HOST_HOOKS": "true", "FLEET_ALLOW_HOOKS": "true"}
+    fleet = await fleet_factory(2, env=allowed)
     refusing, other = (agent.api.host for agent in fleet.agents)
     ran = fleet.work_dir / "post-rollout"
     post_rollout = {

@@ -51,10 +51,12 @@ async def test_only_changed_hosts_are_judged_and_a_convergence_rollout_takes_the
 
         # An idle service, and only a's heartbeat changed: a convergence rollout of a.
         first = await converger.run_pass({}, facts, NOW, only={"a"})
-        (rollout_id,) = first.started
+        (started,) = first.started
+        rollout_id = started.id
         stored = await rollouts.get(rollout_id)
         assert stored is not None
-        assert (set(stored.record.hosts), first.joins) == ({"a"}, {})
+        assert stored.record == started
+        assert (set(started.hosts), first.joins) == ({"a"}, {})
 
         # While it runs, b's heartbeat changes: b joins it; c was not judged.
         running: dict[str, RolloutRecord | None] = {"web": stored.record}

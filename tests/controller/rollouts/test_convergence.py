@@ -189,3 +189,13 @@ def test_a_blue_green_service_is_left_to_its_rollouts() -> None:
     assert needs(desired, {"h01": lacking}) == []
     plain = Desired("web", 1, REVISIONS[0], {}, DriftPolicy.REPAIR)
     assert [n.need for n in needs(plain, {"h01": lacking})] == [Need.DEPLOY]
+
+
+def test_a_convergence_rollout_of_ten_thousand_hosts_names_twenty_and_counts_the_rest() -> None:
+    desired = Desired("web", 1, REVISIONS[0], {}, DriftPolicy.REPAIR)
+    hosts = [f"host-{i:05d}" for i in range(10_000)]
+    record = convergence_record(desired, RolloutSpec(), list(reversed(hosts)), 10_000, NOW)
+    assert record.reason == "converging " + ", ".join(hosts[:20]) + " and 9980 more"
+    assert len(record.hosts) == 10_000
+    removal = convergence_record(desired, RolloutSpec(), hosts[:3], 3, NOW, removing=True)
+    assert removal.reason == "removing from host-00000, host-00001, host-00002"

@@ -87,8 +87,11 @@ NOT_TAKING = {
     **{
         status.value: {"status": status}
         for status in RolloutStatus
-        if status not in (RolloutStatus.PREFLIGHT, RolloutStatus.RUNNING, RolloutStatus.PAUSED)
+        if status not in (RolloutStatus.PREFLIGHT, RolloutStatus.RUNNING)
     },
+    # Paused for failures: more hosts would dilute the failure ratio and roll on.
+    "paused for failures": {"status": RolloutStatus.PAUSED},
+    "paused by the operator": {"status": RolloutStatus.PAUSED, "paused": True},
 }
 
 
@@ -102,11 +105,10 @@ def test_rollouts_that_cannot_take_a_host_mid_way_take_nobody(changes: dict[str,
     "changes",
     [
         {"status": RolloutStatus.PREFLIGHT},
-        {"status": RolloutStatus.PAUSED, "paused": True},
         {"spec": RolloutSpec(canary=1), "promoted": True},
         {"spec": RolloutSpec(strategy=Strategy.RECREATE)},
     ],
-    ids=["pre-flight", "paused", "promoted canary", "recreate"],
+    ids=["pre-flight", "promoted canary", "recreate"],
 )
 def test_rollouts_in_progress_take_a_returning_host(changes: dict[str, Any]) -> None:
     live = fleet(a="web", back="web")
@@ -120,7 +122,7 @@ def test_a_joined_host_is_checked_first_then_updated_within_the_budget() -> None
     health = {h: HostHealth(online=True, serving=h != "b") for h in record.hosts}
     checked = plan(record, health, NOW)
     assert (checked.status, checked.prepare, checked.apply) == (
-        RolloutStatus.PREFLIGHT,
+        RolloutStatus.RUNNING,
         ("back",),
         (),
     )
@@ -152,3 +154,25 @@ def test_a_convergence_rollout_in_progress_takes_hosts_the_convergence_pass_name
     changes: dict[str, Any], takes: bool
 ) -> None:
     assert takes_converging_hosts(rollout(RUNNING, **changes)) is takes
+
+
+def test_a_joined_host_being_checked_holds_up_nobody_and_the_rollout_waits_for_it() -> None:
+    done = HostRecord(phase=HostPhase.DONE, since=NOW)
+    record = join(
+        rollout({"a": HostPhase.DONE, "b": HostPhase.DONE, "c": HostPhase.READY}), ["back"], NOW
+    )
+    health = {h: HostHealth(online=True, serving=True) for h in record.hosts}
+    both = plan(record, health, NOW)
+    # c goes on with its update while the joiner is checked.
+    assert (both.status, both.prepare, both.apply) == (RolloutStatus.RUNNING, ("back",), ("c",))
+    # Everyone else done: the rollout is not complete while the joiner is being checked...
+    checking = {**record.hosts, "c": done, "back": HostRecord(phase=HostPhase.PREPARING, since=NOW)}
+    waiting = plan(record.model_copy(update={"hosts": checking}), health, NOW)
+    assert (waiting.status, waiting.prepare, waiting.apply) == (RolloutStatus.RUNNING, (), ())
+    # ...then it takes its turn, and then it is.
+    ready = {**checking, "back": HostRecord(phase=HostPhase.READY, since=NOW)}
+    assert plan(record.model_copy(update={"hosts": ready}), health, NOW).apply == ("back",)
+    over = {**ready, "back": done}
+    assert plan(record.model_copy(update={"hosts": over}), health, NOW).status is (
+        RolloutStatus.COMPLETE
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from controller.rollouts.commands import without_pre_update
 from controller.rollouts.model import (
     HostPhase,
     HostRecord,
@@ -22,7 +23,7 @@ from protocol.models import (
     Reason,
     ServiceStatus,
 )
-from protocol.spec import ServiceSpec
+from protocol.spec import Hook, Hooks, ServiceSpec
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(seconds=30)
@@ -162,3 +163,17 @@ def test_a_blue_green_switch_decision_records_the_serving_colour_and_when_all_sw
     assert switching.switched_at is None
     settled = apply_decision(switching, Decision(RolloutStatus.SWITCHED, "all green"), LATER)
     assert settled.switched_at == LATER
+
+
+def test_a_revert_applies_the_previous_spec_without_its_pre_update_hook_only() -> None:
+    hook = Hook(command=("sh", "-c", "drain"))
+    spec = ServiceSpec(
+        name="web",
+        image="127.0.0.1:5000/demo/web:1.0.0",
+        hooks=Hooks(pre_update=hook, post_update=hook),
+    )
+    back = without_pre_update(spec)
+    assert back.hooks == Hooks(post_update=hook)
+    assert back.model_copy(update={"hooks": spec.hooks}) == spec
+    plain = ServiceSpec(name="web", image="127.0.0.1:5000/demo/web:1.0.0")
+    assert without_pre_update(plain) is plain

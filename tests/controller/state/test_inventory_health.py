@@ -21,7 +21,8 @@ SERVICES = ("web", "db")
 statuses = st.builds(
     ServiceStatus,
     name=st.sampled_from(SERVICES),
-    state=st.sampled_from(ContainerState),
+    # Running half the time: serving hosts are the ones rollouts count on.
+    state=st.sampled_from(ContainerState) | st.just(ContainerState.RUNNING),
     health=st.sampled_from(Health),
 )
 
@@ -67,7 +68,7 @@ def test_the_inventory_health_is_fleet_health_of_the_same_facts() -> None:
     check()
     # Each verdict was compared, many times over.
     assert set(reached) == {"offline", "serving=True", "serving=False", "serving=None"}
-    assert min(reached.values()) >= 30, reached
+    assert min(reached.values()) >= 20, reached
 
 
 def test_a_heartbeat_marks_its_host_changed_only_when_convergence_would_judge_it_anew() -> None:

@@ -129,7 +129,7 @@ async def test_a_hook_past_its_timeout_is_killed_and_fails_the_update(
     agent = await agent_factory()
     port = reserve_loopback_port()
     await apply_ok(agent, demo_spec(local_stack.demo_image("1.0.0"), port))
-    hanging = in_container("sleep 300", timeout=1.0)
+    hanging = in_container("sleep 300; true", timeout=1.0)  # sh stays, sleep is its child
     newer = with_hooks(demo_spec(local_stack.demo_image("1.1.0"), port), pre_update=hanging)
     reply = await failed_update(agent, newer)
     assert reply.failure is not None
@@ -140,7 +140,7 @@ async def test_a_hook_past_its_timeout_is_killed_and_fails_the_update(
         == "the pre_update hook timed out: ran longer than 1s and was killed"
     )
     web = docker_client.containers.get(f"t{test_id}-0-web")
-    # Killed, not left running in the container.
+    # Killed, the shell and what it started, not left running in the container.
     assert web.exec_run(["pidof", "sleep"]).exit_code == 1
 
 
@@ -151,7 +151,7 @@ async def test_a_failing_post_update_restores_the_old_container(
     test_id: str,
     tmp_path: Path,
 ) -> None:
-    agent = await agent_factory()
+    agent = await agent_factory(allow_host_hooks=True)
     port = reserve_loopback_port()
     await apply_ok(agent, demo_spec(local_stack.demo_image("1.0.0"), port))
     before = docker_client.containers.get(f"t{test_id}-0-web").id
@@ -169,3 +169,27 @@ async def test_a_failing_post_update_restores_the_old_container(
     web = docker_client.containers.get(f"t{test_id}-0-web")
     assert (web.id, web.status) == (before, "running")  # the old container is back
     assert reply.status.image == local_stack.demo_image("1.0.0")
+
+
+async def test_a_hook_on_the_host_is_refused_unless_the_host_allows_them(
+    agent_factory: AgentFactory,
+    local_stack: LocalStack,
+    docker_client: docker.DockerClient,
+    test_id: str,
+    tmp_path: Path,
+) -> None:
+    agent = await agent_factory()  # FLEET_ALLOW_HOST_HOOKS unset: off
+    port = reserve_loopback_port()
+    await apply_ok(agent, demo_spec(local_stack.demo_image("1.0.0"), port))
+    before = docker_client.containers.get(f"t{test_id}-0-web").id
+    ran = tmp_path / "ran"
+    on_host = Hook(command=("touch", str(ran)), run_in=HookPlace.HOST)
+    newer = with_hooks(demo_spec(local_stack.demo_image("1.1.0"), port), pre_update=on_host)
+    reply = await failed_update(agent, newer)
+    assert reply.failure is not None
+    assert reply.failure.reason.text == (
+        "the pre_update hook could not run: "
+        "hooks on the host are off here (the agent's FLEET_ALLOW_HOST_HOOKS)"
+    )
+    assert not ran.exists()
+    assert docker_client.containers.get(f"t{test_id}-0-web").id == before
