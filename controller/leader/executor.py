@@ -22,6 +22,7 @@ from nats.js.kv import KeyValue
 
 from controller.bus_link import advertises_jetstream
 from controller.errors import ControllerError
+from controller.leader.convergence_loop import ConvergenceLoop, joiner
 from controller.leader.converger import Converger, Passed
 from controller.leader.lease import LeaderLease
 from controller.leader.post_rollout import PostRolloutHooks
@@ -38,12 +39,7 @@ from controller.rollouts.commands import (
 )
 from controller.rollouts.convergence import live_facts
 from controller.rollouts.fleet_metrics import FleetMetrics
-from controller.rollouts.joining import (
-    join,
-    joining_hosts,
-    takes_converging_hosts,
-    takes_joiners,
-)
+from controller.rollouts.joining import join, joining_hosts, takes_joiners
 from controller.rollouts.model import (
     IN_FLIGHT,
     TERMINAL,
@@ -92,18 +88,6 @@ UNRECORDED_GRACE = 30.0
 """Seconds a service's claim may wait for its rollout record before it is released."""
 
 
-def joiner(hosts: list[str]) -> Change:
-    """The change that takes ``hosts`` into a convergence rollout (those it has not taken
-    already), if it still takes hosts when the change is folded in."""
-
-    def take(record: RolloutRecord) -> RolloutRecord:
-        if not takes_converging_hosts(record):
-            return record
-        return join(record, [h for h in hosts if h not in record.hosts], utc_now())
-
-    return take
-
-
 class Executor:
     def __init__(self, nc: Client, settings: ControllerSettings) -> None:
         self._nc = nc
@@ -120,10 +104,6 @@ class Executor:
         """Each host's newest metrics sample, for canary analysis."""
         self.leader = False
         self._unrecorded_since: dict[str, float] = {}
-        self._next_convergence = 0.0
-        self._active: dict[str, RolloutRecord | None] = {}
-        """Each service's rollout in progress, as the last full pass read it (None: its
-        record is not written yet)."""
         """Claims seen without their rollout record, and when first seen so (monotonic)."""
 
     async def _open_state(self) -> KeyValue:
@@ -136,6 +116,9 @@ class Executor:
         self.configs = ConfigStore(await open_config_bucket(self._js, self.settings.streams))
         self.converger = Converger(
             self.rollouts, self.services, self._publish, self.settings.host_timeout
+        )
+        self.convergence = ConvergenceLoop(
+            self.converger, self.inventory, self.settings.converge_interval
         )
         self.post_rollout = PostRolloutHooks(
             self._publish, self.settings.controller_id, self.settings.allow_hooks
@@ -201,7 +184,7 @@ class Executor:
                 await self._tick(lease)
             elif self.leader:
                 await self._drive_pending()
-                await self._converge_changes()
+                await self._converged(await self.convergence.changes())
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - loop.time()))
 
@@ -226,63 +209,35 @@ class Executor:
             log.info("controller %s is %s", lease.holder, "the leader" if leader else "standby")
             self.leader = leader
             if leader:  # another may have led meanwhile: learn again what it finished
-                self.converger.reset()
-                self._next_convergence = 0.0  # a full pass first
+                self.convergence.lead_again()
         if not leader:
             return
         try:
-            self._active = {}
+            active: dict[str, RolloutRecord | None] = {}
+            self.convergence.active = active
             for service, rollout_id in await self.rollouts.active():
                 stored = await self.rollouts.get(rollout_id)
                 if stored is None:
                     await self._release_if_abandoned(service, rollout_id)
-                    self._active[service] = None
+                    active[service] = None
                     continue
                 self._unrecorded_since.pop(rollout_id, None)  # its record came
-                self._active[service] = stored.record
+                active[service] = stored.record
                 if stored.record.status in TERMINAL:
                     await self._finish(stored.record)  # a crash came between the two writes
                 else:
                     await self._drive(stored, full=True)
-            await self._converge()
+            await self._converged(await self.convergence.full_if_due())
         except (BrokerError, ControllerError) as exc:
             log.warning("pass skipped: %s", exc.message)
 
-    async def _converge(self) -> None:
-        """The whole fleet judged every converge_interval (hosts that went silent, retries
-        come due); rollouts it starts are driven now."""
-        interval = self.settings.converge_interval
-        now = asyncio.get_running_loop().time()
-        if not interval or now < self._next_convergence:
+    async def _converged(self, passed: Passed | None) -> None:
+        """Hosts a convergence pass gave to rollouts in progress; rollouts it started are
+        driven now."""
+        if passed is None:
             return
-        self._next_convergence = now + interval
-        self.inventory.take_changed()  # judged now with all the others
-        await self._convergence_pass(None)
-
-    async def _converge_changes(self) -> None:
-        """Between full passes, only the hosts whose heartbeats changed what convergence
-        judges (or that came back): a pass costs what changed, not the fleet's size."""
-        if not self.settings.converge_interval or not self.inventory.changed:
-            return
-        if not self._next_convergence:
-            return  # no full pass yet as the leader: it will judge every host
-        await self._convergence_pass(self.inventory.take_changed())
-
-    async def _convergence_pass(self, only: set[str] | None) -> None:
-        try:
-            passed = await self.converger.run_pass(
-                self._active, self.inventory.facts, utc_now(), only=only
-            )
-        except (BrokerError, ControllerError) as exc:
-            log.warning("convergence pass skipped: %s", exc.message)
-            return
-        await self._converged(passed)
-
-    async def _converged(self, passed: Passed) -> None:
         for rollout_id, hosts in passed.joins.items():
             self._record(rollout_id, joiner(hosts))
-        for started in passed.started:  # the passes until the next tick see it running
-            self._active[started.service] = started
         if passed.started or passed.joins:
             self._wake.set()
 
@@ -319,8 +274,7 @@ class Executor:
         record = self._analyse(mark_contact(record, health, now), now)
         decision = plan(record, health, now)
         updated = apply_decision(record, decision, now)
-        if self._active.get(updated.service) is not None:  # what convergence passes see
-            self._active[updated.service] = updated
+        self.convergence.saw(updated)
         if updated != stored.record:
             try:
                 await self.rollouts.update(updated, stored.revision)

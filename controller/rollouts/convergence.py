@@ -118,6 +118,8 @@ def host_need(desired: Desired, facts: HostFacts) -> HostNeed | None:
         return HostNeed(host, Need.DEPLOY, f"{desired.service} is not on the host")
     if status.fingerprint is None:
         return None  # an agent too old to say what it applied: not judged
+    if status.colour is not None:
+        return None  # blue-green copies (a switched-back rollout's too): left to rollouts
     if not _same(desired.mark, status):
         if any(_same(mark, status) for mark in desired.newer_marks):
             return HostNeed(host, Need.AHEAD, "on a revision a rollout did not complete")

@@ -114,9 +114,10 @@ class Fleet:
         of_service = [r for r in await self.rollouts.all() if r.service == target]
         if not of_service:
             raise NotFound(f"no rollout or service called {target}")
-        # The last one written, not the last planned: an operator's rollout planned while
-        # a convergence rollout started ends that one (superseded) and runs after it.
-        return max(of_service, key=lambda r: r.updated_at)
+        # The operator's last rollout: convergence rollouts (one started while it was
+        # planned, and superseded by it; retries after it) are shown while they run.
+        operators = [r for r in of_service if not r.converging]
+        return (operators or of_service)[-1]
 
     async def history(self, service: str) -> ServiceRecord:
         record, revision = await self.services.get(service)

@@ -128,13 +128,22 @@ async def test_the_exporter_serves_fleet_metrics_that_prometheus_can_parse(
 ) -> None:
     agent = await agent_factory(metrics_interval=0.5)
     port = reserve_loopback_port()
-    async with fleetctl_running(nats_server.url, "exporter", "--listen", f"127.0.0.1:{port}"):
-        await scrape_until(port, "fleet_host_up", {"host": agent.host}, 1.0)
-        await apply_ok(agent, demo_spec(local_stack.demo_image("1.0.0"), reserve_loopback_port()))
-        series = await scrape_until(port, "fleet_service_hosts_up", {"service": "web"}, 1.0)
-        series = await scrape_until(
-            port, "fleet_updates_total", {"service": "web", "outcome": "done"}, 1.0
-        )
+    async with fleetctl_running(
+        nats_server.url, "exporter", "--listen", f"127.0.0.1:{port}"
+    ) as exporter:
+        try:
+            await scrape_until(port, "fleet_host_up", {"host": agent.host}, 1.0)
+            spec = demo_spec(local_stack.demo_image("1.0.0"), reserve_loopback_port())
+            await apply_ok(agent, spec)
+            series = await scrape_until(port, "fleet_service_hosts_up", {"service": "web"}, 1.0)
+            series = await scrape_until(
+                port, "fleet_updates_total", {"service": "web", "outcome": "done"}, 1.0
+            )
+        except AssertionError as exc:  # (CI once saw the exporter stop answering mid-test)
+            exporter.terminate()
+            _, err = await exporter.communicate()
+            why = f"exporter exit {exporter.returncode}: {err.decode()[-3000:]}"
+            raise AssertionError(f"{exc}\n{why}") from None
     host = (("host", agent.host),)
     web = (("host", agent.host), ("service", "web"))
     assert series["fleet_host_memory_total_bytes"][host] > 0

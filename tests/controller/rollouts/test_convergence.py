@@ -189,6 +189,14 @@ def test_a_blue_green_service_is_left_to_its_rollouts() -> None:
     assert needs(desired, {"h01": lacking}) == []
     plain = Desired("web", 1, REVISIONS[0], {}, DriftPolicy.REPAIR)
     assert [n.need for n in needs(plain, {"h01": lacking})] == [Need.DEPLOY]
+    # A host running coloured copies (a blue-green rollout switched back, so the accepted
+    # revision is a plain one) is not "outdated": updating it in place would restart what
+    # serves and drop the kept colour.
+    older = facts_of(Host("h02", "edge", 1, None))
+    (status,) = older.services
+    blue = older.model_copy(update={"services": (status.model_copy(update={"colour": "blue"}),)})
+    assert [n.need for n in needs(plain, {"h02": older})] == [Need.UPDATE]
+    assert needs(plain, {"h02": blue}) == []
 
 
 def test_a_convergence_rollout_of_ten_thousand_hosts_names_twenty_and_counts_the_rest() -> None:
