@@ -13,9 +13,10 @@ import asyncio
 import logging
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
+import nats.errors
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -227,11 +228,21 @@ class FleetExporter:
             raise BrokerError(f"cannot listen on {address}:{port}: {exc}") from exc
         log.info("serving /metrics on %s:%d", address, port)
         feed = FleetFeed(self._fleet.client)
+        started = utc_now()
+
+        def metrics(after: int | None) -> AsyncIterator[Delivered]:
+            if after is None:
+                return feed.metrics(latest=True, follow=True)
+            return feed.metrics(start_sequence=after + 1, follow=True)
+
+        def events(after: int | None) -> AsyncIterator[Delivered]:
+            if after is None:
+                return feed.events(since=started, follow=True)
+            return feed.events(start_sequence=after + 1, follow=True)
+
         readers = [
-            asyncio.create_task(self._read(feed.metrics(latest=True, follow=True)), name="metrics"),
-            asyncio.create_task(
-                self._read(feed.events(since=utc_now(), follow=True)), name="events"
-            ),
+            asyncio.create_task(self._follow("metrics", metrics), name="metrics"),
+            asyncio.create_task(self._follow("events", events), name="events"),
         ]
         stopping = asyncio.create_task(stop.wait())
         try:
@@ -247,6 +258,18 @@ class FleetExporter:
             if isinstance(result, BrokerError):
                 raise result
 
-    async def _read(self, deliveries: AsyncIterator[Delivered]) -> None:
-        async for delivered in deliveries:
-            self.state.add(delivered.message)
+    async def _follow(
+        self, name: str, open_feed: Callable[[int | None], AsyncIterator[Delivered]]
+    ) -> None:
+        """Read a stream for as long as the exporter runs: a read the bus breaks (a
+        JetStream request that fails under load) is opened again after the last message
+        it gave, so nothing is counted twice or lost."""
+        after: int | None = None
+        while True:
+            try:
+                async for delivered in open_feed(after):
+                    after = delivered.sequence
+                    self.state.add(delivered.message)
+            except (BrokerError, nats.errors.Error, TimeoutError) as exc:
+                log.warning("%s feed broke, reading it again: %r", name, exc)
+            await asyncio.sleep(1.0)

@@ -6,6 +6,7 @@ asked of its agent; what the controller did is read from its convergence events.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from typing import Any
@@ -23,7 +24,7 @@ from tests.conftest import FleetFactory, LocalFleet, SpawnedAgent
 from tests.support.events import EventRecorder
 from tests.support.fleet import HOST_TIMEOUT, BudgetChecker, fleet_spec, fleetctl_running
 from tests.support.polling import eventually
-from tests.support.prometheus import scrape_until
+from tests.support.prometheus import Series, scrape, scrape_until
 
 pytestmark = pytest.mark.integration
 CONVERGENCE = subjects.controller_event_subject("convergence")
@@ -53,6 +54,22 @@ async def host_status(fleet: LocalFleet, host: str) -> str:
 async def until_versions(fleet: LocalFleet, wanted: str) -> None:
     everywhere = {agent.api.host: wanted for agent in fleet.agents}
     await eventually(fleet.versions, lambda found: found == everywhere, f"{wanted} everywhere", 90)
+
+
+async def exporter_agrees(port: int, events: EventRecorder, action: ConvergenceAction) -> None:
+    """Wait until the exporter's count of ``action`` is the number of such events seen."""
+    key = (("action", action.value), ("service", "web"))
+
+    def said() -> float:
+        return float(len(events.matching(lambda m: getattr(m, "action", None) is action)))
+
+    async def read() -> Series:
+        return await asyncio.to_thread(scrape, port)
+
+    def agrees(series: Series) -> bool:
+        return series.get("fleet_convergence_actions_total", {}).get(key) == said()
+
+    await eventually(read, agrees, f"the exporter counting {action.value} as the events do")
 
 
 def replace_by_hand(fleet: LocalFleet, agent: SpawnedAgent, client: docker.DockerClient) -> None:
@@ -111,10 +128,9 @@ async def test_a_removed_or_replaced_container_is_repaired_and_a_restart_by_its_
             await events.wait_for(convergence(host, ConvergenceAction.DRIFT_REPAIRED), timeout=90)
             for host in sorted(drifted)
         ]
-        for action in ("drift_detected", "drift_repaired"):
-            await scrape_until(
-                port, "fleet_convergence_actions_total", {"service": "web", "action": action}, 2
-            )
+        # The exporter counts what the controller said, as the events show it.
+        for action in (ConvergenceAction.DRIFT_DETECTED, ConvergenceAction.DRIFT_REPAIRED):
+            await exporter_agrees(port, events, action)
     assert {host: getattr(m, "reason", None) for host, m in detected.items()} == {
         removed.api.host: "container removed by hand",
         replaced.api.host: "container replaced by hand",
