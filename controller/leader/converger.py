@@ -28,8 +28,9 @@ from controller.rollouts.convergence import (
 )
 from controller.rollouts.joining import deploys, takes_converging_hosts
 from controller.rollouts.model import TERMINAL, UPDATED, HostPhase, RolloutRecord, RolloutSpec
+from controller.state.rollout_store import RolloutStore
 from controller.state.services import ServiceRecord, ServiceStore
-from controller.state.store import RolloutConflict, RolloutStore
+from controller.state.store import RolloutConflict
 from protocol import subjects
 from protocol.models import ConvergenceAction, ConvergenceEvent, Envelope, HostFacts
 

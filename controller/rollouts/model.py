@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -268,6 +270,25 @@ class ConfigTarget(FrozenModel):
         return document.version, document.for_host(host, labels)
 
 
+@dataclass(frozen=True)
+class HostIndex:
+    hosts: Mapping[str, HostRecord]
+    """The map this index was made of (the same object, not a copy)."""
+    ordered: tuple[str, ...]
+    by_phase: dict[HostPhase, tuple[str, ...]]
+
+    @classmethod
+    def of(cls, hosts: Mapping[str, HostRecord], before: object = None) -> HostIndex:
+        """The index of ``hosts``; the order of ``before`` (an index of a copy of the
+        record) is kept when the hosts are the same, as they are on most passes."""
+        same = isinstance(before, HostIndex) and before.hosts.keys() == hosts.keys()
+        ordered = before.ordered if isinstance(before, HostIndex) and same else tuple(sorted(hosts))
+        by_phase: dict[HostPhase, list[str]] = {}
+        for host in ordered:
+            by_phase.setdefault(hosts[host].phase, []).append(host)
+        return cls(hosts, ordered, {phase: tuple(h) for phase, h in by_phase.items()})
+
+
 class RolloutRecord(FrozenModel):
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
     service: ServiceName
@@ -341,7 +362,21 @@ class RolloutRecord(FrozenModel):
 
     def ordered_hosts(self) -> list[str]:
         """The deterministic host order: sorted ids, the same after any restart."""
-        return sorted(self.hosts)
+        return list(self._index().ordered)
+
+    def in_phase(self, phase: HostPhase) -> list[str]:
+        """The hosts in ``phase``, in host order."""
+        return list(self._index().by_phase.get(phase, ()))
+
+    def _index(self) -> HostIndex:
+        """The hosts by phase, made once per hosts map: the planner asks a 5,000-host
+        record for counts and orders many times a pass. Kept beside the fields (not one
+        of them), and made again when a copy of the record has other hosts."""
+        index = self.__dict__.get("_host_index")
+        if not isinstance(index, HostIndex) or index.hosts is not self.hosts:
+            index = HostIndex.of(self.hosts, index)
+            self.__dict__["_host_index"] = index
+        return index
 
     @property
     def blue_green(self) -> bool:
@@ -353,10 +388,15 @@ class RolloutRecord(FrozenModel):
         return self.colour or "green"
 
     def count(self, *phases: HostPhase) -> int:
-        return sum(1 for host in self.hosts.values() if host.phase in phases)
+        by_phase = self._index().by_phase
+        return sum(len(by_phase.get(phase, ())) for phase in set(phases))
 
     def with_host(self, host: str, record: HostRecord) -> RolloutRecord:
         return self.model_copy(update={"hosts": {**self.hosts, host: record}})
+
+
+Change = Callable[[RolloutRecord], RolloutRecord]
+"""A change to a rollout's record, made by the leader or folded into its next pass."""
 
 
 def rollout_id(service: str, revision: int) -> str:

@@ -12,6 +12,7 @@ serving, so it spends the surge budget instead.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -135,12 +136,12 @@ PAST_PREFLIGHT = frozenset(
 def past_preflight(record: RolloutRecord) -> bool:
     """Whether any host went past pre-flight: hosts that joined later are checked beside
     the updates then, instead of holding the whole rollout in pre-flight."""
-    return any(entry.phase in PAST_PREFLIGHT for entry in record.hosts.values())
+    return record.count(*PAST_PREFLIGHT) > 0
 
 
 def _checks(record: RolloutRecord) -> tuple[str, ...]:
     """Pending hosts to check now, within the pre-flight parallelism."""
-    pending = [h for h in record.ordered_hosts() if record.hosts[h].phase is HostPhase.PENDING]
+    pending = record.in_phase(HostPhase.PENDING)
     slots = max(0, record.spec.preflight_parallelism - record.count(HostPhase.PREPARING))
     return tuple(pending[:slots])
 
@@ -213,10 +214,11 @@ def _roll(
     if record.blue_green:
         return _blue_green(record, health, now, deadline_passed)
     eligible = eligible_hosts(record)
+    first = eligible[0] if eligible else None
     waiting = [
         host
-        for host in eligible
-        if record.hosts[host].phase is HostPhase.READY and _due(record.hosts[host].not_before, now)
+        for host in _from(record.in_phase(HostPhase.READY), first)
+        if _due(record.hosts[host].not_before, now)
     ]
     updating = record.count(HostPhase.UPDATING)
     gate = _canary_gate(record, eligible, updating, now)
@@ -226,11 +228,10 @@ def _roll(
         waiting = [h for h in waiting if h in gate.canary_hosts]
 
     # Pending: a host that joined (it is checked first, beside the others' updates).
-    remaining = [
-        h
-        for h in eligible
-        if record.hosts[h].phase in (HostPhase.PENDING, HostPhase.READY, *IN_FLIGHT)
-    ]
+    remaining = any(
+        _from(record.in_phase(phase), first)
+        for phase in (HostPhase.PENDING, HostPhase.READY, *IN_FLIGHT)
+    )
     if not remaining:
         return _finished(record, eligible, gate.promote)
     if deadline_passed:
@@ -310,6 +311,13 @@ def _finished(record: RolloutRecord, eligible: list[str], promote: bool) -> Deci
 
 def _deadline(record: RolloutRecord) -> str:
     return f"progress_deadline {record.spec.progress_deadline:g}s passed"
+
+
+def _from(hosts: list[str], first: str | None) -> list[str]:
+    """Of ``hosts`` (in host order), those at or past ``first`` (None: none)."""
+    if first is None:
+        return []
+    return hosts[bisect_left(hosts, first) :]
 
 
 def _due(not_before: datetime | None, now: datetime) -> bool:
