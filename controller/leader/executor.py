@@ -221,8 +221,15 @@ class Executor:
             return
         for rollout_id, hosts in passed.joins.items():
             self.dispatch.record(rollout_id, joiner(hosts))
-        if passed.started or passed.joins:
+        if passed.joins:
             self._wake.set()
+        try:
+            for record in passed.started:  # its first checks go now, not at the next tick
+                stored = await self.rollouts.get(record.id)
+                if stored is not None and stored.record.status not in TERMINAL:
+                    await self._drive(stored)
+        except (BrokerError, ControllerError) as exc:
+            log.warning("pass skipped: %s", exc.message)
 
     async def _release_if_abandoned(self, service: str, rollout_id: str) -> None:
         """Free a claim whose record never came (fleetctl died between the two writes).
@@ -252,7 +259,9 @@ class Executor:
         health = self.inventory.health(
             [*record.hosts, *record.others], record.service, now, self.settings.host_timeout
         )
-        record = self._analyse(mark_contact(record, health, now), now)
+        if full:  # a note for people (offline since): once a tick is soon enough
+            record = mark_contact(record, health, now)
+        record = self._analyse(record, now)
         decision = plan(record, health, now)
         updated = apply_decision(record, decision, now)
         self.convergence.saw(updated)

@@ -26,7 +26,6 @@ from controller.rollouts.model import (
     RolloutRecord,
     RolloutSpec,
     Strategy,
-    resolve_amount,
 )
 from protocol.fingerprint import image_digest, settings_fingerprint
 from protocol.models import ContainerState, Drift, HostFacts, ServiceStatus
@@ -203,16 +202,14 @@ def fleet_size(desired: Desired, live: Mapping[str, HostFacts]) -> int:
     return sum(1 for facts in live.values() if matches(facts, desired.selector))
 
 
-def convergence_spec(policy: RolloutSpec, size: int) -> RolloutSpec:
-    """The declared policy as a convergence rollout uses it: its pace, resolved against
-    the whole matching fleet (not the few hosts converged), and none of its gates. A
-    host that fails or is not ready is retried later; it never stops the others."""
-    unavailable = resolve_amount(policy.max_unavailable, size, round_up=False)
-    surge = resolve_amount(policy.max_surge, size, round_up=True)
+def convergence_spec(policy: RolloutSpec) -> RolloutSpec:
+    """The declared policy as a convergence rollout uses it: its pace (which the planner
+    takes of the whole matching fleet, not of the few hosts converged), and none of its
+    gates. A host that fails or is not ready is retried later; it never stops the others."""
     return RolloutSpec(
         strategy=Strategy.ROLLING,
-        max_unavailable=max(unavailable, 0 if surge else 1),
-        max_surge=surge,
+        max_unavailable=policy.max_unavailable,
+        max_surge=policy.max_surge,
         selector=dict(policy.selector),
         min_healthy_time=policy.min_healthy_time,
         # A host that goes away mid-way must not hold the service for long: the rest
@@ -247,7 +244,6 @@ def convergence_record(
     desired: Desired,
     policy: RolloutSpec,
     hosts: list[str],
-    size: int,
     now: datetime,
     *,
     removing: bool = False,
@@ -264,7 +260,7 @@ def convergence_record(
         id=rollout_id,
         service=desired.service,
         revision=desired.revision,
-        spec=convergence_spec(policy, size),
+        spec=convergence_spec(policy),
         target=desired.spec,
         previous=None,
         hosts={host: HostRecord(phase=first, since=now) for host in hosts},

@@ -181,7 +181,11 @@ def _fail(
 
 
 def _budget(record: RolloutRecord, health: Mapping[str, HostHealth], targets: int) -> int:
-    """How many more hosts may start an update now."""
+    """How many more hosts may start an update now. A convergence rollout's pace is its
+    policy taken of the whole matching fleet (its hosts and the others), as it is now:
+    hosts that join it make the fleet larger."""
+    if record.converging:
+        targets += sum(1 for host in record.others if host not in record.hosts)
     limit = limits(record, targets)
     if record.target.update_order is UpdateOrder.START_FIRST:
         # Each start-first host runs two copies at once: max_surge bounds that (or, when

@@ -25,6 +25,7 @@ from controller.rollouts.model import (
     RolloutStatus,
 )
 from controller.state.rollout_encoding import (
+    APART,
     base_key,
     decode_header,
     decode_host,
@@ -71,21 +72,25 @@ class RolloutStore:
         """Each unfinished rollout's hosts as it began: written once, read once."""
 
     async def get(self, rollout_id: str) -> Stored | None:
-        entry = await kv_get(self._kv, header_key(rollout_id))
-        if entry is None or entry.value is None:
-            self._forget(rollout_id)
-            return None
-        known = self._decoded.get(rollout_id)
-        if known is not None and known.revision == entry.revision:
-            return known
-        header = decode_header(entry.value)
-        record = header.record
-        if header.apart:
+        for _ in range(CAS_ATTEMPTS):
+            entry = await kv_get(self._kv, header_key(rollout_id))
+            if entry is None or entry.value is None:
+                self._forget(rollout_id)
+                return None
+            known = self._decoded.get(rollout_id)
+            if known is not None and known.revision == entry.revision:
+                return known
+            header = decode_header(entry.value)
+            if not header.apart:
+                return self._remember(Stored(header.record, entry.revision or 0, apart=False))
             hosts = await self._hosts(rollout_id)
-            if hosts is None:  # it finished while being read: its header holds them now
-                return await self.get(rollout_id)
-            record = record.model_copy(update={"hosts": hosts})
-        return self._remember(Stored(record, entry.revision or 0, header.apart))
+            # Read again if it finished meanwhile (its parts purged, it is whole again).
+            # A pass of the leader meanwhile only makes some hosts newer than the header.
+            again = await kv_get(self._kv, header_key(rollout_id))
+            if hosts is not None and again is not None and (again.value or b"").startswith(APART):
+                record = header.record.model_copy(update={"hosts": hosts})
+                return self._remember(Stored(record, entry.revision or 0))
+        raise RolloutConflict(f"rollout {rollout_id} kept changing while it was read")
 
     async def _hosts(self, rollout_id: str) -> dict[str, HostRecord] | None:
         base = self._bases.get(rollout_id)

@@ -221,8 +221,16 @@ async def kv_latest(kv: KeyValue, prefix: str) -> dict[str, bytes]:
             KV_TIMEOUT,
         )
         try:
+            wait = KV_TIMEOUT
             while True:
-                for message in await reader.fetch(batch=1000, timeout=KV_TIMEOUT):
+                try:
+                    batch = await reader.fetch(batch=1000, timeout=wait)
+                except TimeoutError:
+                    if not values:
+                        raise
+                    return values  # the rest was purged or replaced meanwhile
+                wait = 1.0
+                for message in batch:
                     key = message.subject.removeprefix(kv._pre)
                     operation = (message.headers or {}).get("KV-Operation")
                     if operation in ("DEL", "PURGE") or not message.data:
