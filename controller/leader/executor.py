@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from contextlib import suppress
 from datetime import datetime, timedelta
 
@@ -61,17 +62,26 @@ from controller.streams.metrics_view import MetricsReader
 from protocol import subjects
 from protocol.codec import encode
 from protocol.errors import BrokerError
-from protocol.models import (
-    ColourSwitch,
-    Envelope,
-    utc_now,
-)
+from protocol.models import ColourSwitch, Envelope, HostFacts, utc_now
 from protocol.spec import Colour
 
 log = logging.getLogger("fleetctl.controller")
 PUBLISH_TIMEOUT = 2.0
 UNRECORDED_GRACE = 30.0
 """Seconds a service's claim may wait for its rollout record before it is released."""
+
+
+class LiveHosts:
+    """The live hosts of one full pass, found once and only if a rollout asks."""
+
+    def __init__(self, facts: Mapping[str, HostFacts], now: datetime, timeout: float) -> None:
+        self._facts, self._now, self._timeout = facts, now, timedelta(seconds=timeout)
+        self._live: dict[str, HostFacts] | None = None
+
+    def hosts(self) -> dict[str, HostFacts]:
+        if self._live is None:
+            self._live = live_facts(self._facts, self._now, self._timeout)
+        return self._live
 
 
 class Executor:
@@ -198,6 +208,7 @@ class Executor:
         try:
             active: dict[str, RolloutRecord | None] = {}
             self.convergence.active = active
+            live = LiveHosts(self.inventory.facts, utc_now(), self.settings.host_timeout)
             for service, rollout_id in await self.rollouts.active():
                 stored = await self.rollouts.get(rollout_id)
                 if stored is None:
@@ -209,7 +220,7 @@ class Executor:
                 if stored.record.status in TERMINAL:
                     await self._finish(stored.record)  # a crash came between the two writes
                 else:
-                    await self._drive(stored, full=True)
+                    await self._drive(stored, live)
             await self._converged(await self.convergence.full_if_due())
         except (BrokerError, ControllerError) as exc:
             log.warning("pass skipped: %s", exc.message)
@@ -246,14 +257,15 @@ class Executor:
         await self.rollouts.release_service(service, rollout_id)
         self._unrecorded_since.pop(rollout_id, None)
 
-    async def _drive(self, stored: Stored, full: bool = False) -> None:
+    async def _drive(self, stored: Stored, live: LiveHosts | None = None) -> None:
         """Plan the rollout again and write what changed; a ``full`` pass (once a tick)
         also takes in hosts that came back meanwhile."""
         pending = self.dispatch.pending(stored.record.id)
         folded = len(pending)
         now = utc_now()
         record = fold(stored.record, pending[:folded], now)
-        joining = self._joining(record, now) if full else []
+        full = live is not None
+        joining = joining_hosts(record, live.hosts()) if live and takes_joiners(record) else []
         if joining:  # came back or enrolled while it runs: one more host of this rollout
             record = join(record, joining, now)
         health = self.inventory.health(
@@ -296,12 +308,6 @@ class Executor:
             due = entry.not_before is None or entry.not_before <= now
             if entry.command_id and due:
                 self.dispatch.ensure(updated, host, entry.command_id)
-
-    def _joining(self, record: RolloutRecord, now: datetime) -> list[str]:
-        if not takes_joiners(record):
-            return []
-        timeout = timedelta(seconds=self.settings.host_timeout)
-        return joining_hosts(record, live_facts(self.inventory.facts, now, timeout))
 
     def _analyse(self, record: RolloutRecord, now: datetime) -> RolloutRecord:
         """Measure the rollout's checks on the newest metrics; note the first failure."""
