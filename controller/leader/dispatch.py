@@ -80,6 +80,13 @@ class Dispatch:
     def sending(self) -> list[asyncio.Task[None]]:
         return list(self._tasks.values())
 
+    def cancel(self, command_ids: list[str]) -> None:
+        """Stop waiting for these commands' answers (they are not on record after all)."""
+        for command_id in command_ids:
+            task = self._tasks.get(command_id)
+            if task is not None:
+                task.cancel()
+
     def ensure(self, record: RolloutRecord, host: str, command_id: str) -> None:
         if command_id in self._tasks or command_id in self._answered:
             return

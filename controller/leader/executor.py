@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from contextlib import suppress
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import nats.errors
 from nats.aio.client import Client
@@ -30,7 +29,7 @@ from controller.leader.lease import LeaderLease
 from controller.leader.post_rollout import PostRolloutHooks
 from controller.leader.progress import follow_progress
 from controller.rollouts.analysis import analyse, baseline_memory
-from controller.rollouts.convergence import live_facts
+from controller.rollouts.convergence import LiveHosts
 from controller.rollouts.fleet_metrics import FleetMetrics
 from controller.rollouts.joining import join, joining_hosts, takes_joiners
 from controller.rollouts.model import (
@@ -62,26 +61,13 @@ from controller.streams.metrics_view import MetricsReader
 from protocol import subjects
 from protocol.codec import encode
 from protocol.errors import BrokerError
-from protocol.models import ColourSwitch, Envelope, HostFacts, utc_now
+from protocol.models import ColourSwitch, Envelope, utc_now
 from protocol.spec import Colour
 
 log = logging.getLogger("fleetctl.controller")
 PUBLISH_TIMEOUT = 2.0
 UNRECORDED_GRACE = 30.0
 """Seconds a service's claim may wait for its rollout record before it is released."""
-
-
-class LiveHosts:
-    """The live hosts of one full pass, found once and only if a rollout asks."""
-
-    def __init__(self, facts: Mapping[str, HostFacts], now: datetime, timeout: float) -> None:
-        self._facts, self._now, self._timeout = facts, now, timedelta(seconds=timeout)
-        self._live: dict[str, HostFacts] | None = None
-
-    def hosts(self) -> dict[str, HostFacts]:
-        if self._live is None:
-            self._live = live_facts(self._facts, self._now, self._timeout)
-        return self._live
 
 
 class Executor:
@@ -191,7 +177,7 @@ class Executor:
                 stored = await self.rollouts.get(rollout_id)
                 if stored is not None and stored.record.status not in TERMINAL:
                     await self._drive(stored)
-                elif stored is None:  # nothing left to change
+                else:  # over (superseded, or finished by another leader), or gone
                     self.dispatch.drop(rollout_id)
         except (BrokerError, ControllerError) as exc:
             log.warning("pass skipped: %s", exc.message)
@@ -277,21 +263,19 @@ class Executor:
         decision = plan(record, health, now)
         updated = apply_decision(record, decision, now)
         self.convergence.saw(updated)
-        for host in decision.prepare if updated.config is None else ():
-            # A check changes nothing on the host, so it goes while the record is written
-            # (pre-flight of a large fleet is a hundred rounds of this): if the write
-            # fails, its answer is simply not folded in, and the host is checked again.
-            entry = updated.hosts[host]
-            if entry.phase is HostPhase.PREPARING and entry.command_id:
-                self.dispatch.ensure(updated, host, entry.command_id)
+        early = self._check_early(updated, decision.prepare)
         if updated != stored.record:
             try:
                 await self.rollouts.update(updated, stored.revision)
             except StaleRecord:
                 # Someone else wrote (an operator's verb): plan again from what they wrote,
                 # with the replies still pending.
+                self.dispatch.cancel(early)
                 self._wake.set()
                 return
+            except BrokerError:
+                self.dispatch.cancel(early)
+                raise
             if updated.status is not stored.record.status:
                 await self._announce(updated)
                 log.info("%s: %s (%s)", updated.id, updated.status.value, updated.reason)
@@ -308,6 +292,21 @@ class Executor:
             due = entry.not_before is None or entry.not_before <= now
             if entry.command_id and due:
                 self.dispatch.ensure(updated, host, entry.command_id)
+
+    def _check_early(self, record: RolloutRecord, hosts: tuple[str, ...]) -> list[str]:
+        """Send the pre-flight checks a pass decided while it writes the record: a check
+        changes nothing on the host, and pre-flight of a large fleet is a hundred rounds
+        of this. If the write fails they are called off (a check already made is simply
+        not folded in, and the host is checked again). Never while paused or aborted."""
+        if record.config is not None or record.paused or record.aborted:
+            return []
+        sent = []
+        for host in hosts:
+            entry = record.hosts[host]
+            if entry.phase is HostPhase.PREPARING and entry.command_id:
+                self.dispatch.ensure(record, host, entry.command_id)
+                sent.append(entry.command_id)
+        return sent
 
     def _analyse(self, record: RolloutRecord, now: datetime) -> RolloutRecord:
         """Measure the rollout's checks on the newest metrics; note the first failure."""
@@ -340,6 +339,8 @@ class Executor:
 
     async def _finish(self, record: RolloutRecord) -> None:
         self.dispatch.drop(record.id)
+        with suppress(BrokerError):  # already done by the write that finished it, mostly
+            await self.rollouts.drop_parts(record.id)
         self.converger.settled(record)
         if record.converging:
             await self.converger.finished(record, utc_now())

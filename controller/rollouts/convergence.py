@@ -149,6 +149,19 @@ def live_facts(
     return {host: f for host, f in facts.items() if f.sent_at >= cutoff}
 
 
+class LiveHosts:
+    """The live hosts of one full pass, found once and only if a rollout asks."""
+
+    def __init__(self, facts: Mapping[str, HostFacts], now: datetime, timeout: float) -> None:
+        self._facts, self._now, self._timeout = facts, now, timedelta(seconds=timeout)
+        self._live: dict[str, HostFacts] | None = None
+
+    def hosts(self) -> dict[str, HostFacts]:
+        if self._live is None:
+            self._live = live_facts(self._facts, self._now, self._timeout)
+        return self._live
+
+
 def matches(facts: HostFacts, selector: Mapping[str, str]) -> bool:
     if not selector:
         return True

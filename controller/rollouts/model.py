@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, field_validator
 
+from controller.rollouts.host_index import HostIndex
 from protocol import subjects
 from protocol.base import FrozenModel, HostId, ServiceName
 from protocol.config_files import ConfigContent, ConfigDocument, ConfigName
@@ -270,25 +270,6 @@ class ConfigTarget(FrozenModel):
         return document.version, document.for_host(host, labels)
 
 
-@dataclass(frozen=True)
-class HostIndex:
-    hosts: Mapping[str, HostRecord]
-    """The map this index was made of (the same object, not a copy)."""
-    ordered: tuple[str, ...]
-    by_phase: dict[HostPhase, tuple[str, ...]]
-
-    @classmethod
-    def of(cls, hosts: Mapping[str, HostRecord], before: object = None) -> HostIndex:
-        """The index of ``hosts``; the order of ``before`` (an index of a copy of the
-        record) is kept when the hosts are the same, as they are on most passes."""
-        same = isinstance(before, HostIndex) and before.hosts.keys() == hosts.keys()
-        ordered = before.ordered if isinstance(before, HostIndex) and same else tuple(sorted(hosts))
-        by_phase: dict[HostPhase, list[str]] = {}
-        for host in ordered:
-            by_phase.setdefault(hosts[host].phase, []).append(host)
-        return cls(hosts, ordered, {phase: tuple(h) for phase, h in by_phase.items()})
-
-
 class RolloutRecord(FrozenModel):
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
     service: ServiceName
@@ -372,8 +353,9 @@ class RolloutRecord(FrozenModel):
         """The hosts by phase, made once per hosts map: the planner asks a 5,000-host
         record for counts and orders many times a pass. Kept beside the fields (not one
         of them), and made again when a copy of the record has other hosts."""
-        index = self.__dict__.get("_host_index")
-        if not isinstance(index, HostIndex) or index.hosts is not self.hosts:
+        found = self.__dict__.get("_host_index")
+        index = found if isinstance(found, HostIndex) else None
+        if index is None or index.hosts is not self.hosts:
             index = HostIndex.of(self.hosts, index)
             self.__dict__["_host_index"] = index
         return index

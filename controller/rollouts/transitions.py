@@ -184,7 +184,7 @@ def mark_contact(
 ) -> RolloutRecord:
     """Note the hosts whose heartbeat is older than the host timeout, with their last one
     (``now`` for a host never heard of), and clear the note once a host is back."""
-    changed = {}
+    changed: dict[str, HostRecord] = {}
     for host, entry in record.hosts.items():
         state = health.get(host, OFFLINE)
         lost = None if state.online else (state.last_seen or entry.no_heartbeat_since or now)

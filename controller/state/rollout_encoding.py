@@ -74,14 +74,14 @@ def encode_record(record: RolloutRecord) -> bytes:
 
 
 def encode_header(record: RolloutRecord) -> bytes:
-    return APART + record.model_copy(update={"hosts": {}}).model_dump_json().encode()
+    return APART + _packed(record.model_copy(update={"hosts": {}}).model_dump_json().encode())
 
 
 def decode_header(data: bytes) -> Header:
     """A header entry: a rollout in progress (``apart``) or a whole, finished one."""
     apart = data.startswith(APART)
     try:
-        body = data[len(APART) :] if apart else _unpacked(data)
+        body = _unpacked(data[len(APART) :] if apart else data)
         return Header(RolloutRecord.model_validate_json(body), apart)
     except (zlib.error, ValueError) as exc:
         raise _unreadable("a rollout record", exc) from exc

@@ -25,7 +25,6 @@ from controller.rollouts.model import (
     RolloutStatus,
 )
 from controller.state.rollout_encoding import (
-    APART,
     base_key,
     decode_header,
     decode_host,
@@ -52,6 +51,8 @@ from controller.state.store import (
 )
 from protocol.errors import BrokerError
 
+CONSISTENT_READS = 3
+
 
 @dataclass(frozen=True)
 class Stored:
@@ -72,7 +73,12 @@ class RolloutStore:
         """Each unfinished rollout's hosts as it began: written once, read once."""
 
     async def get(self, rollout_id: str) -> Stored | None:
-        for _ in range(CAS_ATTEMPTS):
+        """The record as it stands. Its hosts are read after its header; a read during
+        which the header changed is made again (a few times: a rollout the leader changes
+        many times a second is then given as read, hosts a pass newer than the header,
+        and not remembered)."""
+        latest: Stored | None = None
+        for _ in range(CONSISTENT_READS):
             entry = await kv_get(self._kv, header_key(rollout_id))
             if entry is None or entry.value is None:
                 self._forget(rollout_id)
@@ -81,16 +87,29 @@ class RolloutStore:
             if known is not None and known.revision == entry.revision:
                 return known
             header = decode_header(entry.value)
+            revision = entry.revision or 0
             if not header.apart:
-                return self._remember(Stored(header.record, entry.revision or 0, apart=False))
-            hosts = await self._hosts(rollout_id)
-            # Read again if it finished meanwhile (its parts purged, it is whole again).
-            # A pass of the leader meanwhile only makes some hosts newer than the header.
-            again = await kv_get(self._kv, header_key(rollout_id))
-            if hosts is not None and again is not None and (again.value or b"").startswith(APART):
-                record = header.record.model_copy(update={"hosts": hosts})
-                return self._remember(Stored(record, entry.revision or 0))
-        raise RolloutConflict(f"rollout {rollout_id} kept changing while it was read")
+                return self._remember(Stored(header.record, revision, apart=False))
+            try:
+                hosts = await self._hosts(rollout_id)
+            except BrokerError:
+                if await self._changed(rollout_id, revision):
+                    continue  # finished meanwhile: its parts were purged
+                raise
+            if hosts is None or await self._changed(rollout_id, revision):
+                if hosts is not None:
+                    record = header.record.model_copy(update={"hosts": hosts})
+                    latest = Stored(record, revision)
+                continue
+            record = header.record.model_copy(update={"hosts": hosts})
+            return self._remember(Stored(record, revision))
+        if latest is None:
+            raise RolloutConflict(f"rollout {rollout_id} kept changing while it was read")
+        return latest
+
+    async def _changed(self, rollout_id: str, revision: int) -> bool:
+        entry = await kv_get(self._kv, header_key(rollout_id))
+        return entry is None or entry.revision != revision
 
     async def _hosts(self, rollout_id: str) -> dict[str, HostRecord] | None:
         base = self._bases.get(rollout_id)
@@ -138,13 +157,13 @@ class RolloutStore:
         """Compare-and-set: fails with StaleRecord if anyone wrote since ``revision``."""
         known = self._decoded.get(record.id)
         if known is None or known.revision != revision:
-            known = None  # not read here at that revision: every host is written
+            known = None  # not read here at that revision: the base and every host written
         if record.status in TERMINAL:
             new_revision = await self._set_header(record.id, encode_record(record), revision)
-            await self._drop_parts(record.id)
+            await self.drop_parts(record.id)
             return self._remember(Stored(record, new_revision, apart=False))
-        if known is not None and not known.apart:  # kept whole until now
-            await self._put_base(record.id, known.record.hosts)
+        if known is None or not known.apart:  # kept whole until now, or not known here
+            await self._put_base(record.id, known.record.hosts if known else record.hosts)
         new_revision = await self._set_header(record.id, encode_header(record), revision)
         before = known.record.hosts if known is not None else {}
         changed = {
@@ -173,8 +192,9 @@ class RolloutStore:
         await kv_put_many(self._kv, {base_key(rollout_id): encode_hosts(hosts)})
         self._bases[rollout_id] = hosts
 
-    async def _drop_parts(self, rollout_id: str) -> None:
-        """A finished rollout's header holds it whole: its parts are of no more use."""
+    async def drop_parts(self, rollout_id: str) -> None:
+        """A finished rollout's header holds it whole: its parts are of no more use (again
+        by the leader once it finished, in case a crash came between)."""
         await kv_drop(self._kv, base_key(rollout_id))
         await kv_drop(self._kv, f"{hosts_prefix(rollout_id)}>")
 
@@ -225,10 +245,14 @@ class RolloutStore:
         only converged a few hosts to the accepted revision): that one ends ``aborted``
         and its hosts are simply part of the new rollout."""
         try:
-            await self._kv.create(_active_key(service), rollout_id.encode())
+            await asyncio.wait_for(
+                self._kv.create(_active_key(service), rollout_id.encode()), KV_TIMEOUT
+            )
             return
         except nats.js.errors.KeyWrongLastSequenceError as exc:
             conflict = exc
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BrokerError(f"KV claim of {service} failed: {exc!r}") from exc
         entry = await kv_get(self._kv, _active_key(service))
         current = entry.value.decode() if entry is not None and entry.value else None
         superseded = (
@@ -239,12 +263,15 @@ class RolloutStore:
         )
         if superseded and entry is not None:
             try:
-                await self._kv.update(
-                    _active_key(service), rollout_id.encode(), last=entry.revision
+                await asyncio.wait_for(
+                    self._kv.update(_active_key(service), rollout_id.encode(), last=entry.revision),
+                    KV_TIMEOUT,
                 )
                 return
             except nats.js.errors.KeyWrongLastSequenceError:
                 pass  # another took it meanwhile: a conflict like any other
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise BrokerError(f"KV claim of {service} failed: {exc!r}") from exc
         raise RolloutConflict(
             f"rollout {current} of {service} is still in progress; "
             "wait for it, or pause/abort it first"
@@ -272,7 +299,7 @@ class RolloutStore:
     async def release_service(self, service: str, rollout_id: str) -> None:
         entry = await kv_get(self._kv, _active_key(service))
         if entry is not None and entry.value and entry.value.decode() == rollout_id:
-            await self._kv.purge(_active_key(service))
+            await kv_drop(self._kv, _active_key(service))
 
 
 def _active_key(service: str) -> str:

@@ -221,16 +221,10 @@ async def kv_latest(kv: KeyValue, prefix: str) -> dict[str, bytes]:
             KV_TIMEOUT,
         )
         try:
-            wait = KV_TIMEOUT
             while True:
-                try:
-                    batch = await reader.fetch(batch=1000, timeout=wait)
-                except TimeoutError:
-                    if not values:
-                        raise
-                    return values  # the rest was purged or replaced meanwhile
-                wait = 1.0
-                for message in batch:
+                # A timeout here, even after some entries came, is an error: the caller
+                # must never take part of the entries for all of them.
+                for message in await reader.fetch(batch=1000, timeout=KV_TIMEOUT):
                     key = message.subject.removeprefix(kv._pre)
                     operation = (message.headers or {}).get("KV-Operation")
                     if operation in ("DEL", "PURGE") or not message.data:
@@ -249,7 +243,9 @@ async def kv_latest(kv: KeyValue, prefix: str) -> dict[str, bytes]:
 
 
 async def kv_put_many(kv: KeyValue, values: dict[str, bytes], parallel: int = 256) -> None:
-    """Write every entry, up to ``parallel`` at once (each waits for its own ack)."""
+    """Write every entry, up to ``parallel`` at once (each waits for its own ack). When
+    one fails, those not yet sent are not sent at all: none may land after a later write
+    of the same key."""
     gate = asyncio.Semaphore(parallel)
 
     async def put(key: str, value: bytes) -> None:
@@ -257,9 +253,11 @@ async def kv_put_many(kv: KeyValue, values: dict[str, bytes], parallel: int = 25
             await asyncio.wait_for(kv.put(key, value), KV_TIMEOUT)
 
     try:
-        await asyncio.gather(*(put(key, value) for key, value in values.items()))
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise BrokerError(f"KV write failed: {exc!r}") from exc
+        async with asyncio.TaskGroup() as group:
+            for key, value in values.items():
+                group.create_task(put(key, value))
+    except* (nats.errors.Error, TimeoutError) as failed:
+        raise BrokerError(f"KV write failed: {failed.exceptions[0]!r}") from None
 
 
 async def kv_drop(kv: KeyValue, keys: str) -> None:

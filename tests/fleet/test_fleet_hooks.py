@@ -31,8 +31,9 @@ def declared(fleet: LocalFleet, name: str, tag: str, hooks: dict[str, Any]) -> s
 
 
 async def leader_passes(client: Client, count: int) -> None:
-    """Wait until the leader has renewed its lease ``count`` more times: as many full
-    passes, each of which would have run a post_rollout hook again had it not been done."""
+    """Wait until the leader has renewed its lease ``count`` more times: it renews at the
+    start of each full pass, so ``count - 1`` full passes went by, each of which would
+    have run a post_rollout hook again had it not been done."""
     kv = await client.jetstream(timeout=5).key_value(subjects.ROLLOUTS_BUCKET)
     watcher = await kv.watch("leader")
     renewals = -1  # the first entry is the lease as it stands
@@ -93,7 +94,7 @@ async def test_a_failing_pre_update_fails_its_host_and_post_rollout_follows_only
         await events.wait_for(
             lambda m: isinstance(m, HookRun) and m.result.hook is HookName.POST_ROLLOUT
         )
-        await leader_passes(fleet.agents[0].api.client, 4)
+        await leader_passes(fleet.agents[0].api.client, 5)
     accepted = json.loads((await fleet.fleetctl("rollout", "status", "web", "-o", "json")).stdout)
     (run,) = post_rollout_runs(events)  # none after the reverted rollout
     assert (run.result.ok, run.host, run.rollout_id) == (True, None, accepted["id"])

@@ -17,7 +17,9 @@ from controller.rollouts.transitions import (
 from tests.support.records import done, web_rollout
 
 NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
-LATER = NOW + timedelta(seconds=5)
+ANSWERED = NOW + timedelta(seconds=5)
+LATER = NOW + timedelta(seconds=7)
+"""When the pass folds the answers in (an answer waits for the pass in progress)."""
 HOSTS = [f"h{i:02d}" for i in range(20)]
 
 
@@ -31,9 +33,9 @@ def updating_everywhere() -> RolloutRecord:
 def test_many_answers_folded_in_one_pass_change_each_host_as_its_own_answer_says() -> None:
     start = updating_everywhere()
     answered = HOSTS[:10]
-    news = [reply_news(h, f"cmd-{h}", done(h, f"cmd-{h}"), LATER, False) for h in answered]
-    news.append(reply_news("h10", "cmd-older", done("h10", "cmd-older"), LATER, False))
-    news.append(silence_news("h11", "cmd-h11", LATER, "no answer within 30s"))
+    news = [reply_news(h, f"cmd-{h}", done(h, f"cmd-{h}"), ANSWERED, False) for h in answered]
+    news.append(reply_news("h10", "cmd-older", done("h10", "cmd-older"), ANSWERED, False))
+    news.append(silence_news("h11", "cmd-h11", ANSWERED, "no answer within 30s"))
     news.append(progress_news("h12", "cmd-h12", "probing"))
 
     folded = fold(start, news, LATER)
@@ -43,15 +45,16 @@ def test_many_answers_folded_in_one_pass_change_each_host_as_its_own_answer_says
     # a detail, and an answer to a command the host no longer waits on changes nothing.
     for host in answered:
         entry = folded.hosts[host]
-        assert (entry.phase, entry.command_id, entry.since) == (HostPhase.DONE, None, LATER)
+        assert (entry.phase, entry.command_id, entry.since) == (HostPhase.DONE, None, ANSWERED)
     assert folded.hosts["h10"] == start.hosts["h10"]
     silent = folded.hosts["h11"]
     assert (silent.phase, silent.command_id) == (HostPhase.UPDATING, "cmd-h11")
-    assert (silent.attempts, silent.not_before) == (1, LATER + RETRY_DELAY)
+    assert (silent.attempts, silent.not_before) == (1, ANSWERED + RETRY_DELAY)
     assert folded.hosts["h12"].detail == "probing"
     assert folded.hosts["h12"].command_id == "cmd-h12"
     for host in HOSTS[13:]:
         assert folded.hosts[host] is start.hosts[host]
+    # The record changed, and progressed, when the pass wrote it.
     assert (folded.last_progress_at, folded.updated_at) == (LATER, LATER)
     assert folded.count(HostPhase.DONE) == 10
     assert folded.count(HostPhase.UPDATING) == 10

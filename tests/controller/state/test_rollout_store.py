@@ -159,3 +159,15 @@ async def test_thousands_of_changed_hosts_are_all_read_back(bucket: KeyValue) ->
 
     assert len(await kv_keys(bucket, "host.web-r2.")) == 3000
     assert await read_fresh(bucket, "web-r2") == every
+
+
+async def test_a_store_that_did_not_read_a_record_writes_all_of_it(bucket: KeyValue) -> None:
+    older = rollout(10)
+    await bucket.create("rollout.web-r2", encode_record(older))
+    read = await RolloutStore(bucket).get("web-r2")
+    assert read is not None
+
+    changed = updating(older, "host-00004")
+    await RolloutStore(bucket).update(changed, read.revision)  # remembers nothing of it
+
+    assert await read_fresh(bucket, "web-r2") == changed
