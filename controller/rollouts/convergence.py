@@ -74,6 +74,10 @@ class Desired:
     """Specs of revisions after the accepted one (from rollouts that did not complete)."""
     deleted: bool = False
     """`fleetctl delete service`: no host should run it any more."""
+    in_colours: bool = False
+    """The service runs in colours (a blue-green rollout of it switched traffic): its
+    hosts are left to its rollouts, even once it is back on a plain revision (the old
+    container kept as blue carries no colour, and its record may be either spec)."""
 
     @cached_property
     def mark(self) -> Mark:
@@ -176,7 +180,7 @@ def needs(desired: Desired, live: Mapping[str, HostFacts]) -> list[HostNeed]:
     Blue-green services are not converged yet: each host's agent records the coloured
     spec it runs, which no revision's fingerprint matches (see the README)."""
     found = []
-    blue_green = desired.spec.blue_green is not None
+    blue_green = desired.in_colours or desired.spec.blue_green is not None
     for host, facts in live.items():
         if desired.deleted or not matches(facts, desired.selector):
             if runs(facts, desired.service):

@@ -5,9 +5,7 @@ exhaustively with hypothesis. The status is derived afresh each time from the ho
 phases and the operator's intent, never carried over, so a restarted controller plans
 exactly what the last one would have.
 
-Budget (stop-first) = max_unavailable - (hosts updating + hosts unavailable for any other
-reason), never below zero, zero unless the rollout is running. A start-first update keeps
-serving, so it spends the surge budget instead.
+How many hosts may start at once is budget.py's.
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from controller.rollouts.budget import eligible_hosts, start_budget
 from controller.rollouts.host_health import OFFLINE as OFFLINE
 from controller.rollouts.host_health import HostHealth as HostHealth
 from controller.rollouts.host_health import held_up_by
@@ -27,10 +26,9 @@ from controller.rollouts.model import (
     HostPhase,
     RolloutRecord,
     RolloutStatus,
-    Strategy,
     resolve_amount,
 )
-from protocol.spec import Colour, UpdateOrder, other_colour
+from protocol.spec import Colour, other_colour
 
 
 @dataclass(frozen=True)
@@ -50,31 +48,6 @@ class Decision:
     promote: bool = False
     """The canary soaked for auto_promote_after without failures: promote now."""
     canary_completed: bool = False
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_unavailable: int
-    max_surge: int
-
-
-def limits(record: RolloutRecord, targets: int) -> Limits:
-    """max_unavailable rounds down and max_surge up, like Kubernetes; at least one of them."""
-    spec = record.spec
-    if spec.strategy is Strategy.RECREATE:
-        return Limits(max_unavailable=max(targets, 1), max_surge=0)
-    unavailable = resolve_amount(spec.max_unavailable, targets, round_up=False)
-    surge = resolve_amount(spec.max_surge, targets, round_up=True)
-    if unavailable == 0 and surge == 0:
-        unavailable = 1
-    return Limits(unavailable, surge)
-
-
-def eligible_hosts(record: RolloutRecord) -> list[str]:
-    """Hosts this rollout may update now: those at or past the partition, in order."""
-    ordered = record.ordered_hosts()
-    partition = record.partition or 0
-    return ordered[partition:]
 
 
 def plan(record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime) -> Decision:
@@ -180,38 +153,6 @@ def _fail(
     return Decision(RolloutStatus.FAILED, why)
 
 
-def _budget(record: RolloutRecord, health: Mapping[str, HostHealth], targets: int) -> int:
-    """How many more hosts may start an update now. A convergence rollout's pace is its
-    policy taken of the whole matching fleet (its hosts and the others), as it is now:
-    hosts that join it make the fleet larger."""
-    if record.converging:
-        targets += sum(1 for host in record.others if host not in record.hosts)
-    limit = limits(record, targets)
-    if record.target.update_order is UpdateOrder.START_FIRST:
-        # Each start-first host runs two copies at once: max_surge bounds that (or, when
-        # no surge is given, max_unavailable does, so it never means "all at once").
-        surging = record.count(HostPhase.UPDATING, HostPhase.REVERTING)
-        return max(0, (limit.max_surge or limit.max_unavailable) - surging)
-    return max(0, limit.max_unavailable - _unavailable(record, health))
-
-
-def _unavailable(record: RolloutRecord, health: Mapping[str, HostHealth]) -> int:
-    """Hosts out of service: a stop-first update in flight, or offline, or unhealthy.
-
-    A convergence rollout's own hosts are out already (that is why they are in it: a
-    stopped container, a missing service), so of them only those it updates count; the
-    service's other matching hosts (``others``) count when they are out."""
-    start_first = record.target.update_order is UpdateOrder.START_FIRST
-    count = 0
-    for host, entry in record.hosts.items():
-        updating = entry.phase in (HostPhase.UPDATING, HostPhase.REVERTING)
-        out = not record.converging and health.get(host, OFFLINE).unavailable
-        if (updating and not start_first) or out:
-            count += 1
-    others = (h for h in record.others if h not in record.hosts)
-    return count + sum(1 for host in others if health.get(host, OFFLINE).unavailable)
-
-
 def _roll(
     record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime, deadline_passed: bool
 ) -> Decision:
@@ -242,7 +183,7 @@ def _roll(
         holdups = held_up_by(record, health, now, out_of_service=True)
         return _fail(record, health, now, f"{_deadline(record)}; {holdups}")
 
-    budget = _budget(record, health, len(eligible))
+    budget = start_budget(record, health, len(eligible))
     online = [h for h in waiting if health.get(h, OFFLINE).online]
     chosen = tuple(online[:budget])
     return Decision(
@@ -454,7 +395,7 @@ def _revert(
         final = RolloutStatus.ABORTED if record.aborted else RolloutStatus.REVERTED
         return Decision(final, reason)
     # The same budget as the forward roll: of the eligible hosts, not of every host.
-    budget = _budget(record, health, len(eligible_hosts(record)))
+    budget = start_budget(record, health, len(eligible_hosts(record)))
     if record.count(HostPhase.UPDATING, HostPhase.PREPARING):
         budget = 0  # let forward work settle first: it may yet need reverting
     online = [
