@@ -83,12 +83,7 @@ def allowance(spec: RolloutSpec, eligible_hosts: int) -> Allowance:
 
 
 def allowance_of(record: RolloutRecord) -> Allowance:
-    """A rollout's amounts are taken of its eligible hosts; a convergence rollout's of the
-    whole matching fleet: its own hosts and the service's other matching hosts."""
-    fleet = set(eligible(record))
-    if record.converging:
-        fleet |= set(record.others)
-    return allowance(record.spec, len(fleet))
+    return allowance(record.spec, len(eligible(record)))
 
 
 def stop_first(record: RolloutRecord) -> bool:
