@@ -50,8 +50,9 @@ from controller.broker import NatsServer, find_nats_server_binary
 from controller.leader.converger import Converger
 from controller.rollouts.model import TERMINAL, RolloutSpec, resolve_amount
 from controller.state.intents import Fleet
+from controller.state.rollout_store import RolloutStore
 from controller.state.services import ServiceStore
-from controller.state.store import RolloutStore, open_buckets
+from controller.state.store import open_buckets
 from protocol import subjects
 from protocol.models import Envelope, HostFacts, utc_now
 from protocol.spec import ServiceSpec

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from controller.broker import NatsServer, find_nats_server_binary
 from controller.rollouts.model import TERMINAL, RolloutSpec, resolve_amount
 from controller.state.intents import Fleet
-from controller.state.store import decode_record
+from controller.state.rollout_encoding import decode_header, decode_host, header_key, hosts_prefix
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.fingerprint import image_digest, settings_fingerprint
@@ -142,12 +142,17 @@ class SimulatedFleet:
         await asyncio.gather(*(beat(host) for host in (self.hosts if hosts is None else hosts)))
 
     async def heartbeat_loop(self, kv: KeyValue, stop: asyncio.Event) -> None:
+        """Each host beats once an interval, at its own moment within it: agents start at
+        different times, so a fleet's heartbeats are spread, not sent all at once."""
+        slices = 20
         while not stop.is_set():
-            await self.heartbeat_all(kv)
-            try:
-                await asyncio.wait_for(stop.wait(), HEARTBEAT_INTERVAL)
-            except TimeoutError:
-                continue
+            for part in range(slices):
+                await self.heartbeat_all(kv, self.hosts[part::slices])
+                try:
+                    await asyncio.wait_for(stop.wait(), HEARTBEAT_INTERVAL / slices)
+                except TimeoutError:
+                    continue
+                return
 
     def facts(self, host: str) -> HostFacts:
         return simulated_facts(host, self.specs[host])
@@ -193,13 +198,18 @@ class SimulatedFleet:
         self.replied[command.host] = (command.id, time.monotonic())
         await msg.respond(encode(reply))
 
-    def saw_record(self, hosts: dict[str, str | None]) -> None:
-        """A new rollout record: replies whose command left the host's entry are recorded."""
-        now = time.monotonic()
-        for host, (command_id, at) in list(self.replied.items()):
-            if hosts.get(host) != command_id:
-                self.recorded[command_id] = now - at
-                del self.replied[host]
+    def saw_host(self, host: str, command_id: str | None) -> None:
+        """A host's entry in the rollout changed: a reply whose command left it is recorded."""
+        replied = self.replied.get(host)
+        if replied is not None and replied[0] != command_id:
+            self.recorded[replied[0]] = time.monotonic() - replied[1]
+            del self.replied[host]
+
+    async def on_host_entry(self, msg: Msg) -> None:
+        """A host's entry as the controller writes it: a plain subscription to the KV's
+        subjects sees every write, where a watcher that falls behind may skip some."""
+        if msg.data:
+            self.saw_host(msg.subject.rsplit(".", 1)[1], decode_host(msg.data).command_id)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -245,7 +255,10 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
         target = ServiceSpec(name="web", image=NEW_IMAGE)
         record, _ = await fleet.plan_rollout("web", NEW_IMAGE, spec, spec_override=target)
         rollouts_kv = await nc.jetstream(timeout=10).key_value(subjects.ROLLOUTS_BUCKET)
-        watcher = await rollouts_kv.watch(f"rollout.{record.id}")
+        watcher = await rollouts_kv.watch(header_key(record.id))
+        following = await nc.subscribe(
+            f"$KV.{subjects.ROLLOUTS_BUCKET}.{hosts_prefix(record.id)}>", cb=sim.on_host_entry
+        )
         await asyncio.sleep(1.0)  # the controller has loaded the inventory
         cpu_before = watched.cpu_times()
         started = time.monotonic()
@@ -259,8 +272,7 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
                 break
             if entry is None or not entry.value:
                 continue
-            current = decode_record(entry.value)
-            sim.saw_record({h: e.command_id for h, e in current.hosts.items()})
+            current = decode_header(entry.value).record
             if current.status in TERMINAL:
                 final = current
                 break
@@ -268,6 +280,7 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
         cpu_after = watched.cpu_times()
         rss = peak_rss(controller.pid)
         await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py: KeyWatcher is unannotated
+        await following.unsubscribe()
         stop.set()
         await beating
         if final is None:

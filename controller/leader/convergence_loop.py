@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 from controller.errors import ControllerError
 from controller.leader.converger import Converger, Passed
 from controller.rollouts.joining import join, takes_converging_hosts
-from controller.rollouts.model import RolloutRecord
+from controller.rollouts.model import Change, RolloutRecord
 from controller.state.inventory import Inventory
 from protocol.errors import BrokerError
 from protocol.models import utc_now
 
 log = logging.getLogger("fleetctl.controller")
-Change = Callable[[RolloutRecord], RolloutRecord]
 
 
 def joiner(hosts: list[str]) -> Change:

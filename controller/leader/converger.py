@@ -21,15 +21,15 @@ from controller.rollouts.convergence import (
     HostNeed,
     Need,
     convergence_record,
-    fleet_size,
     live_facts,
     matching_hosts,
     needs,
 )
 from controller.rollouts.joining import deploys, takes_converging_hosts
 from controller.rollouts.model import TERMINAL, UPDATED, HostPhase, RolloutRecord, RolloutSpec
+from controller.state.rollout_store import RolloutStore
 from controller.state.services import ServiceRecord, ServiceStore
-from controller.state.store import RolloutConflict, RolloutStore
+from controller.state.store import RolloutConflict
 from protocol import subjects
 from protocol.models import ConvergenceAction, ConvergenceEvent, Envelope, HostFacts
 
@@ -157,7 +157,6 @@ class Converger:
             desired,
             policy,
             [n.host for n in acting],
-            fleet_size(desired, live),
             now,
             removing=not converging,
             others=matching_hosts(desired, live),

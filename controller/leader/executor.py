@@ -1,19 +1,19 @@
 """The executor: turns the planner's decisions into agent commands, and replies into state.
 
 It runs inside ``fleetctl controller run``. Each pass, the lease holder reads every
-active rollout, plans, writes the decision to KV by compare-and-set *before* sending
-anything (so every command id is on record first), then sends the commands. A command
-already on record but without a task here (after a restart, or a takeover) is sent again
-with the same id: the agent returns the recorded outcome instead of running it twice.
+active rollout, folds in the answers that came, plans, writes the decision to KV by
+compare-and-set *before* sending any command that changes a host (so its id is on record
+first), then sends them; pre-flight checks, which change nothing, go during the write.
+A command already on record but without a task here (after a restart, or a takeover) is
+sent again with the same id (dispatch.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from contextlib import suppress
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import nats.errors
 from nats.aio.client import Client
@@ -24,20 +24,12 @@ from controller.bus_link import advertises_jetstream
 from controller.errors import ControllerError
 from controller.leader.convergence_loop import ConvergenceLoop, joiner
 from controller.leader.converger import Converger, Passed
+from controller.leader.dispatch import Dispatch
 from controller.leader.lease import LeaderLease
 from controller.leader.post_rollout import PostRolloutHooks
 from controller.leader.progress import follow_progress
 from controller.rollouts.analysis import analyse, baseline_memory
-from controller.rollouts.commands import (
-    apply_command,
-    blue_green_command,
-    config_command,
-    pinned,
-    prepare_command,
-    remove_command,
-    without_pre_update,
-)
-from controller.rollouts.convergence import live_facts
+from controller.rollouts.convergence import LiveHosts
 from controller.rollouts.fleet_metrics import FleetMetrics
 from controller.rollouts.joining import join, joining_hosts, takes_joiners
 from controller.rollouts.model import (
@@ -50,39 +42,29 @@ from controller.rollouts.model import (
 )
 from controller.rollouts.planner import plan
 from controller.rollouts.transitions import (
-    after_progress,
-    after_reply,
-    after_silence,
     apply_decision,
+    fold,
     mark_contact,
 )
 from controller.settings import ControllerSettings
 from controller.state.config_store import ConfigStore, open_config_bucket
 from controller.state.inventory import Inventory
+from controller.state.rollout_store import RolloutStore, Stored
 from controller.state.services import ServiceStore
 from controller.state.store import (
     JETSTREAM_START_SECONDS,
-    RolloutStore,
     StaleRecord,
-    Stored,
     open_buckets,
     when_jetstream_ready,
 )
 from controller.streams.metrics_view import MetricsReader
 from protocol import subjects
-from protocol.codec import decode, encode
-from protocol.errors import BrokerError, ProtocolError
-from protocol.models import (
-    ColourSwitch,
-    Command,
-    Envelope,
-    UpdateProgress,
-    utc_now,
-)
+from protocol.codec import encode
+from protocol.errors import BrokerError
+from protocol.models import ColourSwitch, Envelope, utc_now
 from protocol.spec import Colour
 
 log = logging.getLogger("fleetctl.controller")
-Change = Callable[[RolloutRecord], RolloutRecord]
 PUBLISH_TIMEOUT = 2.0
 UNRECORDED_GRACE = 30.0
 """Seconds a service's claim may wait for its rollout record before it is released."""
@@ -93,13 +75,9 @@ class Executor:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream(timeout=5)
         self.settings = settings
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._pending: dict[str, list[Change]] = {}
-        """Replies not yet written, per rollout: the next pass folds them all into one write."""
         self._wake = asyncio.Event()
         self._colours: dict[str, Colour] = {}
         """Blue-green: the serving colour each rollout's service KV record is known to hold."""
-        self._signer = settings.signer()
         self.metrics = FleetMetrics()
         """Each host's newest metrics sample, for canary analysis."""
         self.leader = False
@@ -113,6 +91,7 @@ class Executor:
         self.services = ServiceStore(services_kv)
         self.inventory = Inventory(hosts_kv, self.settings.host_timeout)
         self.inventory.on_change = self._wake.set
+        self.dispatch = Dispatch(self._nc, self.settings, self._wake, self.inventory.facts)
         self.configs = ConfigStore(await open_config_bucket(self._js, self.settings.streams))
         self.converger = Converger(
             self.rollouts, self.services, self._publish, self.settings.host_timeout
@@ -147,7 +126,7 @@ class Executor:
         if rollouts_kv is None:
             return
         lease = LeaderLease(rollouts_kv, self.settings.controller_id, self.settings.lease_ttl)
-        progress = await follow_progress(self._nc, self._progress)
+        progress = await follow_progress(self._nc, self.dispatch.progress)
         watching = asyncio.create_task(self.inventory.run(stop), name="inventory")
         waking = asyncio.create_task(self._wake_when(stop), name="wake-on-stop")
         reading = asyncio.create_task(MetricsReader(self._nc, self.metrics).run(), name="metrics")
@@ -157,11 +136,10 @@ class Executor:
                 await asyncio.wait_for(self.inventory.loaded.wait(), 10)
             await self._serve(lease, stop)
         finally:
-            for task in (*self._tasks.values(), reading):
+            sending = self.dispatch.sending()
+            for task in (*sending, reading):
                 task.cancel()
-            await asyncio.gather(
-                *self._tasks.values(), watching, waking, reading, return_exceptions=True
-            )
+            await asyncio.gather(*sending, watching, waking, reading, return_exceptions=True)
             await self.post_rollout.close()
             with suppress(nats.errors.Error):
                 await progress.unsubscribe()
@@ -183,6 +161,7 @@ class Executor:
                 next_full = loop.time() + self.settings.tick
                 await self._tick(lease)
             elif self.leader:
+                await asyncio.sleep(0)  # answers already read off the socket come in first
                 await self._drive_pending()
                 await self._converged(await self.convergence.changes())
             with suppress(TimeoutError):
@@ -194,12 +173,12 @@ class Executor:
 
     async def _drive_pending(self) -> None:
         try:
-            for rollout_id in [r for r, changes in self._pending.items() if changes]:
+            for rollout_id in self.dispatch.with_news():
                 stored = await self.rollouts.get(rollout_id)
                 if stored is not None and stored.record.status not in TERMINAL:
                     await self._drive(stored)
-                elif stored is None:
-                    self._pending.pop(rollout_id, None)  # nothing left to change
+                else:  # over (superseded, or finished by another leader), or gone
+                    self.dispatch.drop(rollout_id)
         except (BrokerError, ControllerError) as exc:
             log.warning("pass skipped: %s", exc.message)
 
@@ -215,6 +194,7 @@ class Executor:
         try:
             active: dict[str, RolloutRecord | None] = {}
             self.convergence.active = active
+            live = LiveHosts(self.inventory.facts, utc_now(), self.settings.host_timeout)
             for service, rollout_id in await self.rollouts.active():
                 stored = await self.rollouts.get(rollout_id)
                 if stored is None:
@@ -226,7 +206,7 @@ class Executor:
                 if stored.record.status in TERMINAL:
                     await self._finish(stored.record)  # a crash came between the two writes
                 else:
-                    await self._drive(stored, full=True)
+                    await self._drive(stored, live)
             await self._converged(await self.convergence.full_if_due())
         except (BrokerError, ControllerError) as exc:
             log.warning("pass skipped: %s", exc.message)
@@ -237,9 +217,16 @@ class Executor:
         if passed is None:
             return
         for rollout_id, hosts in passed.joins.items():
-            self._record(rollout_id, joiner(hosts))
-        if passed.started or passed.joins:
+            self.dispatch.record(rollout_id, joiner(hosts))
+        if passed.joins:
             self._wake.set()
+        try:
+            for record in passed.started:  # its first checks go now, not at the next tick
+                stored = await self.rollouts.get(record.id)
+                if stored is not None and stored.record.status not in TERMINAL:
+                    await self._drive(stored)
+        except (BrokerError, ControllerError) as exc:
+            log.warning("pass skipped: %s", exc.message)
 
     async def _release_if_abandoned(self, service: str, rollout_id: str) -> None:
         """Free a claim whose record never came (fleetctl died between the two writes).
@@ -256,54 +243,70 @@ class Executor:
         await self.rollouts.release_service(service, rollout_id)
         self._unrecorded_since.pop(rollout_id, None)
 
-    async def _drive(self, stored: Stored, full: bool = False) -> None:
+    async def _drive(self, stored: Stored, live: LiveHosts | None = None) -> None:
         """Plan the rollout again and write what changed; a ``full`` pass (once a tick)
         also takes in hosts that came back meanwhile."""
-        pending = self._pending.get(stored.record.id, [])
+        pending = self.dispatch.pending(stored.record.id)
         folded = len(pending)
-        record = stored.record
-        for change in pending[:folded]:
-            record = change(record)
         now = utc_now()
-        joining = self._joining(record, now) if full else []
+        record = fold(stored.record, pending[:folded], now)
+        full = live is not None
+        joining = joining_hosts(record, live.hosts()) if live and takes_joiners(record) else []
         if joining:  # came back or enrolled while it runs: one more host of this rollout
             record = join(record, joining, now)
         health = self.inventory.health(
             [*record.hosts, *record.others], record.service, now, self.settings.host_timeout
         )
-        record = self._analyse(mark_contact(record, health, now), now)
+        if full:  # a note for people (offline since): once a tick is soon enough
+            record = mark_contact(record, health, now)
+        record = self._analyse(record, now)
         decision = plan(record, health, now)
         updated = apply_decision(record, decision, now)
         self.convergence.saw(updated)
+        early = self._check_early(updated, decision.prepare)
         if updated != stored.record:
             try:
                 await self.rollouts.update(updated, stored.revision)
             except StaleRecord:
                 # Someone else wrote (an operator's verb): plan again from what they wrote,
                 # with the replies still pending.
+                self.dispatch.cancel(early)
                 self._wake.set()
                 return
+            except BrokerError:
+                self.dispatch.cancel(early)
+                raise
             if updated.status is not stored.record.status:
                 await self._announce(updated)
                 log.info("%s: %s (%s)", updated.id, updated.status.value, updated.reason)
             if joining:
                 await self.converger.joined(updated, joining, self.inventory.facts)
-        del pending[:folded]
+        self.dispatch.folded(stored.record.id, folded)
         if updated.serving_colour and self._colours.get(updated.id) != updated.serving_colour:
             await self._switch_colour(updated, updated.serving_colour)
         if updated.status in TERMINAL:
             await self._finish(updated)
             return
-        for host, entry in updated.hosts.items():
+        for host in (h for phase in IN_FLIGHT for h in updated.in_phase(phase)):
+            entry = updated.hosts[host]
             due = entry.not_before is None or entry.not_before <= now
-            if entry.phase in IN_FLIGHT and entry.command_id and due:
-                self._ensure_command(updated, host, entry.command_id)
+            if entry.command_id and due:
+                self.dispatch.ensure(updated, host, entry.command_id)
 
-    def _joining(self, record: RolloutRecord, now: datetime) -> list[str]:
-        if not takes_joiners(record):
+    def _check_early(self, record: RolloutRecord, hosts: tuple[str, ...]) -> list[str]:
+        """Send the pre-flight checks a pass decided while it writes the record: a check
+        changes nothing on the host, and pre-flight of a large fleet is a hundred rounds
+        of this. If the write fails they are called off (a check already made is simply
+        not folded in, and the host is checked again). Never while paused or aborted."""
+        if record.config is not None or record.paused or record.aborted:
             return []
-        timeout = timedelta(seconds=self.settings.host_timeout)
-        return joining_hosts(record, live_facts(self.inventory.facts, now, timeout))
+        sent = []
+        for host in hosts:
+            entry = record.hosts[host]
+            if entry.phase is HostPhase.PREPARING and entry.command_id:
+                self.dispatch.ensure(record, host, entry.command_id)
+                sent.append(entry.command_id)
+        return sent
 
     def _analyse(self, record: RolloutRecord, now: datetime) -> RolloutRecord:
         """Measure the rollout's checks on the newest metrics; note the first failure."""
@@ -335,7 +338,9 @@ class Executor:
         return measured.model_copy(update={"analysis_failure": failure})
 
     async def _finish(self, record: RolloutRecord) -> None:
-        self._pending.pop(record.id, None)
+        self.dispatch.drop(record.id)
+        with suppress(BrokerError):  # already done by the write that finished it, mostly
+            await self.rollouts.drop_parts(record.id)
         self.converger.settled(record)
         if record.converging:
             await self.converger.finished(record, utc_now())
@@ -386,93 +391,3 @@ class Executor:
         await self._publish(subjects.controller_event_subject("switch"), event)
         log.info("%s: %s now serves %s", record.id, record.service, colour)
         self._colours[record.id] = colour
-
-    # ---- commands ----
-
-    def _ensure_command(self, record: RolloutRecord, host: str, command_id: str) -> None:
-        if command_id in self._tasks:
-            return
-        task = asyncio.create_task(
-            self._command(record, host, command_id), name=f"command-{host}-{command_id[:8]}"
-        )
-        self._tasks[command_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(command_id, None))
-
-    def _build(self, record: RolloutRecord, host: str, command_id: str) -> tuple[Command, float]:
-        entry = record.hosts[host]
-        expires = utc_now() + timedelta(seconds=self.settings.command_ttl)
-        if record.config is not None:
-            facts = self.inventory.facts.get(host)
-            labels = facts.labels if facts is not None else {}
-            command = config_command(record, host, labels, expires, command_id)
-            health = record.target.health
-            # Verifying the new file, and on failure the restored one: twice the deadline.
-            deadline = 2 * (health.healthy_deadline if health else 30.0)
-            timeout = deadline + 2 * record.target.stop_grace_period + self.settings.command_slack
-            return command, timeout
-        if entry.phase is HostPhase.PREPARING:
-            prepare = prepare_command(record, host, expires, command_id, rollout_id=record.id)
-            return prepare, self.settings.prepare_timeout
-        if record.removing:
-            # Each copy (serving, set aside, next, the other colour) is stopped in turn.
-            copies = 5
-            timeout = copies * record.target.stop_grace_period + self.settings.command_slack
-            return remove_command(record, host, expires, command_id), timeout
-        if entry.phase is HostPhase.UPDATING or record.blue_green:
-            spec = pinned(record.target, entry.digest, record.spec.min_healthy_time)
-        else:
-            assert record.previous is not None, "the planner reverts only with a previous spec"
-            spec = without_pre_update(record.previous)  # a way back is never refused
-        deadline = spec.health.healthy_deadline if spec.health else 0.0
-        hooks = sum(h.timeout for h in (spec.hooks.pre_update, spec.hooks.post_update) if h)
-        timeout = deadline + spec.stop_grace_period + hooks + self.settings.command_slack
-        if record.blue_green:
-            hook = spec.blue_green.hook_timeout if spec.blue_green else 0.0
-            return blue_green_command(record, host, spec, expires, command_id), timeout + hook
-        return apply_command(record, host, spec, expires, command_id), timeout
-
-    async def _command(self, record: RolloutRecord, host: str, command_id: str) -> None:
-        command, timeout = self._build(record, host, command_id)
-        if self._signer is not None:
-            # Signed afresh on every send (a new sent_at): a resend is not a replay.
-            command = self._signer.sign(command)
-        subject = subjects.command_subject(host)
-        try:
-            message = await self._nc.request(subject, encode(command), timeout=timeout)
-            reply = decode(message.data)
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
-            silent = isinstance(exc, nats.errors.NoRespondersError)
-            self._silence(
-                record.id,
-                host,
-                command_id,
-                "no agent answers" if silent else (f"no answer within {timeout:.0f}s"),
-            )
-            return
-        except ProtocolError as exc:
-            self._silence(record.id, host, command_id, f"undecodable reply: {exc.message}")
-            return
-        except nats.errors.Error as exc:
-            self._silence(record.id, host, command_id, f"bus error: {exc!r}")
-            return
-        self._record(record.id, lambda r: after_reply(r, host, command_id, reply, utc_now()))
-
-    def _silence(self, rollout_id: str, host: str, command_id: str, why: str) -> None:
-        log.info("%s: %s: %s; will retry", rollout_id, host, why)
-        self._record(rollout_id, lambda r: after_silence(r, host, command_id, utc_now(), why))
-
-    def _progress(self, news: UpdateProgress) -> None:
-        """An agent's phase of a command this controller awaits, for the next full pass
-        (it wakes none: a phase is news for people, and the planner does not wait on it).
-        A standby, or news of a command already answered, records nothing."""
-        if news.rollout_id is None or news.operation_id not in self._tasks:
-            return
-        host, command_id, doing = news.host, news.operation_id, news.phase.value
-        self._pending.setdefault(news.rollout_id, []).append(
-            lambda r: after_progress(r, host, command_id, doing, utc_now())
-        )
-
-    def _record(self, rollout_id: str, change: Change) -> None:
-        """Queue a reply's change for the next pass, and wake that pass now."""
-        self._pending.setdefault(rollout_id, []).append(change)
-        self._wake.set()

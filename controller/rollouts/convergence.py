@@ -26,7 +26,6 @@ from controller.rollouts.model import (
     RolloutRecord,
     RolloutSpec,
     Strategy,
-    resolve_amount,
 )
 from protocol.fingerprint import image_digest, settings_fingerprint
 from protocol.models import ContainerState, Drift, HostFacts, ServiceStatus
@@ -75,6 +74,10 @@ class Desired:
     """Specs of revisions after the accepted one (from rollouts that did not complete)."""
     deleted: bool = False
     """`fleetctl delete service`: no host should run it any more."""
+    in_colours: bool = False
+    """The service runs in colours (a blue-green rollout of it switched traffic): its
+    hosts are left to its rollouts, even once it is back on a plain revision (the old
+    container kept as blue carries no colour, and its record may be either spec)."""
 
     @cached_property
     def mark(self) -> Mark:
@@ -150,6 +153,19 @@ def live_facts(
     return {host: f for host, f in facts.items() if f.sent_at >= cutoff}
 
 
+class LiveHosts:
+    """The live hosts of one full pass, found once and only if a rollout asks."""
+
+    def __init__(self, facts: Mapping[str, HostFacts], now: datetime, timeout: float) -> None:
+        self._facts, self._now, self._timeout = facts, now, timedelta(seconds=timeout)
+        self._live: dict[str, HostFacts] | None = None
+
+    def hosts(self) -> dict[str, HostFacts]:
+        if self._live is None:
+            self._live = live_facts(self._facts, self._now, self._timeout)
+        return self._live
+
+
 def matches(facts: HostFacts, selector: Mapping[str, str]) -> bool:
     if not selector:
         return True
@@ -164,7 +180,7 @@ def needs(desired: Desired, live: Mapping[str, HostFacts]) -> list[HostNeed]:
     Blue-green services are not converged yet: each host's agent records the coloured
     spec it runs, which no revision's fingerprint matches (see the README)."""
     found = []
-    blue_green = desired.spec.blue_green is not None
+    blue_green = desired.in_colours or desired.spec.blue_green is not None
     for host, facts in live.items():
         if desired.deleted or not matches(facts, desired.selector):
             if runs(facts, desired.service):
@@ -203,16 +219,14 @@ def fleet_size(desired: Desired, live: Mapping[str, HostFacts]) -> int:
     return sum(1 for facts in live.values() if matches(facts, desired.selector))
 
 
-def convergence_spec(policy: RolloutSpec, size: int) -> RolloutSpec:
-    """The declared policy as a convergence rollout uses it: its pace, resolved against
-    the whole matching fleet (not the few hosts converged), and none of its gates. A
-    host that fails or is not ready is retried later; it never stops the others."""
-    unavailable = resolve_amount(policy.max_unavailable, size, round_up=False)
-    surge = resolve_amount(policy.max_surge, size, round_up=True)
+def convergence_spec(policy: RolloutSpec) -> RolloutSpec:
+    """The declared policy as a convergence rollout uses it: its pace (which the planner
+    takes of the whole matching fleet, not of the few hosts converged), and none of its
+    gates. A host that fails or is not ready is retried later; it never stops the others."""
     return RolloutSpec(
         strategy=Strategy.ROLLING,
-        max_unavailable=max(unavailable, 0 if surge else 1),
-        max_surge=surge,
+        max_unavailable=policy.max_unavailable,
+        max_surge=policy.max_surge,
         selector=dict(policy.selector),
         min_healthy_time=policy.min_healthy_time,
         # A host that goes away mid-way must not hold the service for long: the rest
@@ -247,7 +261,6 @@ def convergence_record(
     desired: Desired,
     policy: RolloutSpec,
     hosts: list[str],
-    size: int,
     now: datetime,
     *,
     removing: bool = False,
@@ -264,7 +277,7 @@ def convergence_record(
         id=rollout_id,
         service=desired.service,
         revision=desired.revision,
-        spec=convergence_spec(policy, size),
+        spec=convergence_spec(policy),
         target=desired.spec,
         previous=None,
         hosts={host: HostRecord(phase=first, since=now) for host in hosts},

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, field_validator
 
+from controller.rollouts.host_index import HostIndex
 from protocol import subjects
 from protocol.base import FrozenModel, HostId, ServiceName
 from protocol.config_files import ConfigContent, ConfigDocument, ConfigName
@@ -341,7 +343,22 @@ class RolloutRecord(FrozenModel):
 
     def ordered_hosts(self) -> list[str]:
         """The deterministic host order: sorted ids, the same after any restart."""
-        return sorted(self.hosts)
+        return list(self._index().ordered)
+
+    def in_phase(self, phase: HostPhase) -> list[str]:
+        """The hosts in ``phase``, in host order."""
+        return list(self._index().by_phase.get(phase, ()))
+
+    def _index(self) -> HostIndex:
+        """The hosts by phase, made once per hosts map: the planner asks a 5,000-host
+        record for counts and orders many times a pass. Kept beside the fields (not one
+        of them), and made again when a copy of the record has other hosts."""
+        found = self.__dict__.get("_host_index")
+        index = found if isinstance(found, HostIndex) else None
+        if index is None or index.hosts is not self.hosts:
+            index = HostIndex.of(self.hosts, index)
+            self.__dict__["_host_index"] = index
+        return index
 
     @property
     def blue_green(self) -> bool:
@@ -353,10 +370,15 @@ class RolloutRecord(FrozenModel):
         return self.colour or "green"
 
     def count(self, *phases: HostPhase) -> int:
-        return sum(1 for host in self.hosts.values() if host.phase in phases)
+        by_phase = self._index().by_phase
+        return sum(len(by_phase.get(phase, ())) for phase in set(phases))
 
     def with_host(self, host: str, record: HostRecord) -> RolloutRecord:
         return self.model_copy(update={"hosts": {**self.hosts, host: record}})
+
+
+Change = Callable[[RolloutRecord], RolloutRecord]
+"""A change to a rollout's record, made by the leader or folded into its next pass."""
 
 
 def rollout_id(service: str, revision: int) -> str:

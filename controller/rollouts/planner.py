@@ -5,17 +5,17 @@ exhaustively with hypothesis. The status is derived afresh each time from the ho
 phases and the operator's intent, never carried over, so a restarted controller plans
 exactly what the last one would have.
 
-Budget (stop-first) = max_unavailable - (hosts updating + hosts unavailable for any other
-reason), never below zero, zero unless the rollout is running. A start-first update keeps
-serving, so it spends the surge budget instead.
+How many hosts may start at once is budget.py's.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from controller.rollouts.budget import eligible_hosts, start_budget
 from controller.rollouts.host_health import OFFLINE as OFFLINE
 from controller.rollouts.host_health import HostHealth as HostHealth
 from controller.rollouts.host_health import held_up_by
@@ -26,10 +26,9 @@ from controller.rollouts.model import (
     HostPhase,
     RolloutRecord,
     RolloutStatus,
-    Strategy,
     resolve_amount,
 )
-from protocol.spec import Colour, UpdateOrder, other_colour
+from protocol.spec import Colour, other_colour
 
 
 @dataclass(frozen=True)
@@ -49,31 +48,6 @@ class Decision:
     promote: bool = False
     """The canary soaked for auto_promote_after without failures: promote now."""
     canary_completed: bool = False
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_unavailable: int
-    max_surge: int
-
-
-def limits(record: RolloutRecord, targets: int) -> Limits:
-    """max_unavailable rounds down and max_surge up, like Kubernetes; at least one of them."""
-    spec = record.spec
-    if spec.strategy is Strategy.RECREATE:
-        return Limits(max_unavailable=max(targets, 1), max_surge=0)
-    unavailable = resolve_amount(spec.max_unavailable, targets, round_up=False)
-    surge = resolve_amount(spec.max_surge, targets, round_up=True)
-    if unavailable == 0 and surge == 0:
-        unavailable = 1
-    return Limits(unavailable, surge)
-
-
-def eligible_hosts(record: RolloutRecord) -> list[str]:
-    """Hosts this rollout may update now: those at or past the partition, in order."""
-    ordered = record.ordered_hosts()
-    partition = record.partition or 0
-    return ordered[partition:]
 
 
 def plan(record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime) -> Decision:
@@ -135,12 +109,12 @@ PAST_PREFLIGHT = frozenset(
 def past_preflight(record: RolloutRecord) -> bool:
     """Whether any host went past pre-flight: hosts that joined later are checked beside
     the updates then, instead of holding the whole rollout in pre-flight."""
-    return any(entry.phase in PAST_PREFLIGHT for entry in record.hosts.values())
+    return record.count(*PAST_PREFLIGHT) > 0
 
 
 def _checks(record: RolloutRecord) -> tuple[str, ...]:
     """Pending hosts to check now, within the pre-flight parallelism."""
-    pending = [h for h in record.ordered_hosts() if record.hosts[h].phase is HostPhase.PENDING]
+    pending = record.in_phase(HostPhase.PENDING)
     slots = max(0, record.spec.preflight_parallelism - record.count(HostPhase.PREPARING))
     return tuple(pending[:slots])
 
@@ -179,44 +153,17 @@ def _fail(
     return Decision(RolloutStatus.FAILED, why)
 
 
-def _budget(record: RolloutRecord, health: Mapping[str, HostHealth], targets: int) -> int:
-    """How many more hosts may start an update now."""
-    limit = limits(record, targets)
-    if record.target.update_order is UpdateOrder.START_FIRST:
-        # Each start-first host runs two copies at once: max_surge bounds that (or, when
-        # no surge is given, max_unavailable does, so it never means "all at once").
-        surging = record.count(HostPhase.UPDATING, HostPhase.REVERTING)
-        return max(0, (limit.max_surge or limit.max_unavailable) - surging)
-    return max(0, limit.max_unavailable - _unavailable(record, health))
-
-
-def _unavailable(record: RolloutRecord, health: Mapping[str, HostHealth]) -> int:
-    """Hosts out of service: a stop-first update in flight, or offline, or unhealthy.
-
-    A convergence rollout's own hosts are out already (that is why they are in it: a
-    stopped container, a missing service), so of them only those it updates count; the
-    service's other matching hosts (``others``) count when they are out."""
-    start_first = record.target.update_order is UpdateOrder.START_FIRST
-    count = 0
-    for host, entry in record.hosts.items():
-        updating = entry.phase in (HostPhase.UPDATING, HostPhase.REVERTING)
-        out = not record.converging and health.get(host, OFFLINE).unavailable
-        if (updating and not start_first) or out:
-            count += 1
-    others = (h for h in record.others if h not in record.hosts)
-    return count + sum(1 for host in others if health.get(host, OFFLINE).unavailable)
-
-
 def _roll(
     record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime, deadline_passed: bool
 ) -> Decision:
     if record.blue_green:
         return _blue_green(record, health, now, deadline_passed)
     eligible = eligible_hosts(record)
+    first = eligible[0] if eligible else None
     waiting = [
         host
-        for host in eligible
-        if record.hosts[host].phase is HostPhase.READY and _due(record.hosts[host].not_before, now)
+        for host in _from(record.in_phase(HostPhase.READY), first)
+        if _due(record.hosts[host].not_before, now)
     ]
     updating = record.count(HostPhase.UPDATING)
     gate = _canary_gate(record, eligible, updating, now)
@@ -226,18 +173,17 @@ def _roll(
         waiting = [h for h in waiting if h in gate.canary_hosts]
 
     # Pending: a host that joined (it is checked first, beside the others' updates).
-    remaining = [
-        h
-        for h in eligible
-        if record.hosts[h].phase in (HostPhase.PENDING, HostPhase.READY, *IN_FLIGHT)
-    ]
+    remaining = any(
+        _from(record.in_phase(phase), first)
+        for phase in (HostPhase.PENDING, HostPhase.READY, *IN_FLIGHT)
+    )
     if not remaining:
         return _finished(record, eligible, gate.promote)
     if deadline_passed:
         holdups = held_up_by(record, health, now, out_of_service=True)
         return _fail(record, health, now, f"{_deadline(record)}; {holdups}")
 
-    budget = _budget(record, health, len(eligible))
+    budget = start_budget(record, health, len(eligible))
     online = [h for h in waiting if health.get(h, OFFLINE).online]
     chosen = tuple(online[:budget])
     return Decision(
@@ -310,6 +256,13 @@ def _finished(record: RolloutRecord, eligible: list[str], promote: bool) -> Deci
 
 def _deadline(record: RolloutRecord) -> str:
     return f"progress_deadline {record.spec.progress_deadline:g}s passed"
+
+
+def _from(hosts: list[str], first: str | None) -> list[str]:
+    """Of ``hosts`` (in host order), those at or past ``first`` (None: none)."""
+    if first is None:
+        return []
+    return hosts[bisect_left(hosts, first) :]
 
 
 def _due(not_before: datetime | None, now: datetime) -> bool:
@@ -442,7 +395,7 @@ def _revert(
         final = RolloutStatus.ABORTED if record.aborted else RolloutStatus.REVERTED
         return Decision(final, reason)
     # The same budget as the forward roll: of the eligible hosts, not of every host.
-    budget = _budget(record, health, len(eligible_hosts(record)))
+    budget = start_budget(record, health, len(eligible_hosts(record)))
     if record.count(HostPhase.UPDATING, HostPhase.PREPARING):
         budget = 0  # let forward work settle first: it may yet need reverting
     online = [

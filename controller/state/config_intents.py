@@ -18,7 +18,8 @@ from controller.rollouts.model import (
 )
 from controller.state.config_store import StoredConfig
 from controller.state.intents import Fleet, latest_spec
-from controller.state.store import RolloutConflict, encode_record
+from controller.state.rollout_encoding import encode_record
+from controller.state.store import RolloutConflict
 from protocol.config_files import ConfigContent, first_document
 from protocol.errors import ConfigurationError
 from protocol.models import HostFacts, utc_now

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from controller.errors import ControllerError
 from controller.gates.vetting import ImageRefused, Vetter
 from controller.rollouts.commands import prepare_command
+from controller.rollouts.convergence import live_facts
 from controller.rollouts.model import (
     TERMINAL,
     HostPhase,
@@ -32,14 +33,9 @@ from controller.rollouts.model import (
 from controller.rollouts.planner import HostHealth, plan
 from controller.state.config_store import open_config_store
 from controller.state.inventory import fleet_health, matches
+from controller.state.rollout_store import RolloutStore
 from controller.state.services import ServiceRecord, ServiceStore
-from controller.state.store import (
-    NotFound,
-    RolloutConflict,
-    RolloutStore,
-    open_buckets,
-    read_hosts,
-)
+from controller.state.store import NotFound, RolloutConflict, open_buckets, read_hosts
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.errors import ConfigurationError, ProtocolError
@@ -201,7 +197,8 @@ class Fleet:
             log.warning("refusal of %s not published: %r", record.id, exc)
 
     def live(self, hosts: list[HostFacts], now: datetime) -> list[HostFacts]:
-        return [h for h in hosts if now - h.sent_at <= timedelta(seconds=self._host_timeout)]
+        timeout = timedelta(seconds=self._host_timeout)
+        return list(live_facts({h.host: h for h in hosts}, now, timeout).values())
 
     async def start_rollout(self, record: RolloutRecord) -> RolloutRecord:
         """Claim the service, add the revision, write the record; refused if one is active."""

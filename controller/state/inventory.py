@@ -82,16 +82,20 @@ class Inventory:
         self._online: dict[str, dict[str, HostHealth]] = {}
         """Per host, what service_health says while it is online: made once a heartbeat,
         not once a pass for every host of every rollout."""
+        self._marks: dict[str, Hashable] = {}
+        """Per host, the convergence_mark of its last heartbeat."""
         self.loaded = asyncio.Event()
 
     def add(self, host: str, facts: HostFacts) -> None:
         before = self.facts.get(host)
+        mark, before_mark = convergence_mark(facts), self._marks.get(host)
         self._online[host] = online_health(facts)
+        self._marks[host] = mark
         self.facts[host] = facts
         if (
             before is None
             or facts.sent_at - before.sent_at > self._host_timeout
-            or convergence_mark(facts) != convergence_mark(before)
+            or mark != before_mark
         ):
             self.changed.add(host)
             self.on_change()
@@ -103,6 +107,7 @@ class Inventory:
     def forget(self, host: str) -> None:
         self.facts.pop(host, None)
         self._online.pop(host, None)
+        self._marks.pop(host, None)
 
     def health(
         self, hosts: Iterable[str], service: str, now: datetime, timeout: float

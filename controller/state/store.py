@@ -1,23 +1,22 @@
-"""The controller's state in JetStream KV: rollouts, service revisions, host inventory.
+"""The controller's state in JetStream KV: the buckets and streams, and reading them.
 
 Values in ``fleet_rollouts`` and ``fleet_services`` are JSON (readable with ``nats kv
-get``); every change of a rollout record is a compare-and-set on the entry's revision.
-Host facts in ``fleet_hosts`` are the agents' msgpack envelopes.
+get``; see rollout_store.py for how a rollout is kept). Host facts in ``fleet_hosts``
+are the agents' msgpack envelopes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from contextlib import suppress
 from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig
 from nats.js.kv import KeyValue
 from tenacity import (
     AsyncRetrying,
@@ -28,7 +27,6 @@ from tenacity import (
 )
 
 from controller.errors import ControllerError
-from controller.rollouts.model import TERMINAL, RolloutRecord, RolloutStatus
 from protocol import subjects
 from protocol.codec import decode
 from protocol.errors import BrokerError, ProtocolError
@@ -49,10 +47,6 @@ JETSTREAM_START_SECONDS = 120.0
 """How long a starting controller waits for its cluster's JetStream: nodes of a cluster
 booted together elect a leader within seconds; a supervisor restarts it after this."""
 CAS_ATTEMPTS = 20
-COMPRESS_ABOVE = 256 * 1024
-"""A rollout record larger than this (about 700 hosts) is stored zlib-compressed, so a
-5000-host record (1.9 MB of JSON) stays far below NATS's 1 MiB message limit."""
-COMPRESSED = b"zlib:"
 
 
 class RolloutConflict(ControllerError):
@@ -67,12 +61,6 @@ class NotFound(ControllerError):
 
 class StaleRecord(ControllerError):
     code = "stale"
-
-
-@dataclass(frozen=True)
-class Stored:
-    record: RolloutRecord
-    revision: int
 
 
 async def open_buckets(
@@ -155,171 +143,6 @@ async def ensure_streams(js: JetStreamContext, retention: StreamRetention | None
                 await js.update_stream(**config)
 
 
-def _rollout_key(rollout_id: str) -> str:
-    return f"rollout.{rollout_id}"
-
-
-def _active_key(service: str) -> str:
-    return f"active.{service}"
-
-
-def encode_record(record: RolloutRecord) -> bytes:
-    """JSON, readable with `nats kv get`; compressed once a fleet makes it large."""
-    data = record.model_dump_json().encode()
-    if len(data) > COMPRESS_ABOVE:
-        return COMPRESSED + zlib.compress(data, 1)
-    return data
-
-
-def decode_record(data: bytes) -> RolloutRecord:
-    try:
-        if data.startswith(COMPRESSED):
-            data = zlib.decompress(data[len(COMPRESSED) :])
-        return RolloutRecord.model_validate_json(data)
-    except (zlib.error, ValueError) as exc:
-        raise ControllerError(f"a rollout record in KV cannot be read: {exc}") from exc
-
-
-class RolloutStore:
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
-        self._decoded: dict[str, Stored] = {}
-        """The last record read or written of each unfinished rollout: the leader reads
-        its rollouts on every pass, and parsing a 5,000-host record is most of a pass."""
-
-    async def get(self, rollout_id: str) -> Stored | None:
-        entry = await kv_get(self._kv, _rollout_key(rollout_id))
-        if entry is None or entry.value is None:
-            self._decoded.pop(rollout_id, None)
-            return None
-        known = self._decoded.get(rollout_id)
-        if known is not None and known.revision == entry.revision:
-            return known
-        return self._remember(Stored(decode_record(entry.value), entry.revision or 0))
-
-    def _remember(self, stored: Stored) -> Stored:
-        if stored.record.status in TERMINAL:
-            self._decoded.pop(stored.record.id, None)
-        else:
-            self._decoded[stored.record.id] = stored
-        return stored
-
-    async def create(self, record: RolloutRecord) -> Stored:
-        try:
-            revision = await self._kv.create(_rollout_key(record.id), encode_record(record))
-        except nats.js.errors.KeyWrongLastSequenceError as exc:
-            raise RolloutConflict(f"rollout {record.id} already exists") from exc
-        return Stored(record, revision)
-
-    async def update(self, record: RolloutRecord, revision: int) -> Stored:
-        """Compare-and-set: fails with StaleRecord if anyone wrote since ``revision``."""
-        try:
-            new_revision = await self._kv.update(
-                _rollout_key(record.id), encode_record(record), last=revision
-            )
-        except nats.js.errors.KeyWrongLastSequenceError as exc:
-            raise StaleRecord(f"rollout {record.id} changed since revision {revision}") from exc
-        return self._remember(Stored(record, new_revision))
-
-    async def mutate(
-        self, rollout_id: str, change: Callable[[RolloutRecord], RolloutRecord]
-    ) -> RolloutRecord:
-        """Read, change, compare-and-set; again from a fresh read whenever someone won."""
-        for _ in range(CAS_ATTEMPTS):
-            stored = await self.get(rollout_id)
-            if stored is None:
-                raise NotFound(f"no rollout {rollout_id}")
-            changed = change(stored.record)
-            if changed == stored.record:
-                return changed
-            try:
-                await self.update(changed, stored.revision)
-            except StaleRecord:
-                await asyncio.sleep(0.01)
-                continue
-            return changed
-        raise RolloutConflict(f"rollout {rollout_id} kept changing; gave up after retries")
-
-    async def all(self) -> list[RolloutRecord]:
-        records = []
-        for key in await kv_keys(self._kv, "rollout."):
-            stored = await self.get(key.removeprefix("rollout."))
-            if stored is not None:
-                records.append(stored.record)
-        return sorted(records, key=lambda r: r.created_at)
-
-    async def active(self) -> list[tuple[str, str]]:
-        """(service, rollout id) of every rollout that holds its service."""
-        pairs = []
-        for key in await kv_keys(self._kv, "active."):
-            entry = await kv_get(self._kv, key)
-            if entry is not None and entry.value:
-                pairs.append((key.removeprefix("active."), entry.value.decode()))
-        return pairs
-
-    async def active_id(self, service: str) -> str | None:
-        entry = await kv_get(self._kv, _active_key(service))
-        return entry.value.decode() if entry is not None and entry.value else None
-
-    async def claim_service(
-        self, service: str, rollout_id: str, *, supersede_convergence: bool = True
-    ) -> None:
-        """One rollout per service: the first to create ``active.<service>`` has it.
-
-        An operator's rollout takes the claim from a convergence rollout in progress (it
-        only converged a few hosts to the accepted revision): that one ends ``aborted``
-        and its hosts are simply part of the new rollout."""
-        try:
-            await self._kv.create(_active_key(service), rollout_id.encode())
-            return
-        except nats.js.errors.KeyWrongLastSequenceError as exc:
-            conflict = exc
-        entry = await kv_get(self._kv, _active_key(service))
-        current = entry.value.decode() if entry is not None and entry.value else None
-        superseded = (
-            supersede_convergence
-            and entry is not None
-            and current is not None
-            and await self._supersede(current, rollout_id)
-        )
-        if superseded and entry is not None:
-            try:
-                await self._kv.update(
-                    _active_key(service), rollout_id.encode(), last=entry.revision
-                )
-                return
-            except nats.js.errors.KeyWrongLastSequenceError:
-                pass  # another took it meanwhile: a conflict like any other
-        raise RolloutConflict(
-            f"rollout {current} of {service} is still in progress; "
-            "wait for it, or pause/abort it first"
-        ) from conflict
-
-    async def _supersede(self, rollout_id: str, by: str) -> bool:
-        """End a convergence rollout so that ``by`` can take its service; False if it is
-        not one (or not any more)."""
-        for _ in range(CAS_ATTEMPTS):
-            stored = await self.get(rollout_id)
-            if stored is None or not stored.record.converging:
-                return False
-            if stored.record.status in TERMINAL:
-                return True
-            ended = stored.record.model_copy(
-                update={"status": RolloutStatus.ABORTED, "reason": f"superseded by {by}"}
-            )
-            try:
-                await self.update(ended, stored.revision)
-                return True
-            except StaleRecord:
-                continue
-        return False
-
-    async def release_service(self, service: str, rollout_id: str) -> None:
-        entry = await kv_get(self._kv, _active_key(service))
-        if entry is not None and entry.value and entry.value.decode() == rollout_id:
-            await self._kv.purge(_active_key(service))
-
-
 async def read_hosts(kv: KeyValue) -> dict[str, HostFacts]:
     """Every host's latest facts; entries that do not decode are skipped, never fatal."""
     hosts: dict[str, HostFacts] = {}
@@ -377,3 +200,72 @@ async def kv_keys(kv: KeyValue, prefix: str) -> list[str]:
     except (nats.errors.Error, TimeoutError) as exc:
         raise BrokerError(f"KV listing failed: {exc!r}") from exc
     return sorted(subject.removeprefix(kv._pre) for subject in info.state.subjects or {})
+
+
+async def kv_latest(kv: KeyValue, prefix: str) -> dict[str, bytes]:
+    """The value of every key starting with ``prefix`` (deleted ones left out), read in
+    one pass over the bucket's stream rather than one request per key: a rollout's
+    5,000 host entries come in well under a second. A pull consumer, not a push one:
+    a push consumer stalls on flow control when its reader falls behind."""
+    if not await kv_keys(kv, prefix):
+        return {}
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        ack_policy=AckPolicy.NONE,
+        inactive_threshold=KV_TIMEOUT * 6,  # the server drops it if this reader dies
+    )
+    values: dict[str, bytes] = {}
+    try:
+        reader = await asyncio.wait_for(
+            kv._js.pull_subscribe(f"{kv._pre}{prefix}>", stream=kv._stream, config=config),
+            KV_TIMEOUT,
+        )
+        try:
+            while True:
+                # A timeout here, even after some entries came, is an error: the caller
+                # must never take part of the entries for all of them.
+                for message in await reader.fetch(batch=1000, timeout=KV_TIMEOUT):
+                    key = message.subject.removeprefix(kv._pre)
+                    operation = (message.headers or {}).get("KV-Operation")
+                    if operation in ("DEL", "PURGE") or not message.data:
+                        values.pop(key, None)
+                    else:
+                        values[key] = message.data
+                    if message.metadata.num_pending == 0:
+                        return values
+        finally:
+            await reader.unsubscribe()
+            with suppress(nats.errors.Error, TimeoutError):
+                name = reader._consumer  # nats-py keeps the consumer's name there
+                await asyncio.wait_for(kv._js.delete_consumer(kv._stream, name), KV_TIMEOUT)
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise BrokerError(f"KV read of {prefix}* failed: {exc!r}") from exc
+
+
+async def kv_put_many(kv: KeyValue, values: dict[str, bytes], parallel: int = 256) -> None:
+    """Write every entry, up to ``parallel`` at once (each waits for its own ack). When
+    one fails, those not yet sent are not sent at all: none may land after a later write
+    of the same key."""
+    gate = asyncio.Semaphore(parallel)
+
+    async def put(key: str, value: bytes) -> None:
+        async with gate:
+            await asyncio.wait_for(kv.put(key, value), KV_TIMEOUT)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for key, value in values.items():
+                group.create_task(put(key, value))
+    except* (nats.errors.Error, TimeoutError) as failed:
+        raise BrokerError(f"KV write failed: {failed.exceptions[0]!r}") from None
+
+
+async def kv_drop(kv: KeyValue, keys: str) -> None:
+    """Drop a key, or every key a pattern like ``host.web-r2.>`` matches, with its
+    history and without leaving a delete marker, in one request."""
+    try:
+        await asyncio.wait_for(
+            kv._js.purge_stream(kv._stream, subject=f"{kv._pre}{keys}"), KV_TIMEOUT
+        )
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise BrokerError(f"KV purge of {keys} failed: {exc!r}") from exc

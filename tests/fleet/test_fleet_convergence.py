@@ -360,8 +360,12 @@ async def test_a_host_gets_the_service_while_its_labels_match_and_delete_removes
         assert deleted.code == 0, deleted
         assert deleted.stdout.strip() == "web: deleted; the controller removes it from 1 host(s)"
         await eventually(on_hosts, lambda found: found == set(), "web deleted everywhere")
-    listed = await services(fleet)
+        # The agents' next heartbeats say so too (the containers go first).
+        listed = await eventually(
+            lambda: services(fleet),
+            lambda found: found["web"]["removing"] == 0,
+            "no host left to remove web from",
+        )
     assert listed["web"]["deleted"] is True
-    assert listed["web"]["removing"] == 0
     history = await fleet.fleetctl("rollout", "history", "web", "-o", "json")
     assert len(json.loads(history.stdout)["revisions"]) == 1  # kept

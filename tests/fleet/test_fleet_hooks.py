@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+from nats.aio.client import Client
 
 from protocol import subjects
 from protocol.models import HookName, HookRun
@@ -27,6 +28,21 @@ def declared(fleet: LocalFleet, name: str, tag: str, hooks: dict[str, Any]) -> s
     path = fleet.work_dir / f"{name}.json"
     path.write_text(json.dumps(document))
     return str(path)
+
+
+async def leader_passes(client: Client, count: int) -> None:
+    """Wait until the leader has renewed its lease ``count`` more times: it renews at the
+    start of each full pass, so ``count - 1`` full passes went by, each of which would
+    have run a post_rollout hook again had it not been done."""
+    kv = await client.jetstream(timeout=5).key_value(subjects.ROLLOUTS_BUCKET)
+    watcher = await kv.watch("leader")
+    renewals = -1  # the first entry is the lease as it stands
+    try:
+        while renewals < count:
+            entry = await watcher.updates(timeout=10)  # type: ignore[no-untyped-call]  # nats-py: KeyWatcher is unannotated
+            renewals += entry is not None
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
 
 
 def post_rollout_runs(events: EventRecorder) -> list[HookRun]:
@@ -78,6 +94,7 @@ async def test_a_failing_pre_update_fails_its_host_and_post_rollout_follows_only
         await events.wait_for(
             lambda m: isinstance(m, HookRun) and m.result.hook is HookName.POST_ROLLOUT
         )
+        await leader_passes(fleet.agents[0].api.client, 5)
     accepted = json.loads((await fleet.fleetctl("rollout", "status", "web", "-o", "json")).stdout)
     (run,) = post_rollout_runs(events)  # none after the reverted rollout
     assert (run.result.ok, run.host, run.rollout_id) == (True, None, accepted["id"])

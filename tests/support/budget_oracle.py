@@ -83,7 +83,12 @@ def allowance(spec: RolloutSpec, eligible_hosts: int) -> Allowance:
 
 
 def allowance_of(record: RolloutRecord) -> Allowance:
-    return allowance(record.spec, len(eligible(record)))
+    """A rollout's amounts are taken of its eligible hosts; a convergence rollout's of the
+    whole matching fleet: its own hosts and the service's other matching hosts."""
+    fleet = set(eligible(record))
+    if record.converging:
+        fleet |= set(record.others)
+    return allowance(record.spec, len(fleet))
 
 
 def stop_first(record: RolloutRecord) -> bool:

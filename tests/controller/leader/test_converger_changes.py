@@ -20,8 +20,9 @@ from controller.rollouts.model import (
     RolloutSpec,
     RolloutStatus,
 )
+from controller.state.rollout_store import RolloutStore
 from controller.state.services import ServiceStore
-from controller.state.store import RolloutStore, open_buckets
+from controller.state.store import open_buckets
 from protocol.models import ConvergenceAction, ConvergenceEvent, Drift, Envelope
 from protocol.spec import ServiceSpec
 from tests.support.heartbeats import heartbeat

@@ -23,11 +23,12 @@ from controller.rollouts.convergence import (
     DriftPolicy,
     Need,
     convergence_record,
-    convergence_spec,
-    fleet_size,
     needs,
 )
-from controller.rollouts.model import HostPhase, RolloutSpec
+from controller.rollouts.host_health import HostHealth
+from controller.rollouts.model import HostPhase, HostRecord, RolloutSpec, RolloutStatus
+from controller.rollouts.planner import plan
+from controller.state.services import Revision, ServiceRecord
 from protocol.models import Drift, HostFacts
 from protocol.spec import BlueGreen, ContainerSettings, ServiceSpec
 from tests.support.heartbeats import heartbeat
@@ -130,9 +131,7 @@ def test_each_host_on_the_selector_needs_what_the_readme_says() -> None:
 
         acting = sorted(h for h, n in found.items() if n in ACTS)
         if acting:
-            record = convergence_record(
-                desired, RolloutSpec(max_unavailable="50%"), acting, fleet_size(desired, live), NOW
-            )
+            record = convergence_record(desired, RolloutSpec(max_unavailable="50%"), acting, NOW)
             # Never toward a revision the operator has not accepted.
             assert record.target == REVISIONS[accepted]
             assert record.revision == accepted + 1
@@ -140,9 +139,7 @@ def test_each_host_on_the_selector_needs_what_the_readme_says() -> None:
             seen["record"] += 1
         removals = sorted(h for h, n in found.items() if n is Need.REMOVE)
         if removals:
-            record = convergence_record(
-                desired, RolloutSpec(), removals, fleet_size(desired, live), NOW, removing=True
-            )
+            record = convergence_record(desired, RolloutSpec(), removals, NOW, removing=True)
             assert record.removing
             assert sorted(record.hosts) == removals
             assert {h.phase for h in record.hosts.values()} == {HostPhase.READY}  # no pull
@@ -154,30 +151,38 @@ def test_each_host_on_the_selector_needs_what_the_readme_says() -> None:
 
 
 @given(
-    size=st.integers(min_value=0, max_value=500),
+    own=st.integers(min_value=1, max_value=40),
+    others=st.integers(min_value=0, max_value=400),
     amount=st.sampled_from([0, 1, 3, "0%", "10%", "25%", "100%"]),
-    surge=st.sampled_from([0, 1, "20%"]),
 )
-def test_the_convergence_pace_is_the_policy_taken_of_the_whole_matching_fleet(
-    size: int, amount: int | str, surge: int | str
+def test_the_convergence_pace_is_the_policy_taken_of_the_whole_matching_fleet_as_it_is_now(
+    own: int, others: int, amount: int | str
 ) -> None:
-    spec = convergence_spec(RolloutSpec(max_unavailable=amount, max_surge=surge), size)
+    desired = Desired("web", 1, REVISIONS[0], {}, DriftPolicy.REPAIR)
+    mine = [f"late-{i:03d}" for i in range(own)]
+    record = convergence_record(
+        desired,
+        RolloutSpec(max_unavailable=amount),
+        mine,
+        NOW,
+        others=tuple(f"host-{i:03d}" for i in range(others)),
+    )
+    ready = {h: HostRecord(phase=HostPhase.READY, since=NOW) for h in mine}
+    running = record.model_copy(update={"hosts": ready, "status": RolloutStatus.RUNNING})
+    healthy = HostHealth(online=True, serving=True, last_seen=NOW)
+    health = {h: healthy for h in [*mine, *running.others]}
 
-    def of_fleet(value: int | str, round_up: bool) -> int:
-        if isinstance(value, int):
-            return value
-        exact = size * int(value.rstrip("%")) / 100
-        return int(-(-exact // 1)) if round_up else int(exact // 1)
+    started = plan(running, health, NOW).apply
 
-    surge_hosts = of_fleet(surge, round_up=True)
-    unavailable = of_fleet(amount, round_up=False)
-    assert spec.max_surge == surge_hosts
-    # Like a rollout: at least one host at a time, unless surging does the work.
-    assert spec.max_unavailable == (unavailable or (0 if surge_hosts else 1))
-    assert spec.canary is None
-    assert spec.partition is None
-    assert not spec.analysis
-    event("surge" if surge_hosts else "no surge")
+    # README: the policy's max_unavailable of every matching host (a count as is, a
+    # percentage rounded down), at least one host at a time.
+    fleet = own + others
+    allowed = amount if isinstance(amount, int) else fleet * int(amount.rstrip("%")) // 100
+    assert len(started) == min(own, max(allowed, 1))
+    assert running.spec.canary is None
+    assert running.spec.partition is None
+    assert not running.spec.analysis
+    event("every host at once" if len(started) == own else "some hosts wait")
 
 
 def test_a_blue_green_service_is_left_to_its_rollouts() -> None:
@@ -199,11 +204,36 @@ def test_a_blue_green_service_is_left_to_its_rollouts() -> None:
     assert needs(plain, {"h02": blue}) == []
 
 
+def test_a_service_switched_back_from_blue_green_is_left_to_its_rollouts_whatever_a_host_says() -> (
+    None
+):
+    # The blue-green rollout of revision 2 was undone: revision 1 (plain) is accepted,
+    # traffic went back to blue, the very container from before the rollout. That one
+    # carries no colour label, and the agent's record of it may be either spec, so a
+    # heartbeat can look like a host on an older revision without any colour.
+    revisions = tuple(
+        Revision(revision=n, spec=spec, rollout_id=f"web-r{n}", created_at=NOW)
+        for n, spec in ((1, REVISIONS[0]), (2, REVISIONS[1]))
+    )
+    record = ServiceRecord(
+        service="web", revisions=revisions, current=1, colour="blue", policy=RolloutSpec()
+    )
+    desired = record.desired()
+    assert desired is not None
+    uncoloured = facts_of(Host("h01", "edge", -1, None))  # its record: the coloured spec
+
+    assert needs(desired, {"h01": uncoloured}) == []
+    # Without the service's colour, the same heartbeat is an outdated host.
+    never_coloured = record.model_copy(update={"colour": None}).desired()
+    assert never_coloured is not None
+    assert [n.need for n in needs(never_coloured, {"h01": uncoloured})] == [Need.UPDATE]
+
+
 def test_a_convergence_rollout_of_ten_thousand_hosts_names_twenty_and_counts_the_rest() -> None:
     desired = Desired("web", 1, REVISIONS[0], {}, DriftPolicy.REPAIR)
     hosts = [f"host-{i:05d}" for i in range(10_000)]
-    record = convergence_record(desired, RolloutSpec(), list(reversed(hosts)), 10_000, NOW)
+    record = convergence_record(desired, RolloutSpec(), list(reversed(hosts)), NOW)
     assert record.reason == "converging " + ", ".join(hosts[:20]) + " and 9980 more"
     assert len(record.hosts) == 10_000
-    removal = convergence_record(desired, RolloutSpec(), hosts[:3], 3, NOW, removing=True)
+    removal = convergence_record(desired, RolloutSpec(), hosts[:3], NOW, removing=True)
     assert removal.reason == "removing from host-00000, host-00001, host-00002"

@@ -1,5 +1,5 @@
-"""The inventory's health view (made once a heartbeat) says what fleet_health says from
-the same facts (made once a pass): differential, over generated fleets."""
+"""A host's health for the planner, from its last heartbeat, by the README's rules: the
+inventory's view (made once a heartbeat) and fleet_health (made once a pass) both."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from nats.js.kv import KeyValue
 
+from controller.rollouts.host_health import HostHealth
 from controller.state.inventory import Inventory, fleet_health
 from protocol.models import ContainerState, Health, HostFacts, ServiceStatus
 
@@ -48,7 +49,23 @@ def fleets(draw: st.DrawFn) -> dict[str, HostFacts]:
     return found
 
 
-def test_the_inventory_health_is_fleet_health_of_the_same_facts() -> None:
+def by_the_readme(facts: HostFacts | None, service: str) -> HostHealth:
+    """Offline: never heard of, or the last heartbeat older than the host timeout. Online,
+    the service is serving while its container runs and is not unhealthy, not serving
+    otherwise, and absent (None) where the host does not run it."""
+    if facts is None:
+        return HostHealth(online=False, serving=None, last_seen=None)
+    if (NOW - facts.sent_at).total_seconds() > TIMEOUT:
+        return HostHealth(online=False, serving=None, last_seen=facts.sent_at)
+    reported = [s for s in facts.services if s.name == service]
+    if not reported or reported[0].state is ContainerState.ABSENT:
+        return HostHealth(online=True, serving=None, last_seen=facts.sent_at)
+    status = reported[0]
+    serving = status.state is ContainerState.RUNNING and status.health is not Health.UNHEALTHY
+    return HostHealth(online=True, serving=serving, last_seen=facts.sent_at)
+
+
+def test_the_planners_view_of_each_host_follows_the_readme_rules() -> None:
     reached = Counter[str]()
 
     @settings(max_examples=300, deadline=None)
@@ -58,8 +75,10 @@ def test_the_inventory_health_is_fleet_health_of_the_same_facts() -> None:
         for host, host_facts in facts.items():
             inventory.add(host, host_facts)
         asked = [*facts, "never-heard-of"]
+        expected = {host: by_the_readme(facts.get(host), service) for host in asked}
         found = inventory.health(asked, service, NOW, TIMEOUT)
-        assert found == fleet_health(asked, service, facts, NOW, TIMEOUT)
+        assert found == expected
+        assert fleet_health(asked, service, facts, NOW, TIMEOUT) == expected
         for health in found.values():
             kind = "offline" if not health.online else f"serving={health.serving}"
             event(kind)

@@ -7,28 +7,19 @@ from datetime import UTC, datetime
 import pytest
 
 from controller.errors import ControllerError
-from controller.rollouts.model import HostPhase, HostRecord, RolloutRecord, RolloutSpec
-from controller.state.store import COMPRESSED, decode_record, encode_record
-from protocol.spec import ServiceSpec
+from controller.rollouts.model import HostPhase, HostRecord, RolloutRecord
+from controller.state.rollout_encoding import COMPRESSED, decode_record, encode_record
+from tests.support.records import web_rollout
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 def record(hosts: int) -> RolloutRecord:
-    return RolloutRecord(
-        id="web-r2",
-        service="web",
-        revision=2,
-        spec=RolloutSpec(),
-        target=ServiceSpec(name="web", image="127.0.0.1:5000/demo/web:1.1.0"),
-        hosts={
-            f"host-{i:05d}": HostRecord(phase=HostPhase.UPDATING, since=NOW, command_id=f"{i:032x}")
-            for i in range(hosts)
-        },
-        created_at=NOW,
-        updated_at=NOW,
-        last_progress_at=NOW,
-    )
+    updating = {
+        f"host-{i:05d}": HostRecord(phase=HostPhase.UPDATING, since=NOW, command_id=f"{i:032x}")
+        for i in range(hosts)
+    }
+    return web_rollout(updating, NOW)
 
 
 def test_a_small_record_is_plain_json_and_reads_back_equal() -> None:

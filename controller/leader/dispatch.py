@@ -1,0 +1,182 @@
+"""Sending commands to agents, and holding their answers for the leader's next pass.
+
+A command goes once per id, and again only when it went unanswered (silence) or after a
+restart or takeover: the agent returns its recorded outcome to a resent id instead of
+running it twice. An answer waits here until a pass folds it into the rollout's record;
+until then its command is not sent again, though the record still shows it in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+
+import nats.errors
+from nats.aio.client import Client
+
+from controller.rollouts.commands import (
+    apply_command,
+    blue_green_command,
+    config_command,
+    pinned,
+    prepare_command,
+    remove_command,
+    without_pre_update,
+)
+from controller.rollouts.model import Change, HostPhase, RolloutRecord
+from controller.rollouts.transitions import HostNews, progress_news, reply_news, silence_news
+from controller.settings import ControllerSettings
+from protocol import subjects
+from protocol.codec import decode, encode
+from protocol.errors import ProtocolError
+from protocol.models import Command, HostFacts, UpdateProgress, utc_now
+
+log = logging.getLogger("fleetctl.controller")
+
+News = HostNews | Change
+
+
+class Dispatch:
+    def __init__(
+        self,
+        nc: Client,
+        settings: ControllerSettings,
+        wake: asyncio.Event,
+        facts: Mapping[str, HostFacts],
+    ) -> None:
+        self._nc = nc
+        self._settings = settings
+        self._wake = wake
+        """Set when an answer comes: the leader's loop plans that rollout again at once."""
+        self._facts = facts
+        """The inventory's hosts (a config command carries the host's own overrides)."""
+        self._signer = settings.signer()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, list[News]] = {}
+        """Answers not yet written, per rollout: the next pass folds them all into one write."""
+        self._answered: dict[str, HostNews] = {}
+        """Commands answered whose answer is not written yet: not to be sent again by a
+        pass that planned from the record before the answer came."""
+
+    def pending(self, rollout_id: str) -> list[News]:
+        """The news waiting for ``rollout_id`` (the list itself: more may come meanwhile)."""
+        return self._pending.get(rollout_id, [])
+
+    def with_news(self) -> list[str]:
+        return [rollout for rollout, news in self._pending.items() if news]
+
+    def folded(self, rollout_id: str, count: int) -> None:
+        """The first ``count`` news of ``rollout_id`` are written into its record."""
+        news = self._pending.get(rollout_id, [])
+        self._forget(news[:count])
+        del news[:count]
+
+    def drop(self, rollout_id: str) -> None:
+        """The rollout is over (or gone): its news change nothing any more."""
+        self._forget(self._pending.pop(rollout_id, []))
+
+    def sending(self) -> list[asyncio.Task[None]]:
+        return list(self._tasks.values())
+
+    def cancel(self, command_ids: list[str]) -> None:
+        """Stop waiting for these commands' answers (they are not on record after all)."""
+        for command_id in command_ids:
+            task = self._tasks.get(command_id)
+            if task is not None:
+                task.cancel()
+
+    def ensure(self, record: RolloutRecord, host: str, command_id: str) -> None:
+        if command_id in self._tasks or command_id in self._answered:
+            return
+        task = asyncio.create_task(
+            self._command(record, host, command_id), name=f"command-{host}-{command_id[:8]}"
+        )
+        self._tasks[command_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(command_id, None))
+
+    def _build(self, record: RolloutRecord, host: str, command_id: str) -> tuple[Command, float]:
+        entry = record.hosts[host]
+        expires = utc_now() + timedelta(seconds=self._settings.command_ttl)
+        if record.config is not None:
+            facts = self._facts.get(host)
+            labels = facts.labels if facts is not None else {}
+            command = config_command(record, host, labels, expires, command_id)
+            health = record.target.health
+            # Verifying the new file, and on failure the restored one: twice the deadline.
+            deadline = 2 * (health.healthy_deadline if health else 30.0)
+            timeout = deadline + 2 * record.target.stop_grace_period + self._settings.command_slack
+            return command, timeout
+        if entry.phase is HostPhase.PREPARING:
+            prepare = prepare_command(record, host, expires, command_id, rollout_id=record.id)
+            return prepare, self._settings.prepare_timeout
+        if record.removing:
+            # Each copy (serving, set aside, next, the other colour) is stopped in turn.
+            copies = 5
+            timeout = copies * record.target.stop_grace_period + self._settings.command_slack
+            return remove_command(record, host, expires, command_id), timeout
+        if entry.phase is HostPhase.UPDATING or record.blue_green:
+            spec = pinned(record.target, entry.digest, record.spec.min_healthy_time)
+        else:
+            assert record.previous is not None, "the planner reverts only with a previous spec"
+            spec = without_pre_update(record.previous)  # a way back is never refused
+        deadline = spec.health.healthy_deadline if spec.health else 0.0
+        hooks = sum(h.timeout for h in (spec.hooks.pre_update, spec.hooks.post_update) if h)
+        timeout = deadline + spec.stop_grace_period + hooks + self._settings.command_slack
+        if record.blue_green:
+            hook = spec.blue_green.hook_timeout if spec.blue_green else 0.0
+            return blue_green_command(record, host, spec, expires, command_id), timeout + hook
+        return apply_command(record, host, spec, expires, command_id), timeout
+
+    async def _command(self, record: RolloutRecord, host: str, command_id: str) -> None:
+        command, timeout = self._build(record, host, command_id)
+        if self._signer is not None:
+            # Signed afresh on every send (a new sent_at): a resend is not a replay.
+            command = self._signer.sign(command)
+        subject = subjects.command_subject(host)
+        try:
+            message = await self._nc.request(subject, encode(command), timeout=timeout)
+            reply = decode(message.data)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
+            silent = isinstance(exc, nats.errors.NoRespondersError)
+            why = "no agent answers" if silent else f"no answer within {timeout:.0f}s"
+            self._silence(record.id, host, command_id, why)
+            return
+        except ProtocolError as exc:
+            self._silence(record.id, host, command_id, f"undecodable reply: {exc.message}")
+            return
+        except nats.errors.Error as exc:
+            self._silence(record.id, host, command_id, f"bus error: {exc!r}")
+            return
+        self.record(record.id, reply_news(host, command_id, reply, utc_now(), record.blue_green))
+
+    def _silence(self, rollout_id: str, host: str, command_id: str, why: str) -> None:
+        log.info("%s: %s: %s; will retry", rollout_id, host, why)
+        self.record(rollout_id, silence_news(host, command_id, utc_now(), why))
+
+    def progress(self, news: UpdateProgress) -> None:
+        """An agent's phase of a command this controller awaits, for the next full pass
+        (it wakes none: a phase is news for people, and the planner does not wait on it).
+        A standby, or news of a command already answered, records nothing."""
+        if news.rollout_id is None or news.operation_id not in self._tasks:
+            return
+        doing = progress_news(news.host, news.operation_id, news.phase.value)
+        self._pending.setdefault(news.rollout_id, []).append(doing)
+
+    def record(self, rollout_id: str, change: News) -> None:
+        """Queue a change (an answer, or silence) for the next pass, and wake that pass now."""
+        self._pending.setdefault(rollout_id, []).append(change)
+        if isinstance(change, HostNews):
+            self._answered[change.command_id] = change
+        self._wake.set()
+
+    def _forget(self, folded: list[News]) -> None:
+        """Answers now written into the record (or of a rollout that is over)."""
+        written = {id(change) for change in folded}
+        if written and self._answered:
+            self._answered = {
+                command: change
+                for command, change in self._answered.items()
+                if id(change) not in written
+            }

@@ -1,0 +1,73 @@
+"""How many more hosts a rollout may start now: its budget.
+
+Budget (stop-first) = max_unavailable - (hosts updating + hosts unavailable for any other
+reason), never below zero. A start-first update keeps serving, so it spends the surge
+budget instead. Amounts are taken of the hosts past the partition (a convergence
+rollout's of the whole matching fleet), max_unavailable rounded down and max_surge up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from controller.rollouts.host_health import OFFLINE, HostHealth
+from controller.rollouts.model import HostPhase, RolloutRecord, Strategy, resolve_amount
+from protocol.spec import UpdateOrder
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_unavailable: int
+    max_surge: int
+
+
+def limits(record: RolloutRecord, targets: int) -> Limits:
+    """max_unavailable rounds down and max_surge up, like Kubernetes; at least one of them."""
+    spec = record.spec
+    if spec.strategy is Strategy.RECREATE:
+        return Limits(max_unavailable=max(targets, 1), max_surge=0)
+    unavailable = resolve_amount(spec.max_unavailable, targets, round_up=False)
+    surge = resolve_amount(spec.max_surge, targets, round_up=True)
+    if unavailable == 0 and surge == 0:
+        unavailable = 1
+    return Limits(unavailable, surge)
+
+
+def eligible_hosts(record: RolloutRecord) -> list[str]:
+    """Hosts this rollout may update now: those at or past the partition, in order."""
+    ordered = record.ordered_hosts()
+    partition = record.partition or 0
+    return ordered[partition:]
+
+
+def start_budget(record: RolloutRecord, health: Mapping[str, HostHealth], targets: int) -> int:
+    """How many more hosts may start an update now. A convergence rollout's pace is its
+    policy taken of the whole matching fleet (its hosts and the others), as it is now:
+    hosts that join it make the fleet larger."""
+    if record.converging:
+        targets += sum(1 for host in record.others if host not in record.hosts)
+    limit = limits(record, targets)
+    if record.target.update_order is UpdateOrder.START_FIRST:
+        # Each start-first host runs two copies at once: max_surge bounds that (or, when
+        # no surge is given, max_unavailable does, so it never means "all at once").
+        surging = record.count(HostPhase.UPDATING, HostPhase.REVERTING)
+        return max(0, (limit.max_surge or limit.max_unavailable) - surging)
+    return max(0, limit.max_unavailable - unavailable(record, health))
+
+
+def unavailable(record: RolloutRecord, health: Mapping[str, HostHealth]) -> int:
+    """Hosts out of service: a stop-first update in flight, or offline, or unhealthy.
+
+    A convergence rollout's own hosts are out already (that is why they are in it: a
+    stopped container, a missing service), so of them only those it updates count; the
+    service's other matching hosts (``others``) count when they are out."""
+    start_first = record.target.update_order is UpdateOrder.START_FIRST
+    count = 0
+    for host, entry in record.hosts.items():
+        updating = entry.phase in (HostPhase.UPDATING, HostPhase.REVERTING)
+        out = not record.converging and health.get(host, OFFLINE).unavailable
+        if (updating and not start_first) or out:
+            count += 1
+    others = (h for h in record.others if h not in record.hosts)
+    return count + sum(1 for host in others if health.get(host, OFFLINE).unavailable)
