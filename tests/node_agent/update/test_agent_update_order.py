@@ -4,7 +4,8 @@ the new one is healthy, and a restore brings back that same container."""
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from protocol import subjects
 from protocol.models import OperationOutcome, OperationReply, UpdatePhase, UpdateProgress
 from protocol.spec import ServiceSpec, UpdateOrder
 from tests.support.events import EventRecorder
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]
@@ -151,31 +153,56 @@ async def test_a_stubborn_old_container_is_killed_with_137_after_its_grace_perio
     await apply_ok(agent, stubborn)
     main = agent.agent.updater.main_name("web")
     slow = demo_spec(local_stack.demo_image("3.0.2-slow"), port, grace=1, deadline=30)
-    since = int(time.time()) - 1
+    old = docker_client.api.inspect_container(main)["Id"]
 
-    reply, seen, _ = await engine_while_probing(agent, docker_client, slow)
+    with KillWatch(docker_client, old) as watch:
+        reply, seen, _ = await engine_while_probing(agent, docker_client, slow)
+        kills = await watch.first(2)
 
     assert reply.outcome is OperationOutcome.DONE, reply
     aside = seen[f"{main}--prev"]
     assert aside is not None
     assert aside["Config"]["Labels"]["io.fleetwave.image"].endswith("3.0.3-stubborn")
     assert aside["State"]["ExitCode"] == 137  # it ignored SIGTERM and was killed
+    assert aside["Id"] == old
     # The engine's own record: SIGTERM first, SIGKILL only after the 1 s grace period.
-    kills = await asyncio.to_thread(signals_sent, docker_client, aside["Id"], since)
     assert [signal for signal, _ in kills] == ["15", "9"], kills
     waited = (kills[1][1] - kills[0][1]) / 1e9
     # The 1 s grace, not the 30 s health deadline or any other timeout in play.
     assert 1 <= waited < 10, kills
 
 
-def signals_sent(
-    docker_client: docker.DockerClient, container_id: str, since: int
-) -> list[tuple[str, int]]:
-    """Each signal the engine sent the container (its `kill` events), with when (ns)."""
-    events = docker_client.events(
-        since=since,
-        until=int(time.time()) + 1,
-        filters={"container": container_id, "event": "kill"},
-        decode=True,
-    )
-    return [(event["Actor"]["Attributes"]["signal"], event["timeNano"]) for event in events]
+class KillWatch:
+    """Each signal the engine sends one container (its `kill` events, with when in ns),
+    followed live: the engine keeps only its last 256 events, and the health checks of
+    other containers push older ones out before a query after the fact could read them."""
+
+    def __init__(self, docker_client: docker.DockerClient, container_id: str) -> None:
+        self._stream = docker_client.events(
+            filters={"container": container_id, "event": "kill"}, decode=True
+        )
+        self._seen: list[tuple[str, int]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        # The SDK's stream ends quietly when it is closed under the reader.
+        for event in self._stream:
+            self._seen.append((event["Actor"]["Attributes"]["signal"], event["timeNano"]))
+
+    def __enter__(self) -> KillWatch:
+        self._reader.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stream.close()
+        self._reader.join(timeout=10)
+
+    async def first(self, count: int) -> list[tuple[str, int]]:
+        """The first ``count`` signals; fewer if the engine sent no more within 30 s."""
+
+        async def seen() -> list[tuple[str, int]]:
+            return list(self._seen)
+
+        with contextlib.suppress(AssertionError):  # the caller's assertion names what was sent
+            await eventually(seen, lambda kills: len(kills) >= count, "signalled", deadline=30)
+        return list(self._seen)
