@@ -1,4 +1,4 @@
-"""How JetStream answers while a cluster is starting, for both sides' waits.
+"""How JetStream answers while a cluster is starting or failing over, for both sides.
 
 Nodes, controller and agents often boot together. Until the cluster has elected its
 leader, and until enough peers have joined to place the replicas asked for, JetStream
@@ -15,7 +15,13 @@ from collections.abc import Callable
 
 import nats.errors
 import nats.js.errors
-from tenacity import RetryCallState
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
 STARTING_ERRORS = (
     TimeoutError,
@@ -25,6 +31,13 @@ STARTING_ERRORS = (
     # A create that timed out is carried out once the leader is elected; until the new
     # stream's own group is formed, it exists for a create and not yet for a read.
     nats.js.errors.NotFoundError,
+)
+FAILOVER_SECONDS = 30.0
+FAILOVER_ERRORS = (
+    TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
 )
 NO_PEERS_YET = 10005
 """JetStream's "no suitable peers for placement": a leader is elected but fewer nodes
@@ -65,3 +78,14 @@ def tell_once_per_reason(on_wait: Callable[[str], None]) -> Callable[[RetryCallS
             on_wait(line)
 
     return tell
+
+
+def failover_retries() -> AsyncRetrying:
+    """Retries of a read while a cluster elects a new leader for a bucket (a node was
+    lost): the request times out or finds no responder for a few seconds, then works."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(FAILOVER_ERRORS),
+        wait=wait_exponential(multiplier=0.25, max=2.0),
+        stop=stop_after_delay(FAILOVER_SECONDS),
+        reraise=True,
+    )

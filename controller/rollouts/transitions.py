@@ -26,8 +26,10 @@ from protocol.models import (
 
 RETRY_DELAY = timedelta(seconds=2)
 DEFER_DELAY = timedelta(seconds=10)
-# Answers that mean "not now": the same command is sent again later.
-RETRY_LATER = frozenset({"busy", "in_progress"})
+# Answers that mean "not now": the same command is sent again later. An agent that could
+# not read the config bucket (its cluster lost a node for longer than the agent waits)
+# says so before it touches anything, so its host has not failed.
+RETRY_LATER = frozenset({"busy", "in_progress", "config_unavailable"})
 FINISHED = frozenset(
     {
         HostPhase.READY,

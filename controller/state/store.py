@@ -21,7 +21,6 @@ from nats.js.kv import KeyValue
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
-    retry_if_exception_type,
     stop_after_delay,
     wait_exponential,
 )
@@ -30,19 +29,12 @@ from controller.errors import ControllerError
 from protocol import subjects
 from protocol.codec import decode
 from protocol.errors import BrokerError, ProtocolError
-from protocol.jetstream_start import jetstream_starting, tell_once_per_reason
+from protocol.jetstream_start import failover_retries, jetstream_starting, tell_once_per_reason
 from protocol.models import HostFacts
 from protocol.streams import BucketDefinition, StreamRetention, fleet_buckets, fleet_streams
 
 T = TypeVar("T")
 KV_TIMEOUT = 5.0
-FAILOVER_SECONDS = 30.0
-FAILOVER_ERRORS = (
-    TimeoutError,
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.js.errors.ServiceUnavailableError,
-)
 JETSTREAM_START_SECONDS = 120.0
 """How long a starting controller waits for its cluster's JetStream: nodes of a cluster
 booted together elect a leader within seconds; a supervisor restarts it after this."""
@@ -157,17 +149,6 @@ async def read_hosts(kv: KeyValue) -> dict[str, HostFacts]:
         if isinstance(facts, HostFacts):
             hosts[key] = facts
     return hosts
-
-
-def failover_retries() -> AsyncRetrying:
-    """Retries of a read while a cluster elects a new leader for the bucket (a node was
-    lost): the request times out or finds no responder for a few seconds, then works."""
-    return AsyncRetrying(
-        retry=retry_if_exception_type(FAILOVER_ERRORS),
-        wait=wait_exponential(multiplier=0.25, max=2.0),
-        stop=stop_after_delay(FAILOVER_SECONDS),
-        reraise=True,
-    )
 
 
 async def kv_get(kv: KeyValue, key: str) -> KeyValue.Entry | None:

@@ -28,6 +28,7 @@ from protocol.config_files import (
     service_config_keys,
 )
 from protocol.errors import ProtocolError
+from protocol.jetstream_start import failover_retries
 from protocol.models import Reason
 from protocol.spec import ServiceSpec, VolumeMount
 
@@ -87,26 +88,35 @@ class ConfigSync:
         kv = self.kv
         if kv is None:
             raise ConfigFault("config_unavailable", "not connected to NATS yet")
-        files: dict[str, StoredFile] = {}
         try:
-            info = await asyncio.wait_for(
-                kv._js.stream_info(
-                    kv._stream, subjects_filter=f"{kv._pre}{service_config_keys(service)}"
-                ),
-                KV_TIMEOUT,
-            )
-            for subject in info.state.subjects or {}:
-                key = subject.removeprefix(kv._pre)
-                try:
-                    entry = await asyncio.wait_for(kv.get(key), KV_TIMEOUT)
-                except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-                    continue
-                _, name = parse_config_key(key)
-                files[name] = StoredFile(decode_document(entry.value or b""), entry.revision or 0)
+            # A bucket whose leader was lost answers again once its cluster elected
+            # another (seconds): the update waits for that rather than fail the host.
+            async for attempt in failover_retries():
+                with attempt:
+                    return await self._read_files(kv, service)
         except (nats.errors.Error, TimeoutError) as exc:
             raise ConfigFault("config_unavailable", f"cannot read fleet_config: {exc!r}") from exc
         except ProtocolError as exc:
             raise ConfigFault("config_unreadable", f"config of {service}: {exc.message}") from exc
+        raise AssertionError("unreachable: the retries return or raise")  # pragma: no cover
+
+    @staticmethod
+    async def _read_files(kv: KeyValue, service: str) -> dict[str, StoredFile]:
+        files: dict[str, StoredFile] = {}
+        info = await asyncio.wait_for(
+            kv._js.stream_info(
+                kv._stream, subjects_filter=f"{kv._pre}{service_config_keys(service)}"
+            ),
+            KV_TIMEOUT,
+        )
+        for subject in info.state.subjects or {}:
+            key = subject.removeprefix(kv._pre)
+            try:
+                entry = await asyncio.wait_for(kv.get(key), KV_TIMEOUT)
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                continue
+            _, name = parse_config_key(key)
+            files[name] = StoredFile(decode_document(entry.value or b""), entry.revision or 0)
         return files
 
     # ---- prepare and start ----

@@ -110,6 +110,19 @@ def test_busy_and_silence_keep_the_same_command_for_a_later_retry() -> None:
     assert silent.hosts["h1"].attempts == 1
 
 
+def test_an_update_that_could_not_read_its_config_files_is_retried_and_not_failed() -> None:
+    # README: the agent reads the config bucket before it touches anything, so a bus that
+    # cannot be read is a retry of the same command, never a host failure.
+    unread = ErrorReply(
+        sender="h1", in_reply_to="cmd-1", code="config_unavailable", message="timed out"
+    )
+    retried = after_reply(record(HostPhase.UPDATING), "h1", "cmd-1", unread, LATER)
+    host = retried.hosts["h1"]
+    assert (host.phase, host.command_id, host.attempts) == (HostPhase.UPDATING, "cmd-1", 1)
+    assert host.not_before == LATER + RETRY_DELAY
+    assert host.detail == "config_unavailable: timed out"
+
+
 def test_a_not_ready_prepare_reply_keeps_every_reason() -> None:
     reasons = (Reason(code="registry_tls", text="tls"), Reason(code="disk", text="full"))
     reply = PrepareReply(
