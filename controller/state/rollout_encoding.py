@@ -3,9 +3,12 @@
 A rollout in progress is kept as three kinds of entries, so that a pass of the leader
 writes what changed rather than the whole fleet (a 5,000-host record is 1.9 MB of JSON):
 
-- ``rollout.<id>``, the header: every field but the hosts' progress, as JSON after the
-  ``apart:`` marker. Small; each change is a compare-and-set on its revision, the guard
-  between the leader and fleetctl's verbs.
+- ``rollout.<id>``, the header: every field but the hosts' progress, and the names of the
+  hosts its write changed, as JSON after the ``parts:`` marker (``apart:``: an older
+  header without the names). Small; each change is a compare-and-set on its revision,
+  the guard between the leader and fleetctl's verbs. The changed hosts' entries are
+  written after it, so each has a higher revision: a reader tells by the revisions
+  whether all of them have landed.
 - ``base.<id>``: the hosts as the rollout began, written once.
 - ``host.<id>.<host>``: one host's progress since, written when it changes.
 
@@ -16,9 +19,10 @@ large fleet makes it big), and its parts are purged: history reads one entry per
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from controller.errors import ControllerError
 from controller.rollouts.model import HostRecord, RolloutRecord
@@ -28,6 +32,7 @@ COMPRESS_ABOVE = 256 * 1024
 5000-host record (1.9 MB of JSON) stays far below NATS's 1 MiB message limit."""
 COMPRESSED = b"zlib:"
 APART = b"apart:"
+PARTS = b"parts:"
 HOSTS = TypeAdapter(dict[str, HostRecord])
 
 
@@ -52,6 +57,15 @@ class Header:
     record: RolloutRecord
     """The whole record, or (``apart``) all of it but its hosts, which are empty here."""
     apart: bool
+    changed: frozenset[str] = frozenset()
+    """The hosts whose entries this header's write changed (written after it)."""
+
+
+class _PartsBody(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    changed: list[str]
+    record: RolloutRecord
 
 
 def _packed(data: bytes) -> bytes:
@@ -73,16 +87,20 @@ def encode_record(record: RolloutRecord) -> bytes:
     return _packed(record.model_dump_json().encode())
 
 
-def encode_header(record: RolloutRecord) -> bytes:
-    return APART + _packed(record.model_copy(update={"hosts": {}}).model_dump_json().encode())
+def encode_header(record: RolloutRecord, changed: Iterable[str] = ()) -> bytes:
+    body = _PartsBody(changed=sorted(changed), record=record.model_copy(update={"hosts": {}}))
+    return PARTS + _packed(body.model_dump_json().encode())
 
 
 def decode_header(data: bytes) -> Header:
     """A header entry: a rollout in progress (``apart``) or a whole, finished one."""
-    apart = data.startswith(APART)
     try:
-        body = _unpacked(data[len(APART) :] if apart else data)
-        return Header(RolloutRecord.model_validate_json(body), apart)
+        if data.startswith(PARTS):
+            body = _PartsBody.model_validate_json(_unpacked(data[len(PARTS) :]))
+            return Header(body.record, apart=True, changed=frozenset(body.changed))
+        apart = data.startswith(APART)
+        record = RolloutRecord.model_validate_json(_unpacked(data[len(APART) :] if apart else data))
+        return Header(record, apart)
     except (zlib.error, ValueError) as exc:
         raise _unreadable("a rollout record", exc) from exc
 

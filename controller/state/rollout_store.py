@@ -51,7 +51,22 @@ from controller.state.store import (
 )
 from protocol.errors import BrokerError
 
-CONSISTENT_READS = 3
+READ_ATTEMPTS = 4
+UNWRITTEN_WAIT = 0.05
+"""Seconds before the second read of a record whose changed hosts have not all landed
+(four times as long before each read after): a pass's entries land within milliseconds
+once its header has, unless the writer failed between the two."""
+
+
+@dataclass(frozen=True)
+class ReadHosts:
+    records: dict[str, HostRecord]
+    revisions: dict[str, int]
+    """Each host entry's revision (hosts as they began have none)."""
+
+    def missing(self, changed: frozenset[str], header_revision: int) -> frozenset[str]:
+        """The hosts a header's write changed whose entries have not landed after it."""
+        return frozenset(host for host in changed if self.revisions.get(host, 0) <= header_revision)
 
 
 @dataclass(frozen=True)
@@ -73,12 +88,14 @@ class RolloutStore:
         """Each unfinished rollout's hosts as it began: written once, read once."""
 
     async def get(self, rollout_id: str) -> Stored | None:
-        """The record as it stands. Its hosts are read after its header; a read during
-        which the header changed is made again (a few times: a rollout the leader changes
-        many times a second is then given as read, hosts a pass newer than the header,
-        and not remembered)."""
+        """The record as it stands. Its hosts are read after its header. A read during
+        which the header changed is made again, and so is one that finds a host the
+        header's write changed not written yet (the writer is still at it). After a few
+        reads the record is given as read, and not remembered: hosts a pass newer than
+        the header (a rollout changed many times a second), or, when its writer failed
+        half-way, the hosts it did not write as they were before."""
         latest: Stored | None = None
-        for _ in range(CONSISTENT_READS):
+        for attempt in range(READ_ATTEMPTS):
             entry = await kv_get(self._kv, header_key(rollout_id))
             if entry is None or entry.value is None:
                 self._forget(rollout_id)
@@ -96,13 +113,16 @@ class RolloutStore:
                 if await self._changed(rollout_id, revision):
                     continue  # finished meanwhile: its parts were purged
                 raise
-            if hosts is None or await self._changed(rollout_id, revision):
-                if hosts is not None:
-                    record = header.record.model_copy(update={"hosts": hosts})
-                    latest = Stored(record, revision)
+            if hosts is None:
                 continue
-            record = header.record.model_copy(update={"hosts": hosts})
-            return self._remember(Stored(record, revision))
+            record = header.record.model_copy(update={"hosts": hosts.records})
+            latest = Stored(record, revision)
+            if await self._changed(rollout_id, revision):
+                continue
+            if not hosts.missing(header.changed, revision):
+                return self._remember(latest)
+            if attempt + 1 < READ_ATTEMPTS:
+                await asyncio.sleep(UNWRITTEN_WAIT * 4**attempt)
         if latest is None:
             raise RolloutConflict(f"rollout {rollout_id} kept changing while it was read")
         return latest
@@ -111,7 +131,7 @@ class RolloutStore:
         entry = await kv_get(self._kv, header_key(rollout_id))
         return entry is None or entry.revision != revision
 
-    async def _hosts(self, rollout_id: str) -> dict[str, HostRecord] | None:
+    async def _hosts(self, rollout_id: str) -> ReadHosts | None:
         base = self._bases.get(rollout_id)
         if base is None:
             entry = await kv_get(self._kv, base_key(rollout_id))
@@ -121,9 +141,12 @@ class RolloutStore:
         prefix = hosts_prefix(rollout_id)
         changed = await kv_latest(self._kv, prefix)
         hosts = dict(base)
-        for key, value in changed.items():
-            hosts[key.removeprefix(prefix)] = decode_host(value)
-        return hosts
+        revisions: dict[str, int] = {}
+        for key, latest in changed.items():
+            host = key.removeprefix(prefix)
+            hosts[host] = decode_host(latest.value)
+            revisions[host] = latest.revision
+        return ReadHosts(hosts, revisions)
 
     def _remember(self, stored: Stored) -> Stored:
         if stored.record.status in TERMINAL:
@@ -162,17 +185,20 @@ class RolloutStore:
             new_revision = await self._set_header(record.id, encode_record(record), revision)
             await self.drop_parts(record.id)
             return self._remember(Stored(record, new_revision, apart=False))
-        if known is None or not known.apart:  # kept whole until now, or not known here
-            await self._put_base(record.id, known.record.hosts if known else record.hosts)
-        new_revision = await self._set_header(record.id, encode_header(record), revision)
+        if known is None:  # every host is written below; a base is only needed at all
+            await self._ensure_base(record.id, record.hosts)  # if the record was whole
+        elif not known.apart:  # kept whole until now: its hosts become the base
+            await self._put_base(record.id, known.record.hosts)
         before = known.record.hosts if known is not None else {}
         changed = {
-            host_key(record.id, host): encode_host(entry)
+            host: entry
             for host, entry in record.hosts.items()
             if before.get(host) is not entry and before.get(host) != entry
         }
+        new_revision = await self._set_header(record.id, encode_header(record, changed), revision)
+        entries = {host_key(record.id, host): encode_host(e) for host, e in changed.items()}
         try:
-            await kv_put_many(self._kv, changed)
+            await kv_put_many(self._kv, entries)
         except BrokerError:
             self._forget(record.id)  # some hosts may be unwritten: read them all again
             raise
@@ -191,6 +217,19 @@ class RolloutStore:
     async def _put_base(self, rollout_id: str, hosts: dict[str, HostRecord]) -> None:
         await kv_put_many(self._kv, {base_key(rollout_id): encode_hosts(hosts)})
         self._bases[rollout_id] = hosts
+
+    async def _ensure_base(self, rollout_id: str, hosts: dict[str, HostRecord]) -> None:
+        """A base if there is none, never replacing one: this write's header may yet be
+        refused, and the base stands for the hosts of the header that is there."""
+        self._bases.pop(rollout_id, None)
+        try:
+            await asyncio.wait_for(
+                self._kv.create(base_key(rollout_id), encode_hosts(hosts)), KV_TIMEOUT
+            )
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BrokerError(f"KV write of rollout {rollout_id} failed: {exc!r}") from exc
 
     async def drop_parts(self, rollout_id: str) -> None:
         """A finished rollout's header holds it whole: its parts are of no more use (again

@@ -183,8 +183,14 @@ async def kv_keys(kv: KeyValue, prefix: str) -> list[str]:
     return sorted(subject.removeprefix(kv._pre) for subject in info.state.subjects or {})
 
 
-async def kv_latest(kv: KeyValue, prefix: str) -> dict[str, bytes]:
-    """The value of every key starting with ``prefix`` (deleted ones left out), read in
+@dataclasses.dataclass(frozen=True)
+class Latest:
+    value: bytes
+    revision: int
+
+
+async def kv_latest(kv: KeyValue, prefix: str) -> dict[str, Latest]:
+    """The value and revision of every key starting with ``prefix`` (deleted ones left out), read in
     one pass over the bucket's stream rather than one request per key: a rollout's
     5,000 host entries come in well under a second. A pull consumer, not a push one:
     a push consumer stalls on flow control when its reader falls behind."""
@@ -195,7 +201,7 @@ async def kv_latest(kv: KeyValue, prefix: str) -> dict[str, bytes]:
         ack_policy=AckPolicy.NONE,
         inactive_threshold=KV_TIMEOUT * 6,  # the server drops it if this reader dies
     )
-    values: dict[str, bytes] = {}
+    values: dict[str, Latest] = {}
     try:
         reader = await asyncio.wait_for(
             kv._js.pull_subscribe(f"{kv._pre}{prefix}>", stream=kv._stream, config=config),
@@ -211,7 +217,7 @@ async def kv_latest(kv: KeyValue, prefix: str) -> dict[str, bytes]:
                     if operation in ("DEL", "PURGE") or not message.data:
                         values.pop(key, None)
                     else:
-                        values[key] = message.data
+                        values[key] = Latest(message.data, message.metadata.sequence.stream)
                     if message.metadata.num_pending == 0:
                         return values
         finally:

@@ -151,3 +151,7 @@ async def test_a_frozen_agent_is_shown_offline_named_by_the_deadline_and_listed_
     assert cells[frozen][2] == "offline"
     assert cells[frozen][4].startswith("updating")  # the phase it is stuck in leads the detail
     assert cells[idle][2] == "ready"
+    # Both updates still wait out the slow health check: a drain at teardown would only
+    # wait for it (30 s), so the two agents are killed here.
+    for agent in fleet.agents[:2]:
+        agent.process.send(signal.SIGKILL)

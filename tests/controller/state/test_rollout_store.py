@@ -6,14 +6,11 @@ A real nats-server; each reader that stands for another process is a store of it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import nats
 import pytest
 from nats.js.kv import KeyValue
 
-from controller.broker import NatsServer
 from controller.rollouts.model import (
     HostPhase,
     HostRecord,
@@ -22,7 +19,7 @@ from controller.rollouts.model import (
 )
 from controller.state.rollout_encoding import decode_record, encode_record
 from controller.state.rollout_store import RolloutStore
-from controller.state.store import StaleRecord, kv_keys, open_buckets
+from controller.state.store import StaleRecord, kv_keys
 from tests.support.records import web_rollout
 
 pytestmark = pytest.mark.integration
@@ -40,16 +37,6 @@ def updating(record: RolloutRecord, *hosts: str) -> RolloutRecord:
         for host in hosts
     }
     return record.model_copy(update={"hosts": {**record.hosts, **changed}, "updated_at": later})
-
-
-@pytest.fixture
-async def bucket(nats_server: NatsServer) -> AsyncIterator[KeyValue]:
-    client = await nats.connect(nats_server.url, connect_timeout=5)
-    try:
-        rollouts_kv, _, _ = await open_buckets(client.jetstream(timeout=5))
-        yield rollouts_kv
-    finally:
-        await client.close()
 
 
 async def read_fresh(bucket: KeyValue, rollout_id: str) -> RolloutRecord:
@@ -171,3 +158,17 @@ async def test_a_store_that_did_not_read_a_record_writes_all_of_it(bucket: KeyVa
     await RolloutStore(bucket).update(changed, read.revision)  # remembers nothing of it
 
     assert await read_fresh(bucket, "web-r2") == changed
+
+
+async def test_a_refused_write_of_a_store_that_did_not_read_the_record_changes_nothing(
+    bucket: KeyValue,
+) -> None:
+    leader = RolloutStore(bucket)
+    created = await leader.create(rollout(10))
+    current = await leader.update(updating(created.record, "host-00001"), created.revision)
+    stranger = updating(created.record, "host-00002", "host-00007")
+
+    with pytest.raises(StaleRecord):  # planned on the first revision, by another store
+        await RolloutStore(bucket).update(stranger, created.revision)
+
+    assert await read_fresh(bucket, "web-r2") == current.record
