@@ -33,6 +33,19 @@ def joiner(hosts: list[str]) -> Change:
     return take
 
 
+def reckoner(others: tuple[str, ...]) -> Change:
+    """The change that sets a convergence rollout's other matching hosts (those it has
+    not taken in meanwhile)."""
+
+    def reckon(record: RolloutRecord) -> RolloutRecord:
+        if not record.converging:
+            return record
+        now = tuple(host for host in others if host not in record.hosts)
+        return record if now == record.others else record.model_copy(update={"others": now})
+
+    return reckon
+
+
 class ConvergenceLoop:
     def __init__(self, converger: Converger, inventory: Inventory, interval: float) -> None:
         self._converger = converger

@@ -24,6 +24,7 @@ from controller.rollouts.convergence import (
     live_facts,
     matching_hosts,
     needs,
+    others_now,
 )
 from controller.rollouts.joining import deploys, takes_converging_hosts
 from controller.rollouts.model import TERMINAL, UPDATED, HostPhase, RolloutRecord, RolloutSpec
@@ -52,6 +53,9 @@ class Passed:
     """Convergence rollouts started."""
     joins: dict[str, list[str]] = field(default_factory=dict)
     """Per convergence rollout in progress, hosts that need what it converges to."""
+    others: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per convergence rollout in progress whose fleet changed (a full pass), its other
+    matching hosts now: its pace is taken of them."""
 
 
 @dataclass
@@ -116,6 +120,10 @@ class Converger:
                     and self._due(service, n.host, now)
                 ]
                 await self._tell(desired, joining, whole_fleet=False)
+                if live is not None:  # a full pass: the fleet it is paced against, now
+                    others = others_now(rollout, desired, facts, live)
+                    if others != rollout.others:
+                        passed.others[rollout.id] = others
                 if joining:
                     passed.joins[rollout.id] = [n.host for n in joining]
                     self._note_repairs(joining, service)

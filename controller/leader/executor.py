@@ -22,7 +22,7 @@ from nats.js.kv import KeyValue
 
 from controller.bus_link import advertises_jetstream
 from controller.errors import ControllerError
-from controller.leader.convergence_loop import ConvergenceLoop, joiner
+from controller.leader.convergence_loop import ConvergenceLoop, joiner, reckoner
 from controller.leader.converger import Converger, Passed
 from controller.leader.dispatch import Dispatch
 from controller.leader.lease import LeaderLease
@@ -218,6 +218,8 @@ class Executor:
             return
         for rollout_id, hosts in passed.joins.items():
             self.dispatch.record(rollout_id, joiner(hosts))
+        for rollout_id, others in passed.others.items():
+            self.dispatch.record(rollout_id, reckoner(others))
         if passed.joins:
             self._wake.set()
         try:

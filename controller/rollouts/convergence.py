@@ -211,6 +211,23 @@ def matching_hosts(desired: Desired, live: Mapping[str, HostFacts]) -> tuple[str
     return tuple(host for host in sorted(live) if matches(live[host], desired.selector))
 
 
+def others_now(
+    rollout: RolloutRecord,
+    desired: Desired,
+    facts: Mapping[str, HostFacts],
+    live: Mapping[str, HostFacts],
+) -> tuple[str, ...]:
+    """A convergence rollout's other matching hosts as the fleet is now, in host order:
+    the live hosts on the selector, and those it counted before that went silent while
+    still on it (an offline host is out of service, as in any rollout). Hosts whose
+    labels took them off the selector, and all of a deleted service's, no longer count."""
+    if desired.deleted:
+        return ()
+    kept = {h for h in rollout.others if h in facts and matches(facts[h], desired.selector)}
+    kept.update(matching_hosts(desired, live))
+    return tuple(sorted(host for host in kept if host not in rollout.hosts))
+
+
 def fleet_size(desired: Desired, live: Mapping[str, HostFacts]) -> int:
     """The hosts the service should run on now (for a deleted one, those that still run
     it): what percentages are taken of."""

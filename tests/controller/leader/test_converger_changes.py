@@ -64,10 +64,13 @@ async def test_only_changed_hosts_are_judged_and_a_convergence_rollout_takes_the
         assert await converger.run_pass(running, facts, NOW, only={"b"}) == Passed(
             joins={rollout_id: ["b"]}
         )
-        # The full pass judges every host: b and c (a is in it already).
+        # The full pass judges every host: b and c (a is in it already), and counts the
+        # fleet it is paced against again: e, which runs the service already, came.
+        facts["e"] = heartbeat("e", {}, SPEC, NOW)
         assert await converger.run_pass(running, facts, NOW) == Passed(
-            joins={rollout_id: ["b", "c"]}
+            joins={rollout_id: ["b", "c"]}, others={rollout_id: ("b", "c", "e")}
         )
+        del facts["e"]
         # A drifted host taken into it is announced repaired once the rollout did it.
         facts["d"] = heartbeat("d", {}, SPEC, NOW, Drift.REMOVED)
         assert await converger.run_pass(running, facts, NOW, only={"d"}) == Passed(

@@ -24,6 +24,7 @@ from controller.rollouts.convergence import (
     Need,
     convergence_record,
     needs,
+    others_now,
 )
 from controller.rollouts.host_health import HostHealth
 from controller.rollouts.model import HostPhase, HostRecord, RolloutSpec, RolloutStatus
@@ -237,3 +238,76 @@ def test_a_convergence_rollout_of_ten_thousand_hosts_names_twenty_and_counts_the
     assert len(record.hosts) == 10_000
     removal = convergence_record(desired, RolloutSpec(), hosts[:3], NOW, removing=True)
     assert removal.reason == "removing from host-00000, host-00001, host-00002"
+
+
+@dataclass(frozen=True)
+class Other:
+    name: str
+    role: str
+    """Its labels as its last heartbeat gave them."""
+    online: bool
+    counted: bool
+    """Among the rollout's other matching hosts when it was last counted."""
+    known: bool
+    """The controller has its facts at all."""
+    taken: bool
+    """The rollout took it in meanwhile (one of its own hosts)."""
+
+
+others_st = st.lists(
+    st.builds(
+        Other,
+        name=st.sampled_from([f"h{n:02d}" for n in range(30)]),
+        role=st.sampled_from(["edge", "core"]),
+        online=st.booleans(),
+        counted=st.booleans(),
+        known=st.booleans(),
+        taken=st.booleans(),
+    ),
+    max_size=20,
+    unique_by=lambda o: o.name,
+)
+
+
+def test_a_convergence_rollout_counts_the_matching_fleet_as_it_is_now() -> None:
+    seen: Counter[str] = Counter()
+
+    @settings(max_examples=300)
+    @given(fleet=others_st, deleted=st.booleans())
+    def check(fleet: list[Other], deleted: bool) -> None:
+        selector = {"role": "edge"}
+        desired = Desired("web", 1, REVISIONS[0], selector, DriftPolicy.REPAIR, deleted=deleted)
+        own = [o.name for o in fleet if o.taken] or ["late-000"]
+        before = tuple(sorted(o.name for o in fleet if o.counted and not o.taken))
+        record = convergence_record(desired, RolloutSpec(), own, NOW).model_copy(
+            update={"others": before}
+        )
+        facts = {o.name: heartbeat(o.name, {"role": o.role}, None, NOW) for o in fleet if o.known}
+        live = {o.name: facts[o.name] for o in fleet if o.known and o.online}
+
+        counted = others_now(record, desired, facts, live)
+
+        # README: live hosts on the selector count, and so do those counted before that
+        # went offline while on it; hosts off the selector, a deleted service's, and the
+        # rollout's own hosts do not. In host order.
+        def counts(o: Other) -> bool:
+            on_it = not deleted and not o.taken and o.known and o.role == "edge"
+            return on_it and (o.online or o.counted)
+
+        assert list(counted) == sorted(o.name for o in fleet if counts(o))
+        for o in fleet:
+            if counts(o):
+                seen["offline, still counted" if not o.online else "live, counted"] += 1
+            elif o.counted and not o.taken and (o.role != "edge" or deleted or not o.known):
+                seen["counted before, dropped"] += 1
+            elif not o.counted and not o.online and o.role == "edge" and not o.taken:
+                seen["offline and never counted: not counted"] += 1
+
+    check()
+    for case in (
+        "live, counted",
+        "offline, still counted",
+        "counted before, dropped",
+        "offline and never counted: not counted",
+    ):
+        assert seen[case] > 0, (case, seen)
