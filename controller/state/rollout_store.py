@@ -51,11 +51,13 @@ from controller.state.store import (
 )
 from protocol.errors import BrokerError
 
-READ_ATTEMPTS = 4
-UNWRITTEN_WAIT = 0.05
-"""Seconds before the second read of a record whose changed hosts have not all landed
-(four times as long before each read after): a pass's entries land within milliseconds
-once its header has, unless the writer failed between the two."""
+CHANGING_READS = 3
+"""Reads of a record whose header changes while it is read, before it is given as read."""
+UNWRITTEN_PATIENCE = KV_TIMEOUT + 1.0
+"""Seconds a reader waits for the hosts a header names to land: a live writer's host
+writes land, or time out and are never sent, within KV_TIMEOUT of its header. Past that,
+the writer failed between the two."""
+FIRST_WAIT, LONGEST_WAIT = 0.02, 0.5
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,9 @@ class Stored:
 
 
 class RolloutStore:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, unwritten_patience: float = UNWRITTEN_PATIENCE) -> None:
         self._kv = kv
+        self._patience = unwritten_patience
         self._decoded: dict[str, Stored] = {}
         """The last record read or written of each unfinished rollout: the leader reads
         its rollouts on every pass, and a large fleet's hosts are most of a pass."""
@@ -89,13 +92,15 @@ class RolloutStore:
 
     async def get(self, rollout_id: str) -> Stored | None:
         """The record as it stands. Its hosts are read after its header. A read during
-        which the header changed is made again, and so is one that finds a host the
-        header's write changed not written yet (the writer is still at it). After a few
-        reads the record is given as read, and not remembered: hosts a pass newer than
-        the header (a rollout changed many times a second), or, when its writer failed
-        half-way, the hosts it did not write as they were before."""
+        which the header changed is made again (a few times: a rollout changed many times
+        a second is then given as read, hosts a pass newer than the header). A read that
+        finds a host the header's write changed not written yet waits for it; when it
+        never comes (the writer failed half-way), the record is given with that host as it
+        was before. Either is given unremembered, so the next read is made afresh."""
         latest: Stored | None = None
-        for attempt in range(READ_ATTEMPTS):
+        changes, pause, loop = 0, FIRST_WAIT, asyncio.get_running_loop()
+        deadline = loop.time() + self._patience
+        while changes < CHANGING_READS:
             entry = await kv_get(self._kv, header_key(rollout_id))
             if entry is None or entry.value is None:
                 self._forget(rollout_id)
@@ -111,18 +116,21 @@ class RolloutStore:
                 hosts = await self._hosts(rollout_id)
             except BrokerError:
                 if await self._changed(rollout_id, revision):
+                    changes += 1
                     continue  # finished meanwhile: its parts were purged
                 raise
-            if hosts is None:
-                continue
-            record = header.record.model_copy(update={"hosts": hosts.records})
-            latest = Stored(record, revision)
-            if await self._changed(rollout_id, revision):
+            if hosts is not None:
+                record = header.record.model_copy(update={"hosts": hosts.records})
+                latest = Stored(record, revision)
+            if hosts is None or await self._changed(rollout_id, revision):
+                changes += 1
                 continue
             if not hosts.missing(header.changed, revision):
-                return self._remember(latest)
-            if attempt + 1 < READ_ATTEMPTS:
-                await asyncio.sleep(UNWRITTEN_WAIT * 4**attempt)
+                return self._remember(Stored(record, revision))
+            if loop.time() >= deadline:
+                return latest
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, LONGEST_WAIT)
         if latest is None:
             raise RolloutConflict(f"rollout {rollout_id} kept changing while it was read")
         return latest

@@ -27,7 +27,7 @@ from protocol.config_files import (
     parse_config_key,
     service_config_keys,
 )
-from protocol.errors import ProtocolError
+from protocol.errors import CommandRefused, ProtocolError
 from protocol.jetstream_start import failover_retries
 from protocol.models import Reason
 from protocol.spec import ServiceSpec, VolumeMount
@@ -138,15 +138,29 @@ class ConfigSync:
             reasons.append(Reason(code="config_unwritable", text=problem))
         return reasons
 
-    async def sync_for_start(self, spec: ServiceSpec) -> ServiceSpec:
-        """Write the service's files, verified; return the spec to create the container from."""
+    async def files_for_start(self, spec: ServiceSpec) -> dict[str, StoredFile]:
+        """The service's files as the bucket has them, read before anything is touched.
+        A bucket that cannot be read refuses the command, which is not recorded: the
+        controller sends it again later, and then it runs."""
+        if spec.config is None:
+            return {}
+        try:
+            return await self.stored(spec.name)
+        except ConfigFault as exc:
+            if exc.code == "config_unavailable":
+                raise CommandRefused(exc.code, exc.message) from exc
+            raise
+
+    async def sync_for_start(self, spec: ServiceSpec, files: dict[str, StoredFile]) -> ServiceSpec:
+        """Write the service's ``files`` (from files_for_start), verified; return the spec
+        to create the container from."""
         if spec.config is None:
             return spec
         directory = self.directory(spec)
         problem = directory.writable()
         if problem is not None:
             raise ConfigFault("config_unwritable", problem)
-        for name, stored in (await self.stored(spec.name)).items():
+        for name, stored in files.items():
             applied = self.applied.get(spec.name, name)
             on_disk = directory.sha256(name)
             if (

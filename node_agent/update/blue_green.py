@@ -95,7 +95,8 @@ class BlueGreenUpdater:
         target = coloured(spec, colour)
         op = Operation(operation_id, target, emit)
         image = await self._updater.local_image(target)
-        container_spec = await self._updater.config.sync_for_start(target)
+        sync = self._updater.config
+        container_spec = await sync.sync_for_start(target, await sync.files_for_start(target))
         await self._runtime.remove(standby)  # a copy left from an earlier rollout
         if serving is not None:
             serving_image = await self._runtime.inspect_image(serving["Image"])

@@ -76,11 +76,14 @@ class ServiceUpdater(CrashRecovering):
             return OperationResult(
                 OperationOutcome.DONE, status_from_inspect(spec.name, old), reasons=[unchanged]
             )
+        # Read before the pre_update hook runs: an unreadable bucket refuses the command
+        # with nothing touched, and the controller sends it again.
+        files = await self.config.files_for_start(spec)
         refused = None if going_back else await self._pre_update(op, old)
         if refused is not None:
             return refused
         # Like an init container: the config files are in place before anything stops.
-        container_spec = await self.config.sync_for_start(spec)
+        container_spec = await self.config.sync_for_start(spec, files)
         old_image = await self.runtime.inspect_image(old["Image"]) if old else None
         await asyncio.to_thread(
             self.journal.begin,

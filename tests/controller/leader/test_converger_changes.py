@@ -12,7 +12,9 @@ import nats
 import pytest
 
 from controller.broker import NatsServer
+from controller.leader.convergence_loop import reckoner
 from controller.leader.converger import Converger, Passed
+from controller.rollouts.convergence import Desired, DriftPolicy, convergence_record
 from controller.rollouts.model import (
     HostPhase,
     HostRecord,
@@ -65,7 +67,8 @@ async def test_only_changed_hosts_are_judged_and_a_convergence_rollout_takes_the
             joins={rollout_id: ["b"]}
         )
         # The full pass judges every host: b and c (a is in it already), and counts the
-        # fleet it is paced against again: e, which runs the service already, came.
+        # fleet it is paced against again: e, which runs the service already, came. (b and
+        # c are not its hosts yet; once taken in, they leave its others: see reckoner.)
         facts["e"] = heartbeat("e", {}, SPEC, NOW)
         assert await converger.run_pass(running, facts, NOW) == Passed(
             joins={rollout_id: ["b", "c"]}, others={rollout_id: ("b", "c", "e")}
@@ -95,3 +98,14 @@ async def test_only_changed_hosts_are_judged_and_a_convergence_rollout_takes_the
         ("d", ConvergenceAction.DRIFT_DETECTED),
         ("d", ConvergenceAction.DRIFT_REPAIRED),
     ]
+
+
+def test_the_others_of_a_convergence_rollout_leave_out_the_hosts_it_has_taken_in() -> None:
+    record = convergence_record(
+        Desired("web", 1, SPEC, {}, DriftPolicy.REPAIR), RolloutSpec(), ["a", "b"], NOW
+    )
+    counted = reckoner(("b", "c", "e"))(record)
+    assert counted.others == ("c", "e")  # b is one of its own hosts by now
+    assert reckoner(("c", "e"))(counted) is counted  # nothing changed: the same record
+    operators = record.model_copy(update={"converging": False})
+    assert reckoner(("c",))(operators) is operators  # only a convergence rollout has others

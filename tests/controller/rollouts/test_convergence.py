@@ -278,7 +278,7 @@ def test_a_convergence_rollout_counts_the_matching_fleet_as_it_is_now() -> None:
         selector = {"role": "edge"}
         desired = Desired("web", 1, REVISIONS[0], selector, DriftPolicy.REPAIR, deleted=deleted)
         own = [o.name for o in fleet if o.taken] or ["late-000"]
-        before = tuple(sorted(o.name for o in fleet if o.counted and not o.taken))
+        before = tuple(sorted(o.name for o in fleet if o.counted))  # taken ones too
         record = convergence_record(desired, RolloutSpec(), own, NOW).model_copy(
             update={"others": before}
         )
@@ -298,16 +298,25 @@ def test_a_convergence_rollout_counts_the_matching_fleet_as_it_is_now() -> None:
         for o in fleet:
             if counts(o):
                 seen["offline, still counted" if not o.online else "live, counted"] += 1
-            elif o.counted and not o.taken and (o.role != "edge" or deleted or not o.known):
-                seen["counted before, dropped"] += 1
-            elif not o.counted and not o.online and o.role == "edge" and not o.taken:
-                seen["offline and never counted: not counted"] += 1
+            elif o.counted and o.taken:
+                seen["counted before, taken in since"] += 1
+            elif o.counted and deleted:
+                seen["counted before, service deleted"] += 1
+            elif o.counted and not o.known:
+                seen["counted before, facts gone"] += 1
+            elif o.counted and o.role != "edge":
+                seen["counted before, off the selector now"] += 1
+            elif not o.counted and not o.online and o.role == "edge":
+                seen["offline and never counted"] += 1
 
     check()
     for case in (
         "live, counted",
         "offline, still counted",
-        "counted before, dropped",
-        "offline and never counted: not counted",
+        "counted before, taken in since",
+        "counted before, service deleted",
+        "counted before, facts gone",
+        "counted before, off the selector now",
+        "offline and never counted",
     ):
         assert seen[case] > 0, (case, seen)

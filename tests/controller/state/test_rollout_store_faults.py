@@ -19,12 +19,15 @@ from nats.js.kv import KeyValue
 
 from controller.rollouts.model import HostPhase, HostRecord, RolloutRecord
 from controller.state.rollout_store import RolloutStore
+from controller.state.store import kv_latest
 from protocol.errors import BrokerError
 from tests.support.records import web_rollout
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
 LATER = NOW + timedelta(seconds=1)
+PATIENCE = 0.5
+"""How long a reader here waits for hosts that never come (the product waits 6 s)."""
 
 
 def rollout(hosts: int) -> RolloutRecord:
@@ -103,7 +106,7 @@ async def test_a_pass_whose_host_writes_failed_is_read_with_those_hosts_as_they_
 ) -> None:
     held = HeldHostWrites(bucket, fail=True)
     held.release.set()
-    leader = RolloutStore(held)
+    leader = RolloutStore(held, unwritten_patience=PATIENCE)
     created = await leader.create(rollout(10))
 
     with pytest.raises(BrokerError, match="KV write failed"):
@@ -111,17 +114,20 @@ async def test_a_pass_whose_host_writes_failed_is_read_with_those_hosts_as_they_
 
     # The header of that pass stands; its host was never written and is as it was.
     torn = created.record.model_copy(update={"updated_at": LATER, "paused": True})
-    fresh = await RolloutStore(bucket).get("web-r2")
+    fresh = await RolloutStore(bucket, unwritten_patience=PATIENCE).get("web-r2")
     assert fresh is not None
     assert fresh.record == torn
     # The leader forgot what it meant to write, reads the same, and its next pass
-    # writes every host again: a fresh reader gets all of it.
+    # writes every host again, after its header: a fresh reader gets all of it.
     again = await leader.get("web-r2")
     assert again is not None
     assert again.record == torn
     held.fail = False
     retried = failed(torn, "host-00003")
-    await leader.update(retried, again.revision)
+    written = await leader.update(retried, again.revision)
+    entries = await kv_latest(bucket, "host.web-r2.")
+    assert len(entries) == 10
+    assert min(e.revision for e in entries.values()) > written.revision
     final = await RolloutStore(bucket).get("web-r2")
     assert final is not None
     assert final.record == retried

@@ -26,6 +26,9 @@ from protocol.models import (
     AnyMessage,
     ConfigPhase,
     ConfigProgress,
+    ErrorReply,
+    OperationOutcome,
+    OperationReply,
     PrepareReply,
     utc_now,
 )
@@ -336,3 +339,34 @@ async def wait_for_labels(nats_url: str, host: str, labels: dict[str, str]) -> N
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"{host} never showed labels {labels}; last {seen}")
+
+
+async def test_an_update_whose_config_bucket_cannot_be_read_is_refused_and_runs_when_sent_again(
+    agent_factory: AgentFactory, local_stack: LocalStack, docker_client: docker.DockerClient
+) -> None:
+    agent = await agent_factory()
+    port = reserve_loopback_port()
+    await apply_ok(agent, demo_spec(local_stack.demo_image("1.0.0"), port))
+    container = agent.agent.settings.container_name("web")
+    before = container_identity(docker_client, container)
+    command = agent.apply(config_spec(local_stack.demo_image("1.1.0"), port))
+    js = agent.client.jetstream(timeout=5)
+    store = await config_store(agent.client)
+    await set_file(store, "message=hello\n")
+
+    await js.delete_stream(f"KV_{subjects.CONFIG_BUCKET}")  # gone: reads fail at once
+    try:
+        refused = await agent.request(command)
+    finally:
+        store = await config_store(agent.client)  # the bucket again, for every test after
+    # README: refused before anything is touched, and not recorded as the command's answer.
+    assert isinstance(refused, ErrorReply), refused
+    assert refused.code == "config_unavailable", refused
+    assert container_identity(docker_client, container) == before
+
+    await set_file(store, "message=hello\n")
+    again = await agent.request(command)  # the same command id, as the controller resends
+
+    assert isinstance(again, OperationReply), again
+    assert again.outcome is OperationOutcome.DONE, again
+    assert await served(port) == "hello"
