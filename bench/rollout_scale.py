@@ -120,6 +120,8 @@ class SimulatedFleet:
     recorded: dict[str, float] = field(default_factory=dict)
     """Seconds from a reply going out to the controller writing it into the record."""
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    first_update: float | None = None
+    """Monotonic time the first update command came: the end of pre-flight."""
 
     async def start(self, fresh: list[str] | None = None) -> None:
         """Every host runs OLD_IMAGE, and each of ``fresh`` (added to the hosts) nothing."""
@@ -184,6 +186,8 @@ class SimulatedFleet:
                 digest=DIGEST,
             )
         elif isinstance(command, ApplyCommand):
+            if self.first_update is None:
+                self.first_update = time.monotonic()
             await asyncio.sleep(self.apply_time)
             self.specs[command.host] = command.service
             reply = OperationReply(
@@ -286,10 +290,9 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
         if final is None:
             raise SystemExit(f"{size} hosts: the rollout did not finish in {args.timeout}s")
         wave = max(1, resolve_amount(spec.max_unavailable, size, round_up=False))
-        ideal = (
-            math.ceil(size / spec.preflight_parallelism) * args.prepare_time
-            + math.ceil(size / wave) * args.apply_time
-        )
+        ideal_preflight = math.ceil(size / spec.preflight_parallelism) * args.prepare_time
+        ideal = ideal_preflight + math.ceil(size / wave) * args.apply_time
+        preflight = (sim.first_update or started) - started
         round_trips = [sim.dispatch[c] + late for c, late in sim.recorded.items()]
         dispatch, recorded = list(sim.dispatch.values()), list(sim.recorded.values())
         cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
@@ -299,6 +302,8 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
             "wall": wall,
             "ideal": ideal,
             "ratio": wall / ideal,
+            "preflight_ratio": preflight / ideal_preflight,
+            "updates_ratio": (wall - preflight) / (ideal - ideal_preflight),
             "dispatch_p50": statistics.median(dispatch) * 1000,
             "dispatch_p99": percentile(dispatch, 0.99) * 1000,
             "record_p50": statistics.median(recorded) * 1000,
@@ -334,7 +339,9 @@ async def main(args: argparse.Namespace) -> None:
             result = await run_size(size, args, Path(scratch))
             print(
                 f"{size:>5} hosts: wall {result['wall']:6.1f}s  ideal {result['ideal']:6.1f}s  "
-                f"ratio {result['ratio']:.3f}  |  round trip p50 {result['rtt_p50']:.1f} ms "
+                f"ratio {result['ratio']:.3f} (pre-flight {result['preflight_ratio']:.3f}, "
+                f"updates {result['updates_ratio']:.3f})  |  "
+                f"round trip p50 {result['rtt_p50']:.1f} ms "
                 f"p99 {result['rtt_p99']:.1f} ms (dispatch p99 {result['dispatch_p99']:.1f}, "
                 f"record p99 {result['record_p99']:.1f})  |  controller CPU "
                 f"{result['cpu_s']:.1f}s ({result['cpu_pct']:.0f}% of a core), "

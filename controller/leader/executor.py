@@ -49,6 +49,7 @@ from controller.rollouts.transitions import (
 from controller.settings import ControllerSettings
 from controller.state.config_store import ConfigStore, open_config_bucket
 from controller.state.inventory import Inventory
+from controller.state.rollout_health import RolloutHealth
 from controller.state.rollout_store import RolloutStore, Stored
 from controller.state.services import ServiceStore
 from controller.state.store import (
@@ -91,6 +92,7 @@ class Executor:
         self.services = ServiceStore(services_kv)
         self.inventory = Inventory(hosts_kv, self.settings.host_timeout)
         self.inventory.on_change = self._wake.set
+        self.health = RolloutHealth(self.inventory, self.settings.host_timeout)
         self.dispatch = Dispatch(self._nc, self.settings, self._wake, self.inventory.facts)
         self.configs = ConfigStore(await open_config_bucket(self._js, self.settings.streams))
         self.converger = Converger(
@@ -256,9 +258,7 @@ class Executor:
         joining = joining_hosts(record, live.hosts()) if live and takes_joiners(record) else []
         if joining:  # came back or enrolled while it runs: one more host of this rollout
             record = join(record, joining, now)
-        health = self.inventory.health(
-            [*record.hosts, *record.others], record.service, now, self.settings.host_timeout
-        )
+        health = self.health.of(record, now, whole=full)
         if full:  # a note for people (offline since): once a tick is soon enough
             record = mark_contact(record, health, now)
         record = self._analyse(record, now)
@@ -341,6 +341,7 @@ class Executor:
 
     async def _finish(self, record: RolloutRecord) -> None:
         self.dispatch.drop(record.id)
+        self.health.forget(record.id)
         with suppress(BrokerError):  # already done by the write that finished it, mostly
             await self.rollouts.drop_parts(record.id)
         self.converger.settled(record)

@@ -18,6 +18,8 @@ from protocol.errors import ProtocolError
 from protocol.models import ContainerState, Health, HostFacts
 
 log = logging.getLogger("fleetctl.inventory")
+HEARD_KEPT = 200_000
+"""Hosts heard of that are kept in order (a few ticks of a 10,000-host fleet's beats)."""
 
 
 def service_health(
@@ -71,8 +73,11 @@ def convergence_mark(facts: HostFacts) -> Hashable:
 
 
 class Inventory:
-    def __init__(self, kv: KeyValue, host_timeout: float = 30.0) -> None:
+    def __init__(
+        self, kv: KeyValue, host_timeout: float = 30.0, heard_kept: int = HEARD_KEPT
+    ) -> None:
         self._kv = kv
+        self._heard_kept = heard_kept
         self._host_timeout = timedelta(seconds=host_timeout)
         self.changed: set[str] = set()
         """Hosts whose convergence_mark changed, or that came back after being silent
@@ -84,7 +89,30 @@ class Inventory:
         not once a pass for every host of every rollout."""
         self._marks: dict[str, Hashable] = {}
         """Per host, the convergence_mark of its last heartbeat."""
+        self._heard: list[str] = []
+        """The hosts heard of (a heartbeat, or gone from the bucket), in order, from the
+        ``_heard_start``-th on: what a kept view of health brings up to date."""
+        self._heard_start = 0
         self.loaded = asyncio.Event()
+
+    @property
+    def heard(self) -> int:
+        """How many times hosts were heard of so far: a mark for heard_since."""
+        return self._heard_start + len(self._heard)
+
+    def heard_since(self, mark: int) -> list[str] | None:
+        """The hosts heard of since ``mark`` (repeats included), or None if that is
+        older than what is kept (then everything must be looked at again)."""
+        if mark < self._heard_start:
+            return None
+        return self._heard[mark - self._heard_start :]
+
+    def _note_heard(self, host: str) -> None:
+        self._heard.append(host)
+        if len(self._heard) > self._heard_kept:  # a reader a tick behind still finds its mark
+            dropped = len(self._heard) // 2
+            del self._heard[:dropped]
+            self._heard_start += dropped
 
     def add(self, host: str, facts: HostFacts) -> None:
         before = self.facts.get(host)
@@ -92,6 +120,7 @@ class Inventory:
         self._online[host] = online_health(facts)
         self._marks[host] = mark
         self.facts[host] = facts
+        self._note_heard(host)
         if (
             before is None
             or facts.sent_at - before.sent_at > self._host_timeout
@@ -108,6 +137,7 @@ class Inventory:
         self.facts.pop(host, None)
         self._online.pop(host, None)
         self._marks.pop(host, None)
+        self._note_heard(host)
 
     def health(
         self, hosts: Iterable[str], service: str, now: datetime, timeout: float

@@ -29,24 +29,27 @@ statuses = st.builds(
 
 
 @st.composite
+def heartbeats(draw: st.DrawFn, host: str) -> HostFacts:
+    """One heartbeat of ``host``, of any age around the host timeout."""
+    age = draw(st.sampled_from([0.0, 29.9, 30.0, 30.1, 300.0]))
+    return HostFacts(
+        sender=host,
+        host=host,
+        sent_at=NOW - timedelta(seconds=age),
+        agent_version="test",
+        cpus=1,
+        memory_total=1,
+        memory_available=1,
+        disk_total=1,
+        disk_free=1,
+        services=tuple(draw(st.lists(statuses, max_size=3))),
+    )
+
+
+@st.composite
 def fleets(draw: st.DrawFn) -> dict[str, HostFacts]:
     hosts = draw(st.lists(st.sampled_from([f"h{i}" for i in range(8)]), unique=True))
-    found = {}
-    for host in hosts:
-        age = draw(st.sampled_from([0.0, 29.9, 30.0, 30.1, 300.0]))
-        found[host] = HostFacts(
-            sender=host,
-            host=host,
-            sent_at=NOW - timedelta(seconds=age),
-            agent_version="test",
-            cpus=1,
-            memory_total=1,
-            memory_available=1,
-            disk_total=1,
-            disk_free=1,
-            services=tuple(draw(st.lists(statuses, max_size=3))),
-        )
-    return found
+    return {host: draw(heartbeats(host)) for host in hosts}
 
 
 def by_the_readme(facts: HostFacts | None, service: str) -> HostHealth:
