@@ -29,10 +29,20 @@ def heartbeat(
                 drift=drift,
             ),
         )
+    return facts_with(host, services, sent_at, labels)
+
+
+def facts_with(
+    host: str,
+    services: tuple[ServiceStatus, ...],
+    sent_at: datetime,
+    labels: dict[str, str] | None = None,
+) -> HostFacts:
+    """A heartbeat reporting ``services`` as they are given."""
     return HostFacts(
         sender=host,
         host=host,
-        labels=labels,
+        labels=labels or {},
         agent_version="test",
         cpus=1,
         memory_total=1,

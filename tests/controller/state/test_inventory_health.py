@@ -14,6 +14,7 @@ from nats.js.kv import KeyValue
 from controller.rollouts.host_health import HostHealth
 from controller.state.inventory import Inventory, fleet_health
 from protocol.models import ContainerState, Health, HostFacts, ServiceStatus
+from tests.support.heartbeats import facts_with
 
 NOW = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
 TIMEOUT = 30.0
@@ -32,18 +33,8 @@ statuses = st.builds(
 def heartbeats(draw: st.DrawFn, host: str) -> HostFacts:
     """One heartbeat of ``host``, of any age around the host timeout."""
     age = draw(st.sampled_from([0.0, 29.9, 30.0, 30.1, 300.0]))
-    return HostFacts(
-        sender=host,
-        host=host,
-        sent_at=NOW - timedelta(seconds=age),
-        agent_version="test",
-        cpus=1,
-        memory_total=1,
-        memory_available=1,
-        disk_total=1,
-        disk_free=1,
-        services=tuple(draw(st.lists(statuses, max_size=3))),
-    )
+    services = tuple(draw(st.lists(statuses, max_size=3)))
+    return facts_with(host, services, NOW - timedelta(seconds=age))
 
 
 @st.composite
@@ -100,19 +91,7 @@ def test_a_heartbeat_marks_its_host_changed_only_when_convergence_would_judge_it
     running = ServiceStatus(name="web", state=ContainerState.RUNNING, fingerprint="f1")
 
     def beat(age: float, *statuses: ServiceStatus, **labels: str) -> HostFacts:
-        return HostFacts(
-            sender="h1",
-            host="h1",
-            sent_at=NOW + timedelta(seconds=age),
-            labels=labels,
-            agent_version="test",
-            cpus=1,
-            memory_total=1,
-            memory_available=1,
-            disk_total=1,
-            disk_free=1,
-            services=statuses,
-        )
+        return facts_with("h1", statuses, NOW + timedelta(seconds=age), labels)
 
     steps = [
         ("first heard of", beat(0, running), True),
