@@ -34,7 +34,7 @@ def limits(record: RolloutRecord, targets: int) -> Limits:
     return Limits(unavailable, surge)
 
 
-def eligible_hosts(record: RolloutRecord) -> list[str]:
+def eligible_hosts(record: RolloutRecord) -> tuple[str, ...]:
     """Hosts this rollout may update now: those at or past the partition, in order."""
     ordered = record.ordered_hosts()
     partition = record.partition or 0

@@ -341,13 +341,13 @@ class RolloutRecord(FrozenModel):
             hosts_total=len(self.hosts),
         )
 
-    def ordered_hosts(self) -> list[str]:
+    def ordered_hosts(self) -> tuple[str, ...]:
         """The deterministic host order: sorted ids, the same after any restart."""
-        return list(self._index().ordered)
+        return self._index().ordered
 
-    def in_phase(self, phase: HostPhase) -> list[str]:
+    def in_phase(self, phase: HostPhase) -> tuple[str, ...]:
         """The hosts in ``phase``, in host order."""
-        return list(self._index().by_phase.get(phase, ()))
+        return self._index().by_phase.get(phase, ())
 
     def _index(self) -> HostIndex:
         """The hosts by phase, made once per hosts map: the planner asks a 5,000-host

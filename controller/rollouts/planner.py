@@ -201,14 +201,14 @@ def _roll(
 class _CanaryGate:
     waiting_for_promotion: Decision | None = None
     """Set when the canary wave is done and the rollout waits for a promote."""
-    canary_hosts: list[str] | None = None
+    canary_hosts: frozenset[str] | None = None
     """Set while the canary wave is in progress: only these hosts may start."""
     promote: bool = False
     completed: bool = False
 
 
 def _canary_gate(
-    record: RolloutRecord, eligible: list[str], updating: int, now: datetime
+    record: RolloutRecord, eligible: tuple[str, ...], updating: int, now: datetime
 ) -> _CanaryGate:
     """Where a canary rollout stands: the wave in progress, waiting for a promote, or
     (auto-)promoted; a rollout without a canary, or promoted, passes."""
@@ -222,7 +222,7 @@ def _canary_gate(
         for h in canary_hosts
     )
     if not settled or updating:
-        return _CanaryGate(canary_hosts=canary_hosts)
+        return _CanaryGate(canary_hosts=frozenset(canary_hosts))
     soaked_since = record.canary_completed_at or now
     soak = spec.auto_promote_after
     unmeasured = record.analysis_note if spec.analysis else None
@@ -237,7 +237,7 @@ def _canary_gate(
     return _CanaryGate(waiting_for_promotion=waiting)
 
 
-def _finished(record: RolloutRecord, eligible: list[str], promote: bool) -> Decision:
+def _finished(record: RolloutRecord, eligible: tuple[str, ...], promote: bool) -> Decision:
     """No eligible host left to update: complete, or held below the partition."""
     held = len(record.hosts) - len(eligible)
     if held and any(
@@ -258,10 +258,10 @@ def _deadline(record: RolloutRecord) -> str:
     return f"progress_deadline {record.spec.progress_deadline:g}s passed"
 
 
-def _from(hosts: list[str], first: str | None) -> list[str]:
+def _from(hosts: tuple[str, ...], first: str | None) -> tuple[str, ...]:
     """Of ``hosts`` (in host order), those at or past ``first`` (None: none)."""
     if first is None:
-        return []
+        return ()
     return hosts[bisect_left(hosts, first) :]
 
 
