@@ -61,8 +61,11 @@ async def test_a_command_answered_but_not_yet_written_is_not_sent_again(
         dispatch.ensure(record, "h1", "cmd-a")
         dispatch.ensure(record, "h2", "cmd-b")
 
-        # Sent in order on one connection: had cmd-a gone, it would come first.
         assert await asyncio.wait_for(received.get(), 10) == "cmd-b"
+        # Every send made is answered by now (a host puts what it got before answering):
+        # had cmd-a gone too, in whatever order, it would be here.
+        await asyncio.wait_for(asyncio.gather(*dispatch.sending()), 10)
+        assert received.empty(), received.get_nowait()
         # Once its answer is written, the same id may go again (a retry after silence).
         dispatch.folded(record.id, 1)
         dispatch.ensure(record, "h1", "cmd-a")
