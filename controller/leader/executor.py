@@ -92,7 +92,9 @@ class Executor:
         self.services = ServiceStore(services_kv)
         self.inventory = Inventory(hosts_kv, self.settings.host_timeout)
         self.inventory.on_change = self._wake.set
-        self.health = RolloutHealth(self.inventory, self.settings.host_timeout)
+        self.health = RolloutHealth(
+            self.inventory, self.settings.host_timeout, whole_every=self.settings.tick
+        )
         self.dispatch = Dispatch(self._nc, self.settings, self._wake, self.inventory.facts)
         self.configs = ConfigStore(await open_config_bucket(self._js, self.settings.streams))
         self.converger = Converger(
@@ -181,6 +183,7 @@ class Executor:
                     await self._drive(stored)
                 else:  # over (superseded, or finished by another leader), or gone
                     self.dispatch.drop(rollout_id)
+                    self.health.forget(rollout_id)
         except (BrokerError, ControllerError) as exc:
             log.warning("pass skipped: %s", exc.message)
 
@@ -189,6 +192,7 @@ class Executor:
         if leader != self.leader:
             log.info("controller %s is %s", lease.holder, "the leader" if leader else "standby")
             self.leader = leader
+            self.health.forget()  # whoever led meanwhile, health is made whole again
             if leader:  # another may have led meanwhile: learn again what it finished
                 self.convergence.lead_again()
         if not leader:

@@ -78,6 +78,9 @@ class Stored:
     """The header's revision: compare-and-set against it."""
     apart: bool = True
     """Its hosts are kept apart from the header (False: the header holds them all)."""
+    torn: bool = False
+    """Some hosts its header names were never written (their writer failed): they are as
+    they were before, and the next write writes every host."""
 
 
 class RolloutStore:
@@ -89,17 +92,20 @@ class RolloutStore:
         its rollouts on every pass, and a large fleet's hosts are most of a pass."""
         self._bases: dict[str, dict[str, HostRecord]] = {}
         """Each unfinished rollout's hosts as it began: written once, read once."""
+        self._failed: dict[str, int] = {}
+        """Header revisions whose host writes failed here: not waited for."""
 
     async def get(self, rollout_id: str) -> Stored | None:
         """The record as it stands. Its hosts are read after its header. A read during
         which the header changed is made again (a few times: a rollout changed many times
         a second is then given as read, hosts a pass newer than the header). A read that
         finds a host the header's write changed not written yet waits for it; when it
-        never comes (the writer failed half-way), the record is given with that host as it
-        was before. Either is given unremembered, so the next read is made afresh."""
+        never comes (the writer failed half-way; not waited for when that writer was this
+        store), the record is given ``torn``, with that host as it was before."""
         latest: Stored | None = None
         changes, pause, loop = 0, FIRST_WAIT, asyncio.get_running_loop()
         deadline = loop.time() + self._patience
+        failed_here = self._failed.get(rollout_id)
         while changes < CHANGING_READS:
             entry = await kv_get(self._kv, header_key(rollout_id))
             if entry is None or entry.value is None:
@@ -127,8 +133,9 @@ class RolloutStore:
                 continue
             if not hosts.missing(header.changed, revision):
                 return self._remember(Stored(record, revision))
-            if loop.time() >= deadline:
-                return latest
+            if revision == failed_here or loop.time() >= deadline:
+                # They never come: remembered as such, so it is not waited for again.
+                return self._remember(Stored(record, revision, torn=True))
             await asyncio.sleep(pause)
             pause = min(pause * 2, LONGEST_WAIT)
         if latest is None:
@@ -166,6 +173,7 @@ class RolloutStore:
     def _forget(self, rollout_id: str) -> None:
         self._decoded.pop(rollout_id, None)
         self._bases.pop(rollout_id, None)
+        self._failed.pop(rollout_id, None)
 
     async def create(self, record: RolloutRecord) -> Stored:
         """The hosts first, then the header: a header is never without its hosts."""
@@ -187,8 +195,8 @@ class RolloutStore:
     async def update(self, record: RolloutRecord, revision: int) -> Stored:
         """Compare-and-set: fails with StaleRecord if anyone wrote since ``revision``."""
         known = self._decoded.get(record.id)
-        if known is None or known.revision != revision:
-            known = None  # not read here at that revision: the base and every host written
+        if known is None or known.revision != revision or known.torn:
+            known = None  # not read here at that revision (or torn): every host written
         if record.status in TERMINAL:
             new_revision = await self._set_header(record.id, encode_record(record), revision)
             await self.drop_parts(record.id)
@@ -208,7 +216,8 @@ class RolloutStore:
         try:
             await kv_put_many(self._kv, entries)
         except BrokerError:
-            self._forget(record.id)  # some hosts may be unwritten: read them all again
+            self._forget(record.id)  # some hosts may be unwritten: read them all again,
+            self._failed[record.id] = new_revision  # without waiting for them
             raise
         return self._remember(Stored(record, new_revision))
 

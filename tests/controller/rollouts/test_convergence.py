@@ -322,17 +322,33 @@ def test_a_convergence_rollout_counts_the_matching_fleet_as_it_is_now() -> None:
         assert seen[case] > 0, (case, seen)
 
 
+STATES = {
+    "serving": HostHealth(online=True, serving=True, last_seen=NOW),
+    "lacking": HostHealth(online=True, serving=None, last_seen=NOW),
+    "stopped": HostHealth(online=True, serving=False, last_seen=NOW),
+    "offline": HostHealth(online=False, serving=None, last_seen=NOW),
+    "unhealthy": HostHealth(online=True, serving=False, last_seen=NOW),
+}
+OWN_STATES = ("lacking", "stopped", "offline")
+
+
 def test_a_convergence_rollout_never_takes_more_out_of_service_than_its_budget() -> None:
     reached = Counter[str]()
 
     @settings(max_examples=300)
     @given(
-        own=st.lists(st.sampled_from(["waiting", "updating"]), min_size=1, max_size=30),
+        own=st.lists(
+            st.tuples(st.sampled_from(["waiting", "updating"]), st.sampled_from(OWN_STATES)),
+            min_size=1,
+            max_size=30,
+        ),
         others=st.lists(st.sampled_from(["serving", "offline", "unhealthy"]), max_size=60),
         amount=st.sampled_from([0, 1, 3, "0%", "10%", "25%", "100%"]),
         removing=st.booleans(),
     )
-    def check(own: list[str], others: list[str], amount: int | str, removing: bool) -> None:
+    def check(
+        own: list[tuple[str, str]], others: list[str], amount: int | str, removing: bool
+    ) -> None:
         desired = Desired("web", 1, REVISIONS[0], {}, DriftPolicy.REPAIR)
         mine = [f"late-{i:03d}" for i in range(len(own))]
         theirs = [f"host-{i:03d}" for i in range(len(others))]
@@ -340,35 +356,52 @@ def test_a_convergence_rollout_never_takes_more_out_of_service_than_its_budget()
             desired, RolloutSpec(max_unavailable=amount), mine, NOW, removing=removing
         )
         phases = {"waiting": HostPhase.READY, "updating": HostPhase.UPDATING}
-        hosts = {h: HostRecord(phase=phases[s], since=NOW) for h, s in zip(mine, own, strict=True)}
+        hosts = {
+            h: HostRecord(phase=phases[s], since=NOW) for h, (s, _) in zip(mine, own, strict=True)
+        }
         running = record.model_copy(
             update={"hosts": hosts, "others": tuple(theirs), "status": RolloutStatus.RUNNING}
         )
-        states = {
-            "serving": HostHealth(online=True, serving=True, last_seen=NOW),
-            "offline": HostHealth(online=False, serving=None, last_seen=NOW),
-            "unhealthy": HostHealth(online=True, serving=False, last_seen=NOW),
-        }
-        # Its own hosts are live and lack the service (that is why they are in it).
-        lacking = HostHealth(online=True, serving=None, last_seen=NOW)
-        health = dict.fromkeys(mine, lacking)
-        health.update({h: states[s] for h, s in zip(theirs, others, strict=True)})
+        # Its own hosts are out of service already (that is why they are in it): the
+        # service missing or stopped, or the host gone offline since.
+        health = {h: STATES[state] for h, (_, state) in zip(mine, own, strict=True)}
+        health.update({h: STATES[s] for h, s in zip(theirs, others, strict=True)})
 
         started = plan(running, health, NOW).apply
 
         # README: max_unavailable of every matching host (a count as is, a percentage
-        # rounded down; at least one), less the hosts it is updating and the other
-        # matching hosts that are out of service (offline or not serving).
+        # rounded down; one host at a time when that is zero), less the hosts it is
+        # updating and the other matching hosts out of service (offline or not serving);
+        # of its own hosts only those it updates count. An offline host is not started.
         fleet = len(own) + len(others)
         allowed = amount if isinstance(amount, int) else fleet * int(amount.rstrip("%")) // 100
-        out = own.count("updating") + sum(1 for s in others if s != "serving")
+        others_out = sum(1 for s in others if s != "serving")
+        out = sum(1 for phase, _ in own if phase == "updating") + others_out
         budget = max(0, max(allowed, 1) - out)
-        assert len(started) == min(own.count("waiting"), budget)
-        assert set(started) <= {h for h, s in zip(mine, own, strict=True) if s == "waiting"}
+        startable = {
+            h
+            for h, (phase, state) in zip(mine, own, strict=True)
+            if phase == "waiting" and state != "offline"
+        }
+        assert len(started) == min(len(startable), budget)
+        assert set(started) <= startable
         reached["removal" if removing else "convergence"] += 1
-        reached["held back by others out of service" if out and not budget else "room"] += 1
-        reached["some started"] += bool(started)
+        without_others = max(0, max(allowed, 1) - (out - others_out))
+        if min(len(startable), without_others) > len(started):
+            reached["fewer started because other hosts are out"] += 1
+        reached["an own host out of service, not counted"] += any(
+            phase == "waiting" and state != "offline" for phase, state in own
+        ) and bool(started)
+        reached["an own host offline, not started"] += any(
+            phase == "waiting" and state == "offline" for phase, state in own
+        )
 
     check()
-    for case in ("removal", "convergence", "held back by others out of service", "some started"):
+    for case in (
+        "removal",
+        "convergence",
+        "fewer started because other hosts are out",
+        "an own host out of service, not counted",
+        "an own host offline, not started",
+    ):
         assert reached[case] >= 10, reached

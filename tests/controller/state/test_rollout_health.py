@@ -5,20 +5,25 @@ each host's last heartbeat (the time is fixed here: going silent is a tick's bus
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 from typing import cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nats.js.kv import KeyValue
 
+from controller.rollouts.host_health import HostHealth
 from controller.rollouts.model import HostRecord
 from controller.state.inventory import Inventory
 from controller.state.rollout_health import RolloutHealth
-from protocol.models import HostFacts
+from protocol.models import ContainerState, Health, HostFacts, ServiceStatus
 from tests.controller.state.test_inventory_health import NOW, TIMEOUT, by_the_readme, heartbeats
+from tests.support.heartbeats import facts_with
 from tests.support.records import web_rollout
 
 HOSTS = tuple(f"h{i}" for i in range(6))
+TICK = 0.5
+"""The controller's tick: health is made whole at least this often."""
 OTHERS = ("o1", "o2")
 """Other matching hosts a convergence rollout counts against its budget."""
 
@@ -44,8 +49,9 @@ def test_a_rollouts_kept_health_follows_the_readme_rules_after_every_heartbeat()
         inventory = Inventory(cast(KeyValue, None), TIMEOUT, heard_kept=kept)
         record = web_rollout({h: HostRecord(since=NOW) for h in HOSTS[:3]}, NOW)
         record = record.model_copy(update={"others": OTHERS})
-        health = RolloutHealth(inventory, TIMEOUT)
+        health = RolloutHealth(inventory, TIMEOUT, whole_every=TICK)
         health.of(record, NOW, whole=True)
+        before = {h: by_the_readme(inventory.facts.get(h), "web") for h in record.hosts}
         for between in passes:
             for what, host, facts in between:
                 if facts is not None:
@@ -61,7 +67,10 @@ def test_a_rollouts_kept_health_follows_the_readme_rules_after_every_heartbeat()
             expected = {h: by_the_readme(inventory.facts.get(h), "web") for h in asked}
             assert {h: view[h] for h in asked} == expected
             reached["passes compared"] += 1
-            reached["a heartbeat between passes"] += any(w == "beat" for w, _, _ in between)
+            reached["a kept host's health changed"] += any(
+                expected[h] != before[h] for h in before if h in expected
+            )
+            before = expected
             reached["a host gone between passes"] += any(w == "gone" for w, _, _ in between)
             reached["a host joined between passes"] += any(w == "joins" for w, _, _ in between)
             reached["more heard than the log keeps"] += len(between) > kept
@@ -69,9 +78,30 @@ def test_a_rollouts_kept_health_follows_the_readme_rules_after_every_heartbeat()
     check()
     for case in (
         "passes compared",
-        "a heartbeat between passes",
+        "a kept host's health changed",
         "a host gone between passes",
         "a host joined between passes",
         "more heard than the log keeps",
     ):
         assert reached[case] >= 10, reached
+
+
+def test_a_host_that_falls_silent_is_offline_once_a_tick_has_gone_by() -> None:
+    inventory = Inventory(cast(KeyValue, None), TIMEOUT)
+    record = web_rollout({"h0": HostRecord(since=NOW), "h1": HostRecord(since=NOW)}, NOW)
+    running = ServiceStatus(name="web", state=ContainerState.RUNNING, health=Health.HEALTHY)
+    for host in record.hosts:
+        inventory.add(host, facts_with(host, (running,), NOW))
+    health = RolloutHealth(inventory, TIMEOUT, whole_every=TICK)
+    serving = HostHealth(online=True, serving=True, last_seen=NOW)
+    assert health.of(record, NOW, whole=True) == {"h0": serving, "h1": serving}
+
+    # h1 beats on; h0 says nothing more. Past the host timeout, and a tick later than
+    # the last whole pass, h0 is offline (README: its last heartbeat is older than the
+    # host timeout), though no whole pass was asked for.
+    later = NOW + timedelta(seconds=TIMEOUT + TICK)
+    inventory.add("h1", facts_with("h1", (running,), later))
+    found = health.of(record, later, whole=False)
+
+    silent = HostHealth(online=False, serving=None, last_seen=NOW)
+    assert found == {"h0": silent, "h1": HostHealth(online=True, serving=True, last_seen=later)}

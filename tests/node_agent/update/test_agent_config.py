@@ -32,7 +32,7 @@ from protocol.models import (
     PrepareReply,
     utc_now,
 )
-from protocol.spec import ConfigMount, ReloadPolicy, ServiceSpec
+from protocol.spec import ConfigMount, Hook, HookPlace, Hooks, ReloadPolicy, ServiceSpec
 from tests.conftest import SpawnedAgent
 from tests.support.events import EventRecorder
 from tests.support.fleet import fleetctl
@@ -342,14 +342,20 @@ async def wait_for_labels(nats_url: str, host: str, labels: dict[str, str]) -> N
 
 
 async def test_an_update_whose_config_bucket_cannot_be_read_is_refused_and_runs_when_sent_again(
-    agent_factory: AgentFactory, local_stack: LocalStack, docker_client: docker.DockerClient
+    agent_factory: AgentFactory,
+    local_stack: LocalStack,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
 ) -> None:
-    agent = await agent_factory()
+    agent = await agent_factory(allow_host_hooks=True)
     port = reserve_loopback_port()
     await apply_ok(agent, demo_spec(local_stack.demo_image("1.0.0"), port))
     container = agent.agent.settings.container_name("web")
     before = container_identity(docker_client, container)
-    command = agent.apply(config_spec(local_stack.demo_image("1.1.0"), port))
+    ran = tmp_path / "pre-update-ran"
+    hook = Hook(command=("touch", str(ran)), run_in=HookPlace.HOST)
+    newer = config_spec(local_stack.demo_image("1.1.0"), port)
+    command = agent.apply(newer.model_copy(update={"hooks": Hooks(pre_update=hook)}))
     js = agent.client.jetstream(timeout=5)
     store = await config_store(agent.client)
     await set_file(store, "message=hello\n")
@@ -359,14 +365,17 @@ async def test_an_update_whose_config_bucket_cannot_be_read_is_refused_and_runs_
         refused = await agent.request(command)
     finally:
         store = await config_store(agent.client)  # the bucket again, for every test after
-    # README: refused before anything is touched, and not recorded as the command's answer.
+    # README: refused before anything is touched (the pre_update hook included), and not
+    # recorded as the command's answer.
     assert isinstance(refused, ErrorReply), refused
     assert refused.code == "config_unavailable", refused
     assert container_identity(docker_client, container) == before
+    assert not ran.exists()
 
     await set_file(store, "message=hello\n")
     again = await agent.request(command)  # the same command id, as the controller resends
 
     assert isinstance(again, OperationReply), again
     assert again.outcome is OperationOutcome.DONE, again
+    assert ran.exists()
     assert await served(port) == "hello"
