@@ -11,6 +11,7 @@ so a record read at a header revision it wrote itself is the one it remembers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 
 import nats.errors
@@ -125,17 +126,19 @@ class RolloutStore:
                     changes += 1
                     continue  # finished meanwhile: its parts were purged
                 raise
-            if hosts is not None:
-                record = header.record.model_copy(update={"hosts": hosts.records})
-                latest = Stored(record, revision)
-            if hosts is None or await self._changed(rollout_id, revision):
+            if hosts is None:
+                changes += 1
+                continue
+            record = header.record.model_copy(update={"hosts": hosts.records})
+            latest = Stored(record, revision)
+            if await self._changed(rollout_id, revision):
                 changes += 1
                 continue
             if not hosts.missing(header.changed, revision):
-                return self._remember(Stored(record, revision))
+                return self._remember(latest)
             if revision == failed_here or loop.time() >= deadline:
                 # They never come: remembered as such, so it is not waited for again.
-                return self._remember(Stored(record, revision, torn=True))
+                return self._remember(dataclasses.replace(latest, torn=True))
             await asyncio.sleep(pause)
             pause = min(pause * 2, LONGEST_WAIT)
         if latest is None:
