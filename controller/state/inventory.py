@@ -176,7 +176,7 @@ class Inventory:
         while not stop.is_set():
             try:
                 entry = await watcher.updates(timeout=1.0)  # type: ignore[no-untyped-call]
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py's own or asyncio's, depending on the path
                 continue
             if entry is None:
                 self.loaded.set()  # the initial values are all in

@@ -196,37 +196,46 @@ async def kv_latest(kv: KeyValue, prefix: str) -> dict[str, Latest]:
     a push consumer stalls on flow control when its reader falls behind."""
     if not await kv_keys(kv, prefix):
         return {}
+    try:
+        async for attempt in failover_retries():
+            with attempt:
+                return await _read_latest(kv, prefix)
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise BrokerError(f"KV read of {prefix}* failed: {exc!r}") from exc
+    raise AssertionError("unreachable: the retries return or raise")  # pragma: no cover
+
+
+async def _read_latest(kv: KeyValue, prefix: str) -> dict[str, Latest]:
+    """One attempt of :func:`kv_latest`, from a consumer of its own: a read cut short by
+    a failover is started again whole, never continued."""
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
         ack_policy=AckPolicy.NONE,
         inactive_threshold=KV_TIMEOUT * 6,  # the server drops it if this reader dies
     )
     values: dict[str, Latest] = {}
+    reader = await asyncio.wait_for(
+        kv._js.pull_subscribe(f"{kv._pre}{prefix}>", stream=kv._stream, config=config),
+        KV_TIMEOUT,
+    )
     try:
-        reader = await asyncio.wait_for(
-            kv._js.pull_subscribe(f"{kv._pre}{prefix}>", stream=kv._stream, config=config),
-            KV_TIMEOUT,
-        )
-        try:
-            while True:
-                # A timeout here, even after some entries came, is an error: the caller
-                # must never take part of the entries for all of them.
-                for message in await reader.fetch(batch=1000, timeout=KV_TIMEOUT):
-                    key = message.subject.removeprefix(kv._pre)
-                    operation = (message.headers or {}).get("KV-Operation")
-                    if operation in ("DEL", "PURGE") or not message.data:
-                        values.pop(key, None)
-                    else:
-                        values[key] = Latest(message.data, message.metadata.sequence.stream)
-                    if message.metadata.num_pending == 0:
-                        return values
-        finally:
-            await reader.unsubscribe()
-            with suppress(nats.errors.Error, TimeoutError):
-                name = reader._consumer  # nats-py keeps the consumer's name there
-                await asyncio.wait_for(kv._js.delete_consumer(kv._stream, name), KV_TIMEOUT)
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise BrokerError(f"KV read of {prefix}* failed: {exc!r}") from exc
+        while True:
+            # A timeout here, even after some entries came, is an error: the caller
+            # must never take part of the entries for all of them.
+            for message in await reader.fetch(batch=1000, timeout=KV_TIMEOUT):
+                key = message.subject.removeprefix(kv._pre)
+                operation = (message.headers or {}).get("KV-Operation")
+                if operation in ("DEL", "PURGE") or not message.data:
+                    values.pop(key, None)
+                else:
+                    values[key] = Latest(message.data, message.metadata.sequence.stream)
+                if message.metadata.num_pending == 0:
+                    return values
+    finally:
+        await reader.unsubscribe()
+        with suppress(nats.errors.Error, TimeoutError):
+            name = reader._consumer  # nats-py keeps the consumer's name there
+            await asyncio.wait_for(kv._js.delete_consumer(kv._stream, name), KV_TIMEOUT)
 
 
 async def kv_put_many(kv: KeyValue, values: dict[str, bytes], parallel: int = 256) -> None:

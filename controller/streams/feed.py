@@ -167,7 +167,7 @@ class FleetFeed:
             while True:
                 try:
                     messages = await subscription.fetch(batch, timeout=1.0)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py raises its own or asyncio's, by path
                     if follow:
                         continue
                     return  # caught up
