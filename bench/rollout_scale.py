@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import statistics
 import sys
@@ -45,7 +46,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from controller.broker import NatsServer, find_nats_server_binary
 from controller.rollouts.model import TERMINAL, RolloutSpec, resolve_amount
 from controller.state.intents import Fleet
-from controller.state.rollout_encoding import decode_header, decode_host, header_key, hosts_prefix
+from controller.state.rollout_encoding import (
+    base_key,
+    changes_prefix,
+    decode_header,
+    header_key,
+    unpacked,
+)
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.fingerprint import image_digest, settings_fingerprint
@@ -209,11 +216,14 @@ class SimulatedFleet:
             self.recorded[replied[0]] = time.monotonic() - replied[1]
             del self.replied[host]
 
-    async def on_host_entry(self, msg: Msg) -> None:
-        """A host's entry as the controller writes it: a plain subscription to the KV's
-        subjects sees every write, where a watcher that falls behind may skip some."""
+    async def on_hosts_entry(self, msg: Msg) -> None:
+        """Hosts as the controller writes them (the changes of a pass, or a new base of
+        all): a plain subscription to the KV's subjects sees every write, where a watcher
+        that falls behind may skip some. Read as plain JSON: this process also answers
+        for every host, and a full decode would slow the simulated fleet."""
         if msg.data:
-            self.saw_host(msg.subject.rsplit(".", 1)[1], decode_host(msg.data).command_id)
+            for host, progress in json.loads(unpacked(msg.data)).items():
+                self.saw_host(host, progress.get("command_id"))
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -260,9 +270,10 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
         record, _ = await fleet.plan_rollout("web", NEW_IMAGE, spec, spec_override=target)
         rollouts_kv = await nc.jetstream(timeout=10).key_value(subjects.ROLLOUTS_BUCKET)
         watcher = await rollouts_kv.watch(header_key(record.id))
-        following = await nc.subscribe(
-            f"$KV.{subjects.ROLLOUTS_BUCKET}.{hosts_prefix(record.id)}>", cb=sim.on_host_entry
-        )
+        following = [
+            await nc.subscribe(f"$KV.{subjects.ROLLOUTS_BUCKET}.{keys}", cb=sim.on_hosts_entry)
+            for keys in (f"{changes_prefix(record.id)}>", f"{base_key(record.id)}.>")
+        ]
         await asyncio.sleep(1.0)  # the controller has loaded the inventory
         cpu_before = watched.cpu_times()
         started = time.monotonic()
@@ -284,7 +295,8 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
         cpu_after = watched.cpu_times()
         rss = peak_rss(controller.pid)
         await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py: KeyWatcher is unannotated
-        await following.unsubscribe()
+        for subscription in following:
+            await subscription.unsubscribe()
         stop.set()
         await beating
         if final is None:

@@ -3,14 +3,20 @@
 A rollout in progress is kept as three kinds of entries, so that a pass of the leader
 writes what changed rather than the whole fleet (a 5,000-host record is 1.9 MB of JSON):
 
-- ``rollout.<id>``, the header: every field but the hosts' progress, and the names of the
-  hosts its write changed, as JSON after the ``parts:`` marker (``apart:``: an older
-  header without the names). Small; each change is a compare-and-set on its revision,
-  the guard between the leader and fleetctl's verbs. The changed hosts' entries are
-  written after it, so each has a higher revision: a reader tells by the revisions
-  whether all of them have landed.
-- ``base.<id>``: the hosts as the rollout began, written once.
-- ``host.<id>.<host>``: one host's progress since, written when it changes.
+- ``rollout.<id>``, the header: every field but the hosts' progress, and the names of
+  the entries that hold them (a base, and the changes written since, in order), as JSON
+  after the ``log:`` marker (``apart:``: an older header, its hosts all in its base).
+  Small; each change is a compare-and-set on its revision, the guard between the leader
+  and fleetctl's verbs.
+- ``base.<id>``: the hosts as the rollout began; ``base.<id>.<n>``: all of them as a
+  later write found them, once the changes since the base grew about as large.
+- ``hosts.<id>.<n>``: the hosts one write changed.
+
+Every part is written before the header that names it, so the header is the moment a
+write takes effect: a reader never finds a header without its parts, and a writer that
+fails before its header leaves only an entry no header names (purged with the next base).
+One entry per write, not per host: a wave of a large fleet changes a thousand hosts in a
+pass, and a thousand small writes cost a pass many times what one does.
 
 A finished rollout is written whole into its header again (JSON, compressed once a
 large fleet makes it big), and its parts are purged: history reads one entry per rollout.
@@ -19,8 +25,7 @@ large fleet makes it big), and its parts are purged: history reads one entry per
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
@@ -32,7 +37,7 @@ COMPRESS_ABOVE = 256 * 1024
 5000-host record (1.9 MB of JSON) stays far below NATS's 1 MiB message limit."""
 COMPRESSED = b"zlib:"
 APART = b"apart:"
-PARTS = b"parts:"
+LOGGED = b"log:"
 HOSTS = TypeAdapter(dict[str, HostRecord])
 
 
@@ -40,16 +45,25 @@ def header_key(rollout_id: str) -> str:
     return f"rollout.{rollout_id}"
 
 
-def base_key(rollout_id: str) -> str:
-    return f"base.{rollout_id}"
+def base_key(rollout_id: str, base: str | None = None) -> str:
+    """The base named ``base`` (None: the hosts as the rollout began)."""
+    return f"base.{rollout_id}" if base is None else f"base.{rollout_id}.{base}"
 
 
-def hosts_prefix(rollout_id: str) -> str:
-    return f"host.{rollout_id}."
+def changes_prefix(rollout_id: str) -> str:
+    return f"hosts.{rollout_id}."
 
 
-def host_key(rollout_id: str, host: str) -> str:
-    return f"{hosts_prefix(rollout_id)}{host}"
+def changes_key(rollout_id: str, name: str) -> str:
+    return f"{changes_prefix(rollout_id)}{name}"
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The entries that hold a rollout's hosts: its base, then each change in order."""
+
+    base: str | None = None
+    changes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,14 +71,14 @@ class Header:
     record: RolloutRecord
     """The whole record, or (``apart``) all of it but its hosts, which are empty here."""
     apart: bool
-    changed: frozenset[str] = frozenset()
-    """The hosts whose entries this header's write changed (written after it)."""
+    parts: Parts = field(default_factory=Parts)
 
 
-class _PartsBody(BaseModel):
+class _LoggedBody(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    changed: list[str]
+    base: str | None
+    changes: list[str]
     record: RolloutRecord
 
 
@@ -72,7 +86,8 @@ def _packed(data: bytes) -> bytes:
     return COMPRESSED + zlib.compress(data, 1) if len(data) > COMPRESS_ABOVE else data
 
 
-def _unpacked(data: bytes) -> bytes:
+def unpacked(data: bytes) -> bytes:
+    """An entry's JSON, decompressed where it was stored compressed."""
     if data.startswith(COMPRESSED):
         return zlib.decompress(data[len(COMPRESSED) :])
     return data
@@ -87,19 +102,21 @@ def encode_record(record: RolloutRecord) -> bytes:
     return _packed(record.model_dump_json().encode())
 
 
-def encode_header(record: RolloutRecord, changed: Iterable[str] = ()) -> bytes:
-    body = _PartsBody(changed=sorted(changed), record=record.model_copy(update={"hosts": {}}))
-    return PARTS + _packed(body.model_dump_json().encode())
+def encode_header(record: RolloutRecord, parts: Parts) -> bytes:
+    body = _LoggedBody(
+        base=parts.base, changes=list(parts.changes), record=record.model_copy(update={"hosts": {}})
+    )
+    return LOGGED + _packed(body.model_dump_json().encode())
 
 
 def decode_header(data: bytes) -> Header:
     """A header entry: a rollout in progress (``apart``) or a whole, finished one."""
     try:
-        if data.startswith(PARTS):
-            body = _PartsBody.model_validate_json(_unpacked(data[len(PARTS) :]))
-            return Header(body.record, apart=True, changed=frozenset(body.changed))
+        if data.startswith(LOGGED):
+            body = _LoggedBody.model_validate_json(unpacked(data[len(LOGGED) :]))
+            return Header(body.record, apart=True, parts=Parts(body.base, tuple(body.changes)))
         apart = data.startswith(APART)
-        record = RolloutRecord.model_validate_json(_unpacked(data[len(APART) :] if apart else data))
+        record = RolloutRecord.model_validate_json(unpacked(data[len(APART) :] if apart else data))
         return Header(record, apart)
     except (zlib.error, ValueError) as exc:
         raise _unreadable("a rollout record", exc) from exc
@@ -119,17 +136,6 @@ def encode_hosts(hosts: dict[str, HostRecord]) -> bytes:
 
 def decode_hosts(data: bytes) -> dict[str, HostRecord]:
     try:
-        return HOSTS.validate_json(_unpacked(data))
+        return HOSTS.validate_json(unpacked(data))
     except (zlib.error, ValidationError) as exc:
         raise _unreadable("a rollout's hosts", exc) from exc
-
-
-def encode_host(record: HostRecord) -> bytes:
-    return record.model_dump_json().encode()
-
-
-def decode_host(data: bytes) -> HostRecord:
-    try:
-        return HostRecord.model_validate_json(data)
-    except ValidationError as exc:
-        raise _unreadable("a rollout host's progress", exc) from exc

@@ -1,23 +1,24 @@
 """Rollout records in KV ``fleet_rollouts``: read whole, written by what changed.
 
-Callers see a whole ``RolloutRecord``; the store keeps a rollout in progress as a header,
-the hosts as it began and one entry per host changed since (rollout_encoding.py). Every
-write compare-and-sets the header first, so a plan made on a record someone else changed
-(an operator's verb) is refused before any host entry is touched; then the changed hosts
-are written. Only the leader changes hosts, and it always writes the header with them,
-so a record read at a header revision it wrote itself is the one it remembers.
+Callers see a whole ``RolloutRecord``; the store keeps a rollout in progress as a header
+naming a base of its hosts and the changes written since (rollout_encoding.py). A write
+puts its part first, then compare-and-sets the header: a plan made on a record someone
+else changed (an operator's verb) is refused there, and the part it wrote is named by no
+header. A record read at a header revision this store wrote is the one it remembers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from dataclasses import dataclass
+import secrets
+from contextlib import suppress
+from dataclasses import dataclass, field
 
 import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
+from controller.errors import ControllerError
 from controller.rollouts.model import (
     TERMINAL,
     Change,
@@ -26,17 +27,16 @@ from controller.rollouts.model import (
     RolloutStatus,
 )
 from controller.state.rollout_encoding import (
+    Parts,
     base_key,
+    changes_key,
+    changes_prefix,
     decode_header,
-    decode_host,
     decode_hosts,
     encode_header,
-    encode_host,
     encode_hosts,
     encode_record,
     header_key,
-    host_key,
-    hosts_prefix,
 )
 from controller.state.store import (
     CAS_ATTEMPTS,
@@ -45,31 +45,19 @@ from controller.state.store import (
     RolloutConflict,
     StaleRecord,
     kv_drop,
+    kv_drop_before,
     kv_get,
     kv_keys,
     kv_latest,
-    kv_put_many,
 )
 from protocol.errors import BrokerError
 
 CHANGING_READS = 3
-"""Reads of a record whose header changes while it is read, before it is given as read."""
-UNWRITTEN_PATIENCE = KV_TIMEOUT + 1.0
-"""Seconds a reader waits for the hosts a header names to land: a live writer's host
-writes land, or time out and are never sent, within KV_TIMEOUT of its header. Past that,
-the writer failed between the two."""
-FIRST_WAIT, LONGEST_WAIT = 0.02, 0.5
-
-
-@dataclass(frozen=True)
-class ReadHosts:
-    records: dict[str, HostRecord]
-    revisions: dict[str, int]
-    """Each host entry's revision (hosts as they began have none)."""
-
-    def missing(self, changed: frozenset[str], header_revision: int) -> frozenset[str]:
-        """The hosts a header's write changed whose entries have not landed after it."""
-        return frozenset(host for host in changed if self.revisions.get(host, 0) <= header_revision)
+"""Reads of a record whose parts are replaced while it is read, before giving up."""
+REBASE_AFTER_CHANGES = 64
+REBASE_AFTER_BYTES = 512 * 1024
+"""A write puts all hosts in a new base once the changes since the last one are this
+many, or this large and larger than the base: a reader reads a base and a few changes."""
 
 
 @dataclass(frozen=True)
@@ -79,35 +67,32 @@ class Stored:
     """The header's revision: compare-and-set against it."""
     apart: bool = True
     """Its hosts are kept apart from the header (False: the header holds them all)."""
-    torn: bool = False
-    """Some hosts its header names were never written (their writer failed): they are as
-    they were before, and the next write writes every host."""
+    parts: Parts = field(default_factory=Parts)
+    changes_size: int = 0
+    """Bytes of the changes written since its base."""
+    base_size: int = 0
+
+
+@dataclass(frozen=True)
+class _Base:
+    name: str | None
+    hosts: dict[str, HostRecord]
+    size: int
 
 
 class RolloutStore:
-    def __init__(self, kv: KeyValue, unwritten_patience: float = UNWRITTEN_PATIENCE) -> None:
+    def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
-        self._patience = unwritten_patience
         self._decoded: dict[str, Stored] = {}
         """The last record read or written of each unfinished rollout: the leader reads
         its rollouts on every pass, and a large fleet's hosts are most of a pass."""
-        self._bases: dict[str, dict[str, HostRecord]] = {}
-        """Each unfinished rollout's hosts as it began: written once, read once."""
-        self._failed: dict[str, int] = {}
-        """Header revisions whose host writes failed here: not waited for."""
+        self._bases: dict[str, _Base] = {}
+        """Each unfinished rollout's base last read or written here."""
 
     async def get(self, rollout_id: str) -> Stored | None:
-        """The record as it stands. Its hosts are read after its header. A read during
-        which the header changed is made again (a few times: a rollout changed many times
-        a second is then given as read, hosts a pass newer than the header). A read that
-        finds a host the header's write changed not written yet waits for it; when it
-        never comes (the writer failed half-way; not waited for when that writer was this
-        store), the record is given ``torn``, with that host as it was before."""
-        latest: Stored | None = None
-        changes, pause, loop = 0, FIRST_WAIT, asyncio.get_running_loop()
-        deadline = loop.time() + self._patience
-        failed_here = self._failed.get(rollout_id)
-        while changes < CHANGING_READS:
+        """The record as it stands: its header, then the parts it names. Should a part be
+        gone (a newer write replaced the base, and purged what it replaced), read again."""
+        for _ in range(CHANGING_READS):
             entry = await kv_get(self._kv, header_key(rollout_id))
             if entry is None or entry.value is None:
                 self._forget(rollout_id)
@@ -119,52 +104,46 @@ class RolloutStore:
             revision = entry.revision or 0
             if not header.apart:
                 return self._remember(Stored(header.record, revision, apart=False))
-            try:
-                hosts = await self._hosts(rollout_id)
-            except BrokerError:
-                if await self._changed(rollout_id, revision):
-                    changes += 1
-                    continue  # finished meanwhile: its parts were purged
-                raise
-            if hosts is None:
-                changes += 1
-                continue
-            record = header.record.model_copy(update={"hosts": hosts.records})
-            latest = Stored(record, revision)
-            if await self._changed(rollout_id, revision):
-                changes += 1
-                continue
-            if not hosts.missing(header.changed, revision):
-                return self._remember(latest)
-            if revision == failed_here or loop.time() >= deadline:
-                # They never come: remembered as such, so it is not waited for again.
-                return self._remember(dataclasses.replace(latest, torn=True))
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, LONGEST_WAIT)
-        if latest is None:
-            raise RolloutConflict(f"rollout {rollout_id} kept changing while it was read")
-        return latest
+            stored = await self._with_hosts(rollout_id, header.record, revision, header.parts)
+            if stored is not None:
+                return self._remember(stored)
+            if not await self._changed(rollout_id, revision):
+                raise ControllerError(f"rollout {rollout_id} in KV lacks a part its header names")
+        raise RolloutConflict(f"rollout {rollout_id} kept changing while it was read")
 
     async def _changed(self, rollout_id: str, revision: int) -> bool:
         entry = await kv_get(self._kv, header_key(rollout_id))
         return entry is None or entry.revision != revision
 
-    async def _hosts(self, rollout_id: str) -> ReadHosts | None:
-        base = self._bases.get(rollout_id)
+    async def _with_hosts(
+        self, rollout_id: str, header: RolloutRecord, revision: int, parts: Parts
+    ) -> Stored | None:
+        """The record the header and its parts make; None if a part is gone."""
+        base = await self._base(rollout_id, parts.base)
         if base is None:
-            entry = await kv_get(self._kv, base_key(rollout_id))
+            return None
+        hosts = dict(base.hosts)
+        size = 0
+        if parts.changes:
+            found = await kv_latest(self._kv, changes_prefix(rollout_id))
+            for name in parts.changes:
+                change = found.get(changes_key(rollout_id, name))
+                if change is None:
+                    return None
+                hosts.update(decode_hosts(change.value))
+                size += len(change.value)
+        record = header.model_copy(update={"hosts": hosts})
+        return Stored(record, revision, parts=parts, changes_size=size, base_size=base.size)
+
+    async def _base(self, rollout_id: str, name: str | None) -> _Base | None:
+        base = self._bases.get(rollout_id)
+        if base is None or base.name != name:
+            entry = await kv_get(self._kv, base_key(rollout_id, name))
             if entry is None or not entry.value:
                 return None
-            base = self._bases[rollout_id] = decode_hosts(entry.value)
-        prefix = hosts_prefix(rollout_id)
-        changed = await kv_latest(self._kv, prefix)
-        hosts = dict(base)
-        revisions: dict[str, int] = {}
-        for key, latest in changed.items():
-            host = key.removeprefix(prefix)
-            hosts[host] = decode_host(latest.value)
-            revisions[host] = latest.revision
-        return ReadHosts(hosts, revisions)
+            base = _Base(name, decode_hosts(entry.value), len(entry.value))
+            self._bases[rollout_id] = base
+        return base
 
     def _remember(self, stored: Stored) -> Stored:
         if stored.record.status in TERMINAL:
@@ -176,53 +155,74 @@ class RolloutStore:
     def _forget(self, rollout_id: str) -> None:
         self._decoded.pop(rollout_id, None)
         self._bases.pop(rollout_id, None)
-        self._failed.pop(rollout_id, None)
 
     async def create(self, record: RolloutRecord) -> Stored:
         """The hosts first, then the header: a header is never without its hosts."""
         if await kv_get(self._kv, header_key(record.id)) is not None:
             raise RolloutConflict(f"rollout {record.id} already exists")
+        base = encode_hosts(record.hosts)
         try:
-            await asyncio.wait_for(
-                self._kv.put(base_key(record.id), encode_hosts(record.hosts)), KV_TIMEOUT
-            )
+            await asyncio.wait_for(self._kv.put(base_key(record.id), base), KV_TIMEOUT)
             revision = await asyncio.wait_for(
-                self._kv.create(header_key(record.id), encode_header(record)), KV_TIMEOUT
+                self._kv.create(header_key(record.id), encode_header(record, Parts())),
+                KV_TIMEOUT,
             )
         except nats.js.errors.KeyWrongLastSequenceError as exc:
             raise RolloutConflict(f"rollout {record.id} already exists") from exc
         except (nats.errors.Error, TimeoutError) as exc:
             raise BrokerError(f"KV write of rollout {record.id} failed: {exc!r}") from exc
-        return self._remember(Stored(record, revision))
+        self._bases[record.id] = _Base(None, record.hosts, len(base))
+        return self._remember(Stored(record, revision, base_size=len(base)))
 
     async def update(self, record: RolloutRecord, revision: int) -> Stored:
         """Compare-and-set: fails with StaleRecord if anyone wrote since ``revision``."""
         known = self._decoded.get(record.id)
-        if known is None or known.revision != revision or known.torn:
-            known = None  # not read here at that revision (or torn): every host written
+        if known is not None and known.revision != revision:
+            known = None  # not read here at that revision: every host is written
         if record.status in TERMINAL:
             new_revision = await self._set_header(record.id, encode_record(record), revision)
             await self.drop_parts(record.id)
             return self._remember(Stored(record, new_revision, apart=False))
-        if known is None:  # every host is written below; a base is only needed at all
-            await self._ensure_base(record.id, record.hosts)  # if the record was whole
-        elif not known.apart:  # kept whole until now: its hosts become the base
-            await self._put_base(record.id, known.record.hosts)
-        before = known.record.hosts if known is not None else {}
+        if known is None or not known.apart or _rebase_due(known):
+            return await self._rebase(record, revision)
         changed = {
             host: entry
             for host, entry in record.hosts.items()
-            if before.get(host) is not entry and before.get(host) != entry
+            if known.record.hosts.get(host) is not entry and known.record.hosts.get(host) != entry
         }
-        new_revision = await self._set_header(record.id, encode_header(record, changed), revision)
-        entries = {host_key(record.id, host): encode_host(e) for host, e in changed.items()}
+        parts, size = known.parts, known.changes_size
+        if changed:
+            name = _part_name(revision)
+            data = encode_hosts(changed)
+            await self._put(record.id, changes_key(record.id, name), data)
+            parts, size = Parts(parts.base, (*parts.changes, name)), size + len(data)
+        new_revision = await self._set_header(record.id, encode_header(record, parts), revision)
+        written = Stored(
+            record, new_revision, parts=parts, changes_size=size, base_size=known.base_size
+        )
+        return self._remember(written)
+
+    async def _rebase(self, record: RolloutRecord, revision: int) -> Stored:
+        """Every host into a new base, named by a new header; what it replaced is purged."""
+        name = _part_name(revision)
+        data = encode_hosts(record.hosts)
+        sequence = await self._put(record.id, base_key(record.id, name), data)
+        parts = Parts(base=name)
+        new_revision = await self._set_header(record.id, encode_header(record, parts), revision)
+        self._bases[record.id] = _Base(name, record.hosts, len(data))
+        stored = self._remember(Stored(record, new_revision, parts=parts, base_size=len(data)))
+        # Entries older than the new base are named by no header that can still be
+        # written on: a writer reads this header before it writes a part of its own.
+        for keys in (f"{changes_prefix(record.id)}>", f"{base_key(record.id)}.>"):
+            with suppress(BrokerError):  # else left for the next base, or the end, to purge
+                await kv_drop_before(self._kv, keys, sequence)
+        return stored
+
+    async def _put(self, rollout_id: str, key: str, data: bytes) -> int:
         try:
-            await kv_put_many(self._kv, entries)
-        except BrokerError:
-            self._forget(record.id)  # some hosts may be unwritten: read them all again,
-            self._failed[record.id] = new_revision  # without waiting for them
-            raise
-        return self._remember(Stored(record, new_revision))
+            return await asyncio.wait_for(self._kv.put(key, data), KV_TIMEOUT)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BrokerError(f"KV write of rollout {rollout_id} failed: {exc!r}") from exc
 
     async def _set_header(self, rollout_id: str, data: bytes, revision: int) -> int:
         try:
@@ -234,28 +234,12 @@ class RolloutStore:
         except (nats.errors.Error, TimeoutError) as exc:
             raise BrokerError(f"KV write of rollout {rollout_id} failed: {exc!r}") from exc
 
-    async def _put_base(self, rollout_id: str, hosts: dict[str, HostRecord]) -> None:
-        await kv_put_many(self._kv, {base_key(rollout_id): encode_hosts(hosts)})
-        self._bases[rollout_id] = hosts
-
-    async def _ensure_base(self, rollout_id: str, hosts: dict[str, HostRecord]) -> None:
-        """A base if there is none, never replacing one: this write's header may yet be
-        refused, and the base stands for the hosts of the header that is there."""
-        self._bases.pop(rollout_id, None)
-        try:
-            await asyncio.wait_for(
-                self._kv.create(base_key(rollout_id), encode_hosts(hosts)), KV_TIMEOUT
-            )
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise BrokerError(f"KV write of rollout {rollout_id} failed: {exc!r}") from exc
-
     async def drop_parts(self, rollout_id: str) -> None:
         """A finished rollout's header holds it whole: its parts are of no more use (again
         by the leader once it finished, in case a crash came between)."""
         await kv_drop(self._kv, base_key(rollout_id))
-        await kv_drop(self._kv, f"{hosts_prefix(rollout_id)}>")
+        await kv_drop(self._kv, f"{base_key(rollout_id)}.>")
+        await kv_drop(self._kv, f"{changes_prefix(rollout_id)}>")
 
     async def mutate(self, rollout_id: str, change: Change) -> RolloutRecord:
         """Read, change, compare-and-set; again from a fresh read whenever someone won."""
@@ -363,3 +347,15 @@ class RolloutStore:
 
 def _active_key(service: str) -> str:
     return f"active.{service}"
+
+
+def _rebase_due(known: Stored) -> bool:
+    changes = known.parts.changes
+    big = known.changes_size >= max(REBASE_AFTER_BYTES, known.base_size)
+    return len(changes) >= REBASE_AFTER_CHANGES or big
+
+
+def _part_name(revision: int) -> str:
+    """A new part's name: the header revision it is written on, and a random tail, so
+    two writers on the same revision never write the same entry."""
+    return f"{revision}-{secrets.token_hex(4)}"

@@ -190,12 +190,10 @@ class Latest:
 
 
 async def kv_latest(kv: KeyValue, prefix: str) -> dict[str, Latest]:
-    """The value and revision of every key starting with ``prefix`` (deleted ones left out), read in
-    one pass over the bucket's stream rather than one request per key: a rollout's
-    5,000 host entries come in well under a second. A pull consumer, not a push one:
-    a push consumer stalls on flow control when its reader falls behind."""
-    if not await kv_keys(kv, prefix):
-        return {}
+    """The value and revision of every key starting with ``prefix`` (deleted ones left
+    out), read in one pass over the bucket's stream rather than one request per key: a
+    rollout's parts come in well under a second. A pull consumer, not a push one: a push
+    consumer stalls on flow control when its reader falls behind."""
     try:
         async for attempt in failover_retries():
             with attempt:
@@ -207,53 +205,49 @@ async def kv_latest(kv: KeyValue, prefix: str) -> dict[str, Latest]:
 
 async def _read_latest(kv: KeyValue, prefix: str) -> dict[str, Latest]:
     """One attempt of :func:`kv_latest`, from a consumer of its own: a read cut short by
-    a failover is started again whole, never continued."""
+    a failover is started again whole, never continued. The consumer says how many
+    entries it has for us when it is made: none, and there is nothing to wait for (the
+    keys may have been purged a moment ago)."""
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
         ack_policy=AckPolicy.NONE,
+        filter_subject=f"{kv._pre}{prefix}>",
         inactive_threshold=KV_TIMEOUT * 6,  # the server drops it if this reader dies
     )
     values: dict[str, Latest] = {}
-    reader = await asyncio.wait_for(
-        kv._js.pull_subscribe(f"{kv._pre}{prefix}>", stream=kv._stream, config=config),
-        KV_TIMEOUT,
-    )
+    info = await asyncio.wait_for(kv._js.add_consumer(kv._stream, config), KV_TIMEOUT)
     try:
-        while True:
-            # A timeout here, even after some entries came, is an error: the caller
-            # must never take part of the entries for all of them.
-            for message in await reader.fetch(batch=1000, timeout=KV_TIMEOUT):
-                key = message.subject.removeprefix(kv._pre)
-                operation = (message.headers or {}).get("KV-Operation")
-                if operation in ("DEL", "PURGE") or not message.data:
-                    values.pop(key, None)
-                else:
-                    values[key] = Latest(message.data, message.metadata.sequence.stream)
-                if message.metadata.num_pending == 0:
-                    return values
+        if not info.num_pending:
+            return values
+        reader = await kv._js.pull_subscribe_bind(consumer=info.name, stream=kv._stream)
+        try:
+            while True:
+                # A timeout here, even after some entries came, is an error: the caller
+                # must never take part of the entries for all of them.
+                for message in await reader.fetch(batch=1000, timeout=KV_TIMEOUT):
+                    key = message.subject.removeprefix(kv._pre)
+                    operation = (message.headers or {}).get("KV-Operation")
+                    if operation in ("DEL", "PURGE") or not message.data:
+                        values.pop(key, None)
+                    else:
+                        values[key] = Latest(message.data, message.metadata.sequence.stream)
+                    if message.metadata.num_pending == 0:
+                        return values
+        finally:
+            await reader.unsubscribe()
     finally:
-        await reader.unsubscribe()
         with suppress(nats.errors.Error, TimeoutError):
-            name = reader._consumer  # nats-py keeps the consumer's name there
-            await asyncio.wait_for(kv._js.delete_consumer(kv._stream, name), KV_TIMEOUT)
+            await asyncio.wait_for(kv._js.delete_consumer(kv._stream, info.name), KV_TIMEOUT)
 
 
-async def kv_put_many(kv: KeyValue, values: dict[str, bytes], parallel: int = 256) -> None:
-    """Write every entry, up to ``parallel`` at once (each waits for its own ack). When
-    one fails, those not yet sent are not sent at all: none may land after a later write
-    of the same key."""
-    gate = asyncio.Semaphore(parallel)
-
-    async def put(key: str, value: bytes) -> None:
-        async with gate:
-            await asyncio.wait_for(kv.put(key, value), KV_TIMEOUT)
-
+async def kv_drop_before(kv: KeyValue, keys: str, sequence: int) -> None:
+    """Like :func:`kv_drop`, but only of entries older than stream ``sequence``."""
     try:
-        async with asyncio.TaskGroup() as group:
-            for key, value in values.items():
-                group.create_task(put(key, value))
-    except* (nats.errors.Error, TimeoutError) as failed:
-        raise BrokerError(f"KV write failed: {failed.exceptions[0]!r}") from None
+        await asyncio.wait_for(
+            kv._js.purge_stream(kv._stream, subject=f"{kv._pre}{keys}", seq=sequence), KV_TIMEOUT
+        )
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise BrokerError(f"KV purge of {keys} failed: {exc!r}") from exc
 
 
 async def kv_drop(kv: KeyValue, keys: str) -> None:

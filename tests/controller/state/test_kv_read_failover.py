@@ -13,9 +13,10 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
 from nats.js.kv import KeyValue
 
-from controller.state.store import kv_latest, kv_put_many
+from controller.state.store import kv_latest
 from protocol import jetstream_start
 from protocol.errors import BrokerError
 
@@ -33,12 +34,17 @@ class ElectingJetStream(JetStreamContext):
         self.cut_after = cut_after
         self.reads_started = 0
 
-    async def pull_subscribe(self, *args: Any, **kwargs: Any) -> JetStreamContext.PullSubscription:
+    async def add_consumer(self, *args: Any, **kwargs: Any) -> ConsumerInfo:
         self.reads_started += 1
         if self.refusals > 0:
             self.refusals -= 1
             raise nats.js.errors.ServiceUnavailableError(code=503, description="no leader")
-        subscription = await super().pull_subscribe(*args, **kwargs)
+        return await super().add_consumer(*args, **kwargs)
+
+    async def pull_subscribe_bind(
+        self, *args: Any, **kwargs: Any
+    ) -> JetStreamContext.PullSubscription:
+        subscription = await super().pull_subscribe_bind(*args, **kwargs)
         if self.cut_after is not None:
             cut_after, self.cut_after = self.cut_after, None
             subscription.fetch = cut_short(subscription.fetch, cut_after)  # type: ignore[method-assign]
@@ -63,7 +69,8 @@ def electing(bucket: KeyValue, js: ElectingJetStream) -> KeyValue:
 
 async def written(bucket: KeyValue, count: int) -> dict[str, bytes]:
     values = {f"host.web-r1.h{i:05d}": f"entry {i}".encode() for i in range(count)}
-    await kv_put_many(bucket, values)
+    for key, value in values.items():
+        await bucket.put(key, value)
     return values
 
 

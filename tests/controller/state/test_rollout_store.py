@@ -6,9 +6,15 @@ A real nats-server; each reader that stands for another process is a store of it
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
 from nats.js.kv import KeyValue
 
 from controller.rollouts.model import (
@@ -17,9 +23,10 @@ from controller.rollouts.model import (
     RolloutRecord,
     RolloutStatus,
 )
-from controller.state.rollout_encoding import decode_record, encode_record
+from controller.state import rollout_store
+from controller.state.rollout_encoding import decode_hosts, decode_record, encode_record
 from controller.state.rollout_store import RolloutStore
-from controller.state.store import StaleRecord, kv_keys
+from controller.state.store import StaleRecord, kv_keys, kv_latest
 from tests.support.records import web_rollout
 
 pytestmark = pytest.mark.integration
@@ -46,28 +53,34 @@ async def read_fresh(bucket: KeyValue, rollout_id: str) -> RolloutRecord:
     return stored.record
 
 
+async def parts_of(bucket: KeyValue, prefix: str) -> dict[str, dict[str, HostRecord]]:
+    """Every entry under ``prefix``, as the hosts it holds."""
+    return {key: decode_hosts(e.value) for key, e in (await kv_latest(bucket, prefix)).items()}
+
+
 async def test_a_pass_writes_only_the_hosts_it_changed_and_others_read_the_whole_record(
     bucket: KeyValue,
 ) -> None:
     leader = RolloutStore(bucket)
     created = await leader.create(rollout(50))
-    assert await kv_keys(bucket, "host.web-r2.") == []
+    assert await kv_keys(bucket, "hosts.web-r2.") == []
 
     changed = updating(created.record, "host-00003", "host-00017")
     written = await leader.update(changed, created.revision)
 
-    assert await kv_keys(bucket, "host.web-r2.") == [
-        "host.web-r2.host-00003",
-        "host.web-r2.host-00017",
-    ]
+    [first] = (await parts_of(bucket, "hosts.web-r2.")).values()
+    assert first == {h: changed.hosts[h] for h in ("host-00003", "host-00017")}
     assert await read_fresh(bucket, "web-r2") == changed
     again = updating(changed, "host-00003", "host-00040")  # 00003 is as it was
     await leader.update(again, written.revision)
-    assert len(await kv_keys(bucket, "host.web-r2.")) == 3
+    parts = list((await parts_of(bucket, "hosts.web-r2.")).values())
+    assert first in parts
+    assert {"host-00040": again.hosts["host-00040"]} in parts
+    assert len(parts) == 2
     assert await read_fresh(bucket, "web-r2") == again
 
 
-async def test_a_plan_made_before_an_operators_write_is_refused_and_writes_no_host(
+async def test_a_plan_made_before_an_operators_write_is_refused_and_its_hosts_are_not_read(
     bucket: KeyValue,
 ) -> None:
     leader, operator = RolloutStore(bucket), RolloutStore(bucket)
@@ -77,7 +90,8 @@ async def test_a_plan_made_before_an_operators_write_is_refused_and_writes_no_ho
     with pytest.raises(StaleRecord):
         await leader.update(updating(created.record, "host-00001"), created.revision)
 
-    assert await kv_keys(bucket, "host.web-r2.") == []
+    # Its hosts went into a part before its header was refused: no header names it.
+    assert len(await kv_keys(bucket, "hosts.web-r2.")) == 1
     assert await read_fresh(bucket, "web-r2") == paused
     # The leader reads what the operator wrote, and plans again from it.
     current = await leader.get("web-r2")
@@ -103,11 +117,16 @@ async def test_a_leader_reads_again_the_hosts_another_leader_wrote_meanwhile(
 
 
 async def test_a_finished_rollout_is_kept_whole_in_its_header_and_its_parts_are_dropped(
-    bucket: KeyValue,
+    bucket: KeyValue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(rollout_store, "REBASE_AFTER_CHANGES", 1)
     leader = RolloutStore(bucket)
     created = await leader.create(rollout(20))
     running = await leader.update(updating(created.record, "host-00002"), created.revision)
+    running = await leader.update(updating(running.record, "host-00003"), running.revision)
+    running = await leader.update(updating(running.record, "host-00004"), running.revision)
+    assert len(await kv_keys(bucket, "base.web-r2.")) == 1  # a later base, beside the first
+    assert len(await kv_keys(bucket, "hosts.web-r2.")) == 1
     done = {h: HostRecord(phase=HostPhase.DONE, since=NOW) for h in running.record.hosts}
     complete = running.record.model_copy(update={"hosts": done, "status": RolloutStatus.COMPLETE})
 
@@ -116,9 +135,106 @@ async def test_a_finished_rollout_is_kept_whole_in_its_header_and_its_parts_are_
     entry = await bucket.get("rollout.web-r2")
     assert entry.value is not None
     assert decode_record(entry.value) == complete
-    assert await kv_keys(bucket, "host.web-r2.") == []
-    assert await kv_keys(bucket, "base.web-r2") == []
+    assert await kv_keys(bucket, "hosts.web-r2.") == []
+    assert await kv_keys(bucket, "base.web-r2.") == []
+    assert "base.web-r2" not in await kv_keys(bucket, "")
     assert await RolloutStore(bucket).all() == [complete]
+
+
+async def test_once_its_changes_are_many_a_write_puts_every_host_in_a_new_base(
+    bucket: KeyValue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rollout_store, "REBASE_AFTER_CHANGES", 3)
+    leader = RolloutStore(bucket)
+    stored = await leader.create(rollout(10))
+    for host in ("host-00001", "host-00002", "host-00003"):
+        stored = await leader.update(updating(stored.record, host), stored.revision)
+    assert len(await kv_keys(bucket, "hosts.web-r2.")) == 3
+    assert await kv_keys(bucket, "base.web-r2.") == []
+
+    fourth = updating(stored.record, "host-00004")
+    await leader.update(fourth, stored.revision)
+
+    # One base of all ten hosts as the fourth write left them; the changes it replaced
+    # are purged, and a reader reads the base alone.
+    [base] = (await parts_of(bucket, "base.web-r2.")).values()
+    assert base == fourth.hosts
+    assert await kv_keys(bucket, "hosts.web-r2.") == []
+    assert await read_fresh(bucket, "web-r2") == fourth
+
+
+async def test_a_reader_whose_parts_are_replaced_while_it_reads_reads_the_record_again(
+    bucket: KeyValue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rollout_store, "REBASE_AFTER_CHANGES", 1)
+    leader = RolloutStore(bucket)
+    created = await leader.create(rollout(10))
+    first = await leader.update(updating(created.record, "host-00001"), created.revision)
+    second = updating(first.record, "host-00002")
+
+    async def rebase() -> None:  # between the reader's header and the parts it names
+        await leader.update(second, first.revision)
+
+    reader = RolloutStore(RebaseBeforeBaseRead(bucket, rebase))
+    read = await reader.get("web-r2")
+
+    assert read is not None
+    assert read.record == second
+
+
+class RebaseBeforeBaseRead(KeyValue):
+    """The bucket as a reader uses it, with ``rebase`` run once, just before the first
+    read of a rollout's base: it purges the changes the header just read names."""
+
+    def __init__(self, kv: KeyValue, rebase: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(kv._name, kv._stream, kv._pre, kv._js, kv._direct)
+        self._rebase: Callable[[], Awaitable[None]] | None = rebase
+
+    async def get(
+        self, key: str, revision: int | None = None, validate_keys: bool = True
+    ) -> KeyValue.Entry:
+        if key.startswith("base.") and self._rebase is not None:
+            rebase, self._rebase = self._rebase, None
+            await rebase()
+        return await super().get(key, revision, validate_keys)
+
+
+async def test_a_reader_whose_rollout_finishes_while_it_reads_its_changes_reads_it_finished(
+    bucket: KeyValue,
+) -> None:
+    leader = RolloutStore(bucket)
+    created = await leader.create(rollout(10))
+    running = await leader.update(updating(created.record, "host-00001"), created.revision)
+    done = {h: HostRecord(phase=HostPhase.DONE, since=NOW) for h in running.record.hosts}
+    complete = running.record.model_copy(update={"hosts": done, "status": RolloutStatus.COMPLETE})
+
+    async def finish() -> None:  # its changes are purged before the reader gets to them
+        await leader.update(complete, running.revision)
+
+    js = FinishBeforeRead(bucket._js._nc, finish)
+    reader = RolloutStore(KeyValue(bucket._name, bucket._stream, bucket._pre, js, bucket._direct))
+    read = await asyncio.wait_for(reader.get("web-r2"), 10)
+
+    assert js.finished
+    assert read is not None
+    assert read.record == complete
+
+
+class FinishBeforeRead(JetStreamContext):
+    """The bucket's JetStream, running ``finish`` once, just before the first read of
+    many entries at once (the changes a header names) begins."""
+
+    def __init__(self, client: Client, finish: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(client, timeout=5)
+        self._finish: Callable[[], Awaitable[None]] | None = finish
+        self.finished = False
+
+    async def add_consumer(self, *args: Any, **kwargs: Any) -> ConsumerInfo:
+        if self._finish is not None:
+            finish, self._finish = self._finish, None
+            await finish()
+            self.finished = True
+        return await super().add_consumer(*args, **kwargs)
 
 
 async def test_a_record_kept_whole_by_an_older_controller_goes_on_in_parts(
@@ -144,19 +260,19 @@ async def test_thousands_of_changed_hosts_are_all_read_back(bucket: KeyValue) ->
 
     await leader.update(every, created.revision)
 
-    assert len(await kv_keys(bucket, "host.web-r2.")) == 3000
+    [written] = (await parts_of(bucket, "hosts.web-r2.")).values()
+    assert written == every.hosts
     assert await read_fresh(bucket, "web-r2") == every
 
 
 async def test_a_store_that_did_not_read_a_record_writes_all_of_it(bucket: KeyValue) -> None:
-    older = rollout(10)
-    await bucket.create("rollout.web-r2", encode_record(older))
-    read = await RolloutStore(bucket).get("web-r2")
-    assert read is not None
+    created = await RolloutStore(bucket).create(rollout(10))
 
-    changed = updating(older, "host-00004")
-    await RolloutStore(bucket).update(changed, read.revision)  # remembers nothing of it
+    changed = updating(created.record, "host-00004")
+    await RolloutStore(bucket).update(changed, created.revision)  # remembers nothing of it
 
+    [base] = (await parts_of(bucket, "base.web-r2.")).values()
+    assert base == changed.hosts
     assert await read_fresh(bucket, "web-r2") == changed
 
 

@@ -1,10 +1,9 @@
-"""The window between a pass's header and its host entries, on a real nats-server.
+"""A write that fails half-way, on a real nats-server.
 
-The leader compare-and-sets a rollout's header, then writes the hosts that pass changed.
-A reader that comes in between must not take the header with the hosts of the pass
-before (an operator's `resume` would count the failures wrong); a writer that fails in
-between leaves a record that is still read, with those hosts as they were, and that the
-next pass writes whole again.
+A pass writes the hosts it changed into a part of their own, then compare-and-sets the
+header that names it. A reader in between reads the record as it was, whole; a write
+whose part fails changes nothing; a header write that fails, or that landed though its
+answer never came, loses nothing either.
 """
 
 from __future__ import annotations
@@ -19,15 +18,13 @@ from nats.js.kv import KeyValue
 
 from controller.rollouts.model import HostPhase, HostRecord, RolloutRecord
 from controller.state.rollout_store import RolloutStore
-from controller.state.store import kv_latest
+from controller.state.store import StaleRecord, kv_keys
 from protocol.errors import BrokerError
 from tests.support.records import web_rollout
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
 LATER = NOW + timedelta(seconds=1)
-PATIENCE = 0.5
-"""How long a reader here waits for hosts that never come (the product waits 6 s)."""
 
 
 def rollout(hosts: int) -> RolloutRecord:
@@ -41,97 +38,109 @@ def failed(record: RolloutRecord, host: str) -> RolloutRecord:
     )
 
 
-class HeldHostWrites(KeyValue):
-    """The bucket with every write of a host entry held until ``release`` is set, and
-    then made (or, with ``fail``, timed out): a writer between header and hosts."""
+class FailingWrites(KeyValue):
+    """The bucket with writes of keys starting with ``prefix`` held until ``release`` is
+    set, and then failed (``fail``) or, with ``after``, made and then failed: the answer
+    lost on its way back."""
 
-    def __init__(self, kv: KeyValue, *, fail: bool = False) -> None:
+    def __init__(
+        self, kv: KeyValue, prefix: str, *, fail: bool = True, after: bool = False
+    ) -> None:
         super().__init__(kv._name, kv._stream, kv._pre, kv._js, kv._direct)
-        self.fail = fail
+        self.prefix, self.fail, self.after = prefix, fail, after
         self.holding = asyncio.Event()
         self.release = asyncio.Event()
+        self.release.set()
+
+    async def _held(self, key: str) -> bool:
+        """Whether this write of ``key`` is to fail."""
+        if not key.startswith(self.prefix):
+            return False
+        self.holding.set()
+        await self.release.wait()
+        return self.fail
 
     async def put(self, key: str, value: bytes, validate_keys: bool = True) -> int:
-        if key.startswith("host."):
-            self.holding.set()
-            await self.release.wait()
-            if self.fail:
-                raise nats.errors.TimeoutError
-        return await super().put(key, value, validate_keys)
+        if await self._held(key) and not self.after:
+            raise nats.errors.TimeoutError
+        revision = await super().put(key, value, validate_keys)
+        if key.startswith(self.prefix) and self.fail and self.after:
+            raise nats.errors.TimeoutError
+        return revision
+
+    async def update(
+        self, key: str, value: bytes, last: int | None = None, validate_keys: bool = True
+    ) -> int:
+        if await self._held(key) and not self.after:
+            raise nats.errors.TimeoutError
+        revision = await super().update(key, value, last, validate_keys)
+        if key.startswith(self.prefix) and self.fail and self.after:
+            raise nats.errors.TimeoutError
+        return revision
 
 
-class HeaderReadsSeen(KeyValue):
-    """The bucket as a reader uses it, telling when it has read a header ``reads`` times."""
-
-    def __init__(self, kv: KeyValue, reads: int) -> None:
-        super().__init__(kv._name, kv._stream, kv._pre, kv._js, kv._direct)
-        self._left = reads
-        self.seen = asyncio.Event()
-
-    async def get(
-        self, key: str, revision: int | None = None, validate_keys: bool = True
-    ) -> KeyValue.Entry:
-        entry = await super().get(key, revision, validate_keys)
-        if key.startswith("rollout."):
-            self._left -= 1
-            if self._left <= 0:
-                self.seen.set()
-        return entry
-
-
-async def test_a_reader_between_a_header_and_its_hosts_waits_for_the_hosts(
+async def test_a_reader_between_a_part_and_its_header_reads_the_record_as_it_was(
     bucket: KeyValue,
 ) -> None:
-    held = HeldHostWrites(bucket)
+    held = FailingWrites(bucket, "rollout.", fail=False)
     leader = RolloutStore(held)
     created = await leader.create(rollout(10))
+    held.release.clear()
     paused = failed(created.record, "host-00003")
     writing = asyncio.create_task(leader.update(paused, created.revision))
-    await asyncio.wait_for(held.holding.wait(), 10)  # the header is written, no host yet
+    await asyncio.wait_for(held.holding.wait(), 10)  # the part is written, no header yet
+    assert len(await kv_keys(bucket, "hosts.web-r2.")) == 1
 
-    # Seven rounds of two header reads (the record's, and the check that it did not
-    # change meanwhile), over a second of waiting: the writer is slow, not gone.
-    watched = HeaderReadsSeen(bucket, reads=14)
-    reading = asyncio.create_task(RolloutStore(watched).get("web-r2"))
-    await asyncio.wait_for(watched.seen.wait(), 10)
+    before = await asyncio.wait_for(RolloutStore(bucket).get("web-r2"), 5)
     held.release.set()
-    read, _ = await asyncio.wait_for(asyncio.gather(reading, writing), 10)
+    await asyncio.wait_for(writing, 10)
+    after = await RolloutStore(bucket).get("web-r2")
 
-    assert read is not None
-    assert read.record.hosts["host-00003"].phase is HostPhase.FAILED
-    assert read.record == paused
+    assert before is not None
+    assert after is not None
+    assert before.record == created.record
+    assert after.record == paused
 
 
-async def test_a_pass_whose_host_writes_failed_is_read_with_those_hosts_as_they_were(
-    bucket: KeyValue,
+@pytest.mark.parametrize("failing", ["hosts.", "rollout."], ids=["its part", "its header"])
+async def test_a_write_that_fails_changes_nothing_and_the_next_one_goes_on(
+    bucket: KeyValue, failing: str
 ) -> None:
-    held = HeldHostWrites(bucket, fail=True)
-    held.release.set()
-    leader = RolloutStore(held, unwritten_patience=600.0)  # it must never wait here
+    held = FailingWrites(bucket, failing)
+    leader = RolloutStore(held)
     created = await leader.create(rollout(10))
 
-    with pytest.raises(BrokerError, match="KV write failed"):
+    with pytest.raises(BrokerError, match="KV write of rollout web-r2 failed"):
         await leader.update(failed(created.record, "host-00003"), created.revision)
 
-    # The header of that pass stands; its host was never written and is as it was.
-    torn = created.record.model_copy(update={"updated_at": LATER, "paused": True})
-    reader = RolloutStore(bucket, unwritten_patience=PATIENCE)
-    fresh = await reader.get("web-r2")
+    fresh = await RolloutStore(bucket).get("web-r2")
     assert fresh is not None
-    assert (fresh.record, fresh.torn) == (torn, True)
-    assert await reader.get("web-r2") is fresh  # known torn: not waited for again
-    # The leader forgot what it meant to write and reads the same, without waiting for
-    # hosts it knows it did not write (its patience would outlast the test); its next
-    # pass writes every host again, after its header: a fresh reader gets all of it.
-    again = await asyncio.wait_for(leader.get("web-r2"), 10)
-    assert again is not None
-    assert (again.record, again.torn) == (torn, True)
+    assert (fresh.record, fresh.revision) == (created.record, created.revision)
     held.fail = False
-    retried = failed(torn, "host-00003")
-    written = await leader.update(retried, again.revision)
-    entries = await kv_latest(bucket, "host.web-r2.")
-    assert len(entries) == 10
-    assert min(e.revision for e in entries.values()) > written.revision
+    retried = failed(created.record, "host-00004")
+    await leader.update(retried, created.revision)
     final = await RolloutStore(bucket).get("web-r2")
     assert final is not None
     assert final.record == retried
+
+
+async def test_a_header_write_whose_answer_was_lost_is_read_back_whole(bucket: KeyValue) -> None:
+    held = FailingWrites(bucket, "rollout.", after=True)
+    leader = RolloutStore(held)
+    created = await leader.create(rollout(10))
+    landed = failed(created.record, "host-00003")
+
+    with pytest.raises(BrokerError, match="KV write of rollout web-r2 failed"):
+        await leader.update(landed, created.revision)
+
+    # It took effect: every reader, the leader too, reads it with its hosts; a plan the
+    # leader made on the revision before is refused.
+    held.fail = False
+    fresh = await RolloutStore(bucket).get("web-r2")
+    assert fresh is not None
+    assert fresh.record == landed
+    with pytest.raises(StaleRecord):
+        await leader.update(failed(created.record, "host-00004"), created.revision)
+    again = await leader.get("web-r2")
+    assert again is not None
+    assert again.record == landed
