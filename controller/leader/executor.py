@@ -67,6 +67,9 @@ from protocol.spec import Colour
 
 log = logging.getLogger("fleetctl.controller")
 PUBLISH_TIMEOUT = 2.0
+HEALTH_WHOLE_EVERY = 60.0
+"""Seconds between two looks at every host of a rollout (in between, only at the hosts
+heard of, and those whose heartbeat just grew too old)."""
 UNRECORDED_GRACE = 30.0
 """Seconds a service's claim may wait for its rollout record before it is released."""
 
@@ -93,7 +96,7 @@ class Executor:
         self.inventory = Inventory(hosts_kv, self.settings.host_timeout)
         self.inventory.on_change = self._wake.set
         self.health = RolloutHealth(
-            self.inventory, self.settings.host_timeout, whole_every=self.settings.tick
+            self.inventory, self.settings.host_timeout, whole_every=HEALTH_WHOLE_EVERY
         )
         self.dispatch = Dispatch(self._nc, self.settings, self._wake, self.inventory.facts)
         self.configs = ConfigStore(await open_config_bucket(self._js, self.settings.streams))
@@ -262,9 +265,10 @@ class Executor:
         joining = joining_hosts(record, live.hosts()) if live and takes_joiners(record) else []
         if joining:  # came back or enrolled while it runs: one more host of this rollout
             record = join(record, joining, now)
-        health = self.health.of(record, now, whole=full)
+        health = self.health.of(record, now)
+        looked = self.health.looked_at(record.id) if full else None
         if full:  # a note for people (offline since): once a tick is soon enough
-            record = mark_contact(record, health, now)
+            record = mark_contact(record, health, now, looked)
         record = self._analyse(record, now)
         decision = plan(record, health, now)
         updated = apply_decision(record, decision, now)
@@ -288,6 +292,8 @@ class Executor:
             if joining:
                 await self.converger.joined(updated, joining, self.inventory.facts)
         self.dispatch.folded(stored.record.id, folded)
+        if full:
+            self.health.noted(record.id, looked)
         if updated.serving_colour and self._colours.get(updated.id) != updated.serving_colour:
             await self._switch_colour(updated, updated.serving_colour)
         if updated.status in TERMINAL:

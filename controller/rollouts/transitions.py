@@ -7,7 +7,7 @@ answers. Neither does I/O, so both are unit-tested without NATS.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -182,12 +182,19 @@ def after_progress(
 
 
 def mark_contact(
-    record: RolloutRecord, health: Mapping[str, HostHealth], now: datetime
+    record: RolloutRecord,
+    health: Mapping[str, HostHealth],
+    now: datetime,
+    hosts: Iterable[str] | None = None,
 ) -> RolloutRecord:
     """Note the hosts whose heartbeat is older than the host timeout, with their last one
-    (``now`` for a host never heard of), and clear the note once a host is back."""
+    (``now`` for a host never heard of), and clear the note once a host is back. Only of
+    ``hosts`` where given (those whose health may have changed), else of every host."""
     changed: dict[str, HostRecord] = {}
-    for host, entry in record.hosts.items():
+    for host in record.hosts if hosts is None else hosts:
+        entry = record.hosts.get(host)
+        if entry is None:
+            continue
         state = health.get(host, OFFLINE)
         lost = None if state.online else (state.last_seen or entry.no_heartbeat_since or now)
         if lost != entry.no_heartbeat_since:

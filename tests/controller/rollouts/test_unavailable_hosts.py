@@ -169,6 +169,19 @@ def test_a_stale_heartbeat_marks_the_host_with_its_last_heartbeat_until_it_beats
     assert cleared.hosts["host-000"].offline_since is None
 
 
+def test_contact_is_noted_only_for_the_hosts_named_when_some_are() -> None:
+    hosts = {h: HostRecord(phase=HostPhase.READY, since=ago(100)) for h in ("host-000", "host-001")}
+    record = rollout(hosts)
+    silent = {h: heartbeat(h, 31) for h in hosts}
+    health = fleet_health(hosts, "web", silent, NOW, TIMEOUT)
+
+    marked = mark_contact(record, health, NOW, ["host-001", "host-999"])
+
+    assert marked.hosts["host-000"].no_heartbeat_since is None
+    assert marked.hosts["host-001"].no_heartbeat_since == ago(31)
+    assert mark_contact(record, health, NOW, []) is record
+
+
 def test_a_host_never_heard_of_is_offline_from_the_pass_that_noticed() -> None:
     record = rollout({"host-000": HostRecord(phase=HostPhase.READY, since=ago(100))})
 

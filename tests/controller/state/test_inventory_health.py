@@ -30,11 +30,11 @@ statuses = st.builds(
 
 
 @st.composite
-def heartbeats(draw: st.DrawFn, host: str) -> HostFacts:
-    """One heartbeat of ``host``, of any age around the host timeout."""
+def heartbeats(draw: st.DrawFn, host: str, at: datetime = NOW) -> HostFacts:
+    """One heartbeat of ``host``, of any age at ``at`` around the host timeout."""
     age = draw(st.sampled_from([0.0, 29.9, 30.0, 30.1, 300.0]))
     services = tuple(draw(st.lists(statuses, max_size=3)))
-    return facts_with(host, services, NOW - timedelta(seconds=age))
+    return facts_with(host, services, at - timedelta(seconds=age))
 
 
 @st.composite
@@ -43,13 +43,13 @@ def fleets(draw: st.DrawFn) -> dict[str, HostFacts]:
     return {host: draw(heartbeats(host)) for host in hosts}
 
 
-def by_the_readme(facts: HostFacts | None, service: str) -> HostHealth:
-    """Offline: never heard of, or the last heartbeat older than the host timeout. Online,
-    the service is serving while its container runs and is not unhealthy, not serving
-    otherwise, and absent (None) where the host does not run it."""
+def by_the_readme(facts: HostFacts | None, service: str, at: datetime = NOW) -> HostHealth:
+    """Offline: never heard of, or the last heartbeat (at ``at``) older than the host
+    timeout. Online, the service is serving while its container runs and is not
+    unhealthy, not serving otherwise, and absent (None) where the host does not run it."""
     if facts is None:
         return HostHealth(online=False, serving=None, last_seen=None)
-    if (NOW - facts.sent_at).total_seconds() > TIMEOUT:
+    if (at - facts.sent_at).total_seconds() > TIMEOUT:
         return HostHealth(online=False, serving=None, last_seen=facts.sent_at)
     reported = [s for s in facts.services if s.name == service]
     if not reported or reported[0].state is ContainerState.ABSENT:
