@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 import nats.errors
@@ -30,8 +31,9 @@ from controller.rollouts.transitions import HostNews, progress_news, reply_news,
 from controller.settings import ControllerSettings
 from protocol import subjects
 from protocol.codec import decode, encode
+from protocol.envelope import new_message_id
 from protocol.errors import ProtocolError
-from protocol.models import Command, HostFacts, UpdateProgress, utc_now
+from protocol.models import Command, HostFacts, PrepareReply, UpdateProgress, utc_now
 
 log = logging.getLogger("fleetctl.controller")
 
@@ -59,6 +61,11 @@ class Dispatch:
         self._answered: dict[str, HostNews] = {}
         """Commands answered whose answer is not written yet: not to be sent again by a
         pass that planned from the record before the answer came."""
+        self._next_checks: dict[str, tuple[RolloutRecord, deque[str]]] = {}
+        """Per rollout in pre-flight, the hosts its last pass would check next, each
+        checked as soon as an answer to a check frees its slot."""
+        self._checks_sent: dict[str, dict[str, str]] = {}
+        """Per rollout, the checks sent that way that are not on record yet (host -> id)."""
 
     def pending(self, rollout_id: str) -> list[News]:
         """The news waiting for ``rollout_id`` (the list itself: more may come meanwhile)."""
@@ -76,6 +83,44 @@ class Dispatch:
     def drop(self, rollout_id: str) -> None:
         """The rollout is over (or gone): its news change nothing any more."""
         self._forget(self._pending.pop(rollout_id, []))
+        self._next_checks.pop(rollout_id, None)
+        self._checks_sent.pop(rollout_id, None)
+
+    def queue_checks(self, record: RolloutRecord, hosts: Sequence[str]) -> None:
+        """The checks to start next, in order, as answers to checks come (none: stop).
+
+        A round of pre-flight is an answer in, a pass, the next check out; the pass is
+        most of the time between two rounds, and a check changes nothing. So its pass
+        names the next checks beforehand and each goes when an answer frees its slot;
+        the next pass puts it on record (``checks_sent``), as it would have chosen it."""
+        sent = self._checks_sent.get(record.id, {})
+        queue = deque(host for host in hosts if host not in sent)
+        if queue:
+            self._next_checks[record.id] = (record, queue)
+        else:
+            self._next_checks.pop(record.id, None)
+
+    def checks_sent(self, rollout_id: str) -> dict[str, str]:
+        """The checks sent from the queue and not yet on record: host -> command id."""
+        return dict(self._checks_sent.get(rollout_id, {}))
+
+    def checks_recorded(self, rollout_id: str, hosts: Mapping[str, str]) -> None:
+        """These checks are on record now (or were called off): no longer held here."""
+        sent = self._checks_sent.get(rollout_id, {})
+        for host, command_id in hosts.items():
+            if sent.get(host) == command_id:
+                del sent[host]
+
+    def _next_check(self, rollout_id: str) -> None:
+        queued = self._next_checks.get(rollout_id)
+        if queued is None:
+            return
+        record, queue = queued
+        if not queue:
+            return
+        host, command_id = queue.popleft(), new_message_id()
+        self._checks_sent.setdefault(rollout_id, {})[host] = command_id
+        self._start(record, host, command_id, check=True)
 
     def sending(self) -> list[asyncio.Task[None]]:
         return list(self._tasks.values())
@@ -88,15 +133,21 @@ class Dispatch:
                 task.cancel()
 
     def ensure(self, record: RolloutRecord, host: str, command_id: str) -> None:
+        self._start(record, host, command_id, check=False)
+
+    def _start(self, record: RolloutRecord, host: str, command_id: str, *, check: bool) -> None:
         if command_id in self._tasks or command_id in self._answered:
             return
         task = asyncio.create_task(
-            self._command(record, host, command_id), name=f"command-{host}-{command_id[:8]}"
+            self._command(record, host, command_id, check),
+            name=f"command-{host}-{command_id[:8]}",
         )
         self._tasks[command_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(command_id, None))
 
-    def _build(self, record: RolloutRecord, host: str, command_id: str) -> tuple[Command, float]:
+    def _build(
+        self, record: RolloutRecord, host: str, command_id: str, check: bool
+    ) -> tuple[Command, float]:
         entry = record.hosts[host]
         expires = utc_now() + timedelta(seconds=self._settings.command_ttl)
         if record.config is not None:
@@ -108,7 +159,7 @@ class Dispatch:
             deadline = 2 * (health.healthy_deadline if health else 30.0)
             timeout = deadline + 2 * record.target.stop_grace_period + self._settings.command_slack
             return command, timeout
-        if entry.phase is HostPhase.PREPARING:
+        if check or entry.phase is HostPhase.PREPARING:
             prepare = prepare_command(record, host, expires, command_id, rollout_id=record.id)
             return prepare, self._settings.prepare_timeout
         if record.removing:
@@ -129,8 +180,10 @@ class Dispatch:
             return blue_green_command(record, host, spec, expires, command_id), timeout + hook
         return apply_command(record, host, spec, expires, command_id), timeout
 
-    async def _command(self, record: RolloutRecord, host: str, command_id: str) -> None:
-        command, timeout = self._build(record, host, command_id)
+    async def _command(
+        self, record: RolloutRecord, host: str, command_id: str, check: bool
+    ) -> None:
+        command, timeout = self._build(record, host, command_id, check)
         if self._signer is not None:
             # Signed afresh on every send (a new sent_at): a resend is not a replay.
             command = self._signer.sign(command)
@@ -150,6 +203,8 @@ class Dispatch:
             self._silence(record.id, host, command_id, f"bus error: {exc!r}")
             return
         self.record(record.id, reply_news(host, command_id, reply, utc_now(), record.blue_green))
+        if isinstance(reply, PrepareReply):  # a check's slot is free: the next one goes
+            self._next_check(record.id)
 
     def _silence(self, rollout_id: str, host: str, command_id: str, why: str) -> None:
         log.info("%s: %s: %s; will retry", rollout_id, host, why)

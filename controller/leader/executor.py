@@ -3,7 +3,8 @@
 It runs inside ``fleetctl controller run``. Each pass, the lease holder reads every
 active rollout, folds in the answers that came, plans, writes the decision to KV by
 compare-and-set *before* sending any command that changes a host (so its id is on record
-first), then sends them; pre-flight checks, which change nothing, go during the write.
+first), then sends them; pre-flight checks, which change nothing, go during the write,
+and the next ones as answers to checks come, put on record by the pass after.
 A command already on record but without a task here (after a restart, or a takeover) is
 sent again with the same id (dispatch.py).
 """
@@ -42,6 +43,7 @@ from controller.rollouts.model import (
 )
 from controller.rollouts.planner import plan
 from controller.rollouts.transitions import (
+    adopt_checks,
     apply_decision,
     fold,
     mark_contact,
@@ -260,7 +262,9 @@ class Executor:
         pending = self.dispatch.pending(stored.record.id)
         folded = len(pending)
         now = utc_now()
-        record = fold(stored.record, pending[:folded], now)
+        checks_sent = self.dispatch.checks_sent(stored.record.id)
+        record = adopt_checks(stored.record, checks_sent, now)
+        record = fold(record, pending[:folded], now)
         full = live is not None
         joining = joining_hosts(record, live.hosts()) if live and takes_joiners(record) else []
         if joining:  # came back or enrolled while it runs: one more host of this rollout
@@ -292,6 +296,7 @@ class Executor:
             if joining:
                 await self.converger.joined(updated, joining, self.inventory.facts)
         self.dispatch.folded(stored.record.id, folded)
+        self._checks_on_record(updated, checks_sent)
         if full:
             self.health.noted(record.id, looked)
         if updated.serving_colour and self._colours.get(updated.id) != updated.serving_colour:
@@ -304,6 +309,26 @@ class Executor:
             due = entry.not_before is None or entry.not_before <= now
             if entry.command_id and due:
                 self.dispatch.ensure(updated, host, entry.command_id)
+
+    def _checks_on_record(self, record: RolloutRecord, checks_sent: dict[str, str]) -> None:
+        """The checks sent before this pass are on record (those it could not take, the
+        host no longer pending, are called off), and the next ones are queued: the
+        pending hosts the planner takes next, in its order, for as many slots as there
+        are. Never while paused or aborted."""
+        self.dispatch.checks_recorded(record.id, checks_sent)
+        self.dispatch.cancel(
+            [
+                command_id
+                for host, command_id in checks_sent.items()
+                if host not in record.hosts or record.hosts[host].command_id != command_id
+            ]
+        )
+        preflight = record.status is RolloutStatus.PREFLIGHT and record.config is None
+        if not preflight or record.paused or record.aborted:
+            self.dispatch.queue_checks(record, ())
+            return
+        parallelism = record.spec.preflight_parallelism
+        self.dispatch.queue_checks(record, record.in_phase(HostPhase.PENDING)[:parallelism])
 
     def _check_early(self, record: RolloutRecord, hosts: tuple[str, ...]) -> list[str]:
         """Send the pre-flight checks a pass decided while it writes the record: a check

@@ -60,14 +60,7 @@ def apply_decision(record: RolloutRecord, decision: Decision, now: datetime) -> 
         (decision.retire, HostPhase.RETIRING),
     ):
         for host in names:
-            hosts[host] = HostRecord(
-                phase=phase,
-                since=now,
-                command_id=new_message_id(),
-                digest=hosts[host].digest,
-                switched=hosts[host].switched,
-                no_heartbeat_since=hosts[host].no_heartbeat_since,
-            )
+            hosts[host] = _sent(hosts[host], phase, new_message_id(), now)
     changes: dict[str, object] = {
         "hosts": hosts,
         "status": decision.status,
@@ -87,6 +80,31 @@ def apply_decision(record: RolloutRecord, decision: Decision, now: datetime) -> 
     if updated == record:
         return record
     return updated.model_copy(update={"updated_at": now})
+
+
+def _sent(entry: HostRecord, phase: HostPhase, command_id: str, now: datetime) -> HostRecord:
+    """A host given a new command: what it had from earlier steps is kept."""
+    return HostRecord(
+        phase=phase,
+        since=now,
+        command_id=command_id,
+        digest=entry.digest,
+        switched=entry.switched,
+        no_heartbeat_since=entry.no_heartbeat_since,
+    )
+
+
+def adopt_checks(record: RolloutRecord, checks: Mapping[str, str], now: datetime) -> RolloutRecord:
+    """Checks sent before a pass chose them (host -> command id), as that pass would
+    have: each pending host among them is preparing, waiting on that command."""
+    adopted = {
+        host: _sent(record.hosts[host], HostPhase.PREPARING, command_id, now)
+        for host, command_id in checks.items()
+        if host in record.hosts and record.hosts[host].phase is HostPhase.PENDING
+    }
+    if not adopted:
+        return record
+    return record.model_copy(update={"hosts": {**record.hosts, **adopted}, "updated_at": now})
 
 
 @dataclass(frozen=True)
@@ -242,6 +260,7 @@ def _host_after(
                 detail=detail,
                 digest=entry.digest,
                 reasons=reply.reasons,
+                no_heartbeat_since=entry.no_heartbeat_since,  # heartbeats say, not answers
             )
         if reply.outcome is OperationOutcome.DONE:
             done = SUCCEEDED[phase]
@@ -280,4 +299,5 @@ def _finished(
         digest=digest or entry.digest,
         attempts=entry.attempts,
         switched=entry.switched and phase is not HostPhase.REVERTED,
+        no_heartbeat_since=entry.no_heartbeat_since,  # heartbeats say, not answers
     )

@@ -5,7 +5,7 @@ writes what changed rather than the whole fleet (a 5,000-host record is 1.9 MB o
 
 - ``rollout.<id>``, the header: every field but the hosts' progress, and the names of
   the entries that hold them (a base, and the changes written since, in order), as JSON
-  after the ``log:`` marker (``apart:``: an older header, its hosts all in its base).
+  after the ``log:`` marker.
   Small; each change is a compare-and-set on its revision, the guard between the leader
   and fleetctl's verbs.
 - ``base.<id>``: the hosts as the rollout began; ``base.<id>.<n>``: all of them as a
@@ -36,7 +36,6 @@ COMPRESS_ABOVE = 256 * 1024
 """A record larger than this (about 700 hosts) is stored zlib-compressed, so a
 5000-host record (1.9 MB of JSON) stays far below NATS's 1 MiB message limit."""
 COMPRESSED = b"zlib:"
-APART = b"apart:"
 LOGGED = b"log:"
 HOSTS = TypeAdapter(dict[str, HostRecord])
 
@@ -115,9 +114,7 @@ def decode_header(data: bytes) -> Header:
         if data.startswith(LOGGED):
             body = _LoggedBody.model_validate_json(unpacked(data[len(LOGGED) :]))
             return Header(body.record, apart=True, parts=Parts(body.base, tuple(body.changes)))
-        apart = data.startswith(APART)
-        record = RolloutRecord.model_validate_json(unpacked(data[len(APART) :] if apart else data))
-        return Header(record, apart)
+        return Header(RolloutRecord.model_validate_json(unpacked(data)), apart=False)
     except (zlib.error, ValueError) as exc:
         raise _unreadable("a rollout record", exc) from exc
 

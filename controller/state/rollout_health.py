@@ -32,7 +32,8 @@ class _Kept:
     """Hosts looked at again since ``looked_at`` last asked (None: all of them)."""
     ageing: list[tuple[datetime, str]] = field(default_factory=list)
     """A heap: when each online host's last heartbeat grows older than the host timeout.
-    A host heard of since is looked at again for nothing then, and found online."""
+    Only the newest moment of a host counts (``ages_at``); older ones are passed over."""
+    ages_at: dict[str, datetime] = field(default_factory=dict)
 
 
 class RolloutHealth:
@@ -60,7 +61,9 @@ class RolloutHealth:
         again |= record.hosts.keys() - kept.health.keys()  # joined meanwhile
         again |= set(record.others) - kept.health.keys()
         while kept.ageing and kept.ageing[0][0] < now:
-            again.add(heapq.heappop(kept.ageing)[1])
+            when, host = heapq.heappop(kept.ageing)
+            if kept.ages_at.get(host) == when:
+                again.add(host)
         if again:
             self._look_again(kept, again, record.service, now)
         kept.heard = heard
@@ -91,8 +94,13 @@ class RolloutHealth:
         if kept.looked is not None:
             kept.looked.update(found)
         for host, health in found.items():
-            if health.online and health.last_seen is not None:
-                heapq.heappush(kept.ageing, (health.last_seen + self._timeout_delta, host))
+            if not health.online or health.last_seen is None:
+                kept.ages_at.pop(host, None)
+                continue
+            when = health.last_seen + self._timeout_delta
+            if kept.ages_at.get(host) != when:
+                kept.ages_at[host] = when
+                heapq.heappush(kept.ageing, (when, host))
 
     def forget(self, rollout_id: str | None = None) -> None:
         """Drop what is kept of one rollout (None: of all, as when no longer leading)."""

@@ -181,7 +181,8 @@ class RolloutStore:
             known = None  # not read here at that revision: every host is written
         if record.status in TERMINAL:
             new_revision = await self._set_header(record.id, encode_record(record), revision)
-            await self.drop_parts(record.id)
+            with suppress(BrokerError):  # it took effect; the leader drops them again
+                await self.drop_parts(record.id)
             return self._remember(Stored(record, new_revision, apart=False))
         if known is None or not known.apart or _rebase_due(known):
             return await self._rebase(record, revision)

@@ -189,6 +189,10 @@ class Latest:
     revision: int
 
 
+FETCH_WAIT = 1.0
+"""Seconds a whole-prefix read waits for a batch before asking whether any is coming."""
+
+
 async def kv_latest(kv: KeyValue, prefix: str) -> dict[str, Latest]:
     """The value and revision of every key starting with ``prefix`` (deleted ones left
     out), read in one pass over the bucket's stream rather than one request per key: a
@@ -220,11 +224,28 @@ async def _read_latest(kv: KeyValue, prefix: str) -> dict[str, Latest]:
         if not info.num_pending:
             return values
         reader = await kv._js.pull_subscribe_bind(consumer=info.name, stream=kv._stream)
+        deadline = asyncio.get_running_loop().time() + KV_TIMEOUT
+        received = 0  # the consumer's sequence of the last entry that came
         try:
             while True:
-                # A timeout here, even after some entries came, is an error: the caller
-                # must never take part of the entries for all of them.
-                for message in await reader.fetch(batch=1000, timeout=KV_TIMEOUT):
+                try:
+                    messages = await reader.fetch(batch=1000, timeout=FETCH_WAIT)
+                except TimeoutError:
+                    # Nothing came: purged since the consumer was made (it has nothing
+                    # left, and nothing it sent is still on its way), or slow. A timeout
+                    # with entries still to come, even after some came, is an error: the
+                    # caller must never take part of the entries for all of them.
+                    left = await asyncio.wait_for(
+                        kv._js.consumer_info(kv._stream, info.name), KV_TIMEOUT
+                    )
+                    sent = left.delivered.consumer_seq if left.delivered else 0
+                    if not left.num_pending and sent == received:
+                        return values
+                    if asyncio.get_running_loop().time() >= deadline:
+                        raise
+                    continue
+                for message in messages:
+                    received = message.metadata.sequence.consumer
                     key = message.subject.removeprefix(kv._pre)
                     operation = (message.headers or {}).get("KV-Operation")
                     if operation in ("DEL", "PURGE") or not message.data:

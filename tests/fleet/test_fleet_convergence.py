@@ -19,7 +19,7 @@ from controller.broker import reserve_loopback_port
 from fleet_lab.agent_client import wait_until_serving
 from node_agent.runtime import SERVICE_LABEL
 from protocol import subjects
-from protocol.models import AnyMessage, ConvergenceAction, ConvergenceEvent
+from protocol.models import AnyMessage, ConvergenceAction, ConvergenceEvent, PrepareCommand
 from tests.conftest import FleetFactory, LocalFleet, SpawnedAgent
 from tests.support.events import EventRecorder
 from tests.support.fleet import HOST_TIMEOUT, BudgetChecker, fleet_spec, fleetctl_running
@@ -168,7 +168,9 @@ async def test_apply_rolls_a_changed_spec_configures_a_changed_policy_and_diff_c
 ) -> None:
     fleet = await fleet_factory(2)
     first, second = (agent.api.host for agent in fleet.agents)
-    newer = declaration_file(fleet, "1.1.0", update={"max_unavailable": 1}, drift="report")
+    # One check at a time: the second host's goes as the first one's answer comes.
+    policy = {"max_unavailable": 1, "preflight_parallelism": 1}
+    newer = declaration_file(fleet, "1.1.0", update=policy, drift="report")
     # diff judges the hosts by their heartbeats: wait until they show the first deploy.
     await eventually(
         lambda: services(fleet), lambda s: s["web"]["converged"] == 2, "the deploy reported"
@@ -183,9 +185,16 @@ async def test_apply_rolls_a_changed_spec_configures_a_changed_policy_and_diff_c
     history = await fleet.fleetctl("rollout", "history", "web", "-o", "json")
     assert len(json.loads(history.stdout)["revisions"]) == 1, history
 
-    applied = await fleet.fleetctl("apply", "-f", newer, "-w")
+    async with EventRecorder(fleet.agents[0].api.client, f"{subjects.PREFIX}.cmd.*") as sent:
+        applied = await fleet.fleetctl("apply", "-f", newer, "-w")
     assert applied.code == 0, applied
     assert await fleet.versions() == {first: "1.1.0", second: "1.1.0"}
+    # Each host checked under one command id (a resend keeps its id), never twice over.
+    check_ids: dict[str, set[str]] = {}
+    for check in sent.matching(lambda m: isinstance(m, PrepareCommand)):
+        assert isinstance(check, PrepareCommand)
+        check_ids.setdefault(check.host, set()).add(check.id)
+    assert {host: len(ids) for host, ids in check_ids.items()} == {first: 1, second: 1}
     again = await fleet.fleetctl("apply", "-f", newer)
     assert again.code == 0, again
     assert again.stdout.strip() == "web: unchanged"

@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 from controller.rollouts.model import HostPhase, HostRecord, RolloutRecord, RolloutStatus
 from controller.rollouts.transitions import (
     RETRY_DELAY,
+    adopt_checks,
     fold,
     progress_news,
     reply_news,
     silence_news,
 )
+from protocol.models import PrepareReply
 from tests.support.records import done, web_rollout
 
 NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
@@ -124,3 +126,28 @@ def test_a_copy_with_other_hosts_counts_and_orders_them_afresh() -> None:
     assert finished.in_phase(HostPhase.DONE) == tuple(HOSTS)
     assert start.count(HostPhase.UPDATING) == 20
     assert start.model_copy() == start
+
+
+def test_checks_sent_before_a_pass_are_adopted_as_that_pass_would_and_their_answers_fold() -> None:
+    hosts = {h: HostRecord(since=NOW) for h in HOSTS[:4]}
+    hosts["h00"] = HostRecord(phase=HostPhase.PREPARING, since=NOW, command_id="cmd-h00")
+    hosts["h03"] = HostRecord(phase=HostPhase.READY, since=NOW, digest="sha256:" + "1" * 64)
+    start = web_rollout(hosts, NOW)
+    sent = {"h01": "cmd-h01", "h02": "cmd-h02", "h03": "cmd-h03", "gone": "cmd-gone"}
+
+    adopted = adopt_checks(start, sent, LATER)
+    answer = PrepareReply(sender="h01", in_reply_to="cmd-h01", service="web", ready=True)
+    folded = fold(adopted, [reply_news("h01", "cmd-h01", answer, LATER, False)], LATER)
+
+    # README: a host is checked once it is pending; its check is on record under the
+    # id it went with, and its answer counts like any other. A host past pending, or
+    # no longer in the rollout, is left as it is.
+    assert adopted.hosts["h02"] == HostRecord(
+        phase=HostPhase.PREPARING, since=LATER, command_id="cmd-h02"
+    )
+    assert adopted.hosts["h00"] is start.hosts["h00"]
+    assert adopted.hosts["h03"] is start.hosts["h03"]
+    assert "gone" not in adopted.hosts
+    assert adopted.count(HostPhase.PREPARING) == 3
+    assert folded.hosts["h01"].phase is HostPhase.READY
+    assert adopt_checks(start, {"h03": "cmd-h03"}, LATER) is start

@@ -86,6 +86,7 @@ def test_a_rollouts_kept_health_follows_the_readme_rules_as_hosts_beat_and_fall_
             assert looked is None or moved <= looked
             health.noted(record.id, looked)
             reached["passes compared"] += 1
+            reached["hosts that changed were named"] += looked is not None and bool(moved)
             reached["a kept host's health changed"] += bool(moved)
             reached["a host fell silent with no news of it"] += any(
                 before[h].online and not expected[h].online and h not in {n[1] for n in between}
@@ -101,6 +102,7 @@ def test_a_rollouts_kept_health_follows_the_readme_rules_as_hosts_beat_and_fall_
     for case in (
         "passes compared",
         "a kept host's health changed",
+        "hosts that changed were named",
         "a host fell silent with no news of it",
         "a host gone between passes",
         "a host joined between passes",

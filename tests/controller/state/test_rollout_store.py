@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import nats.errors
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -211,18 +212,21 @@ async def test_a_reader_whose_rollout_finishes_while_it_reads_its_changes_reads_
     async def finish() -> None:  # its changes are purged before the reader gets to them
         await leader.update(complete, running.revision)
 
-    js = FinishBeforeRead(bucket._js._nc, finish)
+    js = FinishDuringRead(bucket._js._nc, finish)
     reader = RolloutStore(KeyValue(bucket._name, bucket._stream, bucket._pre, js, bucket._direct))
-    read = await asyncio.wait_for(reader.get("web-r2"), 10)
+    # Well within the time a read waits for entries that never come (KV_TIMEOUT, 5 s):
+    # it asks whether any are still coming instead.
+    read = await asyncio.wait_for(reader.get("web-r2"), 4)
 
     assert js.finished
     assert read is not None
     assert read.record == complete
 
 
-class FinishBeforeRead(JetStreamContext):
-    """The bucket's JetStream, running ``finish`` once, just before the first read of
-    many entries at once (the changes a header names) begins."""
+class FinishDuringRead(JetStreamContext):
+    """The bucket's JetStream, running ``finish`` once, just after the first read of
+    many entries at once (the changes a header names) has made its consumer: the
+    consumer was told of entries that are purged before it sends them."""
 
     def __init__(self, client: Client, finish: Callable[[], Awaitable[None]]) -> None:
         super().__init__(client, timeout=5)
@@ -230,11 +234,42 @@ class FinishBeforeRead(JetStreamContext):
         self.finished = False
 
     async def add_consumer(self, *args: Any, **kwargs: Any) -> ConsumerInfo:
+        info = await super().add_consumer(*args, **kwargs)
         if self._finish is not None:
             finish, self._finish = self._finish, None
             await finish()
             self.finished = True
-        return await super().add_consumer(*args, **kwargs)
+        return info
+
+
+async def test_a_finish_whose_parts_cannot_be_purged_still_takes_effect(
+    bucket: KeyValue,
+) -> None:
+    js = PurgesRefused(bucket._js._nc)
+    leader = RolloutStore(KeyValue(bucket._name, bucket._stream, bucket._pre, js, bucket._direct))
+    created = await leader.create(rollout(10))
+    running = await leader.update(updating(created.record, "host-00001"), created.revision)
+    complete = running.record.model_copy(update={"status": RolloutStatus.COMPLETE})
+
+    written = await leader.update(complete, running.revision)  # no error: it is complete
+
+    assert js.refused > 0
+    assert written.record == complete
+    assert await read_fresh(bucket, "web-r2") == complete
+    await RolloutStore(bucket).drop_parts("web-r2")  # as the leader does again
+    assert await kv_keys(bucket, "hosts.web-r2.") == []
+
+
+class PurgesRefused(JetStreamContext):
+    """The bucket's JetStream with every purge timing out."""
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(client, timeout=5)
+        self.refused = 0
+
+    async def purge_stream(self, *args: Any, **kwargs: Any) -> bool:
+        self.refused += 1
+        raise nats.errors.TimeoutError
 
 
 async def test_a_record_kept_whole_by_an_older_controller_goes_on_in_parts(
