@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import nats
@@ -174,14 +175,17 @@ class SimulatedFleet:
         return sum(1 for s in self.specs.values() if s and s.image.split("@")[0] == image)
 
     async def _on_command(self, msg: Msg) -> None:
-        command = decode(msg.data)
+        """Stamped as it comes, decoded after: a real fleet's hosts each decode their own
+        command at once, where this one process would decode a wave's 500 in turn and
+        count that against the controller."""
         received = utc_now()
-        self.dispatch[command.id] = (received - command.sent_at).total_seconds()
-        task = asyncio.create_task(self._answer(msg, command))
+        task = asyncio.create_task(self._answer(msg, received))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _answer(self, msg: Msg, command: object) -> None:
+    async def _answer(self, msg: Msg, received: datetime) -> None:
+        command = decode(msg.data)
+        self.dispatch[command.id] = (received - command.sent_at).total_seconds()
         reply: PrepareReply | OperationReply
         if isinstance(command, PrepareCommand):
             await asyncio.sleep(self.prepare_time)

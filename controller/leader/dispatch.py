@@ -110,6 +110,14 @@ class Dispatch:
         for host, command_id in hosts.items():
             if sent.get(host) == command_id:
                 del sent[host]
+        if not sent:
+            self._checks_sent.pop(rollout_id, None)
+
+    def stop_checks(self) -> None:
+        """No more checks from the queues, and none held for a pass (leadership changed:
+        the leader's passes put its own checks on record)."""
+        self._next_checks.clear()
+        self._checks_sent.clear()
 
     def _next_check(self, rollout_id: str) -> None:
         queued = self._next_checks.get(rollout_id)

@@ -23,6 +23,7 @@ from nats.js.kv import KeyValue
 
 from controller.bus_link import advertises_jetstream
 from controller.errors import ControllerError
+from controller.leader.checks import check_early, checks_on_record, queue_next_checks
 from controller.leader.convergence_loop import ConvergenceLoop, joiner, reckoner
 from controller.leader.converger import Converger, Passed
 from controller.leader.dispatch import Dispatch
@@ -198,6 +199,7 @@ class Executor:
             log.info("controller %s is %s", lease.holder, "the leader" if leader else "standby")
             self.leader = leader
             self.health.forget()  # whoever led meanwhile, health is made whole again
+            self.dispatch.stop_checks()  # another leads the checks, or led them meanwhile
             if leader:  # another may have led meanwhile: learn again what it finished
                 self.convergence.lead_again()
         if not leader:
@@ -277,7 +279,8 @@ class Executor:
         decision = plan(record, health, now)
         updated = apply_decision(record, decision, now)
         self.convergence.saw(updated)
-        early = self._check_early(updated, decision.prepare)
+        queue_next_checks(self.dispatch, updated)
+        early = check_early(self.dispatch, updated, decision.prepare)
         if updated != stored.record:
             try:
                 await self.rollouts.update(updated, stored.revision)
@@ -296,7 +299,7 @@ class Executor:
             if joining:
                 await self.converger.joined(updated, joining, self.inventory.facts)
         self.dispatch.folded(stored.record.id, folded)
-        self._checks_on_record(updated, checks_sent)
+        checks_on_record(self.dispatch, updated, checks_sent)
         if full:
             self.health.noted(record.id, looked)
         if updated.serving_colour and self._colours.get(updated.id) != updated.serving_colour:
@@ -309,41 +312,6 @@ class Executor:
             due = entry.not_before is None or entry.not_before <= now
             if entry.command_id and due:
                 self.dispatch.ensure(updated, host, entry.command_id)
-
-    def _checks_on_record(self, record: RolloutRecord, checks_sent: dict[str, str]) -> None:
-        """The checks sent before this pass are on record (those it could not take, the
-        host no longer pending, are called off), and the next ones are queued: the
-        pending hosts the planner takes next, in its order, for as many slots as there
-        are. Never while paused or aborted."""
-        self.dispatch.checks_recorded(record.id, checks_sent)
-        self.dispatch.cancel(
-            [
-                command_id
-                for host, command_id in checks_sent.items()
-                if host not in record.hosts or record.hosts[host].command_id != command_id
-            ]
-        )
-        preflight = record.status is RolloutStatus.PREFLIGHT and record.config is None
-        if not preflight or record.paused or record.aborted:
-            self.dispatch.queue_checks(record, ())
-            return
-        parallelism = record.spec.preflight_parallelism
-        self.dispatch.queue_checks(record, record.in_phase(HostPhase.PENDING)[:parallelism])
-
-    def _check_early(self, record: RolloutRecord, hosts: tuple[str, ...]) -> list[str]:
-        """Send the pre-flight checks a pass decided while it writes the record: a check
-        changes nothing on the host, and pre-flight of a large fleet is a hundred rounds
-        of this. If the write fails they are called off (a check already made is simply
-        not folded in, and the host is checked again). Never while paused or aborted."""
-        if record.config is not None or record.paused or record.aborted:
-            return []
-        sent = []
-        for host in hosts:
-            entry = record.hosts[host]
-            if entry.phase is HostPhase.PREPARING and entry.command_id:
-                self.dispatch.ensure(record, host, entry.command_id)
-                sent.append(entry.command_id)
-        return sent
 
     def _analyse(self, record: RolloutRecord, now: datetime) -> RolloutRecord:
         """Measure the rollout's checks on the newest metrics; note the first failure."""

@@ -131,6 +131,8 @@ def test_a_copy_with_other_hosts_counts_and_orders_them_afresh() -> None:
 def test_checks_sent_before_a_pass_are_adopted_as_that_pass_would_and_their_answers_fold() -> None:
     hosts = {h: HostRecord(since=NOW) for h in HOSTS[:4]}
     hosts["h00"] = HostRecord(phase=HostPhase.PREPARING, since=NOW, command_id="cmd-h00")
+    silent_since = NOW - timedelta(seconds=40)
+    hosts["h02"] = HostRecord(since=NOW, no_heartbeat_since=silent_since)
     hosts["h03"] = HostRecord(phase=HostPhase.READY, since=NOW, digest="sha256:" + "1" * 64)
     start = web_rollout(hosts, NOW)
     sent = {"h01": "cmd-h01", "h02": "cmd-h02", "h03": "cmd-h03", "gone": "cmd-gone"}
@@ -143,7 +145,10 @@ def test_checks_sent_before_a_pass_are_adopted_as_that_pass_would_and_their_answ
     # id it went with, and its answer counts like any other. A host past pending, or
     # no longer in the rollout, is left as it is.
     assert adopted.hosts["h02"] == HostRecord(
-        phase=HostPhase.PREPARING, since=LATER, command_id="cmd-h02"
+        phase=HostPhase.PREPARING,
+        since=LATER,
+        command_id="cmd-h02",
+        no_heartbeat_since=silent_since,  # what heartbeats said stays
     )
     assert adopted.hosts["h00"] is start.hosts["h00"]
     assert adopted.hosts["h03"] is start.hosts["h03"]
