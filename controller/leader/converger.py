@@ -20,6 +20,7 @@ from controller.rollouts.convergence import (
     Desired,
     HostNeed,
     Need,
+    Verdicts,
     convergence_record,
     live_facts,
     matching_hosts,
@@ -80,6 +81,8 @@ class Converger:
         self._settled: dict[str, datetime] | None = None
         """When each service's last rollout ended: only heartbeats sent after it are
         judged (an older one may not show yet what that rollout did)."""
+        self._verdicts: dict[str, Verdicts] = {}
+        """Each service's hosts as last judged, kept for hosts with no new heartbeat."""
 
     async def run_pass(
         self,
@@ -98,7 +101,12 @@ class Converger:
         live = live_facts(facts, now, self._host_timeout) if only is None else None
         judged = live if live is not None else self._live_of(facts, only or set(), now)
         passed = Passed()
-        for service in await self._services.names():
+        services = await self._services.names()
+        if live is not None:  # a full pass: only live hosts of declared services are kept
+            self._verdicts = {s: v for s, v in self._verdicts.items() if s in services}
+            for verdicts in self._verdicts.values():
+                verdicts.keep_only(live.keys())
+        for service in services:
             record, _ = await self._services.get(service)
             desired = record.desired()
             if desired is None:
@@ -110,7 +118,7 @@ class Converger:
             known = (
                 judged if since is None else {h: f for h, f in judged.items() if f.sent_at > since}
             )
-            found = needs(desired, known)
+            found = needs(desired, known, self._verdicts.setdefault(service, Verdicts()))
             if rollout is not None:  # a convergence rollout in progress takes them along
                 joining = [
                     n

@@ -12,8 +12,8 @@ current), never a newer one: a host that a failed rollout left on a newer revisi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cached_property
@@ -173,27 +173,64 @@ def matches(facts: HostFacts, selector: Mapping[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
 
-def needs(desired: Desired, live: Mapping[str, HostFacts]) -> list[HostNeed]:
+@dataclass
+class Verdicts:
+    """Each host's need as one service's passes last judged it, with the heartbeat it
+    was judged on. A full pass over 10,000 hosts judged each afresh; between two passes
+    most hosts send no new heartbeat, and the same heartbeat under the same declaration
+    needs the same thing."""
+
+    desired: Desired | None = None
+    judged: dict[str, tuple[HostFacts, HostNeed | None]] = field(default_factory=dict)
+    reused: int = 0
+    """Verdicts taken as they were (a count, for tests and benches)."""
+
+    def keep_only(self, hosts: Collection[str]) -> None:
+        """Forget hosts no longer live (after a pass over the whole fleet)."""
+        if len(self.judged) > len(hosts):
+            self.judged = {h: v for h, v in self.judged.items() if h in hosts}
+
+
+def needs(
+    desired: Desired, live: Mapping[str, HostFacts], verdicts: Verdicts | None = None
+) -> list[HostNeed]:
     """Every live host's need, in host order (deterministic): on the selector, what
     brings it to the accepted revision; off it (or the service deleted), a removal.
+    ``verdicts``: those of earlier passes, taken for hosts with the same heartbeat.
 
     Blue-green services are not converged yet: each host's agent records the coloured
     spec it runs, which no revision's fingerprint matches (see the README)."""
+    verdicts = Verdicts() if verdicts is None else verdicts
+    if verdicts.desired != desired:
+        verdicts.desired, verdicts.judged = desired, {}
+    judged = verdicts.judged
     found = []
     blue_green = desired.in_colours or desired.spec.blue_green is not None
-    for host, facts in live.items():
-        if desired.deleted or not matches(facts, desired.selector):
-            if runs(facts, desired.service):
-                why = "the service was deleted" if desired.deleted else "off the selector"
-                found.append(HostNeed(host, Need.REMOVE, why))
-            continue
-        if blue_green:
-            continue
-        need = host_need(desired, facts)
+    judged_again = 0
+    for host, facts in live.items():  # kept lean: a full pass runs it for every host
+        known = judged.get(host)
+        if known is not None and known[0] is facts:
+            need = known[1]
+        else:
+            need = _verdict(desired, host, facts, blue_green)
+            judged[host] = (facts, need)
+            judged_again += 1
         if need is not None:
             found.append(need)
+    verdicts.reused += len(live) - judged_again
     found.sort(key=lambda need: need.host)  # the few in need, not the whole fleet
     return found
+
+
+def _verdict(desired: Desired, host: str, facts: HostFacts, blue_green: bool) -> HostNeed | None:
+    if desired.deleted or not matches(facts, desired.selector):
+        if runs(facts, desired.service):
+            why = "the service was deleted" if desired.deleted else "off the selector"
+            return HostNeed(host, Need.REMOVE, why)
+        return None
+    if blue_green:
+        return None
+    return host_need(desired, facts)
 
 
 def runs(facts: HostFacts, service: str) -> bool:

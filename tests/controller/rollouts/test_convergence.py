@@ -22,6 +22,7 @@ from controller.rollouts.convergence import (
     Desired,
     DriftPolicy,
     Need,
+    Verdicts,
     convergence_record,
     needs,
     others_now,
@@ -90,6 +91,65 @@ hosts_st = st.lists(
     max_size=20,
     unique_by=lambda h: h.name,
 )
+
+
+@st.composite
+def declarations(draw: st.DrawFn) -> tuple[int, DriftPolicy, dict[str, str], bool]:
+    """What a pass judges against: accepted revision, drift policy, selector, deleted."""
+    return (
+        draw(st.integers(min_value=0, max_value=len(REVISIONS) - 1)),
+        draw(st.sampled_from(DriftPolicy)),
+        draw(st.sampled_from([{}, {"role": "edge"}])),
+        draw(st.booleans()),
+    )
+
+
+def test_needs_judged_again_only_for_new_heartbeats_are_what_the_readme_says() -> None:
+    seen: Counter[str] = Counter()
+
+    @settings(max_examples=200)
+    @given(
+        fleet=hosts_st,
+        passes=st.lists(st.tuples(declarations(), hosts_st, st.booleans()), min_size=1, max_size=5),
+    )
+    def check(
+        fleet: list[Host],
+        passes: list[tuple[tuple[int, DriftPolicy, dict[str, str], bool], list[Host], bool]],
+    ) -> None:
+        verdicts = Verdicts()
+        hosts = {h.name: h for h in fleet}
+        live = {h.name: facts_of(h) for h in fleet}
+        previous = None
+        for declared, beats, same_declaration in passes:
+            if same_declaration and previous is not None:
+                declared = previous  # as most passes are: the declaration unchanged
+            previous = declared
+            accepted, policy, selector, deleted = declared
+            # New heartbeats: some hosts come or change, each a new heartbeat object.
+            for host in beats:
+                hosts[host.name] = host
+                live[host.name] = facts_of(host)
+            desired = Desired(
+                service="web",
+                revision=accepted + 1,
+                spec=REVISIONS[accepted],
+                selector=selector,
+                drift=policy,
+                newer=REVISIONS[accepted + 1 :],
+                deleted=deleted,
+            )
+            reused = verdicts.reused
+            found = {n.host: n.need for n in needs(desired, live, verdicts)}
+            for name, host in hosts.items():
+                on_selector = all(host.role == v for v in selector.values())
+                assert found.get(name) == oracle(host, accepted, policy, on_selector, deleted)
+            seen["passes"] += 1
+            seen["verdicts reused"] += verdicts.reused > reused
+            seen["hosts judged again"] += bool(beats) and verdicts.reused > reused
+
+    check()
+    for case in ("passes", "verdicts reused", "hosts judged again"):
+        assert seen[case] >= 10, seen
 
 
 def test_each_host_on_the_selector_needs_what_the_readme_says() -> None:
