@@ -93,6 +93,21 @@ hosts_st = st.lists(
 )
 
 
+def declared_as(
+    accepted: int, policy: DriftPolicy, selector: dict[str, str], deleted: bool
+) -> Desired:
+    """The service declared with REVISIONS[accepted] accepted (the later ones newer)."""
+    return Desired(
+        service="web",
+        revision=accepted + 1,
+        spec=REVISIONS[accepted],
+        selector=selector,
+        drift=policy,
+        newer=REVISIONS[accepted + 1 :],
+        deleted=deleted,
+    )
+
+
 @st.composite
 def declarations(draw: st.DrawFn) -> tuple[int, DriftPolicy, dict[str, str], bool]:
     """What a pass judges against: accepted revision, drift policy, selector, deleted."""
@@ -129,15 +144,7 @@ def test_needs_judged_again_only_for_new_heartbeats_are_what_the_readme_says() -
             for host in beats:
                 hosts[host.name] = host
                 live[host.name] = facts_of(host)
-            desired = Desired(
-                service="web",
-                revision=accepted + 1,
-                spec=REVISIONS[accepted],
-                selector=selector,
-                drift=policy,
-                newer=REVISIONS[accepted + 1 :],
-                deleted=deleted,
-            )
+            desired = declared_as(accepted, policy, selector, deleted)
             reused = verdicts.reused
             found = {n.host: n.need for n in needs(desired, live, verdicts)}
             for name, host in hosts.items():
@@ -170,15 +177,7 @@ def test_each_host_on_the_selector_needs_what_the_readme_says() -> None:
         selector: dict[str, str],
         deleted: bool,
     ) -> None:
-        desired = Desired(
-            service="web",
-            revision=accepted + 1,
-            spec=REVISIONS[accepted],
-            selector=selector,
-            drift=policy,
-            newer=REVISIONS[accepted + 1 :],
-            deleted=deleted,
-        )
+        desired = declared_as(accepted, policy, selector, deleted)
         live = {h.name: facts_of(h) for h in hosts}
         found = {n.host: n.need for n in needs(desired, live)}
         for host in hosts:
