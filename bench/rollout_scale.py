@@ -47,13 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from controller.broker import NatsServer, find_nats_server_binary
 from controller.rollouts.model import TERMINAL, RolloutSpec, resolve_amount
 from controller.state.intents import Fleet
-from controller.state.rollout_encoding import (
-    base_key,
-    changes_prefix,
-    decode_header,
-    header_key,
-    unpacked,
-)
+from controller.state.rollout_encoding import base_key, changes_prefix, decode_header, header_key
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.fingerprint import image_digest, settings_fingerprint
@@ -123,10 +117,8 @@ class SimulatedFleet:
     """What each host last applied (None: it has no web at all), as its agent reports it."""
     dispatch: dict[str, float] = field(default_factory=dict)
     """Seconds from the controller stamping a command to the host receiving it."""
-    replied: dict[str, tuple[str, float]] = field(default_factory=dict)
-    """host -> (command id, monotonic time the reply went out), until it is recorded."""
-    recorded: dict[str, float] = field(default_factory=dict)
-    """Seconds from a reply going out to the controller writing it into the record."""
+    replies: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """command id -> (host, monotonic time the reply went out)."""
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     first_update: float | None = None
     """Monotonic time the first update command came: the end of pre-flight."""
@@ -210,24 +202,90 @@ class SimulatedFleet:
             )
         else:
             return
-        self.replied[command.host] = (command.id, time.monotonic())
+        self.replies[command.id] = (command.host, time.monotonic())
         await msg.respond(encode(reply))
 
-    def saw_host(self, host: str, command_id: str | None) -> None:
-        """A host's entry in the rollout changed: a reply whose command left it is recorded."""
-        replied = self.replied.get(host)
-        if replied is not None and replied[0] != command_id:
-            self.recorded[replied[0]] = time.monotonic() - replied[1]
-            del self.replied[host]
+    def recorded(self, left: dict[str, dict[str, float]]) -> dict[str, float]:
+        """Seconds from each reply going out to the record no longer waiting on its
+        command, from what the watcher saw (host -> command id -> when it was left)."""
+        found = {}
+        for command_id, (host, replied_at) in self.replies.items():
+            seen = left.get(host, {}).get(command_id)
+            if seen is not None:
+                found[command_id] = seen - replied_at
+        return found
 
-    async def on_hosts_entry(self, msg: Msg) -> None:
-        """Hosts as the controller writes them (the changes of a pass, or a new base of
-        all): a plain subscription to the KV's subjects sees every write, where a watcher
-        that falls behind may skip some. Read as plain JSON: this process also answers
-        for every host, and a full decode would slow the simulated fleet."""
-        if msg.data:
-            for host, progress in json.loads(unpacked(msg.data)).items():
-                self.saw_host(host, progress.get("command_id"))
+
+WATCH_SCRIPT = """
+import asyncio, json, signal, sys, time, zlib
+import nats
+
+async def main(url, subjects, out):
+    nc = await nats.connect(url)
+    last, left, stop = {}, {}, asyncio.Event()
+
+    async def seen(msg):
+        data = msg.data
+        if not data:
+            return
+        if data.startswith(b"zlib:"):
+            data = zlib.decompress(data[5:])
+        now = time.monotonic()
+        for host, progress in json.loads(data).items():
+            command = progress.get("command_id")
+            before = last.get(host)
+            if before is not None and before != command:
+                left.setdefault(host, {}).setdefault(before, now)
+            last[host] = command
+
+    for subject in subjects:
+        await nc.subscribe(subject, cb=seen)
+    await nc.flush()
+    print("watching", flush=True)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await nc.close()
+    with open(out, "w") as f:
+        json.dump(left, f)
+
+asyncio.run(main(sys.argv[1], sys.argv[3:], sys.argv[2]))
+"""
+"""The record's watcher, in a process of its own: the one process that answers for
+every simulated host would otherwise also decode every write of the record (a new base
+of 5,000 hosts is 2 MB of JSON) and delay its own stamps. It notes, per host, when the
+record stopped waiting on each command (times on the machine's monotonic clock)."""
+
+
+async def start_watcher(url: str, rollout_id: str, out: Path) -> asyncio.subprocess.Process:
+    subjects_watched = [
+        f"$KV.{subjects.ROLLOUTS_BUCKET}.{keys}"
+        for keys in (f"{changes_prefix(rollout_id)}>", f"{base_key(rollout_id)}.>")
+    ]
+    watcher = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        WATCH_SCRIPT,
+        url,
+        str(out),
+        *subjects_watched,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert watcher.stdout is not None
+    await asyncio.wait_for(watcher.stdout.readline(), 30)  # subscribed
+    return watcher
+
+
+async def stop_watcher(
+    watcher: asyncio.subprocess.Process, out: Path
+) -> dict[str, dict[str, float]]:
+    watcher.terminate()
+    await asyncio.wait_for(watcher.wait(), 30)
+    return read_left(out)
+
+
+def read_left(out: Path) -> dict[str, dict[str, float]]:
+    left: dict[str, dict[str, float]] = json.loads(out.read_text())
+    return left
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -274,10 +332,7 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
         record, _ = await fleet.plan_rollout("web", NEW_IMAGE, spec, spec_override=target)
         rollouts_kv = await nc.jetstream(timeout=10).key_value(subjects.ROLLOUTS_BUCKET)
         watcher = await rollouts_kv.watch(header_key(record.id))
-        following = [
-            await nc.subscribe(f"$KV.{subjects.ROLLOUTS_BUCKET}.{keys}", cb=sim.on_hosts_entry)
-            for keys in (f"{changes_prefix(record.id)}>", f"{base_key(record.id)}.>")
-        ]
+        watching = await start_watcher(server.url, record.id, work / f"left-{size}.json")
         await asyncio.sleep(1.0)  # the controller has loaded the inventory
         cpu_before = watched.cpu_times()
         started = time.monotonic()
@@ -299,8 +354,7 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
         cpu_after = watched.cpu_times()
         rss = peak_rss(controller.pid)
         await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py: KeyWatcher is unannotated
-        for subscription in following:
-            await subscription.unsubscribe()
+        left = await stop_watcher(watching, work / f"left-{size}.json")
         stop.set()
         await beating
         if final is None:
@@ -309,8 +363,9 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
         ideal_preflight = math.ceil(size / spec.preflight_parallelism) * args.prepare_time
         ideal = ideal_preflight + math.ceil(size / wave) * args.apply_time
         preflight = (sim.first_update or started) - started
-        round_trips = [sim.dispatch[c] + late for c, late in sim.recorded.items()]
-        dispatch, recorded = list(sim.dispatch.values()), list(sim.recorded.values())
+        written = sim.recorded(left)
+        round_trips = [sim.dispatch[c] + late for c, late in written.items()]
+        dispatch, recorded = list(sim.dispatch.values()), list(written.values())
         cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
         return {
             "hosts": size,
