@@ -11,9 +11,11 @@ Printed per size:
 - ideal: pre-flight waves x prepare time + update waves x apply time (what a controller
   with zero overhead would take); the ratio wall / ideal (target <= 1.10 at 1000 hosts);
 - command round trip p50/p99, the controller's own overhead per command: from the
-  controller stamping a command to the host receiving it, plus from the host replying to
-  the controller having written that reply into the rollout record (the simulated work
-  in between is left out). Target p99 <= 100 ms at 1000 hosts;
+  controller stamping a command to the host receiving it (stamped by a reader process of
+  its own, as a host would read it; the answering simulator's own receipt, busy as it is
+  with a whole wave, is shown apart), plus from the host replying to the controller
+  having written that reply into the rollout record (the simulated work in between is
+  left out). Target p99 <= 100 ms at 1000 hosts;
 - controller CPU (seconds, and % of one core over the rollout) and peak RSS (VmHWM;
   target <= 300 MB at 1000 hosts).
 Figures only, never assertions: the machine is shared.
@@ -35,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import nats
 import psutil
@@ -256,36 +259,59 @@ of 5,000 hosts is 2 MB of JSON) and delay its own stamps. It notes, per host, wh
 record stopped waiting on each command (times on the machine's monotonic clock)."""
 
 
+STAMP_SCRIPT = """
+import asyncio, json, signal, sys, time
+import msgpack, nats
+
+async def main(url, out):
+    nc = await nats.connect(url)
+    late, stop = {}, asyncio.Event()
+
+    async def seen(msg):
+        now = time.time()
+        command = msgpack.unpackb(msg.data, timestamp=3)
+        late[command["id"]] = now - command["sent_at"].timestamp()
+
+    await nc.subscribe(sys.argv[3], cb=seen)
+    await nc.flush()
+    print("stamping", flush=True)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await nc.close()
+    with open(out, "w") as f:
+        json.dump(late, f)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+"""Each command's arrival, stamped in a process of its own that only reads: the one
+process that answers for every simulated host is busy with a wave's 500 answers when the
+next wave's commands come, where each real host has its own CPU and reads its own. It
+notes, per command id, the seconds from the controller stamping it to its arrival."""
+
+
+async def start_subprocess(script: str, *args: str) -> asyncio.subprocess.Process:
+    """A helper process (watcher, stamper), once it says it has subscribed."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, *args, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    await asyncio.wait_for(process.stdout.readline(), 30)
+    return process
+
+
+async def stop_subprocess(process: asyncio.subprocess.Process, out: Path) -> Any:
+    """Stop a helper process and read what it wrote."""
+    process.terminate()
+    await asyncio.wait_for(process.wait(), 30)
+    return json.loads(await asyncio.to_thread(out.read_text))
+
+
 async def start_watcher(url: str, rollout_id: str, out: Path) -> asyncio.subprocess.Process:
     subjects_watched = [
         f"$KV.{subjects.ROLLOUTS_BUCKET}.{keys}"
         for keys in (f"{changes_prefix(rollout_id)}>", f"{base_key(rollout_id)}.>")
     ]
-    watcher = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        WATCH_SCRIPT,
-        url,
-        str(out),
-        *subjects_watched,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert watcher.stdout is not None
-    await asyncio.wait_for(watcher.stdout.readline(), 30)  # subscribed
-    return watcher
-
-
-async def stop_watcher(
-    watcher: asyncio.subprocess.Process, out: Path
-) -> dict[str, dict[str, float]]:
-    watcher.terminate()
-    await asyncio.wait_for(watcher.wait(), 30)
-    return read_left(out)
-
-
-def read_left(out: Path) -> dict[str, dict[str, float]]:
-    left: dict[str, dict[str, float]] = json.loads(out.read_text())
-    return left
+    return await start_subprocess(WATCH_SCRIPT, url, str(out), *subjects_watched)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -333,6 +359,10 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
         rollouts_kv = await nc.jetstream(timeout=10).key_value(subjects.ROLLOUTS_BUCKET)
         watcher = await rollouts_kv.watch(header_key(record.id))
         watching = await start_watcher(server.url, record.id, work / f"left-{size}.json")
+        stamps = work / f"stamps-{size}.json"
+        stamping = await start_subprocess(
+            STAMP_SCRIPT, server.url, str(stamps), f"{subjects.PREFIX}.cmd.*"
+        )
         await asyncio.sleep(1.0)  # the controller has loaded the inventory
         cpu_before = watched.cpu_times()
         started = time.monotonic()
@@ -354,7 +384,8 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
         cpu_after = watched.cpu_times()
         rss = peak_rss(controller.pid)
         await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py: KeyWatcher is unannotated
-        left = await stop_watcher(watching, work / f"left-{size}.json")
+        left = await stop_subprocess(watching, work / f"left-{size}.json")
+        arrived: dict[str, float] = await stop_subprocess(stamping, stamps)
         stop.set()
         await beating
         if final is None:
@@ -364,8 +395,9 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
         ideal = ideal_preflight + math.ceil(size / wave) * args.apply_time
         preflight = (sim.first_update or started) - started
         written = sim.recorded(left)
-        round_trips = [sim.dispatch[c] + late for c, late in written.items()]
-        dispatch, recorded = list(sim.dispatch.values()), list(written.values())
+        round_trips = [arrived[c] + late for c, late in written.items() if c in arrived]
+        dispatch, recorded = list(arrived.values()), list(written.values())
+        answerer = list(sim.dispatch.values())
         cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
         return {
             "hosts": size,
@@ -377,6 +409,7 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
             "updates_ratio": (wall - preflight) / (ideal - ideal_preflight),
             "dispatch_p50": statistics.median(dispatch) * 1000,
             "dispatch_p99": percentile(dispatch, 0.99) * 1000,
+            "answerer_dispatch_p99": percentile(answerer, 0.99) * 1000,
             "record_p50": statistics.median(recorded) * 1000,
             "record_p99": percentile(recorded, 0.99) * 1000,
             "rtt_p50": statistics.median(round_trips) * 1000,
@@ -414,6 +447,7 @@ async def main(args: argparse.Namespace) -> None:
                 f"updates {result['updates_ratio']:.3f})  |  "
                 f"round trip p50 {result['rtt_p50']:.1f} ms "
                 f"p99 {result['rtt_p99']:.1f} ms (dispatch p99 {result['dispatch_p99']:.1f}, "
+                f"at the answering simulator {result['answerer_dispatch_p99']:.1f}, "
                 f"record p99 {result['record_p99']:.1f})  |  controller CPU "
                 f"{result['cpu_s']:.1f}s ({result['cpu_pct']:.0f}% of a core), "
                 f"peak RSS {result['rss_mb']:.0f} MB"

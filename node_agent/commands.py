@@ -43,6 +43,7 @@ from protocol.models import (
     utc_now,
 )
 from protocol.signing import CommandRejected, CommandVerifier
+from protocol.spec import colour_in
 
 log = logging.getLogger("fleet-agent")
 REJECTIONS = frozenset(
@@ -225,7 +226,13 @@ class CommandRunner:
             if not command.force and self._update_locked(spec.name):
                 return await self._deferred(command.id, spec.name)
             emit = self._emitter(command.id, spec.name, command.rollout_id, spec.image)
-            result = await self.updater.apply(command.id, spec, emit, command.rollout_id)
+            colour = colour_in(spec)
+            if colour is not None:  # convergence of a blue-green service
+                result = await self.blue_green.apply_in_colour(
+                    command.id, spec, colour, emit, command.rollout_id
+                )
+            else:
+                result = await self.updater.apply(command.id, spec, emit, command.rollout_id)
             return self.operation_reply(command.id, spec.name, result)
         if isinstance(command, RemoveCommand):
             if self._update_locked(command.service):

@@ -146,6 +146,10 @@ COLOURS: tuple[Colour, Colour] = ("blue", "green")
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256)]
 
 
+COLOUR_ENV = "FLEET_COLOUR"
+"""Set by ``coloured`` in a colour's spec: which copy the container is."""
+
+
 def other_colour(colour: Colour) -> Colour:
     return "green" if colour == "blue" else "blue"
 
@@ -293,7 +297,7 @@ def coloured(spec: ServiceSpec, colour: Colour) -> ServiceSpec:
     if blue_green is None:
         raise ValueError(f"{spec.name} has no blue_green settings")
     port = blue_green.port_of(colour)
-    env = {**spec.container.env, blue_green.port_env: str(port), "FLEET_COLOUR": colour}
+    env = {**spec.container.env, blue_green.port_env: str(port), COLOUR_ENV: colour}
     changes: dict[str, object] = {"container": spec.container.model_copy(update={"env": env})}
     health = spec.health
     if (
@@ -304,3 +308,11 @@ def coloured(spec: ServiceSpec, colour: Colour) -> ServiceSpec:
         probe = health.probe.model_copy(update={"port": port})
         changes["health"] = health.model_copy(update={"probe": probe})
     return spec.model_copy(update=changes)
+
+
+def colour_in(spec: ServiceSpec) -> Colour | None:
+    """The colour a spec made by ``coloured`` runs in; None for a plain spec."""
+    if spec.blue_green is None:
+        return None
+    value = spec.container.env.get(COLOUR_ENV)
+    return next((colour for colour in COLOURS if colour == value), None)

@@ -9,7 +9,7 @@ import typer
 from controller.cli.base import NatsOption, OutputOption, check_output, run_with_fleet
 from controller.cli.render import to_json
 from controller.cli.tables import OneLineTable, print_table
-from controller.rollouts.convergence import ServiceSummary
+from controller.rollouts.service_summary import ServiceSummary
 from controller.state.intents import Fleet
 from controller.state.service_view import service_summaries
 from protocol.models import utc_now

@@ -33,7 +33,7 @@ from controller.state.rollout_store import RolloutStore
 from controller.state.services import ServiceRecord, ServiceStore
 from controller.state.store import RolloutConflict
 from protocol import subjects
-from protocol.models import ConvergenceAction, ConvergenceEvent, Envelope, HostFacts
+from protocol.models import ColourSwitch, ConvergenceAction, ConvergenceEvent, Envelope, HostFacts
 
 log = logging.getLogger("fleetctl.controller")
 Publish = Callable[[str, Envelope], Awaitable[None]]
@@ -235,6 +235,7 @@ class Converger:
 
     async def finished(self, record: RolloutRecord, now: datetime) -> None:
         """A convergence rollout ended: repaired hosts are news; failed ones wait to retry."""
+        await self._announce_colour(record)
         for host, entry in record.hosts.items():
             key = (record.service, host)
             repaired = self._repairs.pop(key, None)
@@ -264,6 +265,24 @@ class Converger:
                 f"{why}; retry in {pause:.0f}s",
                 record.id,
             )
+
+    async def _announce_colour(self, record: RolloutRecord) -> None:
+        """Blue-green: the hosts this rollout brought to the serving colour, told to
+        routers and service discovery as a switch would tell them (they serve it now)."""
+        colour, blue_green = record.in_colour, record.target.blue_green
+        hosts = tuple(h for h in record.ordered_hosts() if record.hosts[h].phase in UPDATED)
+        if colour is None or blue_green is None or record.removing or not hosts:
+            return
+        event = ColourSwitch(
+            id=f"{record.id}-switch-{colour}",  # stored once if a new leader repeats it
+            sender=subjects.CONTROLLER_SENDER,
+            service=record.service,
+            colour=colour,
+            port=blue_green.port_of(colour),
+            rollout_id=record.id,
+            hosts=hosts,
+        )
+        await self._publish(subjects.controller_event_subject("switch"), event)
 
     async def joined(
         self, record: RolloutRecord, hosts: list[str], live: Mapping[str, HostFacts]

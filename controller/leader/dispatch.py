@@ -183,9 +183,13 @@ class Dispatch:
         deadline = spec.health.healthy_deadline if spec.health else 0.0
         hooks = sum(h.timeout for h in (spec.hooks.pre_update, spec.hooks.post_update) if h)
         timeout = deadline + spec.stop_grace_period + hooks + self._settings.command_slack
+        # A blue-green rollout's switch, and an update in the serving colour, run the
+        # switch hook too.
+        hook = spec.blue_green.hook_timeout if spec.blue_green else 0.0
         if record.blue_green:
-            hook = spec.blue_green.hook_timeout if spec.blue_green else 0.0
             return blue_green_command(record, host, spec, expires, command_id), timeout + hook
+        if record.in_colour is not None:
+            timeout += hook
         return apply_command(record, host, spec, expires, command_id), timeout
 
     async def _command(

@@ -20,7 +20,7 @@ from protocol.models import (
     SwitchCommand,
     new_message_id,
 )
-from protocol.spec import ServiceSpec, other_colour
+from protocol.spec import ServiceSpec, coloured, other_colour
 
 
 def pinned(spec: ServiceSpec, digest: str | None, min_healthy_time: float | None) -> ServiceSpec:
@@ -63,6 +63,13 @@ def without_pre_update(spec: ServiceSpec) -> ServiceSpec:
     return spec.model_copy(update={"hooks": spec.hooks.model_copy(update={"pre_update": None})})
 
 
+def in_colour(record: RolloutRecord, spec: ServiceSpec) -> ServiceSpec:
+    """The spec as a host of the rollout runs it: in the colour that serves, if any."""
+    if record.in_colour is None or spec.blue_green is None:
+        return spec
+    return coloured(spec, record.in_colour)
+
+
 def apply_command(
     record: RolloutRecord, host: str, spec: ServiceSpec, expires_at: datetime, command_id: str
 ) -> ApplyCommand:
@@ -71,7 +78,7 @@ def apply_command(
         sender=subjects.CONTROLLER_SENDER,
         host=host,
         expires_at=expires_at,
-        service=spec,
+        service=in_colour(record, spec),
         rollout_id=record.id,
     )
 

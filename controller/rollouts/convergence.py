@@ -19,7 +19,6 @@ from enum import StrEnum
 from functools import cached_property
 
 from controller.rollouts.model import (
-    IN_FLIGHT,
     FailureAction,
     HostPhase,
     HostRecord,
@@ -29,7 +28,7 @@ from controller.rollouts.model import (
 )
 from protocol.fingerprint import image_digest, settings_fingerprint
 from protocol.models import ContainerState, Drift, HostFacts, ServiceStatus
-from protocol.spec import ServiceSpec
+from protocol.spec import COLOURS, Colour, ServiceSpec, coloured
 
 
 class DriftPolicy(StrEnum):
@@ -74,19 +73,36 @@ class Desired:
     """Specs of revisions after the accepted one (from rollouts that did not complete)."""
     deleted: bool = False
     """`fleetctl delete service`: no host should run it any more."""
-    in_colours: bool = False
-    """The service runs in colours (a blue-green rollout of it switched traffic): its
-    hosts are left to its rollouts, even once it is back on a plain revision (the old
-    container kept as blue carries no colour, and its record may be either spec)."""
+    colour: Colour | None = None
+    """Blue-green: the colour the service's traffic goes to (set by its first switch)."""
 
     @cached_property
-    def mark(self) -> Mark:
-        """The accepted revision's fingerprint and digest, hashed once, not once a host."""
-        return mark_of(self.spec)
+    def serving(self) -> Colour | None:
+        """The colour hosts serve the accepted spec in; None for a plain service, and for
+        one no blue-green rollout has switched yet (its hosts run the plain spec)."""
+        return self.colour if self.spec.blue_green is not None else None
+
+    @cached_property
+    def applied(self) -> ServiceSpec:
+        """What a host converged to this revision runs: the spec in the serving colour."""
+        return self.spec if self.serving is None else coloured(self.spec, self.serving)
+
+    @cached_property
+    def marks(self) -> tuple[Mark, ...]:
+        """What a converged host's agent may report it applied, hashed once, not once a
+        host: the applied spec; while blue serves, also the plain spec, since a container
+        from before blue-green counts as blue (a switch back to it is one)."""
+        if self.serving == "blue":
+            return mark_of(self.applied), mark_of(self.spec)
+        return (mark_of(self.applied),)
 
     @cached_property
     def newer_marks(self) -> tuple[Mark, ...]:
-        return tuple(mark_of(spec) for spec in self.newer)
+        marks = [mark_of(spec) for spec in self.newer]
+        for spec in self.newer:  # either colour: a failed blue-green rollout's copies
+            if spec.blue_green is not None:
+                marks.extend(mark_of(coloured(spec, colour)) for colour in COLOURS)
+        return tuple(marks)
 
 
 Mark = tuple[str, str | None]
@@ -121,12 +137,11 @@ def host_need(desired: Desired, facts: HostFacts) -> HostNeed | None:
         return HostNeed(host, Need.DEPLOY, f"{desired.service} is not on the host")
     if status.fingerprint is None:
         return None  # an agent too old to say what it applied: not judged
-    if status.colour is not None:
-        return None  # blue-green copies (a switched-back rollout's too): left to rollouts
-    if not _same(desired.mark, status):
+    if not any(_same(mark, status) for mark in desired.marks):
         if any(_same(mark, status) for mark in desired.newer_marks):
             return HostNeed(host, Need.AHEAD, "on a revision a rollout did not complete")
-        return HostNeed(host, Need.UPDATE, f"not on revision {desired.revision}")
+        where = f" in {desired.serving}" if desired.serving else ""
+        return HostNeed(host, Need.UPDATE, f"not on revision {desired.revision}{where}")
     if status.drift is None:
         return None
     if desired.drift is DriftPolicy.REPORT:
@@ -196,23 +211,19 @@ def needs(
 ) -> list[HostNeed]:
     """Every live host's need, in host order (deterministic): on the selector, what
     brings it to the accepted revision; off it (or the service deleted), a removal.
-    ``verdicts``: those of earlier passes, taken for hosts with the same heartbeat.
-
-    Blue-green services are not converged yet: each host's agent records the coloured
-    spec it runs, which no revision's fingerprint matches (see the README)."""
+    ``verdicts``: those of earlier passes, taken for hosts with the same heartbeat."""
     verdicts = Verdicts() if verdicts is None else verdicts
     if verdicts.desired != desired:
         verdicts.desired, verdicts.judged = desired, {}
     judged = verdicts.judged
     found = []
-    blue_green = desired.in_colours or desired.spec.blue_green is not None
     judged_again = 0
     for host, facts in live.items():  # kept lean: a full pass runs it for every host
         known = judged.get(host)
         if known is not None and known[0] is facts:
             need = known[1]
         else:
-            need = _verdict(desired, host, facts, blue_green)
+            need = _verdict(desired, host, facts)
             judged[host] = (facts, need)
             judged_again += 1
         if need is not None:
@@ -222,13 +233,11 @@ def needs(
     return found
 
 
-def _verdict(desired: Desired, host: str, facts: HostFacts, blue_green: bool) -> HostNeed | None:
+def _verdict(desired: Desired, host: str, facts: HostFacts) -> HostNeed | None:
     if desired.deleted or not matches(facts, desired.selector):
         if runs(facts, desired.service):
             why = "the service was deleted" if desired.deleted else "off the selector"
             return HostNeed(host, Need.REMOVE, why)
-        return None
-    if blue_green:
         return None
     return host_need(desired, facts)
 
@@ -334,6 +343,7 @@ def convergence_record(
         spec=convergence_spec(policy),
         target=desired.spec,
         previous=None,
+        in_colour=desired.serving,
         hosts={host: HostRecord(phase=first, since=now) for host in hosts},
         reason=("removing from " if removing else "converging ") + named(hosts),
         converging=True,
@@ -342,58 +352,4 @@ def convergence_record(
         created_at=now,
         updated_at=now,
         last_progress_at=now,
-    )
-
-
-@dataclass(frozen=True)
-class ServiceSummary:
-    """One line of `fleetctl services`, like `kubectl get deployments`."""
-
-    service: str
-    revision: int | None
-    """The accepted revision; None until a rollout of the service completed."""
-    image: str | None
-    matching: int
-    """Live hosts the selector matches."""
-    converged: int
-    missing: int
-    outdated: int
-    ahead: int
-    drifted: int
-    removing: int
-    """Hosts off the selector (or of a deleted service) that still run it."""
-    deleted: bool
-    rollout: str | None
-    """The rollout in progress, if any (convergence rollouts included)."""
-    updating: int
-    """Hosts that rollout is updating right now."""
-
-
-def summarise(
-    service: str,
-    desired: Desired | None,
-    live: Mapping[str, HostFacts],
-    active: RolloutRecord | None,
-) -> ServiceSummary:
-    counts = {need: 0 for need in Need}
-    matching = 0
-    if desired is not None:
-        matching = 0 if desired.deleted else fleet_size(desired, live)
-        for need in needs(desired, live):
-            counts[need.need] += 1
-    in_flight = active.count(*IN_FLIGHT) if active is not None else 0
-    return ServiceSummary(
-        service=service,
-        revision=desired.revision if desired else None,
-        image=desired.spec.image if desired else None,
-        matching=matching,
-        converged=matching - sum(counts.values()) + counts[Need.REMOVE],
-        missing=counts[Need.DEPLOY],
-        outdated=counts[Need.UPDATE],
-        ahead=counts[Need.AHEAD],
-        drifted=counts[Need.REPAIR] + counts[Need.REPORT],
-        removing=counts[Need.REMOVE],
-        deleted=desired.deleted if desired else False,
-        rollout=active.id if active is not None else None,
-        updating=in_flight,
     )

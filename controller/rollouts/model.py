@@ -290,6 +290,9 @@ class RolloutRecord(FrozenModel):
     """Blue-green: the colour the service's traffic should go to, as this rollout decided;
     None until the switch. The controller keeps the service's KV record in step."""
     switched_at: AwareDatetime | None = None
+    in_colour: Colour | None = None
+    """Any other rollout of a service a blue-green rollout switched to a colour: every
+    spec it applies (new, or previous when reverting) runs in that colour, in place."""
     # Operator intent, set by fleetctl:
     paused: bool = False
     promoted: bool = False

@@ -155,6 +155,8 @@ class Fleet:
                     "alternate_port and optionally switch_hook)"
                 )
             colour = other_colour(history.colour or "blue")
+        # Any other strategy updates hosts in place, in the colour that serves.
+        stays_in = history.colour if colour is None and target.blue_green is not None else None
         targets = self.live(await self.hosts(spec.selector), now)
         if not targets:
             raise ConfigurationError(
@@ -172,6 +174,7 @@ class Fleet:
             hosts={facts.host: HostRecord(since=now) for facts in targets},
             partition=spec.partition,
             colour=colour,
+            in_colour=stays_in,
             created_at=now,
             updated_at=now,
             last_progress_at=now,

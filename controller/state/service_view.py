@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from controller.rollouts.convergence import ServiceSummary, live_facts, summarise
+from controller.rollouts.convergence import live_facts
+from controller.rollouts.service_summary import ServiceSummary, summarise
 from controller.state.intents import Fleet
 from controller.state.store import read_hosts
 

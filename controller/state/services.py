@@ -66,7 +66,7 @@ class ServiceRecord(FrozenModel):
             drift=self.drift,
             newer=tuple(r.spec for r in self.revisions if r.revision > accepted.revision),
             deleted=self.deleted,
-            in_colours=self.colour is not None,
+            colour=self.colour,
         )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from node_agent.runtime import Inspect
 from node_agent.state_files import read_json, write_json
 from node_agent.update.container_config import COLOUR_LABEL, config_from_spec, derive_config
-from node_agent.update.hooks import HOOK_OUTPUT_LIMIT, run_on_host
+from node_agent.update.hooks import run_switch_hook
 from node_agent.update.operation import (
     STANDBY_SUFFIX,
     SWITCHING_SUFFIX,
@@ -94,6 +94,11 @@ class BlueGreenUpdater:
             )
         target = coloured(spec, colour)
         op = Operation(operation_id, target, emit)
+        serving_spec = self._updater.services.current(spec.name)
+        if serving is not None and serving_spec is not None:
+            # What serves now, kept under its colour: a switch back to it (a copy from
+            # before blue-green included) puts the agent's record back on that spec.
+            self._colours.put(serving_spec, colour_of(serving))
         image = await self._updater.local_image(target)
         sync = self._updater.config
         container_spec = await sync.sync_for_start(target, await sync.files_for_start(target))
@@ -133,6 +138,30 @@ class BlueGreenUpdater:
         await emit(UpdatePhase.DONE, f"{colour} staged and healthy next to the serving copy")
         info = await self._runtime.inspect_container(standby)
         return OperationResult(OperationOutcome.DONE, status_from_inspect(spec.name, info))
+
+    # ---- apply in place (convergence) ----
+
+    async def apply_in_colour(
+        self,
+        operation_id: str,
+        spec: ServiceSpec,
+        colour: Colour,
+        emit: Emit,
+        rollout_id: str | None,
+    ) -> OperationResult:
+        """Update the serving copy in place with ``spec``, a colour's spec (``coloured``):
+        convergence bringing a late, outdated or drifted host to what the fleet serves,
+        or a rolling rollout of a service that runs in colours. The update itself runs
+        the switch hook once the new copy is healthy (the host may serve a colour or a
+        port it did not before)."""
+        _, *others = self._names(spec.name)
+        for name in others:
+            info = await self._runtime.inspect_container(name)
+            if info is not None and colour_of(info) == colour:
+                # A copy of the same colour holds the same port: one left behind when
+                # this host missed a switch (or a switch was interrupted here).
+                await self._runtime.remove(name)
+        return await self._updater.apply(operation_id, spec, emit, rollout_id)
 
     # ---- switch ----
 
@@ -175,26 +204,18 @@ class BlueGreenUpdater:
             self._updater.services.record_update(current, previous)
 
     async def _run_hook(self, service: str, colour: Colour) -> Reason | None:
-        spec = self._colours.get(service, colour) or self._updater.services.current(service)
-        blue_green = spec.blue_green if spec else None
-        if blue_green is None or blue_green.switch_hook is None:
+        # The colour's own settings, or (a copy from before blue-green has none) those of
+        # the other colour: routers are told in the terms of the newest rollout.
+        specs = (
+            self._colours.get(service, colour),
+            self._colours.get(service, other_colour(colour)),
+        )
+        blue_green = next((s.blue_green for s in specs if s and s.blue_green), None)
+        if blue_green is None:
             return None
-        env = {
-            "FLEET_SERVICE": service,
-            "FLEET_ACTIVE_COLOUR": colour,
-            "FLEET_ACTIVE_PORT": str(blue_green.port_of(colour)),
-            "FLEET_HOST": self._updater.settings.host_id,
-        }
-        run = await run_on_host(blue_green.switch_hook, env, blue_green.hook_timeout)
-        if run.timed_out:
-            text = f"the switch hook ran longer than {blue_green.hook_timeout:g}s"
-        elif run.exit_code is None:
-            text = f"cannot run the switch hook: {run.output}"
-        elif run.exit_code != 0:
-            text = f"the switch hook exited {run.exit_code}: {run.output[-HOOK_OUTPUT_LIMIT:]}"
-        else:
-            return None
-        return Reason(code="switch_hook_failed", text=text)
+        host = self._updater.settings.host_id
+        failed = await run_switch_hook(blue_green, service, colour, host)
+        return None if failed is None else Reason(code="switch_hook_failed", text=failed)
 
     # ---- retire ----
 

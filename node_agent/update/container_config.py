@@ -14,7 +14,15 @@ import copy
 from typing import Any
 
 from node_agent.runtime import AGENT_LABEL, MANAGED_LABEL, SERVICE_LABEL
-from protocol.spec import ContainerSettings, Resources, RestartPolicy, ServiceSpec, VolumeMount
+from protocol.spec import (
+    COLOUR_ENV,
+    COLOURS,
+    ContainerSettings,
+    Resources,
+    RestartPolicy,
+    ServiceSpec,
+    VolumeMount,
+)
 
 IMAGE_LABEL = "io.fleetwave.image"
 """The reference the operator asked for (tag and digest), which inspect no longer shows."""
@@ -102,6 +110,13 @@ def _apply_spec(config: Config, host_config: Config, spec: ServiceSpec, agent_id
         **settings.labels,
         **managed_labels(spec, agent_id),
     }
+    # The colour label follows the environment the container gets (a colour's spec
+    # sets it; a plain one keeps what the copy it replaces had).
+    colour = env.get(COLOUR_ENV)
+    if colour in COLOURS:
+        config["Labels"][COLOUR_LABEL] = colour
+    else:
+        config["Labels"].pop(COLOUR_LABEL, None)
     if settings.user is not None:
         config["User"] = settings.user
     if settings.command is not None:

@@ -3,7 +3,9 @@
 The agent knows exactly what it applied (its service store), so it tells: the container
 removed, stopped, or replaced (another image, or one it did not make) by someone else.
 A container its own restart policy is restarting is not drift, and neither is one being
-updated: the heartbeat does not look while an operation holds the service.
+updated: the heartbeat does not look while an operation holds the service. For a
+blue-green service the serving copy (the one with the service's name) is judged; the
+other colour kept for a switch back is not.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ would find it running as applied and change nothing, again and again."""
 
 
 def drift_of(applied: ServiceSpec, status: ServiceStatus) -> Drift | None:
-    if applied.blue_green is not None:
-        return None  # two colours under other names: not checked yet (see README)
     if status.state is ContainerState.ABSENT:
         return Drift.REMOVED
     if status.image is None:  # not labelled by an agent: made by hand

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from node_agent.runtime import DockerRuntime
 from protocol.errors import RuntimeFault, RuntimeTimeout
 from protocol.models import HookName, HookResult, HookRun
-from protocol.spec import Hook, HookPlace
+from protocol.spec import BlueGreen, Colour, Hook, HookPlace
 
 HOOK_OUTPUT_LIMIT = 4000
 """The tail of a hook's output kept in its event and the failure bundle."""
@@ -120,3 +120,26 @@ def hook_failure(result: HookResult) -> str:
         how = f"exited {result.exit_code}"
     last = result.output.strip().splitlines()[-1:] or [""]
     return f"the {result.hook.value} hook {how}" + (f": {last[0][:300]}" if last[0] else "")
+
+
+async def run_switch_hook(
+    blue_green: BlueGreen, service: str, colour: Colour, host: str
+) -> str | None:
+    """The blue-green switch hook (after a switch, or an update in the serving colour),
+    on the host; None when it passed (or there is none), else one line on how it failed."""
+    if blue_green.switch_hook is None:
+        return None
+    env = {
+        "FLEET_SERVICE": service,
+        "FLEET_ACTIVE_COLOUR": colour,
+        "FLEET_ACTIVE_PORT": str(blue_green.port_of(colour)),
+        "FLEET_HOST": host,
+    }
+    run = await run_on_host(blue_green.switch_hook, env, blue_green.hook_timeout)
+    if run.timed_out:
+        return f"the switch hook ran longer than {blue_green.hook_timeout:g}s"
+    if run.exit_code is None:
+        return f"cannot run the switch hook: {run.output}"
+    if run.exit_code != 0:
+        return f"the switch hook exited {run.exit_code}: {run.output[-HOOK_OUTPUT_LIMIT:]}"
+    return None

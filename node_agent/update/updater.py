@@ -17,7 +17,7 @@ from node_agent.update.container_config import (
     derive_config,
 )
 from node_agent.update.crash_recovery import CrashRecovering
-from node_agent.update.hooks import hook_failure
+from node_agent.update.hooks import hook_failure, run_switch_hook
 from node_agent.update.operation import (
     COPY_SUFFIXES,
     Emit,
@@ -41,7 +41,7 @@ from protocol.models import (
     Reason,
     UpdatePhase,
 )
-from protocol.spec import HookPlace, ServiceSpec, UpdateOrder
+from protocol.spec import HookPlace, ServiceSpec, UpdateOrder, colour_in
 
 
 class ServiceUpdater(CrashRecovering):
@@ -247,6 +247,13 @@ class ServiceUpdater(CrashRecovering):
         hooked = await self._hook(op, HookName.POST_UPDATE, name)
         if hooked is not None and not hooked.ok:
             return new_id, HealthVerdict(False, hook_failure(hooked), hooks=(hooked,))
+        colour, blue_green = colour_in(op.spec), op.spec.blue_green
+        if colour is not None and blue_green is not None:
+            # Like post_update: the update is done only once routers follow it.
+            host = self.settings.host_id
+            failed = await run_switch_hook(blue_green, op.spec.name, colour, host)
+            if failed is not None:
+                return new_id, HealthVerdict(False, failed)
         return new_id, verdict
 
     # ---- rollback ----

@@ -11,11 +11,18 @@ import docker
 import pytest
 
 from protocol import subjects
-from protocol.models import ColourSwitch, OperationReply
+from protocol.models import (
+    ColourSwitch,
+    ConvergenceAction,
+    ConvergenceEvent,
+    OperationReply,
+    RolloutEvent,
+)
 from protocol.spec import BlueGreen, ExecProbe
 from tests.conftest import FleetFactory, LocalFleet
 from tests.support.events import EventRecorder
 from tests.support.fleet import fleet_spec
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -151,6 +158,18 @@ async def test_blue_green_switches_every_host_at_once_and_switches_back_in_place
     history = await fleet.fleetctl("rollout", "history", "web", "-o", "json")
     assert json.loads(history.stdout)["colour"] == "blue"
 
+    # The undone revision is not accepted: a host enrolled now gets 1.0.0, and the hosts
+    # that switched back count as on it (the agents' records follow the switch back).
+    late = (await fleet.join()).api.host
+    await eventually(fleet.versions, lambda found: found.get(late) == "1.0.0", "1.0.0 on late")
+    row = await eventually(
+        lambda: services_row(fleet), lambda r: r["converged"] == 4, "every host converged"
+    )
+    assert (row["matching"], row["ahead"], row["outdated"]) == (4, 0, 0)
+    final = await asyncio.to_thread(copies, docker_client, fleet)
+    for host in hosts:
+        assert final[f"{host}/serving"]["id"] == before[f"{host}/serving"]["id"]
+
 
 async def test_promote_removes_the_old_colour_and_completes_the_blue_green_rollout(
     fleet_factory: FleetFactory, docker_client: docker.DockerClient
@@ -189,3 +208,109 @@ async def test_promote_removes_the_old_colour_and_completes_the_blue_green_rollo
     final = await asyncio.to_thread(copies, docker_client, fleet)
     assert {(c["colour"], c["port"]) for c in final.values()} == {("blue", "8080")}
     assert set((await fleet.versions()).values()) == {"2.0.0"}
+
+
+async def services_row(fleet: LocalFleet) -> dict[str, Any]:
+    listed = await fleet.fleetctl("services", "-o", "json")
+    assert listed.code == 0, listed
+    rows: list[dict[str, Any]] = json.loads(listed.stdout)
+    (row,) = (r for r in rows if r["service"] == "web")
+    return row
+
+
+async def converged_everywhere(fleet: LocalFleet, size: int) -> None:
+    row = await eventually(
+        lambda: services_row(fleet), lambda r: r["converged"] == size, "every host converged"
+    )
+    assert (row["matching"], row["outdated"], row["missing"], row["ahead"]) == (size, 0, 0, 0)
+
+
+async def test_hosts_that_join_or_drift_after_a_blue_green_rollout_converge_in_its_colour(
+    fleet_factory: FleetFactory, docker_client: docker.DockerClient
+) -> None:
+    fleet = await fleet_factory(2)
+    hosts = sorted(agent.api.host for agent in fleet.agents)
+    hook_log = fleet.work_dir / "switch-hook.log"
+    spec = blue_green_spec(fleet, "1.1.0", hook_log)
+    done = await fleet.fleetctl(
+        *("rollout", "start", "web", "--spec", str(spec), "--strategy", "blue-green"),
+        *("--remove-old-after", "0", "-w"),
+    )
+    assert done.code == 0, (done, fleet.controller.log_text())
+    switched = await asyncio.to_thread(copies, docker_client, fleet)
+    async with EventRecorder(fleet.agents[0].api.client, subjects.EVENTS_WILDCARD) as events:
+        late = (await fleet.join()).api.host
+        # Deployed in the colour that serves (green, on its port), and announced to
+        # routers as a switch would be, naming only the host it brought.
+        told = await events.wait_for(lambda m: isinstance(m, ColourSwitch) and late in m.hosts)
+        assert isinstance(told, ColourSwitch)
+        assert (told.colour, told.port, told.hosts) == ("green", 8081, (late,))
+        assert "converge" in told.rollout_id
+        now = await asyncio.to_thread(copies, docker_client, fleet)
+        assert (now[f"{late}/serving"]["colour"], now[f"{late}/serving"]["port"]) == (
+            "green",
+            "8081",
+        )
+        assert f"{late}/standby" not in now
+        assert f"{late} green 8081" in hook_log.read_text().splitlines()
+        await converged_everywhere(fleet, 3)
+
+        # A serving copy removed by hand comes back in green, and routers are told.
+        drifted = hosts[0]
+        web = docker_client.containers.get(fleet.agents[0].container("web"))
+        await asyncio.to_thread(web.remove, force=True)
+        back = await events.wait_for(
+            lambda m: isinstance(m, ColourSwitch) and m.hosts == (drifted,)
+        )
+        assert isinstance(back, ColourSwitch)
+        assert (back.colour, back.port) == ("green", 8081)
+        await events.wait_for(
+            lambda m: (
+                isinstance(m, ConvergenceEvent)
+                and m.host == drifted
+                and m.action is ConvergenceAction.DRIFT_REPAIRED
+            )
+        )
+    repaired = await asyncio.to_thread(copies, docker_client, fleet)
+    assert (repaired[f"{drifted}/serving"]["colour"], repaired[f"{drifted}/serving"]["port"]) == (
+        "green",
+        "8081",
+    )
+    # Converged hosts were left alone all along (the drift's detection and repair took
+    # several full passes, one every 2 s).
+    assert repaired[f"{hosts[1]}/serving"]["id"] == switched[f"{hosts[1]}/serving"]["id"]
+    assert repaired[f"{late}/serving"]["id"] == now[f"{late}/serving"]["id"]
+    assert hook_log.read_text().splitlines().count(f"{drifted} green 8081") == 2
+
+    # A rolling rollout of a service that runs in green updates each host in place, in
+    # green: no host is outdated afterwards, and none churns.
+    rolled = await fleet.fleetctl(
+        *("rollout", "start", "web", "--image", fleet.stack.demo_image("2.0.0")),
+        *("--allow-major", "--strategy", "rolling", "-w"),
+    )
+    assert rolled.code == 0, (rolled, fleet.controller.log_text())
+    after = await asyncio.to_thread(copies, docker_client, fleet)
+    assert {(c["colour"], c["port"]) for c in after.values()} == {("green", "8081")}
+    assert set((await fleet.versions()).values()) == {"2.0.0"}
+    await converged_everywhere(fleet, 3)
+
+    # Taking the service off every host tells routers nothing: no host serves it.
+    async with EventRecorder(fleet.agents[0].api.client, subjects.EVENTS_WILDCARD) as events:
+        deleted = await fleet.fleetctl("delete", "service", "web")
+        assert deleted.code == 0, deleted
+        await eventually(
+            lambda: asyncio.to_thread(copies, docker_client, fleet), lambda c: not c, "removed"
+        )
+        removal = await events.wait_for(
+            lambda m: (
+                isinstance(m, RolloutEvent)
+                and "-remove-" in m.rollout_id
+                and m.status == "complete"
+            )
+        )
+        # A switch would be published right after that event, as the rollout is
+        # finished; fleetctl (a process of its own) takes far longer than that.
+        await eventually(
+            lambda: services_row(fleet), lambda r: r["rollout"] is None, "the removal over"
+        )
+    assert not events.matching(lambda m: isinstance(m, ColourSwitch)), removal

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from protocol.fingerprint import image_digest, settings_fingerprint
 from protocol.models import ContainerState, Drift, HostFacts, ServiceStatus
-from protocol.spec import ServiceSpec
+from protocol.spec import Colour, ServiceSpec
 
 
 def heartbeat(
@@ -15,8 +15,10 @@ def heartbeat(
     applied: ServiceSpec | None,
     sent_at: datetime,
     drift: Drift | None = None,
+    colour: Colour | None = None,
 ) -> HostFacts:
-    """A host running ``applied`` (None: no service) as its agent applied it."""
+    """A host running ``applied`` (None: no service) as its agent applied it; ``colour``:
+    the label of its container (blue-green)."""
     services: tuple[ServiceStatus, ...] = ()
     if applied is not None:
         services = (
@@ -27,6 +29,7 @@ def heartbeat(
                 fingerprint=settings_fingerprint(applied),
                 applied_digest=image_digest(applied.image),
                 drift=drift,
+                colour=colour,
             ),
         )
     return facts_with(host, services, sent_at, labels)

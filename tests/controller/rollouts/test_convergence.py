@@ -30,9 +30,8 @@ from controller.rollouts.convergence import (
 from controller.rollouts.host_health import HostHealth
 from controller.rollouts.model import HostPhase, HostRecord, RolloutSpec, RolloutStatus
 from controller.rollouts.planner import plan
-from controller.state.services import Revision, ServiceRecord
 from protocol.models import Drift, HostFacts
-from protocol.spec import BlueGreen, ContainerSettings, ServiceSpec
+from protocol.spec import ContainerSettings, ServiceSpec
 from tests.support.heartbeats import heartbeat
 
 NOW = datetime(2026, 11, 29, 22, 0, tzinfo=UTC)
@@ -243,50 +242,6 @@ def test_the_convergence_pace_is_the_policy_taken_of_the_whole_matching_fleet_as
     assert running.spec.partition is None
     assert not running.spec.analysis
     event("every host at once" if len(started) == own else "some hosts wait")
-
-
-def test_a_blue_green_service_is_left_to_its_rollouts() -> None:
-    coloured = REVISIONS[0].model_copy(
-        update={"blue_green": BlueGreen(port=8080, alternate_port=8081)}
-    )
-    desired = Desired("web", 1, coloured, {}, DriftPolicy.REPAIR)
-    lacking = facts_of(Host("h01", "edge", None, None))
-    assert needs(desired, {"h01": lacking}) == []
-    plain = Desired("web", 1, REVISIONS[0], {}, DriftPolicy.REPAIR)
-    assert [n.need for n in needs(plain, {"h01": lacking})] == [Need.DEPLOY]
-    # A host running coloured copies (a blue-green rollout switched back, so the accepted
-    # revision is a plain one) is not "outdated": updating it in place would restart what
-    # serves and drop the kept colour.
-    older = facts_of(Host("h02", "edge", 1, None))
-    (status,) = older.services
-    blue = older.model_copy(update={"services": (status.model_copy(update={"colour": "blue"}),)})
-    assert [n.need for n in needs(plain, {"h02": older})] == [Need.UPDATE]
-    assert needs(plain, {"h02": blue}) == []
-
-
-def test_a_service_switched_back_from_blue_green_is_left_to_its_rollouts_whatever_a_host_says() -> (
-    None
-):
-    # The blue-green rollout of revision 2 was undone: revision 1 (plain) is accepted,
-    # traffic went back to blue, the very container from before the rollout. That one
-    # carries no colour label, and the agent's record of it may be either spec, so a
-    # heartbeat can look like a host on an older revision without any colour.
-    revisions = tuple(
-        Revision(revision=n, spec=spec, rollout_id=f"web-r{n}", created_at=NOW)
-        for n, spec in ((1, REVISIONS[0]), (2, REVISIONS[1]))
-    )
-    record = ServiceRecord(
-        service="web", revisions=revisions, current=1, colour="blue", policy=RolloutSpec()
-    )
-    desired = record.desired()
-    assert desired is not None
-    uncoloured = facts_of(Host("h01", "edge", -1, None))  # its record: the coloured spec
-
-    assert needs(desired, {"h01": uncoloured}) == []
-    # Without the service's colour, the same heartbeat is an outdated host.
-    never_coloured = record.model_copy(update={"colour": None}).desired()
-    assert never_coloured is not None
-    assert [n.need for n in needs(never_coloured, {"h01": uncoloured})] == [Need.UPDATE]
 
 
 def test_a_convergence_rollout_of_ten_thousand_hosts_names_twenty_and_counts_the_rest() -> None:

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from controller.rollouts.convergence import Desired, DriftPolicy, summarise
+from controller.rollouts.convergence import Desired, DriftPolicy
 from controller.rollouts.declaration import Change, Declaration, change_of, host_changes
 from controller.rollouts.model import RolloutSpec
+from controller.rollouts.service_summary import summarise
 from protocol.models import Drift, HostFacts
 from protocol.spec import ServiceSpec
 from tests.support.heartbeats import heartbeat

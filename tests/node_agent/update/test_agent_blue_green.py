@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -20,7 +22,7 @@ from protocol.models import (
     StageCommand,
     SwitchCommand,
 )
-from protocol.spec import BlueGreen, Colour, ServiceSpec
+from protocol.spec import BlueGreen, Colour, ServiceSpec, coloured
 from tests.support.http import wait_for_http
 
 pytestmark = pytest.mark.integration
@@ -117,3 +119,83 @@ async def test_a_spec_without_blue_green_settings_cannot_be_staged(
     agent = await agent_factory()
     plain = demo_spec(local_stack.demo_image("1.1.0"), reserve_loopback_port())
     assert await refused(agent, stage(agent, plain, "green")) == "not_blue_green"
+
+
+def plain_then_coloured(
+    local_stack: LocalStack, hook: tuple[str, ...] | None = None
+) -> tuple[Callable[[str], ServiceSpec], int, int]:
+    """Specs of demo/web with blue-green settings (and ``hook`` as the switch hook)."""
+    blue_port, green_port = reserve_loopback_port(), reserve_loopback_port()
+    blue_green = BlueGreen(port=blue_port, alternate_port=green_port, switch_hook=hook)
+
+    def spec(tag: str) -> ServiceSpec:
+        base = demo_spec(local_stack.demo_image(tag), blue_port)
+        return base.model_copy(update={"blue_green": blue_green})
+
+    return spec, blue_port, green_port
+
+
+async def test_a_switch_back_to_the_copy_from_before_blue_green_puts_the_record_back_on_its_spec(
+    agent_factory: AgentFactory, local_stack: LocalStack
+) -> None:
+    agent = await agent_factory()
+    spec, blue_port, _ = plain_then_coloured(local_stack)
+    await apply_ok(agent, spec("1.0.0"))  # before blue-green: no colour, counts as blue
+    assert (await outcome(agent, stage(agent, spec("1.1.0"), "green"))).outcome.value == "done"
+    forward = await outcome(agent, switch(agent, "green"))
+    assert forward.outcome is OperationOutcome.DONE, forward
+    assert agent.agent.services.current("web") == coloured(spec("1.1.0"), "green")
+
+    back = await outcome(agent, switch(agent, "blue"))
+    assert back.outcome is OperationOutcome.DONE, back
+    # What the agent reports it runs is what serves again: the plain 1.0.0 spec, so
+    # convergence sees this host on the accepted revision, not on the undone one.
+    assert agent.agent.services.current("web") == spec("1.0.0")
+    assert back.status.colour is None
+    assert await version_on(blue_port) == "1.0.0"
+
+
+async def test_a_colour_applied_in_place_takes_the_place_of_a_stale_copy_and_runs_the_hook(
+    agent_factory: AgentFactory,
+    local_stack: LocalStack,
+    docker_client: docker.DockerClient,
+    test_id: str,
+    tmp_path: Path,
+) -> None:
+    told = tmp_path / "switched"
+    hook = ("sh", "-c", f'echo "$FLEET_ACTIVE_COLOUR $FLEET_ACTIVE_PORT" > {told}')
+    spec, blue_port, green_port = plain_then_coloured(local_stack, hook)
+    agent = await agent_factory()
+    main = f"t{test_id}-0-web"
+    # A host that missed the switch: blue (from before blue-green) serves, its green
+    # copy was staged, and the fleet then switched to green without it.
+    await apply_ok(agent, spec("1.0.0"))
+    assert (await outcome(agent, stage(agent, spec("1.1.0"), "green"))).outcome.value == "done"
+    stale = docker_client.containers.get(f"{main}--standby").id
+
+    # Convergence applies the accepted revision in the serving colour, in place.
+    green = coloured(spec("1.1.0"), "green")
+    done = await apply_ok(agent, green)
+    assert done.status.colour == "green"
+    assert agent.agent.services.current("web") == green
+    assert await version_on(green_port) == "1.1.0"
+    serving = docker_client.containers.get(main)
+    assert serving.labels["io.fleetwave.colour"] == "green"
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(stale)
+    assert docker_client.containers.list(all=True, filters={"name": f"{main}--standby"}) == []
+    assert told.read_text() == f"green {green_port}\n"
+    with pytest.raises(ConnectionRefusedError):  # nothing serves on blue's port any more
+        await asyncio.to_thread(socket.create_connection, ("127.0.0.1", blue_port), 1)
+
+    # A switch hook that fails is a failed update, like a failing post_update hook: the
+    # copy that served before is put back, and the agent's record stays on it.
+    failing_hook = BlueGreen(port=blue_port, alternate_port=green_port, switch_hook=("false",))
+    failing = coloured(spec("2.0.0").model_copy(update={"blue_green": failing_hook}), "green")
+    failed = await outcome(agent, agent.apply(failing))
+    assert failed.outcome is OperationOutcome.ROLLED_BACK, failed
+    assert failed.failure is not None
+    assert failed.failure.reason.text == "the switch hook exited 1: "
+    assert docker_client.containers.get(main).id == serving.id
+    assert agent.agent.services.current("web") == green
+    assert await version_on(green_port) == "1.1.0"
