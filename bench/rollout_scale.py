@@ -11,11 +11,13 @@ Printed per size:
 - ideal: pre-flight waves x prepare time + update waves x apply time (what a controller
   with zero overhead would take); the ratio wall / ideal (target <= 1.10 at 1000 hosts);
 - command round trip p50/p99, the controller's own overhead per command: from the
-  controller stamping a command to the host receiving it (stamped by a reader process of
-  its own, as a host would read it; the answering simulator's own receipt, busy as it is
-  with a whole wave, is shown apart), plus from the host replying to the controller
-  having written that reply into the rollout record (the simulated work in between is
-  left out). Target p99 <= 100 ms at 1000 hosts;
+  record naming a command (the pass's decision, written before the command is sent; seen
+  by the record's watcher) to the host receiving it (seen by a reader process of its
+  own, as a host would read it), plus from the host's reply crossing the bus (seen by
+  that reader too) to the controller having written it into the record (the simulated
+  work in between is left out). Also shown: from the command's own stamp (taken when it
+  is built) to the host, and the receipt at the answering simulator, busy as it is with a
+  whole wave. Target p99 <= 100 ms at 5,000 hosts;
 - controller CPU (seconds, and % of one core over the rollout) and peak RSS (VmHWM;
   target <= 300 MB at 1000 hosts).
 Figures only, never assertions: the machine is shared.
@@ -208,13 +210,17 @@ class SimulatedFleet:
         self.replies[command.id] = (command.host, time.monotonic())
         await msg.respond(encode(reply))
 
-    def recorded(self, left: dict[str, dict[str, float]]) -> dict[str, float]:
-        """Seconds from each reply going out to the record no longer waiting on its
-        command, from what the watcher saw (host -> command id -> when it was left)."""
+    def recorded(
+        self, left: dict[str, dict[str, float]], on_bus: dict[str, float]
+    ) -> dict[str, float]:
+        """Seconds from each reply crossing the bus (``on_bus``, by command id) to the
+        record no longer waiting on its command, from what the watcher saw (host ->
+        command id -> when it was left)."""
         found = {}
-        for command_id, (host, replied_at) in self.replies.items():
+        for command_id, (host, _) in self.replies.items():
             seen = left.get(host, {}).get(command_id)
-            if seen is not None:
+            replied_at = on_bus.get(command_id)
+            if seen is not None and replied_at is not None:
                 found[command_id] = seen - replied_at
         return found
 
@@ -225,7 +231,7 @@ import nats
 
 async def main(url, subjects, out):
     nc = await nats.connect(url)
-    last, left, stop = {}, {}, asyncio.Event()
+    last, left, named, stop = {}, {}, {}, asyncio.Event()
 
     async def seen(msg):
         data = msg.data
@@ -236,6 +242,8 @@ async def main(url, subjects, out):
         now = time.monotonic()
         for host, progress in json.loads(data).items():
             command = progress.get("command_id")
+            if command is not None:
+                named.setdefault(command, now)
             before = last.get(host)
             if before is not None and before != command:
                 left.setdefault(host, {}).setdefault(before, now)
@@ -249,13 +257,15 @@ async def main(url, subjects, out):
     await stop.wait()
     await nc.close()
     with open(out, "w") as f:
-        json.dump(left, f)
+        json.dump({"left": left, "named": named}, f)
 
 asyncio.run(main(sys.argv[1], sys.argv[3:], sys.argv[2]))
 """
 """The record's watcher, in a process of its own: the one process that answers for
 every simulated host would otherwise also decode every write of the record (a new base
-of 5,000 hosts is 2 MB of JSON) and delay its own stamps. It notes, per host, when the
+of 5,000 hosts is 2 MB of JSON) and delay its own stamps. It notes when each command id
+first appears in the record (the controller's decision, written before it is sent) and,
+per host, when the
 record stopped waiting on each command (times on the machine's monotonic clock)."""
 
 
@@ -265,28 +275,41 @@ import msgpack, nats
 
 async def main(url, out):
     nc = await nats.connect(url)
-    late, stop = {}, asyncio.Event()
+    late, arrived, replies, stop = {}, {}, {}, asyncio.Event()
 
-    async def seen(msg):
-        now = time.time()
-        command = msgpack.unpackb(msg.data, timestamp=3)
-        late[command["id"]] = now - command["sent_at"].timestamp()
+    async def reply(msg):
+        now = time.monotonic()
+        try:  # the same inbox takes JetStream's answers (JSON) to its publishes
+            answer = msgpack.unpackb(msg.data, timestamp=3)
+        except ValueError:
+            return
+        if isinstance(answer, dict) and "in_reply_to" in answer:
+            replies.setdefault(answer["in_reply_to"], now)
 
-    await nc.subscribe(sys.argv[3], cb=seen)
+    async def command(msg):
+        now, at = time.time(), time.monotonic()
+        sent = msgpack.unpackb(msg.data, timestamp=3)
+        late[sent["id"]] = now - sent["sent_at"].timestamp()
+        arrived.setdefault(sent["id"], at)
+
+    await nc.subscribe(sys.argv[3], cb=command)
+    await nc.subscribe("_INBOX.>", cb=reply)  # replies, and JetStream's answers (skipped)
     await nc.flush()
     print("stamping", flush=True)
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     await nc.close()
     with open(out, "w") as f:
-        json.dump(late, f)
+        json.dump({"commands": late, "arrived": arrived, "replies": replies}, f)
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
-"""Each command's arrival, stamped in a process of its own that only reads: the one
-process that answers for every simulated host is busy with a wave's 500 answers when the
-next wave's commands come, where each real host has its own CPU and reads its own. It
-notes, per command id, the seconds from the controller stamping it to its arrival."""
+"""Commands and replies as they cross the bus, stamped in a process of its own that only
+reads: the one process that answers for every simulated host is busy with a wave's 500
+answers when the next wave's commands come, and writes a wave's 500 replies out together,
+where each real host has its own CPU and sends its own. It notes, per command id, the
+seconds from the controller stamping it to its arrival, and when its reply crossed the
+bus (the machine's monotonic clock, as the watcher's)."""
 
 
 async def start_subprocess(script: str, *args: str) -> asyncio.subprocess.Process:
@@ -384,8 +407,13 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
         cpu_after = watched.cpu_times()
         rss = peak_rss(controller.pid)
         await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py: KeyWatcher is unannotated
-        left = await stop_subprocess(watching, work / f"left-{size}.json")
-        arrived: dict[str, float] = await stop_subprocess(stamping, stamps)
+        watched_record = await stop_subprocess(watching, work / f"left-{size}.json")
+        left, named = watched_record["left"], watched_record["named"]
+        stamped: dict[str, dict[str, float]] = await stop_subprocess(stamping, stamps)
+        stamp_to_host = stamped["commands"]
+        # From the record naming a command (the decision, written before it is sent) to
+        # the command reaching its host: what the controller's pacing cannot hide.
+        decided = {c: at - named[c] for c, at in stamped["arrived"].items() if c in named}
         stop.set()
         await beating
         if final is None:
@@ -394,9 +422,9 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
         ideal_preflight = math.ceil(size / spec.preflight_parallelism) * args.prepare_time
         ideal = ideal_preflight + math.ceil(size / wave) * args.apply_time
         preflight = (sim.first_update or started) - started
-        written = sim.recorded(left)
-        round_trips = [arrived[c] + late for c, late in written.items() if c in arrived]
-        dispatch, recorded = list(arrived.values()), list(written.values())
+        written = sim.recorded(left, stamped["replies"])
+        round_trips = [decided[c] + late for c, late in written.items() if c in decided]
+        dispatch, recorded = list(decided.values()), list(written.values())
         answerer = list(sim.dispatch.values())
         cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
         return {
@@ -410,6 +438,8 @@ async def run_size(size: int, args: argparse.Namespace, work: Path) -> dict[str,
             "dispatch_p50": statistics.median(dispatch) * 1000,
             "dispatch_p99": percentile(dispatch, 0.99) * 1000,
             "answerer_dispatch_p99": percentile(answerer, 0.99) * 1000,
+            "stamp_p99": percentile(list(stamp_to_host.values()), 0.99) * 1000,
+            "matched": len(round_trips) / max(1, len(sim.replies)),
             "record_p50": statistics.median(recorded) * 1000,
             "record_p99": percentile(recorded, 0.99) * 1000,
             "rtt_p50": statistics.median(round_trips) * 1000,
@@ -446,9 +476,12 @@ async def main(args: argparse.Namespace) -> None:
                 f"ratio {result['ratio']:.3f} (pre-flight {result['preflight_ratio']:.3f}, "
                 f"updates {result['updates_ratio']:.3f})  |  "
                 f"round trip p50 {result['rtt_p50']:.1f} ms "
-                f"p99 {result['rtt_p99']:.1f} ms (dispatch p99 {result['dispatch_p99']:.1f}, "
+                f"p99 {result['rtt_p99']:.1f} ms "
+                f"(decided -> host p99 {result['dispatch_p99']:.1f}, "
+                f"stamped -> host {result['stamp_p99']:.1f}, "
                 f"at the answering simulator {result['answerer_dispatch_p99']:.1f}, "
-                f"record p99 {result['record_p99']:.1f})  |  controller CPU "
+                f"reply -> record p99 {result['record_p99']:.1f}; "
+                f"{result['matched']:.0%} of replies timed)  |  controller CPU "
                 f"{result['cpu_s']:.1f}s ({result['cpu_pct']:.0f}% of a core), "
                 f"peak RSS {result['rss_mb']:.0f} MB"
                 + ("" if result["status_ok"] else "  [NOT COMPLETE]")

@@ -63,11 +63,19 @@ def unavailable(record: RolloutRecord, health: Mapping[str, HostHealth]) -> int:
     stopped container, a missing service), so of them only those it updates count; the
     service's other matching hosts (``others``) count when they are out."""
     start_first = record.target.update_order is UpdateOrder.START_FIRST
-    count = 0
-    for host, entry in record.hosts.items():
-        updating = entry.phase in (HostPhase.UPDATING, HostPhase.REVERTING)
-        out = not record.converging and health.get(host, OFFLINE).unavailable
-        if (updating and not start_first) or out:
-            count += 1
+    in_flight: set[str] = set()
+    if not start_first:
+        in_flight.update(record.in_phase(HostPhase.UPDATING), record.in_phase(HostPhase.REVERTING))
+    count = len(in_flight)
+    if not record.converging:
+        # Every pass counts this for every host (5,000 of them, say): from the phase
+        # index and plain sweeps, not a property and a phase test per host.
+        hosts = record.hosts
+        count += sum(
+            1
+            for host, known in health.items()
+            if known.unavailable and host in hosts and host not in in_flight
+        )
+        count += sum(1 for host in hosts if host not in health and host not in in_flight)
     others = (h for h in record.others if h not in record.hosts)
     return count + sum(1 for host in others if health.get(host, OFFLINE).unavailable)

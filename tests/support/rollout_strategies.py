@@ -134,7 +134,9 @@ class Scene:
 
     @property
     def offline(self) -> frozenset[str]:
-        return frozenset(h for h, health in self.health.items() if not health.online)
+        """Hosts not online, those never heard of (no health at all) included."""
+        everyone = [*self.record.hosts, *self.record.others]
+        return frozenset(h for h in everyone if not self.health.get(h, OFFLINE).online)
 
     @property
     def unhealthy(self) -> frozenset[str]:
@@ -337,6 +339,8 @@ def scenes(
         others = draw(st.lists(st.sampled_from(list(Serving)), max_size=3))
         record = record.model_copy(update={"others": tuple(f"x{i}" for i in range(len(others)))})
         health |= {f"x{i}": HEALTH[serving] for i, serving in enumerate(others)}
+    if draw(st.booleans()):  # offline hosts never heard of: no health known at all
+        health = {host: known for host, known in health.items() if known is not OFFLINE}
     return Scene(kind, cause, record, health)
 
 
