@@ -104,7 +104,10 @@ async def test_a_host_stages_switches_and_retires_colours_and_finishes_an_interr
     assert await version_on(green_port) == "1.1.0"
 
     # A bad new colour is dropped; the serving one is never touched.
-    bad = await outcome(agent, stage(agent, spec("3.0.1-unhealthy"), "blue"))
+    unhealthy = spec("3.0.1-unhealthy")
+    assert unhealthy.health is not None
+    quick = unhealthy.health.model_copy(update={"healthy_deadline": 3.0})  # never healthy
+    bad = await outcome(agent, stage(agent, unhealthy.model_copy(update={"health": quick}), "blue"))
     assert bad.outcome is OperationOutcome.ROLLED_BACK
     assert bad.failure is not None
     assert bad.failure.probe_results

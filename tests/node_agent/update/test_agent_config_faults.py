@@ -31,7 +31,7 @@ from tests.support.tcp_forward import UnixSocketForwarder
 
 pytestmark = pytest.mark.integration
 SpawnAgent = Callable[..., Awaitable[SpawnedAgent]]
-VERIFYING = 8.0
+VERIFYING = 5.0
 """min_healthy_time: how long a reload is verified, the window a test acts in."""
 
 
