@@ -265,8 +265,8 @@ asyncio.run(main(sys.argv[1], sys.argv[3:], sys.argv[2]))
 every simulated host would otherwise also decode every write of the record (a new base
 of 5,000 hosts is 2 MB of JSON) and delay its own stamps. It notes when each command id
 first appears in the record (the controller's decision, written before it is sent) and,
-per host, when the
-record stopped waiting on each command (times on the machine's monotonic clock)."""
+per host, when the record stopped waiting on each command (times on the machine's
+monotonic clock)."""
 
 
 STAMP_SCRIPT = """

@@ -231,12 +231,7 @@ async def test_hosts_that_join_or_drift_after_a_blue_green_rollout_converge_in_i
     fleet = await fleet_factory(2)
     hosts = sorted(agent.api.host for agent in fleet.agents)
     hook_log = fleet.work_dir / "switch-hook.log"
-    spec = blue_green_spec(fleet, "1.1.0", hook_log)
-    done = await fleet.fleetctl(
-        *("rollout", "start", "web", "--spec", str(spec), "--strategy", "blue-green"),
-        *("--remove-old-after", "0", "-w"),
-    )
-    assert done.code == 0, (done, fleet.controller.log_text())
+    await start_blue_green(fleet, hook_log, "--remove-old-after", "0", "-w")
     switched = await asyncio.to_thread(copies, docker_client, fleet)
     async with EventRecorder(fleet.agents[0].api.client, subjects.EVENTS_WILDCARD) as events:
         late = (await fleet.join()).api.host
