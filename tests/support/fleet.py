@@ -236,8 +236,15 @@ class BudgetChecker:
         self.outages.append(Window(host, start, end, why=why))
 
     def feed(self, messages: Iterable[AnyMessage]) -> None:
+        # An agent re-publishes an event whose stream ack a dead link swallowed, under the
+        # same id (the stream stores it once); a live recorder sees it twice. Counted
+        # twice, a re-sent stopping_old would open a second window and leave the first
+        # open for ever.
+        once: dict[str, AnyMessage] = {}
+        for message in messages:
+            once.setdefault(message.id, message)
         timeline = sorted(
-            (m for m in messages if _at(m) is not None), key=lambda m: _at(m) or m.sent_at
+            (m for m in once.values() if _at(m) is not None), key=lambda m: _at(m) or m.sent_at
         )
         updates: dict[tuple[str, str], Window] = {}
         surges: dict[tuple[str, str], Window] = {}

@@ -179,6 +179,19 @@ def test_back_to_back_windows_and_other_rollouts_do_not_count_as_overlap() -> No
         check_every_budget(overlapping, listed(record(1)))
 
 
+def test_an_event_an_agent_sent_again_after_a_lost_ack_is_one_window_not_two() -> None:
+    # An agent cut off before the stream acked its stopping_old publishes it again on
+    # reconnect under the same id; a live recorder sees both copies.
+    stopping = progress("h0", UpdatePhase.STOPPING_OLD, 0)
+    done = progress("h0", UpdatePhase.DONE, 5)
+    after = progress("h1", UpdatePhase.STOPPING_OLD, 6)
+    check_every_budget(recorder_of(stopping, stopping, done, done, after), listed(record(1)))
+    # Control: a second stopping_old of its own (another id) never ended, and does count.
+    again = progress("h0", UpdatePhase.STOPPING_OLD, 0)
+    with pytest.raises(AssertionError, match="2 hosts out at once, allowed 1"):
+        check_every_budget(recorder_of(stopping, again, done, after), listed(record(1)))
+
+
 def test_a_host_whose_service_died_counts_against_new_work_until_it_restarts() -> None:
     died = engine("h3", ContainerAction.DIE, -10)
     with pytest.raises(AssertionError, match=r"3 hosts out at once, allowed 2.*'h3': 'dead'"):
