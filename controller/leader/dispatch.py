@@ -39,7 +39,16 @@ log = logging.getLogger("fleetctl.controller")
 SEND_BATCH = 32
 """Commands built and handed to the client before it writes them out (see _take_turn)."""
 
+QUIET_AFTER = 0.25
+"""Seconds without an answer after which the dispatch counts as idle (see idle)."""
+
 News = HostNews | Change
+
+
+def plan_again(record: RolloutRecord) -> RolloutRecord:
+    """News that changes nothing: the rollout is planned again by the next pass, which
+    comes at once (as for an answer) instead of at the next tick."""
+    return record
 
 
 class Dispatch:
@@ -71,6 +80,12 @@ class Dispatch:
         self._turns: deque[asyncio.Future[None]] = deque()
         """Commands waiting for their turn to be built and sent (see _take_turn)."""
         self._granting = False
+        self._unsent: set[str] = set()
+        """Commands started and not yet built and handed to the client (nor called off)."""
+        self._all_sent = asyncio.Event()
+        self._all_sent.set()
+        self._last_answer = 0.0
+        """When the last answer came (the loop's clock)."""
 
     def pending(self, rollout_id: str) -> list[News]:
         """The news waiting for ``rollout_id`` (the list itself: more may come meanwhile)."""
@@ -156,7 +171,18 @@ class Dispatch:
             name=f"command-{host}-{command_id[:8]}",
         )
         self._tasks[command_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(command_id, None))
+        self._unsent.add(command_id)
+        self._all_sent.clear()
+        task.add_done_callback(lambda _: self._ended(command_id))
+
+    def _ended(self, command_id: str) -> None:
+        self._tasks.pop(command_id, None)
+        self._sent(command_id)  # if called off before its turn
+
+    def _sent(self, command_id: str) -> None:
+        self._unsent.discard(command_id)
+        if not self._unsent:
+            self._all_sent.set()
 
     def _build(
         self, record: RolloutRecord, host: str, command_id: str, check: bool
@@ -227,6 +253,18 @@ class Dispatch:
         else:
             self._granting = False
 
+    async def all_sent(self) -> None:
+        """Until every command started so far has had its turn to go out: a pass decides
+        them, and the next pass's work (milliseconds at thousands of hosts) waits for them."""
+        await self._all_sent.wait()
+
+    def idle(self) -> bool:
+        """Nothing to send, no answer waiting for a pass, and none came for QUIET_AFTER
+        seconds: answers come in bursts (a wave's hosts took about as long)."""
+        if self._unsent or any(self._pending.values()):
+            return False
+        return asyncio.get_running_loop().time() - self._last_answer >= QUIET_AFTER
+
     async def _command(
         self, record: RolloutRecord, host: str, command_id: str, check: bool
     ) -> None:
@@ -237,7 +275,9 @@ class Dispatch:
             command = self._signer.sign(command)
         subject = subjects.command_subject(host)
         try:
-            message = await self._nc.request(subject, encode(command), timeout=timeout)
+            payload = encode(command)
+            self._sent(command_id)  # the request hands it to the client at once
+            message = await self._nc.request(subject, payload, timeout=timeout)
             reply = decode(message.data)
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
             silent = isinstance(exc, nats.errors.NoRespondersError)
@@ -272,6 +312,7 @@ class Dispatch:
         self._pending.setdefault(rollout_id, []).append(change)
         if isinstance(change, HostNews):
             self._answered[change.command_id] = change
+        self._last_answer = asyncio.get_running_loop().time()
         self._wake.set()
 
     def _forget(self, folded: list[News]) -> None:

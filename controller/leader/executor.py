@@ -24,9 +24,10 @@ from nats.js.kv import KeyValue
 from controller.bus_link import advertises_jetstream
 from controller.errors import ControllerError
 from controller.leader.checks import check_early, checks_on_record, queue_next_checks
+from controller.leader.collection import CollectionPacer
 from controller.leader.convergence_loop import ConvergenceLoop, joiner, reckoner
 from controller.leader.converger import Converger, Passed
-from controller.leader.dispatch import Dispatch
+from controller.leader.dispatch import Dispatch, plan_again
 from controller.leader.lease import LeaderLease
 from controller.leader.post_rollout import PostRolloutHooks
 from controller.leader.progress import follow_progress
@@ -90,6 +91,7 @@ class Executor:
         self.leader = False
         self._unrecorded_since: dict[str, float] = {}
         """Claims seen without their rollout record, and when first seen so (monotonic)."""
+        self._collections = CollectionPacer()
 
     async def _open_state(self) -> KeyValue:
         """Streams and buckets, created where missing; returns the rollouts bucket."""
@@ -144,8 +146,10 @@ class Executor:
         try:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.inventory.loaded.wait(), 10)
+            self._collections.take_over()
             await self._serve(lease, stop)
         finally:
+            self._collections.hand_back()
             sending = self.dispatch.sending()
             for task in (*sending, reading):
                 task.cancel()
@@ -166,6 +170,8 @@ class Executor:
         loop = asyncio.get_running_loop()
         next_full = loop.time()
         while not stop.is_set():
+            await self.dispatch.all_sent()
+            self._collections.collect_if_due(quiet=self.dispatch.idle())
             self._wake.clear()
             if loop.time() >= next_full:
                 next_full = loop.time() + self.settings.tick
@@ -278,6 +284,8 @@ class Executor:
         record = self._analyse(record, now)
         decision = plan(record, health, now)
         updated = apply_decision(record, decision, now)
+        if decision.more:  # the budget allows more starts than one pass makes: at once
+            self.dispatch.record(record.id, plan_again)
         self.convergence.saw(updated)
         queue_next_checks(self.dispatch, updated)
         early = check_early(self.dispatch, updated, decision.prepare)

@@ -9,10 +9,28 @@ from __future__ import annotations
 from bisect import insort
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from itertools import compress
+from operator import eq, is_not
+from typing import Protocol, TypeVar
+
+V = TypeVar("V")
 
 REBUILD_SHARE = 8
 """Past one host in this many changed, the index is made afresh (as fast by then)."""
+
+
+def replaced(new: Mapping[str, V], old: Mapping[str, V]) -> list[str] | None:
+    """The keys whose value in ``new`` is not the very object ``old`` holds for them;
+    None if their keys differ. A copy made as ``{**old, **changes}`` keeps the order of
+    ``old``: then both are walked side by side in C, many times as fast as looking each
+    key up, which counts at 5,000 hosts several times a pass."""
+    if len(new) != len(old):
+        return None
+    if all(map(eq, new, old)):
+        return list(compress(new, map(is_not, new.values(), old.values())))
+    if new.keys() != old.keys():
+        return None
+    return [key for key, value in new.items() if old[key] is not value]
 
 
 class HasPhase(Protocol):
@@ -32,10 +50,10 @@ class HostIndex:
         """The index of ``hosts``. From ``before`` (the index of the record this one is a
         copy of) when the hosts are the same and few changed, as on most passes: only
         the changed hosts are moved between phases."""
-        if before is None or before.hosts.keys() != hosts.keys():
+        changed = None if before is None else replaced(hosts, before.hosts)
+        if before is None or changed is None:
             return cls._made(hosts, tuple(sorted(hosts)))
         old = before.hosts
-        changed = [host for host, entry in hosts.items() if old[host] is not entry]
         if len(changed) * REBUILD_SHARE > len(hosts):
             return cls._made(hosts, before.ordered)
         leaving: dict[Hashable, set[str]] = {}

@@ -11,11 +11,12 @@ How many hosts may start at once is budget.py's.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 
-from controller.rollouts.budget import eligible_hosts, start_budget
+from controller.rollouts.budget import STARTS_PER_PASS, eligible_hosts, start_budget
 from controller.rollouts.host_health import OFFLINE as OFFLINE
 from controller.rollouts.host_health import HostHealth as HostHealth
 from controller.rollouts.host_health import held_up_by
@@ -45,6 +46,9 @@ class Decision:
     serving_colour: Colour | None = None
     """Blue-green: the colour traffic goes to from now on, when it changes."""
     budget: int = 0
+    more: bool = False
+    """The budget allowed more starts than one pass makes (STARTS_PER_PASS): the next
+    pass should come at once."""
     promote: bool = False
     """The canary soaked for auto_promote_after without failures: promote now."""
     canary_completed: bool = False
@@ -160,17 +164,19 @@ def _roll(
         return _blue_green(record, health, now, deadline_passed)
     eligible = eligible_hosts(record)
     first = eligible[0] if eligible else None
-    waiting = [
+    # Taken lazily, as many as the budget allows: thousands may be waiting.
+    waiting: Iterator[str] = (
         host
         for host in _from(record.in_phase(HostPhase.READY), first)
         if _due(record.hosts[host].not_before, now)
-    ]
+    )
     updating = record.count(HostPhase.UPDATING)
     gate = _canary_gate(record, eligible, updating, now)
     if gate.waiting_for_promotion is not None:
         return gate.waiting_for_promotion
     if gate.canary_hosts is not None:
-        waiting = [h for h in waiting if h in gate.canary_hosts]
+        canary = gate.canary_hosts
+        waiting = (h for h in waiting if h in canary)
 
     # Pending: a host that joined (it is checked first, beside the others' updates).
     remaining = any(
@@ -184,14 +190,15 @@ def _roll(
         return _fail(record, health, now, f"{_deadline(record)}; {holdups}")
 
     budget = start_budget(record, health, len(eligible))
-    online = [h for h in waiting if health.get(h, OFFLINE).online]
-    chosen = tuple(online[:budget])
+    online = (h for h in waiting if health.get(h, OFFLINE).online)
+    chosen = tuple(islice(online, min(budget, STARTS_PER_PASS)))
     return Decision(
         RolloutStatus.RUNNING,
         f"{record.count(HostPhase.DONE)} of {len(eligible)} hosts updated, {updating} updating",
         prepare=_checks(record),
         apply=chosen,
         budget=budget,
+        more=STARTS_PER_PASS == len(chosen) < budget,
         promote=gate.promote,
         canary_completed=gate.completed,
     )
@@ -398,9 +405,11 @@ def _revert(
     budget = start_budget(record, health, len(eligible_hosts(record)))
     if record.count(HostPhase.UPDATING, HostPhase.PREPARING):
         budget = 0  # let forward work settle first: it may yet need reverting
-    online = [
+    online = (
         h
         for h in updated
         if health.get(h, OFFLINE).online and _due(record.hosts[h].not_before, now)
-    ]
-    return Decision(RolloutStatus.REVERTING, reason, revert=tuple(online[:budget]), budget=budget)
+    )
+    chosen = tuple(islice(online, min(budget, STARTS_PER_PASS)))
+    more = STARTS_PER_PASS == len(chosen) < budget
+    return Decision(RolloutStatus.REVERTING, reason, revert=chosen, budget=budget, more=more)

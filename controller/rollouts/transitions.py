@@ -51,7 +51,7 @@ SUCCEEDED = {
 
 
 def apply_decision(record: RolloutRecord, decision: Decision, now: datetime) -> RolloutRecord:
-    hosts = dict(record.hosts)
+    sent: dict[str, HostRecord] = {}
     for names, phase in (
         (decision.prepare, HostPhase.PREPARING),
         (decision.apply, HostPhase.UPDATING),
@@ -60,9 +60,10 @@ def apply_decision(record: RolloutRecord, decision: Decision, now: datetime) -> 
         (decision.retire, HostPhase.RETIRING),
     ):
         for host in names:
-            hosts[host] = _sent(hosts[host], phase, new_message_id(), now)
+            sent[host] = _sent(sent.get(host, record.hosts[host]), phase, new_message_id(), now)
     changes: dict[str, object] = {
-        "hosts": hosts,
+        # The same map when no host changed: comparing it with itself costs nothing.
+        "hosts": {**record.hosts, **sent} if sent else record.hosts,
         "status": decision.status,
         "reason": decision.reason,
     }

@@ -347,16 +347,24 @@ def simulate_waves(
 ) -> tuple[list[tuple[str, list[str]]], RolloutStatus]:
     """The waves the planner would run if every command succeeded at once."""
     waves: list[tuple[str, list[str]]] = []
+    started: list[str] = []
+    """The wave so far: a pass starts at most STARTS_PER_PASS, the next ones the rest."""
     for _ in range(10_000):
         decision = plan(record, health, now)
         if decision.status is RolloutStatus.AWAITING_PROMOTION:
             record = record.model_copy(update={"promoted": True})
             waves.append(("promote", []))
             continue
+        if decision.more:  # in flight while the next pass starts more of the same wave
+            started.extend(decision.apply)
+            updating = {h: HostRecord(phase=HostPhase.UPDATING, since=now) for h in decision.apply}
+            record = record.model_copy(update={"hosts": {**record.hosts, **updating}})
+            continue
+        wave, started = (*started, *decision.apply), []
         steps = [
             (
                 _wave_label(record),
-                decision.apply,
+                wave,
                 HostPhase.STAGED if record.blue_green else HostPhase.DONE,
             ),
             ("switch", decision.switch, HostPhase.DONE),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 
 from controller.errors import ControllerError
+from controller.rollouts.host_index import replaced
 from controller.rollouts.model import (
     TERMINAL,
     Change,
@@ -186,11 +188,7 @@ class RolloutStore:
             return self._remember(Stored(record, new_revision, apart=False))
         if known is None or not known.apart or _rebase_due(known):
             return await self._rebase(record, revision)
-        changed = {
-            host: entry
-            for host, entry in record.hosts.items()
-            if known.record.hosts.get(host) is not entry and known.record.hosts.get(host) != entry
-        }
+        changed = _changed(record.hosts, known.record.hosts)
         parts, size = known.parts, known.changes_size
         if changed:
             name = _part_name(revision)
@@ -360,3 +358,13 @@ def _part_name(revision: int) -> str:
     """A new part's name: the header revision it is written on, and a random tail, so
     two writers on the same revision never write the same entry."""
     return f"{revision}-{secrets.token_hex(4)}"
+
+
+def _changed(
+    hosts: Mapping[str, HostRecord], known: Mapping[str, HostRecord]
+) -> dict[str, HostRecord]:
+    """The entries of ``hosts`` that differ from what is on record."""
+    candidates = replaced(hosts, known)
+    if candidates is None:  # other hosts: each looked up
+        candidates = [host for host in hosts if known.get(host) is not hosts[host]]
+    return {host: hosts[host] for host in candidates if known.get(host) != hosts[host]}

@@ -18,12 +18,14 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from controller.broker import NatsServer
+from controller.leader import dispatch as dispatch_module
 from controller.leader.dispatch import SEND_BATCH, Dispatch
 from controller.rollouts.model import HostPhase, HostRecord, RolloutRecord, RolloutStatus
 from controller.settings import ControllerSettings
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.models import ApplyCommand, Command
+from tests.support.polling import eventually
 from tests.support.records import done, web_rollout
 
 pytestmark = pytest.mark.integration
@@ -69,23 +71,14 @@ class Wire:
 
 
 @pytest.fixture
-async def hosts_client(nats_server: NatsServer) -> AsyncIterator[Client]:
-    connected = await nats.connect(nats_server.url, connect_timeout=5)
-    try:
-        yield connected
-    finally:
-        await connected.close()
-
-
-@pytest.fixture
 async def sending(
-    nats_server: NatsServer, hosts_client: Client
+    nats_server: NatsServer, client: Client
 ) -> AsyncIterator[tuple[CountingDispatch, Wire]]:
     """The controller's dispatch on a client of its own whose socket writes are seen,
     and the hosts answering."""
     wire = Wire()
-    subscription = await hosts_client.subscribe(f"{subjects.PREFIX}.cmd.*", cb=wire.answer)
-    await hosts_client.flush()
+    subscription = await client.subscribe(f"{subjects.PREFIX}.cmd.*", cb=wire.answer)
+    await client.flush()
     controller = await nats.connect(nats_server.url, connect_timeout=5)
     dispatch = CountingDispatch(
         controller, ControllerSettings(nats_url=(nats_server.url,)), asyncio.Event(), {}
@@ -112,6 +105,13 @@ async def sending(
         await subscription.unsubscribe()
 
 
+def start_all(dispatch: Dispatch, record: RolloutRecord) -> None:
+    """What a pass does once it has written the wave: each host's command started."""
+    for host, entry in record.hosts.items():
+        assert entry.command_id is not None
+        dispatch.ensure(record, host, entry.command_id)
+
+
 async def settled(dispatch: Dispatch) -> None:
     while in_flight := dispatch.sending():
         await asyncio.wait_for(asyncio.gather(*in_flight, return_exceptions=True), 10)
@@ -122,9 +122,7 @@ async def test_the_first_commands_of_a_wave_leave_before_the_rest_are_built(
 ) -> None:
     dispatch, wire = sending
     record = updating(WAVE)
-    for host, entry in record.hosts.items():
-        assert entry.command_id is not None
-        dispatch.ensure(record, host, entry.command_id)
+    start_all(dispatch, record)
     await settled(dispatch)
 
     # Every command went, once, and was answered.
@@ -144,9 +142,7 @@ async def test_a_command_cancelled_while_waiting_its_turn_is_never_sent(
 ) -> None:
     dispatch, wire = sending
     record = updating(3 * SEND_BATCH)
-    for host, entry in record.hosts.items():
-        assert entry.command_id is not None
-        dispatch.ensure(record, host, entry.command_id)
+    start_all(dispatch, record)
     # Its pass wrote nothing after all (a conflict): the later commands are called off
     # before their turn came.
     called_off = [f"cmd-{i:04d}" for i in range(SEND_BATCH, 3 * SEND_BATCH, 2)]
@@ -159,3 +155,36 @@ async def test_a_command_cancelled_while_waiting_its_turn_is_never_sent(
     expected = {f"cmd-{i:04d}" for i in range(3 * SEND_BATCH)} - set(called_off)
     assert sent == expected  # the others all went, their turns not taken by the cancelled
     assert dispatch.built == len(expected)
+
+
+async def test_all_sent_returns_once_every_command_started_has_been_built(
+    sending: tuple[CountingDispatch, Wire],
+) -> None:
+    dispatch, wire = sending
+    record = updating(3 * SEND_BATCH)
+    start_all(dispatch, record)
+    assert not dispatch.idle()  # commands wait for their turns
+    await asyncio.wait_for(dispatch.all_sent(), 10)
+    # What the leader's next pass waits for: none of this wave is left to build.
+    assert dispatch.built == 3 * SEND_BATCH
+    await settled(dispatch)
+    assert len(wire.received) == 3 * SEND_BATCH
+
+
+async def test_the_dispatch_is_idle_only_once_answers_are_folded_and_none_came_for_a_while(
+    sending: tuple[CountingDispatch, Wire], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatch_module, "QUIET_AFTER", 1.0)
+    dispatch, _ = sending
+    record = updating(SEND_BATCH)
+    start_all(dispatch, record)
+    await settled(dispatch)
+    assert len(dispatch.pending(record.id)) == SEND_BATCH
+    assert not dispatch.idle()  # the answers wait for a pass
+    dispatch.folded(record.id, SEND_BATCH)
+    assert not dispatch.idle()  # folded, but answers came a moment ago: more may follow
+
+    async def idle() -> bool:
+        return dispatch.idle()
+
+    await eventually(idle, bool, "idle", deadline=10)  # a second after the last answer

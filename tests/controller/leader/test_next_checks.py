@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -77,15 +76,6 @@ class Hosts:
             sender=command.host, in_reply_to=command.id, service="web", ready=ready
         )
         await msg.respond(encode(reply))
-
-
-@pytest.fixture
-async def client(nats_server: NatsServer) -> AsyncIterator[Client]:
-    connected = await nats.connect(nats_server.url, connect_timeout=5)
-    try:
-        yield connected
-    finally:
-        await connected.close()
 
 
 async def settled(dispatch: Dispatch) -> None:

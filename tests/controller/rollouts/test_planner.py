@@ -19,6 +19,7 @@ from typing import Any
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from controller.rollouts.budget import STARTS_PER_PASS
 from controller.rollouts.model import (
     ConfigTarget,
     FailureAction,
@@ -30,6 +31,7 @@ from controller.rollouts.model import (
     Strategy,
 )
 from controller.rollouts.planner import OFFLINE, Decision, HostHealth, plan
+from controller.state.intents import simulate_waves
 from protocol.config_files import ConfigContent, first_document
 from protocol.spec import UpdateOrder
 from tests.support import budget_oracle as oracle
@@ -595,3 +597,47 @@ def test_a_blue_green_host_that_fails_staging_pauses_before_any_switch() -> None
     decision = plan(record.model_copy(update={"hosts": hosts}), {}, NOW)
     assert decision.status is RolloutStatus.PAUSED
     assert decision.switch == ()
+
+
+def test_a_wave_larger_than_one_pass_starts_is_started_by_the_next_passes_within_budget() -> None:
+    # The README: max_unavailable hosts update at once. 450 hosts, 250 at once: passes
+    # start at most STARTS_PER_PASS each, the hosts they started count as out, and the
+    # wave is whole (250) before any host of the next starts.
+    assert STARTS_PER_PASS == 200  # the figures below are written for it
+    record = ready_record(450, max_unavailable=250)
+    health = {host: HostHealth(online=True, serving=True) for host in record.hosts}
+    started: list[tuple[int, bool]] = []
+    for _ in range(20):
+        decision = plan(record, health, NOW)
+        if decision.status is RolloutStatus.COMPLETE:
+            break
+        started.append((len(decision.apply), decision.more))
+        # What it started is in flight while the next pass runs; once a pass has no more
+        # to start, the wave's hosts all finish.
+        record = step(record, decision, HostPhase.UPDATING)
+        if not decision.more:
+            record = step(
+                record, Decision(decision.status, "", apply=updating(record)), HostPhase.DONE
+            )
+    assert started == [(200, True), (50, False), (200, True), (0, False)]
+    assert record.count(HostPhase.DONE) == 450
+
+
+def updating(record: RolloutRecord) -> tuple[str, ...]:
+    return record.in_phase(HostPhase.UPDATING)
+
+
+def ready_record(size: int, **spec: Any) -> RolloutRecord:
+    """Past pre-flight: every host checked and ready."""
+    record = fresh_record(size, **spec)
+    ready = {h: e.model_copy(update={"phase": HostPhase.READY}) for h, e in record.hosts.items()}
+    return record.model_copy(update={"hosts": ready, "status": RolloutStatus.RUNNING})
+
+
+def test_a_dry_run_shows_a_wave_whole_though_several_passes_start_it() -> None:
+    record = ready_record(450, max_unavailable=250)
+    health = {host: HostHealth(online=True, serving=True) for host in record.hosts}
+    waves, final = simulate_waves(record, health, NOW)
+    assert [(label, len(hosts)) for label, hosts in waves] == [("wave", 250), ("wave", 200)]
+    assert [h for _, hosts in waves for h in hosts] == sorted(record.hosts)
+    assert final is RolloutStatus.COMPLETE

@@ -33,9 +33,10 @@ STEPS = (0.0, 0.1, 15.0, 29.9, 30.1)
 @st.composite
 def news(draw: st.DrawFn) -> tuple[str, str, float, tuple[ServiceStatus, ...]]:
     """Between two passes: a host's heartbeat (its age when it comes, its services), its
-    entry gone from the bucket, or a host taking part in the rollout from now on."""
-    host = draw(st.sampled_from([*HOSTS, *OTHERS, "joiner", "stranger"]))
-    what = draw(st.sampled_from(["beat", "beat", "gone", "joins"]))
+    entry gone from the bucket, a host taking part in the rollout from now on, or one
+    matching the service in place of another (as many others as before)."""
+    host = draw(st.sampled_from([*HOSTS, *OTHERS, "joiner", "stranger", "o3"]))
+    what = draw(st.sampled_from(["beat", "beat", "gone", "joins", "matches"]))
     age = draw(st.sampled_from([0.0, 0.0, 29.9, 30.1]))
     return what, host, age, tuple(draw(st.lists(statuses, max_size=2)))
 
@@ -71,6 +72,11 @@ def test_a_rollouts_kept_health_follows_the_readme_rules_as_hosts_beat_and_fall_
                     inventory.add(host, facts_with(host, services, now - timedelta(seconds=age)))
                 elif what == "gone":
                     inventory.forget(host)
+                elif what == "matches":
+                    if host not in record.others and host not in record.hosts:
+                        others = (*record.others[1:], host)
+                        record = record.model_copy(update={"others": others})
+                        reached["another host matches, as many as before"] += 1
                 else:
                     joined = {**record.hosts, host: HostRecord(since=NOW)}
                     record = record.model_copy(update={"hosts": joined})
@@ -106,6 +112,7 @@ def test_a_rollouts_kept_health_follows_the_readme_rules_as_hosts_beat_and_fall_
         "a host fell silent with no news of it",
         "a host gone between passes",
         "a host joined between passes",
+        "another host matches, as many as before",
         "more heard than the log keeps",
     ):
         assert reached[case] >= 10, reached
