@@ -7,12 +7,14 @@ process for 50 to 170 ms on this 2-core machine: when it fell just after a pass 
 decided a wave, every command of that wave waited for it (bench/rollout_scale.py showed
 the p99 round trip at 200 ms and more, the first wave's commands all late).
 
-So, while the leader serves: what was loaded at start (modules, classes, the inventory)
-is frozen out of every collection, the automatic full collections are off, and the
-leader's loop runs one itself when it has nothing to send and no answer to fold, at most
-every ``quiet_every`` seconds, and at the latest every ``at_most_every`` seconds whatever
-it is doing, so garbage in reference cycles is still freed. Younger generations are
-collected automatically as before (they are small and quick).
+So, while the controller serves (leading or standing by): what was loaded at start
+(modules, classes, the inventory) is frozen out of every collection, the automatic full
+collections are off, and the serving loop runs one itself when it has nothing to send
+and no answer to fold, at most every ``quiet_every`` seconds, and at the latest every
+``at_most_every`` seconds whatever it is doing, so garbage in reference cycles is still
+freed. Younger generations are collected automatically as before (small and quick).
+CPython 3.11 and 3.12 are what this is written for; a collector that ignores the
+oldest generation's threshold (an incremental one) would make it a no-op, not a harm.
 """
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ class CollectionPacer:
 
     def take_over(self) -> None:
         """From now on full collections wait for ``collect_if_due``."""
-        if self._thresholds is not None:
-            return
         young, middle, old = gc.get_threshold()
+        if self._thresholds is not None or old == NEVER:  # held already (here or another)
+            return
         self._thresholds = (young, middle, old)
+        gc.collect()  # garbage of the start-up first: frozen, it would never be freed
         gc.freeze()  # what was loaded so far lives as long as the process: never scanned
         gc.set_threshold(young, middle, NEVER)
         self._last = self._clock()

@@ -82,8 +82,8 @@ class Dispatch:
         self._granting = False
         self._unsent: set[str] = set()
         """Commands started and not yet built and handed to the client (nor called off)."""
-        self._all_sent = asyncio.Event()
-        self._all_sent.set()
+        self._sending_waits: list[tuple[set[str], asyncio.Future[None]]] = []
+        """Each all_sent call: the commands it still waits for."""
         self._last_answer = 0.0
         """When the last answer came (the loop's clock)."""
 
@@ -172,7 +172,6 @@ class Dispatch:
         )
         self._tasks[command_id] = task
         self._unsent.add(command_id)
-        self._all_sent.clear()
         task.add_done_callback(lambda _: self._ended(command_id))
 
     def _ended(self, command_id: str) -> None:
@@ -181,8 +180,11 @@ class Dispatch:
 
     def _sent(self, command_id: str) -> None:
         self._unsent.discard(command_id)
-        if not self._unsent:
-            self._all_sent.set()
+        for waiting, done in self._sending_waits:
+            waiting.discard(command_id)
+            if not waiting and not done.done():
+                done.set_result(None)
+        self._sending_waits = [(w, d) for w, d in self._sending_waits if not d.done()]
 
     def _build(
         self, record: RolloutRecord, host: str, command_id: str, check: bool
@@ -254,9 +256,15 @@ class Dispatch:
             self._granting = False
 
     async def all_sent(self) -> None:
-        """Until every command started so far has had its turn to go out: a pass decides
-        them, and the next pass's work (milliseconds at thousands of hosts) waits for them."""
-        await self._all_sent.wait()
+        """Until every command started before this call has had its turn to go out: a
+        pass decides them, and the next pass's work (milliseconds at thousands of hosts)
+        waits for them. Not for commands started meanwhile (a check an answer sends):
+        a steady stream of those must not hold the passes back."""
+        if not self._unsent:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sending_waits.append((set(self._unsent), done))
+        await done
 
     def idle(self) -> bool:
         """Nothing to send, no answer waiting for a pass, and none came for QUIET_AFTER

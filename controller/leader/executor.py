@@ -284,8 +284,6 @@ class Executor:
         record = self._analyse(record, now)
         decision = plan(record, health, now)
         updated = apply_decision(record, decision, now)
-        if decision.more:  # the budget allows more starts than one pass makes: at once
-            self.dispatch.record(record.id, plan_again)
         self.convergence.saw(updated)
         queue_next_checks(self.dispatch, updated)
         early = check_early(self.dispatch, updated, decision.prepare)
@@ -307,6 +305,8 @@ class Executor:
             if joining:
                 await self.converger.joined(updated, joining, self.inventory.facts)
         self.dispatch.folded(stored.record.id, folded)
+        if decision.more:  # the budget allows more starts than one pass makes: at once
+            self.dispatch.record(record.id, plan_again)
         checks_on_record(self.dispatch, updated, checks_sent)
         if full:
             self.health.noted(record.id, looked)

@@ -8,8 +8,9 @@ rollout's of the whole matching fleet), max_unavailable rounded down and max_sur
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import islice
 
 from controller.rollouts.host_health import OFFLINE, HostHealth
 from controller.rollouts.model import HostPhase, RolloutRecord, Strategy, resolve_amount
@@ -42,6 +43,13 @@ host's round trip three times the first's. Two hundred at a time, each pass's co
 go within milliseconds and the answers come in smaller bursts (bench/rollout_scale.py:
 p99 round trip 100-200 ms before, about 50 after; 100 at a time was no better and cost
 more passes, 300 was worse)."""
+
+
+def first_starts(candidates: Iterator[str], budget: int) -> tuple[tuple[str, ...], bool]:
+    """Of the hosts that may start now (in order, taken lazily), those this pass starts:
+    at most ``budget`` and STARTS_PER_PASS; and whether more could start at once."""
+    taken = tuple(islice(candidates, min(budget, STARTS_PER_PASS + 1)))
+    return taken[:STARTS_PER_PASS], len(taken) > STARTS_PER_PASS
 
 
 def eligible_hosts(record: RolloutRecord) -> tuple[str, ...]:

@@ -14,9 +14,8 @@ from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import islice
 
-from controller.rollouts.budget import STARTS_PER_PASS, eligible_hosts, start_budget
+from controller.rollouts.budget import eligible_hosts, first_starts, start_budget
 from controller.rollouts.host_health import OFFLINE as OFFLINE
 from controller.rollouts.host_health import HostHealth as HostHealth
 from controller.rollouts.host_health import held_up_by
@@ -47,8 +46,8 @@ class Decision:
     """Blue-green: the colour traffic goes to from now on, when it changes."""
     budget: int = 0
     more: bool = False
-    """The budget allowed more starts than one pass makes (STARTS_PER_PASS): the next
-    pass should come at once."""
+    """More hosts could start now than one pass starts (STARTS_PER_PASS): the next pass
+    should come at once."""
     promote: bool = False
     """The canary soaked for auto_promote_after without failures: promote now."""
     canary_completed: bool = False
@@ -191,14 +190,14 @@ def _roll(
 
     budget = start_budget(record, health, len(eligible))
     online = (h for h in waiting if health.get(h, OFFLINE).online)
-    chosen = tuple(islice(online, min(budget, STARTS_PER_PASS)))
+    chosen, more = first_starts(online, budget)
     return Decision(
         RolloutStatus.RUNNING,
         f"{record.count(HostPhase.DONE)} of {len(eligible)} hosts updated, {updating} updating",
         prepare=_checks(record),
         apply=chosen,
         budget=budget,
-        more=STARTS_PER_PASS == len(chosen) < budget,
+        more=more,
         promote=gate.promote,
         canary_completed=gate.completed,
     )
@@ -410,6 +409,5 @@ def _revert(
         for h in updated
         if health.get(h, OFFLINE).online and _due(record.hosts[h].not_before, now)
     )
-    chosen = tuple(islice(online, min(budget, STARTS_PER_PASS)))
-    more = STARTS_PER_PASS == len(chosen) < budget
+    chosen, more = first_starts(online, budget)
     return Decision(RolloutStatus.REVERTING, reason, revert=chosen, budget=budget, more=more)

@@ -34,8 +34,6 @@ class _Kept:
     """A heap: when each online host's last heartbeat grows older than the host timeout.
     Only the newest moment of a host counts (``ages_at``); older ones are passed over."""
     ages_at: dict[str, datetime] = field(default_factory=dict)
-    hosts_named: int = 0
-    """How many hosts the record had when each was last sure to be looked at."""
     others_named: tuple[str, ...] = ()
     """The record's others (the very tuple) when each was last sure to be looked at."""
 
@@ -59,15 +57,14 @@ class RolloutHealth:
         changed = None if kept is None else inventory.heard_since(kept.heard)
         if kept is None or changed is None:
             kept = self._kept[record.id] = _Kept({}, heard, now)
-            kept.hosts_named, kept.others_named = len(record.hosts), record.others
+            kept.others_named = record.others
             self._look_again(kept, [*record.hosts, *record.others], record.service, now)
             return kept.health
         again = {h for h in changed if h in kept.health}
-        # Hosts joined meanwhile (a record's hosts only ever grow; its others are a new
-        # tuple whenever they change): not looked at yet.
-        if len(record.hosts) != kept.hosts_named:
-            again |= record.hosts.keys() - kept.health.keys()
-            kept.hosts_named = len(record.hosts)
+        # Hosts joined meanwhile: not looked at yet. (A record's others are a new tuple
+        # whenever they change; its hosts may be another set of the same size, when a
+        # pass that took in one host failed to write and the next took in another.)
+        again |= record.hosts.keys() - kept.health.keys()
         if record.others is not kept.others_named:
             again |= set(record.others) - kept.health.keys()
             kept.others_named = record.others

@@ -242,7 +242,8 @@ class BudgetChecker:
         # open for ever.
         once: dict[str, AnyMessage] = {}
         for message in messages:
-            once.setdefault(message.id, message)
+            first = once.setdefault(message.id, message)
+            assert first == message, f"two different messages share the id {message.id}"
         timeline = sorted(
             (m for m in once.values() if _at(m) is not None), key=lambda m: _at(m) or m.sent_at
         )

@@ -148,6 +148,7 @@ async def test_a_command_cancelled_while_waiting_its_turn_is_never_sent(
     called_off = [f"cmd-{i:04d}" for i in range(SEND_BATCH, 3 * SEND_BATCH, 2)]
     await asyncio.sleep(0)  # the tasks have started and wait for their turns
     dispatch.cancel(called_off)
+    await asyncio.wait_for(dispatch.all_sent(), 10)  # the called off count as gone
     await settled(dispatch)
 
     sent = set(wire.received)
@@ -188,3 +189,31 @@ async def test_the_dispatch_is_idle_only_once_answers_are_folded_and_none_came_f
         return dispatch.idle()
 
     await eventually(idle, bool, "idle", deadline=10)  # a second after the last answer
+
+
+async def test_all_sent_waits_only_for_the_commands_started_before_it_was_called(
+    sending: tuple[CountingDispatch, Wire],
+) -> None:
+    # A pass waits for its own commands, not for checks that answers keep sending.
+    dispatch, _ = sending
+    total = 12 * SEND_BATCH
+    wave = updating(total)
+    hosts = list(wave.hosts)
+    for host in hosts[: 2 * SEND_BATCH]:  # the pass's own commands
+        dispatch.ensure(wave, host, command_of(wave, host))
+    waiting = asyncio.create_task(dispatch.all_sent())
+    built_when_done: list[int] = []
+    waiting.add_done_callback(lambda _: built_when_done.append(dispatch.built))
+    await asyncio.sleep(0)  # it has taken note of what is unsent now
+    for host in hosts[2 * SEND_BATCH :]:  # started after: checks that answers send
+        dispatch.ensure(wave, host, command_of(wave, host))
+    await asyncio.wait_for(waiting, 10)
+    await settled(dispatch)
+    assert 2 * SEND_BATCH <= built_when_done[0] < total
+    assert dispatch.built == total
+
+
+def command_of(record: RolloutRecord, host: str) -> str:
+    command_id = record.hosts[host].command_id
+    assert command_id is not None
+    return command_id

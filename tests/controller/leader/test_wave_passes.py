@@ -10,6 +10,7 @@ would fail the wait below.
 from __future__ import annotations
 
 import asyncio
+import gc
 from dataclasses import dataclass, field
 
 import pytest
@@ -70,6 +71,7 @@ async def test_a_wave_larger_than_a_pass_starts_goes_out_whole_at_once_and_no_mo
     await store.create(record)
     settings = ControllerSettings(nats_url=(nats_server.url,), controller_id="leader", tick=60)
     executor = Executor(client, settings)
+    collecting = gc.get_threshold()
     stop = asyncio.Event()
     leading = asyncio.create_task(executor.run(stop))
     try:
@@ -88,6 +90,14 @@ async def test_a_wave_larger_than_a_pass_starts_goes_out_whole_at_once_and_no_mo
         await asyncio.wait_for(leading, 30)
         await subscription.unsubscribe()
 
-    # The README's max_unavailable: that many at once, in host order, each once.
+    # The README's max_unavailable: that many at once, in host order, each once; and the
+    # record says the same.
     assert hosts.wrong == []
     assert sorted(hosts.updates) == names[:AT_ONCE]
+    stored = await store.get(record.id)
+    assert stored is not None
+    assert stored.record.in_phase(HostPhase.UPDATING) == tuple(names[:AT_ONCE])
+    assert stored.record.in_phase(HostPhase.READY) == tuple(names[AT_ONCE:])
+    # The leader handed garbage collection back as it found it.
+    assert gc.get_threshold() == collecting
+    assert gc.get_freeze_count() == 0

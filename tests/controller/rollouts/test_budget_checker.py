@@ -190,6 +190,10 @@ def test_an_event_an_agent_sent_again_after_a_lost_ack_is_one_window_not_two() -
     again = progress("h0", UpdatePhase.STOPPING_OLD, 0)
     with pytest.raises(AssertionError, match="2 hosts out at once, allowed 1"):
         check_every_budget(recorder_of(stopping, again, done, after), listed(record(1)))
+    # Only a copy is one: another message under a used id is a fault, not dropped.
+    reused = done.model_copy(update={"id": stopping.id})
+    with pytest.raises(AssertionError, match=f"two different messages share the id {stopping.id}"):
+        check_every_budget(recorder_of(stopping, reused, after), listed(record(1)))
 
 
 def test_a_host_whose_service_died_counts_against_new_work_until_it_restarts() -> None:

@@ -121,6 +121,8 @@ def test_the_replaced_keys_are_those_holding_another_object_in_any_order() -> No
         assert found is not None
         assert set(found) == {key for key in new if new[key] is not boxed[key]}
         assert len(found) == len(set(found))
+        if shape == "same keys, other order" and list(new) == list(boxed):
+            shape = "same keys"  # the shuffle kept the order
         reached[shape] += bool(found)
 
     check()

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from controller.rollouts import budget as budget_rules
 from controller.rollouts.budget import STARTS_PER_PASS
 from controller.rollouts.model import (
     ConfigTarget,
@@ -96,9 +98,15 @@ def started_by(decision: Decision) -> set[str]:
     return set(decision.apply) | set(decision.revert)
 
 
-def test_new_stop_first_work_never_takes_the_fleet_past_max_unavailable() -> None:
+@pytest.mark.parametrize("cap", [None, 2], ids=["as shipped", "two starts per pass"])
+def test_new_stop_first_work_never_takes_the_fleet_past_max_unavailable(
+    cap: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if cap is not None:  # the fleets drawn are smaller than STARTS_PER_PASS: made small
+        monkeypatch.setattr(budget_rules, "STARTS_PER_PASS", cap)
     reach = Reach()
     converging = Counter[str]()
+    passes = Counter[str]()
 
     @settings(max_examples=BUDGET_EXAMPLES)
     @given(st.booleans().flatmap(lambda room: scenes(Kind.RUNNING, STOP_FIRST, room=room)))
@@ -113,7 +121,12 @@ def test_new_stop_first_work_never_takes_the_fleet_past_max_unavailable() -> Non
         assert decision.status in (RolloutStatus.RUNNING, RolloutStatus.AWAITING_PROMOTION)
         if decision.status is RolloutStatus.RUNNING:
             assert decision.budget == oracle.budget(record, offline, unhealthy)
-        assert decision.apply == oracle.next_wave(record, offline, unhealthy, NOW)
+        # README: a pass starts at most STARTS_PER_PASS of them; the next pass, at once,
+        # the rest (``more``).
+        wave = oracle.next_wave(record, offline, unhealthy, NOW)
+        assert decision.apply == wave[:cap]
+        assert decision.more == (cap is not None and len(wave) > cap)
+        passes["the rest left to the next pass"] += decision.more
         waiting = oracle.waiting(record, offline, NOW)
         side = STARTED if started else HELD_BACK
         reach.example(bool(out and waiting), f"{len(out)} out, {len(waiting)} waiting", side)
@@ -127,10 +140,18 @@ def test_new_stop_first_work_never_takes_the_fleet_past_max_unavailable() -> Non
     # Convergence rollouts were planned, and some with the service's other hosts out.
     assert converging["started"] > 0, converging
     assert converging["others out"] > 0, converging
+    if cap is not None:
+        assert passes["the rest left to the next pass"] >= 20, passes
 
 
-def test_start_first_work_never_runs_more_double_copies_than_the_surge_allows() -> None:
+@pytest.mark.parametrize("cap", [None, 2], ids=["as shipped", "two starts per pass"])
+def test_start_first_work_never_runs_more_double_copies_than_the_surge_allows(
+    cap: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if cap is not None:
+        monkeypatch.setattr(budget_rules, "STARTS_PER_PASS", cap)
     reach = Reach()
+    passes = Counter[str]()
 
     @settings(max_examples=BUDGET_EXAMPLES)
     @given(st.booleans().flatmap(lambda room: scenes(Kind.RUNNING, START_FIRST, room=room)))
@@ -144,7 +165,12 @@ def test_start_first_work_never_runs_more_double_copies_than_the_surge_allows() 
         assert decision.status in (RolloutStatus.RUNNING, RolloutStatus.AWAITING_PROMOTION)
         if decision.status is RolloutStatus.RUNNING:
             assert decision.budget == oracle.budget(record, offline, unhealthy)
-        assert decision.apply == oracle.next_wave(record, offline, unhealthy, NOW)
+        # README: a pass starts at most STARTS_PER_PASS of them; the next pass, at once,
+        # the rest (``more``).
+        wave = oracle.next_wave(record, offline, unhealthy, NOW)
+        assert decision.apply == wave[:cap]
+        assert decision.more == (cap is not None and len(wave) > cap)
+        passes["the rest left to the next pass"] += decision.more
         waiting = oracle.waiting(record, offline, NOW)
         side = STARTED if started else HELD_BACK
         reach.example(bool(surging and waiting), f"{len(surging)} surging", side)
@@ -152,6 +178,8 @@ def test_start_first_work_never_runs_more_double_copies_than_the_surge_allows() 
     check()
     reach.assert_most(examples=BUDGET_EXAMPLES)
     reach.assert_each_side(0.15, STARTED, HELD_BACK)
+    if cap is not None:
+        assert passes["the rest left to the next pass"] >= 20, passes
 
 
 def test_a_paused_or_failed_rollout_never_starts_new_work() -> None:
@@ -173,8 +201,14 @@ def test_a_paused_or_failed_rollout_never_starts_new_work() -> None:
     reach.assert_most()
 
 
-def test_a_revert_stays_within_the_same_budget_and_sends_back_only_updated_hosts() -> None:
+@pytest.mark.parametrize("cap", [None, 2], ids=["as shipped", "two starts per pass"])
+def test_a_revert_stays_within_the_same_budget_and_sends_back_only_updated_hosts(
+    cap: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if cap is not None:
+        monkeypatch.setattr(budget_rules, "STARTS_PER_PASS", cap)
     reach = Reach()
+    passes = Counter[str]()
 
     @settings(max_examples=BUDGET_EXAMPLES)
     @given(st.booleans().flatmap(lambda room: scenes(Kind.REVERTING, room=room)))
@@ -195,13 +229,17 @@ def test_a_revert_stays_within_the_same_budget_and_sends_back_only_updated_hosts
             assert not reverted or len(busy) + len(reverted) <= limit.start_first
         if not record.count(HostPhase.UPDATING):  # no forward work left to settle first
             budget = oracle.budget(record, offline, unhealthy)
-            assert decision.revert == tuple(candidates[:budget])
+            assert decision.revert == tuple(candidates[:budget][:cap])
+            assert decision.more == (cap is not None and len(candidates[:budget]) > cap)
+            passes["the rest left to the next pass"] += decision.more
         side = STARTED if reverted else HELD_BACK
         reach.example(bool(busy and candidates), scene.cause.value, side)
 
     check()
     reach.assert_most(examples=BUDGET_EXAMPLES)
     reach.assert_each_side(0.15, STARTED, HELD_BACK)
+    if cap is not None:
+        assert passes["the rest left to the next pass"] >= 20, passes
 
 
 def test_work_goes_only_to_eligible_hosts_in_the_right_phase_online_and_due() -> None:
@@ -619,7 +657,7 @@ def test_a_wave_larger_than_one_pass_starts_is_started_by_the_next_passes_within
             record = step(
                 record, Decision(decision.status, "", apply=updating(record)), HostPhase.DONE
             )
-    assert started == [(200, True), (50, False), (200, True), (0, False)]
+    assert started == [(200, True), (50, False), (200, False)]
     assert record.count(HostPhase.DONE) == 450
 
 
