@@ -68,6 +68,15 @@ class ConvergenceLoop:
         if self.active.get(record.service) is not None:
             self.active[record.service] = record
 
+    def ended(self, record: RolloutRecord) -> None:
+        """A rollout ended and its service is free: the whole fleet is judged at the next
+        pass, not at the next interval. Hosts whose heartbeats changed while it ran were
+        left to it (so taken from ``changed``), and one may need convergence now."""
+        if self.active.get(record.service) is not None:
+            del self.active[record.service]
+        if self._next_full:  # (0: no full pass yet, which comes first anyway)
+            self._next_full = asyncio.get_running_loop().time()
+
     async def full_if_due(self) -> Passed | None:
         now = asyncio.get_running_loop().time()
         if not self._interval or now < self._next_full:
@@ -77,9 +86,13 @@ class ConvergenceLoop:
         return await self._pass(None)
 
     async def changes(self) -> Passed | None:
-        """A pass costs what changed, not the fleet's size."""
-        if not self._interval or not self._inventory.changed or not self._next_full:
-            return None  # (no full pass yet as the leader: it will judge every host)
+        """A pass costs what changed, not the fleet's size (unless a full one is due)."""
+        if not self._interval or not self._next_full:
+            return None  # (no full pass yet as the leader: the next tick judges every host)
+        if asyncio.get_running_loop().time() >= self._next_full:
+            return await self.full_if_due()
+        if not self._inventory.changed:
+            return None
         return await self._pass(self._inventory.take_changed())
 
     async def _pass(self, only: set[str] | None) -> Passed | None:

@@ -172,6 +172,8 @@ class Executor:
         while not stop.is_set():
             await self.dispatch.all_sent()
             self._collections.collect_if_due(quiet=self.dispatch.idle())
+            if self.leader and self.dispatch.idle():
+                await self._tidy()
             self._wake.clear()
             if loop.time() >= next_full:
                 next_full = loop.time() + self.settings.tick
@@ -182,6 +184,15 @@ class Executor:
                 await self._converged(await self.convergence.changes())
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - loop.time()))
+
+    async def _tidy(self) -> None:
+        """New bases for rollouts with many changes, while nothing waits for a pass."""
+        for rollout_id in self.rollouts.untidy():
+            try:
+                await self.rollouts.tidy(rollout_id)
+            except BrokerError as exc:
+                log.warning("%s: not tidied: %s", rollout_id, exc.message)
+                return
 
     async def _wake_when(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -363,11 +374,13 @@ class Executor:
             if record.status is RolloutStatus.COMPLETE:
                 await self.configs.publish(record.config)
             await self.rollouts.release_service(record.service, record.id)
+            self.convergence.ended(record)
             return
         # Accepted before the service is released: a crash in between finishes it again.
         if record.status is RolloutStatus.COMPLETE and not record.removing:
             await self.services.mark_current(record.service, record.revision)
         await self.rollouts.release_service(record.service, record.id)
+        self.convergence.ended(record)
         self.post_rollout.start(record)
 
     async def _announce(self, record: RolloutRecord) -> None:

@@ -56,10 +56,14 @@ from protocol.errors import BrokerError
 
 CHANGING_READS = 3
 """Reads of a record whose parts are replaced while it is read, before giving up."""
-REBASE_AFTER_CHANGES = 64
-REBASE_AFTER_BYTES = 512 * 1024
+REBASE_AFTER_CHANGES = 256
+REBASE_AFTER_BYTES = 1024 * 1024
 """A write puts all hosts in a new base once the changes since the last one are this
-many, or this large and larger than the base: a reader reads a base and a few changes."""
+many, or this large and larger than the base: a reader reads a base and some changes."""
+TIDY_AFTER_CHANGES = 8
+"""``tidy`` (the leader, when it has nothing else to do) puts all hosts in a new base once
+the changes are this many: a new base of a large fleet costs a pass tens of milliseconds,
+which every answer that came meanwhile would wait for."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,28 @@ class RolloutStore:
             record, new_revision, parts=parts, changes_size=size, base_size=known.base_size
         )
         return self._remember(written)
+
+    def untidy(self) -> list[str]:
+        """The unfinished rollouts last read or written here with many changes on their
+        base."""
+        return [
+            rollout_id
+            for rollout_id, known in self._decoded.items()
+            if known.apart and len(known.parts.changes) >= TIDY_AFTER_CHANGES
+        ]
+
+    async def tidy(self, rollout_id: str) -> bool:
+        """Every host into a new base now, if the changes are many; False if there was
+        nothing to do, or someone wrote since this store last read or wrote it."""
+        known = self._decoded.get(rollout_id)
+        if known is None or not known.apart or len(known.parts.changes) < TIDY_AFTER_CHANGES:
+            return False
+        try:
+            await self._rebase(known.record, known.revision)
+        except StaleRecord:
+            self._forget(rollout_id)  # read again by the next get
+            return False
+        return True
 
     async def _rebase(self, record: RolloutRecord, revision: int) -> Stored:
         """Every host into a new base, named by a new header; what it replaced is purged."""

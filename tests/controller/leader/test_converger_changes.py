@@ -6,13 +6,13 @@ The real converger over a real nats-server's KV; heartbeats are built (no agents
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import nats
 import pytest
 
 from controller.broker import NatsServer
-from controller.leader.convergence_loop import reckoner
+from controller.leader.convergence_loop import ConvergenceLoop, reckoner
 from controller.leader.converger import Converger, Passed
 from controller.rollouts.convergence import Desired, DriftPolicy, convergence_record
 from controller.rollouts.model import (
@@ -22,12 +22,14 @@ from controller.rollouts.model import (
     RolloutSpec,
     RolloutStatus,
 )
+from controller.state.inventory import Inventory
 from controller.state.rollout_store import RolloutStore
 from controller.state.services import ServiceStore
 from controller.state.store import open_buckets
-from protocol.models import ConvergenceAction, ConvergenceEvent, Drift, Envelope
+from protocol.models import ConvergenceAction, ConvergenceEvent, Drift, Envelope, utc_now
 from protocol.spec import ServiceSpec
 from tests.support.heartbeats import heartbeat
+from tests.support.records import web_rollout
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
@@ -109,3 +111,46 @@ def test_the_others_of_a_convergence_rollout_leave_out_the_hosts_it_has_taken_in
     assert reckoner(("c", "e"))(counted) is counted  # nothing changed: the same record
     operators = record.model_copy(update={"converging": False})
     assert reckoner(("c",))(operators) is operators  # only a convergence rollout has others
+
+
+async def test_a_host_left_to_an_operators_rollout_is_judged_as_soon_as_that_rollout_ends(
+    nats_server: NatsServer,
+) -> None:
+    client = await nats.connect(nats_server.url, connect_timeout=5)
+    try:
+        rollouts_kv, services_kv, hosts_kv = await open_buckets(client.jetstream(timeout=5))
+        services = ServiceStore(services_kv)
+        declared = RolloutSpec(max_unavailable=1)
+        await services.add_revision("web", SPEC, lambda n: f"web-r{n}", NOW, policy=declared)
+        await services.mark_current("web", 1)
+
+        async def publish(subject: str, event: Envelope) -> None:
+            pass
+
+        converger = Converger(RolloutStore(rollouts_kv), services, publish, host_timeout=30)
+        inventory = Inventory(hosts_kv, host_timeout=30)
+        # A full pass once an hour: only the end of the rollout can make one come sooner.
+        loop = ConvergenceLoop(converger, inventory, interval=3600)
+        began = utc_now()
+        inventory.add("a", heartbeat("a", {}, SPEC, began))
+        assert await loop.full_if_due() == Passed()  # a runs web: nothing to do
+
+        # While an operator's rollout of web runs, a host without web comes: left to it.
+        running = web_rollout({"a": HostRecord(since=began)}, began, RolloutStatus.RUNNING)
+        loop.active = {"web": running}
+        inventory.add("late", heartbeat("late", {}, None, began + timedelta(seconds=1)))
+        assert await loop.changes() == Passed()
+        assert await loop.changes() is None  # taken, and nobody would look at it again
+
+        ended = running.model_copy(update={"status": RolloutStatus.COMPLETE})
+        converger.settled(ended)
+        loop.ended(ended)
+        passed = await loop.changes()
+
+        assert passed is not None
+        (started,) = passed.started
+        assert (started.service, set(started.hosts)) == ("web", {"late"})
+        assert loop.active == {"web": started}
+        assert await loop.changes() is None  # the next full pass an hour on, as before
+    finally:
+        await client.close()

@@ -19,11 +19,19 @@ from nats.aio.msg import Msg
 
 from controller.broker import NatsServer
 from controller.leader.executor import Executor
+from controller.rollouts import budget
 from controller.rollouts.budget import STARTS_PER_PASS
-from controller.rollouts.model import HostPhase, HostRecord, RolloutSpec, RolloutStatus
+from controller.rollouts.model import (
+    HostPhase,
+    HostRecord,
+    RolloutRecord,
+    RolloutSpec,
+    RolloutStatus,
+)
 from controller.settings import ControllerSettings
+from controller.state import rollout_store
 from controller.state.rollout_store import RolloutStore
-from controller.state.store import open_buckets
+from controller.state.store import kv_keys, open_buckets
 from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.models import ApplyCommand, utc_now
@@ -50,13 +58,10 @@ class SilentHosts:
             self.wrong.append(command.kind)
 
 
-async def test_a_wave_larger_than_a_pass_starts_goes_out_whole_at_once_and_no_more(
-    client: Client, nats_server: NatsServer
-) -> None:
-    assert STARTS_PER_PASS < AT_ONCE  # else one pass starts the wave and this proves nothing
-    names = [f"h{i:03d}" for i in range(FLEET)]
-    hosts = SilentHosts()
-    subscription = await client.subscribe(f"{subjects.PREFIX}.cmd.*", cb=hosts.on_command)
+async def ready_rollout(
+    client: Client, names: list[str], at_once: int
+) -> tuple[RolloutRecord, RolloutStore]:
+    """A running rollout whose hosts are all online, serving and pre-flighted."""
     now = utc_now()
     rollouts_kv, _, hosts_kv = await open_buckets(client.jetstream(timeout=5))
     running = ServiceSpec(name="web", image="127.0.0.1:5000/demo/web:1.0.0")
@@ -64,11 +69,22 @@ async def test_a_wave_larger_than_a_pass_starts_goes_out_whole_at_once_and_no_mo
         await hosts_kv.put(name, encode(heartbeat(name, {}, running, now)))
     ready = {h: HostRecord(phase=HostPhase.READY, since=now) for h in names}
     record = web_rollout(ready, now, RolloutStatus.RUNNING).model_copy(
-        update={"spec": RolloutSpec(max_unavailable=AT_ONCE)}
+        update={"spec": RolloutSpec(max_unavailable=at_once)}
     )
     store = RolloutStore(rollouts_kv)
     await store.claim_service(record.service, record.id)
     await store.create(record)
+    return record, store
+
+
+async def test_a_wave_larger_than_a_pass_starts_goes_out_whole_at_once_and_no_more(
+    client: Client, nats_server: NatsServer
+) -> None:
+    assert STARTS_PER_PASS < AT_ONCE  # else one pass starts the wave and this proves nothing
+    names = [f"h{i:03d}" for i in range(FLEET)]
+    hosts = SilentHosts()
+    subscription = await client.subscribe(f"{subjects.PREFIX}.cmd.*", cb=hosts.on_command)
+    record, store = await ready_rollout(client, names, AT_ONCE)
     settings = ControllerSettings(nats_url=(nats_server.url,), controller_id="leader", tick=60)
     executor = Executor(client, settings)
     collecting = gc.get_threshold()
@@ -101,3 +117,41 @@ async def test_a_wave_larger_than_a_pass_starts_goes_out_whole_at_once_and_no_mo
     # The leader handed garbage collection back as it found it.
     assert gc.get_threshold() == collecting
     assert gc.get_freeze_count() == 0
+
+
+async def test_a_leader_with_nothing_to_do_puts_a_rollouts_many_changes_into_one_base(
+    client: Client, nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Twenty passes of two starts each: twenty changes on the base, "many" from two.
+    monkeypatch.setattr(budget, "STARTS_PER_PASS", 2)
+    monkeypatch.setattr(rollout_store, "TIDY_AFTER_CHANGES", 2)
+    names = [f"t{i:02d}" for i in range(40)]
+    hosts = SilentHosts()
+    subscription = await client.subscribe(f"{subjects.PREFIX}.cmd.*", cb=hosts.on_command)
+    record, _ = await ready_rollout(client, names, len(names))
+    executor = Executor(client, ControllerSettings(nats_url=(nats_server.url,), tick=0.5))
+    stop = asyncio.Event()
+    leading = asyncio.create_task(executor.run(stop))
+    try:
+
+        async def started() -> int:
+            return len(hosts.updates)
+
+        await eventually(started, lambda n: n == len(names), "every update sent", deadline=30)
+
+        async def untidy() -> list[str]:
+            return executor.rollouts.untidy()
+
+        await eventually(untidy, lambda left: left == [], "the changes tidied", deadline=30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(leading, 30)
+        await subscription.unsubscribe()
+
+    # A base beside the first, which no write made (twenty changes are far fewer than a
+    # write's limit), and every host read back from it as the leader left it.
+    rollouts_kv, _, _ = await open_buckets(client.jetstream(timeout=5))
+    assert await kv_keys(rollouts_kv, f"base.{record.id}.") != []
+    read = await RolloutStore(rollouts_kv).get(record.id)
+    assert read is not None
+    assert read.record.in_phase(HostPhase.UPDATING) == tuple(names)

@@ -164,6 +164,54 @@ async def test_once_its_changes_are_many_a_write_puts_every_host_in_a_new_base(
     assert await read_fresh(bucket, "web-r2") == fourth
 
 
+async def test_tidy_puts_many_changes_into_a_new_base_and_leaves_a_few_alone(
+    bucket: KeyValue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rollout_store, "TIDY_AFTER_CHANGES", 3)
+    leader = RolloutStore(bucket)
+    stored = await leader.create(rollout(10))
+    for host in ("host-00001", "host-00002"):
+        stored = await leader.update(updating(stored.record, host), stored.revision)
+
+    # Two changes: not yet many.
+    assert leader.untidy() == []
+    assert await leader.tidy("web-r2") is False
+    assert len(await kv_keys(bucket, "hosts.web-r2.")) == 2
+    assert await kv_keys(bucket, "base.web-r2.") == []
+
+    third = updating(stored.record, "host-00003")
+    await leader.update(third, stored.revision)
+    assert leader.untidy() == ["web-r2"]
+    assert await leader.tidy("web-r2") is True
+
+    [base] = (await parts_of(bucket, "base.web-r2.")).values()
+    assert base == third.hosts
+    assert await kv_keys(bucket, "hosts.web-r2.") == []
+    assert leader.untidy() == []
+    assert await read_fresh(bucket, "web-r2") == third
+
+
+async def test_tidy_after_another_writer_wrote_changes_nothing_and_reads_again(
+    bucket: KeyValue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rollout_store, "TIDY_AFTER_CHANGES", 1)
+    leader, operator = RolloutStore(bucket), RolloutStore(bucket)
+    created = await leader.create(rollout(10))
+    await leader.update(updating(created.record, "host-00001"), created.revision)
+    taken = await operator.get("web-r2")
+    assert taken is not None
+    by_operator = updating(taken.record, "host-00002")
+    await operator.update(by_operator, taken.revision)
+
+    assert await leader.tidy("web-r2") is False
+
+    # The operator's write stands: no base was put over it, and the leader reads it.
+    assert await read_fresh(bucket, "web-r2") == by_operator
+    again = await leader.get("web-r2")
+    assert again is not None
+    assert again.record == by_operator
+
+
 async def test_a_reader_whose_parts_are_replaced_while_it_reads_reads_the_record_again(
     bucket: KeyValue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
