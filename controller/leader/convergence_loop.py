@@ -72,8 +72,10 @@ class ConvergenceLoop:
         """A rollout ended and its service is free: the whole fleet is judged at the next
         pass, not at the next interval. Hosts whose heartbeats changed while it ran were
         left to it (so taken from ``changed``), and one may need convergence now."""
-        if self.active.get(record.service) is not None:
-            del self.active[record.service]
+        seen = self.active.get(record.service, record)
+        if seen is None or seen.id != record.id:  # another holds the service: it decides
+            return
+        self.active.pop(record.service, None)
         if self._next_full:  # (0: no full pass yet, which comes first anyway)
             self._next_full = asyncio.get_running_loop().time()
 

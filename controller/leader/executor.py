@@ -188,6 +188,8 @@ class Executor:
     async def _tidy(self) -> None:
         """New bases for rollouts with many changes, while nothing waits for a pass."""
         for rollout_id in self.rollouts.untidy():
+            if not self.dispatch.idle():  # (a write may take a while: answers came)
+                return
             try:
                 await self.rollouts.tidy(rollout_id)
             except BrokerError as exc:
@@ -225,7 +227,9 @@ class Executor:
             active: dict[str, RolloutRecord | None] = {}
             self.convergence.active = active
             live = LiveHosts(self.inventory.facts, utc_now(), self.settings.host_timeout)
-            for service, rollout_id in await self.rollouts.active():
+            claims = await self.rollouts.active()
+            self.rollouts.keep_only({rollout_id for _, rollout_id in claims})
+            for service, rollout_id in claims:
                 stored = await self.rollouts.get(rollout_id)
                 if stored is None:
                     await self._release_if_abandoned(service, rollout_id)

@@ -220,12 +220,21 @@ class RolloutStore:
         known = self._decoded.get(rollout_id)
         if known is None or not known.apart or len(known.parts.changes) < TIDY_AFTER_CHANGES:
             return False
+        if await self._changed(rollout_id, known.revision):
+            self._forget(rollout_id)  # finished or written elsewhere: read again if driven
+            return False
         try:
             await self._rebase(known.record, known.revision)
-        except StaleRecord:
-            self._forget(rollout_id)  # read again by the next get
+        except StaleRecord:  # written in between
+            self._forget(rollout_id)
             return False
         return True
+
+    def keep_only(self, rollout_ids: set[str]) -> None:
+        """Forget the rollouts the leader no longer drives (superseded, finished by
+        another): nothing tidies them any more."""
+        for rollout_id in [r for r in self._decoded if r not in rollout_ids]:
+            self._forget(rollout_id)
 
     async def _rebase(self, record: RolloutRecord, revision: int) -> Stored:
         """Every host into a new base, named by a new header; what it replaced is purged."""
@@ -233,7 +242,12 @@ class RolloutStore:
         data = encode_hosts(record.hosts)
         sequence = await self._put(record.id, base_key(record.id, name), data)
         parts = Parts(base=name)
-        new_revision = await self._set_header(record.id, encode_header(record, parts), revision)
+        try:
+            new_revision = await self._set_header(record.id, encode_header(record, parts), revision)
+        except StaleRecord:  # named by no header: of no use to anyone (a part is small)
+            with suppress(BrokerError):
+                await kv_drop(self._kv, base_key(record.id, name))
+            raise
         self._bases[record.id] = _Base(name, record.hosts, len(data))
         stored = self._remember(Stored(record, new_revision, parts=parts, base_size=len(data)))
         # Entries older than the new base are named by no header that can still be

@@ -135,15 +135,21 @@ async def test_a_host_left_to_an_operators_rollout_is_judged_as_soon_as_that_rol
         inventory.add("a", heartbeat("a", {}, SPEC, began))
         assert await loop.full_if_due() == Passed()  # a runs web: nothing to do
 
-        # While an operator's rollout of web runs, a host without web comes: left to it.
-        running = web_rollout({"a": HostRecord(since=began)}, began, RolloutStatus.RUNNING)
-        loop.active = {"web": running}
+        # An operator's rollout of web has just written itself complete; until the
+        # leader has released the service it is web's rollout, and a host without web
+        # that comes now (after it ended, so judged by the README's rule) is left to it.
+        ended = web_rollout({"a": HostRecord(since=began)}, began, RolloutStatus.COMPLETE)
+        loop.active = {"web": ended}
         inventory.add("late", heartbeat("late", {}, None, began + timedelta(seconds=1)))
         assert await loop.changes() == Passed()
         assert await loop.changes() is None  # taken, and nobody would look at it again
-
-        ended = running.model_copy(update={"status": RolloutStatus.COMPLETE})
         converger.settled(ended)
+
+        # Another rollout's end (one this one superseded) changes nothing.
+        loop.ended(ended.model_copy(update={"id": "web-r1"}))
+        assert loop.active == {"web": ended}
+        assert await loop.changes() is None
+
         loop.ended(ended)
         passed = await loop.changes()
 

@@ -130,6 +130,16 @@ async def test_a_leader_with_nothing_to_do_puts_a_rollouts_many_changes_into_one
     subscription = await client.subscribe(f"{subjects.PREFIX}.cmd.*", cb=hosts.on_command)
     record, _ = await ready_rollout(client, names, len(names))
     executor = Executor(client, ControllerSettings(nats_url=(nats_server.url,), tick=0.5))
+    tidied: list[str] = []
+    tidy = RolloutStore.tidy
+
+    async def noting_tidy(self: RolloutStore, rollout_id: str) -> bool:
+        done = await tidy(self, rollout_id)
+        if done:
+            tidied.append(rollout_id)
+        return done
+
+    monkeypatch.setattr(RolloutStore, "tidy", noting_tidy)
     stop = asyncio.Event()
     leading = asyncio.create_task(executor.run(stop))
     try:
@@ -148,10 +158,13 @@ async def test_a_leader_with_nothing_to_do_puts_a_rollouts_many_changes_into_one
         await asyncio.wait_for(leading, 30)
         await subscription.unsubscribe()
 
-    # A base beside the first, which no write made (twenty changes are far fewer than a
-    # write's limit), and every host read back from it as the leader left it.
+    # Tidied by the leader, and every host read back from the new base and the changes
+    # since (fewer than "many") as the leader left them.
+    assert tidied != []
+    assert set(tidied) == {record.id}
     rollouts_kv, _, _ = await open_buckets(client.jetstream(timeout=5))
     assert await kv_keys(rollouts_kv, f"base.{record.id}.") != []
+    assert len(await kv_keys(rollouts_kv, f"hosts.{record.id}.")) < 2
     read = await RolloutStore(rollouts_kv).get(record.id)
     assert read is not None
     assert read.record.in_phase(HostPhase.UPDATING) == tuple(names)

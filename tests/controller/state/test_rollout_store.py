@@ -189,6 +189,14 @@ async def test_tidy_puts_many_changes_into_a_new_base_and_leaves_a_few_alone(
     assert await kv_keys(bucket, "hosts.web-r2.") == []
     assert leader.untidy() == []
     assert await read_fresh(bucket, "web-r2") == third
+    # The leader goes on from the new base: its next write is one change on it.
+    tidied = await leader.get("web-r2")
+    assert tidied is not None
+    fourth = updating(tidied.record, "host-00004")
+    await leader.update(fourth, tidied.revision)
+    assert len(await kv_keys(bucket, "hosts.web-r2.")) == 1
+    assert len(await kv_keys(bucket, "base.web-r2.")) == 1
+    assert await read_fresh(bucket, "web-r2") == fourth
 
 
 async def test_tidy_after_another_writer_wrote_changes_nothing_and_reads_again(
@@ -205,11 +213,31 @@ async def test_tidy_after_another_writer_wrote_changes_nothing_and_reads_again(
 
     assert await leader.tidy("web-r2") is False
 
-    # The operator's write stands: no base was put over it, and the leader reads it.
+    # The operator's write stands: no base was put over it, or left beside it, and the
+    # leader has nothing left to tidy until it reads the record again.
+    assert await kv_keys(bucket, "base.web-r2.") == []
+    assert leader.untidy() == []
     assert await read_fresh(bucket, "web-r2") == by_operator
     again = await leader.get("web-r2")
     assert again is not None
     assert again.record == by_operator
+
+
+async def test_a_new_base_refused_because_another_wrote_first_is_not_left_behind(
+    bucket: KeyValue,
+) -> None:
+    created = await RolloutStore(bucket).create(rollout(10))
+    operator = RolloutStore(bucket)
+    taken = await operator.get("web-r2")
+    assert taken is not None
+    await operator.update(updating(taken.record, "host-00003"), taken.revision)
+
+    # A store that never read the record writes all of it: a new base, then the header.
+    with pytest.raises(StaleRecord):
+        await RolloutStore(bucket).update(updating(created.record, "host-00002"), created.revision)
+
+    assert await kv_keys(bucket, "base.web-r2.") == []
+    assert len(await kv_keys(bucket, "hosts.web-r2.")) == 1  # the operator's change
 
 
 async def test_a_reader_whose_parts_are_replaced_while_it_reads_reads_the_record_again(
