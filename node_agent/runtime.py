@@ -233,6 +233,31 @@ class DockerRuntime:
 
         return await self._call(f"inspect image {image}", inspect)
 
+    async def remove_image(self, image_id: str) -> bool:
+        """Remove an image nothing needs; False if the engine refused (a container uses
+        it, or it is tagged in another repository too). Gone already counts as removed."""
+
+        def remove() -> bool:
+            try:
+                self._api.remove_image(image_id, force=False)
+            except docker.errors.ImageNotFound:
+                return True
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    return False
+                raise
+            return True
+
+        return await self._call(f"remove image {image_id[:19]}", remove)
+
+    async def images_in_use(self) -> set[str]:
+        """The ids of the images of every container, running or not."""
+
+        def listing() -> set[str]:
+            return {str(c.get("ImageID")) for c in self._api.containers(all=True)}
+
+        return await self._call("list containers", listing)
+
     # ---- containers ----
 
     async def inspect_container(self, name: str) -> Inspect | None:

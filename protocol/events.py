@@ -165,6 +165,20 @@ class HookRun(Envelope):
     result: HookResult
 
 
+class ImagesPruned(Envelope):
+    """Old images of a service an agent removed after a successful update (its image
+    retention), on fleet.evt.<host>.images_pruned."""
+
+    kind: Literal["images_pruned"] = "images_pruned"
+    host: HostId
+    service: ServiceName
+    operation_id: MessageId | None = None
+    removed: Annotated[tuple[ImageRefText, ...], Field(max_length=100)]
+    """The images as the service ran them."""
+    freed_bytes: Annotated[int, Field(ge=0)] = 0
+    """Free space on the engine's disk that came back."""
+
+
 class ColourSwitch(Envelope):
     """Blue-green: the service's active colour changed; routers and discovery follow it."""
 

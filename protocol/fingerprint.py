@@ -4,7 +4,8 @@ The agent reports the fingerprint of the spec it last applied; the controller co
 it with the fingerprint of the revision the service should run. The image counts by its
 name and tag, and its digest apart (a spec may name a tag and each host pin the digest
 it pulled); health checks do not count, since they verify a container but do not change
-it, so a change of probe timing alone restarts nothing; nor do lifecycle hooks.
+it, so a change of probe timing alone restarts nothing; nor do lifecycle hooks, nor how
+many old images are kept.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ def image_digest(image: str) -> str | None:
 
 
 def settings_fingerprint(spec: ServiceSpec) -> str:
-    """A hash of what shapes the container: not the image digest, health or hooks."""
+    """A hash of what shapes the container: not the image digest, health, hooks or the
+    image retention."""
     # Defaults left out: a field a newer version adds (with its default) does not make
     # every host of an older agent, or an older controller, look different.
-    what_runs = spec.model_dump(mode="json", exclude={"health", "hooks"}, exclude_defaults=True)
+    what_runs = spec.model_dump(
+        mode="json", exclude={"health", "hooks", "images"}, exclude_defaults=True
+    )
     what_runs["image"] = spec.image.split("@", 1)[0]
     text = json.dumps(what_runs, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_LENGTH]

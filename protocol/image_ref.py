@@ -49,6 +49,12 @@ class ImageReference:
             text += f"@{self.digest}"
         return text
 
+    @property
+    def local(self) -> str:
+        """How the engine knows the image once pulled: by digest when pinned (a pull by
+        digest tags nothing), else by name and tag."""
+        return f"{self.name}@{self.digest}" if self.digest else str(self)
+
     def pinned(self, digest: str) -> ImageReference:
         """The same image addressed by ``digest`` (the tag is kept for humans)."""
         if _DIGEST_RE.fullmatch(digest) is None:

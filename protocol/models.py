@@ -34,6 +34,7 @@ from protocol.events import (
     ConvergenceEvent,
     HookRun,
     HostFacts,
+    ImagesPruned,
     RolloutEvent,
     UpdatePhase,
     UpdateProgress,
@@ -97,6 +98,7 @@ AnyMessage = (
     | RolloutEvent
     | ConvergenceEvent
     | HookRun
+    | ImagesPruned
     | ColourSwitch
     | MetricsSample
     | LogBatch
@@ -138,6 +140,7 @@ __all__ = [
     "HookResult",
     "HookRun",
     "HostFacts",
+    "ImagesPruned",
     "InspectCommand",
     "InspectReply",
     "LogBatch",

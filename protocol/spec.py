@@ -249,6 +249,14 @@ class Hooks(FrozenModel):
     """After a rollout of the service completed (not after one that failed or stopped)."""
 
 
+class ImageRetention(FrozenModel):
+    """Old images of the service the agent removes after each successful update."""
+
+    keep: Annotated[int, Field(ge=1, le=100)] = 3
+    """The newest this many images the service ran stay; never the one a rollback or a
+    blue-green switch-back would need, nor one another container uses."""
+
+
 class UpdateOrder(StrEnum):
     STOP_FIRST = "stop-first"
     START_FIRST = "start-first"
@@ -266,6 +274,7 @@ class ServiceSpec(FrozenModel):
     config: ConfigMount | None = None
     """Config files synced from KV fleet_config, mounted at ``config.target``."""
     hooks: Hooks = Hooks()
+    images: ImageRetention = ImageRetention()
 
     @model_validator(mode="after")
     def _start_first_needs_no_port_clash(self) -> Self:

@@ -26,6 +26,7 @@ from protocol.models import (
     ColourSwitch,
     ContainerEvent,
     ErrorReply,
+    ImagesPruned,
     OperationReply,
     RolloutEvent,
     UpdateProgress,
@@ -235,6 +236,9 @@ def event_summary(message: AnyMessage) -> str:
         return f"{message.service or message.container} {message.action.value}{code}"
     if isinstance(message, OperationReply):
         return f"{message.service} {message.outcome.value}"
+    if isinstance(message, ImagesPruned):
+        freed = f", {message.freed_bytes / 1e6:.1f} MB freed" if message.freed_bytes else ""
+        return f"{message.service} removed {len(message.removed)} old images{freed}"
     if isinstance(message, ColourSwitch):
         return f"{message.service} now serves {message.colour} on port {message.port}"
     if isinstance(message, ErrorReply):

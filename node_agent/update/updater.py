@@ -178,7 +178,7 @@ class ServiceUpdater(CrashRecovering):
         refusal = registry_refusal(ref, self.settings.allowed_registries)
         if refusal is not None:
             raise CommandRefused("registry_not_allowed", refusal)
-        wanted = f"{ref.name}@{ref.digest}" if ref.digest else spec.image
+        wanted = ref.local
         if await self.runtime.inspect_image(wanted) is None:
             credential = self.settings.registry_credentials.get(ref.registry_or_default)
             auth = credential.docker_auth() if credential else None

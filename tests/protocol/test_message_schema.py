@@ -359,6 +359,14 @@ def captured_messages() -> list[m.AnyMessage]:
                 hook=m.HookName.PRE_UPDATE, ok=False, exit_code=3, output="drain refused"
             ),
         ),
+        m.ImagesPruned(
+            sender="edge-7",
+            host="edge-7",
+            service="web",
+            operation_id="0123456789abcdef0123456789abcdef",
+            removed=("127.0.0.1:5000/demo/web@sha256:" + "a" * 64, "registry.local/web:1.0.0"),
+            freed_bytes=14_680_064,
+        ),
         m.ColourSwitch(
             sender="controller",
             service="web",

@@ -287,6 +287,15 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         result=hook_results,
         **envelope,
     ),
+    "images_pruned": st.builds(
+        m.ImagesPruned,
+        host=host_ids,
+        service=tokens,
+        operation_id=st.none() | tokens,
+        removed=st.lists(image_refs(), max_size=3).map(tuple),
+        freed_bytes=st.integers(min_value=0, max_value=2**40),
+        **envelope,
+    ),
     "colour_switch": st.builds(
         m.ColourSwitch,
         service=tokens,

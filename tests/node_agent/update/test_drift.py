@@ -7,7 +7,7 @@ import pytest
 from node_agent.update.drift import drift_of, heartbeat_status
 from protocol.fingerprint import settings_fingerprint
 from protocol.models import ContainerState, Drift, ServiceStatus
-from protocol.spec import HealthCheck, ServiceSpec, TcpProbe
+from protocol.spec import HealthCheck, ImageRetention, ServiceSpec, TcpProbe
 
 DIGEST = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64
@@ -67,13 +67,15 @@ def test_the_heartbeat_carries_the_applied_fingerprint_and_digest() -> None:
     assert heartbeat_status(unmanaged, None, busy=False) == unmanaged
 
 
-def test_the_fingerprint_ignores_the_digest_and_health_but_not_the_settings() -> None:
+def test_the_fingerprint_ignores_the_digest_health_and_retention_but_not_the_settings() -> None:
     env = TAGGED.container.model_copy(update={"env": {"A": "1"}})
     assert settings_fingerprint(PINNED) == settings_fingerprint(TAGGED)
     probed = TAGGED.model_copy(
         update={"health": HealthCheck(probe=TcpProbe(port=8080), min_healthy_time=1.0)}
     )
     assert settings_fingerprint(probed) == settings_fingerprint(TAGGED)
+    keeping = TAGGED.model_copy(update={"images": ImageRetention(keep=7)})
+    assert settings_fingerprint(keeping) == settings_fingerprint(TAGGED)
     assert settings_fingerprint(TAGGED) != settings_fingerprint(
         TAGGED.model_copy(update={"container": env})
     )

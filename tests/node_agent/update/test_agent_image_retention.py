@@ -1,0 +1,111 @@
+"""Image retention on the real engine: after each successful update the agent removes the
+service's images beyond the newest ``images.keep`` (README, "Image retention"), never the
+one a rollback needs, never one a container uses.
+
+Each test builds its own images (the demo image with a label of the test's: distinct
+ids, no layers of their own), tagged only in a repository of the test's, so removing
+them touches nothing any other test uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Awaitable, Callable, Iterator
+
+import docker
+import docker.errors
+import pytest
+
+from controller.broker import reserve_loopback_port
+from fleet_lab.agent_client import AgentHandle, apply_ok, demo_spec
+from fleet_lab.stack import LocalStack
+from protocol.models import ImagesPruned, OperationOutcome, OperationReply
+from protocol.spec import ImageRetention, ServiceSpec
+from tests.conftest import TEST_LABEL
+from tests.support.events import EventRecorder
+
+pytestmark = pytest.mark.integration
+AgentFactory = Callable[..., Awaitable[AgentHandle]]
+VERSIONS = 5
+
+
+@pytest.fixture
+def own_images(
+    docker_client: docker.DockerClient, local_stack: LocalStack, test_id: str
+) -> Iterator[list[str]]:
+    """VERSIONS images of the test's own, oldest first; all removed afterwards."""
+    base = local_stack.demo_image("1.0.0")
+    tags = [f"127.0.0.1:5000/t{test_id}/keep:1.0.{n}" for n in range(VERSIONS)]
+    for n, tag in enumerate(tags):
+        dockerfile = f"FROM {base}\nLABEL {TEST_LABEL}={test_id} fleetwave.test.n={n}\n"
+        docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+    try:
+        yield tags
+    finally:
+        for tag in tags:
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_client.images.remove(tag, force=True)
+
+
+def present(docker_client: docker.DockerClient, tags: list[str]) -> list[bool]:
+    found = []
+    for tag in tags:
+        try:
+            docker_client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            found.append(False)
+        else:
+            found.append(True)
+    return found
+
+
+def spec_of(tag: str, port: int, keep: int) -> ServiceSpec:
+    spec = demo_spec(tag, port, volume=None)
+    return spec.model_copy(update={"images": ImageRetention(keep=keep)})
+
+
+async def test_images_beyond_the_newest_kept_go_and_the_one_a_rollback_needs_stays(
+    agent_factory: AgentFactory, docker_client: docker.DockerClient, own_images: list[str]
+) -> None:
+    agent = await agent_factory()
+    port = reserve_loopback_port()
+    v0, v1, v2, _, _ = own_images
+    async with EventRecorder(agent.client, f"fleet.evt.{agent.host}.images_pruned") as events:
+        for tag in (v0, v1):
+            await apply_ok(agent, spec_of(tag, port, keep=1))
+        # Keep 1: v0 is beyond it, but it is what a rollback of v1 goes back to.
+        assert present(docker_client, [v0, v1]) == [True, True]
+
+        await apply_ok(agent, spec_of(v2, port, keep=1))
+        # v1 is the rollback's now; v0 is nobody's.
+        assert present(docker_client, [v0, v1, v2]) == [False, True, True]
+        pruned = await events.wait_for(lambda m: isinstance(m, ImagesPruned))
+        assert isinstance(pruned, ImagesPruned)
+        assert (pruned.service, len(pruned.removed)) == ("web", 1)
+        assert pruned.removed[0].startswith(v0)
+
+        # The rollback finds its image here (these images are in no registry: a pull
+        # would fail), and once back on v1 the image of v2 is the rollback's.
+        back = await agent.request(agent.rollback("web"))
+        assert isinstance(back, OperationReply)
+        assert back.outcome is OperationOutcome.DONE, back.reasons
+        assert present(docker_client, [v0, v1, v2]) == [False, True, True]
+    assert len(events.matching(lambda m: isinstance(m, ImagesPruned))) == 1
+
+
+async def test_an_image_a_container_uses_stays_and_the_others_beyond_the_newest_go(
+    agent_factory: AgentFactory,
+    docker_client: docker.DockerClient,
+    own_images: list[str],
+    cleanup_containers: str,
+) -> None:
+    agent = await agent_factory()
+    port = reserve_loopback_port()
+    # A container of someone else's, stopped, made from the oldest.
+    docker_client.containers.create(own_images[0], labels={TEST_LABEL: cleanup_containers})
+    for tag in own_images:
+        await apply_ok(agent, spec_of(tag, port, keep=2))
+
+    # The newest two stay (v3 is also the rollback's), v0 is used; v1 and v2 went.
+    assert present(docker_client, own_images) == [True, False, False, True, True]
