@@ -114,7 +114,7 @@ class Agent:
         )
         self.updater.record_outcome = self.commands.record_outcome
         self.updater.publish_hook = lambda event: self.publish_event("hook_run", event)
-        self.updater.publish_pruned = lambda event: self.publish_event("images_pruned", event)
+        self.updater.retention.publish = lambda event: self.publish_event("images_pruned", event)
 
     def _build_telemetry(self, state: Path) -> None:
         """What streams back: engine events, the outbox, logs and metrics."""

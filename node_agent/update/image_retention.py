@@ -2,42 +2,42 @@
 disks with the images of every version they ever ran.
 
 The agent notes, per service, the images it ran for it, newest first (in its state
-directory). After an update succeeded it removes those beyond the newest ``images.keep``
-of the spec, but never:
-- the image the service's previous spec runs (what a rollback goes back to);
+directory): after each update the one it replaced, then the one it runs. It then removes
+those beyond the newest ``images.keep`` of the spec, but never:
+- an image any service on this host runs or would go back to by a rollback (its current
+  and previous specs), nor the one the service runs now;
 - an image a container uses, running or stopped (a blue-green switch-back's other
   colour, a set-aside copy, or anything else on the host);
-- an image tagged in another repository too (the engine refuses; it is left to whoever
-  tagged it).
+- an image the engine will not remove (tagged twice, or in another repository too): it
+  is left to whoever tagged it.
 Images the agent never ran for the service (pulled by a pre-flight whose rollout stopped,
-or by hand) are not the service's: they are left alone.
+or by hand) are not the service's: they are left alone. Removing never fails an update.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from node_agent.resources import disk_for_report
+from node_agent.runtime import DockerRuntime
 from node_agent.state_files import read_json, write_json
+from node_agent.update.service_store import ServiceStore
+from protocol.errors import RuntimeFault
+from protocol.image_ref import parse_image_reference
 from protocol.models import ImagesPruned
+
+log = logging.getLogger("fleet-agent")
+MAX_REMOVED_PER_EVENT = 100
 
 PublishPruned = Callable[[ImagesPruned], Awaitable[None]]
 
 
 async def pruned_nowhere(event: ImagesPruned) -> None:
     """Until the daemon sets where the news goes."""
-
-
-class ImageEngine(Protocol):
-    async def remove_image(self, image_id: str) -> bool: ...
-
-    async def images_in_use(self) -> set[str]: ...
-
-    async def root_dir(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -75,18 +75,16 @@ class ImageHistory:
     def drop(self, service: str, image_ids: set[str]) -> None:
         self._write(service, [i for i in self.images(service) if i.image_id not in image_ids])
 
-    def forget(self, service: str) -> None:
-        self._path(service).unlink(missing_ok=True)
-
     def _write(self, service: str, images: list[RanImage]) -> None:
         write_json(self._path(service), [{"id": i.image_id, "ref": i.ref} for i in images])
 
 
 async def prune_images(
-    engine: ImageEngine, history: ImageHistory, service: str, keep: int, protect: set[str]
+    engine: DockerRuntime, history: ImageHistory, service: str, keep: int, protect: set[str]
 ) -> Pruned:
     """Remove the service's images beyond the newest ``keep``, except those in
-    ``protect`` (image ids) and those a container uses."""
+    ``protect`` (image ids) and those a container uses. An engine fault stops it; what
+    was removed by then is still reported."""
     beyond = history.images(service)[keep:]
     if not beyond:
         return Pruned((), 0)
@@ -97,8 +95,77 @@ async def prune_images(
     for image in beyond:
         if image.image_id in protect or image.image_id in in_use:
             continue
-        if await engine.remove_image(image.image_id):
-            removed.append(image)
+        try:
+            if await engine.remove_image(image.image_id):
+                removed.append(image)
+        except RuntimeFault as exc:
+            log.warning("%s: removing %s failed: %s", service, image.ref, exc.message)
+            break
     history.drop(service, {i.image_id for i in removed})
     free_after = await asyncio.to_thread(lambda: disk_for_report(root).free)
     return Pruned(tuple(removed), max(0, free_after - free_before))
+
+
+class ImageRetention:
+    """What the updater calls once an update succeeded (and its outcome is stored)."""
+
+    def __init__(
+        self, engine: DockerRuntime, services: ServiceStore, history: ImageHistory, host: str
+    ) -> None:
+        self._engine = engine
+        self._services = services
+        self._history = history
+        self._host = host
+        self.publish: PublishPruned = pruned_nowhere
+        """Set by the daemon: publishes what was removed."""
+
+    async def after_update(
+        self, service: str, container: str, keep: int, operation_id: str
+    ) -> None:
+        try:
+            pruned = await self._prune(service, container, keep)
+        except Exception:  # never fails an update that is done: logged, tried next time
+            log.exception("%s: old images not removed", service)
+            return
+        for first in range(0, len(pruned.removed), MAX_REMOVED_PER_EVENT):
+            images = pruned.removed[first : first + MAX_REMOVED_PER_EVENT]
+            await self.publish(
+                ImagesPruned(
+                    sender=self._host,
+                    host=self._host,
+                    service=service,
+                    operation_id=operation_id,
+                    removed=tuple(i.ref for i in images),
+                    freed_bytes=pruned.freed_bytes if first == 0 else 0,
+                )
+            )
+
+    async def _prune(self, service: str, container: str, keep: int) -> Pruned:
+        running = await self._engine.inspect_container(container)
+        if running is None:
+            return Pruned((), 0)
+        replaced = self._services.previous(service)
+        if replaced is not None:  # (ran before this agent kept a history, perhaps)
+            found = await self._local_image(replaced.image)
+            if found is not None:
+                self._history.ran(service, found)
+        now = RanImage(str(running["Image"]), str(running["Config"]["Image"]))
+        self._history.ran(service, now)
+        protect = await self._needed_by_services()
+        protect.add(now.image_id)
+        return await prune_images(self._engine, self._history, service, keep, protect)
+
+    async def _needed_by_services(self) -> set[str]:
+        """The images every service here runs or would go back to."""
+        needed: set[str] = set()
+        for name in self._services.names():
+            for spec in (self._services.current(name), self._services.previous(name)):
+                found = await self._local_image(spec.image) if spec is not None else None
+                if found is not None:
+                    needed.add(found.image_id)
+        return needed
+
+    async def _local_image(self, image: str) -> RanImage | None:
+        local = parse_image_reference(image).local
+        found = await self._engine.inspect_image(local)
+        return RanImage(str(found["Id"]), local) if found is not None else None

@@ -5,7 +5,6 @@ and the conclusion that stores the outcome before the journal closes."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 
@@ -13,13 +12,7 @@ from node_agent.config.sync import ConfigSync
 from node_agent.runtime import DockerRuntime
 from node_agent.settings import AgentSettings
 from node_agent.update.hooks import PublishHook, publish_nowhere, run_hook
-from node_agent.update.image_retention import (
-    ImageHistory,
-    PublishPruned,
-    RanImage,
-    prune_images,
-    pruned_nowhere,
-)
+from node_agent.update.image_retention import ImageHistory, ImageRetention
 from node_agent.update.journal import Journal
 from node_agent.update.operation import (
     ASIDE_SUFFIX,
@@ -32,19 +25,14 @@ from node_agent.update.operation import (
 )
 from node_agent.update.probes import HealthVerdict, wait_until_healthy
 from node_agent.update.service_store import ServiceStore
-from protocol.errors import RuntimeFault
-from protocol.image_ref import parse_image_reference
 from protocol.models import (
     HookName,
     HookResult,
     HookRun,
-    ImagesPruned,
     OperationOutcome,
     ServiceStatus,
     UpdatePhase,
 )
-
-log = logging.getLogger("fleet-agent")
 
 
 class UpdateSteps:
@@ -65,9 +53,8 @@ class UpdateSteps:
         """Set by the daemon: called before the journal is closed (see :meth:`_conclude`)."""
         self.publish_hook: PublishHook = publish_nowhere
         """Set by the daemon: publishes each hook run as an event."""
-        self.images = ImageHistory(settings.state_dir / "images")
-        self.publish_pruned: PublishPruned = pruned_nowhere
-        """Set by the daemon: publishes the images removed after an update."""
+        history = ImageHistory(settings.state_dir / "images")
+        self.retention = ImageRetention(runtime, services, history, settings.host_id)
 
     # ---- names ----
 
@@ -137,44 +124,10 @@ class UpdateSteps:
             self.services.record_update(op.spec, previous)
         done = OperationResult(OperationOutcome.DONE, await self.status(op.spec.name))
         concluded = await self._conclude(op, done)
-        await self._retain_images(op)
+        await self.retention.after_update(
+            op.spec.name, self.main_name(op.spec.name), op.spec.images.keep, op.operation_id
+        )
         return concluded
-
-    async def _retain_images(self, op: Operation) -> None:
-        """Note the image the service runs now, and remove its old ones beyond the newest
-        ``images.keep``: never the one a rollback needs. Never fails the update."""
-        service = op.spec.name
-        try:
-            running = await self.runtime.inspect_container(self.main_name(service))
-            if running is None:  # (blue-green copies are named by colour: not noted)
-                return
-            image_id = str(running["Image"])
-            self.images.ran(service, RanImage(image_id, str(running["Config"]["Image"])))
-            protect = {image_id}
-            rollback_to = self.services.previous(service)
-            if rollback_to is not None:
-                found = await self.runtime.inspect_image(
-                    parse_image_reference(rollback_to.image).local
-                )
-                if found is not None:
-                    protect.add(str(found["Id"]))
-            pruned = await prune_images(
-                self.runtime, self.images, service, op.spec.images.keep, protect
-            )
-        except (RuntimeFault, OSError) as exc:
-            log.warning("%s: old images not removed: %s", service, exc)
-            return
-        if pruned.removed:
-            await self.publish_pruned(
-                ImagesPruned(
-                    sender=self.settings.host_id,
-                    host=self.settings.host_id,
-                    service=service,
-                    operation_id=op.operation_id,
-                    removed=tuple(i.ref for i in pruned.removed),
-                    freed_bytes=pruned.freed_bytes,
-                )
-            )
 
     async def _conclude(self, op: Operation, result: OperationResult) -> OperationResult:
         """Store the outcome, then close the journal.
