@@ -20,8 +20,14 @@ import pytest
 from controller.broker import reserve_loopback_port
 from fleet_lab.agent_client import AgentHandle, apply_ok, demo_spec
 from fleet_lab.stack import LocalStack
-from protocol.models import ImagesPruned, OperationOutcome, OperationReply
-from protocol.spec import ImageRetention, ServiceSpec
+from protocol.models import (
+    ImagesPruned,
+    OperationOutcome,
+    OperationReply,
+    StageCommand,
+    SwitchCommand,
+)
+from protocol.spec import BlueGreen, Colour, ImageRetention, ServiceSpec
 from tests.conftest import TEST_LABEL
 from tests.support.events import EventRecorder
 
@@ -134,3 +140,36 @@ async def test_an_image_another_service_would_roll_back_to_stays(
     back = await agent.request(agent.rollback("worker"))
     assert isinstance(back, OperationReply)
     assert back.outcome is OperationOutcome.DONE, back.reasons
+
+
+async def test_a_blue_green_switch_removes_what_neither_colour_runs_or_goes_back_to(
+    agent_factory: AgentFactory, docker_client: docker.DockerClient, own_images: list[str]
+) -> None:
+    agent = await agent_factory()
+    blue_port, green_port = reserve_loopback_port(), reserve_loopback_port()
+    blue_green = BlueGreen(port=blue_port, alternate_port=green_port)
+    v0, v1, v2, _, _ = own_images
+
+    def spec(tag: str) -> ServiceSpec:
+        return spec_of(tag, blue_port, keep=1).model_copy(update={"blue_green": blue_green})
+
+    async def stage_and_switch(tag: str, colour: Colour) -> None:
+        staged = await agent.request(
+            StageCommand(service=spec(tag), colour=colour, **agent.command_fields())
+        )
+        assert isinstance(staged, OperationReply)
+        assert staged.outcome is OperationOutcome.DONE, staged.reasons
+        switched = await agent.request(
+            SwitchCommand(service="web", colour=colour, **agent.command_fields())
+        )
+        assert isinstance(switched, OperationReply)
+        assert switched.outcome is OperationOutcome.DONE, switched.reasons
+
+    await apply_ok(agent, spec(v0))  # blue
+    await stage_and_switch(v1, "green")
+    # Keep 1, but blue (v0) is the switch-back's, and its copy is there.
+    assert present(docker_client, [v0, v1]) == [True, True]
+
+    await stage_and_switch(v2, "blue")  # blue's copy now runs v2
+    # v1 is green's (the switch-back's); v0 is nobody's any more.
+    assert present(docker_client, [v0, v1, v2]) == [False, True, True]
