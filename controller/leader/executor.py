@@ -172,7 +172,7 @@ class Executor:
         while not stop.is_set():
             await self.dispatch.all_sent()
             self._collections.collect_if_due(quiet=self.dispatch.idle())
-            if self.leader and self.dispatch.idle():
+            if self.leader:
                 await self._tidy()
             self._wake.clear()
             if loop.time() >= next_full:
@@ -188,7 +188,7 @@ class Executor:
     async def _tidy(self) -> None:
         """New bases for rollouts with many changes, while nothing waits for a pass."""
         for rollout_id in self.rollouts.untidy():
-            if not self.dispatch.idle():  # (a write may take a while: answers came)
+            if not self.dispatch.idle():  # (looked at before each: a write takes a while)
                 return
             try:
                 await self.rollouts.tidy(rollout_id)

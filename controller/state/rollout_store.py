@@ -208,17 +208,13 @@ class RolloutStore:
     def untidy(self) -> list[str]:
         """The unfinished rollouts last read or written here with many changes on their
         base."""
-        return [
-            rollout_id
-            for rollout_id, known in self._decoded.items()
-            if known.apart and len(known.parts.changes) >= TIDY_AFTER_CHANGES
-        ]
+        return [rollout_id for rollout_id, known in self._decoded.items() if _untidy(known)]
 
     async def tidy(self, rollout_id: str) -> bool:
         """Every host into a new base now, if the changes are many; False if there was
         nothing to do, or someone wrote since this store last read or wrote it."""
         known = self._decoded.get(rollout_id)
-        if known is None or not known.apart or len(known.parts.changes) < TIDY_AFTER_CHANGES:
+        if known is None or not _untidy(known):
             return False
         if await self._changed(rollout_id, known.revision):
             self._forget(rollout_id)  # finished or written elsewhere: read again if driven
@@ -386,6 +382,10 @@ class RolloutStore:
 
 def _active_key(service: str) -> str:
     return f"active.{service}"
+
+
+def _untidy(known: Stored) -> bool:
+    return known.apart and len(known.parts.changes) >= TIDY_AFTER_CHANGES
 
 
 def _rebase_due(known: Stored) -> bool:

@@ -193,10 +193,8 @@ class BlueGreenUpdater:
         status = await self._updater.status(service)
         if failure is not None:
             return OperationResult(OperationOutcome.FAILED, status, reasons=[failure])
-        serving = self._updater.services.current(service)
-        if serving is not None:  # the other colour's image stays: its copy, or the rollback's
-            keep = serving.images.keep
-            await self._updater.retention.after_update(service, main, keep, operation_id)
+        # The other colour's image stays: its copy uses it, or the switch-back's spec names it.
+        await self._updater.retention.after_update(service, main, operation_id)
         return OperationResult(OperationOutcome.DONE, status)
 
     def _record_current(self, service: str, colour: Colour) -> None:

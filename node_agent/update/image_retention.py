@@ -119,11 +119,11 @@ class ImageRetention:
         self.publish: PublishPruned = pruned_nowhere
         """Set by the daemon: publishes what was removed."""
 
-    async def after_update(
-        self, service: str, container: str, keep: int, operation_id: str
-    ) -> None:
+    async def after_update(self, service: str, container: str, operation_id: str) -> None:
+        """``container`` serves ``service`` now, as its current spec says, whose
+        ``images.keep`` counts."""
         try:
-            pruned = await self._prune(service, container, keep)
+            pruned = await self._prune(service, container)
         except Exception:  # never fails an update that is done: logged, tried next time
             log.exception("%s: old images not removed", service)
             return
@@ -140,9 +140,10 @@ class ImageRetention:
                 )
             )
 
-    async def _prune(self, service: str, container: str, keep: int) -> Pruned:
+    async def _prune(self, service: str, container: str) -> Pruned:
+        current = self._services.current(service)
         running = await self._engine.inspect_container(container)
-        if running is None:
+        if current is None or running is None:
             return Pruned((), 0)
         replaced = self._services.previous(service)
         if replaced is not None:  # (ran before this agent kept a history, perhaps)
@@ -153,6 +154,7 @@ class ImageRetention:
         self._history.ran(service, now)
         protect = await self._needed_by_services()
         protect.add(now.image_id)
+        keep = current.images.keep
         return await prune_images(self._engine, self._history, service, keep, protect)
 
     async def _needed_by_services(self) -> set[str]:

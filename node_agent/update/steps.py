@@ -125,7 +125,7 @@ class UpdateSteps:
         done = OperationResult(OperationOutcome.DONE, await self.status(op.spec.name))
         concluded = await self._conclude(op, done)
         await self.retention.after_update(
-            op.spec.name, self.main_name(op.spec.name), op.spec.images.keep, op.operation_id
+            op.spec.name, self.main_name(op.spec.name), op.operation_id
         )
         return concluded
 
