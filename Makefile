@@ -6,12 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test demo stack-up stack-down stack-status lint typecheck contracts unit bench schema
+.PHONY: test demo stack-up stack-down stack-status agent-image lint typecheck contracts unit bench schema
 
 $(INSTALLED): pyproject.toml
 	bash deploy/local/python-env.sh $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,dev]'
+	$(BIN)/pip install -q -e '.[controller,test,dev]'
 	touch $@
 
 stack-up:
@@ -22,6 +22,11 @@ stack-down:
 
 stack-status:
 	bash deploy/local/stack.sh status
+
+# The fleet-agent image (deploy/agent), tagged with the project's version and pushed to
+# the local registry; rebuilt only when what it is made of changed.
+agent-image: $(INSTALLED) stack-up
+	bash deploy/agent/build.sh
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ import typer
 from pydantic import ValidationError
 
 from node_agent.daemon import Agent
+from node_agent.health_file import read_health, unhealthy_because
 from node_agent.settings import AgentSettings, load_agent_settings
 from protocol import SCHEMA_VERSION
 from protocol.errors import FleetError, summarise_invalid
@@ -81,14 +83,7 @@ def run(
         }.items()
         if value is not None
     }
-    try:
-        settings = load_agent_settings(config, **overrides)
-    except ValidationError as exc:
-        typer.echo(f"fleet-agent: invalid settings: {summarise_invalid(exc)}", err=True)
-        raise typer.Exit(2) from exc
-    except OSError as exc:
-        typer.echo(f"fleet-agent: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    settings = _settings_or_exit(config, overrides)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -97,6 +92,35 @@ def run(
     except FleetError as exc:
         typer.echo(f"fleet-agent: {exc.message}", err=True)
         raise typer.Exit(1) from exc
+
+
+@app.command()
+def health(
+    config: Annotated[
+        Path | None, typer.Option(help="TOML settings file (for its state_dir)")
+    ] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="journal and state directory")] = None,
+) -> None:
+    """Exit 0 if the agent's last heartbeat reached NATS and is recent, 1 if not (the
+    container image's HEALTHCHECK); prints why when it is not."""
+    overrides: dict[str, Any] = {"state_dir": state_dir} if state_dir else {}
+    directory = _settings_or_exit(config, overrides).state_dir
+    reason = unhealthy_because(read_health(directory), time.time())
+    if reason is not None:
+        typer.echo(f"unhealthy: {reason}")
+        raise typer.Exit(1)
+    typer.echo("healthy")
+
+
+def _settings_or_exit(config: Path | None, overrides: dict[str, Any]) -> AgentSettings:
+    try:
+        return load_agent_settings(config, **overrides)
+    except ValidationError as exc:
+        typer.echo(f"fleet-agent: invalid settings: {summarise_invalid(exc)}", err=True)
+        raise typer.Exit(2) from exc
+    except OSError as exc:
+        typer.echo(f"fleet-agent: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 async def _serve(settings: AgentSettings, load: Callable[[], AgentSettings]) -> None:

@@ -27,6 +27,7 @@ from node_agent.bus_state import ensure_streams, open_bucket, when_jetstream_rea
 from node_agent.commands import CommandRunner, event_type_of
 from node_agent.config.files import AppliedConfigs
 from node_agent.config.sync import ConfigSync
+from node_agent.health_file import write_health
 from node_agent.host_facts import read_host_facts
 from node_agent.housekeeping import Housekeeping
 from node_agent.recent_replies import RecentReplies
@@ -373,12 +374,18 @@ class Agent:
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            written = False
             try:
                 facts = await self.host_facts()
                 assert self._hosts_kv is not None
                 await self._hosts_kv.put(self.host, encode(facts))
+                written = True
             except (nats.errors.Error, TimeoutError, RuntimeFault, ProtocolError) as exc:
                 log.warning("heartbeat not written: %s", exc)
+            try:
+                write_health(self.settings.state_dir, written, self.settings.heartbeat_interval)
+            except OSError as exc:
+                log.warning("health record not written: %s", exc)
             self._heartbeat_now.clear()
             stopping = asyncio.create_task(stop.wait())
             asked = asyncio.create_task(self._heartbeat_now.wait())

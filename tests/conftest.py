@@ -27,6 +27,7 @@ from protocol import subjects
 from protocol.image_ref import parse_image_reference
 from protocol.models import InspectReply
 from protocol.signing import CommandSigner, generate_key
+from tests.support.agent_image import build_agent_image
 from tests.support.events import EventRecorder, stored_events
 from tests.support.fleet import (
     HEARTBEATS,
@@ -113,6 +114,12 @@ def docker_client(local_stack: LocalStack) -> Iterator[docker.DockerClient]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def agent_image(local_stack: LocalStack) -> str:
+    """The fleet-agent image (deploy/agent), in the local registry."""
+    return build_agent_image()
 
 
 @pytest.fixture

@@ -50,7 +50,3 @@ def version() -> None:
 
 
 watch.register(app)
-
-
-def main() -> None:
-    app()
