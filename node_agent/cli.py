@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from node_agent.daemon import Agent
 from node_agent.health_file import read_health, unhealthy_because
+from node_agent.install.command import install
 from node_agent.settings import AgentSettings, load_agent_settings
 from protocol import SCHEMA_VERSION
 from protocol.errors import FleetError, summarise_invalid
@@ -121,6 +122,9 @@ def _settings_or_exit(config: Path | None, overrides: dict[str, Any]) -> AgentSe
     except OSError as exc:
         typer.echo(f"fleet-agent: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+app.command()(install)
 
 
 async def _serve(settings: AgentSettings, load: Callable[[], AgentSettings]) -> None:

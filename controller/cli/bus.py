@@ -21,11 +21,14 @@ from controller.cli.base import (
 )
 from controller.cli.tables import print_table
 from controller.cli.typer_app import command_group
+from controller.enrolment import write_bundle
 from controller.pki import Pki
+from controller.settings import load_settings
 from controller.state.intents import Fleet
 from protocol.errors import ConfigurationError
+from protocol.labels import parse_labels
 from protocol.models import HostFacts, utc_now
-from protocol.signing import generate_key
+from protocol.signing import CommandSigner, generate_key
 
 pki_app = command_group("The bus's certificate authority.")
 # No no_args_is_help: `fleetctl hosts` alone lists the hosts.
@@ -92,24 +95,55 @@ def hosts_enroll(
     role: Annotated[
         str, typer.Option(help="host, or reader for a read-only user (dashboards)")
     ] = "host",
+    bundle: Annotated[
+        Path | None,
+        typer.Option(help="also write everything the host needs to this tar (fleet-agent install)"),
+    ] = None,
+    nats_url: NatsOption = None,
+    command_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="controller public key the agent trusts (repeatable; default: the public "
+            "half of FLEET_SIGNING_KEY_FILE)"
+        ),
+    ] = None,
+    labels: Annotated[str | None, typer.Option(help="the host's labels, k=v,...")] = None,
 ) -> None:
     """Issue NAME's client certificate and add its permissions to users.conf.
 
     Prints the permission block; reload nats-server (`nats-server --signal reload`) to
-    let the new host in."""
+    let the new host in. With --bundle, the CA, the certificate and key, and an agent
+    settings file (bus URLs, host id, labels, trusted command keys) go into one file of
+    mode 0600: `fleet-agent install --bundle` on the host puts it in place."""
     if role not in ("host", "reader"):
         fail(f"--role must be host or reader, not {role}", EXIT_INVALID)
     chosen: Literal["host", "reader"] = "host" if role == "host" else "reader"
+    if bundle is not None and chosen != "host":
+        fail("--bundle is for hosts (it sets up an agent), not for a reader", EXIT_INVALID)
     store = Pki(pki)
     try:
+        settings = load_settings(nats_urls=tuple(nats_url) if nats_url else None)
+        keys = tuple(command_key or ()) or _own_command_key(settings.signer())
+        wanted_labels = parse_labels(labels) if labels else {}
+        if bundle is not None and bundle.exists():
+            fail(f"{bundle} exists already; choose another --bundle", EXIT_INVALID)
         issued = store.enroll(name, chosen)
+        if bundle is not None:
+            write_bundle(bundle, issued, store.ca_cert, settings.servers, keys, wanted_labels)
     except (ConfigurationError, OSError) as exc:
         fail(str(exc), EXIT_INVALID)
     typer.echo(f"# {issued.name}: certificate {issued.cert}, key {issued.key} (mode 0600)")
-    typer.echo(f"# agent settings: nats_tls_ca={pki / 'ca.crt'}")
-    typer.echo(f"#   nats_tls_cert={issued.cert} nats_tls_key={issued.key}")
+    if bundle is not None:
+        typer.echo(f"# bundle: {bundle} (mode 0600; fleet-agent install --bundle {bundle.name})")
+    else:
+        typer.echo(f"# agent settings: nats_tls_ca={pki / 'ca.crt'}")
+        typer.echo(f"#   nats_tls_cert={issued.cert} nats_tls_key={issued.key}")
     typer.echo(f"# added to {store.users_conf}; reload nats-server to apply:")
     typer.echo(store.permission_block(issued.name, issued.role))
+
+
+def _own_command_key(signer: CommandSigner | None) -> tuple[str, ...]:
+    return (signer.public_key,) if signer is not None else ()
 
 
 @hosts_app.command("revoke")

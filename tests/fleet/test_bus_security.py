@@ -11,114 +11,38 @@ import json
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
 import nats
 import nats.errors
 import pytest
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from controller.broker import NatsServer, find_nats_server_binary, reserve_loopback_port
 from fleet_lab.agent_process import AgentProcess, agent_args
 from fleet_lab.stack import LocalStack
 from protocol import subjects
-from protocol.bus_permissions import inbox_prefix
 from protocol.signing import generate_key
 from tests.conftest import remove_test_containers
 from tests.support.fleet import ControllerProcess, fleet_spec, fleetctl, fleetctl_executable
 from tests.support.paths import REPO_ROOT
+from tests.support.secure_bus import SecureBus, run_fleetctl, started_secure_bus
 
 pytestmark = pytest.mark.integration
 
 ROOT = REPO_ROOT
 
 
-@dataclass
-class SecureBus:
-    server: NatsServer
-    pki: Path
-    work: Path
-    errors: dict[str, list[str]] = field(default_factory=dict)
-
-    def tls_env(self, name: str) -> dict[str, str]:
-        """FLEET_* settings that make an agent, controller or fleetctl connect as ``name``."""
-        return {
-            "FLEET_NATS_TLS_CA": str(self.pki / "ca.crt"),
-            "FLEET_NATS_TLS_CERT": str(self.pki / "clients" / f"{name}.crt"),
-            "FLEET_NATS_TLS_KEY": str(self.pki / "clients" / f"{name}.key"),
-            "FLEET_BUS_USER": name,
-        }
-
-    def context(self, name: str | None) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
-        if name is not None:
-            context.load_cert_chain(
-                str(self.pki / "clients" / f"{name}.crt"), str(self.pki / "clients" / f"{name}.key")
-            )
-        return context
-
-    async def connect(self, name: str) -> Client:
-        """A client with ``name``'s certificate; the server's -ERRs land in errors[name]."""
-        seen = self.errors.setdefault(name, [])
-
-        async def on_error(exc: Exception) -> None:
-            seen.append(str(exc))
-
-        return await nats.connect(
-            self.server.url,
-            tls=self.context(name),
-            inbox_prefix=inbox_prefix(name),
-            error_cb=on_error,
-            connect_timeout=5,
-            max_reconnect_attempts=0,
-            allow_reconnect=False,
-        )
-
-    async def denied(self, name: str, text: str) -> None:
-        """Wait for the server to report a permissions violation naming ``text``."""
-        for _ in range(100):
-            if any(
-                "permissions violation" in e.lower() and text.lower() in e.lower()
-                for e in self.errors[name]
-            ):
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no permission error about {text} for {name}: {self.errors[name]}")
-
-
-def run_fleetctl(*args: str) -> str:
-    """fleetctl subcommands that need no bus (pki, enroll, revoke)."""
-    done = subprocess.run(
-        [fleetctl_executable(), *args], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done
-    return done.stdout
-
-
 @pytest.fixture
 async def secure_bus(tmp_path: Path, test_id: str) -> AsyncIterator[SecureBus]:
-    pki = tmp_path / "pki"
-    run_fleetctl("pki", "init", "--dir", str(pki))
-    for name in (f"a-{test_id}", f"b-{test_id}"):
-        run_fleetctl("hosts", "enroll", name, "--pki", str(pki))
-    run_fleetctl("hosts", "enroll", f"reader-{test_id}", "--pki", str(pki), "--role", "reader")
-    # The shipped config, with this test's paths and a free loopback port.
-    config = (ROOT / "deploy" / "nats" / "single.conf").read_text()
-    config = config.replace("/etc/fleetwave/pki", str(pki))
-    config = config.replace("/var/lib/fleetwave/nats", str(tmp_path / "jetstream"))
-    config = config.replace("0.0.0.0:4222", "127.0.0.1:-1")
-    (tmp_path / "nats.conf").write_text(config)
-    server = NatsServer(
-        find_nats_server_binary(), tmp_path / "nats", config_file=tmp_path / "nats.conf"
-    )
-    await server.start()
-    try:
-        yield SecureBus(server, pki, tmp_path)
-    finally:
-        await server.stop()
+    def enrol(pki: Path, url: str) -> None:
+        for name in (f"a-{test_id}", f"b-{test_id}"):
+            run_fleetctl("hosts", "enroll", name, "--pki", str(pki))
+        run_fleetctl("hosts", "enroll", f"reader-{test_id}", "--pki", str(pki), "--role", "reader")
+
+    async with started_secure_bus(tmp_path, enrol) as bus:
+        yield bus
 
 
 async def test_plaintext_and_connections_without_a_certificate_are_refused(

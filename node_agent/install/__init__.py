@@ -1,0 +1,1 @@
+"""`fleet-agent install`: an enrolment bundle put in place, and the agent started from it."""

@@ -1,0 +1,102 @@
+"""Starting the installed agent: as a container on the host's engine, or as a systemd unit.
+
+Container mode runs the agent image with the settings directory, the state directory and
+the engine's socket mounted, on the host's network, restarting unless stopped: exactly
+the `docker run` of the README. Systemd mode writes the unit shipped with the agent
+(node_agent/units), pointed at this fleet-agent and settings file, and enables it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from importlib import resources
+from pathlib import Path, PurePosixPath
+
+from node_agent.runtime import DockerRuntime
+from protocol.errors import AgentError, ConfigurationError
+from protocol.image_ref import parse_image_reference
+
+IN_CONTAINER_CONFIG = PurePosixPath("/etc/fleetwave")
+IN_CONTAINER_STATE = "/var/lib/fleetwave/agent"
+IN_CONTAINER_SOCKET = "/var/run/docker.sock"
+ROLE_LABEL = "io.fleetwave.role"
+UNIT_NAME = "fleet-agent.service"
+SHIPPED_EXEC = "/opt/fleetwave/bin/fleet-agent"
+SHIPPED_CONFIG = "/etc/fleetwave/agent.toml"
+SYSTEMCTL_TIMEOUT = 60.0
+
+
+def socket_path(docker_host: str) -> str:
+    """The engine's unix socket, which the agent's container mounts."""
+    if not docker_host.startswith("unix://"):
+        raise ConfigurationError(
+            f"--mode container needs the engine's unix socket, not {docker_host}"
+        )
+    return docker_host.removeprefix("unix://")
+
+
+async def start_container(
+    runtime: DockerRuntime,
+    *,
+    image: str,
+    name: str,
+    config_dir: Path,
+    state_dir: Path,
+    docker_socket: str,
+    replace: bool,
+    pull_timeout: float,
+) -> str:
+    """Create and start the agent's container; returns its id. ``state_dir`` exists."""
+    if await runtime.inspect_container(name) is not None:
+        if not replace:
+            raise ConfigurationError(
+                f"a container named {name} exists already; pass --replace to take its place"
+            )
+        await runtime.remove(name)
+    if await runtime.inspect_image(image) is None:
+        ref = parse_image_reference(image)
+        await runtime.pull(ref.name, ref.digest or ref.tag or "latest", None, pull_timeout)
+    config = {"Image": image, "Labels": {ROLE_LABEL: "agent"}}
+    host_config = {
+        "Binds": [
+            f"{config_dir}:{IN_CONTAINER_CONFIG}:ro",
+            f"{state_dir}:{IN_CONTAINER_STATE}:rw",
+            f"{docker_socket}:{IN_CONTAINER_SOCKET}:rw",
+        ],
+        "NetworkMode": "host",
+        "RestartPolicy": {"Name": "unless-stopped"},
+    }
+    container_id = await runtime.create_container(name, config, host_config)
+    await runtime.start(container_id)
+    return container_id
+
+
+def write_unit(root: Path, executable: Path, settings_file: PurePosixPath) -> Path:
+    """The shipped unit under ``root``/etc/systemd/system, run by ``executable``."""
+    text = resources.files("node_agent").joinpath("units", UNIT_NAME).read_text()
+    text = text.replace(SHIPPED_EXEC, str(executable)).replace(SHIPPED_CONFIG, str(settings_file))
+    unit = root / "etc" / "systemd" / "system" / UNIT_NAME
+    unit.parent.mkdir(parents=True, exist_ok=True)
+    unit.write_text(text)
+    unit.chmod(0o644)
+    return unit
+
+
+def enable_unit() -> None:
+    """systemctl daemon-reload, then enable --now; a failure says what systemctl said."""
+    for args in (("daemon-reload",), ("enable", "--now", UNIT_NAME)):
+        try:
+            done = subprocess.run(
+                ["systemctl", *args],
+                capture_output=True,
+                text=True,
+                timeout=SYSTEMCTL_TIMEOUT,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise AgentError("systemctl is not installed here: use --mode container") from None
+        except subprocess.TimeoutExpired:
+            raise AgentError(f"systemctl {' '.join(args)} did not finish in 60 s") from None
+        if done.returncode != 0:
+            said = (done.stderr or done.stdout).strip().splitlines()
+            raise AgentError(f"systemctl {' '.join(args)} failed: {said[-1] if said else ''}")
