@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test demo stack-up stack-down stack-status agent-image lint typecheck contracts unit bench schema
+.PHONY: test demo stack-up stack-down stack-status agent-image lab-up lab-down lint typecheck contracts unit bench schema
 
 $(INSTALLED): pyproject.toml
 	bash deploy/local/python-env.sh $(VENV)
@@ -27,6 +27,14 @@ stack-status:
 # the local registry; rebuilt only when what it is made of changed.
 agent-image: $(INSTALLED) stack-up
 	bash deploy/agent/build.sh
+
+# The lab: 3 hosts, each a network namespace with its own dockerd and the agent image
+# installed from an enrolment bundle, on a 3-node TLS NATS cluster (deploy/lab/lab.sh).
+lab-up: $(INSTALLED) stack-up
+	bash deploy/lab/lab.sh up
+
+lab-down:
+	bash deploy/lab/lab.sh down
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -76,7 +76,7 @@ def controller_permissions(name: str) -> dict[str, Any]:
 
 
 def reader_permissions(name: str) -> dict[str, Any]:
-    """Read-only: follow events, logs, metrics and KV state; send nothing to a host."""
+    """Read-only: follow events, logs, metrics, heartbeats and KV state; send nothing."""
     return {
         "publish": {
             "allow": [
@@ -99,6 +99,8 @@ def reader_permissions(name: str) -> dict[str, Any]:
                 subjects.EVENTS_WILDCARD,
                 subjects.LOGS_WILDCARD,
                 subjects.METRICS_WILDCARD,
+                # Heartbeats as they are written (a dashboard's live host list).
+                f"$KV.{subjects.HOSTS_BUCKET}.>",
                 f"{inbox_prefix(name)}.>",
             ]
         },

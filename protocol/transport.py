@@ -8,6 +8,7 @@ it is refused unless the operator says --insecure.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import ssl
 import urllib.parse
 from collections.abc import Iterable
@@ -103,6 +104,24 @@ class BusClientSettings(BaseModel):
             # The message names the file, never a key's content.
             raise ConfigurationError(f"cannot load the NATS TLS files: {exc}") from exc
         options["tls"] = context
+        quiet_tls_eof_notice()
         if cert is not None:
             options["inbox_prefix"] = inbox_prefix(user)
         return options
+
+
+class _TlsEofNotice(logging.Filter):
+    """nats-py upgrades a plain connection to TLS, and asyncio then logs a harmless
+    notice each time the server closes one ("returning true from eof_received() has no
+    effect when using ssl"). It said nothing to an operator but came out of every
+    fleetctl command over TLS."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect" not in record.getMessage()
+
+
+def quiet_tls_eof_notice() -> None:
+    """Drop that notice from asyncio's log (once per process)."""
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _TlsEofNotice) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_TlsEofNotice())

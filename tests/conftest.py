@@ -37,6 +37,7 @@ from tests.support.fleet import (
     fleet_spec,
     fleetctl,
 )
+from tests.support.lab import Lab, lab_is_up, lab_script, load_lab
 from tests.support.netns import IsolatedHost
 
 TEST_LABEL = "io.fleetwave.test"
@@ -120,6 +121,19 @@ def docker_client(local_stack: LocalStack) -> Iterator[docker.DockerClient]:
 def agent_image(local_stack: LocalStack) -> str:
     """The fleet-agent image (deploy/agent), in the local registry."""
     return build_agent_image()
+
+
+@pytest.fixture(scope="session")
+def lab(agent_image: str) -> Iterator[Lab]:
+    """The lab of real hosts (deploy/lab), up once per test run; taken down afterwards
+    unless it was up before the run (someone's `make lab-up`)."""
+    was_up = lab_is_up()
+    lab_script("up")
+    try:
+        yield load_lab()
+    finally:
+        if not was_up:
+            lab_script("down")
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from protocol.errors import AgentError, ConfigurationError
 from protocol.image_ref import parse_image_reference
 
 IN_CONTAINER_CONFIG = PurePosixPath("/etc/fleetwave")
-IN_CONTAINER_STATE = "/var/lib/fleetwave/agent"
 IN_CONTAINER_SOCKET = "/var/run/docker.sock"
 ROLE_LABEL = "io.fleetwave.role"
 UNIT_NAME = "fleet-agent.service"
@@ -56,11 +55,17 @@ async def start_container(
     if await runtime.inspect_image(image) is None:
         ref = parse_image_reference(image)
         await runtime.pull(ref.name, ref.digest or ref.tag or "latest", None, pull_timeout)
-    config = {"Image": image, "Labels": {ROLE_LABEL: "agent"}}
+    # The state directory at the same path inside: the agent hands paths under it (config
+    # files) to the engine as bind mounts, and the engine reads them on the host.
+    config = {
+        "Image": image,
+        "Labels": {ROLE_LABEL: "agent"},
+        "Env": [f"FLEET_STATE_DIR={state_dir}"],
+    }
     host_config = {
         "Binds": [
             f"{config_dir}:{IN_CONTAINER_CONFIG}:ro",
-            f"{state_dir}:{IN_CONTAINER_STATE}:rw",
+            f"{state_dir}:{state_dir}:rw",
             f"{docker_socket}:{IN_CONTAINER_SOCKET}:rw",
         ],
         "NetworkMode": "host",

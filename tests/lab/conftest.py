@@ -1,0 +1,117 @@
+"""A fleet on the lab's real hosts: their agents, a controller on this machine, and the
+budget checked over everything the test did (as fleet_factory does on the shared engine)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+
+from protocol import subjects
+from tests.support.events import EventRecorder
+from tests.support.fleet import (
+    HEARTBEATS,
+    CommandResult,
+    ControllerProcess,
+    check_every_budget,
+    fleet_spec,
+    fleetctl,
+)
+from tests.support.lab import Lab
+
+DOCKER_TIMEOUT = 30
+MANIFEST_TYPES = ", ".join(
+    (
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+    )
+)
+
+
+@dataclass
+class LabFleet:
+    lab: Lab
+    controller: ControllerProcess
+    service: str
+    """This test's service: a name of its own, since the lab outlives the test."""
+    work_dir: Path
+    events: EventRecorder
+
+    async def fleetctl(self, *args: str, timeout: float = 240.0) -> CommandResult:
+        return await fleetctl(self.lab.nats, *args, timeout=timeout, env=self.lab.env)
+
+    def spec_file(self, tag: str, **options: float) -> Path:
+        spec = fleet_spec(self.lab.demo_image(tag), **options)
+        path = self.work_dir / f"{self.service}-{tag}.json"
+        path.write_text(spec.model_copy(update={"name": self.service}).model_dump_json())
+        return path
+
+    def pinned(self, tag: str) -> str:
+        """demo/web:<tag> as rollouts run it, pinned to the digest the registry gives."""
+        answer = httpx.head(
+            f"http://{self.lab.registry}/v2/demo/web/manifests/{tag}",
+            headers={"Accept": MANIFEST_TYPES},
+            timeout=10,
+        )
+        answer.raise_for_status()
+        return f"{self.lab.registry}/demo/web@{answer.headers['Docker-Content-Digest']}"
+
+    def running_images(self) -> dict[str, str | None]:
+        """Each host's running container of the service, read from its own engine."""
+        found: dict[str, str | None] = {}
+        for host in self.lab.hosts:
+            client = docker.APIClient(base_url=self.lab.engine(host), timeout=DOCKER_TIMEOUT)
+            try:
+                state = client.inspect_container(self.service)
+                running = state["State"]["Running"]
+                found[host] = str(state["Config"]["Image"]) if running else None
+            except docker.errors.NotFound:
+                found[host] = None
+            finally:
+                client.close()
+        return found
+
+    def remove_service_containers(self) -> None:
+        for host in self.lab.hosts:
+            client = docker.APIClient(base_url=self.lab.engine(host), timeout=DOCKER_TIMEOUT)
+            try:
+                for container in client.containers(all=True, filters={"name": self.service}):
+                    client.remove_container(container["Id"], force=True)
+            except docker.errors.DockerException:
+                pass  # an engine a test stopped: its host is brought back below
+            finally:
+                client.close()
+
+
+@pytest.fixture
+async def lab_fleet(lab: Lab, tmp_path: Path, test_id: str) -> AsyncIterator[LabFleet]:
+    """The lab with this test's controller; every rollout of the test's service is
+    checked against its budget at the end, counting hosts out for any reason."""
+    watcher = await lab.watch()
+    controller = ControllerProcess(lab.nats, tmp_path / "controller.log", "c0", env=lab.env)
+    await controller.start()
+    fleet: LabFleet | None = None
+    try:
+        async with (
+            EventRecorder(watcher, subjects.EVENTS_WILDCARD) as events,
+            EventRecorder(watcher, HEARTBEATS) as beats,
+        ):
+            fleet = LabFleet(lab, controller, f"w{test_id}", tmp_path, events)
+            yield fleet
+            listed = await fleet.fleetctl("rollout", "status", "-o", "json")
+            assert listed.code == 0, listed
+            mine = [r for r in json.loads(listed.stdout) if r["service"] == fleet.service]
+            check_every_budget(events, mine, heartbeats=beats)
+    finally:
+        for host in lab.hosts:  # whatever a test did to a host, it is whole again
+            for verb in ("heal", "engine-start", "unfill"):
+                await lab.fault(verb, host)
+        await controller.stop()
+        if fleet is not None:
+            fleet.remove_service_containers()
+        await watcher.close()

@@ -1,0 +1,87 @@
+"""The lab (deploy/lab/lab.sh): real hosts, each with its own engine and its agent in a
+container, on a 3-node TLS bus; and the faults the tests put on them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+from nats.aio.client import Client
+
+from protocol.bus_permissions import inbox_prefix
+from tests.support.paths import REPO_ROOT
+
+LAB_SCRIPT = REPO_ROOT / "deploy" / "lab" / "lab.sh"
+LAB_DIR = Path(os.environ.get("FLEET_LAB_DIR", "/var/lib/fleetwave/lab"))
+SCRIPT_TIMEOUT = 600.0
+
+
+def lab_script(*args: str) -> None:
+    """Run ``lab.sh ARGS``; a failure says what the script said."""
+    done = subprocess.run(
+        ["bash", str(LAB_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=SCRIPT_TIMEOUT,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"lab.sh {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+
+
+def lab_is_up() -> bool:
+    return (LAB_DIR / "lab.env").is_file()
+
+
+@dataclass(frozen=True)
+class Lab:
+    env: dict[str, str]
+    """The controller's FLEET_* settings: the bus, its TLS files, the signing key."""
+    hosts: tuple[str, ...]
+    registry: str
+    run_dir: Path
+
+    @property
+    def nats(self) -> str:
+        return self.env["FLEET_NATS_URLS"]
+
+    def number(self, host: str) -> str:
+        return host.removeprefix("lab-h")
+
+    def engine(self, host: str) -> str:
+        return f"unix://{self.run_dir}/h{self.number(host)}/docker.sock"
+
+    def demo_image(self, tag: str) -> str:
+        return f"{self.registry}/demo/web:{tag}"
+
+    async def fault(self, verb: str, host: str, *args: str) -> None:
+        """cut, heal, engine-stop, engine-start, fill MIB or unfill on ``host``."""
+        await asyncio.to_thread(lab_script, verb, self.number(host), *args)
+
+    async def watch(self) -> Client:
+        """A connection as the lab's reader: events, heartbeats and KV, read-only."""
+        context = ssl.create_default_context(cafile=self.env["FLEET_NATS_TLS_CA"])
+        clients = LAB_DIR / "pki" / "clients"
+        context.load_cert_chain(str(clients / "lab-reader.crt"), str(clients / "lab-reader.key"))
+        return await nats.connect(
+            self.nats.split(","),
+            tls=context,
+            inbox_prefix=inbox_prefix("lab-reader"),
+            connect_timeout=5,
+        )
+
+
+def load_lab() -> Lab:
+    lines = (LAB_DIR / "lab.env").read_text().splitlines()
+    values = {k: v.strip('"') for k, v in (line.split("=", 1) for line in lines if "=" in line)}
+    return Lab(
+        env={k: v for k, v in values.items() if not k.startswith("FLEET_LAB_")},
+        hosts=tuple(values["FLEET_LAB_HOSTS"].split()),
+        registry=values["FLEET_LAB_REGISTRY"],
+        run_dir=Path(values["FLEET_LAB_RUN"]),
+    )
