@@ -54,6 +54,7 @@ from protocol.jetstream_start import why_not_ready
 from protocol.models import (
     Envelope,
     HostFacts,
+    ServiceStatus,
     UpdatePhase,
     UpdateProgress,
 )
@@ -79,6 +80,7 @@ class Agent:
         self._heartbeat_now = asyncio.Event()
         self._workers = asyncio.Semaphore(settings.command_workers)
         self._connected_state: bool | None = None
+        self._last_seen: dict[str, ServiceStatus] = {}  # for beats while the engine is down
         self._closing = False
         self._recent_replies = RecentReplies(
             settings.nats_ping_interval * (MAX_OUTSTANDING_PINGS + 1)
@@ -426,5 +428,5 @@ class Agent:
 
     async def host_facts(self) -> HostFacts:
         return await read_host_facts(
-            self.settings, self.runtime, self.updater, self.services, self.locks
+            self.settings, self.runtime, self.updater, self.services, self.locks, self._last_seen
         )

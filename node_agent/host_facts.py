@@ -14,7 +14,7 @@ from node_agent.update.service_locks import ServiceLocks
 from node_agent.update.service_store import ServiceStore
 from node_agent.update.updater import ServiceUpdater
 from protocol.errors import RuntimeFault
-from protocol.models import HostFacts
+from protocol.models import HostFacts, ServiceStatus
 from protocol.version import fleetwave_version
 
 
@@ -24,24 +24,34 @@ async def read_host_facts(
     updater: ServiceUpdater,
     services: ServiceStore,
     locks: ServiceLocks,
+    last_seen: dict[str, ServiceStatus],
 ) -> HostFacts:
+    """The heartbeat. ``last_seen`` keeps each service's status from the last beat the
+    engine answered, for the beats it does not."""
     memory = resources.memory()
     try:
         docker_version: str | None = await runtime.version()
         root = await runtime.root_dir()
+        statuses = [
+            heartbeat_status(await updater.status(name), services.current(name), locks.busy(name))
+            for name in services.names()
+        ]
     except RuntimeFault:
+        # The engine is down: the heartbeat still goes, saying so (no docker version),
+        # with each service as last seen; the controller takes the host out of rollouts.
         docker_version, root = None, "/"
+        statuses = [last_seen[name] for name in services.names() if name in last_seen]
+    else:
+        last_seen.clear()
+        last_seen.update((status.name, status) for status in statuses)
     disk = await asyncio.to_thread(resources.disk_for_report, root)
-    statuses = [
-        heartbeat_status(await updater.status(name), services.current(name), locks.busy(name))
-        for name in services.names()
-    ]
     return HostFacts(
         sender=settings.host_id,
         host=settings.host_id,
         labels=settings.labels,
         agent_version=f"{fleetwave_version()} ({platform.python_implementation()})",
         docker_version=docker_version,
+        engine_down=docker_version is None,
         cpus=resources.cpu_count(),
         memory_total=memory.total,
         memory_available=memory.available,

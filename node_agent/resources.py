@@ -92,10 +92,13 @@ def check_resources(needs: ResourceNeeds, docker_root: str) -> list[Reason]:
     path = docker_root if os.path.isdir(docker_root) else "/"
     free = disk(path).free
     if free < needs.disk:
+        # In the agent's container the engine's data-root is not mounted: its own root
+        # lies on that disk, so it is measured there, and named as the engine knows it.
+        where = docker_root if path == docker_root else f"{docker_root} (measured at /)"
         reasons.append(
             Reason(
                 code="insufficient_disk",
-                text=f"{free // MiB} MiB free on {path}, {needs.disk // MiB} MiB needed",
+                text=f"{free // MiB} MiB free on {where}, {needs.disk // MiB} MiB needed",
             )
         )
     soft_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -23,6 +23,9 @@ class HostFacts(Envelope):
     labels: dict[str, str] = Field(default_factory=dict)
     agent_version: str
     docker_version: str | None = None
+    engine_down: bool = False
+    """The engine did not answer for this heartbeat: services are as last seen, and the
+    host is out of every rollout until it is back."""
     cpus: Annotated[int, Field(ge=0)]
     memory_total: Annotated[int, Field(ge=0)]
     memory_available: Annotated[int, Field(ge=0)]

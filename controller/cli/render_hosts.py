@@ -43,7 +43,7 @@ def hosts_table(hosts: list[HostFacts], now: datetime, timeout: float) -> Table:
             facts.host,
             labels or "-",
             facts.agent_version.split(" ")[0],
-            facts.docker_version or "-",
+            Text("down", "bold red") if facts.engine_down else facts.docker_version or "-",
             services or "-",
             status,
             ago(facts.sent_at, now),

@@ -234,6 +234,8 @@ def needs(
 
 
 def _verdict(desired: Desired, host: str, facts: HostFacts) -> HostNeed | None:
+    if facts.engine_down:
+        return None  # nothing can change there until its engine is back
     if desired.deleted or not matches(facts, desired.selector):
         if runs(facts, desired.service):
             why = "the service was deleted" if desired.deleted else "off the selector"

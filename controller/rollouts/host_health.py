@@ -25,6 +25,8 @@ class HostHealth:
     """Whether the service answers healthy there; None where it does not run at all."""
     last_seen: datetime | None = None
     """Its last heartbeat; None for a host never heard of."""
+    engine_down: bool = False
+    """Its agent beats but its engine does not answer: not online for rollouts."""
 
     @property
     def unavailable(self) -> bool:
@@ -54,6 +56,8 @@ def out_of_touch_since(entry: HostRecord, health: HostHealth) -> datetime | None
 
 def why_held(entry: HostRecord, health: HostHealth, now: datetime) -> str:
     """Why one host holds a rollout up, in a few words: ``offline 75s``, ``updating: probing``."""
+    if health.engine_down:
+        return "engine down"
     since = out_of_touch_since(entry, health)
     if since is not None:
         return f"offline {span((now - since).total_seconds())}"

@@ -257,6 +257,13 @@ def _finished(record: RolloutRecord, eligible: tuple[str, ...], promote: bool) -
         )
     failed = record.count(HostPhase.FAILED)
     note = f"; {failed} host(s) failed within max_failure_ratio" if failed else ""
+    left_out = record.count(HostPhase.NOT_READY)
+    if left_out:  # --min-ready let the rollout go without them
+        return Decision(
+            RolloutStatus.COMPLETE,
+            f"all ready hosts updated; {left_out} not ready, left out{note}",
+            promote=promote,
+        )
     return Decision(RolloutStatus.COMPLETE, f"all hosts updated{note}", promote=promote)
 
 

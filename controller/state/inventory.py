@@ -30,11 +30,19 @@ def service_health(
         return OFFLINE
     if now - facts.sent_at > timedelta(seconds=timeout):
         return HostHealth(online=False, serving=None, last_seen=facts.sent_at)
+    if facts.engine_down:
+        return engine_down(facts)
     status = next((s for s in facts.services if s.name == service), None)
     if status is None or status.state is ContainerState.ABSENT:
         return HostHealth(online=True, serving=None, last_seen=facts.sent_at)
     serving = status.state is ContainerState.RUNNING and status.health is not Health.UNHEALTHY
     return HostHealth(online=True, serving=serving, last_seen=facts.sent_at)
+
+
+def engine_down(facts: HostFacts) -> HostHealth:
+    """A host whose agent reports its engine down: out of every rollout until it is back
+    (nothing can be changed there), and counted against the budget."""
+    return HostHealth(online=False, serving=None, last_seen=facts.sent_at, engine_down=True)
 
 
 def fleet_health(
@@ -51,6 +59,8 @@ def fleet_health(
 def online_health(facts: HostFacts) -> dict[str, HostHealth]:
     """Each reported service's health on a host that is online; "" for any other service."""
     seen = facts.sent_at
+    if facts.engine_down:
+        return {"": engine_down(facts)}
     found = {"": HostHealth(online=True, serving=None, last_seen=seen)}
     for status in reversed(facts.services):  # the first of a name wins, as in service_health
         if status.state is ContainerState.ABSENT:
@@ -62,9 +72,11 @@ def online_health(facts: HostFacts) -> dict[str, HostHealth]:
 
 
 def convergence_mark(facts: HostFacts) -> Hashable:
-    """What convergence judges a host by: its labels and what it says it applied."""
+    """What convergence judges a host by: its labels, whether its engine answers, and what
+    it says it applied."""
     return (
         tuple(sorted(facts.labels.items())),
+        facts.engine_down,
         tuple(
             (s.name, s.fingerprint, s.applied_digest, s.drift, s.state is ContainerState.ABSENT)
             for s in facts.services

@@ -88,6 +88,7 @@ build_wheels() {  # dir
     log "wheels: Fleetwave and the agent's dependencies"
     "$PIP" wheel --isolated --quiet --disable-pip-version-check --wheel-dir "$1" "$ROOT" \
         || die "pip wheel failed"
+    rm -rf "$ROOT/build"  # setuptools' scratch space in the checkout
     "$PIP" download --isolated --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
         --dest "$1/pip-download" pip || die "pip download pip failed"
     mv "$1"/pip-download/pip-*.whl "$1/pip.whl"

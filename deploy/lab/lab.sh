@@ -38,7 +38,7 @@ die() { echo "lab: error: $*" >&2; exit 1; }
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 host_name() { echo "lab-h$1"; }
 netns_of() { echo "fleetlab-h$1"; }
-socket_of() { echo "$RUN/h$1/docker.sock"; }
+socket_of() { echo "$RUN/h$1/engine/docker.sock"; }  # a directory of its own: see install
 nats_urls() { local p; for p in "${NATS_PORTS[@]}"; do echo "tls://$GATEWAY:$p"; done; }
 
 controller_env() {  # the controller's bus settings, as `env` prints them
@@ -134,7 +134,7 @@ engine_answers() { curl -sf -m 3 --unix-socket "$(socket_of "$1")" http://localh
 bring_up_engine() {  # i
     local dir=$STATE/hosts/h$1 waited=0
     engine_answers "$1" && return
-    mkdir -p "$dir/docker" "$RUN/h$1"
+    mkdir -p "$dir/docker" "$RUN/h$1/engine"
     mountpoint -q "$dir/docker" || mount -t tmpfs -o "size=$HOST_DISK" "lab-h$1" "$dir/docker"
     setsid nsenter --net="/var/run/netns/$(netns_of "$1")" dockerd \
         --host "unix://$(socket_of "$1")" --data-root "$dir/docker" \
@@ -167,7 +167,7 @@ install_agent() {  # i image: (re)installed unless it runs that very image alrea
     [ "$running" = "true $wanted" ] && return
     "$BIN/fleet-agent" install --bundle "$dir/bundle.tar" --mode container --image "$2" \
         --config-dir "$dir/etc" --state-dir "$dir/state" \
-        --docker-host "unix://$(socket_of "$1")" --replace >/dev/null
+        --docker-host "unix://$(socket_of "$1")" --socket-dir --replace >/dev/null
     # The lab's registry speaks plain HTTP, and tests wait for heartbeats: one a second.
     # sed -i renames a whole new file in, so the agent never reads half of one; then a
     # restart, since a SIGHUP could come before the agent has its handler.

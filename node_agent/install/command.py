@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Annotated
@@ -23,6 +24,13 @@ from protocol.errors import ConfigurationError, FleetError
 
 DOCKER_TIMEOUT = 60.0
 PULL_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Engine:
+    docker_host: str
+    socket_dir: bool
+    """Mount the socket's directory rather than the socket itself."""
 
 
 class Mode(StrEnum):
@@ -49,6 +57,14 @@ def install(
         str, typer.Option(help="the engine the agent manages")
     ] = "unix:///var/run/docker.sock",
     name: Annotated[str, typer.Option(help="the agent container's name")] = "fleet-agent",
+    socket_dir: Annotated[
+        bool,
+        typer.Option(
+            "--socket-dir",
+            help="mount the socket's directory, not the socket: for an engine that makes "
+            "its socket anew when it restarts (no systemd socket activation)",
+        ),
+    ] = False,
     replace: Annotated[
         bool, typer.Option("--replace", help="remove an existing agent container first")
     ] = False,
@@ -65,7 +81,8 @@ def install(
     try:
         found = read_bundle(bundle)
         if mode is Mode.container:
-            _install_container(found, image, config_dir, state_dir, docker_host, name, replace)
+            where = Engine(docker_host, socket_dir)
+            _install_container(found, image, config_dir, state_dir, where, name, replace)
         else:
             _install_systemd(found, root, config_dir)
     except FleetError as exc:
@@ -81,13 +98,13 @@ def _install_container(
     image: str | None,
     config_dir: Path,
     state_dir: Path,
-    docker_host: str,
+    engine: Engine,
     name: str,
     replace: bool,
 ) -> None:
     if image is None:
         raise ConfigurationError("--mode container needs --image (the agent image to run)")
-    socket = socket_path(docker_host)
+    socket = socket_path(engine.docker_host)
     place_bundle(found, config_dir, IN_CONTAINER_CONFIG)
     typer.echo(f"settings for {found.host_id} in {config_dir} (key mode 0600)")
 
@@ -95,7 +112,7 @@ def _install_container(
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     async def start(agent_image: str) -> str:
-        runtime = DockerRuntime(docker_host, DOCKER_TIMEOUT)
+        runtime = DockerRuntime(engine.docker_host, DOCKER_TIMEOUT)
         try:
             return await start_container(
                 runtime,
@@ -104,6 +121,7 @@ def _install_container(
                 config_dir=config_dir,
                 state_dir=state_dir,
                 docker_socket=socket,
+                socket_dir=engine.socket_dir,
                 replace=replace,
                 pull_timeout=PULL_TIMEOUT,
             )

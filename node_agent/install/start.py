@@ -18,6 +18,7 @@ from protocol.image_ref import parse_image_reference
 
 IN_CONTAINER_CONFIG = PurePosixPath("/etc/fleetwave")
 IN_CONTAINER_SOCKET = "/var/run/docker.sock"
+IN_CONTAINER_SOCKET_DIR = "/run/fleetwave/engine"
 ROLE_LABEL = "io.fleetwave.role"
 UNIT_NAME = "fleet-agent.service"
 SHIPPED_EXEC = "/opt/fleetwave/bin/fleet-agent"
@@ -42,6 +43,7 @@ async def start_container(
     config_dir: Path,
     state_dir: Path,
     docker_socket: str,
+    socket_dir: bool,
     replace: bool,
     pull_timeout: float,
 ) -> str:
@@ -57,16 +59,18 @@ async def start_container(
         await runtime.pull(ref.name, ref.digest or ref.tag or "latest", None, pull_timeout)
     # The state directory at the same path inside: the agent hands paths under it (config
     # files) to the engine as bind mounts, and the engine reads them on the host.
-    config = {
-        "Image": image,
-        "Labels": {ROLE_LABEL: "agent"},
-        "Env": [f"FLEET_STATE_DIR={state_dir}"],
-    }
+    env = [f"FLEET_STATE_DIR={state_dir}"]
+    socket_bind = f"{docker_socket}:{IN_CONTAINER_SOCKET}:rw"
+    if socket_dir:  # an engine that makes its socket anew when it restarts
+        directory, _, socket_name = docker_socket.rpartition("/")
+        socket_bind = f"{directory}:{IN_CONTAINER_SOCKET_DIR}:rw"
+        env.append(f"FLEET_DOCKER_HOST=unix://{IN_CONTAINER_SOCKET_DIR}/{socket_name}")
+    config = {"Image": image, "Labels": {ROLE_LABEL: "agent"}, "Env": env}
     host_config = {
         "Binds": [
             f"{config_dir}:{IN_CONTAINER_CONFIG}:ro",
             f"{state_dir}:{state_dir}:rw",
-            f"{docker_socket}:{IN_CONTAINER_SOCKET}:rw",
+            socket_bind,
         ],
         "NetworkMode": "host",
         "RestartPolicy": {"Name": "unless-stopped"},

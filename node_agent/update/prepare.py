@@ -85,12 +85,13 @@ async def _readiness(
     """Why this host cannot take the image now (none: ready), and what the registry said."""
     spec, settings, runtime = command.service, on.settings, on.runtime
     reasons: list[Reason] = []
+    engine_up = True
     try:
         await runtime.ping()
         docker_root = await runtime.root_dir()
     except RuntimeFault as exc:
         reasons.append(Reason(code="engine_unavailable", text=exc.message))
-        docker_root = "/"
+        docker_root, engine_up = "/", False
     refusal = registry_refusal(ref, settings.allowed_registries)
     if refusal is not None:
         # Not even asked: a host does not talk to a registry it must not use.
@@ -110,6 +111,8 @@ async def _readiness(
         docker_root,
     )
     reasons += await on.config.prepare_reasons(spec)
+    if not engine_up:  # the engine is the reason; its containers cannot be asked about
+        return reasons, registry
     current = await runtime.inspect_container(settings.container_name(spec.name))
     current_ref = image_label(current)
     current_tag = parse_image_reference(current_ref).tag if current_ref else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import docker
 import pytest
@@ -18,9 +18,9 @@ import pytest
 from controller.broker import NatsServer
 from fleet_lab.stack import LocalStack
 from protocol import subjects
-from protocol.models import AnyMessage, UpdatePhase, UpdateProgress, utc_now
+from protocol.models import UpdatePhase, UpdateProgress, utc_now
 from tests.conftest import FleetFactory
-from tests.support.events import EventRecorder
+from tests.support.events import EventRecorder, progress_of
 from tests.support.netns import IsolatedHost, isolated_host
 
 pytestmark = pytest.mark.integration
@@ -33,16 +33,6 @@ async def island(
     registry_port = int(local_stack.registry.rpartition(":")[2])
     async with isolated_host(f"fw-{test_id}", nats_server.port, registry_port) as host:
         yield host
-
-
-def progress_of(host: str, phase: UpdatePhase, tag: str) -> Callable[[AnyMessage], bool]:
-    return lambda m: (
-        isinstance(m, UpdateProgress)
-        and m.host == host
-        and m.phase is phase
-        and m.image is not None
-        and f":{tag}" in m.image
-    )
 
 
 def running_image(client: docker.DockerClient, container: str) -> str:

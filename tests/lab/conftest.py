@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import httpx
@@ -16,6 +17,7 @@ from protocol import subjects
 from tests.support.events import EventRecorder
 from tests.support.fleet import (
     HEARTBEATS,
+    HOST_TIMEOUT,
     CommandResult,
     ControllerProcess,
     check_every_budget,
@@ -43,7 +45,24 @@ class LabFleet:
     events: EventRecorder
 
     async def fleetctl(self, *args: str, timeout: float = 240.0) -> CommandResult:
-        return await fleetctl(self.lab.nats, *args, timeout=timeout, env=self.lab.env)
+        """fleetctl as the lab's controller, with the test controller's host timeout."""
+        env = {**self.lab.env, "FLEET_HOST_TIMEOUT": f"{HOST_TIMEOUT.total_seconds():g}"}
+        return await fleetctl(self.lab.nats, *args, timeout=timeout, env=env)
+
+    async def hosts(self) -> dict[str, dict[str, Any]]:
+        """`fleetctl hosts -o json`, by host."""
+        listed = await self.fleetctl("hosts", "-o", "json")
+        assert listed.code == 0, listed
+        return {entry["host"]: entry for entry in json.loads(listed.stdout)}
+
+    async def deploy(self, tag: str) -> None:
+        """The test's service at ``tag`` on every lab host (recreate, waited for)."""
+        first = await self.fleetctl(
+            "rollout", "start", self.service, "--spec", str(self.spec_file(tag)),
+            "--strategy", "recreate", "-w",
+        )  # fmt: skip
+        assert first.code == 0, (first, self.controller.log_text())
+        assert self.running_images() == {host: self.pinned(tag) for host in self.lab.hosts}
 
     def spec_file(self, tag: str, **options: float) -> Path:
         spec = fleet_spec(self.lab.demo_image(tag), **options)
@@ -61,10 +80,10 @@ class LabFleet:
         answer.raise_for_status()
         return f"{self.lab.registry}/demo/web@{answer.headers['Docker-Content-Digest']}"
 
-    def running_images(self) -> dict[str, str | None]:
+    def running_images(self, hosts: tuple[str, ...] | None = None) -> dict[str, str | None]:
         """Each host's running container of the service, read from its own engine."""
         found: dict[str, str | None] = {}
-        for host in self.lab.hosts:
+        for host in hosts or self.lab.hosts:
             client = docker.APIClient(base_url=self.lab.engine(host), timeout=DOCKER_TIMEOUT)
             try:
                 state = client.inspect_container(self.service)
@@ -111,6 +130,8 @@ async def lab_fleet(lab: Lab, tmp_path: Path, test_id: str) -> AsyncIterator[Lab
         for host in lab.hosts:  # whatever a test did to a host, it is whole again
             for verb in ("heal", "engine-start", "unfill"):
                 await lab.fault(verb, host)
+        if fleet is not None:  # undeclared, so no later controller converges it back
+            await fleet.fleetctl("delete", "service", fleet.service)
         await controller.stop()
         if fleet is not None:
             fleet.remove_service_containers()

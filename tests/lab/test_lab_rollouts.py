@@ -12,12 +12,7 @@ pytestmark = pytest.mark.integration
 
 async def test_a_rolling_update_of_demo_web_reaches_every_lab_host(lab_fleet: LabFleet) -> None:
     fleet, lab = lab_fleet, lab_fleet.lab
-    first = await fleet.fleetctl(
-        "rollout", "start", fleet.service, "--spec", str(fleet.spec_file("1.0.0")),
-        "--strategy", "recreate", "-w",
-    )  # fmt: skip
-    assert first.code == 0, (first, fleet.controller.log_text())
-    assert fleet.running_images() == {host: fleet.pinned("1.0.0") for host in lab.hosts}
+    await fleet.deploy("1.0.0")
 
     rolled = await fleet.fleetctl(
         "rollout", "start", fleet.service, "--image", lab.demo_image("1.1.0"),

@@ -14,7 +14,7 @@ from nats.js.api import DeliverPolicy
 
 from protocol.codec import decode
 from protocol.errors import ProtocolError
-from protocol.models import AnyMessage
+from protocol.models import AnyMessage, UpdatePhase, UpdateProgress
 
 Match = Callable[[AnyMessage], bool]
 
@@ -94,3 +94,16 @@ async def stored_events(client: Client, subject: str, timeout: float = 30.0) -> 
                 return recorder
     finally:
         await subscription.unsubscribe()
+
+
+def progress_of(host: str, phase: UpdatePhase, tag: str, service: str | None = None) -> Match:
+    """``host``'s update progress at ``phase`` towards an image of ``tag`` (of ``service``,
+    when given)."""
+    return lambda m: (
+        isinstance(m, UpdateProgress)
+        and m.host == host
+        and m.phase is phase
+        and m.image is not None
+        and f":{tag}" in m.image
+        and service in (None, m.service)
+    )

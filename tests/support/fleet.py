@@ -313,17 +313,25 @@ class BudgetChecker:
 
     def _heartbeats(self, beats: list[HostFacts], timeline: list[AnyMessage]) -> None:
         """Offline between beats further apart than the host timeout (and after the last
-        one, to the end of the recording); not serving while a beat says so."""
+        one, to the end of the recording), and while beats say the engine is down; not
+        serving while a beat says so."""
         if not beats:
             return
         last_seen: dict[str, datetime] = {}
         sick: dict[tuple[str, str], Window] = {}
+        engines_down: dict[tuple[str, str], Window] = {}
         for beat in beats:
             previous = last_seen.get(beat.host)
             if previous is not None and beat.sent_at - previous > self.host_timeout:
                 start = previous + self.host_timeout
                 self.outages.append(Window(beat.host, start, beat.sent_at, why="offline"))
             last_seen[beat.host] = beat.sent_at
+            engine = (beat.host, "")
+            if not beat.engine_down:
+                _close(engines_down, engine, beat.sent_at)
+            elif engine not in engines_down:  # out of every service's rollout meanwhile
+                engines_down[engine] = Window(beat.host, beat.sent_at, why="engine down")
+                self.outages.append(engines_down[engine])
             for status in beat.services:
                 key = (beat.host, status.name)
                 running = status.state in (ContainerState.RUNNING, ContainerState.ABSENT)

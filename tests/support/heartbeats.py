@@ -40,6 +40,7 @@ def facts_with(
     services: tuple[ServiceStatus, ...],
     sent_at: datetime,
     labels: dict[str, str] | None = None,
+    engine_down: bool = False,
 ) -> HostFacts:
     """A heartbeat reporting ``services`` as they are given."""
     return HostFacts(
@@ -54,4 +55,5 @@ def facts_with(
         disk_free=1,
         services=services,
         sent_at=sent_at,
+        engine_down=engine_down,
     )

@@ -54,7 +54,11 @@ class Lab:
         return host.removeprefix("lab-h")
 
     def engine(self, host: str) -> str:
-        return f"unix://{self.run_dir}/h{self.number(host)}/docker.sock"
+        return f"unix://{self.run_dir}/h{self.number(host)}/engine/docker.sock"
+
+    def disk_root(self, host: str) -> str:
+        """The host's engine's data-root: a tmpfs of its own (lab.sh fill fills it)."""
+        return str(LAB_DIR / "hosts" / f"h{self.number(host)}" / "docker")
 
     def demo_image(self, tag: str) -> str:
         return f"{self.registry}/demo/web:{tag}"

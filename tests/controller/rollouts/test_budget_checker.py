@@ -280,6 +280,16 @@ def test_a_heartbeat_that_shows_the_service_stopped_counts_the_host_out() -> Non
     check_every_budget(events, listed(record(2)), heartbeats=recorder_of(*beats, *running))
 
 
+def test_a_host_whose_agent_reports_its_engine_down_counts_out_until_the_engine_is_back() -> None:
+    beats = [heartbeat(h, s) for s in range(-30, 10) for h in ("h0", "h1", "h2")]
+    down = [heartbeat("h3", s).model_copy(update={"engine_down": True}) for s in range(-30, 10)]
+    back = [heartbeat("h3", s).model_copy(update={"engine_down": s < -20}) for s in range(-30, 10)]
+    events = recorder_of(*two_overlapping_updates())
+    with pytest.raises(AssertionError, match=r"3 hosts out at once.*'h3': 'engine down'"):
+        check_every_budget(events, listed(record(2)), heartbeats=recorder_of(*beats, *down))
+    check_every_budget(events, listed(record(2)), heartbeats=recorder_of(*beats, *back))
+
+
 def test_a_host_a_test_declared_offline_counts_against_the_budget() -> None:
     checker = BudgetChecker.of(recorder_of(*two_overlapping_updates()))
     checker.check(record(2))

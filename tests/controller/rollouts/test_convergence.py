@@ -53,19 +53,23 @@ class Host:
     given: int | None
     """Index into REVISIONS, -1 for a spec no revision has, None for no service."""
     drift: Drift | None
+    engine_down: bool = False
 
 
 def facts_of(host: Host) -> HostFacts:
     applied = None
     if host.given is not None:
         applied = STRANGER if host.given < 0 else REVISIONS[host.given]
-    return heartbeat(host.name, {"role": host.role}, applied, NOW, host.drift)
+    facts = heartbeat(host.name, {"role": host.role}, applied, NOW, host.drift)
+    return facts.model_copy(update={"engine_down": host.engine_down})
 
 
 def oracle(
     host: Host, accepted: int, policy: DriftPolicy, on_selector: bool, deleted: bool
 ) -> Need | None:
     """The README's rules."""
+    if host.engine_down:
+        return None  # judged once its engine is back
     if deleted or not on_selector:
         return None if host.given is None else Need.REMOVE
     if host.given is None:
@@ -86,6 +90,7 @@ hosts_st = st.lists(
         role=st.sampled_from(["edge", "core"]),
         given=st.none() | st.integers(min_value=-1, max_value=len(REVISIONS) - 1),
         drift=st.none() | st.sampled_from(Drift),
+        engine_down=st.sampled_from([False, False, False, True]),
     ),
     max_size=20,
     unique_by=lambda h: h.name,
@@ -184,6 +189,7 @@ def test_each_host_on_the_selector_needs_what_the_readme_says() -> None:
             expected = oracle(host, accepted, policy, on_selector, deleted)
             assert found.get(host.name) == expected, (host, found)
             seen[str(expected)] += 1
+            seen["engine down"] += host.engine_down
             event(f"need: {expected}")
         # Deterministic: the same needs whatever order the facts came in.
         assert needs(desired, live) == needs(desired, dict(reversed(live.items())))
@@ -205,7 +211,7 @@ def test_each_host_on_the_selector_needs_what_the_readme_says() -> None:
             seen["removal"] += 1
 
     check()
-    for need in (*(str(n) for n in Need), "None", "record", "removal"):
+    for need in (*(str(n) for n in Need), "None", "record", "removal", "engine down"):
         assert seen[need] > 0, (need, seen)  # every rule was reached by some example
 
 

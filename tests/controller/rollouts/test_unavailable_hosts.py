@@ -210,3 +210,21 @@ def test_an_unanswered_command_stays_offline_with_a_fresh_heartbeat_until_the_ag
     assert progressed.hosts["host-000"].detail == "soaking"
     # News of an older command changes nothing.
     assert after_progress(silent, "host-000", "c-old", "probing", NOW) is silent
+
+
+def test_a_host_whose_engine_is_down_spends_the_budget_is_never_picked_and_is_named() -> None:
+    """README: a host whose agent reports its engine down is out of every rollout until it
+    is back, counts against the budget, and a missed deadline names it "engine down"."""
+    hosts = {f"host-00{n}": HostRecord(phase=HostPhase.READY, since=ago(300)) for n in range(3)}
+    facts = {host: heartbeat(host, 1) for host in hosts}
+    facts["host-000"] = facts["host-000"].model_copy(update={"engine_down": True})
+    health = fleet_health(hosts, "web", facts, NOW, TIMEOUT)
+
+    decision = plan(rollout(hosts, max_unavailable=2), health, NOW)
+    # Two may be out; host-000 is: one update starts, and not on host-000, first in order.
+    assert (decision.apply, decision.budget) == (("host-001",), 1)
+
+    late = plan(rollout(hosts, max_unavailable=1, progress_deadline=60), health, NOW)
+    assert late.apply == ()
+    assert late.status is RolloutStatus.FAILED
+    assert late.reason == "progress_deadline 60s passed; held up by host-000 (engine down)"

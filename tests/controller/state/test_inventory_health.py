@@ -34,7 +34,8 @@ def heartbeats(draw: st.DrawFn, host: str, at: datetime = NOW) -> HostFacts:
     """One heartbeat of ``host``, of any age at ``at`` around the host timeout."""
     age = draw(st.sampled_from([0.0, 29.9, 30.0, 30.1, 300.0]))
     services = tuple(draw(st.lists(statuses, max_size=3)))
-    return facts_with(host, services, at - timedelta(seconds=age))
+    engine_down = draw(st.sampled_from([False, False, False, True]))
+    return facts_with(host, services, at - timedelta(seconds=age), engine_down=engine_down)
 
 
 @st.composite
@@ -46,11 +47,15 @@ def fleets(draw: st.DrawFn) -> dict[str, HostFacts]:
 def by_the_readme(facts: HostFacts | None, service: str, at: datetime = NOW) -> HostHealth:
     """Offline: never heard of, or the last heartbeat (at ``at``) older than the host
     timeout. Online, the service is serving while its container runs and is not
-    unhealthy, not serving otherwise, and absent (None) where the host does not run it."""
+    unhealthy, not serving otherwise, and absent (None) where the host does not run it.
+    A host whose agent reports its engine down is out of rollouts (not online), whatever
+    its services were last seen doing."""
     if facts is None:
         return HostHealth(online=False, serving=None, last_seen=None)
     if (at - facts.sent_at).total_seconds() > TIMEOUT:
         return HostHealth(online=False, serving=None, last_seen=facts.sent_at)
+    if facts.engine_down:
+        return HostHealth(online=False, serving=None, last_seen=facts.sent_at, engine_down=True)
     reported = [s for s in facts.services if s.name == service]
     if not reported or reported[0].state is ContainerState.ABSENT:
         return HostHealth(online=True, serving=None, last_seen=facts.sent_at)
@@ -75,12 +80,19 @@ def test_the_planners_view_of_each_host_follows_the_readme_rules() -> None:
         assert fleet_health(asked, service, facts, NOW, TIMEOUT) == expected
         for health in found.values():
             kind = "offline" if not health.online else f"serving={health.serving}"
+            kind = "engine down" if health.engine_down else kind
             event(kind)
             reached[kind] += 1
 
     check()
     # Each verdict was compared, many times over.
-    assert set(reached) == {"offline", "serving=True", "serving=False", "serving=None"}
+    assert set(reached) == {
+        "offline",
+        "engine down",
+        "serving=True",
+        "serving=False",
+        "serving=None",
+    }
     assert min(reached.values()) >= 20, reached
 
 

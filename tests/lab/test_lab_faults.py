@@ -1,0 +1,136 @@
+"""Faults on the lab's real hosts during a rollout: a link cut, an engine stopped, a full
+disk. Each host has its own engine and its agent in a container; the rollout's budget
+is checked over everything the test did (lab_fleet), counting hosts out for any reason."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import UTC, datetime
+
+import pytest
+
+from protocol.models import UpdatePhase, UpdateProgress
+from tests.lab.conftest import LabFleet
+from tests.support.events import progress_of
+from tests.support.polling import eventually
+
+pytestmark = pytest.mark.integration
+CHANGING = frozenset(UpdatePhase) - {
+    UpdatePhase.CHECKING,
+    UpdatePhase.PULLING,
+    UpdatePhase.READY,
+    UpdatePhase.NOT_READY,
+}
+"""The phases of an update past pre-flight: the host's containers change."""
+
+
+async def test_a_lab_host_cut_off_mid_update_finishes_alone_and_the_rollout_waits_for_it(
+    lab_fleet: LabFleet,
+) -> None:
+    fleet, lab = lab_fleet, lab_fleet.lab
+    await fleet.deploy("1.0.0")
+    cut_off, *others = lab.hosts  # sorts first: the rolling update starts with it
+    slow_to_settle = str(fleet.spec_file("1.1.0", min_healthy=3.0))
+    args = ["--spec", slow_to_settle, "--strategy", "rolling", "--max-unavailable", "1", "-w"]
+    rolling = asyncio.create_task(fleet.fleetctl("rollout", "start", fleet.service, *args))
+    try:
+        stopping = progress_of(cut_off, UpdatePhase.STOPPING_OLD, "1.1.0", fleet.service)
+        await fleet.events.wait_for(stopping, timeout=120)
+        await lab.fault("cut", cut_off)
+
+        async def images() -> dict[str, str | None]:
+            return await asyncio.to_thread(fleet.running_images)
+
+        # Alone, the host finishes the update it had: its own engine runs 1.1.0.
+        new = fleet.pinned("1.1.0")
+        await eventually(images, lambda found: found[cut_off] == new, "updated while cut off")
+        # The controller stops hearing from it; by then it would have gone on if the
+        # budget let it. Its update still holds the budget: nobody else has started.
+        await eventually(fleet.hosts, lambda h: h[cut_off]["status"] == "stale", "seen stale")
+        still = await images()
+        assert {host: still[host] for host in others} == {h: fleet.pinned("1.0.0") for h in others}
+        assert not rolling.done()
+        await lab.fault("heal", cut_off)
+        result = await asyncio.wait_for(rolling, 240)
+    finally:
+        rolling.cancel()
+    assert result.code == 0, (result, fleet.controller.log_text())
+    assert fleet.running_images() == {host: new for host in lab.hosts}
+    # The update ran once: a retried command got the recorded outcome, not a second run.
+    started = fleet.events.matching(
+        progress_of(cut_off, UpdatePhase.STARTING_NEW, "1.1.0", fleet.service)
+    )
+    assert len({m.operation_id for m in started if isinstance(m, UpdateProgress)}) == 1
+
+
+async def test_a_lab_host_whose_engine_stopped_is_left_out_and_converges_once_it_is_back(
+    lab_fleet: LabFleet,
+) -> None:
+    fleet, lab = lab_fleet, lab_fleet.lab
+    await fleet.deploy("1.0.0")
+    *first, last = lab.hosts
+    await lab.fault("engine-stop", last)
+    # Its agent's container runs on (live-restore) and says the engine is down.
+    reported = await eventually(fleet.hosts, lambda h: h[last]["engine_down"], "engine down")
+    assert reported[last]["status"] == "up"
+
+    # Two may be out and the stopped engine is one: the others go one at a time (the
+    # budget is checked over the whole test), and the pre-flight names the one left out.
+    args = ["--image", lab.demo_image("1.1.0"), "--max-unavailable", "2", "--min-ready", "2"]
+    result = await fleet.fleetctl("rollout", "start", fleet.service, *args, "-w")
+    assert result.code == 0, (result, fleet.controller.log_text())
+    assert result.lines[-1].endswith("complete: all ready hosts updated; 1 not ready, left out")
+    status = await fleet.fleetctl("rollout", "status", fleet.service, "-o", "json")
+    left_out = json.loads(status.stdout)["hosts"][last]
+    assert left_out["phase"] == "not_ready"
+    assert [reason["code"] for reason in left_out["reasons"]] == ["engine_unavailable"]
+    images = await asyncio.to_thread(fleet.running_images, tuple(first))
+    assert images == {host: fleet.pinned("1.1.0") for host in first}
+
+    # Nothing is sent to it while its engine is down, not by convergence either: its
+    # heartbeats still say so well after the rollout was done.
+    done_at = datetime.now(UTC).timestamp()
+    await eventually(
+        fleet.hosts,
+        lambda h: (
+            h[last]["engine_down"]
+            and datetime.fromisoformat(h[last]["sent_at"]).timestamp() > done_at + 3
+        ),
+        "still down 3 s after the rollout",
+    )
+    changes = [progress_of(last, phase, "1.1.0", fleet.service) for phase in CHANGING]
+    assert not fleet.events.matching(lambda m: any(change(m) for change in changes))
+
+    # Back, it converges to what the rollout made the service's revision.
+    await lab.fault("engine-start", last)
+
+    async def everywhere() -> dict[str, str | None]:
+        return await asyncio.to_thread(fleet.running_images)
+
+    want = {host: fleet.pinned("1.1.0") for host in lab.hosts}
+    await eventually(everywhere, lambda found: found == want, "converged", deadline=120)
+
+
+async def test_a_lab_host_with_a_full_disk_is_named_by_the_pre_flight_and_nothing_changes(
+    lab_fleet: LabFleet,
+) -> None:
+    fleet, lab = lab_fleet, lab_fleet.lab
+    await fleet.deploy("1.0.0")
+    full = lab.hosts[1]
+    await lab.fault("fill", full, "100")  # 100 MiB left; an update needs 256 MiB and more
+    result = await fleet.fleetctl(
+        "rollout", "start", fleet.service, "--image", lab.demo_image("1.1.0"), "-w"
+    )
+    assert result.code == 1, result
+    summary = result.lines.index(
+        f"{fleet.service}-r2: failed: pre-flight: 2 of 3 hosts ready, 3 needed"
+    )
+    named = result.lines[summary + 1 :]
+    disk = rf"{lab.disk_root(full)} \(measured at /\)"
+    assert len(named) == 1, named
+    assert re.fullmatch(
+        rf"  {full}: insufficient_disk: \d+ MiB free on {disk}, \d+ MiB needed", named[0]
+    ), named
+    assert fleet.running_images() == {host: fleet.pinned("1.0.0") for host in lab.hosts}
