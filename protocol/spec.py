@@ -255,6 +255,10 @@ class ImageRetention(FrozenModel):
     keep: Annotated[int, Field(ge=1, le=100)] = 3
     """The newest this many images the service ran stay; never the one a rollback or a
     blue-green switch-back would need, nor one another container uses."""
+    prune_on_low_disk: bool = False
+    """When a pre-flight finds too little disk, first remove every image of the service's
+    that no service here runs or would go back to and no container uses (beyond
+    ``keep``, down to none), then measure again."""
 
 
 class UpdateOrder(StrEnum):

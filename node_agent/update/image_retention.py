@@ -127,6 +127,22 @@ class ImageRetention:
         except Exception:  # never fails an update that is done: logged, tried next time
             log.exception("%s: old images not removed", service)
             return
+        await self._report(service, operation_id, pruned)
+
+    async def make_room(self, service: str, operation_id: str) -> int:
+        """A pre-flight short of disk, where the spec allows it: remove every image of
+        the service's that nothing needs (images.prune_on_low_disk). Returns the bytes
+        that came back; an engine fault removes nothing more and returns what went."""
+        try:
+            protect = await self._needed_by_services()
+            pruned = await prune_images(self._engine, self._history, service, 0, protect)
+        except RuntimeFault as exc:  # the pre-flight measures again and says what it finds
+            log.warning("%s: no room made: %s", service, exc.message)
+            return 0
+        await self._report(service, operation_id, pruned)
+        return pruned.freed_bytes
+
+    async def _report(self, service: str, operation_id: str, pruned: Pruned) -> None:
         for first in range(0, len(pruned.removed), MAX_REMOVED_PER_EVENT):
             images = pruned.removed[first : first + MAX_REMOVED_PER_EVENT]
             await self.publish(

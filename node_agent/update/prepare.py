@@ -58,6 +58,8 @@ class Preparing:
     runtime: DockerRuntime
     config: ConfigSync
     failpoint: Callable[[str], None]
+    make_room: Callable[[str, str], Awaitable[int]]
+    """Removes the service's images nothing needs (service, operation id); bytes freed."""
 
 
 async def prepare(command: PrepareCommand, emit: Emit, on: Preparing) -> PrepareResult:
@@ -101,15 +103,18 @@ async def _readiness(
         registry = await check_registry(ref, settings.registry_access())
         reasons += registry.reasons
     memory_needed = max(spec.container.resources.memory_bytes or 0, settings.min_free_memory)
-    reasons += check_resources(
-        ResourceNeeds(
-            memory=memory_needed,
-            disk=registry.size + settings.min_free_disk,
-            open_files=settings.min_open_files,
-            max_load_per_cpu=settings.max_load_per_cpu,
-        ),
-        docker_root,
+    needs = ResourceNeeds(
+        memory=memory_needed,
+        disk=registry.size + settings.min_free_disk,
+        open_files=settings.min_open_files,
+        max_load_per_cpu=settings.max_load_per_cpu,
     )
+    found = check_resources(needs, docker_root)
+    short_of_disk = any(r.code == "insufficient_disk" for r in found)
+    if short_of_disk and engine_up and spec.images.prune_on_low_disk:
+        await on.make_room(spec.name, command.id)
+        found = check_resources(needs, docker_root)  # measured again
+    reasons += found
     reasons += await on.config.prepare_reasons(spec)
     if not engine_up:  # the engine is the reason; its containers cannot be asked about
         return reasons, registry

@@ -51,7 +51,9 @@ class ServiceUpdater(CrashRecovering):
     # ---- prepare ----
 
     async def prepare(self, command: PrepareCommand, emit: Emit) -> PrepareResult:
-        on = Preparing(self.settings, self.runtime, self.config, self.failpoint)
+        on = Preparing(
+            self.settings, self.runtime, self.config, self.failpoint, self.retention.make_room
+        )
         return await prepare(command, emit, on)
 
     # ---- apply ----

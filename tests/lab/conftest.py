@@ -64,10 +64,18 @@ class LabFleet:
         assert first.code == 0, (first, self.controller.log_text())
         assert self.running_images() == {host: self.pinned(tag) for host in self.lab.hosts}
 
-    def spec_file(self, tag: str, **options: float) -> Path:
-        spec = fleet_spec(self.lab.demo_image(tag), **options)
-        path = self.work_dir / f"{self.service}-{tag}.json"
-        path.write_text(spec.model_copy(update={"name": self.service}).model_dump_json())
+    def spec_file(self, tag: str, min_healthy: float = 0.5) -> Path:
+        return self.spec_of(self.lab.demo_image(tag), tag, min_healthy=min_healthy)
+
+    def spec_of(
+        self, image: str, label: str, prune_on_low_disk: bool = False, **options: float
+    ) -> Path:
+        """The demo's spec file with ``image``, named after this test's service."""
+        spec = fleet_spec(image, **options)
+        images = spec.images.model_copy(update={"prune_on_low_disk": prune_on_low_disk})
+        path = self.work_dir / f"{self.service}-{label}.json"
+        named = spec.model_copy(update={"name": self.service, "images": images})
+        path.write_text(named.model_dump_json())
         return path
 
     def pinned(self, tag: str) -> str:

@@ -5,15 +5,19 @@ is checked over everything the test did (lab_fleet), counting hosts out for any 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import docker
 import pytest
 
-from protocol.models import UpdatePhase, UpdateProgress
+from protocol.models import ImagesPruned, UpdatePhase, UpdateProgress
 from tests.lab.conftest import LabFleet
 from tests.support.events import progress_of
+from tests.support.lab import Lab
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
@@ -134,3 +138,60 @@ async def test_a_lab_host_with_a_full_disk_is_named_by_the_pre_flight_and_nothin
         rf"  {full}: insufficient_disk: \d+ MiB free on {disk}, \d+ MiB needed", named[0]
     ), named
     assert fleet.running_images() == {host: fleet.pinned("1.0.0") for host in lab.hosts}
+
+
+@pytest.fixture
+def ballast_image(docker_client: docker.DockerClient, lab: Lab, test_id: str) -> Iterator[str]:
+    """demo/web with 40 MB of its own (random, so shared with no other image), in the
+    registry, as the lab's hosts name it."""
+    dockerfile = (
+        "FROM 127.0.0.1:5000/demo/web:1.0.0\n"
+        "USER 0\nRUN dd if=/dev/urandom of=/ballast bs=1048576 count=40\nUSER 65534:65534\n"
+    )
+    tag = f"127.0.0.1:5000/demo/ballast:{test_id}"
+    docker_client.images.build(
+        fileobj=io.BytesIO(dockerfile.encode()), tag=tag, network_mode="none", rm=True
+    )
+    try:
+        docker_client.images.push(tag)
+        yield tag.replace("127.0.0.1:5000", lab.registry)
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+
+async def test_a_pre_flight_short_of_disk_removes_the_services_unneeded_image_first_when_allowed(
+    lab_fleet: LabFleet, ballast_image: str
+) -> None:
+    fleet, lab = lab_fleet, lab_fleet.lab
+    # The service ran the ballast image, then 1.0.0, then runs 1.1.0: the ballast image is
+    # neither what it runs nor what a rollback needs, and no container uses it.
+    for label, image in (
+        ("ballast", ballast_image),
+        ("1.0.0", lab.demo_image("1.0.0")),
+        ("1.1.0", lab.demo_image("1.1.0")),
+    ):
+        spec = str(fleet.spec_of(image, label, prune_on_low_disk=True))
+        done = await fleet.fleetctl("rollout", "start", fleet.service, "--spec", spec, "-w")
+        assert done.code == 0, (done, fleet.controller.log_text())
+
+    short = lab.hosts[1]
+    # An update needs min_free_disk (256 MiB) and the image: 240 MiB left is too little,
+    # and the ballast image's 40 MB is enough.
+    await lab.fault("fill", short, "240")
+    spec = str(fleet.spec_of(lab.demo_image("2.0.0"), "2.0.0", prune_on_low_disk=True))
+    args = ["--spec", spec, "--allow-major", "-w"]
+    result = await fleet.fleetctl("rollout", "start", fleet.service, *args)
+    assert result.code == 0, (result, fleet.controller.log_text())
+    assert fleet.running_images() == {host: fleet.pinned("2.0.0") for host in lab.hosts}
+    pruned = fleet.events.matching(
+        lambda m: isinstance(m, ImagesPruned) and (m.host, m.service) == (short, fleet.service)
+    )
+    assert len(pruned) == 1, pruned
+    assert isinstance(pruned[0], ImagesPruned)
+    # The engine knows it by its digest (the service ran it pinned).
+    assert [ref.split("@")[0] for ref in pruned[0].removed] == [ballast_image.rsplit(":", 1)[0]]
+    assert pruned[0].freed_bytes >= 40 * 1024 * 1024
+    # By the pre-flight, before the host was ready: not by the pruning after an update.
+    ready = fleet.events.matching(progress_of(short, UpdatePhase.READY, "2.0.0", fleet.service))
+    assert len(ready) == 1, ready
+    assert pruned[0].sent_at < ready[0].sent_at
