@@ -32,18 +32,20 @@ async def read_host_facts(
     try:
         docker_version: str | None = await runtime.version()
         root = await runtime.root_dir()
-        statuses = [
-            heartbeat_status(await updater.status(name), services.current(name), locks.busy(name))
-            for name in services.names()
-        ]
     except RuntimeFault:
         # The engine is down: the heartbeat still goes, saying so (no docker version),
         # with each service as last seen; the controller takes the host out of rollouts.
         docker_version, root = None, "/"
-        statuses = [last_seen[name] for name in services.names() if name in last_seen]
-    else:
-        last_seen.clear()
-        last_seen.update((status.name, status) for status in statuses)
+    statuses = []
+    for name in services.names():
+        try:
+            status = await updater.status(name) if docker_version else None
+        except RuntimeFault:  # one container's inspect failed: it is as last seen
+            status = None
+        if status is not None:
+            last_seen[name] = heartbeat_status(status, services.current(name), locks.busy(name))
+        if name in last_seen:
+            statuses.append(last_seen[name])
     disk = await asyncio.to_thread(resources.disk_for_report, root)
     return HostFacts(
         sender=settings.host_id,

@@ -327,10 +327,12 @@ class DockerRuntime:
     async def rename(self, container: str, new_name: str) -> None:
         await self._call(f"rename {container}", lambda: self._api.rename(container, new_name))
 
-    async def remove(self, container: str) -> None:
+    async def remove(self, container: str, *, volumes: bool = False) -> None:
+        """Remove it, running or not; ``volumes``: its anonymous volumes too."""
+
         def remove() -> None:
             try:
-                self._api.remove_container(container, force=True)
+                self._api.remove_container(container, force=True, v=volumes)
             except docker.errors.NotFound:
                 return
 

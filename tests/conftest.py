@@ -128,10 +128,10 @@ def lab(agent_image: str) -> Iterator[Lab]:
     """The lab of real hosts (deploy/lab), up once per test run; taken down afterwards
     unless it was up before the run (someone's `make lab-up`)."""
     was_up = lab_is_up()
-    lab_script("up")
     try:
+        lab_script("up")
         yield load_lab()
-    finally:
+    finally:  # a failed `up` too: nothing half made is left behind
         if not was_up:
             lab_script("down")
 

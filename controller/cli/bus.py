@@ -28,7 +28,7 @@ from controller.state.intents import Fleet
 from protocol.errors import ConfigurationError
 from protocol.labels import parse_labels
 from protocol.models import HostFacts, utc_now
-from protocol.signing import CommandSigner, generate_key
+from protocol.signing import CommandVerifier, generate_key
 
 pki_app = command_group("The bus's certificate authority.")
 # No no_args_is_help: `fleetctl hosts` alone lists the hosts.
@@ -108,6 +108,12 @@ def hosts_enroll(
         ),
     ] = None,
     labels: Annotated[str | None, typer.Option(help="the host's labels, k=v,...")] = None,
+    allow_unsigned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsigned", help="a bundle with no command key: the agent runs unsigned ones"
+        ),
+    ] = False,
 ) -> None:
     """Issue NAME's client certificate and add its permissions to users.conf.
 
@@ -122,14 +128,11 @@ def hosts_enroll(
         fail("--bundle is for hosts (it sets up an agent), not for a reader", EXIT_INVALID)
     store = Pki(pki)
     try:
-        settings = load_settings(nats_urls=tuple(nats_url) if nats_url else None)
-        keys = tuple(command_key or ()) or _own_command_key(settings.signer())
-        wanted_labels = parse_labels(labels) if labels else {}
-        if bundle is not None and bundle.exists():
-            fail(f"{bundle} exists already; choose another --bundle", EXIT_INVALID)
+        if bundle is not None:  # everything checked before the host is enrolled
+            contents = _bundle_contents(bundle, nats_url, command_key, labels, allow_unsigned)
         issued = store.enroll(name, chosen)
         if bundle is not None:
-            write_bundle(bundle, issued, store.ca_cert, settings.servers, keys, wanted_labels)
+            write_bundle(bundle, issued, store.ca_cert, *contents)
     except (ConfigurationError, OSError) as exc:
         fail(str(exc), EXIT_INVALID)
     typer.echo(f"# {issued.name}: certificate {issued.cert}, key {issued.key} (mode 0600)")
@@ -142,8 +145,31 @@ def hosts_enroll(
     typer.echo(store.permission_block(issued.name, issued.role))
 
 
-def _own_command_key(signer: CommandSigner | None) -> tuple[str, ...]:
-    return (signer.public_key,) if signer is not None else ()
+def _bundle_contents(
+    bundle: Path,
+    nats_url: list[str] | None,
+    command_key: list[str] | None,
+    labels: str | None,
+    allow_unsigned: bool,
+) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
+    """The bus URLs, trusted command keys and labels a bundle carries, checked."""
+    if bundle.exists():
+        raise ConfigurationError(f"{bundle} exists already; choose another --bundle")
+    settings = load_settings(nats_urls=tuple(nats_url) if nats_url else None)
+    urls = settings.nats_urls or settings.nats_url  # not the loopback default
+    if not urls:
+        raise ConfigurationError(
+            "a bundle needs the bus URLs as the host reaches them: --nats (or FLEET_NATS_URLS)"
+        )
+    signer = settings.signer()
+    keys = tuple(command_key or ()) or ((signer.public_key,) if signer is not None else ())
+    if not keys and not allow_unsigned:
+        raise ConfigurationError(
+            "a bundle needs the controller's command key (--command-key, or "
+            "FLEET_SIGNING_KEY_FILE); --allow-unsigned for an agent that runs unsigned ones"
+        )
+    CommandVerifier(keys)  # a key that is no Ed25519 public key is refused here
+    return urls, keys, parse_labels(labels) if labels else {}
 
 
 @hosts_app.command("revoke")

@@ -16,7 +16,7 @@ from protocol.models import utc_now
 
 HEADERS = (
     *("service", "revision", "image", "matching", "converged"),
-    *("missing", "outdated", "drifted", "ahead", "removing", "rollout"),
+    *("missing", "outdated", "drifted", "ahead", "removing", "engine down", "rollout"),
 )
 
 
@@ -24,7 +24,8 @@ def services(nats_url: NatsOption = None, output: OutputOption = "table") -> Non
     """List the declared services: the accepted revision, the live hosts its selector
     matches, how many run it (converged), lack it (missing), run an older revision
     (outdated), drifted by hand, run a newer one a failed rollout left (ahead), or
-    still run it off the selector or after `delete service` (removing)."""
+    still run it off the selector or after `delete service` (removing), or whose engine is
+    down (judged once it answers)."""
     check_output(output)
 
     async def listed(fleet: Fleet) -> list[ServiceSummary]:
@@ -53,6 +54,7 @@ def services(nats_url: NatsOption = None, output: OutputOption = "table") -> Non
                     summary.drifted,
                     summary.ahead,
                     summary.removing,
+                    summary.engine_down,
                 )
             ),
             rollout,

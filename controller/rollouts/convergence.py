@@ -51,6 +51,9 @@ class Need(StrEnum):
     """A failed rollout left the host on a newer revision: left alone."""
     REMOVE = "remove"
     """The host runs the service but is off the selector, or the service was deleted."""
+    ENGINE_DOWN = "engine_down"
+    """Its agent reports its engine down: nothing can change there, it is judged again
+    once the engine answers (and it does not count as converged meanwhile)."""
 
 
 ACTS = frozenset({Need.DEPLOY, Need.UPDATE, Need.REPAIR})
@@ -234,8 +237,11 @@ def needs(
 
 
 def _verdict(desired: Desired, host: str, facts: HostFacts) -> HostNeed | None:
-    if facts.engine_down:
-        return None  # nothing can change there until its engine is back
+    if facts.engine_down:  # nothing can change there until its engine is back
+        concerned = runs(facts, desired.service) or (
+            not desired.deleted and matches(facts, desired.selector)
+        )
+        return HostNeed(host, Need.ENGINE_DOWN, "its engine is down") if concerned else None
     if desired.deleted or not matches(facts, desired.selector):
         if runs(facts, desired.service):
             why = "the service was deleted" if desired.deleted else "off the selector"

@@ -95,6 +95,7 @@ ACTION_OF_NEED = {
     Need.REPAIR: "repair",
     Need.REPORT: "nothing",
     Need.AHEAD: "update",
+    Need.ENGINE_DOWN: "wait",
 }
 
 

@@ -49,7 +49,7 @@ def span(seconds: float) -> str:
 def out_of_touch_since(entry: HostRecord, health: HostHealth) -> datetime | None:
     """Since when the controller has not heard from a host: its last heartbeat once that
     is older than the host timeout, or the first command it left unanswered."""
-    heard = None if health.online else health.last_seen
+    heard = None if health.online or health.engine_down else health.last_seen
     known = [moment for moment in (entry.offline_since, heard) if moment is not None]
     return min(known) if known else None
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from controller.rollouts.convergence import Desired, Need, fleet_size, needs
+from controller.rollouts.convergence import Desired, Need, fleet_size, matches, needs
 from controller.rollouts.model import IN_FLIGHT, RolloutRecord
 from protocol.models import HostFacts
 
@@ -28,6 +28,8 @@ class ServiceSummary:
     drifted: int
     removing: int
     """Hosts off the selector (or of a deleted service) that still run it."""
+    engine_down: int
+    """Hosts it concerns whose engine is down: judged once the engine answers."""
     deleted: bool
     rollout: str | None
     """The rollout in progress, if any (convergence rollouts included)."""
@@ -43,22 +45,26 @@ def summarise(
 ) -> ServiceSummary:
     counts = {need: 0 for need in Need}
     matching = 0
+    outside = 0  # needs of hosts the selector does not match: not among ``matching``
     if desired is not None:
         matching = 0 if desired.deleted else fleet_size(desired, live)
         for need in needs(desired, live):
             counts[need.need] += 1
+            on_selector = not desired.deleted and matches(live[need.host], desired.selector)
+            outside += not on_selector
     in_flight = active.count(*IN_FLIGHT) if active is not None else 0
     return ServiceSummary(
         service=service,
         revision=desired.revision if desired else None,
         image=desired.spec.image if desired else None,
         matching=matching,
-        converged=matching - sum(counts.values()) + counts[Need.REMOVE],
+        converged=matching - sum(counts.values()) + outside,
         missing=counts[Need.DEPLOY],
         outdated=counts[Need.UPDATE],
         ahead=counts[Need.AHEAD],
         drifted=counts[Need.REPAIR] + counts[Need.REPORT],
         removing=counts[Need.REMOVE],
+        engine_down=counts[Need.ENGINE_DOWN],
         deleted=desired.deleted if desired else False,
         rollout=active.id if active is not None else None,
         updating=in_flight,

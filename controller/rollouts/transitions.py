@@ -215,7 +215,8 @@ def mark_contact(
         if entry is None:
             continue
         state = health.get(host, OFFLINE)
-        lost = None if state.online else (state.last_seen or entry.no_heartbeat_since or now)
+        in_touch = state.online or state.engine_down  # its agent beats on, engine or not
+        lost = None if in_touch else (state.last_seen or entry.no_heartbeat_since or now)
         if lost != entry.no_heartbeat_since:
             changed[host] = entry.model_copy(update={"no_heartbeat_since": lost})
     if not changed:

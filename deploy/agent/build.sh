@@ -62,7 +62,8 @@ base_image() {  # prints the base's tag, making it first if missing
             "deb $MIRROR $SUITE main" "deb $SECURITY $SUITE-security main" \
             >"$STATE/mmdebstrap.log" 2>&1 \
             || die "mmdebstrap failed (is $MIRROR reachable?); see $STATE/mmdebstrap.log"
-        "$DOCKER" import --change 'CMD ["python3"]' "$tarball" "$tag" >/dev/null
+        "$DOCKER" import --change 'CMD ["python3"]' "$tarball" "$tag" >/dev/null \
+            || { rm -f "$tarball"; die "docker import of the base failed"; }
         rm -f "$tarball"
     fi
     echo "$tag"
@@ -78,7 +79,8 @@ install_mmdebstrap() {
 sources_digest() {  # what the image is made of, so an unchanged image is not rebuilt
     (
         cd "$ROOT"
-        find controller node_agent protocol fleet_registry -name '*.py' -o -name '*.json' \
+        find controller node_agent protocol fleet_registry \
+            -name '*.py' -o -name '*.json' -o -name '*.service' \
             | LC_ALL=C sort | xargs sha256sum
         sha256sum pyproject.toml README.md deploy/agent/Dockerfile deploy/agent/build.sh
     ) | digest_of
@@ -86,9 +88,12 @@ sources_digest() {  # what the image is made of, so an unchanged image is not re
 
 build_wheels() {  # dir
     log "wheels: Fleetwave and the agent's dependencies"
+    local scratch_was_there=0
+    [ -e "$ROOT/build" ] && scratch_was_there=1
     "$PIP" wheel --isolated --quiet --disable-pip-version-check --wheel-dir "$1" "$ROOT" \
         || die "pip wheel failed"
-    rm -rf "$ROOT/build"  # setuptools' scratch space in the checkout
+    # setuptools' scratch space in the checkout, unless someone had a build/ of their own
+    [ "$scratch_was_there" = 1 ] || rm -rf "$ROOT/build"
     "$PIP" download --isolated --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
         --dest "$1/pip-download" pip || die "pip download pip failed"
     mv "$1"/pip-download/pip-*.whl "$1/pip.whl"
@@ -106,7 +111,7 @@ main() {
     export DOCKER_HOST=${FLEET_DOCKER_HOST:-unix:///var/run/docker.sock} DOCKER_BUILDKIT=0
     "$DOCKER" info >/dev/null 2>&1 || die "no Docker engine at $DOCKER_HOST (make stack-up)"
     started=$(date +%s%N)
-    base=$(base_image)
+    base=$(base_image) || exit 1  # (errexit does not reach into $(...): its die did)
     image="$REGISTRY/$REPOSITORY:$version"
     fingerprint=$( (echo "$base"; "$DOCKER" image inspect -f '{{.Id}}' "$base"; sources_digest) | digest_of)
     current=$("$DOCKER" image inspect -f '{{index .Config.Labels "io.fleetwave.build"}}' "$image" 2>/dev/null || true)
@@ -119,7 +124,7 @@ main() {
         log "image: building $image"
         "$DOCKER" build -q --build-arg "BASE=$base" --build-arg "VERSION=$version" \
             --label "io.fleetwave.build=$fingerprint" -t "$image" "$ctx" >/dev/null \
-            || die "docker build failed"
+            || { rm -rf "$ctx"; die "docker build failed"; }
         rm -rf "$ctx"
     fi
     if [ "$current" = "$fingerprint" ] && in_registry "$version"; then

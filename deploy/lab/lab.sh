@@ -80,12 +80,16 @@ bring_up_registry_link() {
     echo $! >"$STATE/socat.pid"
 }
 
-bring_up_pki() {
-    [ -f "$STATE/pki/ca.crt" ] && return
-    "$BIN/fleetctl" pki init --dir "$STATE/pki" --server-name "$GATEWAY" >/dev/null
-    "$BIN/fleetctl" keys generate --out "$STATE/controller.key" >"$STATE/controller.pub"
+bring_up_pki() {  # each step unless done (a run that failed half way is finished)
+    [ -f "$STATE/pki/ca.crt" ] \
+        || "$BIN/fleetctl" pki init --dir "$STATE/pki" --server-name "$GATEWAY" >/dev/null
+    if [ ! -s "$STATE/controller.pub" ]; then
+        rm -f "$STATE/controller.key"
+        "$BIN/fleetctl" keys generate --out "$STATE/controller.key" >"$STATE/controller.pub"
+    fi
     # A read-only user for those who watch (the tests record events and heartbeats).
-    "$BIN/fleetctl" hosts enroll lab-reader --pki "$STATE/pki" --role reader >/dev/null
+    [ -f "$STATE/pki/clients/lab-reader.crt" ] \
+        || "$BIN/fleetctl" hosts enroll lab-reader --pki "$STATE/pki" --role reader >/dev/null
 }
 
 nats_config() {  # node (1-3): the shipped cluster config, with the lab's addresses
@@ -119,12 +123,14 @@ bring_up_link() {  # i
     local ns outside inside
     ns=$(netns_of "$1") outside="flh$1-o" inside="flh$1-i"
     ip netns list | grep -qw "$ns" || ip netns add "$ns"
-    ip link show "$outside" >/dev/null 2>&1 && return
-    ip link add "$outside" type veth peer name "$inside"
-    ip link set "$inside" netns "$ns"
+    if ! ip link show "$outside" >/dev/null 2>&1; then
+        ip link add "$outside" type veth peer name "$inside"
+        ip link set "$inside" netns "$ns"
+        ip -n "$ns" addr add "10.253.0.$((10 + $1))/24" dev "$inside"
+    fi
+    # Always: a link left from an earlier lab is put on this lab's bridge.
     ip link set "$outside" master "$BRIDGE"
     ip link set "$outside" up
-    ip -n "$ns" addr add "10.253.0.$((10 + $1))/24" dev "$inside"
     ip -n "$ns" link set "$inside" up
     ip -n "$ns" link set lo up
 }
@@ -197,7 +203,8 @@ cmd_up() {
     started=$(date +%s%N)
     mkdir -p "$STATE" "$RUN"
     install_missing_packages
-    image=$(bash "$ROOT/deploy/agent/build.sh" 2>/dev/null) || die "make agent-image failed"
+    image=$(bash "$ROOT/deploy/agent/build.sh" 2>"$STATE/agent-image.log") \
+        || die "make agent-image failed: $(tail -n 3 "$STATE/agent-image.log")"
     image=${image/127.0.0.1:5000/$REGISTRY}
     bring_up_bridge
     bring_up_registry_link
@@ -228,9 +235,16 @@ stop_pid() {  # pidfile
 }
 
 cmd_down() {
-    local dir i hosts=()
+    local dir i ns hosts=()
     for dir in "$RUN"/h*; do [ -d "$dir" ] && hosts+=("${dir##*/h}"); done
+    for ns in $(ip netns list | grep -o 'fleetlab-h[0-9]*'); do  # half made ones too
+        i=${ns#fleetlab-h}
+        [[ " ${hosts[*]} " == *" $i "* ]] || hosts+=("$i")
+    done
     for i in "${hosts[@]}"; do  # the hosts' containers go with them, at once
+        # An engine a test stopped left its containers running (live-restore): start it,
+        # so they can be removed.
+        [ -f "$STATE/hosts/h$i/bundle.tar" ] && ! engine_answers "$i" && bring_up_engine "$i"
         engine_answers "$i" || continue
         "$DOCKER" -H "unix://$(socket_of "$i")" ps -aq \
             | xargs -r "$DOCKER" -H "unix://$(socket_of "$i")" rm -f >/dev/null 2>&1 || true

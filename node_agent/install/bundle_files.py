@@ -76,8 +76,9 @@ def place_bundle(found: Bundle, config_dir: Path, seen_at: PurePosixPath) -> Pat
     the host; /etc/fleetwave inside the agent's container): the settings name the
     certificate files there.
     """
-    config_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(config_dir, 0o750)
+    if not config_dir.is_dir():  # one that exists keeps its mode: it may be /etc
+        config_dir.mkdir(parents=True)
+        os.chmod(config_dir, 0o750)
     for name in (bundle.CA_FILE, bundle.CERT_FILE, bundle.KEY_FILE):
         mode = 0o600 if name in bundle.SECRET_MEMBERS else 0o644
         _write(config_dir / name, found.files[name], mode)

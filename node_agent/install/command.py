@@ -105,11 +105,12 @@ def _install_container(
     if image is None:
         raise ConfigurationError("--mode container needs --image (the agent image to run)")
     socket = socket_path(engine.docker_host)
-    place_bundle(found, config_dir, IN_CONTAINER_CONFIG)
-    typer.echo(f"settings for {found.host_id} in {config_dir} (key mode 0600)")
-
     config_dir, state_dir = config_dir.resolve(), state_dir.resolve()
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def place() -> None:
+        place_bundle(found, config_dir, IN_CONTAINER_CONFIG)
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        typer.echo(f"settings for {found.host_id} in {config_dir} (key mode 0600)")
 
     async def start(agent_image: str) -> str:
         runtime = DockerRuntime(engine.docker_host, DOCKER_TIMEOUT)
@@ -124,6 +125,7 @@ def _install_container(
                 socket_dir=engine.socket_dir,
                 replace=replace,
                 pull_timeout=PULL_TIMEOUT,
+                place=place,
             )
         finally:
             runtime.close()

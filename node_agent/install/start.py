@@ -8,7 +8,9 @@ the `docker run` of the README. Systemd mode writes the unit shipped with the ag
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
@@ -24,6 +26,8 @@ UNIT_NAME = "fleet-agent.service"
 SHIPPED_EXEC = "/opt/fleetwave/bin/fleet-agent"
 SHIPPED_CONFIG = "/etc/fleetwave/agent.toml"
 SYSTEMCTL_TIMEOUT = 60.0
+OLD_AGENT_GRACE = 90.0
+"""Seconds a replaced agent gets to stop (as the systemd unit's TimeoutStopSec)."""
 
 
 def socket_path(docker_host: str) -> str:
@@ -46,17 +50,24 @@ async def start_container(
     socket_dir: bool,
     replace: bool,
     pull_timeout: float,
+    place: Callable[[], None],
 ) -> str:
-    """Create and start the agent's container; returns its id. ``state_dir`` exists."""
-    if await runtime.inspect_container(name) is not None:
-        if not replace:
-            raise ConfigurationError(
-                f"a container named {name} exists already; pass --replace to take its place"
-            )
-        await runtime.remove(name)
+    """Create and start the agent's container; returns its id. ``state_dir`` exists.
+
+    Nothing is written (``place`` puts the bundle's files in place) and no agent is
+    stopped until the name is free or may be taken and the image is here."""
+    existing = await runtime.inspect_container(name)
+    if existing is not None and not replace:
+        raise ConfigurationError(
+            f"a container named {name} exists already; pass --replace to take its place"
+        )
     if await runtime.inspect_image(image) is None:
         ref = parse_image_reference(image)
         await runtime.pull(ref.name, ref.digest or ref.tag or "latest", None, pull_timeout)
+    await asyncio.to_thread(place)
+    if existing is not None:  # it finishes or journals what it has in flight first
+        await runtime.stop(name, OLD_AGENT_GRACE)
+        await runtime.remove(name, volumes=True)
     # The state directory at the same path inside: the agent hands paths under it (config
     # files) to the engine as bind mounts, and the engine reads them on the host.
     env = [f"FLEET_STATE_DIR={state_dir}"]

@@ -42,7 +42,7 @@ async def test_an_agent_installed_from_its_bundle_joins_the_bus_over_tls_from_it
     def enrol(pki: Path, url: str) -> None:
         run_fleetctl(
             "hosts", "enroll", host, "--pki", str(pki), "--bundle", str(bundle),
-            "--nats", url, "--labels", "role=web",
+            "--nats", url, "--labels", "role=web", "--allow-unsigned",
         )  # fmt: skip
 
     name = f"t{test_id}-agent"
@@ -72,12 +72,14 @@ async def test_an_agent_installed_from_its_bundle_joins_the_bus_over_tls_from_it
             assert settings["HostConfig"]["NetworkMode"] == "host"
             assert settings["Config"]["Image"] == agent_image
 
+            placed = (tmp_path / "etc" / "agent.toml").stat().st_ino
             again = install(*args)
             assert again.returncode == 2
             assert again.stderr.strip() == (
                 f"fleet-agent install: a container named {name} exists already; "
                 "pass --replace to take its place"
             )
+            assert (tmp_path / "etc" / "agent.toml").stat().st_ino == placed  # not rewritten
         finally:
             await controller.close()
             remove_test_containers(docker_client, test_id)

@@ -23,14 +23,19 @@ BUNDLE_MEMBERS = {"ca.crt": 0o644, "host.crt": 0o644, "host.key": 0o600, "agent.
 """What the README says a bundle holds, with each file's mode."""
 
 
+BUS_SETTINGS = ("FLEET_NATS_URLS", "FLEET_NATS_URL", "FLEET_SIGNING_KEY_FILE")
+
+
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command with only the FLEET_* bus settings ``env`` gives (none inherited)."""
+    inherited = {k: v for k, v in os.environ.items() if k not in BUS_SETTINGS}
     return subprocess.run(
         list(args),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
-        env={**os.environ, **(env or {})},
+        env={**inherited, **(env or {})},
     )
 
 
@@ -46,9 +51,12 @@ def pki(tmp_path: Path) -> Path:
 
 
 def enrol(pki: Path, bundle: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """web-1's bundle; unsigned unless ``extra`` gives a command key."""
+    signed = "--command-key" in extra
     return run(
         fleetctl_executable(), "hosts", "enroll", "web-1", "--pki", str(pki),
-        "--bundle", str(bundle), "--nats", "tls://10.1.2.3:4222", *extra,
+        "--bundle", str(bundle), "--nats", "tls://10.1.2.3:4222",
+        *extra, *(() if signed else ("--allow-unsigned",)),
     )  # fmt: skip
 
 
@@ -152,6 +160,41 @@ def test_install_for_systemd_puts_the_files_in_place_with_the_key_kept_secret(
     assert settings["nats_tls_ca"] == "/etc/fleet/ca.crt"
     unit = (root / "etc" / "systemd" / "system" / "fleet-agent.service").read_text()
     assert f"ExecStart={fleet_agent()} run --config /etc/fleet/agent.toml\n" in unit
+
+
+@pytest.mark.parametrize(
+    ("leave_out", "says"),
+    [
+        (
+            "--nats",
+            "fleetctl: a bundle needs the bus URLs as the host reaches them: --nats "
+            "(or FLEET_NATS_URLS)",
+        ),
+        (
+            "--allow-unsigned",
+            "fleetctl: a bundle needs the controller's command key (--command-key, or "
+            "FLEET_SIGNING_KEY_FILE); --allow-unsigned for an agent that runs unsigned ones",
+        ),
+    ],
+)
+def test_a_bundle_without_bus_urls_or_command_key_is_refused_and_nobody_is_enrolled(
+    pki: Path, tmp_path: Path, leave_out: str, says: str
+) -> None:
+    bundle = tmp_path / "web-1.tar"
+    given = {"--nats": "tls://10.1.2.3:4222", "--allow-unsigned": None}
+    del given[leave_out]
+    args = [arg for flag, value in given.items() for arg in (flag, *([value] if value else []))]
+    base = (fleetctl_executable(), "hosts", "enroll", "web-1", "--pki", str(pki))
+    refused = run(*base, "--bundle", str(bundle), *args)
+    assert (refused.returncode, refused.stderr.strip()) == (2, says)
+    assert not bundle.exists()
+    assert enrol(pki, bundle).returncode == 0  # web-1 was not enrolled by the refusal
+
+
+def test_a_command_key_that_is_no_ed25519_key_is_refused(pki: Path, tmp_path: Path) -> None:
+    refused = enrol(pki, tmp_path / "web-1.tar", "--command-key", "bm90IGEga2V5")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == "fleetctl: a trusted command key must be 32 bytes, got 9"
 
 
 @pytest.mark.parametrize(

@@ -228,3 +228,6 @@ def test_a_host_whose_engine_is_down_spends_the_budget_is_never_picked_and_is_na
     assert late.apply == ()
     assert late.status is RolloutStatus.FAILED
     assert late.reason == "progress_deadline 60s passed; held up by host-000 (engine down)"
+    # Its agent beats on: it is not a host out of touch, and the record is not rewritten.
+    record = rollout(hosts, max_unavailable=2)
+    assert mark_contact(record, health, NOW) is record

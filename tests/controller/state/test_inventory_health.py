@@ -131,6 +131,12 @@ def test_a_heartbeat_marks_its_host_changed_only_when_convergence_would_judge_it
             True,
         ),
     ]
+    last = steps[-1][1]
+    steps += [
+        ("its engine down", last.model_copy(update={"engine_down": True}), True),
+        ("still down", last.model_copy(update={"engine_down": True, "cpus": 3}), False),
+        ("its engine back", last.model_copy(update={"cpus": 4}), True),
+    ]
     for what, facts, changed in steps:
         inventory.add("h1", facts)
         assert (what, inventory.take_changed()) == (what, {"h1"} if changed else set())
