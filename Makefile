@@ -62,6 +62,8 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/agent_replace.py
 	$(BIN)/python bench/agent_footprint.py
+	bash deploy/agent/build.sh >/dev/null
+	$(BIN)/python bench/agent_container_footprint.py
 	$(BIN)/python bench/rollout_scale.py
 	$(BIN)/python bench/telemetry.py
 	$(BIN)/python bench/config_fanout.py
