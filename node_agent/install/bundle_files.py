@@ -18,6 +18,7 @@ import tomli_w
 from pydantic import ValidationError
 
 from node_agent.settings import AgentSettings
+from node_agent.state_files import write_atomically
 from protocol import bundle
 from protocol.errors import ConfigurationError, summarise_invalid
 
@@ -81,19 +82,8 @@ def place_bundle(found: Bundle, config_dir: Path, seen_at: PurePosixPath) -> Pat
         os.chmod(config_dir, 0o750)
     for name in (bundle.CA_FILE, bundle.CERT_FILE, bundle.KEY_FILE):
         mode = 0o600 if name in bundle.SECRET_MEMBERS else 0o644
-        _write(config_dir / name, found.files[name], mode)
+        write_atomically(config_dir / name, found.files[name], mode)
     settings = bundle.moved_to(found.settings, seen_at)
     target = config_dir / bundle.SETTINGS_FILE
-    _write(target, tomli_w.dumps(settings).encode(), 0o640)
+    write_atomically(target, tomli_w.dumps(settings).encode(), 0o640)
     return target
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """``data`` as ``path`` with ``mode`` from the start (an old file is replaced)."""
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.unlink(missing_ok=True)
-    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
-    os.chmod(temp, mode)  # the umask may have taken bits off
-    os.replace(temp, path)

@@ -205,3 +205,21 @@ async def test_a_pre_flight_short_of_disk_removes_the_services_unneeded_image_fi
     ready = fleet.events.matching(progress_of(short, UpdatePhase.READY, "2.0.0", fleet.service))
     assert len(ready) == 1, ready
     assert pruned[0].sent_at < ready[0].sent_at
+    # Where the disk was not short, the pre-flight removed nothing: any pruning there is
+    # the one after the update (keep 3), once the host was ready.
+    for host in lab.hosts:
+        if host == short:
+            continue
+        ready_there = fleet.events.matching(
+            progress_of(host, UpdatePhase.READY, "2.0.0", fleet.service)
+        )
+        assert len(ready_there) == 1, ready_there
+        at = ready_there[0].sent_at
+        early = [
+            m
+            for _, m in fleet.events.messages
+            if isinstance(m, ImagesPruned)
+            and (m.host, m.service) == (host, fleet.service)
+            and m.sent_at < at
+        ]
+        assert early == [], early
