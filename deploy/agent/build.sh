@@ -110,6 +110,10 @@ main() {
     local version=${1:-$(project_version)} base fingerprint image current ctx started took size
     export DOCKER_HOST=${FLEET_DOCKER_HOST:-unix:///var/run/docker.sock} DOCKER_BUILDKIT=0
     "$DOCKER" info >/dev/null 2>&1 || die "no Docker engine at $DOCKER_HOST (make stack-up)"
+    # One build at a time: parallel test workers ask for the image at the same moment.
+    mkdir -p "$STATE"
+    exec 9>"$STATE/agent-image.lock"
+    flock -w 900 9 || die "another build held the lock for 15 minutes"
     started=$(date +%s%N)
     base=$(base_image) || exit 1  # (errexit does not reach into $(...): its die did)
     image="$REGISTRY/$REPOSITORY:$version"

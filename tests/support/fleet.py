@@ -388,6 +388,13 @@ class BudgetChecker:
             if start_first:
                 allowed = limit.start_first
                 out = {w.host: w.why for w in mine if w.host in hosts and w.open_at(window.start)}
+            elif record.converging:
+                # README: a convergence rollout's own hosts are out of service already
+                # (that is why they are in it), so of them only those it is updating
+                # count, with the service's other matching hosts that are out.
+                allowed = limit.unavailable
+                out = self.out_at(window.start, set(record.others), record.service)
+                out |= {w.host: "updating" for w in mine if w.open_at(window.start)}
             else:
                 allowed = limit.unavailable
                 out = self.out_at(window.start, hosts, record.service, record.id)

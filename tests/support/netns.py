@@ -67,11 +67,17 @@ class IsolatedHost:
         await ip("link", "set", self.outside_link, "up")
 
 
-async def _free_subnet() -> int:
-    links = await ip("-o", "link", "show")
+async def _claim_subnet() -> int:
+    """Create the outside link of the first free subnet; creating it is the claim, so two
+    test workers looking at the same moment cannot both take one."""
     for subnet in SUBNETS:
-        if f" fwo{subnet}@" not in links and f" fwo{subnet}:" not in links:
-            return subnet
+        try:
+            await ip("link", "add", f"fwo{subnet}", "type", "veth", "peer", "name", f"fwi{subnet}")
+        except RuntimeError as error:
+            if "exists" in str(error):
+                continue
+            raise
+        return subnet
     raise RuntimeError("no free 10.254.n.0/30 subnet for an isolated host")
 
 
@@ -80,13 +86,12 @@ async def isolated_host(
     name: str, nats_port: int, registry_port: int
 ) -> AsyncIterator[IsolatedHost]:
     """A namespace ``name`` with its link up and NATS and the registry reachable."""
-    subnet = await _free_subnet()
-    outside, inside = f"fwo{subnet}", f"fwi{subnet}"
-    outside_ip, inside_ip = f"10.254.{subnet}.1", f"10.254.{subnet}.2"
     async with AsyncExitStack() as cleanup:
         await ip("netns", "add", name)
         cleanup.push_async_callback(ip, "netns", "delete", name)
-        await ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+        subnet = await _claim_subnet()
+        outside, inside = f"fwo{subnet}", f"fwi{subnet}"
+        outside_ip, inside_ip = f"10.254.{subnet}.1", f"10.254.{subnet}.2"
         cleanup.push_async_callback(ip, "link", "delete", outside)
         await ip("link", "set", inside, "netns", name)
         await ip("addr", "add", f"{outside_ip}/30", "dev", outside)
