@@ -20,6 +20,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -47,7 +48,11 @@ from node_agent.update.recovery import Recovery
 from node_agent.update.service_locks import ServiceLocks
 from node_agent.update.service_store import ServiceStore
 from node_agent.update.updater import ServiceUpdater
+from node_agent.upgrade.handoff_files import REQUEST, HandoffNotes
+from node_agent.upgrade.predecessor import Predecessor
+from node_agent.upgrade.successor import Fallback, Successor
 from protocol import subjects
+from protocol.agent_service import AGENT_SERVICE
 from protocol.codec import encode
 from protocol.errors import BrokerError, ProtocolError, RuntimeFault
 from protocol.jetstream_start import why_not_ready
@@ -58,6 +63,7 @@ from protocol.models import (
     UpdatePhase,
     UpdateProgress,
 )
+from protocol.spec import ServiceSpec
 from protocol.streams import fleet_buckets
 from protocol.transport import MAX_OUTSTANDING_PINGS
 
@@ -81,6 +87,7 @@ class Agent:
         self._workers = asyncio.Semaphore(settings.command_workers)
         self._connected_state: bool | None = None
         self._last_seen: dict[str, ServiceStatus] = {}  # for beats while the engine is down
+        self._subscription: Subscription | None = None
         self._closing = False
         self._recent_replies = RecentReplies(
             settings.nats_ping_interval * (MAX_OUTSTANDING_PINGS + 1)
@@ -115,6 +122,12 @@ class Agent:
             self.recovery,
             self._emitter,
         )
+        self.handoff_notes = HandoffNotes(state)
+        self.commands.upgrade = Predecessor(
+            lambda: self.settings, self.runtime, self.handoff_notes, self
+        )
+        self.successor = Successor(self.runtime, self.handoff_notes, state, self.updater.failpoint)
+        self.fallback = Fallback(self.runtime, self.handoff_notes)
         self.updater.record_outcome = self.commands.record_outcome
         self.updater.publish_hook = lambda event: self.publish_event("hook_run", event)
         self.updater.retention.publish = lambda event: self.publish_event("images_pruned", event)
@@ -158,10 +171,15 @@ class Agent:
         # report, and it flushes what is buffered before the connection closes.
         outbox_stop = asyncio.Event()
         outbox = asyncio.create_task(self.outbox.run(outbox_stop), name="outbox")
-        await self.recovery.settle_all()
-        subscription = await self._client.subscribe(
-            subjects.command_subject(self.host), cb=self._on_command
-        )
+        handoff = self.settings.handoff if self.handoff_notes.has(REQUEST) else None
+        if handoff is None:
+            await self.recovery.settle_all()
+            await self.fallback.settle(self._finish_upgrade)  # back after a failed successor
+            await self._subscribe()
+        else:  # a successor: the host is the running agent's until it lets go (and it
+            # drains first, so there is nothing to recover)
+            self.commands.hold(handoff)
+            await self.successor.take_over(handoff, self._subscribe)
         background = [
             asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
             asyncio.create_task(self.engine_events.run(stop), name="engine-events"),
@@ -172,12 +190,14 @@ class Agent:
         ]
         if self.settings.ship_logs:
             background.append(asyncio.create_task(self.log_shipper.run(stop), name="log-shipper"))
+        if handoff is not None:
+            probation = self.successor.probation(handoff, stop, self._finish_upgrade)
+            background.append(asyncio.create_task(probation, name="probation"))
         log.info("agent %s serving %s", self.host, subjects.command_subject(self.host))
         try:
             await stop.wait()
         finally:
-            with suppress(nats.errors.Error):
-                await subscription.unsubscribe()
+            await self.release(None)
             # The loops end on ``stop``; waiting (not cancelling) lets a write finish.
             # If this task itself was cancelled instead, ``stop`` is not set: cancel them.
             for task in background:
@@ -342,6 +362,37 @@ class Agent:
 
     # ---- commands ----
 
+    async def _subscribe(self) -> None:
+        self._subscription = await self._client.subscribe(
+            subjects.command_subject(self.host), cb=self._on_command
+        )
+
+    async def release(self, operation_id: str | None) -> None:
+        """Take no more commands; with ``operation_id`` (an upgrade's handoff, called from
+        its own command), let every other command in flight finish first."""
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            with suppress(nats.errors.Error):
+                await subscription.unsubscribe()
+        if operation_id is not None:
+            others = self._tasks - {asyncio.current_task()}
+            await asyncio.gather(*others, return_exceptions=True)
+
+    async def resume(self) -> None:
+        if self._subscription is None:
+            await self._subscribe()
+
+    async def _finish_upgrade(
+        self, operation_id: str, result: OperationResult, spec: ServiceSpec | None
+    ) -> None:
+        """An agent upgrade this agent settles (a successor, or the old agent back)."""
+        if spec is not None:
+            self.services.record_update(spec, self.services.current(AGENT_SERVICE))
+        reply = self.commands.operation_reply(operation_id, AGENT_SERVICE, result)
+        await asyncio.to_thread(self.outcomes.put, operation_id, reply)
+        self.commands.release_hold(operation_id)
+        await self.publish_event(event_type_of(reply), reply)
+
     async def _on_command(self, msg: Msg) -> None:
         self._track(asyncio.create_task(self._handle(msg), name="command"))
 
@@ -353,6 +404,8 @@ class Agent:
     async def _handle(self, msg: Msg) -> None:
         async with self._workers:
             reply = await self.commands.reply_for(msg.data)
+        if reply is None:  # handed over with the host: the successor answers it
+            return
         # The outcome is queued before the reply is sent, so the event stream keeps cause
         # before effect: whatever the controller does on reading this reply (a colour
         # switch, the next batch) is stored after this host's outcome.
