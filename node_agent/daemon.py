@@ -171,7 +171,10 @@ class Agent:
         # report, and it flushes what is buffered before the connection closes.
         outbox_stop = asyncio.Event()
         outbox = asyncio.create_task(self.outbox.run(outbox_stop), name="outbox")
-        handoff = self.settings.handoff if self.handoff_notes.has(REQUEST) else None
+        asked = (self.handoff_notes.read(REQUEST) or {}).get("operation_id")
+        # The handoff this container was made for, if it is still going on (the variable
+        # stays in its settings after it; an old agent brought back has its own).
+        handoff = self.settings.handoff if asked and asked == self.settings.handoff else None
         if handoff is None:
             await self.recovery.settle_all()
             await self.fallback.settle(self._finish_upgrade)  # back after a failed successor

@@ -27,7 +27,8 @@ def guard(args: list[str]) -> int:
         signal.signal(signum, lambda number, _frame: child.send_signal(number))
     code = child.wait()
     notes = HandoffNotes(Path(os.environ.get("FLEET_STATE_DIR", "/var/lib/fleetwave/agent")))
-    if code != 0 and notes.has(TAKEN) and not notes.has(DONE):
+    mine = (notes.read(REQUEST) or {}).get("operation_id") == os.environ.get("FLEET_HANDOFF")
+    if code != 0 and mine and notes.has(TAKEN) and not notes.has(DONE):
         asyncio.run(bring_back_the_old_agent(notes))
     return code
 
