@@ -212,6 +212,10 @@ class CommandRunner:
             status = await self.updater.status(command.service)
             return InspectReply(sender=self.host, in_reply_to=command.id, status=status)
         service = _service_of(command)
+        if service == AGENT_SERVICE and not isinstance(command, PrepareCommand | ApplyCommand):
+            raise CommandRefused(
+                "agent_service", f"{command.kind} is not done to the agent itself; only apply"
+            )
         if self.locks.busy(service):
             raise CommandRefused("busy", f"another operation on {service} is in progress")
         async with self.locks.hold(service):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import uuid
 from contextlib import suppress
 from pathlib import Path
 
@@ -76,6 +77,8 @@ class Agent:
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         self.host = settings.host_id
+        self.instance = uuid.uuid4().hex
+        """This run of the agent: the health record says which agent wrote it."""
         self.runtime = DockerRuntime(settings.docker_host, settings.docker_timeout)
         self._build_operations(settings.state_dir)
         self._build_telemetry(settings.state_dir)
@@ -126,7 +129,9 @@ class Agent:
         self.commands.upgrade = Predecessor(
             lambda: self.settings, self.runtime, self.handoff_notes, self
         )
-        self.successor = Successor(self.runtime, self.handoff_notes, state, self.updater.failpoint)
+        self.successor = Successor(
+            self.runtime, self.handoff_notes, state, self.updater.failpoint, self.instance
+        )
         self.fallback = Fallback(self.runtime, self.handoff_notes)
         self.updater.record_outcome = self.commands.record_outcome
         self.updater.publish_hook = lambda event: self.publish_event("hook_run", event)
@@ -441,7 +446,12 @@ class Agent:
             except (nats.errors.Error, TimeoutError, RuntimeFault, ProtocolError) as exc:
                 log.warning("heartbeat not written: %s", exc)
             try:
-                write_health(self.settings.state_dir, written, self.settings.heartbeat_interval)
+                write_health(
+                    self.settings.state_dir,
+                    written,
+                    self.settings.heartbeat_interval,
+                    self.instance,
+                )
             except OSError as exc:
                 log.warning("health record not written: %s", exc)
             self._heartbeat_now.clear()

@@ -74,8 +74,8 @@ class Dispatch:
         """The inventory's hosts (a config command carries the host's own overrides)."""
         self._signer = settings.signer()
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._awaiting: dict[str, tuple[str, bool]] = {}
-        """Per command awaited: its rollout and whether that is blue-green."""
+        self._awaiting: dict[str, tuple[str, str, bool]] = {}
+        """Per command awaited: its rollout, its host, and whether that is blue-green."""
         self._pending: dict[str, list[News]] = {}
         """Answers not yet written, per rollout: the next pass folds them all into one write."""
         self._answered: dict[str, HostNews] = {}
@@ -180,7 +180,7 @@ class Dispatch:
             name=f"command-{host}-{command_id[:8]}",
         )
         self._tasks[command_id] = task
-        self._awaiting[command_id] = (record.id, record.blue_green)
+        self._awaiting[command_id] = (record.id, host, record.blue_green)
         self._unsent.add(command_id)
         task.add_done_callback(lambda _: self._ended(command_id))
 
@@ -320,7 +320,9 @@ class Dispatch:
         waiting = self._awaiting.get(command_id) if command_id else None
         if command_id is None or waiting is None or command_id in self._answered:
             return
-        rollout_id, blue_green = waiting
+        rollout_id, awaited_host, blue_green = waiting
+        if host != awaited_host:  # a host answers for its own commands only
+            return
         self.record(rollout_id, reply_news(host, command_id, reply, utc_now(), blue_green))
         task = self._tasks.get(command_id)
         if task is not None:

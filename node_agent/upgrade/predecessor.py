@@ -107,19 +107,25 @@ class Predecessor:
         old_image = await self._runtime.inspect_image(str(mine["Image"]))
         image_env = set((old_image or {}).get("Config", {}).get("Env") or ())
         config, host_config = successor_config(mine, image, operation_id, image_env)
-        await self._runtime.create_container(successor, config, host_config)
-        await self._runtime.start(successor)
+        # Watched by its id from here on: it takes this agent's name when it takes over.
+        successor_id = await self._runtime.create_container(successor, config, host_config)
+        await self._runtime.start(successor_id)
         await emit(UpdatePhase.STARTING_NEW, f"successor {successor} started from {spec.image}")
         deadline = time.monotonic() + ready_deadline(spec)
-        if not await self._wait_for(READY, successor, deadline):
-            return await self._give_up(successor, "successor_not_ready", deadline)
+        if not await self._wait_for(READY, successor_id, deadline):
+            return await self._give_up(successor_id, "successor_not_ready", deadline)
         ready = self._notes.read(READY) or {}
         await emit(UpdatePhase.PROBING, f"successor ready (fleet-agent {ready.get('version')})")
         await self._gate.release(operation_id)
-        self._notes.write(RELEASED, at=time.time())
-        if not await self._wait_for(TAKEN, successor, time.monotonic() + READY_DEADLINE):
+        try:
+            self._notes.write(RELEASED, at=time.time())
+            taken = await self._wait_for(TAKEN, successor_id, time.monotonic() + READY_DEADLINE)
+        except BaseException:
+            await self._gate.resume()  # whatever went wrong, this agent serves on
+            raise
+        if not taken:
             await self._gate.resume()
-            return await self._give_up(successor, "successor_did_not_take_over", deadline)
+            return await self._give_up(successor_id, "successor_did_not_take_over", deadline)
         raise HandedOver(operation_id)
 
     async def _wait_for(self, note: str, successor: str, deadline: float) -> bool:

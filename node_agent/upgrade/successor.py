@@ -51,9 +51,13 @@ class Successor:
         notes: HandoffNotes,
         state_dir: Path,
         failpoint: Callable[[str], None],
+        instance: str,
     ) -> None:
         self._runtime, self._notes, self._state_dir = runtime, notes, state_dir
         self._failpoint = failpoint
+        self._instance = instance
+        """Only this agent's own heartbeats count for its probation (the old one's share
+        the health file)."""
         """Tests: SIGKILL this successor at a named point (FLEET_FAILPOINT)."""
 
     async def take_over(self, operation_id: str, subscribe: Callable[[], Awaitable[None]]) -> None:
@@ -82,7 +86,9 @@ class Successor:
         healthy_since: float | None = None
         while not stop.is_set():
             now = time.time()
-            if unhealthy_because(read_health(self._state_dir), now) is None:
+            record = read_health(self._state_dir)
+            mine = record is not None and record.get("instance") == self._instance
+            if mine and unhealthy_because(record, now) is None:
                 healthy_since = healthy_since or now
                 if now - healthy_since >= needed:
                     break
