@@ -49,7 +49,7 @@ from node_agent.update.recovery import Recovery
 from node_agent.update.service_locks import ServiceLocks
 from node_agent.update.service_store import ServiceStore
 from node_agent.update.updater import ServiceUpdater
-from node_agent.upgrade.handoff_files import REQUEST, HandoffNotes
+from node_agent.upgrade.handoff_files import DONE, REQUEST, HandoffNotes
 from node_agent.upgrade.predecessor import Predecessor
 from node_agent.upgrade.successor import Fallback, Successor
 from protocol import subjects
@@ -176,6 +176,8 @@ class Agent:
         # report, and it flushes what is buffered before the connection closes.
         outbox_stop = asyncio.Event()
         outbox = asyncio.create_task(self.outbox.run(outbox_stop), name="outbox")
+        if self.handoff_notes.has(DONE):  # a successor that stopped after its commit point
+            self.handoff_notes.clear()
         asked = (self.handoff_notes.read(REQUEST) or {}).get("operation_id")
         # The handoff this container was made for, if it is still going on (the variable
         # stays in its settings after it; an old agent brought back has its own).

@@ -28,7 +28,8 @@ def guard(args: list[str]) -> int:
     code = child.wait()
     notes = HandoffNotes(Path(os.environ.get("FLEET_STATE_DIR", "/var/lib/fleetwave/agent")))
     mine = (notes.read(REQUEST) or {}).get("operation_id") == os.environ.get("FLEET_HANDOFF")
-    if code != 0 and mine and notes.has(TAKEN) and not notes.has(DONE):
+    # Any end before "done" (a crash, or a stop during probation): the old agent again.
+    if mine and notes.has(TAKEN) and not notes.has(DONE):
         asyncio.run(bring_back_the_old_agent(notes))
     return code
 

@@ -19,9 +19,9 @@ from typing import Any, Protocol
 from node_agent.runtime import DockerRuntime
 from node_agent.settings import AgentSettings
 from node_agent.update.operation import Emit, OperationResult
-from node_agent.upgrade.handoff_files import READY, RELEASED, REQUEST, TAKEN, HandoffNotes
+from node_agent.upgrade.handoff_files import DONE, READY, RELEASED, REQUEST, TAKEN, HandoffNotes
 from protocol.agent_service import AGENT_SERVICE, READY_DEADLINE, ready_deadline
-from protocol.errors import RuntimeFault
+from protocol.errors import CommandRefused, RuntimeFault
 from protocol.image_ref import parse_image_reference
 from protocol.models import (
     ContainerState,
@@ -95,6 +95,11 @@ class Predecessor:
         if me is None or mine is None:
             why = "this agent does not run in a container of its own (fleet-agent install)"
             return self._result(OperationOutcome.FAILED, Reason(code="not_in_container", text=why))
+        live = self._notes.read(REQUEST)
+        if live is not None and not self._notes.has(DONE):
+            raise CommandRefused(
+                "busy", f"the agent upgrade {live.get('operation_id')} is still going on"
+            )
         successor = f"{me}.next"
         await self._runtime.remove(successor, volumes=True)  # left by an earlier attempt
         self._notes.clear()
@@ -102,6 +107,7 @@ class Predecessor:
         self._notes.write(
             REQUEST, operation_id=operation_id, previous=me, successor=successor,
             spec=spec.model_dump(mode="json"), min_healthy_time=healthy,
+            ready_deadline=ready_deadline(spec),
         )  # fmt: skip
         image = parse_image_reference(spec.image).local
         old_image = await self._runtime.inspect_image(str(mine["Image"]))

@@ -66,7 +66,7 @@ class Successor:
             raise AgentError(f"no handoff {operation_id} is asked for here")
         await self._runtime.ping()  # the engine answers (RuntimeFault otherwise)
         self._notes.write(READY, version=fleetwave_version(), at=time.time())  # state dir too
-        deadline = time.monotonic() + READY_DEADLINE
+        deadline = time.monotonic() + float(request.get("ready_deadline", READY_DEADLINE))
         while not self._notes.has(RELEASED):
             if time.monotonic() > deadline:
                 raise AgentError("the running agent did not release the host's commands")
@@ -98,9 +98,9 @@ class Successor:
         else:
             return
         previous = str(request["previous"])
+        self._notes.write(DONE, at=time.time())  # the commit point: no fallback after it
         await self._runtime.set_restart_policy(previous, "unless-stopped")
         await self._runtime.remove(f"{previous}.previous", volumes=True)
-        self._notes.write(DONE, at=time.time())
         spec = ServiceSpec.model_validate(request["spec"])  # as the controller sent it
         await finish(operation_id, OperationResult(OperationOutcome.DONE, agent_status()), spec)
         self._notes.clear()
