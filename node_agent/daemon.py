@@ -23,13 +23,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
 
 from node_agent.bus_state import ensure_streams, open_bucket, when_jetstream_ready
 from node_agent.commands import CommandRunner, event_type_of
 from node_agent.config.files import AppliedConfigs
 from node_agent.config.sync import ConfigSync
-from node_agent.health_file import write_health
+from node_agent.heartbeat import Heartbeat
 from node_agent.host_facts import read_host_facts
 from node_agent.housekeeping import Housekeeping
 from node_agent.recent_replies import RecentReplies
@@ -49,13 +48,13 @@ from node_agent.update.recovery import Recovery
 from node_agent.update.service_locks import ServiceLocks
 from node_agent.update.service_store import ServiceStore
 from node_agent.update.updater import ServiceUpdater
-from node_agent.upgrade.handoff_files import DONE, REQUEST, HandoffNotes
+from node_agent.upgrade.handoff_files import DONE, HandoffNotes, handoff_going_on
 from node_agent.upgrade.predecessor import Predecessor
 from node_agent.upgrade.successor import Fallback, Successor
 from protocol import subjects
 from protocol.agent_service import AGENT_SERVICE
 from protocol.codec import encode
-from protocol.errors import BrokerError, ProtocolError, RuntimeFault
+from protocol.errors import AgentError, BrokerError, ProtocolError
 from protocol.jetstream_start import why_not_ready
 from protocol.models import (
     Envelope,
@@ -84,9 +83,8 @@ class Agent:
         self._build_telemetry(settings.state_dir)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
-        self._hosts_kv: KeyValue | None = None
+        self.heartbeat = Heartbeat(self.host, self.host_facts, lambda: self.settings, self.instance)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._heartbeat_now = asyncio.Event()
         self._workers = asyncio.Semaphore(settings.command_workers)
         self._connected_state: bool | None = None
         self._last_seen: dict[str, ServiceStatus] = {}  # for beats while the engine is down
@@ -176,22 +174,17 @@ class Agent:
         # report, and it flushes what is buffered before the connection closes.
         outbox_stop = asyncio.Event()
         outbox = asyncio.create_task(self.outbox.run(outbox_stop), name="outbox")
-        if self.handoff_notes.has(DONE):  # a successor that stopped after its commit point
-            self.handoff_notes.clear()
-        asked = (self.handoff_notes.read(REQUEST) or {}).get("operation_id")
-        # The handoff this container was made for, if it is still going on (the variable
-        # stays in its settings after it; an old agent brought back has its own).
-        handoff = self.settings.handoff if asked and asked == self.settings.handoff else None
+        handoff = handoff_going_on(self.handoff_notes, self.settings.handoff)
         if handoff is None:
             await self.recovery.settle_all()
-            await self.fallback.settle(self._finish_upgrade)  # back after a failed successor
+            await self._settle_upgrade()
             await self._subscribe()
         else:  # a successor: the host is the running agent's until it lets go (and it
             # drains first, so there is nothing to recover)
             self.commands.hold(handoff)
             await self.successor.take_over(handoff, self._subscribe)
         background = [
-            asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
+            asyncio.create_task(self.heartbeat.run(stop), name="heartbeat"),
             asyncio.create_task(self.engine_events.run(stop), name="engine-events"),
             asyncio.create_task(self.metrics.run(stop), name="metrics"),
             asyncio.create_task(self.config_watcher.run(stop), name="config-watch"),
@@ -306,7 +299,7 @@ class Agent:
         js = self._jetstream
         await ensure_streams(js, self.settings.streams)
         buckets = fleet_buckets(self.settings.streams)
-        self._hosts_kv = await open_bucket(js, buckets[subjects.HOSTS_BUCKET])
+        self.heartbeat.bucket = await open_bucket(js, buckets[subjects.HOSTS_BUCKET])
         self.config.kv = await open_bucket(js, buckets[subjects.CONFIG_BUCKET])
 
     async def _close(self) -> None:
@@ -377,20 +370,37 @@ class Agent:
             subjects.command_subject(self.host), cb=self._on_command
         )
 
-    async def release(self, operation_id: str | None) -> None:
+    async def release(self, operation_id: str | None, within: float | None = None) -> bool:
         """Take no more commands; with ``operation_id`` (an upgrade's handoff, called from
-        its own command), let every other command in flight finish first."""
+        its own command), let every other command in flight finish first, for at most
+        ``within`` seconds: False if some are still running then."""
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             with suppress(nats.errors.Error):
                 await subscription.unsubscribe()
-        if operation_id is not None:
-            others = self._tasks - {asyncio.current_task()}
-            await asyncio.gather(*others, return_exceptions=True)
+        if operation_id is None:
+            return True
+        others = self._tasks - {asyncio.current_task()}
+        if not others:
+            return True
+        _, running = await asyncio.wait(others, timeout=within)
+        return not running
 
     async def resume(self) -> None:
         if self._subscription is None:
             await self._subscribe()
+
+    async def _settle_upgrade(self) -> None:
+        """An agent upgrade left to answer at start: this agent's own, past its commit
+        point (it stopped before it was through), or one whose successor failed (its
+        guard brought this agent back). A failure here must not keep the agent down."""
+        try:
+            if self.handoff_notes.has(DONE):
+                await self.successor.complete(self._finish_upgrade)
+            else:
+                await self.fallback.settle(self._finish_upgrade)
+        except (AgentError, OSError) as exc:
+            log.error("the agent upgrade could not be settled: %s", exc)
 
     async def _finish_upgrade(
         self, operation_id: str, result: OperationResult, spec: ServiceSpec | None
@@ -437,37 +447,6 @@ class Agent:
         reply = self.commands.operation_reply(operation_id, service, result)
         await self.publish_event(reply.kind, reply)
 
-    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            written = False
-            try:
-                facts = await self.host_facts()
-                assert self._hosts_kv is not None
-                await self._hosts_kv.put(self.host, encode(facts))
-                written = True
-            except (nats.errors.Error, TimeoutError, RuntimeFault, ProtocolError) as exc:
-                log.warning("heartbeat not written: %s", exc)
-            try:
-                write_health(
-                    self.settings.state_dir,
-                    written,
-                    self.settings.heartbeat_interval,
-                    self.instance,
-                )
-            except OSError as exc:
-                log.warning("health record not written: %s", exc)
-            self._heartbeat_now.clear()
-            stopping = asyncio.create_task(stop.wait())
-            asked = asyncio.create_task(self._heartbeat_now.wait())
-            await asyncio.wait(
-                {stopping, asked},
-                timeout=self.settings.heartbeat_interval,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            for waiter in (stopping, asked):
-                waiter.cancel()
-            await asyncio.gather(stopping, asked, return_exceptions=True)
-
     # ---- settings ----
 
     def reload_settings(self, fresh: AgentSettings) -> list[str]:
@@ -486,7 +465,7 @@ class Agent:
             self.log_shipper.shipping, flush_interval=merged.log_flush_interval
         )
         logging.getLogger().setLevel(merged.log_level)
-        self._heartbeat_now.set()  # new labels reach fleet_hosts now, not a beat later
+        self.heartbeat.now()  # new labels reach fleet_hosts now, not a beat later
         if relabelled:  # selector overrides follow the labels
             self._track(asyncio.create_task(self.config_watcher.relabelled(), name="relabel"))
         log.warning(  # at warning, so it shows whatever the new level is

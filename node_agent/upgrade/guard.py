@@ -15,23 +15,40 @@ import subprocess
 import sys
 from pathlib import Path
 
-from node_agent.upgrade.handoff_files import DONE, REQUEST, TAKEN, HandoffNotes
+from node_agent.upgrade.handoff_files import DONE, RELEASED, REQUEST, TAKEN, HandoffNotes
 
 DOCKER_TIMEOUT = 30.0
 OLD_AGENT_GRACE = 30.0
 
 
 def guard(args: list[str]) -> int:
+    notes = HandoffNotes(Path(os.environ.get("FLEET_STATE_DIR", "/var/lib/fleetwave/agent")))
+    # Started again by the engine (the successor sets its restart policy before it takes
+    # the host over): the container itself died, killed, out of memory or in a reboot.
+    if in_probation(notes):  # after it took over: the old agent again, at once
+        asyncio.run(bring_back_the_old_agent(notes))
+        return 1
+    if mine(notes) and notes.has(RELEASED) and not notes.has(TAKEN):  # before: the old
+        return 1  # agent still holds the host, sees this stop, removes it and serves on
     child = subprocess.Popen(["fleet-agent", *args])
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda number, _frame: child.send_signal(number))
     code = child.wait()
-    notes = HandoffNotes(Path(os.environ.get("FLEET_STATE_DIR", "/var/lib/fleetwave/agent")))
-    mine = (notes.read(REQUEST) or {}).get("operation_id") == os.environ.get("FLEET_HANDOFF")
     # Any end before "done" (a crash, or a stop during probation): the old agent again.
-    if mine and notes.has(TAKEN) and not notes.has(DONE):
+    if in_probation(notes):
         asyncio.run(bring_back_the_old_agent(notes))
     return code
+
+
+def mine(notes: HandoffNotes) -> bool:
+    """The handoff in the notes is the one this container was made for."""
+    made_for = os.environ.get("FLEET_HANDOFF")
+    return made_for is not None and (notes.read(REQUEST) or {}).get("operation_id") == made_for
+
+
+def in_probation(notes: HandoffNotes) -> bool:
+    """This container's handoff took the host over and is not done yet."""
+    return mine(notes) and notes.has(TAKEN) and not notes.has(DONE)
 
 
 async def bring_back_the_old_agent(notes: HandoffNotes) -> None:
@@ -44,6 +61,8 @@ async def bring_back_the_old_agent(notes: HandoffNotes) -> None:
     )
     try:
         await runtime.rename(previous, f"{previous}.failed")
+        # Not restarted by the engine once this guard exits; the old agent removes it.
+        await runtime.set_restart_policy(f"{previous}.failed", "no")
         await runtime.rename(f"{previous}.previous", previous)
         await runtime.stop(previous, OLD_AGENT_GRACE)  # if it was not stopped yet: afresh
         await runtime.start(previous)

@@ -37,3 +37,14 @@ class HandoffNotes:
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def handoff_going_on(notes: HandoffNotes, made_for: str | None) -> str | None:
+    """The handoff this agent's container was made for (FLEET_HANDOFF), if it is still
+    going on: the variable stays in a successor's settings after its handoff is done,
+    and an old agent brought back has a handoff of its own, or none. Past its commit
+    point (done) a handoff is over: what is left is only to answer it."""
+    if notes.has(DONE):
+        return None
+    asked = (notes.read(REQUEST) or {}).get("operation_id")
+    return made_for if asked is not None and asked == made_for else None

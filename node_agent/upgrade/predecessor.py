@@ -36,6 +36,16 @@ from protocol.spec import ServiceSpec
 
 POLL = 0.2
 LOG_TAIL = 20
+GIVE_UP_TEXT = {  # (reason code, past the ready deadline) -> what happened
+    ("successor_not_ready", True): "the successor was not ready in time",
+    ("successor_not_ready", False): "the successor stopped before it was ready",
+    ("commands_in_flight", True): "commands in flight did not finish in time",
+    ("commands_in_flight", False): "commands in flight did not finish in time",
+    ("successor_did_not_take_over", True): "the successor did not take over in time",
+    ("successor_did_not_take_over", False): "the successor stopped before it took over",
+    ("successor_failed", True): "the successor failed as it took over",
+    ("successor_failed", False): "the successor failed as it took over",
+}
 
 
 class HandedOver(Exception):
@@ -43,8 +53,9 @@ class HandedOver(Exception):
 
 
 class CommandGate(Protocol):
-    async def release(self, operation_id: str) -> None:
-        """Stop taking commands and let those in flight (but ``operation_id``) finish."""
+    async def release(self, operation_id: str, within: float) -> bool:
+        """Stop taking commands and let those in flight (but ``operation_id``) finish;
+        False if some are still running after ``within`` seconds."""
 
     async def resume(self) -> None:
         """Take the host's commands again."""
@@ -53,13 +64,15 @@ class CommandGate(Protocol):
 def successor_config(
     mine: dict[str, Any], image: str, operation_id: str, image_env: set[str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """This agent's container, from ``image``, in handoff mode under the guard: its own
-    settings (not those its old image brought, ``image_env``: the new image has its own)."""
+    """This agent's container, from ``image``, in handoff mode under the guard: every
+    host setting of its own (mounts, network, user, groups, capabilities, logging) and
+    its own variables; of those its old image brought (``image_env``) only the FLEET_
+    ones, which install may have set to the same value: the new image has its own."""
     config, host = mine["Config"], mine["HostConfig"]
     env = [
         e
         for e in config.get("Env") or ()
-        if e not in image_env and not e.startswith("FLEET_HANDOFF=")
+        if (e.startswith("FLEET_") or e not in image_env) and not e.startswith("FLEET_HANDOFF=")
     ]
     successor = {
         "Image": image,
@@ -68,13 +81,10 @@ def successor_config(
         "Entrypoint": ["fleet-agent-guard"],
         "Cmd": config.get("Cmd"),
         "StopSignal": config.get("StopSignal"),
+        "User": config.get("User") or "",
     }
-    host_config = {
-        "Binds": host.get("Binds") or [],
-        "NetworkMode": host.get("NetworkMode") or "host",
-        # Until its probation is over the guard, not the engine, decides what restarts.
-        "RestartPolicy": {"Name": "no"},
-    }
+    # Until the old agent lets go, the guard, not the engine, decides what restarts.
+    host_config = {**host, "RestartPolicy": {"Name": "no"}, "AutoRemove": False}
     return successor, host_config
 
 
@@ -104,10 +114,12 @@ class Predecessor:
         await self._runtime.remove(successor, volumes=True)  # left by an earlier attempt
         self._notes.clear()
         healthy = spec.health.min_healthy_time if spec.health else 10.0
+        # Probation, from taking over: healthy for min_healthy_time within this.
+        probation = spec.health.healthy_deadline if spec.health else 60.0
         self._notes.write(
             REQUEST, operation_id=operation_id, previous=me, successor=successor,
             spec=spec.model_dump(mode="json"), min_healthy_time=healthy,
-            ready_deadline=ready_deadline(spec),
+            healthy_deadline=probation, ready_deadline=ready_deadline(spec),
         )  # fmt: skip
         image = parse_image_reference(spec.image).local
         old_image = await self._runtime.inspect_image(str(mine["Image"]))
@@ -118,20 +130,25 @@ class Predecessor:
         await self._runtime.start(successor_id)
         await emit(UpdatePhase.STARTING_NEW, f"successor {successor} started from {spec.image}")
         deadline = time.monotonic() + ready_deadline(spec)
+        own = (str(mine["Id"]), me)
         if not await self._wait_for(READY, successor_id, deadline):
-            return await self._give_up(successor_id, "successor_not_ready", deadline)
+            return await self._give_up(successor_id, own, "successor_not_ready", deadline)
         ready = self._notes.read(READY) or {}
         await emit(UpdatePhase.PROBING, f"successor ready (fleet-agent {ready.get('version')})")
-        await self._gate.release(operation_id)
         try:
+            # The successor waits for the release as long as the ready deadline.
+            drained = await self._gate.release(operation_id, max(0.0, deadline - time.monotonic()))
+            if not drained:
+                return await self._give_up(successor_id, own, "commands_in_flight", deadline)
             self._notes.write(RELEASED, at=time.time())
             taken = await self._wait_for(TAKEN, successor_id, time.monotonic() + READY_DEADLINE)
+            if not taken:
+                return await self._give_up(
+                    successor_id, own, "successor_did_not_take_over", deadline
+                )
         except BaseException:
             await self._gate.resume()  # whatever went wrong, this agent serves on
             raise
-        if not taken:
-            await self._gate.resume()
-            return await self._give_up(successor_id, "successor_did_not_take_over", deadline)
         raise HandedOver(operation_id)
 
     async def _wait_for(self, note: str, successor: str, deadline: float) -> bool:
@@ -140,21 +157,34 @@ class Predecessor:
             if self._notes.has(note):
                 return True
             found = await self._runtime.inspect_container(successor)
-            if found is None or not found["State"]["Running"]:
+            # Restarted by the engine (its policy is set once this agent let go): it died.
+            if found is None or not found["State"]["Running"] or found.get("RestartCount"):
                 return self._notes.has(note)
             await asyncio.sleep(POLL)
         return False
 
-    async def _give_up(self, successor: str, code: str, deadline: float) -> OperationResult:
-        late = time.monotonic() >= deadline
-        why = "not ready in time" if late else "stopped before it was ready"
+    async def _give_up(
+        self, successor: str, own: tuple[str, str], code: str, deadline: float
+    ) -> OperationResult:
+        """Remove the successor and serve on, under this agent's own name; called with the
+        host's commands released, it takes them back."""
         try:
             tail = await self._runtime.logs_tail(successor, LOG_TAIL)
         except RuntimeFault:
             tail = []
-        await self._runtime.remove(successor, volumes=True)
+        await self._runtime.remove(successor, volumes=True)  # first: it cannot take over now
+        if self._notes.has(TAKEN):  # it did, just before: it failed as it took over
+            code = "successor_failed"
+        # A successor that died after its renames left this container under the name
+        # for the old one: it gets its own name back.
+        own_id, own_name = own
+        current = await self._runtime.inspect_container(own_id)
+        if current is not None and str(current["Name"]).lstrip("/") != own_name:
+            await self._runtime.rename(own_id, own_name)
         self._notes.clear()
-        reason = Reason(code=code, text=f"the successor was {why}; this agent keeps serving")
+        await self._gate.resume()
+        late = time.monotonic() >= deadline
+        reason = Reason(code=code, text=f"{GIVE_UP_TEXT[code, late]}; this agent keeps serving")
         return self._result(OperationOutcome.ROLLED_BACK, reason, tail)
 
     def _result(
