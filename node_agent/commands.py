@@ -19,6 +19,8 @@ from node_agent.update.outcomes import OutcomeStore
 from node_agent.update.recovery import Recovery
 from node_agent.update.service_locks import ServiceLocks
 from node_agent.update.updater import ServiceUpdater
+from node_agent.upgrade.predecessor import HandedOver, Predecessor
+from protocol.agent_service import AGENT_SERVICE
 from protocol.codec import decode, encode
 from protocol.errors import AgentError, CommandRefused, ProtocolError
 from protocol.models import (
@@ -91,6 +93,16 @@ class CommandRunner:
         self._running_ids: set[str] = set()
         self._recorded: dict[str, OperationReply] = {}
         """Operations whose outcome the updater stored before closing their journal."""
+        self.upgrade: Predecessor | None = None
+        """Set by the daemon: Apply of the agent service is a handoff (node_agent/upgrade)."""
+
+    def hold(self, operation_id: str) -> None:
+        """An operation this agent finishes on its own (an upgrade it took over): a retry
+        of its command is told it is still running until ``release_hold``."""
+        self._running_ids.add(operation_id)
+
+    def release_hold(self, operation_id: str) -> None:
+        self._running_ids.discard(operation_id)
 
     @property
     def settings(self) -> AgentSettings:
@@ -100,8 +112,10 @@ class CommandRunner:
         if self.seen is not None:
             self.seen.close()
 
-    async def reply_for(self, data: bytes) -> Reply:
-        """The reply to ``data``, whatever happens: no exception leaves the handler."""
+    async def reply_for(self, data: bytes) -> Reply | None:
+        """The reply to ``data``, whatever happens: no exception leaves the handler. None:
+        the command was handed over with the host (an agent upgrade): the successor
+        answers it."""
         try:
             message = decode(data)
         except ProtocolError as exc:
@@ -110,6 +124,8 @@ class CommandRunner:
             return self._unexpected(None, exc)
         try:
             reply = await self._answer(message, data)
+        except HandedOver:
+            return None
         except Exception as exc:  # noqa: BLE001 - the sender must get an answer anyway
             return self._unexpected(message.id, exc)
         if isinstance(reply, ErrorReply) and reply.code in REJECTIONS:
@@ -196,6 +212,10 @@ class CommandRunner:
             status = await self.updater.status(command.service)
             return InspectReply(sender=self.host, in_reply_to=command.id, status=status)
         service = _service_of(command)
+        if service == AGENT_SERVICE and not isinstance(command, PrepareCommand | ApplyCommand):
+            raise CommandRefused(
+                "agent_service", f"{command.kind} is not done to the agent itself; only apply"
+            )
         if self.locks.busy(service):
             raise CommandRefused("busy", f"another operation on {service} is in progress")
         async with self.locks.hold(service):
@@ -226,6 +246,9 @@ class CommandRunner:
             if not command.force and self._update_locked(spec.name):
                 return await self._deferred(command.id, spec.name)
             emit = self._emitter(command.id, spec.name, command.rollout_id, spec.image)
+            if spec.name == AGENT_SERVICE and self.upgrade is not None:
+                handed = await self.upgrade.apply(command.id, spec, emit)  # or HandedOver
+                return self.operation_reply(command.id, spec.name, handed)
             colour = colour_in(spec)
             if colour is not None:  # convergence of a blue-green service
                 result = await self.blue_green.apply_in_colour(

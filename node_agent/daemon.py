@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import uuid
 from contextlib import suppress
 from pathlib import Path
 
@@ -20,14 +21,14 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
 
 from node_agent.bus_state import ensure_streams, open_bucket, when_jetstream_ready
 from node_agent.commands import CommandRunner, event_type_of
 from node_agent.config.files import AppliedConfigs
 from node_agent.config.sync import ConfigSync
-from node_agent.health_file import write_health
+from node_agent.heartbeat import Heartbeat
 from node_agent.host_facts import read_host_facts
 from node_agent.housekeeping import Housekeeping
 from node_agent.recent_replies import RecentReplies
@@ -47,9 +48,13 @@ from node_agent.update.recovery import Recovery
 from node_agent.update.service_locks import ServiceLocks
 from node_agent.update.service_store import ServiceStore
 from node_agent.update.updater import ServiceUpdater
+from node_agent.upgrade.handoff_files import DONE, HandoffNotes, handoff_going_on
+from node_agent.upgrade.predecessor import Predecessor
+from node_agent.upgrade.successor import Fallback, Successor
 from protocol import subjects
+from protocol.agent_service import AGENT_SERVICE
 from protocol.codec import encode
-from protocol.errors import BrokerError, ProtocolError, RuntimeFault
+from protocol.errors import AgentError, BrokerError, ProtocolError
 from protocol.jetstream_start import why_not_ready
 from protocol.models import (
     Envelope,
@@ -58,6 +63,7 @@ from protocol.models import (
     UpdatePhase,
     UpdateProgress,
 )
+from protocol.spec import ServiceSpec
 from protocol.streams import fleet_buckets
 from protocol.transport import MAX_OUTSTANDING_PINGS
 
@@ -70,17 +76,19 @@ class Agent:
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         self.host = settings.host_id
+        self.instance = uuid.uuid4().hex
+        """This run of the agent: the health record says which agent wrote it."""
         self.runtime = DockerRuntime(settings.docker_host, settings.docker_timeout)
         self._build_operations(settings.state_dir)
         self._build_telemetry(settings.state_dir)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
-        self._hosts_kv: KeyValue | None = None
+        self.heartbeat = Heartbeat(self.host, self.host_facts, lambda: self.settings, self.instance)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._heartbeat_now = asyncio.Event()
         self._workers = asyncio.Semaphore(settings.command_workers)
         self._connected_state: bool | None = None
         self._last_seen: dict[str, ServiceStatus] = {}  # for beats while the engine is down
+        self._subscription: Subscription | None = None
         self._closing = False
         self._recent_replies = RecentReplies(
             settings.nats_ping_interval * (MAX_OUTSTANDING_PINGS + 1)
@@ -115,6 +123,14 @@ class Agent:
             self.recovery,
             self._emitter,
         )
+        self.handoff_notes = HandoffNotes(state)
+        self.commands.upgrade = Predecessor(
+            lambda: self.settings, self.runtime, self.handoff_notes, self
+        )
+        self.successor = Successor(
+            self.runtime, self.handoff_notes, state, self.updater.failpoint, self.instance
+        )
+        self.fallback = Fallback(self.runtime, self.handoff_notes)
         self.updater.record_outcome = self.commands.record_outcome
         self.updater.publish_hook = lambda event: self.publish_event("hook_run", event)
         self.updater.retention.publish = lambda event: self.publish_event("images_pruned", event)
@@ -158,12 +174,17 @@ class Agent:
         # report, and it flushes what is buffered before the connection closes.
         outbox_stop = asyncio.Event()
         outbox = asyncio.create_task(self.outbox.run(outbox_stop), name="outbox")
-        await self.recovery.settle_all()
-        subscription = await self._client.subscribe(
-            subjects.command_subject(self.host), cb=self._on_command
-        )
+        handoff = handoff_going_on(self.handoff_notes, self.settings.handoff)
+        if handoff is None:
+            await self.recovery.settle_all()
+            await self._settle_upgrade()
+            await self._subscribe()
+        else:  # a successor: the host is the running agent's until it lets go (and it
+            # drains first, so there is nothing to recover)
+            self.commands.hold(handoff)
+            await self.successor.take_over(handoff, self._subscribe)
         background = [
-            asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
+            asyncio.create_task(self.heartbeat.run(stop), name="heartbeat"),
             asyncio.create_task(self.engine_events.run(stop), name="engine-events"),
             asyncio.create_task(self.metrics.run(stop), name="metrics"),
             asyncio.create_task(self.config_watcher.run(stop), name="config-watch"),
@@ -172,12 +193,14 @@ class Agent:
         ]
         if self.settings.ship_logs:
             background.append(asyncio.create_task(self.log_shipper.run(stop), name="log-shipper"))
+        if handoff is not None:
+            probation = self.successor.probation(handoff, stop, self._finish_upgrade)
+            background.append(asyncio.create_task(probation, name="probation"))
         log.info("agent %s serving %s", self.host, subjects.command_subject(self.host))
         try:
             await stop.wait()
         finally:
-            with suppress(nats.errors.Error):
-                await subscription.unsubscribe()
+            await self.release(None)
             # The loops end on ``stop``; waiting (not cancelling) lets a write finish.
             # If this task itself was cancelled instead, ``stop`` is not set: cancel them.
             for task in background:
@@ -276,7 +299,7 @@ class Agent:
         js = self._jetstream
         await ensure_streams(js, self.settings.streams)
         buckets = fleet_buckets(self.settings.streams)
-        self._hosts_kv = await open_bucket(js, buckets[subjects.HOSTS_BUCKET])
+        self.heartbeat.bucket = await open_bucket(js, buckets[subjects.HOSTS_BUCKET])
         self.config.kv = await open_bucket(js, buckets[subjects.CONFIG_BUCKET])
 
     async def _close(self) -> None:
@@ -342,6 +365,54 @@ class Agent:
 
     # ---- commands ----
 
+    async def _subscribe(self) -> None:
+        self._subscription = await self._client.subscribe(
+            subjects.command_subject(self.host), cb=self._on_command
+        )
+
+    async def release(self, operation_id: str | None, within: float | None = None) -> bool:
+        """Take no more commands; with ``operation_id`` (an upgrade's handoff, called from
+        its own command), let every other command in flight finish first, for at most
+        ``within`` seconds: False if some are still running then."""
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            with suppress(nats.errors.Error):
+                await subscription.unsubscribe()
+        if operation_id is None:
+            return True
+        others = self._tasks - {asyncio.current_task()}
+        if not others:
+            return True
+        _, running = await asyncio.wait(others, timeout=within)
+        return not running
+
+    async def resume(self) -> None:
+        if self._subscription is None:
+            await self._subscribe()
+
+    async def _settle_upgrade(self) -> None:
+        """An agent upgrade left to answer at start: this agent's own, past its commit
+        point (it stopped before it was through), or one whose successor failed (its
+        guard brought this agent back). A failure here must not keep the agent down."""
+        try:
+            if self.handoff_notes.has(DONE):
+                await self.successor.complete(self._finish_upgrade)
+            else:
+                await self.fallback.settle(self._finish_upgrade)
+        except (AgentError, OSError) as exc:
+            log.error("the agent upgrade could not be settled: %s", exc)
+
+    async def _finish_upgrade(
+        self, operation_id: str, result: OperationResult, spec: ServiceSpec | None
+    ) -> None:
+        """An agent upgrade this agent settles (a successor, or the old agent back)."""
+        if spec is not None:
+            self.services.record_update(spec, self.services.current(AGENT_SERVICE))
+        reply = self.commands.operation_reply(operation_id, AGENT_SERVICE, result)
+        await asyncio.to_thread(self.outcomes.put, operation_id, reply)
+        self.commands.release_hold(operation_id)
+        await self.publish_event(event_type_of(reply), reply)
+
     async def _on_command(self, msg: Msg) -> None:
         self._track(asyncio.create_task(self._handle(msg), name="command"))
 
@@ -353,6 +424,8 @@ class Agent:
     async def _handle(self, msg: Msg) -> None:
         async with self._workers:
             reply = await self.commands.reply_for(msg.data)
+        if reply is None:  # handed over with the host: the successor answers it
+            return
         # The outcome is queued before the reply is sent, so the event stream keeps cause
         # before effect: whatever the controller does on reading this reply (a colour
         # switch, the next batch) is stored after this host's outcome.
@@ -374,32 +447,6 @@ class Agent:
         reply = self.commands.operation_reply(operation_id, service, result)
         await self.publish_event(reply.kind, reply)
 
-    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            written = False
-            try:
-                facts = await self.host_facts()
-                assert self._hosts_kv is not None
-                await self._hosts_kv.put(self.host, encode(facts))
-                written = True
-            except (nats.errors.Error, TimeoutError, RuntimeFault, ProtocolError) as exc:
-                log.warning("heartbeat not written: %s", exc)
-            try:
-                write_health(self.settings.state_dir, written, self.settings.heartbeat_interval)
-            except OSError as exc:
-                log.warning("health record not written: %s", exc)
-            self._heartbeat_now.clear()
-            stopping = asyncio.create_task(stop.wait())
-            asked = asyncio.create_task(self._heartbeat_now.wait())
-            await asyncio.wait(
-                {stopping, asked},
-                timeout=self.settings.heartbeat_interval,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            for waiter in (stopping, asked):
-                waiter.cancel()
-            await asyncio.gather(stopping, asked, return_exceptions=True)
-
     # ---- settings ----
 
     def reload_settings(self, fresh: AgentSettings) -> list[str]:
@@ -418,7 +465,7 @@ class Agent:
             self.log_shipper.shipping, flush_interval=merged.log_flush_interval
         )
         logging.getLogger().setLevel(merged.log_level)
-        self._heartbeat_now.set()  # new labels reach fleet_hosts now, not a beat later
+        self.heartbeat.now()  # new labels reach fleet_hosts now, not a beat later
         if relabelled:  # selector overrides follow the labels
             self._track(asyncio.create_task(self.config_watcher.relabelled(), name="relabel"))
         log.warning(  # at warning, so it shows whatever the new level is

@@ -24,7 +24,7 @@ def health_path(state_dir: Path) -> Path:
     return state_dir / HEALTH_FILE
 
 
-def write_health(state_dir: Path, connected: bool, interval: float) -> None:
+def write_health(state_dir: Path, connected: bool, interval: float, instance: str = "") -> None:
     """Replace the record (temp file and rename, so a reader never sees half of one).
 
     Not fsynced: it is rewritten every beat, and after a crash its age tells the truth.
@@ -35,6 +35,7 @@ def write_health(state_dir: Path, connected: bool, interval: float) -> None:
         "interval": interval,
         "version": fleetwave_version(),
         "pid": os.getpid(),
+        "instance": instance,
     }
     path = health_path(state_dir)
     temp = path.with_name(f".{path.name}.tmp")

@@ -13,8 +13,11 @@ from node_agent.update.drift import heartbeat_status
 from node_agent.update.service_locks import ServiceLocks
 from node_agent.update.service_store import ServiceStore
 from node_agent.update.updater import ServiceUpdater
+from protocol.agent_service import AGENT_SERVICE
 from protocol.errors import RuntimeFault
-from protocol.models import HostFacts, ServiceStatus
+from protocol.fingerprint import image_digest
+from protocol.models import ContainerState, Health, HostFacts, ServiceStatus
+from protocol.spec import ServiceSpec
 from protocol.version import fleetwave_version
 
 
@@ -42,6 +45,9 @@ async def read_host_facts(
             status = await updater.status(name) if docker_version else None
         except RuntimeFault:  # one container's inspect failed: it is as last seen
             status = None
+        applied = services.current(name)
+        if name == AGENT_SERVICE and applied is not None:  # this agent: running as applied
+            status = agent_running(applied)
         if status is not None:
             last_seen[name] = heartbeat_status(status, services.current(name), locks.busy(name))
         if name in last_seen:
@@ -60,4 +66,15 @@ async def read_host_facts(
         disk_total=disk.total,
         disk_free=disk.free,
         services=tuple(statuses),
+    )
+
+
+def agent_running(applied: ServiceSpec) -> ServiceStatus:
+    """The agent service as its own heartbeat reports it: whoever beats runs it."""
+    return ServiceStatus(
+        name=AGENT_SERVICE,
+        image=applied.image,
+        digest=image_digest(applied.image),
+        state=ContainerState.RUNNING,
+        health=Health.HEALTHY,
     )

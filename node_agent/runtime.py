@@ -324,6 +324,12 @@ class DockerRuntime:
     async def kill(self, container: str, signal: str = "SIGKILL") -> None:
         await self._call(f"kill {container}", lambda: self._api.kill(container, signal=signal))
 
+    async def set_restart_policy(self, container: str, policy: str) -> None:
+        await self._call(
+            f"update {container}",
+            lambda: self._api.update_container(container, restart_policy={"Name": policy}),
+        )
+
     async def rename(self, container: str, new_name: str) -> None:
         await self._call(f"rename {container}", lambda: self._api.rename(container, new_name))
 

@@ -69,6 +69,12 @@ class AgentSettings(BaseSettings, BusClientSettings, RegistrySettings):
     """Run pre_update/post_update hooks with ``run_in = "host"`` (as the agent's user):
     off unless the host's owner says so, since a spec could otherwise run any command
     here that the policies never see."""
+    agent_container: str | None = None
+    """The container this agent runs in (fleet-agent install sets it): what an agent
+    upgrade copies for the successor."""
+    handoff: str | None = None
+    """Set on a successor by an agent upgrade (its operation id): take the host over from
+    the running agent instead of starting as a fresh agent."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     failpoint: str | None = None
     """Tests only: SIGKILL the agent right after journaling this update phase."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from controller.cli import watch
+from controller.cli.agent import agent_app
 from controller.cli.apply import apply, delete_app, diff
 from controller.cli.bus import hosts_app, keys_app, pki_app
 from controller.cli.config import config_app
@@ -32,6 +33,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(hosts_app, name="hosts")
 app.add_typer(pki_app, name="pki")
+app.add_typer(agent_app, name="agent")
 app.add_typer(delete_app, name="delete")
 app.command()(apply)
 app.command()(diff)

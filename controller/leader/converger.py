@@ -33,6 +33,7 @@ from controller.state.rollout_store import RolloutStore
 from controller.state.services import ServiceRecord, ServiceStore
 from controller.state.store import RolloutConflict
 from protocol import subjects
+from protocol.agent_service import AGENT_SERVICE
 from protocol.models import ColourSwitch, ConvergenceAction, ConvergenceEvent, Envelope, HostFacts
 
 log = logging.getLogger("fleetctl.controller")
@@ -107,6 +108,11 @@ class Converger:
             for verdicts in self._verdicts.values():
                 verdicts.keep_only(live.keys())
         for service in services:
+            if service == AGENT_SERVICE:
+                # The agent itself is upgraded only by `fleetctl agent upgrade`: a host
+                # whose upgrade failed, or whose agent is no container, is not tried again
+                # and again behind the operator's back.
+                continue
             record, _ = await self._services.get(service)
             desired = record.desired()
             if desired is None:

@@ -33,7 +33,14 @@ from protocol import subjects
 from protocol.codec import decode, encode
 from protocol.envelope import new_message_id
 from protocol.errors import ProtocolError
-from protocol.models import Command, HostFacts, PrepareReply, UpdateProgress, utc_now
+from protocol.models import (
+    Command,
+    HostFacts,
+    OperationReply,
+    PrepareReply,
+    UpdateProgress,
+    utc_now,
+)
 
 log = logging.getLogger("fleetctl.controller")
 SEND_BATCH = 32
@@ -67,6 +74,8 @@ class Dispatch:
         """The inventory's hosts (a config command carries the host's own overrides)."""
         self._signer = settings.signer()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._awaiting: dict[str, tuple[str, str, bool]] = {}
+        """Per command awaited: its rollout, its host, and whether that is blue-green."""
         self._pending: dict[str, list[News]] = {}
         """Answers not yet written, per rollout: the next pass folds them all into one write."""
         self._answered: dict[str, HostNews] = {}
@@ -171,11 +180,13 @@ class Dispatch:
             name=f"command-{host}-{command_id[:8]}",
         )
         self._tasks[command_id] = task
+        self._awaiting[command_id] = (record.id, host, record.blue_green)
         self._unsent.add(command_id)
         task.add_done_callback(lambda _: self._ended(command_id))
 
     def _ended(self, command_id: str) -> None:
         self._tasks.pop(command_id, None)
+        self._awaiting.pop(command_id, None)
         self._sent(command_id)  # if called off before its turn
 
     def _sent(self, command_id: str) -> None:
@@ -301,6 +312,21 @@ class Dispatch:
         self.record(record.id, reply_news(host, command_id, reply, utc_now(), record.blue_green))
         if isinstance(reply, PrepareReply):  # a check's slot is free: the next one goes
             self._next_check(record.id)
+
+    def answered(self, host: str, reply: OperationReply) -> None:
+        """A reply that came as an event (an agent upgrade's, from the successor): taken as
+        the answer of the command still awaited, whose request is then given up."""
+        command_id = reply.in_reply_to
+        waiting = self._awaiting.get(command_id) if command_id else None
+        if command_id is None or waiting is None or command_id in self._answered:
+            return
+        rollout_id, awaited_host, blue_green = waiting
+        if host != awaited_host:  # a host answers for its own commands only
+            return
+        self.record(rollout_id, reply_news(host, command_id, reply, utc_now(), blue_green))
+        task = self._tasks.get(command_id)
+        if task is not None:
+            task.cancel()
 
     def _silence(self, rollout_id: str, host: str, command_id: str, why: str) -> None:
         log.info("%s: %s: %s; will retry", rollout_id, host, why)

@@ -30,7 +30,7 @@ from controller.leader.converger import Converger, Passed
 from controller.leader.dispatch import Dispatch, plan_again
 from controller.leader.lease import LeaderLease
 from controller.leader.post_rollout import PostRolloutHooks
-from controller.leader.progress import follow_progress
+from controller.leader.progress import follow_progress, follow_upgrade_replies
 from controller.rollouts.analysis import analyse, baseline_memory
 from controller.rollouts.convergence import LiveHosts
 from controller.rollouts.fleet_metrics import FleetMetrics
@@ -139,6 +139,7 @@ class Executor:
             return
         lease = LeaderLease(rollouts_kv, self.settings.controller_id, self.settings.lease_ttl)
         progress = await follow_progress(self._nc, self.dispatch.progress)
+        upgrades = await follow_upgrade_replies(self._nc, self.dispatch.answered)
         watching = asyncio.create_task(self.inventory.run(stop), name="inventory")
         waking = asyncio.create_task(self._wake_when(stop), name="wake-on-stop")
         reading = asyncio.create_task(MetricsReader(self._nc, self.metrics).run(), name="metrics")
@@ -157,6 +158,7 @@ class Executor:
             await self.post_rollout.close()
             with suppress(nats.errors.Error):
                 await progress.unsubscribe()
+                await upgrades.unsubscribe()
             if self.leader:
                 await lease.release()
 

@@ -16,12 +16,14 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from protocol import subjects
+from protocol.agent_service import AGENT_SERVICE
 from protocol.codec import decode
 from protocol.errors import BrokerError, ProtocolError
-from protocol.models import UpdateProgress
+from protocol.models import OperationReply, UpdateProgress
 
 log = logging.getLogger("fleetctl.controller")
 PROGRESS_SUBJECT = f"{subjects.PREFIX}.evt.*.update_progress"
+REPLY_SUBJECT = f"{subjects.PREFIX}.evt.*.operation_reply"
 
 
 async def follow_progress(nc: Client, news: Callable[[UpdateProgress], None]) -> Subscription:
@@ -43,3 +45,26 @@ async def follow_progress(nc: Client, news: Callable[[UpdateProgress], None]) ->
         return await nc.subscribe(PROGRESS_SUBJECT, cb=handle)
     except nats.errors.Error as exc:
         raise BrokerError(f"cannot follow update progress: {exc!r}") from exc
+
+
+async def follow_upgrade_replies(
+    nc: Client, answered: Callable[[str, OperationReply], None]
+) -> Subscription:
+    """Call ``answered`` with each reply to an agent upgrade that a host publishes as an
+    event. The successor that finishes a handoff never saw the command (the agent it
+    replaced did): its answer reaches the controller this way, not as the response."""
+
+    async def handle(msg: Msg) -> None:
+        try:
+            message = decode(msg.data)
+        except ProtocolError as exc:
+            log.debug("undecodable reply on %s: %s", msg.subject, exc.message)
+            return
+        sender = msg.subject.split(".")[2]
+        if isinstance(message, OperationReply) and message.service == AGENT_SERVICE:
+            answered(sender, message)
+
+    try:
+        return await nc.subscribe(REPLY_SUBJECT, cb=handle)
+    except nats.errors.Error as exc:
+        raise BrokerError(f"cannot follow agent upgrade replies: {exc!r}") from exc

@@ -70,7 +70,7 @@ async def start_container(
         await runtime.remove(name, volumes=True)
     # The state directory at the same path inside: the agent hands paths under it (config
     # files) to the engine as bind mounts, and the engine reads them on the host.
-    env = [f"FLEET_STATE_DIR={state_dir}"]
+    env = [f"FLEET_STATE_DIR={state_dir}", f"FLEET_AGENT_CONTAINER={name}"]
     socket_bind = f"{docker_socket}:{IN_CONTAINER_SOCKET}:rw"
     if socket_dir:  # an engine that makes its socket anew when it restarts
         directory, _, socket_name = docker_socket.rpartition("/")

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from protocol import subjects
+from protocol.agent_service import AGENT_SERVICE
 from tests.support.events import EventRecorder
 from tests.support.fleet import (
     HEARTBEATS,
@@ -78,15 +79,15 @@ class LabFleet:
         path.write_text(named.model_dump_json())
         return path
 
-    def pinned(self, tag: str) -> str:
-        """demo/web:<tag> as rollouts run it, pinned to the digest the registry gives."""
+    def pinned(self, tag: str, repository: str = "demo/web") -> str:
+        """<repository>:<tag> as rollouts run it, pinned to the digest the registry gives."""
         answer = httpx.head(
-            f"http://{self.lab.registry}/v2/demo/web/manifests/{tag}",
+            f"http://{self.lab.registry}/v2/{repository}/manifests/{tag}",
             headers={"Accept": MANIFEST_TYPES},
             timeout=10,
         )
         answer.raise_for_status()
-        return f"{self.lab.registry}/demo/web@{answer.headers['Docker-Content-Digest']}"
+        return f"{self.lab.registry}/{repository}@{answer.headers['Docker-Content-Digest']}"
 
     def running_images(self, hosts: tuple[str, ...] | None = None) -> dict[str, str | None]:
         """Each host's running container of the service, read from its own engine."""
@@ -140,6 +141,8 @@ async def lab_fleet(lab: Lab, tmp_path: Path, test_id: str) -> AsyncIterator[Lab
                 await lab.fault(verb, host)
         if fleet is not None:  # undeclared, so no later controller converges it back
             await fleet.fleetctl("delete", "service", fleet.service)
+            # An agent upgrade the test left paused would refuse the next test's.
+            await fleet.fleetctl("rollout", "abort", AGENT_SERVICE)
         await controller.stop()
         if fleet is not None:
             fleet.remove_service_containers()

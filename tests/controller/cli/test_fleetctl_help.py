@@ -20,6 +20,7 @@ DOCUMENTED = {
     "hosts",
     "hosts enroll",
     "hosts revoke",
+    "agent upgrade",
     "pki init",
     "rollout start",
     "rollout status",
