@@ -8,3 +8,10 @@ from protocol.errors import FleetError
 
 class ControllerError(FleetError):
     code = "controller_error"
+
+
+class ComposeError(ControllerError):
+    """A Compose file Fleetwave cannot take: the message names the file's key, service
+    and value at fault (never a secret's value), in one or two lines."""
+
+    code = "compose_invalid"

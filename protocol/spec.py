@@ -57,6 +57,38 @@ class Resources(FrozenModel):
 
 Capability = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{1,31}$")]
 """A Linux capability as `docker run --cap-add` takes it: NET_BIND_SERVICE, or ALL."""
+SignalName = Annotated[str, Field(pattern=r"^(SIG[A-Z0-9+-]{2,12}|[0-9]{1,2})$")]
+
+
+class ContainerHealthcheck(FrozenModel):
+    """The container's own healthcheck (Docker's HEALTHCHECK; Compose's ``healthcheck``):
+    the engine runs it, and a ``docker`` probe reads what it found."""
+
+    test: Annotated[tuple[str, ...], Field(min_length=1)]
+    """As the engine takes it: ("CMD", ...), ("CMD-SHELL", "..."), or ("NONE",)."""
+    interval: PositiveSeconds | None = None
+    timeout: PositiveSeconds | None = None
+    retries: Annotated[int, Field(ge=0, le=1000)] | None = None
+    start_period: Seconds | None = None
+    start_interval: PositiveSeconds | None = None
+
+
+class Ulimit(FrozenModel):
+    name: Annotated[str, Field(pattern=r"^[a-z]{2,12}$")]
+    soft: int
+    hard: int
+
+
+class LogSettings(FrozenModel):
+    driver: Annotated[str, Field(min_length=1, max_length=64)]
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+class NetworkAttachment(FrozenModel):
+    """A network the container joins by name (a Compose app's project network)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    aliases: tuple[str, ...] = ()
 
 
 class ContainerSettings(FrozenModel):
@@ -85,6 +117,22 @@ class ContainerSettings(FrozenModel):
     """Share the host's PID namespace."""
     host_ipc: bool = False
     """Share the host's IPC namespace."""
+    # Compose's settings (apps); each None or empty keeps the image's or engine's default.
+    working_dir: AbsolutePath | None = None
+    hostname: Annotated[str, Field(max_length=253)] | None = None
+    stop_signal: SignalName | None = None
+    read_only: bool = False
+    init: bool | None = None
+    healthcheck: ContainerHealthcheck | None = None
+    tmpfs: dict[AbsolutePath, str] = Field(default_factory=dict)
+    """Mount point -> mount options ("size=64m,mode=1777", or "")."""
+    ulimits: tuple[Ulimit, ...] = ()
+    extra_hosts: tuple[str, ...] = ()
+    """"name:address" lines for /etc/hosts."""
+    sysctls: dict[str, str] = Field(default_factory=dict)
+    logging: LogSettings | None = None
+    networks: tuple[NetworkAttachment, ...] = ()
+    """Only with ``network_mode`` None: the named networks it joins, the first at create."""
 
 
 class HttpProbe(FrozenModel):

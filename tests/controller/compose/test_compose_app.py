@@ -1,0 +1,124 @@
+"""A Compose file as an app: every supported key lands in the member's settings as the
+Compose documentation defines it (the expected values are written from the docs, key by
+key), what Fleetwave does not do is refused naming the key and the service, and schema
+violations name the path of the bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controller.compose.project import compose_app
+from protocol.app import Condition, Dependency, NamedNetwork, NamedVolume
+from protocol.spec import (
+    ContainerHealthcheck,
+    ContainerSettings,
+    DockerHealthProbe,
+    HealthCheck,
+    LogSettings,
+    NetworkAttachment,
+    PortMapping,
+    Resources,
+    RestartPolicy,
+    Ulimit,
+    VolumeMount,
+)
+
+FILES = Path(__file__).parent / "files"
+ENVIRON = {"WEB_TAG": "1.2.3", "FROM_SHELL": "shell-value"}
+MIB = 1 << 20
+
+
+def test_every_supported_key_becomes_the_members_settings() -> None:
+    found = compose_app(FILES / "every-key.yaml", "shop", ENVIRON)
+    app = found.app
+    assert [m.name for m in app.members] == ["web", "cache", "migrate"]
+    web = app.member("web")
+    assert web.spec.name == "shop-web"
+    assert web.spec.image == "127.0.0.1:5000/demo/web:1.2.3"
+    assert web.spec.stop_grace_period == 90.0
+    assert web.spec.health == HealthCheck(probe=DockerHealthProbe())
+    assert web.depends_on == (
+        Dependency(member="cache", condition=Condition.HEALTHY, restart=True),
+        Dependency(member="migrate", condition=Condition.COMPLETED),
+    )
+    assert web.spec.container == ContainerSettings(
+        # env_file first, environment over it; a bare name takes the shell's value
+        env={
+            "FROM_FILE": "web.env",
+            "MODE": "production",
+            "DEBUG": "false",
+            "FROM_SHELL": "shell-value",
+            "TIMEOUT": "30",
+        },
+        volumes=(
+            VolumeMount(kind="volume", source="shop_data", target="/data"),
+            VolumeMount(kind="bind", source="/srv/shop/static", target="/static", read_only=True),
+        ),
+        tmpfs={"/cache": f"size={64 * MIB},mode=1777", "/run": "size=16m"},
+        ports=(
+            PortMapping(container_port=8080),
+            PortMapping(container_port=9091, host_port=9090, protocol="udp"),
+            PortMapping(container_port=8443, host_port=443),
+        ),
+        restart_policy=RestartPolicy(name="unless-stopped"),  # from the x-common anchor
+        resources=Resources(memory_bytes=256 * MIB, cpus=0.5, pids_limit=100),
+        user="1000:1000",
+        entrypoint=("/bin/demo-web",),
+        command=("serve", "--port", "8080"),
+        labels={"team": "payments"},
+        networks=(
+            NetworkAttachment(name="shop_front", aliases=("shop-web",)),
+            NetworkAttachment(name="shop_default"),
+        ),
+        cap_add=("NET_BIND_SERVICE",),
+        cap_drop=("ALL",),
+        working_dir="/app",
+        hostname="web-1",
+        stop_signal="SIGQUIT",
+        read_only=True,
+        init=True,
+        healthcheck=ContainerHealthcheck(
+            test=("CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/health"),
+            interval=5.0,
+            timeout=2.0,
+            retries=3,
+            start_period=60.0,
+            start_interval=0.5,
+        ),
+        ulimits=(
+            Ulimit(name="nofile", soft=1024, hard=2048),
+            Ulimit(name="nproc", soft=512, hard=512),
+        ),
+        extra_hosts=("db.internal:10.0.0.5", "cache.internal:10.0.0.6"),
+        sysctls={"net.core.somaxconn": "1024"},
+        logging=LogSettings(driver="json-file", options={"max-size": "10m", "max-file": "3"}),
+    )
+
+
+def test_the_other_forms_of_a_key_mean_the_same() -> None:
+    app = compose_app(FILES / "every-key.yaml", "shop", ENVIRON).app
+    cache, migrate = app.member("cache").spec, app.member("migrate").spec
+    assert cache.container.network_mode == "none"
+    assert cache.container.networks == ()
+    assert cache.container.healthcheck == ContainerHealthcheck(
+        test=("CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/health")
+    )
+    assert cache.container.restart_policy == RestartPolicy(name="on-failure", max_retries=5)
+    assert (cache.container.labels, cache.container.sysctls) == (
+        {"tier": "cache"},
+        {"kernel.shmmax": "1000"},
+    )
+    assert cache.container.extra_hosts == ("gateway:10.0.0.1",)
+    assert migrate.container.command == ("sh", "-c", "echo migrated")
+    assert migrate.container.restart_policy == RestartPolicy(name="no")
+    assert migrate.container.healthcheck == ContainerHealthcheck(test=("NONE",))
+    assert migrate.health is None
+
+
+def test_the_apps_volumes_and_networks_are_named_for_the_engine() -> None:
+    app = compose_app(FILES / "every-key.yaml", "shop", ENVIRON).app
+    assert app.volumes == (NamedVolume(name="shop_data"),)  # the external one is not made
+    assert app.networks == (
+        NamedNetwork(name="shop_front", driver="bridge", labels={"team": "payments"}),
+        NamedNetwork(name="shop_default"),
+    )

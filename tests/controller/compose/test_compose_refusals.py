@@ -1,0 +1,198 @@
+"""What Fleetwave does not do is refused, never silently ignored: the message names the
+key and the service. Schema violations name the path of the bad value. Nothing echoes a
+value that may be a secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller.compose.keys import SERVICE
+from controller.compose.project import compose_app
+from controller.errors import ComposeError
+
+ONE_SERVICE = "services:\n  web:\n    image: r/web:1\n    network_mode: host\n"
+
+
+def refusal(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> str:
+    path = tmp_path / "compose.yaml"
+    path.write_text(text)
+    with pytest.raises(ComposeError) as raised:
+        compose_app(path, "app", environ or {})
+    message = raised.value.message
+    assert "\n" not in message, message  # one short line
+    assert len(message) < 300, message
+    return message
+
+
+# Keys of the Compose Specification's service definition that Fleetwave does not take
+# (written out from the specification's list, not from the code's table).
+UNSUPPORTED_SERVICE_KEYS = {
+    "annotations": "{}", "attach": "true", "blkio_config": "{}", "cgroup": "host",
+    "cgroup_parent": "x", "container_name": "x", "cpu_shares": "2", "cpuset": "0",
+    "device_cgroup_rules": "[]", "devices": "[]", "dns": "1.1.1.1", "dns_search": "x",
+    "domainname": "x", "expose": "['80']", "external_links": "[]", "group_add": "[]",
+    "ipc": "host", "isolation": "x", "links": "[]", "mac_address": "x",
+    "mem_reservation": "1m", "mem_swappiness": "1", "memswap_limit": "1m",
+    "oom_kill_disable": "true", "oom_score_adj": "1", "pid": "host", "pids_limit": "1",
+    "platform": "linux/amd64", "privileged": "true", "profiles": "[x]",
+    "pull_policy": "always", "runtime": "x", "scale": "1", "security_opt": "[]",
+    "shm_size": "1m", "stdin_open": "true", "storage_opt": "{}", "tty": "true",
+    "userns_mode": "host", "uts": "host", "volumes_from": "[]", "secrets": "[]",
+    "configs": "[]", "extends": "{service: x}", "post_start": "[]", "develop": "{}",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "value"), sorted(UNSUPPORTED_SERVICE_KEYS.items()))
+def test_an_unsupported_service_key_is_refused_by_name(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    assert key not in SERVICE
+    message = refusal(tmp_path, f"{ONE_SERVICE}    {key}: {value}\n")
+    assert message.startswith(f"services.web.{key}: "), message
+
+
+def test_build_is_refused_with_what_to_do_instead(tmp_path: Path) -> None:
+    message = refusal(tmp_path, f"{ONE_SERVICE}    build: .\n")
+    assert message.startswith("services.web.build: Fleetwave deploys images"), message
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        (
+            "    healthcheck: {test: [CMD, x], disable_it: true}\n",
+            "services.web.healthcheck.disable_it",
+        ),
+        ("    deploy: {replicas: 2}\n", "services.web.deploy.replicas"),
+        (
+            "    deploy: {resources: {reservations: {memory: 1m}}}\n",
+            "services.web.deploy.resources.reservations",
+        ),
+        ("    logging: {driver: local, opts: {}}\n", "services.web.logging.opts"),
+        ("    ports: [{target: 80, host_ip: 127.0.0.1}]\n", "services.web.ports[0].host_ip"),
+        (
+            "    volumes: [{type: volume, source: d, target: /d, volume: {nocopy: true}}]\n",
+            "services.web.volumes[0].volume",
+        ),
+    ],
+)
+def test_an_unsupported_key_deeper_down_is_refused_with_its_path(
+    tmp_path: Path, text: str, path: str
+) -> None:
+    assert refusal(tmp_path, ONE_SERVICE + text).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("key", ["secrets", "configs", "include", "models"])
+def test_an_unsupported_top_level_key_is_refused(tmp_path: Path, key: str) -> None:
+    value = "[]" if key == "include" else "{}"
+    assert refusal(tmp_path, f"{ONE_SERVICE}{key}: {value}\n").startswith(f"{key}: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ("    restart_policy: always\n", "services.web.restart_policy"),  # no Compose key
+        (
+            "    depends_on: {db: {condition: service_bogus}}\n",
+            "services.web.depends_on.db.condition",
+        ),
+        ("    ports: [{target: 80, published: [1]}]\n", "services.web.ports.0.published"),
+        ("    cap_add: NET_ADMIN\n", "services.web.cap_add"),
+        ("    healthcheck: {retries: many, test: [CMD, x]}\n", "services.web.healthcheck.retries"),
+    ],
+)
+def test_a_schema_violation_names_the_path_of_the_bad_value(
+    tmp_path: Path, text: str, path: str
+) -> None:
+    assert refusal(tmp_path, ONE_SERVICE + text).startswith(f"{path}: ")
+
+
+def test_a_schema_violation_in_the_environment_does_not_quote_the_value(tmp_path: Path) -> None:
+    message = refusal(tmp_path, ONE_SERVICE + "    environment: {PASSWORD: {s3cr3t: 1}}\n")
+    assert message.startswith("services.web.environment")
+    assert "s3cr3t" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "start"),
+    [
+        ("    volumes: [/data]\n", "services.web.volumes[0]: an anonymous volume"),
+        (
+            "    volumes: [./data:/data]\n",
+            "services.web.volumes[0]: bind path './data' is relative",
+        ),
+        (
+            "    volumes: [~/data:/data]\n",
+            "services.web.volumes[0]: bind path '~/data' is relative",
+        ),
+        (
+            "    volumes: [undeclared:/data]\n",
+            "services.web.volumes[0]: volume 'undeclared' is not declared",
+        ),
+        ("    ports: ['8000-8010:80']\n", "services.web.ports[0]: '8000-8010' is not a port"),
+        (
+            "    ports: ['127.0.0.1:80:80']\n",
+            "services.web.ports[0]: '127.0.0.1:80:80': a host address",
+        ),
+        ("    restart: sometimes\n", "services.web.restart: 'sometimes'"),
+        (
+            "    stop_grace_period: soon\n",
+            "services.web.stop_grace_period: 'soon' is not a duration",
+        ),
+        (
+            "    mem_limit: 1m\n    deploy: {resources: {limits: {memory: 2m}}}\n",
+            "services.web: mem_limit and deploy.resources.limits.memory differ",
+        ),
+        ("    depends_on: [db]\n", "services.web.depends_on: 'db' is not a service of this file"),
+    ],
+)
+def test_settings_fleetwave_cannot_honour_are_refused_with_the_reason(
+    tmp_path: Path, text: str, start: str
+) -> None:
+    message = refusal(tmp_path, ONE_SERVICE + text)
+    assert message.startswith(start), message
+
+
+@pytest.mark.parametrize(
+    ("text", "start"),
+    [
+        ("services:\n  web:\n    network_mode: host\n", "services.web: needs an image"),
+        ("services: {}\n", "compose.yaml: no services"),
+        (
+            "services:\n  a: {image: r/a:1, network_mode: bridge}\n",
+            "services.a.network_mode: 'bridge': host or none",
+        ),
+        (
+            "services:\n  a: {image: r/a:1, network_mode: host, networks: [n]}\n"
+            "networks: {n: {}}\n",
+            "services.a: network_mode and networks",
+        ),
+        (
+            "services:\n  a: {image: r/a:1, networks: [n]}\n",
+            "services.a.networks: 'n' is not declared",
+        ),
+        (
+            "services:\n  a: {image: r/a:1, network_mode: host, depends_on: [b]}\n"
+            "  b: {image: r/b:1, network_mode: host, depends_on: [a]}\n",
+            "services: members depend on each other in a cycle: a, b",
+        ),
+        (
+            "services:\n  a: {image: r/a:1}\n  a: {image: r/b:1}\n",
+            "compose.yaml: not valid YAML (line",
+        ),
+        ("services:\n  a: {image: 'NOT A REFERENCE'}\n", "services.a: image:"),
+        (
+            "services:\n  a: {image: '${TAG:?the tag}'}\n",
+            "services.a.image: required variable TAG is missing a value: the tag",
+        ),
+        ("- a list\n", "compose.yaml: a Compose file is a mapping"),
+    ],
+)
+def test_a_file_that_is_no_app_is_refused_with_the_reason(
+    tmp_path: Path, text: str, start: str
+) -> None:
+    message = refusal(tmp_path, text)
+    assert start in message, message
+    assert message.index(start) in (0, len(str(tmp_path)) + 1), message  # or after the dir
