@@ -43,14 +43,9 @@ from tests.support.netns import IsolatedHost
 TEST_LABEL = "io.fleetwave.test"
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the items
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Every async test gets the leak check; sync tests have no loop to leak into.
     for item in items:
-        if "lab" in getattr(item, "fixturenames", ()):
-            # The lab is one set of hosts for the whole machine: with test workers
-            # (make test runs pytest-xdist with --dist loadgroup), its tests share one.
-            item.add_marker(pytest.mark.xdist_group("lab"))
         if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
             # First in, last out: it must run after every other fixture has torn down.
             item.fixturenames.insert(0, "_fail_on_leaked_tasks")
@@ -131,7 +126,8 @@ def agent_image(local_stack: LocalStack) -> str:
 @pytest.fixture(scope="session")
 def lab(agent_image: str) -> Iterator[Lab]:
     """The lab of real hosts (deploy/lab), up once per test run; taken down afterwards
-    unless it was up before the run (someone's `make lab-up`)."""
+    unless it was up before the run (someone's `make lab-up`). Every test that uses it
+    is in the xdist group "lab", so that one test worker has it."""
     was_up = lab_is_up()
     try:
         lab_script("up")

@@ -23,7 +23,8 @@ from tests.lab.conftest import DOCKER_TIMEOUT, LabFleet
 from tests.support.lab import LAB_DIR, Lab
 from tests.support.polling import eventually
 
-pytestmark = pytest.mark.integration
+# One group: the lab is one set of hosts, so its tests run on one test worker.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("lab")]
 AGENT = "fleet-agent"
 PAUSED = 10
 """fleetctl's exit code with -w when the rollout waits for the operator: a failed host

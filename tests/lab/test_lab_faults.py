@@ -20,7 +20,8 @@ from tests.support.events import progress_of
 from tests.support.lab import Lab
 from tests.support.polling import eventually
 
-pytestmark = pytest.mark.integration
+# One group: the lab is one set of hosts, so its tests run on one test worker.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("lab")]
 
 
 async def test_a_lab_host_cut_off_mid_update_finishes_alone_and_the_rollout_waits_for_it(

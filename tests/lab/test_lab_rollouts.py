@@ -7,7 +7,8 @@ import pytest
 
 from tests.lab.conftest import LabFleet
 
-pytestmark = pytest.mark.integration
+# One group: the lab is one set of hosts, so its tests run on one test worker.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("lab")]
 
 
 async def test_a_rolling_update_of_demo_web_reaches_every_lab_host(lab_fleet: LabFleet) -> None:
