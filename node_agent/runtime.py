@@ -470,6 +470,7 @@ def _create_kwargs(config: dict[str, Any]) -> dict[str, Any]:
         "hostname": config.get("Hostname") or None,
         "tty": bool(config.get("Tty")),
         "stdin_open": bool(config.get("OpenStdin")),
+        "networking_config": config.get("NetworkingConfig"),
     }
     if config.get("ExposedPorts"):
         kwargs["ports"] = [_port_key(key) for key in config["ExposedPorts"]]

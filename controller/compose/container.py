@@ -21,7 +21,7 @@ from protocol.spec import (
     Ulimit,
 )
 
-HEALTHCHECK_DURATIONS = ("interval", "timeout", "start_period", "start_interval")
+HEALTHCHECK_DURATIONS = ("interval", "timeout", "start_period")
 
 
 def words(value: object, where: str) -> tuple[str, ...] | None:

@@ -152,7 +152,7 @@ class _Context:
             working_dir=_text(service.get("working_dir")),
             hostname=_text(service.get("hostname")),
             stop_signal=_text(service.get("stop_signal")),
-            read_only=bool(service.get("read_only")),
+            read_only=service.get("read_only"),
             init=service.get("init"),
             healthcheck=None
             if health is None

@@ -83,7 +83,6 @@ def test_every_supported_key_becomes_the_members_settings() -> None:
             timeout=2.0,
             retries=3,
             start_period=60.0,
-            start_interval=0.5,
         ),
         ulimits=(
             Ulimit(name="nofile", soft=1024, hard=2048),
