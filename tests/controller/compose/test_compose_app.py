@@ -121,3 +121,34 @@ def test_the_apps_volumes_and_networks_are_named_for_the_engine() -> None:
         NamedNetwork(name="shop_front", driver="bridge", labels={"team": "payments"}),
         NamedNetwork(name="shop_default"),
     )
+
+
+def test_the_compose_files_of_well_known_projects_are_accepted() -> None:
+    public = FILES / "public"
+    wordpress = compose_app(public / "wordpress.yaml", "blog", {}).app
+    assert [m.name for m in wordpress.members] == ["db", "wordpress"]
+    db = wordpress.member("db").spec.container
+    assert db.command == ("--default-authentication-plugin=mysql_native_password",)
+    assert db.volumes == (VolumeMount(source="blog_db_data", target="/var/lib/mysql"),)
+    assert db.env["MYSQL_DATABASE"] == "wordpress"
+    assert wordpress.member("wordpress").spec.container.ports == (
+        PortMapping(container_port=80, host_port=80),
+    )
+
+    gitea = compose_app(public / "gitea.yaml", "git", {}).app
+    server = gitea.member("server")
+    assert server.depends_on == (Dependency(member="db"),)
+    assert server.spec.container.networks == (NetworkAttachment(name="git_gitea"),)
+    assert gitea.networks == (NamedNetwork(name="git_gitea"),)
+    assert server.spec.container.volumes[1] == VolumeMount(
+        kind="bind", source="/etc/timezone", target="/etc/timezone", read_only=True
+    )
+
+    traefik = compose_app(public / "traefik.yaml", "edge", {}).app
+    proxy, whoami = traefik.members
+    assert proxy.spec.container.command == ("--api.insecure=true", "--providers.docker")
+    assert whoami.spec.container.labels == {
+        "traefik.http.routers.whoami.rule": "Host(`whoami.docker.localhost`)"
+    }
+    # Neither says how it is networked: both join the app's default network, as in Compose.
+    assert traefik.networks == (NamedNetwork(name="edge_default"),)
