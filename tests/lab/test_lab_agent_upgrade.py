@@ -275,3 +275,41 @@ async def the_old_agent_serves_again(
     assert rolled.code == 0, rolled
     assert fleet.running_images() == {h: fleet.pinned("1.1.0") for h in fleet.lab.hosts}
     assert len(upgrade_replies(fleet)) == 1  # and no second answer came meanwhile
+
+
+async def test_an_old_agent_killed_mid_handoff_comes_back_and_a_later_upgrade_is_not_refused(
+    lab_fleet: LabFleet, successor_images: dict[str, str]
+) -> None:
+    fleet, lab = lab_fleet, lab_fleet.lab
+    await fleet.deploy("1.0.0")
+    before = {host: engine_view(lab, host) for host in lab.hosts}
+    args = ["--image", successor_images["no-bus"], "--max-unavailable", "1"]
+    started = await fleet.fleetctl("agent", "upgrade", *args, "--ready-deadline", "8")
+    assert started.code == 0, started
+
+    def waiting() -> list[str]:  # hosts whose agent waits for a successor
+        return [h for h in lab.hosts if f"{AGENT}.next" in engine_view(lab, h)]
+
+    (host,) = await eventually(lambda: asyncio.to_thread(waiting), bool, "a successor started", 120)
+    old = before[host][AGENT]
+    os.kill(container_pid(lab, host, old["id"]), signal.SIGKILL)  # the old agent, mid-handoff
+
+    # The engine brings the old agent back; the controller's retry of the command finds
+    # the handoff dead (its successor gave up too) and runs it again, which fails again
+    # the same way: the upgrade stops there, and the host is served by its old container.
+    result = await fleet.fleetctl("rollout", "status", AGENT_SERVICE, "-w")
+    assert result.code == PAUSED, result
+    after = engine_view(lab, host)
+    assert after[AGENT]["id"] == old["id"]
+    assert after[AGENT]["running"]
+    assert f"{AGENT}.next" not in after
+    replies = upgrade_replies(fleet)
+    assert [(m.sender, m.outcome) for m in replies] == [(host, OperationOutcome.ROLLED_BACK)]
+    # Nothing of the dead handoff holds the host: the next upgrade goes through.
+    await fleet.fleetctl("rollout", "abort", AGENT_SERVICE)
+    good = ["--image", successor_images["good"], "--min-healthy-time", "2", "-w"]
+    upgraded = await fleet.fleetctl(
+        "agent", "upgrade", *good, "--selector", f"host=h{lab.number(host)}"
+    )
+    assert upgraded.code == 0, upgraded
+    assert engine_view(lab, host)[AGENT]["id"] != old["id"]
