@@ -14,9 +14,11 @@ from nats.aio.client import Client
 
 from node_agent.daemon import Agent
 from protocol import subjects
+from protocol.app import AppSpec
 from protocol.codec import decode, encode
 from protocol.models import (
     AnyMessage,
+    ApplyAppCommand,
     ApplyCommand,
     InspectCommand,
     OperationOutcome,
@@ -71,6 +73,9 @@ class AgentClient:
 
     def apply(self, spec: ServiceSpec, **extra: Any) -> ApplyCommand:
         return ApplyCommand(service=spec, **self.command_fields(**extra))
+
+    def apply_app(self, app: AppSpec, **extra: Any) -> ApplyAppCommand:
+        return ApplyAppCommand(app=app, **self.command_fields(**extra))
 
     def rollback(self, service: str) -> RollbackCommand:
         return RollbackCommand(service=service, **self.command_fields())

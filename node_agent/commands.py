@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 
+from node_agent.apps.group import AppUpdater, app_journal_key
 from node_agent.seen_commands import SeenSignatures
 from node_agent.settings import AgentSettings
 from node_agent.update.blue_green import BlueGreenUpdater
@@ -25,6 +27,7 @@ from protocol.codec import decode, encode
 from protocol.errors import AgentError, CommandRefused, ProtocolError
 from protocol.models import (
     AnyMessage,
+    ApplyAppCommand,
     ApplyCommand,
     Command,
     ConfigCommand,
@@ -93,6 +96,8 @@ class CommandRunner:
         self._running_ids: set[str] = set()
         self._recorded: dict[str, OperationReply] = {}
         """Operations whose outcome the updater stored before closing their journal."""
+        self.apps: AppUpdater | None = None
+        """Set by the daemon: Apply of an app (node_agent/apps)."""
         self.upgrade: Predecessor | None = None
         """Set by the daemon: Apply of the agent service is a handoff (node_agent/upgrade)."""
 
@@ -216,9 +221,19 @@ class CommandRunner:
             raise CommandRefused(
                 "agent_service", f"{command.kind} is not done to the agent itself; only apply"
             )
-        if self.locks.busy(service):
-            raise CommandRefused("busy", f"another operation on {service} is in progress")
-        async with self.locks.hold(service):
+        # An app's update holds its members' services too: no single-service command
+        # may touch a member (and its set-aside container) meanwhile.
+        members = (
+            [m.spec.name for m in command.app.members]
+            if isinstance(command, ApplyAppCommand)
+            else []
+        )
+        for name in (service, *members):
+            if self.locks.busy(name):
+                raise CommandRefused("busy", f"another operation on {name} is in progress")
+        async with AsyncExitStack() as held:
+            for name in (service, *members):
+                await held.enter_async_context(self.locks.hold(name))
             if not isinstance(command, PrepareCommand):  # Prepare touches nothing running
                 await self.recovery.before_operation(service)
             try:
@@ -241,6 +256,13 @@ class CommandRunner:
                 reasons=tuple(prepared.reasons),
                 digest=prepared.digest,
             )
+        if isinstance(command, ApplyAppCommand) and self.apps is not None:
+            app = command.app
+            if not command.force and self._update_locked(app.name):
+                return await self._deferred(command.id, app.name)
+            emit = self._emitter(command.id, app.name, command.rollout_id, None)
+            result = await self.apps.apply(command.id, app, emit, command.rollout_id)
+            return self.operation_reply(command.id, app.name, result)
         if isinstance(command, ApplyCommand):
             spec = command.service
             if not command.force and self._update_locked(spec.name):
@@ -353,8 +375,11 @@ def event_type_of(reply: Reply) -> str:
 
 
 def _service_of(command: Command) -> str:
+    """What the command's lock and journal entry are named after."""
     if isinstance(command, PrepareCommand | ApplyCommand | StageCommand):
         return command.service.name
+    if isinstance(command, ApplyAppCommand):
+        return app_journal_key(command.app.name)
     if isinstance(
         command,
         RollbackCommand

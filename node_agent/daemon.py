@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
+from node_agent.apps.group import AppUpdater
 from node_agent.bus_state import ensure_streams, open_bucket, when_jetstream_ready
 from node_agent.commands import CommandRunner, event_type_of
 from node_agent.config.files import AppliedConfigs
@@ -70,6 +71,8 @@ from protocol.transport import MAX_OUTSTANDING_PINGS
 log = logging.getLogger("fleet-agent")
 PUBLISH_TIMEOUT = 2.0
 OUTBOX_FLUSH_TIMEOUT = 5.0
+SUCCESSOR_GRACE = 10.0
+"""Seconds past its ready deadline a successor still tries to reach the bus."""
 
 
 class Agent:
@@ -123,6 +126,8 @@ class Agent:
             self.recovery,
             self._emitter,
         )
+        self.apps = AppUpdater(self.updater)
+        self.commands.apps = self.recovery.apps = self.apps
         self.handoff_notes = HandoffNotes(state)
         self.commands.upgrade = Predecessor(
             lambda: self.settings, self.runtime, self.handoff_notes, self
@@ -166,7 +171,13 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then drain in-flight work and exit cleanly."""
-        await self._connect(stop)
+        handoff = handoff_going_on(self.handoff_notes, self.settings.handoff)
+        # A successor that cannot reach the bus in its ready deadline (and a grace, so that
+        # a running agent decides first) gives up and exits:
+        # the running agent removes it, or, if that one died, the next upgrade finds it
+        # stopped (never a successor waiting for ever).
+        limit = self.successor.ready_deadline() + SUCCESSOR_GRACE if handoff else None
+        await self._connect(stop, limit)
         if stop.is_set():
             await self._close()
             return
@@ -174,7 +185,6 @@ class Agent:
         # report, and it flushes what is buffered before the connection closes.
         outbox_stop = asyncio.Event()
         outbox = asyncio.create_task(self.outbox.run(outbox_stop), name="outbox")
-        handoff = handoff_going_on(self.handoff_notes, self.settings.handoff)
         if handoff is None:
             await self.recovery.settle_all()
             await self._settle_upgrade()
@@ -217,8 +227,9 @@ class Agent:
                 log.warning("%d message(s) not flushed before exit", self.outbox.backlog)
             await self._close()
 
-    async def _connect(self, stop: asyncio.Event) -> None:
-        """Connect, however long NATS stays away; give up only when ``stop`` is set.
+    async def _connect(self, stop: asyncio.Event, within: float | None = None) -> None:
+        """Connect, however long NATS stays away; give up only when ``stop`` is set, or
+        (BrokerError) after ``within`` seconds if given.
 
         nats.py retries the first connection itself (max_reconnect_attempts=-1) and reports
         each failure to ``error_cb``, which logs the outage once.
@@ -239,7 +250,10 @@ class Agent:
             name="nats-connect",
         )
         stopping = asyncio.create_task(stop.wait(), name="nats-connect-stop")
-        await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {connecting, stopping}, timeout=within, return_when=asyncio.FIRST_COMPLETED
+        )
+        late = not connecting.done() and not stop.is_set()
         stopping.cancel()
         if not connecting.done():
             connecting.cancel()
@@ -248,6 +262,8 @@ class Agent:
             self._closing = True
             with suppress(nats.errors.Error):
                 await client.close()
+            if late:
+                raise BrokerError(f"cannot reach NATS within {within:g}s")
             if not connecting.cancelled():
                 raise BrokerError(f"cannot connect to NATS: {connecting.exception()!r}")
             return

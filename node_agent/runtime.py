@@ -175,6 +175,42 @@ class DockerRuntime:
         except requests.RequestException as exc:
             raise RuntimeFault(f"docker {what}: engine unreachable ({exc})") from exc
 
+    async def ensure_volume(
+        self, name: str, driver: str | None, options: dict[str, str], labels: dict[str, str]
+    ) -> None:
+        """A named volume, made if missing (never changed if it exists)."""
+
+        def ensure() -> None:
+            try:
+                self._api.inspect_volume(name)
+            except docker.errors.NotFound:
+                self._api.create_volume(name, driver or "local", options, labels)
+
+        await self._call(f"create volume {name}", ensure)
+
+    async def ensure_network(
+        self, name: str, driver: str | None, options: dict[str, str], labels: dict[str, str],
+        internal: bool,
+    ) -> None:  # fmt: skip
+        """A named network, made if missing (never changed if it exists)."""
+
+        def ensure() -> None:
+            if not self._api.networks(names=[name]):
+                self._api.create_network(
+                    name, driver=driver or "bridge", options=options, labels=labels,
+                    internal=internal, check_duplicate=True,
+                )  # fmt: skip
+
+        await self._call(f"create network {name}", ensure)
+
+    async def connect_network(self, container: str, network: str, aliases: list[str]) -> None:
+        await self._call(
+            f"connect {container} to {network}",
+            lambda: self._api.connect_container_to_network(
+                container, network, aliases=aliases or None
+            ),
+        )
+
     # ---- engine ----
 
     async def ping(self) -> bool:
@@ -470,6 +506,7 @@ def _create_kwargs(config: dict[str, Any]) -> dict[str, Any]:
         "hostname": config.get("Hostname") or None,
         "tty": bool(config.get("Tty")),
         "stdin_open": bool(config.get("OpenStdin")),
+        "networking_config": config.get("NetworkingConfig"),
     }
     if config.get("ExposedPorts"):
         kwargs["ports"] = [_port_key(key) for key in config["ExposedPorts"]]

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field
 
+from protocol.app import AppSpec
 from protocol.base import HostId, ServiceName
 from protocol.config_files import ConfigContent, ConfigName
 from protocol.envelope import Envelope
@@ -41,6 +42,16 @@ class ApplyCommand(Command):
 
     kind: Literal["apply"] = "apply"
     service: ServiceSpec
+    force: bool = False
+    """Apply even while the application holds its update lock."""
+    rollout_id: str | None = None
+
+
+class ApplyAppCommand(Command):
+    """Update an app's members as one unit (node_agent/apps/group.py)."""
+
+    kind: Literal["apply_app"] = "apply_app"
+    app: AppSpec
     force: bool = False
     """Apply even while the application holds its update lock."""
     rollout_id: str | None = None

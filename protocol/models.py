@@ -12,6 +12,7 @@ from typing import Annotated, get_args
 from pydantic import Field, TypeAdapter
 
 from protocol.commands import (
+    ApplyAppCommand,
     ApplyCommand,
     Command,
     ConfigCommand,
@@ -68,6 +69,7 @@ from protocol.telemetry import (
 CommandMessage = Annotated[
     PrepareCommand
     | ApplyCommand
+    | ApplyAppCommand
     | RollbackCommand
     | RemoveCommand
     | StageCommand
@@ -80,6 +82,7 @@ CommandMessage = Annotated[
 AnyMessage = (
     PrepareCommand
     | ApplyCommand
+    | ApplyAppCommand
     | RollbackCommand
     | RemoveCommand
     | StageCommand
@@ -118,6 +121,7 @@ __all__ = [
     "MESSAGE_KINDS",
     "MESSAGE_MODELS",
     "AnyMessage",
+    "ApplyAppCommand",
     "ApplyCommand",
     "ColourSwitch",
     "Command",

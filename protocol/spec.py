@@ -70,7 +70,6 @@ class ContainerHealthcheck(FrozenModel):
     timeout: PositiveSeconds | None = None
     retries: Annotated[int, Field(ge=0, le=1000)] | None = None
     start_period: Seconds | None = None
-    start_interval: PositiveSeconds | None = None
 
 
 class Ulimit(FrozenModel):
@@ -121,7 +120,7 @@ class ContainerSettings(FrozenModel):
     working_dir: AbsolutePath | None = None
     hostname: Annotated[str, Field(max_length=253)] | None = None
     stop_signal: SignalName | None = None
-    read_only: bool = False
+    read_only: bool | None = None
     init: bool | None = None
     healthcheck: ContainerHealthcheck | None = None
     tmpfs: dict[AbsolutePath, str] = Field(default_factory=dict)

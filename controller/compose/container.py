@@ -21,7 +21,7 @@ from protocol.spec import (
     Ulimit,
 )
 
-HEALTHCHECK_DURATIONS = ("interval", "timeout", "start_period", "start_interval")
+HEALTHCHECK_DURATIONS = ("interval", "timeout", "start_period")
 
 
 def words(value: object, where: str) -> tuple[str, ...] | None:
@@ -35,6 +35,18 @@ def words(value: object, where: str) -> tuple[str, ...] | None:
         return tuple(shlex.split(str(value)))
     except ValueError as exc:
         raise ComposeError(f"{where}: cannot be split into words ({exc})") from None
+
+
+def boolean(value: object, where: str) -> bool | None:
+    """A YAML boolean, or the text of one (an interpolated value is text)."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ComposeError(f"{where}: not true or false")
 
 
 def scalar_text(value: object) -> str:
@@ -52,8 +64,8 @@ def key_values(value: object, separator: str, where: str) -> dict[str, str | Non
     found: dict[str, str | None] = {}
     for item in value or ():  # type: ignore[attr-defined]
         key, has_value, text = str(item).partition(separator)
-        if not key:
-            raise ComposeError(f"{where}: {item!r} has no name")
+        if not key:  # (the value is not shown: it may be a secret)
+            raise ComposeError(f"{where}: an entry has no name before {separator!r}")
         found[key] = text if has_value else None
     return found
 
@@ -112,7 +124,7 @@ def restart(value: object, where: str) -> RestartPolicy:
 
 def healthcheck(value: Mapping[str, Any], where: str) -> ContainerHealthcheck | None:
     """None when the service leaves the image's own; ("NONE",) when it disables it."""
-    if value.get("disable"):
+    if boolean(value.get("disable"), f"{where}.disable"):
         return ContainerHealthcheck(test=("NONE",))
     test = value.get("test")
     if test is None:
@@ -123,7 +135,7 @@ def healthcheck(value: Mapping[str, Any], where: str) -> ContainerHealthcheck | 
         test_words: tuple[str, ...] = ("CMD-SHELL", test)
     else:
         test_words = tuple(str(word) for word in test)
-        if test_words[0] not in ("NONE", "CMD", "CMD-SHELL"):
+        if not test_words or test_words[0] not in ("NONE", "CMD", "CMD-SHELL"):
             raise ComposeError(f"{where}.test: a list starts with NONE, CMD or CMD-SHELL")
     timing = {
         key: duration_seconds(value[key], f"{where}.{key}")

@@ -47,8 +47,8 @@ class Interpolator:
             return after + 1
         if value.startswith("{", after):
             end = _closing_brace(value, after)
-            if end is None:
-                raise ComposeError(f"{where}: no closing brace in {_shown(value)}")
+            if end is None:  # (the value is not shown: it may be a secret)
+                raise ComposeError(f"{where}: a ${{ without its closing brace")
             out.append(self._braced(value[after + 1 : end], where))
             return end + 1
         name = _NAME.match(value, after)
@@ -61,7 +61,9 @@ class Interpolator:
     def _braced(self, body: str, where: str) -> str:
         match = _BRACED.fullmatch(body)
         if match is None:
-            raise ComposeError(f"{where}: invalid interpolation ${{{_shown(body)}}}")
+            raise ComposeError(
+                f"{where}: invalid interpolation: not ${{NAME}}, ${{NAME:-default}}, ..."
+            )
         name, operator, rest = match.group(1), match.group(2), match.group(3) or ""
         found = self.lookup(name)
         if operator is None:
@@ -120,7 +122,3 @@ def _closing_brace(value: str, opening: int) -> int | None:
                 return position
         position += 1
     return None
-
-
-def _shown(text: str) -> str:
-    return repr(text if len(text) <= 60 else text[:57] + "...")

@@ -22,8 +22,8 @@ ANY = None
 Tree = dict[str, "Tree | ListOf | None"]
 
 HEALTHCHECK: Tree = dict.fromkeys(
-    ("test", "interval", "timeout", "retries", "start_period", "start_interval", "disable")
-)
+    ("test", "interval", "timeout", "retries", "start_period", "disable")
+)  # not start_interval: it needs Docker Engine API 1.44 (Docker 25); hosts run older ones
 SERVICE: Tree = {
     "image": ANY,
     "command": ANY,
@@ -82,6 +82,7 @@ WHY_NOT = {
     "profiles": "every service of an app runs on every host it is declared for",
     "extends": "not supported: write the service out in full",
     "include": "not supported: one file per app",
+    "start_interval": "not supported: it needs Docker Engine API 1.44 (Docker 25) on every host",
 }
 
 

@@ -16,6 +16,7 @@ from jsonschema import Draft7Validator
 from jsonschema.exceptions import best_match
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import TaggedScalar
+from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from controller.compose.dotenv import read_env_file
@@ -23,8 +24,6 @@ from controller.compose.interpolation import Interpolator
 from controller.errors import ComposeError
 
 MAX_BYTES = 4 << 20
-SECRET_HOLDERS = frozenset({"environment", "args", "labels", "driver_opts", "options"})
-"""Where a value may be a secret: a schema error there does not quote it."""
 
 
 def load_compose(path: Path, environ: Mapping[str, str]) -> tuple[dict[str, Any], set[str]]:
@@ -60,7 +59,9 @@ def parse_yaml(text: str, where: str) -> dict[str, Any]:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ComposeError(f"{where}: not valid YAML{line}: {exc.problem}") from None
+        # ruamel's text of a duplicate key quotes both values: one may be a secret.
+        problem = "a key is given twice" if isinstance(exc, DuplicateKeyError) else exc.problem
+        raise ComposeError(f"{where}: not valid YAML{line}: {problem}") from None
     except YAMLError as exc:
         raise ComposeError(f"{where}: not valid YAML: {type(exc).__name__}") from None
     plain = _plain(loaded, where)
@@ -100,7 +101,8 @@ def compose_schema() -> dict[str, Any]:
 
 def check_schema(document: dict[str, Any]) -> None:
     """The first (most relevant) schema violation, named by its path in the file. The
-    schema says draft-07 in a form jsonschema does not recognise: it is named here."""
+    schema says draft-07 in a form jsonschema does not recognise: it is named here. The
+    bad value itself is never quoted: it may be a secret."""
     error = best_match(Draft7Validator(compose_schema()).iter_errors(document))
     if error is None:
         return
@@ -116,9 +118,22 @@ def check_schema(document: dict[str, Any]) -> None:
         if extra:
             raise ComposeError(f"{'.'.join([*parts, extra[0]])}: not a Compose key here")
     path = ".".join(parts) or "(top level)"
-    if any(part in SECRET_HOLDERS for part in parts):  # the message would show the value
-        raise ComposeError(f"{path}: not valid here (the schema's {error.validator} check)")
-    raise ComposeError(f"{path}: {_short(error.message)}")
+    raise ComposeError(
+        f"{path}: {_why(str(error.validator), error.validator_value, error.message)}"
+    )
+
+
+def _why(validator: str, expected: object, message: str) -> str:
+    if validator == "type":
+        kinds = expected if isinstance(expected, list) else [expected]
+        return f"must be {' or '.join(str(k) for k in kinds)}"
+    if validator == "enum" and isinstance(expected, list):
+        return f"must be one of {', '.join(str(v) for v in expected)}"
+    if validator == "required":
+        return message  # names the missing key, never a value
+    if validator in ("oneOf", "anyOf"):
+        return "is none of the forms the specification allows here"
+    return f"does not pass the specification's {validator} check"
 
 
 def _short(message: str) -> str:

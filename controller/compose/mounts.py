@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from controller.compose.container import boolean
 from controller.compose.units import size_bytes
 from controller.errors import ComposeError
 from protocol.spec import VolumeMount
@@ -82,4 +83,5 @@ def _long(item: Mapping[str, Any], where: str) -> tuple[str, str, str, bool, str
             parts.append(f"mode={mode}")
         options = ",".join(parts)
     source = "" if item.get("source") is None else str(item["source"])
-    return kind, source, str(item.get("target") or ""), bool(item.get("read_only")), options
+    read_only = bool(boolean(item.get("read_only"), f"{where}.read_only"))
+    return kind, source, str(item.get("target") or ""), read_only, options

@@ -42,6 +42,7 @@ from protocol.spec import (
 )
 
 EXTENSION = "x-fleetwave"
+HEALTH_SLACK = 10.0
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def _named(found: Mapping[str, Any], app: str, kind: str, model: Any) -> dict[st
     named = {}
     for key, settings in found.items():
         settings = settings or {}
-        external = bool(settings.get("external"))
+        external = bool(convert.boolean(settings.get("external"), f"{kind}.{key}.external"))
         engine_name = settings.get("name") or (key if external else f"{app}_{key}")
         options = {k: v for k, v in settings.items() if k not in ("name", "external")}
         try:
@@ -111,11 +112,12 @@ class _Context:
         if not service.get("image"):
             raise ComposeError(f"{where}: needs an image: (Fleetwave deploys images)")
         try:
+            container = self._settings(service, where)
             spec = ServiceSpec(
                 name=f"{self.app}-{member}",
                 image=str(service["image"]),
-                container=self._settings(service, where),
-                health=_health(service),
+                container=container,
+                health=_health(container),
                 stop_grace_period=duration_seconds(
                     service.get("stop_grace_period", "10s"), f"{where}.stop_grace_period"
                 ),
@@ -127,19 +129,19 @@ class _Context:
     def _settings(self, service: Mapping[str, Any], where: str) -> ContainerSettings:
         volume_names = {key: volume.name for key, volume in self.volumes.items()}
         volumes, tmpfs = mounts(service.get("volumes") or [], volume_names, f"{where}.volumes")
-        for mount in service.get("tmpfs") or []:
+        extra_tmpfs = service.get("tmpfs") or []
+        for mount in [extra_tmpfs] if isinstance(extra_tmpfs, str) else extra_tmpfs:
             target, _, options = str(mount).partition(":")
             tmpfs[target] = options
-        network_mode, networks = self._networking(service, where)
+        network_mode, networks = self._networking(where.removeprefix("services."), service, where)
         restart, health = service.get("restart"), service.get("healthcheck")
         return ContainerSettings(
             env=self._environment(service, where),
             volumes=volumes,
             tmpfs=tmpfs,
             ports=convert.ports(service.get("ports") or [], f"{where}.ports"),
-            restart_policy=None
-            if restart is None
-            else convert.restart(restart, f"{where}.restart"),
+            # Compose's default is no: the engine restarts nothing the file did not ask for.
+            restart_policy=convert.restart(restart or "no", f"{where}.restart"),
             resources=convert.resources(service, where),
             user=_text(service.get("user")),
             entrypoint=convert.words(service.get("entrypoint"), f"{where}.entrypoint"),
@@ -152,8 +154,8 @@ class _Context:
             working_dir=_text(service.get("working_dir")),
             hostname=_text(service.get("hostname")),
             stop_signal=_text(service.get("stop_signal")),
-            read_only=bool(service.get("read_only")),
-            init=service.get("init"),
+            read_only=convert.boolean(service.get("read_only"), f"{where}.read_only"),
+            init=convert.boolean(service.get("init"), f"{where}.init"),
             healthcheck=None
             if health is None
             else convert.healthcheck(health, f"{where}.healthcheck"),
@@ -170,14 +172,15 @@ class _Context:
         for item in [files] if isinstance(files, str | dict) else files or []:
             entry = item if isinstance(item, dict) else {"path": item}
             path = self.directory / str(entry["path"])
-            if not path.is_file() and entry.get("required") is False:
+            required = convert.boolean(entry.get("required", True), f"{where}.env_file")
+            if not path.is_file() and required is False:
                 continue
             env.update(read_env_file(path, self.environ))
         env.update(convert.environment(service.get("environment"), self.environ, where))
         return env
 
     def _networking(
-        self, service: Mapping[str, Any], where: str
+        self, member: str, service: Mapping[str, Any], where: str
     ) -> tuple[Any, tuple[NetworkAttachment, ...]]:
         mode = service.get("network_mode")
         joined = service.get("networks")
@@ -192,7 +195,7 @@ class _Context:
             return mode, ()
         if not joined:
             self.default_network = True
-            return None, (NetworkAttachment(name=f"{self.app}_default"),)
+            return None, (NetworkAttachment(name=f"{self.app}_default", aliases=(member,)),)
         entries = joined if isinstance(joined, dict) else dict.fromkeys(joined)
         attachments = []
         for key, settings in entries.items():
@@ -202,17 +205,25 @@ class _Context:
                 network = NamedNetwork(name=f"{self.app}_default")
             if network is None:
                 raise ComposeError(f"{where}.networks: {key!r} is not declared under networks:")
-            aliases = tuple(str(a) for a in (settings or {}).get("aliases") or ())
+            # As with Compose, the service's name is always an alias: members find each
+            # other by it (db:5432).
+            extra = [str(a) for a in (settings or {}).get("aliases") or () if str(a) != member]
+            aliases = (member, *extra)
             attachments.append(NetworkAttachment(name=network.name, aliases=aliases))
         return None, tuple(attachments)
 
 
-def _health(service: Mapping[str, Any]) -> HealthCheck | None:
-    """A member with a healthcheck is healthy when the engine says so."""
-    check = service.get("healthcheck") or {}
-    if check.get("disable") or check.get("test") is None:
+def _health(settings: ContainerSettings) -> HealthCheck | None:
+    """A member with a healthcheck is healthy when the engine says so, given the time
+    the engine takes to say it: start period, then every try (interval and timeout) of
+    the retries, Docker's defaults where the file gives none."""
+    check = settings.healthcheck
+    if check is None or check.test[0] == "NONE":
         return None
-    return HealthCheck(probe=DockerHealthProbe())
+    tries = (check.retries if check.retries is not None else 3) + 1
+    each = (check.interval or 30.0) + (check.timeout or 30.0)
+    deadline = (check.start_period or 0.0) + each * tries + HEALTH_SLACK
+    return HealthCheck(probe=DockerHealthProbe(), healthy_deadline=max(deadline, 60.0))
 
 
 def _check_dependencies(members: list[Member]) -> None:

@@ -14,6 +14,7 @@ import copy
 from typing import Any
 
 from node_agent.runtime import AGENT_LABEL, MANAGED_LABEL, SERVICE_LABEL
+from node_agent.update.container_extras import apply_extras
 from protocol.spec import (
     COLOUR_ENV,
     COLOURS,
@@ -128,6 +129,7 @@ def _apply_spec(config: Config, host_config: Config, spec: ServiceSpec, agent_id
         exposed.update({f"{p.container_port}/{p.protocol}": {} for p in settings.ports})
         config["ExposedPorts"] = exposed
     _apply_host_settings(host_config, settings)
+    apply_extras(config, host_config, settings)
     _apply_resources(host_config, settings.resources)
     if settings.volumes:
         _apply_volumes(host_config, settings.volumes)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from node_agent.update.operation import Emit, OperationResult
 from node_agent.update.service_locks import ServiceLocks
@@ -30,6 +30,11 @@ Settled = Callable[[str, str, OperationResult], Awaitable[None]]
 """Told (operation id, service, result) of each settled operation, to report it."""
 
 
+class AppRecovering(Protocol):
+    async def recover(self, entry: dict[str, Any], emit: Emit) -> OperationResult:
+        """Settle an app's journal entry (node_agent/apps/group.py)."""
+
+
 class Recovery:
     def __init__(
         self,
@@ -43,10 +48,15 @@ class Recovery:
         self._emitter_for = emitter_for
         self._settled = settled
         self._wake = asyncio.Event()
+        self.apps: AppRecovering | None = None
+        """Set by the daemon: settles an app's entry (node_agent/apps/group.py)."""
 
     def pending(self) -> list[str]:
         """Services with an operation still to settle."""
-        return [entry["service"] for entry in self._updater.journal.open_entries()]
+        return [
+            entry.get("journal_key", entry["service"])  # an app's: name@app
+            for entry in self._updater.journal.open_entries()
+        ]
 
     def wake(self) -> None:
         """An operation left its entry open (the engine failed it, and its own attempt to
@@ -116,7 +126,10 @@ class Recovery:
         )
         emit = self._emitter_for(op_id, service, entry.get("rollout_id"), entry.get("image"))
         try:
-            result = await self._updater.recover(entry, emit)
+            if entry.get("kind") == "app" and self.apps is not None:
+                result = await self.apps.recover(entry, emit)
+            else:
+                result = await self._updater.recover(entry, emit)
         except Exception as exc:  # noqa: BLE001 - the entry stays and is retried; the agent lives
             log.error("recovery of %s failed: %s (will retry)", service, describe(exc))
             return False

@@ -106,7 +106,7 @@ class Predecessor:
             why = "this agent does not run in a container of its own (fleet-agent install)"
             return self._result(OperationOutcome.FAILED, Reason(code="not_in_container", text=why))
         live = self._notes.read(REQUEST)
-        if live is not None and not self._notes.has(DONE):
+        if live is not None and not self._notes.has(DONE) and await self._still_going_on(live):
             raise CommandRefused(
                 "busy", f"the agent upgrade {live.get('operation_id')} is still going on"
             )
@@ -150,6 +150,17 @@ class Predecessor:
             await self._gate.resume()  # whatever went wrong, this agent serves on
             raise
         raise HandedOver(operation_id)
+
+    async def _still_going_on(self, request: dict[str, Any]) -> bool:
+        """A handoff in the notes is going on while its successor runs, or while the old
+        agent's container is set aside (a successor on probation). Otherwise it died with
+        the agent that asked for it (killed before the successor took over, say): its
+        notes are stale, and a new upgrade may start."""
+        for name in (str(request.get("successor")), f"{request.get('previous')}.previous"):
+            found = await self._runtime.inspect_container(name)
+            if found is not None and (found["State"]["Running"] or name.endswith(".previous")):
+                return True
+        return False
 
     async def _wait_for(self, note: str, successor: str, deadline: float) -> bool:
         """Until the successor writes ``note``; False if it stopped or the time is up."""

@@ -63,6 +63,11 @@ class Successor:
         the health file)."""
         """Tests: SIGKILL this successor at a named point (FLEET_FAILPOINT)."""
 
+    def ready_deadline(self) -> float:
+        """How long the upgrade gives this successor to be ready."""
+        request = self._notes.read(REQUEST) or {}
+        return float(request.get("ready_deadline", READY_DEADLINE))
+
     async def take_over(self, operation_id: str, subscribe: Callable[[], Awaitable[None]]) -> None:
         request = self._notes.read(REQUEST)
         if request is None or request.get("operation_id") != operation_id:
@@ -70,7 +75,7 @@ class Successor:
         self._failpoint("handoff_started")
         await self._runtime.ping()  # the engine answers (RuntimeFault otherwise)
         self._notes.write(READY, version=fleetwave_version(), at=time.time())  # state dir too
-        deadline = time.monotonic() + float(request.get("ready_deadline", READY_DEADLINE))
+        deadline = time.monotonic() + self.ready_deadline()
         while not self._notes.has(RELEASED):
             if time.monotonic() > deadline:
                 raise AgentError("the running agent did not release the host's commands")

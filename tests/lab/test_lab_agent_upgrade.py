@@ -5,20 +5,29 @@ that dies after it took the host over (its guard brings the old agent back)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import json
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
+from nats.aio.msg import Msg
 
+from controller.settings import load_signer
 from protocol.agent_service import AGENT_SERVICE
-from protocol.models import OperationOutcome, OperationReply
+from protocol.bus_permissions import inbox_prefix
+from protocol.codec import encode
+from protocol.models import InspectCommand, OperationOutcome, OperationReply, utc_now
+from protocol.subjects import command_subject
 from tests.lab.conftest import DOCKER_TIMEOUT, LabFleet
 from tests.support.lab import LAB_DIR, Lab
 from tests.support.polling import eventually
@@ -27,6 +36,8 @@ from tests.support.polling import eventually
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("lab")]
 AGENT = "fleet-agent"
 PAUSED = 10
+QUIET = 3.0
+"""Seconds without an answer after which no second answer to a command will come."""
 """fleetctl's exit code with -w when the rollout waits for the operator: a failed host
 pauses an agent upgrade (the default failure action)."""
 CRASH_PHASES = {
@@ -276,3 +287,115 @@ async def the_old_agent_serves_again(
     assert rolled.code == 0, rolled
     assert fleet.running_images() == {h: fleet.pinned("1.1.0") for h in fleet.lab.hosts}
     assert len(upgrade_replies(fleet)) == 1  # and no second answer came meanwhile
+
+
+async def test_an_old_agent_killed_mid_handoff_comes_back_and_a_later_upgrade_is_not_refused(
+    lab_fleet: LabFleet, successor_images: dict[str, str]
+) -> None:
+    fleet, lab = lab_fleet, lab_fleet.lab
+    await fleet.deploy("1.0.0")
+    before = {host: engine_view(lab, host) for host in lab.hosts}
+    args = ["--image", successor_images["no-bus"], "--max-unavailable", "1"]
+    started = await fleet.fleetctl("agent", "upgrade", *args, "--ready-deadline", "8")
+    assert started.code == 0, started
+
+    def waiting() -> list[str]:  # hosts whose agent waits for a successor
+        return [h for h in lab.hosts if f"{AGENT}.next" in engine_view(lab, h)]
+
+    (host,) = await eventually(lambda: asyncio.to_thread(waiting), bool, "a successor started", 120)
+    old = before[host][AGENT]
+    os.kill(container_pid(lab, host, old["id"]), signal.SIGKILL)  # the old agent, mid-handoff
+
+    # The engine brings the old agent back; the controller's retry of the command finds
+    # the handoff dead (its successor gave up too) and runs it again, which fails again
+    # the same way: the upgrade stops there, and the host is served by its old container.
+    result = await fleet.fleetctl("rollout", "status", AGENT_SERVICE, "-w")
+    assert result.code == PAUSED, result
+    after = engine_view(lab, host)
+    assert after[AGENT]["id"] == old["id"]
+    assert after[AGENT]["running"]
+    assert f"{AGENT}.next" not in after
+    replies = upgrade_replies(fleet)
+    assert [(m.sender, m.outcome) for m in replies] == [(host, OperationOutcome.ROLLED_BACK)]
+    # Nothing of the dead handoff holds the host: the next upgrade goes through.
+    await fleet.fleetctl("rollout", "abort", AGENT_SERVICE)
+    good = ["--image", successor_images["good"], "--min-healthy-time", "2", "-w"]
+    upgraded = await fleet.fleetctl(
+        "agent", "upgrade", *good, "--selector", f"host=h{lab.number(host)}"
+    )
+    assert upgraded.code == 0, upgraded
+    assert engine_view(lab, host)[AGENT]["id"] != old["id"]
+
+
+async def test_commands_sent_all_through_a_handoff_are_each_answered_once_at_most(
+    lab_fleet: LabFleet, successor_images: dict[str, str]
+) -> None:
+    """Every half second, or as soon as the last one is answered, a signed command goes to
+    one host for the whole of its agent's upgrade; each reply is counted on a subject of
+    the test's own, so a second answer (two agents holding the host) cannot hide."""
+    fleet, lab = lab_fleet, lab_fleet.lab
+    await fleet.deploy("1.0.0")
+    host = lab.hosts[0]
+    signer = load_signer(Path(lab.env["FLEET_SIGNING_KEY_FILE"]))
+    assert signer is not None
+    client = await lab.as_controller()
+    prefix = f"{inbox_prefix(lab.env['FLEET_BUS_USER'])}.handoff"
+    answers: Counter[str] = Counter()
+    answered = asyncio.Event()
+    last_answer = [time.monotonic()]
+
+    async def count(msg: Msg) -> None:
+        answers[msg.subject.rsplit(".", 1)[1]] += 1
+        last_answer[0] = time.monotonic()
+        answered.set()
+
+    sent: list[tuple[float, str]] = []
+    subscription = await client.subscribe(f"{prefix}.*", cb=count)
+    try:
+        since = time.time()
+        args = ["--image", successor_images["good"], "--min-healthy-time", "8"]
+        selector = ["--selector", f"host=h{lab.number(host)}"]
+        started = await fleet.fleetctl("agent", "upgrade", *args, *selector)
+        assert started.code == 0, started
+        checked = time.monotonic()
+        while time.monotonic() - checked < 1 or not done_on(lab, host, since):
+            if time.monotonic() - checked >= 1:
+                checked = time.monotonic()  # the engine is asked once a second
+            command = signer.sign(
+                InspectCommand(
+                    service=fleet.service, host=host, sender="controller",
+                    expires_at=utc_now() + timedelta(minutes=1),
+                )
+            )  # fmt: skip
+            answered.clear()
+            sent.append((time.time(), command.id))
+            await client.publish(
+                command_subject(host), encode(command), reply=f"{prefix}.{command.id}"
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(answered.wait(), 0.3)
+        await client.flush()
+
+        async def quiet_for() -> float:  # a late second answer would come within seconds
+            return time.monotonic() - last_answer[0]
+
+        await eventually(quiet_for, lambda quiet: quiet >= QUIET, "the answers stopped", 30)
+    finally:
+        await subscription.unsubscribe()
+        await client.close()
+    events = engine_events(lab, host, since)
+    made = next(t for t, action, _, name in events if (action, name) == ("create", f"{AGENT}.next"))
+    took = next(t for t, action, _, name in events if (action, name) == ("rename", AGENT))
+    gone = next(t for t, action, _, name in events if action == "destroy")
+    # The test reached every part of the handoff: while the successor got ready, and
+    # while it held the host on probation.
+    assert [c for at, c in sent if made <= at <= took], (sent, events)
+    assert len([c for at, c in sent if took <= at <= gone]) >= 5, (sent, events)
+    assert max(answers.values()) == 1, answers  # never two agents answering
+    after = [command for at, command in sent if at > gone]
+    assert all(answers[command] == 1 for command in after[1:]), (after, answers)
+
+
+def done_on(lab: Lab, host: str, since: float) -> bool:
+    """The old agent's container is gone: the handoff on ``host`` is over."""
+    return any(action == "destroy" for _, action, _, _ in engine_events(lab, host, since))

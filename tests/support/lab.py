@@ -67,6 +67,17 @@ class Lab:
         """cut, heal, engine-stop, engine-start, fill MIB or unfill on ``host``."""
         await asyncio.to_thread(lab_script, verb, self.number(host), *args)
 
+    async def as_controller(self) -> Client:
+        """A connection with the controller's identity: it may send the hosts commands."""
+        context = ssl.create_default_context(cafile=self.env["FLEET_NATS_TLS_CA"])
+        context.load_cert_chain(self.env["FLEET_NATS_TLS_CERT"], self.env["FLEET_NATS_TLS_KEY"])
+        return await nats.connect(
+            self.nats.split(","),
+            tls=context,
+            inbox_prefix=inbox_prefix(self.env["FLEET_BUS_USER"]),
+            connect_timeout=5,
+        )
+
     async def watch(self) -> Client:
         """A connection as the lab's reader: events, heartbeats and KV, read-only."""
         context = ssl.create_default_context(cafile=self.env["FLEET_NATS_TLS_CA"])

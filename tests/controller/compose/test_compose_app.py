@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from controller.compose.project import compose_app
-from protocol.app import Condition, Dependency, NamedNetwork, NamedVolume
+from protocol.app import AppSpec, Condition, Dependency, NamedNetwork, NamedVolume
 from protocol.spec import (
     ContainerHealthcheck,
     ContainerSettings,
@@ -36,7 +36,9 @@ def test_every_supported_key_becomes_the_members_settings() -> None:
     assert web.spec.name == "shop-web"
     assert web.spec.image == "127.0.0.1:5000/demo/web:1.2.3"
     assert web.spec.stop_grace_period == 90.0
-    assert web.spec.health == HealthCheck(probe=DockerHealthProbe())
+    # README: the engine's own verdict, given the time it takes to give one: start
+    # period 60 s, then 3 retries + 1 tries of interval 5 s and timeout 2 s, and 10 s.
+    assert web.spec.health == HealthCheck(probe=DockerHealthProbe(), healthy_deadline=98.0)
     assert web.depends_on == (
         Dependency(member="cache", condition=Condition.HEALTHY, restart=True),
         Dependency(member="migrate", condition=Condition.COMPLETED),
@@ -67,8 +69,9 @@ def test_every_supported_key_becomes_the_members_settings() -> None:
         command=("serve", "--port", "8080"),
         labels={"team": "payments"},
         networks=(
-            NetworkAttachment(name="shop_front", aliases=("shop-web",)),
-            NetworkAttachment(name="shop_default"),
+            # the service's own name first: as with Compose, members find it by it
+            NetworkAttachment(name="shop_front", aliases=("web", "shop-web")),
+            NetworkAttachment(name="shop_default", aliases=("web",)),
         ),
         cap_add=("NET_BIND_SERVICE",),
         cap_drop=("ALL",),
@@ -83,7 +86,6 @@ def test_every_supported_key_becomes_the_members_settings() -> None:
             timeout=2.0,
             retries=3,
             start_period=60.0,
-            start_interval=0.5,
         ),
         ulimits=(
             Ulimit(name="nofile", soft=1024, hard=2048),
@@ -122,3 +124,87 @@ def test_the_apps_volumes_and_networks_are_named_for_the_engine() -> None:
         NamedNetwork(name="shop_front", driver="bridge", labels={"team": "payments"}),
         NamedNetwork(name="shop_default"),
     )
+
+
+def test_the_compose_files_of_well_known_projects_are_accepted() -> None:
+    public = FILES / "public"
+    wordpress = compose_app(public / "wordpress.yaml", "blog", {}).app
+    assert [m.name for m in wordpress.members] == ["db", "wordpress"]
+    db = wordpress.member("db").spec.container
+    assert db.command == ("--default-authentication-plugin=mysql_native_password",)
+    assert db.volumes == (VolumeMount(source="blog_db_data", target="/var/lib/mysql"),)
+    assert db.env["MYSQL_DATABASE"] == "wordpress"
+    assert wordpress.member("wordpress").spec.container.ports == (
+        PortMapping(container_port=80, host_port=80),
+    )
+
+    gitea = compose_app(public / "gitea.yaml", "git", {}).app
+    server = gitea.member("server")
+    assert server.depends_on == (Dependency(member="db"),)
+    assert server.spec.container.networks == (
+        NetworkAttachment(name="git_gitea", aliases=("server",)),
+    )
+    assert gitea.networks == (NamedNetwork(name="git_gitea"),)
+    assert server.spec.container.volumes[1] == VolumeMount(
+        kind="bind", source="/etc/timezone", target="/etc/timezone", read_only=True
+    )
+
+    traefik = compose_app(public / "traefik.yaml", "edge", {}).app
+    proxy, whoami = traefik.members
+    assert proxy.spec.container.command == ("--api.insecure=true", "--providers.docker")
+    assert whoami.spec.container.labels == {
+        "traefik.http.routers.whoami.rule": "Host(`whoami.docker.localhost`)"
+    }
+    # Neither says how it is networked: both join the app's default network, as in Compose.
+    assert traefik.networks == (NamedNetwork(name="edge_default"),)
+
+
+def compose_text(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> AppSpec:
+    path = tmp_path / "compose.yaml"
+    path.write_text(text)
+    return compose_app(path, "app", environ or {}).app
+
+
+def test_what_compose_defaults_to_is_what_the_member_gets(tmp_path: Path) -> None:
+    # The app's name is the one given, over the file's (as Compose's -p over name:).
+    app = compose_text(tmp_path, "name: other\nservices:\n  job: {image: r/job:1}\n")
+    assert app.name == "app"
+    job = app.member("job").spec.container
+    # Compose: restart defaults to no; the service joins the project's default network
+    # under its own name.
+    assert job.restart_policy == RestartPolicy(name="no")
+    assert job.networks == (NetworkAttachment(name="app_default", aliases=("job",)),)
+
+
+def test_text_booleans_and_the_short_tmpfs_form_mean_what_they_say(tmp_path: Path) -> None:
+    text = (
+        "services:\n  a:\n    image: r/a:1\n    network_mode: host\n"
+        "    read_only: 'false'\n    init: 'true'\n    tmpfs: /run\n"
+        "    healthcheck: {disable: 'false', test: [CMD, 'true']}\n"
+        "    volumes: [{type: volume, source: v, target: /v, read_only: 'false'}]\n"
+        "volumes:\n  v: {external: 'false'}\n"
+    )
+    settings = compose_text(tmp_path, text).member("a").spec.container
+    assert (settings.read_only, settings.init) == (False, True)
+    assert settings.tmpfs == {"/run": ""}
+    assert settings.healthcheck is not None
+    assert settings.healthcheck.test == ("CMD", "true")
+    assert settings.volumes == (VolumeMount(source="app_v", target="/v"),)
+
+
+def test_a_healthcheck_of_none_leaves_the_member_without_a_probe(tmp_path: Path) -> None:
+    text = "services:\n  a: {image: r/a:1, network_mode: host, healthcheck: {test: [NONE]}}\n"
+    member = compose_text(tmp_path, text).member("a")
+    assert member.spec.container.healthcheck == ContainerHealthcheck(test=("NONE",))
+    assert member.spec.health is None
+
+
+def test_the_environment_wins_over_dot_env_and_missing_variables_are_reported(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".env").write_text("TAG=from-dotenv\nREG=r\n")
+    path = tmp_path / "compose.yaml"
+    path.write_text("services:\n  a: {image: '${REG}/a:${TAG}${NOPE}', network_mode: host}\n")
+    found = compose_app(path, "app", {"TAG": "from-shell"})
+    assert found.app.member("a").spec.image == "r/a:from-shell"
+    assert found.missing == frozenset({"NOPE"})

@@ -196,3 +196,31 @@ def test_a_file_that_is_no_app_is_refused_with_the_reason(
     message = refusal(tmp_path, text)
     assert start in message, message
     assert message.index(start) in (0, len(str(tmp_path)) + 1), message  # or after the dir
+
+
+SECRET = "hunter2-s3cr3t"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a key given twice: the YAML library's own text quotes both values
+        f"services:\n  web:\n    image: r/web:1\n    environment:\n"
+        f"      PASSWORD: {SECRET}\n      PASSWORD: other\n",
+        # services as a list: the schema's own text quotes the whole value
+        f"services:\n  - image: r/web:1\n    environment: {{PASSWORD: {SECRET}}}\n",
+        # an unclosed variable in a value
+        f"services:\n  web:\n    image: r/web:1\n    environment: {{P: 'ab${{{SECRET}'}}\n",
+        # a list entry without a name
+        f"services:\n  web:\n    image: r/web:1\n    network_mode: host\n"
+        f"    environment: ['={SECRET}']\n",
+    ],
+)
+def test_no_refusal_quotes_a_value_that_may_be_a_secret(tmp_path: Path, text: str) -> None:
+    message = refusal(tmp_path, text)
+    assert SECRET not in message, message
+
+
+def test_an_empty_healthcheck_test_is_refused(tmp_path: Path) -> None:
+    message = refusal(tmp_path, ONE_SERVICE + "    healthcheck: {test: []}\n")
+    assert message.startswith("services.web.healthcheck"), message

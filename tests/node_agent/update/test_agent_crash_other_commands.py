@@ -8,7 +8,6 @@ mid-pull, mid-probe, between a switch's two renames, between a retire's stop and
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +28,7 @@ from protocol.models import (
 )
 from protocol.spec import BlueGreen, Colour, ServiceSpec
 from tests.conftest import SpawnedAgent
+from tests.support.crash import killed_at
 from tests.support.http import wait_for_http
 
 pytestmark = pytest.mark.integration
@@ -39,17 +39,6 @@ DONE, ROLLED_BACK = OperationOutcome.DONE, OperationOutcome.ROLLED_BACK
 async def version_on(port: int) -> str:
     answer = await asyncio.to_thread(wait_for_http, f"http://127.0.0.1:{port}/version", 200)
     return answer.body
-
-
-async def killed_at(agent: SpawnedAgent, failpoint: str, command: Command) -> None:
-    """Restart ``agent`` to die at ``failpoint``, send ``command`` and see it die there."""
-    assert await agent.process.stop() == 0
-    await agent.process.start(FLEET_FAILPOINT=failpoint)
-    await wait_until_serving(agent.api, deadline_s=60)
-    await agent.api.send(command)
-    assert await agent.process.wait(timeout=90) == -signal.SIGKILL
-    await agent.process.start(FLEET_FAILPOINT="never")
-    await wait_until_serving(agent.api, deadline_s=120)
 
 
 def running(docker_client: docker.DockerClient, name: str) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Apps: several containers a host updates as one unit (node_agent/apps/group.py)."""

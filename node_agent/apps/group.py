@@ -1,0 +1,279 @@
+"""One host's update of an app: its members as one unit.
+
+Every changed member's image is pulled before anything stops. Unchanged members are not
+touched. Changed members are replaced in dependency order, each once what it depends on
+meets its condition (started, healthy, completed successfully); a member whose
+dependency was replaced is restarted only when the file says so (``restart: true``).
+Each replaced member's old container is set aside (stopped and renamed), never removed,
+until the whole app is through. If any member fails, every member already replaced is
+restored, in reverse order, and the reply carries the failing member's bundle.
+
+One journal entry covers the whole group: the members replaced so far are written down
+before each is touched. An agent killed at any point restores the whole group on restart
+(``recover``), unless it had reached ``done``, after which it only finishes tidying: the
+host never runs a mix of old and new members that the file never described.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from node_agent.apps.conditions import deadline_of, wait_for
+from node_agent.apps.engine_objects import connect_others, ensure_engine_objects
+from node_agent.runtime import AGENT_LABEL, Inspect
+from node_agent.update.container_config import config_from_spec
+from node_agent.update.operation import AGENT_RESTARTED, Emit, OperationResult
+from node_agent.update.probes import HealthVerdict, wait_until_healthy
+from node_agent.update.updater import ServiceUpdater
+from protocol.app import AppSpec, Member, start_order
+from protocol.errors import RuntimeFault
+from protocol.models import (
+    ContainerState,
+    FailureBundle,
+    Health,
+    OperationOutcome,
+    Reason,
+    ServiceStatus,
+    UpdatePhase,
+)
+
+JOURNAL_SUFFIX = "@app"
+LOG_LINES = 20
+
+
+class AppUpdater:
+    def __init__(self, updater: ServiceUpdater) -> None:
+        self._u = updater
+        self.runtime = updater.runtime
+
+    # ---- apply ----
+
+    async def apply(
+        self, operation_id: str, app: AppSpec, emit: Emit, rollout_id: str | None = None
+    ) -> OperationResult:
+        members = {m.name: m for m in app.members}
+        images = {name: await self._u.local_image(m.spec) for name, m in members.items()}
+        await emit(UpdatePhase.PULLING, "every member's image is here")
+        olds = {
+            name: await self.runtime.inspect_container(self._main(m)) for name, m in members.items()
+        }
+        changed = [
+            name for name in start_order(app)
+            if not self._unchanged(members[name], images[name], olds[name])
+        ]  # fmt: skip
+        if not changed:
+            await emit(UpdatePhase.DONE, "every member already runs as declared")
+            return OperationResult(OperationOutcome.DONE, _app_status(app.name))
+        await ensure_engine_objects(self.runtime, app)
+        key = app_journal_key(app.name)
+        await asyncio.to_thread(
+            self._u.journal.begin, key,
+            {
+                "kind": "app", "journal_key": key, "operation_id": operation_id,
+                "rollout_id": rollout_id,
+                "service": app.name, "app": app.model_dump(mode="json"), "images": images,
+                "olds": olds, "replaced": [],
+            },
+        )  # fmt: skip
+        for name in start_order(app):
+            member = members[name]
+            try:
+                if name in changed:
+                    failure = await self._replace(key, app, member, images[name], olds[name], emit)
+                elif any(d.restart and d.member in changed for d in member.depends_on):
+                    failure = await self._restart(app, member, emit)
+                else:
+                    continue
+            except RuntimeFault as exc:  # the engine refused or failed: a failed member
+                failure = _bundle(member.name, f"{member.name}: {exc.message}", "engine_error")
+            if failure is not None:
+                return await self._restore(key, emit, failure)
+        return await self._commit(key, app, emit, changed)
+
+    def _unchanged(self, member: Member, image: str, old: Inspect | None) -> bool:
+        """What this host last completed for the member, and its container still runs it
+        (or, for a member that may exit, ran it to success)."""
+        if old is None or self._u.services.current(member.spec.name) != member.spec:
+            return False
+        config, state = old.get("Config") or {}, old.get("State") or {}
+        labels = config.get("Labels") or {}
+        if config.get("Image") != image or labels.get(AGENT_LABEL) != self._u.agent_id:
+            return False
+        if not state.get("Running"):
+            return may_exit(member) and state.get("ExitCode") == 0
+        return (state.get("Health") or {}).get("Status") != Health.UNHEALTHY.value
+
+    async def _replace(
+        self, key: str, app: AppSpec, member: Member, image: str, old: Inspect | None, emit: Emit
+    ) -> FailureBundle | None:
+        why = await self._dependencies_met(app, member)
+        if why is not None:
+            return _bundle(member.name, f"{member.name} cannot start: {why}")
+        main = self._main(member)
+        # Written down first: from here on, a crash restores this member too.
+        entry = self._u.journal.get(key) or {}
+        await asyncio.to_thread(
+            self._u.journal.record, key, UpdatePhase.STOPPING_OLD,
+            replaced=[*entry.get("replaced", []), member.name],
+        )  # fmt: skip
+        await emit(UpdatePhase.STOPPING_OLD, f"replacing {member.name}")
+        if old is not None:
+            await self.runtime.stop(old["Id"], member.spec.stop_grace_period)
+            await self.runtime.remove(self._aside(member))
+            await self.runtime.rename(old["Id"], self._aside(member))
+        self._u.failpoint("app_member_stopped")
+        self._u.failpoint(f"app_member_stopped:{member.name}")
+        config, host_config = config_from_spec(member.spec, image, self._u.agent_id)
+        await self.runtime.remove(main)  # a leftover of an earlier failure
+        created = await self.runtime.create_container(main, config, host_config)
+        await connect_others(self.runtime, created, member.spec.container.networks)
+        await self.runtime.start(created)
+        await emit(UpdatePhase.PROBING, f"{member.name} started; checking it")
+        self._u.failpoint("app_member_started")
+        self._u.failpoint(f"app_member_started:{member.name}")
+        verdict = await self._settle(app, member, main)
+        if not verdict.healthy:
+            return await self._member_bundle(member, main, verdict)
+        return None
+
+    async def _restart(self, app: AppSpec, member: Member, emit: Emit) -> FailureBundle | None:
+        why = await self._dependencies_met(app, member)
+        if why is not None:
+            return _bundle(member.name, f"{member.name} cannot restart: {why}")
+        await emit(UpdatePhase.STARTING_NEW, f"restarting {member.name} (restart: true)")
+        main = self._main(member)
+        await self.runtime.restart(main, member.spec.stop_grace_period)
+        verdict = await self._settle(app, member, main)
+        return None if verdict.healthy else await self._member_bundle(member, main, verdict)
+
+    async def _dependencies_met(self, app: AppSpec, member: Member) -> str | None:
+        for dependency in member.depends_on:
+            other = app.member(dependency.member)
+            why = await wait_for(
+                self.runtime, self._main(other), dependency.condition, deadline_of(other)
+            )
+            if why is not None and dependency.required:
+                return f"{dependency.member} is not {dependency.condition.value}: {why}"
+        return None
+
+    async def _settle(self, app: AppSpec, member: Member, container: str) -> HealthVerdict:
+        """Healthy (or, without a check, running for a while); a member whose restart
+        policy lets it end (no, on-failure) may also end successfully: a one-shot job."""
+        verdict = await wait_until_healthy(member.spec.health, self.runtime, container)
+        if verdict.healthy or not may_exit(member):
+            return verdict
+        state = ((await self.runtime.inspect_container(container)) or {}).get("State") or {}
+        if not state.get("Running") and state.get("ExitCode") == 0:
+            return HealthVerdict(True, "completed")
+        return verdict
+
+    async def _member_bundle(
+        self, member: Member, container: str, verdict: HealthVerdict
+    ) -> FailureBundle:
+        info = await self.runtime.inspect_container(container)
+        state = (info or {}).get("State") or {}
+        return FailureBundle(
+            reason=Reason(code="member_failed", text=f"{member.name}: {verdict.reason}"),
+            exit_code=None if state.get("Running") else state.get("ExitCode"),
+            oom_killed=bool(state.get("OOMKilled")),
+            last_log_lines=tuple(await self.runtime.logs_tail(container, LOG_LINES)),
+            probe_results=tuple(verdict.results),
+        )
+
+    # ---- the end: committed, or restored ----
+
+    async def _commit(
+        self, key: str, app: AppSpec, emit: Emit, changed: list[str]
+    ) -> OperationResult:
+        await asyncio.to_thread(self._u.journal.record, key, UpdatePhase.DONE)
+        self._u.failpoint("app_done")
+        return await self._finish(key, app, emit, changed)
+
+    async def _finish(
+        self, key: str, app: AppSpec, emit: Emit, changed: list[str]
+    ) -> OperationResult:
+        """After the commit point: the set-aside containers go, the specs are recorded."""
+        for name in changed:
+            member = app.member(name)
+            await self.runtime.remove(self._aside(member))
+            previous = self._u.services.current(member.spec.name)
+            if previous != member.spec:
+                self._u.services.record_update(member.spec, previous)
+        await emit(UpdatePhase.DONE, f"{', '.join(changed)} replaced; the app is healthy")
+        return await self._conclude(
+            key, OperationResult(OperationOutcome.DONE, _app_status(app.name))
+        )
+
+    async def _restore(self, key: str, emit: Emit, bundle: FailureBundle) -> OperationResult:
+        entry = self._u.journal.get(key) or {}
+        await asyncio.to_thread(self._u.journal.record, key, UpdatePhase.RESTORING)
+        await emit(UpdatePhase.RESTORING, bundle.reason.text)
+        await self._put_back(entry)
+        await asyncio.to_thread(self._u.journal.record, key, UpdatePhase.ROLLED_BACK)
+        await emit(UpdatePhase.ROLLED_BACK, "every replaced member is back as it was")
+        status = _app_status(str(entry["service"]))
+        result = OperationResult(OperationOutcome.ROLLED_BACK, status, bundle, [bundle.reason])
+        return await self._conclude(key, result)
+
+    async def _put_back(self, entry: dict[str, Any]) -> None:
+        """Each replaced member's old container under its name again, in reverse order,
+        started if it ran; the new one removed. Safe to run again after a crash."""
+        app = AppSpec.model_validate(entry["app"])
+        for name in reversed(entry.get("replaced", [])):
+            member = app.member(name)
+            main, aside = self._main(member), self._aside(member)
+            old: Inspect | None = (entry.get("olds") or {}).get(name)
+            current = await self.runtime.inspect_container(main)
+            if current is not None and (old is None or current["Id"] != old["Id"]):
+                await self.runtime.remove(main)
+            if old is None:
+                continue
+            if await self.runtime.inspect_container(aside) is not None:
+                await self.runtime.rename(aside, main)
+            back = await self.runtime.inspect_container(main)
+            if back is not None and not back["State"]["Running"] and old["State"]["Running"]:
+                await self.runtime.start(main)
+
+    async def recover(self, entry: dict[str, Any], emit: Emit) -> OperationResult:
+        """After a crash: past ``done``, finish; before it, put the whole group back."""
+        key, app = app_journal_key(str(entry["service"])), AppSpec.model_validate(entry["app"])
+        if entry.get("phase") == UpdatePhase.DONE.value:
+            return await self._finish(key, app, emit, list(entry.get("replaced", [])))
+        bundle = FailureBundle(reason=AGENT_RESTARTED)
+        return await self._restore(key, emit, bundle)
+
+    async def _conclude(self, key: str, result: OperationResult) -> OperationResult:
+        entry = self._u.journal.get(key) or {}
+        await self._u.record_outcome(str(entry["operation_id"]), str(entry["service"]), result)
+        self._u.failpoint("app_concluded")
+        self._u.journal.finish(key)
+        return result
+
+    # ---- names ----
+
+    def _main(self, member: Member) -> str:
+        return self._u.main_name(member.spec.name)
+
+    def _aside(self, member: Member) -> str:
+        return self._u.aside_name(member.spec.name)
+
+
+def app_journal_key(app: str) -> str:
+    """The app's journal entry and lock: not a service name (those have no "@")."""
+    return f"{app}{JOURNAL_SUFFIX}"
+
+
+def _app_status(app: str) -> ServiceStatus:
+    return ServiceStatus(name=app, state=ContainerState.RUNNING, health=Health.HEALTHY)
+
+
+def may_exit(member: Member) -> bool:
+    """A member whose container may end, done: its restart policy does not restart it
+    after a clean exit (Compose's default, no)."""
+    policy = member.spec.container.restart_policy
+    return policy is None or policy.name in ("no", "on-failure")
+
+
+def _bundle(member: str, text: str, code: str = "member_failed") -> FailureBundle:
+    return FailureBundle(reason=Reason(code=code, text=text))

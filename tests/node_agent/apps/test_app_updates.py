@@ -1,0 +1,178 @@
+"""An app's update on one host, against the real engine and a real agent over NATS: the
+group is deployed in dependency order, updated without touching unchanged members, and
+restored whole when a member fails (the README's "Apps" rules)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from fleet_lab.agent_client import AgentHandle
+from fleet_lab.stack import LocalStack
+from protocol.app import AppSpec
+from protocol.models import OperationOutcome, OperationReply
+from tests.node_agent.apps.app_files import demo_app
+
+pytestmark = pytest.mark.integration
+StartAgent = Callable[..., Awaitable[AgentHandle]]
+MEMBERS = ("migrate", "cache", "web")
+
+
+def containers(docker_client: docker.DockerClient, prefix: str, app: str) -> dict[str, Any]:
+    """Each member's container: id, image, running, exit code."""
+    found = {}
+    for member in MEMBERS:
+        try:
+            info = docker_client.api.inspect_container(f"{prefix}{app}-{member}")
+        except docker.errors.NotFound:
+            continue
+        found[member] = {
+            "id": info["Id"],
+            "image": info["Config"]["Image"],
+            "running": info["State"]["Running"],
+            "exit": info["State"]["ExitCode"],
+        }
+    return found
+
+
+def events_since(docker_client: docker.DockerClient, since: float, prefix: str) -> list[str]:
+    """ "<member container> <action>" for this test's containers since ``since``, in the
+    engine's order: start, die, and health_status: healthy."""
+    events = docker_client.api.events(
+        since=int(since), until=int(time.time()) + 1, decode=True,
+        filters={"type": "container", "event": ["start", "die", "health_status"]},
+    )  # fmt: skip
+    return [
+        f"{e['Actor']['Attributes']['name'].removeprefix(prefix)} {e['Action']}"
+        for e in events
+        if e["timeNano"] / 1e9 >= since and e["Actor"]["Attributes"]["name"].startswith(prefix)
+    ]
+
+
+def starts_since(docker_client: docker.DockerClient, since: float, prefix: str) -> list[str]:
+    events = events_since(docker_client, since, prefix)
+    return [e.removesuffix(" start") for e in events if e.endswith(" start")]
+
+
+@dataclass
+class Shop:
+    """The test app, deployed by a fresh agent: its containers as they were then."""
+
+    agent: AgentHandle
+    prefix: str
+    before: dict[str, Any]
+
+
+@pytest.fixture
+async def shop(
+    agent_factory: StartAgent, local_stack: LocalStack, docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> Shop:  # fmt: skip
+    agent = await agent_factory()
+    prefix = agent.agent.settings.container_prefix
+    deployed = await applied(agent, demo_app(tmp_path, local_stack, "shop"))
+    assert deployed.outcome is OperationOutcome.DONE, deployed
+    return Shop(agent, prefix, containers(docker_client, prefix, "shop"))
+
+
+async def applied(agent: AgentHandle, app: AppSpec) -> OperationReply:
+    reply = await agent.request(agent.apply_app(app), timeout=180)
+    assert isinstance(reply, OperationReply), reply
+    return reply
+
+
+async def test_an_app_is_deployed_in_dependency_order_and_updated_without_touching_the_rest(
+    agent_factory: StartAgent, local_stack: LocalStack, docker_client: docker.DockerClient,
+    tmp_path: Path, test_id: str,
+) -> None:  # fmt: skip
+    agent = await agent_factory()
+    prefix = agent.agent.settings.container_prefix
+    since = time.time()
+    first = await applied(agent, demo_app(tmp_path, local_stack, "shop"))
+    assert first.outcome is OperationOutcome.DONE, first
+    deployed = containers(docker_client, prefix, "shop")
+    assert deployed["migrate"]["running"] is False
+    assert deployed["migrate"]["exit"] == 0  # it ran, once, to success
+    assert deployed["cache"]["running"]
+    assert deployed["web"]["running"]
+    # web started only once the cache was healthy and the migration had completed.
+    seen = events_since(docker_client, since, prefix)
+    web_start = seen.index("shop-web start")
+    assert seen.index("shop-cache health_status: healthy") < web_start, seen
+    assert seen.index("shop-migrate die") < web_start, seen
+    assert sorted(starts_since(docker_client, since, prefix)) == [
+        "shop-cache", "shop-migrate", "shop-web",
+    ]  # fmt: skip
+
+    since = time.time()
+    second = await applied(agent, demo_app(tmp_path, local_stack, "shop", WEB_TAG="1.1.0"))
+    assert second.outcome is OperationOutcome.DONE, second
+    after = containers(docker_client, prefix, "shop")
+    # Only web was replaced: the others are the very same containers, never started again.
+    assert after["cache"] == deployed["cache"]
+    assert after["migrate"] == deployed["migrate"]
+    assert after["web"]["id"] != deployed["web"]["id"]
+    assert after["web"]["image"].endswith("demo/web:1.1.0")
+    assert starts_since(docker_client, since, prefix) == ["shop-web"]
+
+    again = await applied(agent, demo_app(tmp_path, local_stack, "shop", WEB_TAG="1.1.0"))
+    assert again.outcome is OperationOutcome.DONE, again
+    assert containers(docker_client, prefix, "shop") == after  # nothing to do, nothing done
+
+
+async def test_a_member_that_fails_restores_every_member_replaced_before_it(
+    shop: Shop, local_stack: LocalStack, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    agent, prefix, before = shop.agent, shop.prefix, shop.before
+    # The cache goes first (web depends on it) and is fine; web then crashes.
+    bad = demo_app(tmp_path, local_stack, "shop", CACHE_TAG="1.1.0", WEB_TAG="3.0.0-crash")
+    reply = await applied(agent, bad)
+    assert reply.outcome is OperationOutcome.ROLLED_BACK, reply
+    assert reply.failure is not None
+    assert reply.failure.reason.code == "member_failed"
+    assert reply.failure.reason.text.startswith("web: "), reply.failure
+    assert reply.failure.last_log_lines  # the crashed member's own lines
+    # Both replaced members are back: the same containers as before, running.
+    after = containers(docker_client, prefix, "shop")
+    assert after == {
+        **before,
+        "cache": {**before["cache"], "running": True},
+        "web": {**before["web"], "running": True},
+    }
+    leftovers = docker_client.containers.list(all=True, filters={"name": f"{prefix}shop-"})
+    assert sorted(c.name.removeprefix(prefix) for c in leftovers) == [
+        "shop-cache", "shop-migrate", "shop-web",
+    ]  # fmt: skip
+
+
+async def test_a_migration_that_fails_stops_the_update_before_web_is_touched(
+    shop: Shop, local_stack: LocalStack, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    agent, prefix, before = shop.agent, shop.prefix, shop.before
+    failing = demo_app(tmp_path, local_stack, "shop", MIGRATE_EXIT="3", WEB_TAG="1.1.0")
+    reply = await applied(agent, failing)
+    assert reply.outcome is OperationOutcome.ROLLED_BACK, reply
+    assert reply.failure is not None
+    assert reply.failure.reason.text.startswith("migrate: "), reply.failure
+    assert reply.failure.exit_code == 3
+    assert containers(docker_client, prefix, "shop") == before
+
+
+async def test_an_engine_refusal_mid_update_restores_the_members_replaced_before_it(
+    shop: Shop, local_stack: LocalStack, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    agent, prefix, before = shop.agent, shop.prefix, shop.before
+    # The cache is replaced and healthy; the engine will not create web (no such driver).
+    bad = demo_app(tmp_path, local_stack, "shop", CACHE_TAG="1.1.0", WEB_LOG_DRIVER="nope")
+    reply = await applied(agent, bad)
+    assert reply.outcome is OperationOutcome.ROLLED_BACK, reply
+    assert reply.failure is not None
+    assert reply.failure.reason.code == "engine_error"
+    assert reply.failure.reason.text.startswith("web: "), reply.failure
+    assert containers(docker_client, prefix, "shop") == before
