@@ -207,8 +207,14 @@ class AppUpdater:
 
     async def _restore(self, key: str, emit: Emit, bundle: FailureBundle) -> OperationResult:
         entry = self._u.journal.get(key) or {}
-        await asyncio.to_thread(self._u.journal.record, key, UpdatePhase.RESTORING)
+        # The bundle is journaled: an agent killed while restoring answers with it, not
+        # with "the agent restarted".
+        await asyncio.to_thread(
+            self._u.journal.record, key, UpdatePhase.RESTORING,
+            bundle=bundle.model_dump(mode="json"),
+        )  # fmt: skip
         await emit(UpdatePhase.RESTORING, bundle.reason.text)
+        self._u.failpoint("app_restoring")
         await self._put_back(entry)
         await asyncio.to_thread(self._u.journal.record, key, UpdatePhase.ROLLED_BACK)
         await emit(UpdatePhase.ROLLED_BACK, "every replaced member is back as it was")
@@ -229,7 +235,8 @@ class AppUpdater:
                 await self.runtime.remove(main)
             if old is None:
                 continue
-            if await self.runtime.inspect_container(aside) is not None:
+            set_aside = await self.runtime.inspect_container(aside)
+            if set_aside is not None and set_aside["Id"] == old["Id"]:  # not a leftover
                 await self.runtime.rename(aside, main)
             back = await self.runtime.inspect_container(main)
             if back is not None and not back["State"]["Running"] and old["State"]["Running"]:
@@ -240,7 +247,12 @@ class AppUpdater:
         key, app = app_journal_key(str(entry["service"])), AppSpec.model_validate(entry["app"])
         if entry.get("phase") == UpdatePhase.DONE.value:
             return await self._finish(key, app, emit, list(entry.get("replaced", [])))
-        bundle = FailureBundle(reason=AGENT_RESTARTED)
+        journaled = entry.get("bundle")
+        bundle = (
+            FailureBundle.model_validate(journaled)
+            if journaled
+            else FailureBundle(reason=AGENT_RESTARTED)
+        )
         return await self._restore(key, emit, bundle)
 
     async def _conclude(self, key: str, result: OperationResult) -> OperationResult:
