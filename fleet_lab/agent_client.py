@@ -23,6 +23,7 @@ from protocol.models import (
     InspectCommand,
     OperationOutcome,
     OperationReply,
+    PrepareAppCommand,
     PrepareCommand,
     RemoveCommand,
     RollbackCommand,
@@ -73,6 +74,9 @@ class AgentClient:
 
     def apply(self, spec: ServiceSpec, **extra: Any) -> ApplyCommand:
         return ApplyCommand(service=spec, **self.command_fields(**extra))
+
+    def prepare_app(self, app: AppSpec, **extra: Any) -> PrepareAppCommand:
+        return PrepareAppCommand(app=app, **self.command_fields(**extra))
 
     def apply_app(self, app: AppSpec, **extra: Any) -> ApplyAppCommand:
         return ApplyAppCommand(app=app, **self.command_fields(**extra))

@@ -36,6 +36,7 @@ from protocol.models import (
     InspectReply,
     OperationOutcome,
     OperationReply,
+    PrepareAppCommand,
     PrepareCommand,
     PrepareReply,
     Reason,
@@ -234,7 +235,7 @@ class CommandRunner:
         async with AsyncExitStack() as held:
             for name in (service, *members):
                 await held.enter_async_context(self.locks.hold(name))
-            if not isinstance(command, PrepareCommand):  # Prepare touches nothing running
+            if not isinstance(command, PrepareCommand | PrepareAppCommand):  # touch nothing
                 await self.recovery.before_operation(service)
             try:
                 return await self._run_exclusive(command)
@@ -256,6 +257,13 @@ class CommandRunner:
                 reasons=tuple(prepared.reasons),
                 digest=prepared.digest,
             )
+        if isinstance(command, PrepareAppCommand) and self.apps is not None:
+            emit = self._emitter(command.id, command.app.name, command.rollout_id, None)
+            reasons, digests = await self.apps.prepare(command, emit)
+            return PrepareReply(
+                sender=self.host, in_reply_to=command.id, service=command.app.name,
+                ready=not reasons, reasons=tuple(reasons), digests=digests,
+            )  # fmt: skip
         if isinstance(command, ApplyAppCommand) and self.apps is not None:
             app = command.app
             if not command.force and self._update_locked(app.name):
@@ -378,7 +386,7 @@ def _service_of(command: Command) -> str:
     """What the command's lock and journal entry are named after."""
     if isinstance(command, PrepareCommand | ApplyCommand | StageCommand):
         return command.service.name
-    if isinstance(command, ApplyAppCommand):
+    if isinstance(command, ApplyAppCommand | PrepareAppCommand):
         return app_journal_key(command.app.name)
     if isinstance(
         command,

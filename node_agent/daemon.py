@@ -25,6 +25,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from node_agent.apps.group import AppUpdater
+from node_agent.apps.store import AppStore
 from node_agent.bus_state import ensure_streams, open_bucket, when_jetstream_ready
 from node_agent.commands import CommandRunner, event_type_of
 from node_agent.config.files import AppliedConfigs
@@ -126,7 +127,7 @@ class Agent:
             self.recovery,
             self._emitter,
         )
-        self.apps = AppUpdater(self.updater)
+        self.apps = AppUpdater(self.updater, AppStore(state / "apps"))
         self.commands.apps = self.recovery.apps = self.apps
         self.handoff_notes = HandoffNotes(state)
         self.commands.upgrade = Predecessor(
@@ -491,5 +492,6 @@ class Agent:
 
     async def host_facts(self) -> HostFacts:
         return await read_host_facts(
-            self.settings, self.runtime, self.updater, self.services, self.locks, self._last_seen
-        )
+            self.settings, self.runtime, self.updater, self.services, self.locks,
+            self._last_seen, self.apps.store,
+        )  # fmt: skip

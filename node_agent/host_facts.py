@@ -7,6 +7,8 @@ import asyncio
 import platform
 
 from node_agent import resources
+from node_agent.apps.status import app_statuses
+from node_agent.apps.store import AppStore
 from node_agent.runtime import DockerRuntime
 from node_agent.settings import AgentSettings
 from node_agent.update.drift import heartbeat_status
@@ -28,6 +30,7 @@ async def read_host_facts(
     services: ServiceStore,
     locks: ServiceLocks,
     last_seen: dict[str, ServiceStatus],
+    apps: AppStore | None = None,
 ) -> HostFacts:
     """The heartbeat. ``last_seen`` keeps each service's status from the last beat the
     engine answered, for the beats it does not."""
@@ -52,6 +55,14 @@ async def read_host_facts(
             last_seen[name] = heartbeat_status(status, services.current(name), locks.busy(name))
         if name in last_seen:
             statuses.append(last_seen[name])
+    if apps is not None:  # each app as one line too, from its members' (as last seen)
+        members = {status.name: status for status in statuses}
+        try:
+            found = await app_statuses(apps, runtime, settings.container_name, members)
+        except RuntimeFault:
+            found = []
+        last_seen.update({status.name: status for status in found})
+        statuses += [last_seen[name] for name in apps.names() if name in last_seen]
     disk = await asyncio.to_thread(resources.disk_for_report, root)
     return HostFacts(
         sender=settings.host_id,

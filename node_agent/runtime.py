@@ -195,7 +195,8 @@ class DockerRuntime:
         """A named network, made if missing (never changed if it exists)."""
 
         def ensure() -> None:
-            if not self._api.networks(names=[name]):
+            # The engine's name filter matches parts of names: compare whole ones.
+            if not any(n.get("Name") == name for n in self._api.networks(names=[name])):
                 self._api.create_network(
                     name, driver=driver or "bridge", options=options, labels=labels,
                     internal=internal, check_duplicate=True,

@@ -38,6 +38,13 @@ class Member(FrozenModel):
     spec: ServiceSpec
     depends_on: tuple[Dependency, ...] = ()
 
+    @property
+    def may_exit(self) -> bool:
+        """Its container may end, done: its restart policy does not restart it after a
+        clean exit (Compose's default, no): a one-shot job such as a migration."""
+        policy = self.spec.container.restart_policy
+        return policy is None or policy.name in ("no", "on-failure")
+
 
 class EngineObject(FrozenModel):
     """A volume or a network the app's members share, made by the agent if missing."""

@@ -47,6 +47,17 @@ class ApplyCommand(Command):
     rollout_id: str | None = None
 
 
+class PrepareAppCommand(Command):
+    """Phase 1 for an app: check the host and pull every changed member's image, by
+    digest; touches nothing running. Ready only when every member is."""
+
+    kind: Literal["prepare_app"] = "prepare_app"
+    app: AppSpec
+    allow_downgrade: bool = False
+    allow_major: bool = False
+    rollout_id: str | None = None
+
+
 class ApplyAppCommand(Command):
     """Update an app's members as one unit (node_agent/apps/group.py)."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from protocol.app import AppSpec
 from protocol.spec import ServiceSpec
 
 FINGERPRINT_LENGTH = 16
@@ -34,3 +35,30 @@ def settings_fingerprint(spec: ServiceSpec) -> str:
     what_runs["image"] = spec.image.split("@", 1)[0]
     text = json.dumps(what_runs, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_LENGTH]
+
+
+def app_fingerprint(app: AppSpec) -> str:
+    """What shapes an app: each member's settings fingerprint and what it waits for, and
+    the app's volumes and networks (not the members' digests, nor their health checks)."""
+    what_runs = {
+        "members": {
+            member.name: {
+                "settings": settings_fingerprint(member.spec),
+                "depends_on": [d.model_dump(mode="json") for d in member.depends_on],
+            }
+            for member in app.members
+        },
+        "volumes": [v.model_dump(mode="json", exclude_defaults=True) for v in app.volumes],
+        "networks": [n.model_dump(mode="json", exclude_defaults=True) for n in app.networks],
+    }
+    text = json.dumps(what_runs, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_LENGTH]
+
+
+def app_digest(app: AppSpec) -> str | None:
+    """One digest for the images of every member, if every member's image is pinned."""
+    digests = {member.name: image_digest(member.spec.image) for member in app.members}
+    if any(digest is None for digest in digests.values()):
+        return None
+    text = json.dumps(digests, sort_keys=True, separators=(",", ":"))
+    return "app:" + hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_LENGTH]

@@ -13,6 +13,7 @@ from pydantic import Field, TypeAdapter
 
 from protocol.commands import (
     ApplyAppCommand,
+    PrepareAppCommand,
     ApplyCommand,
     Command,
     ConfigCommand,
@@ -68,6 +69,7 @@ from protocol.telemetry import (
 
 CommandMessage = Annotated[
     PrepareCommand
+    | PrepareAppCommand
     | ApplyCommand
     | ApplyAppCommand
     | RollbackCommand
@@ -81,6 +83,7 @@ CommandMessage = Annotated[
 ]
 AnyMessage = (
     PrepareCommand
+    | PrepareAppCommand
     | ApplyCommand
     | ApplyAppCommand
     | RollbackCommand
@@ -122,6 +125,7 @@ __all__ = [
     "MESSAGE_MODELS",
     "AnyMessage",
     "ApplyAppCommand",
+    "PrepareAppCommand",
     "ApplyCommand",
     "ColourSwitch",
     "Command",

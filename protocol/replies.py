@@ -126,6 +126,8 @@ class PrepareReply(Reply):
     ready: bool
     reasons: tuple[Reason, ...] = ()
     digest: str | None = None
+    digests: dict[str, str] = Field(default_factory=dict)
+    """An app's: each member's digest, pulled (a changed member) or running."""
 
 
 class OperationReply(Reply):

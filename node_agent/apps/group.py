@@ -21,6 +21,7 @@ from typing import Any
 
 from node_agent.apps.conditions import deadline_of, wait_for
 from node_agent.apps.engine_objects import connect_others, ensure_engine_objects
+from node_agent.apps.store import AppStore
 from node_agent.runtime import AGENT_LABEL, Inspect
 from node_agent.update.container_config import config_from_spec
 from node_agent.update.operation import AGENT_RESTARTED, Emit, OperationResult
@@ -28,11 +29,14 @@ from node_agent.update.probes import HealthVerdict, wait_until_healthy
 from node_agent.update.updater import ServiceUpdater
 from protocol.app import AppSpec, Member, start_order
 from protocol.errors import RuntimeFault
+from protocol.fingerprint import image_digest
 from protocol.models import (
     ContainerState,
     FailureBundle,
     Health,
     OperationOutcome,
+    PrepareAppCommand,
+    PrepareCommand,
     Reason,
     ServiceStatus,
     UpdatePhase,
@@ -43,9 +47,63 @@ LOG_LINES = 20
 
 
 class AppUpdater:
-    def __init__(self, updater: ServiceUpdater) -> None:
+    def __init__(self, updater: ServiceUpdater, store: AppStore) -> None:
         self._u = updater
         self.runtime = updater.runtime
+        self.store = store
+        """The app each host last applied: what its heartbeat reports."""
+
+    # ---- prepare ----
+
+    async def prepare(
+        self, command: PrepareAppCommand, emit: Emit
+    ) -> tuple[list[Reason], dict[str, str]]:
+        """Every changed member checked and its image pulled, by digest (nothing running
+        is touched); why the host is not ready (none: ready), and each member's digest:
+        pulled, or, for a member that runs as declared, the one it runs."""
+        reasons: list[Reason] = []
+        digests: dict[str, str] = {}
+        for member in command.app.members:
+            runs = await self._runs_as_declared(member)
+            if runs is not None:
+                digests[member.name] = runs
+                continue
+            one = PrepareCommand(
+                service=member.spec, allow_downgrade=command.allow_downgrade,
+                allow_major=command.allow_major, rollout_id=command.rollout_id,
+                host=command.host, sender=command.sender, expires_at=command.expires_at,
+            )  # fmt: skip
+            prepared = await self._u.prepare(one, emit)
+            if prepared.digest is not None:
+                digests[member.name] = prepared.digest
+            reasons += [
+                reason.model_copy(update={"text": f"{member.name}: {reason.text}"})
+                for reason in prepared.reasons
+            ]
+        return reasons, digests
+
+    async def _runs_as_declared(self, member: Member) -> str | None:
+        """The digest this host runs the member at, when it runs what ``member`` declares
+        (the declaration may name a tag where the host pinned a digest)."""
+        current = self._u.services.current(member.spec.name)
+        digest = image_digest(current.image) if current is not None else None
+        if current is None or digest is None:
+            return None
+        if current != member.spec.model_copy(update={"image": current.image}):
+            return None
+        declared = image_digest(member.spec.image)
+        if member.spec.image.split("@")[0] != current.image.split("@")[0] or declared not in (
+            None,
+            digest,
+        ):
+            return None
+        running = await self.runtime.inspect_container(self._main(member))
+        image = str(((running or {}).get("Config") or {}).get("Image") or "")
+        return (
+            digest
+            if self._unchanged(member.model_copy(update={"spec": current}), image, running)
+            else None
+        )
 
     # ---- apply ----
 
@@ -63,6 +121,7 @@ class AppUpdater:
             if not self._unchanged(members[name], images[name], olds[name])
         ]  # fmt: skip
         if not changed:
+            self.store.put(app)  # (what changed may be only what nothing on the host shows)
             await emit(UpdatePhase.DONE, "every member already runs as declared")
             return OperationResult(OperationOutcome.DONE, _app_status(app.name))
         await ensure_engine_objects(self.runtime, app)
@@ -101,7 +160,7 @@ class AppUpdater:
         if config.get("Image") != image or labels.get(AGENT_LABEL) != self._u.agent_id:
             return False
         if not state.get("Running"):
-            return may_exit(member) and state.get("ExitCode") == 0
+            return member.may_exit and state.get("ExitCode") == 0
         return (state.get("Health") or {}).get("Status") != Health.UNHEALTHY.value
 
     async def _replace(
@@ -161,7 +220,7 @@ class AppUpdater:
         """Healthy (or, without a check, running for a while); a member whose restart
         policy lets it end (no, on-failure) may also end successfully: a one-shot job."""
         verdict = await wait_until_healthy(member.spec.health, self.runtime, container)
-        if verdict.healthy or not may_exit(member):
+        if verdict.healthy or not member.may_exit:
             return verdict
         state = ((await self.runtime.inspect_container(container)) or {}).get("State") or {}
         if not state.get("Running") and state.get("ExitCode") == 0:
@@ -200,6 +259,7 @@ class AppUpdater:
             previous = self._u.services.current(member.spec.name)
             if previous != member.spec:
                 self._u.services.record_update(member.spec, previous)
+        self.store.put(app)
         await emit(UpdatePhase.DONE, f"{', '.join(changed)} replaced; the app is healthy")
         return await self._conclude(
             key, OperationResult(OperationOutcome.DONE, _app_status(app.name))
@@ -207,8 +267,14 @@ class AppUpdater:
 
     async def _restore(self, key: str, emit: Emit, bundle: FailureBundle) -> OperationResult:
         entry = self._u.journal.get(key) or {}
-        await asyncio.to_thread(self._u.journal.record, key, UpdatePhase.RESTORING)
+        # The bundle is journaled: an agent killed while restoring answers with it, not
+        # with "the agent restarted".
+        await asyncio.to_thread(
+            self._u.journal.record, key, UpdatePhase.RESTORING,
+            bundle=bundle.model_dump(mode="json"),
+        )  # fmt: skip
         await emit(UpdatePhase.RESTORING, bundle.reason.text)
+        self._u.failpoint("app_restoring")
         await self._put_back(entry)
         await asyncio.to_thread(self._u.journal.record, key, UpdatePhase.ROLLED_BACK)
         await emit(UpdatePhase.ROLLED_BACK, "every replaced member is back as it was")
@@ -229,7 +295,8 @@ class AppUpdater:
                 await self.runtime.remove(main)
             if old is None:
                 continue
-            if await self.runtime.inspect_container(aside) is not None:
+            set_aside = await self.runtime.inspect_container(aside)
+            if set_aside is not None and set_aside["Id"] == old["Id"]:  # not a leftover
                 await self.runtime.rename(aside, main)
             back = await self.runtime.inspect_container(main)
             if back is not None and not back["State"]["Running"] and old["State"]["Running"]:
@@ -240,7 +307,12 @@ class AppUpdater:
         key, app = app_journal_key(str(entry["service"])), AppSpec.model_validate(entry["app"])
         if entry.get("phase") == UpdatePhase.DONE.value:
             return await self._finish(key, app, emit, list(entry.get("replaced", [])))
-        bundle = FailureBundle(reason=AGENT_RESTARTED)
+        journaled = entry.get("bundle")
+        bundle = (
+            FailureBundle.model_validate(journaled)
+            if journaled
+            else FailureBundle(reason=AGENT_RESTARTED)
+        )
         return await self._restore(key, emit, bundle)
 
     async def _conclude(self, key: str, result: OperationResult) -> OperationResult:
@@ -266,13 +338,6 @@ def app_journal_key(app: str) -> str:
 
 def _app_status(app: str) -> ServiceStatus:
     return ServiceStatus(name=app, state=ContainerState.RUNNING, health=Health.HEALTHY)
-
-
-def may_exit(member: Member) -> bool:
-    """A member whose container may end, done: its restart policy does not restart it
-    after a clean exit (Compose's default, no)."""
-    policy = member.spec.container.restart_policy
-    return policy is None or policy.name in ("no", "on-failure")
 
 
 def _bundle(member: str, text: str, code: str = "member_failed") -> FailureBundle:

@@ -12,14 +12,13 @@ import sys
 import docker
 import pytest
 
-from fleet_registry.client import RegistryAccess
 from protocol import subjects
-from protocol.image_ref import parse_image_reference
 from protocol.models import RolloutEvent
 from tests.conftest import FleetFactory, LocalFleet
 from tests.support.events import EventRecorder
 from tests.support.fleet import fleet_spec
 from tests.support.paths import REPO_ROOT
+from tests.support.registry_digest import registry_digest
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +38,6 @@ def vetting_env(fleet: LocalFleet, report: str) -> dict[str, str]:
         "FAKE_TRIVY_REPORT": str(FIXTURES / report),
         "FAKE_TRIVY_LOG": str(fleet.work_dir / "scanned.log"),
     }
-
-
-async def registry_digest(image: str) -> str:
-    ref = parse_image_reference(image)
-    async with RegistryAccess().client(ref) as client:
-        digest, _ = await client.resolve(ref.tag or "latest")
-    return digest
 
 
 async def history(fleet: LocalFleet) -> dict[str, object]:

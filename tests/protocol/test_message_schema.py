@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from protocol import models as m
 from protocol import spec as s
+from protocol.app import AppSpec, Condition, Dependency, Member, NamedNetwork, NamedVolume
 from protocol.codec import encode
 from protocol.config_files import ConfigContent
 from protocol.models import MESSAGE_ADAPTER, MESSAGE_KINDS
@@ -185,6 +186,44 @@ def host_status(image: str, container_id: str) -> m.ServiceStatus:
     )
 
 
+def shop_app() -> AppSpec:
+    """The issue's app: web waits for a healthy cache and a completed migration."""
+    web = web_spec().model_copy(update={"name": "shop-web"})
+    cache = s.ServiceSpec(
+        name="shop-cache",
+        image="registry.example.com/shop/cache:7.2@sha256:" + "c" * 64,
+        container=s.ContainerSettings(
+            healthcheck=s.ContainerHealthcheck(test=("CMD-SHELL", "redis-cli ping")),
+            networks=(s.NetworkAttachment(name="shop_default", aliases=("cache",)),),
+        ),
+        health=s.HealthCheck(probe=s.DockerHealthProbe()),
+    )
+    migrate = s.ServiceSpec(
+        name="shop-migrate",
+        image="registry.example.com/shop/web:2.4.1",
+        container=s.ContainerSettings(
+            command=("migrate",), restart_policy=s.RestartPolicy(name="no")
+        ),
+    )
+    return AppSpec(
+        name="shop",
+        members=(
+            Member(name="cache", spec=cache),
+            Member(name="migrate", spec=migrate),
+            Member(
+                name="web",
+                spec=web,
+                depends_on=(
+                    Dependency(member="cache", condition=Condition.HEALTHY, restart=True),
+                    Dependency(member="migrate", condition=Condition.COMPLETED),
+                ),
+            ),
+        ),
+        volumes=(NamedVolume(name="shop_data"),),
+        networks=(NamedNetwork(name="shop_default"),),
+    )
+
+
 def web_spec() -> s.ServiceSpec:
     return s.ServiceSpec(
         name="web",
@@ -244,6 +283,8 @@ def captured_messages() -> list[m.AnyMessage]:
     return [
         SIGNER.sign(m.PrepareCommand(service=web_spec(), rollout_id="r-42", **command)),
         apply,
+        SIGNER.sign(m.PrepareAppCommand(app=shop_app(), rollout_id="shop-r2", **command)),
+        SIGNER.sign(m.ApplyAppCommand(app=shop_app(), rollout_id="shop-r2", **command)),
         SIGNER.sign(m.RollbackCommand(service="web", force=True, rollout_id="r-42", **command)),
         SIGNER.sign(m.RemoveCommand(service="web", rollout_id="web-delete-3", **command)),
         SIGNER.sign(m.StageCommand(service=web_spec(), colour="green", **command)),

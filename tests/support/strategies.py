@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from protocol import models as m
 from protocol import spec as s
+from protocol.app import AppSpec, Condition, Dependency, Member, NamedNetwork, NamedVolume
 from protocol.config_files import ConfigContent
 
 tokens = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
@@ -156,6 +157,29 @@ statuses = st.builds(
     restart_count=st.integers(min_value=0, max_value=1000),
     colour=st.none() | colours,
 )
+member_names = st.from_regex(r"[a-z][a-z0-9_-]{0,15}", fullmatch=True)
+
+
+@st.composite
+def app_specs(draw: st.DrawFn) -> AppSpec:
+    """An app of one to three members, each depending only on those before it."""
+    names = draw(st.lists(member_names, min_size=1, max_size=3, unique=True))
+    members = []
+    for index, name in enumerate(names):
+        before = draw(st.lists(st.sampled_from(names[:index]), unique=True)) if index else []
+        dependencies = tuple(
+            Dependency(member=other, condition=draw(st.sampled_from(Condition))) for other in before
+        )
+        members.append(Member(name=name, spec=draw(service_specs), depends_on=dependencies))
+    volumes = st.builds(NamedVolume, name=tokens, external=st.booleans())
+    return AppSpec(
+        name=draw(tokens),
+        members=tuple(members),
+        volumes=tuple(draw(st.lists(volumes, max_size=2))),
+        networks=tuple(draw(st.lists(st.builds(NamedNetwork, name=tokens), max_size=2))),
+    )
+
+
 hook_results = st.builds(
     m.HookResult,
     hook=st.sampled_from(m.HookName),
@@ -179,6 +203,8 @@ reply_fields: dict[str, Any] = {**envelope, "in_reply_to": st.none() | tokens}
 MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "prepare": st.builds(m.PrepareCommand, service=service_specs, **command_fields),
     "apply": st.builds(m.ApplyCommand, service=service_specs, **command_fields),
+    "prepare_app": st.builds(m.PrepareAppCommand, app=app_specs(), **command_fields),
+    "apply_app": st.builds(m.ApplyAppCommand, app=app_specs(), **command_fields),
     "rollback": st.builds(m.RollbackCommand, service=tokens, **command_fields),
     "remove": st.builds(m.RemoveCommand, service=tokens, **command_fields),
     "stage": st.builds(m.StageCommand, service=service_specs, colour=colours, **command_fields),
@@ -200,6 +226,7 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         service=tokens,
         reasons=st.lists(reasons, max_size=4).map(tuple),
         digest=st.none() | digests,
+        digests=st.dictionaries(member_names, digests, max_size=3),
         **reply_fields,
     ),
     "operation_reply": st.builds(

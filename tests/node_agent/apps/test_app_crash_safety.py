@@ -66,3 +66,29 @@ async def test_an_agent_killed_in_an_app_update_leaves_the_group_entirely_old_or
             assert after[member]["running"], member
     names = [c.name for c in docker_client.containers.list(all=True, filters={"name": prefix})]
     assert sorted(n.removeprefix(prefix) for n in names) == ["a-cache", "a-migrate", "a-web"]
+
+
+async def test_an_agent_killed_while_restoring_finishes_it_and_answers_with_the_members_failure(
+    agent_process_factory: SpawnAgent, local_stack: LocalStack,
+    docker_client: docker.DockerClient, tmp_path: Path,
+) -> None:  # fmt: skip
+    agent = await agent_process_factory(FLEET_FAILPOINT="never")
+    await wait_until_serving(agent.api)
+    first = await agent.api.request(agent.api.apply_app(demo_app(tmp_path, local_stack, "a")), 180)
+    assert isinstance(first, OperationReply)
+    assert first.outcome is OperationOutcome.DONE, first
+    before = containers(docker_client, agent.container_prefix, "a")
+    # The cache is replaced, web crashes, and the agent dies as it starts putting back.
+    bad = demo_app(tmp_path, local_stack, "a", CACHE_TAG="1.1.0", WEB_TAG="3.0.0-crash")
+    update = agent.api.apply_app(bad)
+
+    await killed_at(agent, "app_restoring", update)
+
+    retried = await agent.api.request(update, 180)
+    assert isinstance(retried, OperationReply), retried
+    assert retried.outcome is OperationOutcome.ROLLED_BACK, retried
+    assert retried.failure is not None
+    # The answer is the one the update had: web's failure, not "the agent restarted".
+    assert retried.failure.reason.code == "member_failed", retried.failure
+    assert retried.failure.reason.text.startswith("web: "), retried.failure
+    assert containers(docker_client, agent.container_prefix, "a") == before

@@ -16,8 +16,18 @@ import pytest
 from fleet_lab.agent_client import AgentHandle
 from fleet_lab.stack import LocalStack
 from protocol.app import AppSpec
-from protocol.models import OperationOutcome, OperationReply
+from protocol.fingerprint import app_fingerprint
+from protocol.models import (
+    ContainerState,
+    Health,
+    HostFacts,
+    OperationOutcome,
+    OperationReply,
+    PrepareReply,
+    ServiceStatus,
+)
 from tests.node_agent.apps.app_files import demo_app
+from tests.support.registry_digest import registry_digest
 
 pytestmark = pytest.mark.integration
 StartAgent = Callable[..., Awaitable[AgentHandle]]
@@ -176,3 +186,42 @@ async def test_an_engine_refusal_mid_update_restores_the_members_replaced_before
     assert reply.failure.reason.code == "engine_error"
     assert reply.failure.reason.text.startswith("web: "), reply.failure
     assert containers(docker_client, prefix, "shop") == before
+
+
+async def test_the_heartbeat_reports_the_app_as_one_line_from_its_members(
+    shop: Shop, local_stack: LocalStack, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    app = demo_app(tmp_path, local_stack, "shop")
+
+    def line(facts: HostFacts) -> ServiceStatus:
+        return next(status for status in facts.services if status.name == "shop")
+
+    # Running and healthy: the migration ended, successfully, as a one-shot job should.
+    running = line(await shop.agent.agent.host_facts())
+    assert (running.state, running.health) == (ContainerState.RUNNING, Health.HEALTHY)
+    assert running.fingerprint == app_fingerprint(app)  # what the controller compares
+    assert running.applied_digest is None  # the file names tags, not digests
+    # A member stopped by hand: the app is not running any more.
+    docker_client.containers.get(f"{shop.prefix}shop-cache").stop(timeout=5)
+    stopped = line(await shop.agent.agent.host_facts())
+    assert stopped.state is not ContainerState.RUNNING, stopped
+
+
+async def test_prepare_pulls_every_changed_members_image_by_digest_and_touches_nothing(
+    shop: Shop, local_stack: LocalStack, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    new = demo_app(tmp_path, local_stack, "shop", WEB_TAG="1.1.0")
+    ready = await shop.agent.request(shop.agent.prepare_app(new), timeout=180)
+    assert isinstance(ready, PrepareReply), ready
+    assert (ready.service, ready.ready, ready.reasons) == ("shop", True, ())
+    # Each member's digest, as the registry has it for the member's tag (the oracle).
+    expected = {m.name: await registry_digest(m.spec.image) for m in new.members}
+    assert ready.digests == expected
+    assert containers(docker_client, shop.prefix, "shop") == shop.before
+
+    missing = demo_app(tmp_path, local_stack, "shop", WEB_TAG="9.9.9-none")
+    refused = await shop.agent.request(shop.agent.prepare_app(missing), timeout=180)
+    assert isinstance(refused, PrepareReply), refused
+    assert refused.ready is False
+    assert {r.text.split(":", 1)[0] for r in refused.reasons} == {"web"}, refused.reasons
+    assert containers(docker_client, shop.prefix, "shop") == shop.before

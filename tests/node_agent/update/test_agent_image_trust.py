@@ -13,19 +13,12 @@ import pytest
 from controller.broker import reserve_loopback_port
 from fleet_lab.agent_client import AgentHandle, demo_spec
 from fleet_lab.stack import LocalStack
-from fleet_registry.client import RegistryAccess
 from protocol.image_ref import parse_image_reference
 from protocol.models import ErrorReply, PrepareReply
+from tests.support.registry_digest import registry_digest
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]
-
-
-async def registry_digest(image: str) -> str:
-    ref = parse_image_reference(image)
-    async with RegistryAccess().client(ref) as client:
-        digest, _ = await client.resolve(ref.tag or "latest")
-    return digest
 
 
 def push_as(client: docker.DockerClient, source: str, target: str) -> None:
