@@ -13,11 +13,11 @@ from pydantic import Field, TypeAdapter
 
 from protocol.commands import (
     ApplyAppCommand,
-    PrepareAppCommand,
     ApplyCommand,
     Command,
     ConfigCommand,
     InspectCommand,
+    PrepareAppCommand,
     PrepareCommand,
     RemoveCommand,
     RetireCommand,
@@ -125,7 +125,6 @@ __all__ = [
     "MESSAGE_MODELS",
     "AnyMessage",
     "ApplyAppCommand",
-    "PrepareAppCommand",
     "ApplyCommand",
     "ColourSwitch",
     "Command",
@@ -157,6 +156,7 @@ __all__ = [
     "MetricsSample",
     "OperationOutcome",
     "OperationReply",
+    "PrepareAppCommand",
     "PrepareCommand",
     "PrepareReply",
     "ProbeResult",
