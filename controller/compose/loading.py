@@ -134,7 +134,3 @@ def _why(validator: str, expected: object, message: str) -> str:
     if validator in ("oneOf", "anyOf"):
         return "is none of the forms the specification allows here"
     return f"does not pass the specification's {validator} check"
-
-
-def _short(message: str) -> str:
-    return message if len(message) <= 200 else message[:197] + "..."

@@ -191,7 +191,7 @@ class AppUpdater:
         await emit(UpdatePhase.PROBING, f"{member.name} started; checking it")
         self._u.failpoint("app_member_started")
         self._u.failpoint(f"app_member_started:{member.name}")
-        verdict = await self._settle(app, member, main)
+        verdict = await self._settle(member, main)
         if not verdict.healthy:
             return await self._member_bundle(member, main, verdict)
         return None
@@ -203,7 +203,7 @@ class AppUpdater:
         await emit(UpdatePhase.STARTING_NEW, f"restarting {member.name} (restart: true)")
         main = self._main(member)
         await self.runtime.restart(main, member.spec.stop_grace_period)
-        verdict = await self._settle(app, member, main)
+        verdict = await self._settle(member, main)
         return None if verdict.healthy else await self._member_bundle(member, main, verdict)
 
     async def _dependencies_met(self, app: AppSpec, member: Member) -> str | None:
@@ -216,7 +216,7 @@ class AppUpdater:
                 return f"{dependency.member} is not {dependency.condition.value}: {why}"
         return None
 
-    async def _settle(self, app: AppSpec, member: Member, container: str) -> HealthVerdict:
+    async def _settle(self, member: Member, container: str) -> HealthVerdict:
         """Healthy (or, without a check, running for a while); a member whose restart
         policy lets it end (no, on-failure) may also end successfully: a one-shot job."""
         verdict = await wait_until_healthy(member.spec.health, self.runtime, container)

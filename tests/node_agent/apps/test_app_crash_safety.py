@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -31,18 +32,26 @@ PHASES = {
 }
 
 
+async def deployed(
+    spawn: SpawnAgent, local_stack: LocalStack, docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> tuple[SpawnedAgent, dict[str, Any]]:  # fmt: skip
+    """A spawned agent that deployed the test app, and its containers then."""
+    agent = await spawn(FLEET_FAILPOINT="never")
+    await wait_until_serving(agent.api)
+    first = await agent.api.request(agent.api.apply_app(demo_app(tmp_path, local_stack, "a")), 180)
+    assert isinstance(first, OperationReply)
+    assert first.outcome is OperationOutcome.DONE, first
+    return agent, containers(docker_client, agent.container_prefix, "a")
+
+
 @pytest.mark.parametrize(("failpoint", "end"), sorted(PHASES.items()))
 async def test_an_agent_killed_in_an_app_update_leaves_the_group_entirely_old_or_new(
     agent_process_factory: SpawnAgent, local_stack: LocalStack,
     docker_client: docker.DockerClient, tmp_path: Path, failpoint: str, end: str,
 ) -> None:  # fmt: skip
-    agent = await agent_process_factory(FLEET_FAILPOINT="never")
-    await wait_until_serving(agent.api)
-    first = await agent.api.request(agent.api.apply_app(demo_app(tmp_path, local_stack, "a")), 180)
-    assert isinstance(first, OperationReply)
-    assert first.outcome is OperationOutcome.DONE, first
+    agent, before = await deployed(agent_process_factory, local_stack, docker_client, tmp_path)
     prefix = agent.container_prefix
-    before = containers(docker_client, prefix, "a")
     update = agent.api.apply_app(
         demo_app(tmp_path, local_stack, "a", CACHE_TAG="1.1.0", WEB_TAG="1.1.0")
     )
@@ -72,12 +81,7 @@ async def test_an_agent_killed_while_restoring_finishes_it_and_answers_with_the_
     agent_process_factory: SpawnAgent, local_stack: LocalStack,
     docker_client: docker.DockerClient, tmp_path: Path,
 ) -> None:  # fmt: skip
-    agent = await agent_process_factory(FLEET_FAILPOINT="never")
-    await wait_until_serving(agent.api)
-    first = await agent.api.request(agent.api.apply_app(demo_app(tmp_path, local_stack, "a")), 180)
-    assert isinstance(first, OperationReply)
-    assert first.outcome is OperationOutcome.DONE, first
-    before = containers(docker_client, agent.container_prefix, "a")
+    agent, before = await deployed(agent_process_factory, local_stack, docker_client, tmp_path)
     # The cache is replaced, web crashes, and the agent dies as it starts putting back.
     bad = demo_app(tmp_path, local_stack, "a", CACHE_TAG="1.1.0", WEB_TAG="3.0.0-crash")
     update = agent.api.apply_app(bad)
