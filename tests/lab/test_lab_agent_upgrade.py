@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import itertools
 import json
 import os
@@ -29,6 +28,7 @@ from protocol.codec import encode
 from protocol.models import InspectCommand, OperationOutcome, OperationReply, utc_now
 from protocol.subjects import command_subject
 from tests.lab.conftest import DOCKER_TIMEOUT, LabFleet
+from tests.support.image_build import build_image
 from tests.support.lab import LAB_DIR, Lab
 from tests.support.polling import eventually
 
@@ -66,7 +66,7 @@ def successor_images(
         for name, extra in variants.items():
             tag = f"127.0.0.1:5000/fleetwave/agent:t{test_id}-{name}"
             dockerfile = f"FROM {agent_image}\nLABEL io.fleetwave.test={test_id}-{name}\n{extra}"
-            docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+            build_image(docker_client, dockerfile, tag)
             docker_client.images.push(tag)
             made[name] = tag.replace("127.0.0.1:5000", lab.registry)
         yield made

@@ -5,7 +5,6 @@ is checked over everything the test did (lab_fleet), counting hosts out for any 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import re
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 from protocol.models import ImagesPruned, UpdatePhase, UpdateProgress
 from tests.lab.conftest import LabFleet
 from tests.support.events import progress_of
+from tests.support.image_build import build_image
 from tests.support.lab import Lab
 from tests.support.polling import eventually
 
@@ -160,9 +160,7 @@ def ballast_image(docker_client: docker.DockerClient, lab: Lab, test_id: str) ->
         "USER 0\nRUN dd if=/dev/urandom of=/ballast bs=1048576 count=40\nUSER 65534:65534\n"
     )
     tag = f"127.0.0.1:5000/demo/ballast:{test_id}"
-    docker_client.images.build(
-        fileobj=io.BytesIO(dockerfile.encode()), tag=tag, network_mode="none", rm=True
-    )
+    build_image(docker_client, dockerfile, tag, network_mode="none")
     try:
         docker_client.images.push(tag)
         yield tag.replace("127.0.0.1:5000", lab.registry)

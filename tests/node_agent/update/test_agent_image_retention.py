@@ -10,7 +10,6 @@ them touches nothing any other test uses.
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import Awaitable, Callable, Iterator
 
 import docker
@@ -30,6 +29,7 @@ from protocol.models import (
 from protocol.spec import BlueGreen, Colour, ImageRetention, ServiceSpec
 from tests.conftest import TEST_LABEL
 from tests.support.events import EventRecorder
+from tests.support.image_build import build_image
 
 pytestmark = pytest.mark.integration
 AgentFactory = Callable[..., Awaitable[AgentHandle]]
@@ -45,7 +45,7 @@ def own_images(
     tags = [f"127.0.0.1:5000/t{test_id}/keep:1.0.{n}" for n in range(VERSIONS)]
     for n, tag in enumerate(tags):
         dockerfile = f"FROM {base}\nLABEL {TEST_LABEL}={test_id} fleetwave.test.n={n}\n"
-        docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+        build_image(docker_client, dockerfile, tag)
     try:
         yield tags
     finally:

@@ -18,6 +18,7 @@ from fleet_lab.agent_client import AgentHandle, demo_spec
 from fleet_lab.stack import LocalStack
 from protocol.models import PrepareReply, UpdatePhase, UpdateProgress
 from tests.support.events import EventRecorder
+from tests.support.image_build import build_image_from_context
 from tests.support.tcp_forward import TcpForwarder
 
 pytestmark = pytest.mark.integration
@@ -50,8 +51,7 @@ def pushed_big_image(docker_client: docker.DockerClient, stack: LocalStack) -> s
     """The multi-layer image, in the registry and not on this engine (so it is pulled)."""
     image = stack.demo_image(TAG)
     repository = image.rsplit(":", 1)[0]
-    context = io.BytesIO(build_context(stack.demo_image("1.0.0")))
-    docker_client.images.build(fileobj=context, custom_context=True, tag=image, rm=True)
+    build_image_from_context(docker_client, build_context(stack.demo_image("1.0.0")), image)
     for line in docker_client.api.push(repository, tag=TAG, stream=True, decode=True):
         assert "error" not in line, line
     docker_client.images.remove(image, force=True)
