@@ -224,11 +224,7 @@ class CommandRunner:
             )
         # An app's update holds its members' services too: no single-service command
         # may touch a member (and its set-aside container) meanwhile.
-        members = (
-            [m.spec.name for m in command.app.members]
-            if isinstance(command, ApplyAppCommand)
-            else []
-        )
+        members = self._members_held(command)
         for name in (service, *members):
             if self.locks.busy(name):
                 raise CommandRefused("busy", f"another operation on {name} is in progress")
@@ -291,7 +287,10 @@ class CommandRunner:
             if self._update_locked(command.service):
                 return await self._deferred(command.id, command.service)
             emit = self._emitter(command.id, command.service, command.rollout_id, None)
-            result = await self.updater.remove(command.service, emit)
+            if self.apps is not None and self.apps.store.get(command.service) is not None:
+                result = await self.apps.remove(command.service, emit)
+            else:
+                result = await self.updater.remove(command.service, emit)
             return self.operation_reply(command.id, command.service, result)
         if isinstance(command, RollbackCommand):
             emit = self._emitter(command.id, command.service, command.rollout_id, None)
@@ -339,6 +338,13 @@ class CommandRunner:
             OperationOutcome.DEFERRED, await self.updater.status(service), reasons=[locked]
         )
         return self.operation_reply(command_id, service, result)
+
+    def _members_held(self, command: Command) -> list[str]:
+        """The member services an app's update or removal holds with it."""
+        app = command.app if isinstance(command, ApplyAppCommand) else None
+        if isinstance(command, RemoveCommand) and self.apps is not None:
+            app = self.apps.store.get(command.service)
+        return [m.spec.name for m in app.members] if app is not None else []
 
     def _update_locked(self, service: str) -> bool:
         template = self.settings.update_lock_path

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field
 
+from protocol.app import MemberName
 from protocol.base import HostId, ImageRefText, MessageId, ServiceName, Token
 from protocol.config_files import ConfigName, Sha256
 from protocol.envelope import Envelope, ShortText
@@ -128,8 +129,11 @@ class RolloutEvent(Envelope):
     status: Token
     reason: Annotated[str, Field(max_length=16384)] = ""
     image: ImageRefText
+    """What it rolls out: the image; an app's first member's (all are in ``members``)."""
     hosts_done: Annotated[int, Field(ge=0)] = 0
     hosts_total: Annotated[int, Field(ge=0)] = 0
+    members: dict[MemberName, ImageRefText] = Field(default_factory=dict)
+    """An app's: each member's image."""
 
 
 class ConvergenceAction(StrEnum):

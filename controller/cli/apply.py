@@ -11,12 +11,15 @@ from typing import Annotated
 import typer
 
 from controller.cli.base import (
+    EXIT_INVALID,
     NatsOption,
     OutputOption,
     WatchOption,
     check_output,
     exit_for,
+    fail,
     follow_rollout,
+    load_app_declaration,
     load_declaration,
     run_with_fleet,
 )
@@ -33,13 +36,27 @@ from controller.rollouts.declaration import (
 )
 from controller.rollouts.model import RolloutRecord
 from controller.settings import load_settings
-from controller.state.intents import Fleet, latest_spec
+from controller.state.intents import Fleet
 from controller.state.store import read_hosts
 from protocol.models import utc_now
 
 FilesOption = Annotated[
     list[Path],
-    typer.Option("--file", "-f", help="a service declaration (TOML or JSON), repeatable"),
+    typer.Option(
+        "--file",
+        "-f",
+        help="a declaration (TOML or JSON), repeatable; with --app, a Compose file",
+    ),
+]
+AppOption = Annotated[
+    str | None,
+    typer.Option(
+        "--app", help="the file is a Compose file: declare it as the app NAME", metavar="NAME"
+    ),
+]
+SelectorOption = Annotated[
+    str | None,
+    typer.Option(help="with --app: the hosts it runs on (key=value,...), instead of the file's"),
 ]
 
 
@@ -60,14 +77,17 @@ def apply(
         bool, typer.Option(help="do not run the vulnerability scanner (recorded)")
     ] = False,
     watch: WatchOption = False,
+    app: AppOption = None,
+    selector: SelectorOption = None,
     nats_url: NatsOption = None,
     output: OutputOption = "table",
 ) -> None:
-    """Create or change service declarations. A change of what runs (image or settings)
-    starts a rollout under the declared [update] policy; a change of only the selector,
+    """Create or change service declarations, or an app's (a Compose file, with --app).
+    A change of what runs (image or settings) starts a rollout under the declared
+    [update] policy (an app's: its x-fleetwave block); a change of only the selector,
     the policy or the drift rule takes effect without restarting anything."""
     check_output(output)
-    declarations = [load_declaration(path) for path in files]
+    declarations = _declarations(files, app, selector)
     results = run_with_fleet(
         lambda fleet: _apply_all(fleet, declarations, dry_run, skip_scan, watch, output),
         nats_url,
@@ -78,10 +98,26 @@ def apply(
             exit_for(result.rollout)
 
 
-def diff(files: FilesOption, nats_url: NatsOption = None, output: OutputOption = "table") -> None:
+def diff(
+    files: FilesOption,
+    app: AppOption = None,
+    selector: SelectorOption = None,
+    nats_url: NatsOption = None,
+    output: OutputOption = "table",
+) -> None:
     """Show, per host, what `apply` of these declarations would change (like
     `kubectl diff`): deploy, update, repair, remove (off the selector), or nothing."""
-    apply(files, dry_run=True, nats_url=nats_url, output=output)
+    apply(files, dry_run=True, app=app, selector=selector, nats_url=nats_url, output=output)
+
+
+def _declarations(files: list[Path], app: str | None, selector: str | None) -> list[Declaration]:
+    if app is None:
+        if selector is not None:
+            fail("--selector goes with --app (a service's file has its [selector])", EXIT_INVALID)
+        return [load_declaration(path) for path in files]
+    if len(files) != 1:
+        fail("--app takes one Compose file (-f FILE)", EXIT_INVALID)
+    return [load_app_declaration(files[0], app, selector)]
 
 
 async def _apply_all(
@@ -101,7 +137,7 @@ async def _apply_all(
         service = declaration.spec.name
         history, _ = await fleet.services.get(service)
         change = change_of(
-            declaration, latest_spec(history), history.policy, history.drift, history.deleted
+            declaration, history.latest_spec, history.policy, history.drift, history.deleted
         )
         result = Applied(service, change, host_changes(declaration, history.next_revision, live))
         results.append(result)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import tomllib
 from collections.abc import Awaitable, Callable, Coroutine
@@ -30,6 +31,8 @@ from rich.live import Live
 
 from controller.bus_link import BusLink, why
 from controller.cli import render
+from controller.compose.project import compose_app
+from controller.errors import ComposeError
 from controller.gates.vetting import ImageRefused
 from controller.rollouts.declaration import Declaration
 from controller.rollouts.model import TERMINAL, RolloutRecord, RolloutStatus, Strategy
@@ -176,9 +179,31 @@ def load_declaration(path: Path) -> Declaration:
         fail(f"spec file {path}: {exc}", EXIT_INVALID)
 
 
+def load_app_declaration(path: Path, name: str, selector: str | None) -> Declaration:
+    """An app from a Compose file (its variables from the environment and its .env),
+    with its x-fleetwave block; ``selector`` replaces the block's. A bad file is named
+    by key and service, exit 2; a variable with no value is warned of."""
+    try:
+        found = compose_app(path, name, os.environ)
+        declaration = Declaration.of_app(found.app, found.extension)
+    except ComposeError as exc:
+        fail(f"{path}: {exc.message}", EXIT_INVALID)
+    except ValidationError as exc:
+        fail(f"{path}: x-fleetwave: {describe_invalid(exc, str)}", EXIT_INVALID)
+    except ValueError as exc:
+        fail(f"{path}: {exc}", EXIT_INVALID)
+    for variable in sorted(found.missing):
+        typer.echo(f"fleetctl: warning: {path}: ${variable} is not set: empty", err=True)
+    if selector is not None:
+        declaration = declaration.model_copy(update={"selector": parse_selector(selector)})
+    return declaration
+
+
 def load_spec(path: Path) -> ServiceSpec:
     """The spec of a spec (or declaration) file: `rollout start --spec` reads either."""
-    return load_declaration(path).spec
+    spec = load_declaration(path).spec
+    assert isinstance(spec, ServiceSpec), "a spec file declares a service"
+    return spec
 
 
 def check_output(output: str) -> None:

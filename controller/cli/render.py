@@ -17,9 +17,11 @@ from controller.cli.tables import OneLineTable, print_lines, print_table
 from controller.rollouts.fleet_metrics import FleetMetrics
 from controller.rollouts.host_health import span
 from controller.rollouts.model import TERMINAL, UPDATED, HostPhase, RolloutRecord, RolloutStatus
+from controller.rollouts.workload import Workload, describe
 from controller.state.config_store import StoredConfig
 from controller.state.intents import DryRun
 from controller.state.services import ServiceRecord
+from protocol.app import AppSpec
 from protocol.config_files import ConfigDocument
 from protocol.models import (
     AnyMessage,
@@ -175,7 +177,7 @@ def history_table(record: ServiceRecord, rollouts: dict[str, RolloutRecord]) -> 
         (
             revision.created_at,
             str(revision.revision),
-            short_image(revision.spec.image),
+            short_workload(revision.spec),
             revision.rollout_id,
             rollouts[revision.rollout_id].status.value if revision.rollout_id in rollouts else "-",
             _vetted(rollouts.get(revision.rollout_id)),
@@ -202,7 +204,16 @@ def short_image(image: str) -> str:
     return f"{name}@{digest[:12]}" if at else name
 
 
+def short_workload(workload: Workload) -> str:
+    """A service's image, or each app member's, for a narrow table."""
+    if isinstance(workload, AppSpec):
+        return ", ".join(f"{m.name}={short_image(m.spec.image)}" for m in workload.members)
+    return short_image(workload.image)
+
+
 def _vetted(record: RolloutRecord | None) -> str:
+    if record is not None and record.member_vettings:
+        return "; ".join(f"{m}: {v.summary()}" for m, v in record.member_vettings.items())
     if record is None or record.vetting is None:
         return "-"
     return record.vetting.summary()
@@ -211,7 +222,7 @@ def _vetted(record: RolloutRecord | None) -> str:
 def dry_run_view(result: DryRun, console: Console) -> None:
     record = result.record
     console.print(
-        f"[bold]dry run[/bold] {record.id}: {record.service} -> {record.target.image} "
+        f"[bold]dry run[/bold] {record.id}: {record.service} -> {describe(record.target)} "
         f"on {len(record.hosts)} host(s), strategy {record.spec.strategy.value}"
     )
     console.print("pre-flight:")  # a line of its own: a pipe gets no table titles

@@ -49,6 +49,7 @@ from controller.rollouts.model import (
     RolloutStatus,
     Strategy,
 )
+from controller.rollouts.workload import describe
 from controller.settings import load_settings
 from controller.state.intents import Fleet
 from protocol.models import utc_now
@@ -285,7 +286,7 @@ def rollout_undo(
     elif switched_back:
         typer.echo(f"{record.id}: switching {service} back to its previous colour")
     else:
-        typer.echo(f"rollout {record.id} started: {service} back to {record.target.image}")
+        typer.echo(f"rollout {record.id} started: {service} back to {describe(record.target)}")
 
 
 @rollout_app.command("history")

@@ -18,6 +18,7 @@ from controller.gates.policy import PolicyModule, evaluate
 from controller.gates.scan import Scanner, Severity, blocking_reason
 from controller.rollouts.model import ScanVerdict, Vetting
 from fleet_registry.client import RegistryAccess, RegistryClient
+from protocol.app import AppSpec
 from protocol.image_ref import ImageReference, parse_image_reference, registry_refusal
 from protocol.models import Reason
 from protocol.spec import ServiceSpec
@@ -72,6 +73,21 @@ class Vetter:
             policies=policies,
         )
         return pinned, vetting
+
+    async def vet_app(self, app: AppSpec, *, skip_scan: bool) -> tuple[AppSpec, dict[str, Vetting]]:
+        """Each member vetted as a service's image would be: the app with every member's
+        image pinned, and each member's checks (by member name). One refusal refuses it
+        all, naming the member."""
+        members, vettings = [], {}
+        for member in app.members:
+            try:
+                spec, vettings[member.name] = await self.vet(member.spec, skip_scan=skip_scan)
+            except ImageRefused as exc:
+                raise ImageRefused(
+                    [r.model_copy(update={"text": f"{member.name}: {r.text}"}) for r in exc.reasons]
+                ) from None
+            members.append(member.model_copy(update={"spec": spec}))
+        return app.model_copy(update={"members": tuple(members)}), vettings
 
     async def _pin(self, client: RegistryClient, ref: ImageReference) -> ImageReference:
         digest, _ = await client.resolve(ref.digest or ref.tag or "latest")

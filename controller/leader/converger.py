@@ -29,6 +29,7 @@ from controller.rollouts.convergence import (
 )
 from controller.rollouts.joining import deploys, takes_converging_hosts
 from controller.rollouts.model import TERMINAL, UPDATED, HostPhase, RolloutRecord, RolloutSpec
+from controller.rollouts.workload import blue_green_of
 from controller.state.rollout_store import RolloutStore
 from controller.state.services import ServiceRecord, ServiceStore
 from controller.state.store import RolloutConflict
@@ -275,7 +276,7 @@ class Converger:
     async def _announce_colour(self, record: RolloutRecord) -> None:
         """Blue-green: the hosts this rollout brought to the serving colour, told to
         routers and service discovery as a switch would tell them (they serve it now)."""
-        colour, blue_green = record.in_colour, record.target.blue_green
+        colour, blue_green = record.in_colour, blue_green_of(record.target)
         hosts = tuple(h for h in record.ordered_hosts() if record.hosts[h].phase in UPDATED)
         if colour is None or blue_green is None or record.removing or not hosts:
             return

@@ -12,24 +12,29 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import nats.errors
 from nats.aio.client import Client
 
 from controller.rollouts.commands import (
+    apply_app_command,
     apply_command,
     blue_green_command,
     config_command,
     pinned,
+    pinned_app,
     prepare_command,
     remove_command,
+    reverting_app,
     without_pre_update,
 )
 from controller.rollouts.model import Change, HostPhase, RolloutRecord
 from controller.rollouts.transitions import HostNews, progress_news, reply_news, silence_news
+from controller.rollouts.workload import healthy_deadline, stop_grace
 from controller.settings import ControllerSettings
 from protocol import subjects
+from protocol.app import AppSpec
 from protocol.codec import decode, encode
 from protocol.envelope import new_message_id
 from protocol.errors import ProtocolError
@@ -41,6 +46,7 @@ from protocol.models import (
     UpdateProgress,
     utc_now,
 )
+from protocol.spec import ServiceSpec
 
 log = logging.getLogger("fleetctl.controller")
 SEND_BATCH = 32
@@ -206,10 +212,9 @@ class Dispatch:
             facts = self._facts.get(host)
             labels = facts.labels if facts is not None else {}
             command = config_command(record, host, labels, expires, command_id)
-            health = record.target.health
             # Verifying the new file, and on failure the restored one: twice the deadline.
-            deadline = 2 * (health.healthy_deadline if health else 30.0)
-            timeout = deadline + 2 * record.target.stop_grace_period + self._settings.command_slack
+            deadline = 2 * (healthy_deadline(record.target) or 30.0)
+            timeout = deadline + 2 * stop_grace(record.target) + self._settings.command_slack
             return command, timeout
         if check or entry.phase is HostPhase.PREPARING:
             prepare = prepare_command(record, host, expires, command_id, rollout_id=record.id)
@@ -217,12 +222,14 @@ class Dispatch:
         if record.removing:
             # Each copy (serving, set aside, next, the other colour) is stopped in turn.
             copies = 5
-            timeout = copies * record.target.stop_grace_period + self._settings.command_slack
+            timeout = copies * stop_grace(record.target) + self._settings.command_slack
             return remove_command(record, host, expires, command_id), timeout
+        if isinstance(record.target, AppSpec):
+            return self._build_app(record, host, expires, command_id)
         if entry.phase is HostPhase.UPDATING or record.blue_green:
             spec = pinned(record.target, entry.digest, record.spec.min_healthy_time)
         else:
-            assert record.previous is not None, "the planner reverts only with a previous spec"
+            assert isinstance(record.previous, ServiceSpec), "reverts only to a previous spec"
             spec = without_pre_update(record.previous)  # a way back is never refused
         deadline = spec.health.healthy_deadline if spec.health else 0.0
         hooks = sum(h.timeout for h in (spec.hooks.pre_update, spec.hooks.post_update) if h)
@@ -235,6 +242,21 @@ class Dispatch:
         if record.in_colour is not None:
             timeout += hook
         return apply_command(record, host, spec, expires, command_id), timeout
+
+    def _build_app(
+        self, record: RolloutRecord, host: str, expires: datetime, command_id: str
+    ) -> tuple[Command, float]:
+        """An app's update (or its revert): every member's, as one command."""
+        entry = record.hosts[host]
+        if entry.phase is HostPhase.UPDATING:
+            assert isinstance(record.target, AppSpec)
+            app = pinned_app(record.target, entry.digests, record.spec.min_healthy_time)
+        else:
+            assert isinstance(record.previous, AppSpec), "reverts only to a previous app"
+            app = reverting_app(record.previous)
+        # Members go one after another, and on a failure each replaced one is restored.
+        timeout = 2 * (healthy_deadline(app) + stop_grace(app)) + self._settings.command_slack
+        return apply_app_command(record, host, app, expires, command_id), timeout
 
     async def _take_turn(self) -> None:
         """Wait until this command may be built and sent: SEND_BATCH at a time.

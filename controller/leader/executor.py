@@ -50,6 +50,7 @@ from controller.rollouts.transitions import (
     fold,
     mark_contact,
 )
+from controller.rollouts.workload import blue_green_of
 from controller.settings import ControllerSettings
 from controller.state.config_store import ConfigStore, open_config_bucket
 from controller.state.inventory import Inventory
@@ -410,7 +411,8 @@ class Executor:
             if (forward and record.hosts[host].phase in (HostPhase.SWITCHING, HostPhase.DONE))
             or (not forward and record.hosts[host].switched)
         )
-        port = record.target.blue_green.port_of(colour) if record.target.blue_green else 0
+        blue_green = blue_green_of(record.target)
+        port = blue_green.port_of(colour) if blue_green else 0
         event = ColourSwitch(
             # One id per rollout and colour: a repeat after a crash is stored once.
             id=f"{record.id}-switch-{colour}",

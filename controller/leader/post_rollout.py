@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from controller.rollouts.model import RolloutRecord, RolloutStatus
 from protocol import subjects
 from protocol.models import Envelope, HookName, HookResult, HookRun
-from protocol.spec import ControllerHook
+from protocol.spec import ControllerHook, ServiceSpec
 
 log = logging.getLogger("fleetctl.controller")
 OUTPUT_LIMIT = 4000
@@ -30,6 +30,7 @@ def runs_post_rollout(record: RolloutRecord) -> bool:
     """An operator's rollout (not a convergence, removal or config rollout) that completed."""
     return (
         record.status is RolloutStatus.COMPLETE
+        and isinstance(record.target, ServiceSpec)  # an app has no hooks
         and record.target.hooks.post_rollout is not None
         and not record.converging
         and not record.removing
@@ -61,12 +62,14 @@ class PostRolloutHooks:
         await asyncio.gather(*self._running, return_exceptions=True)
 
     async def _run(self, record: RolloutRecord) -> None:
-        hook = record.target.hooks.post_rollout
-        assert hook is not None
+        target = record.target
+        assert isinstance(target, ServiceSpec)
+        assert target.hooks.post_rollout is not None
+        hook = target.hooks.post_rollout
         env = {
             "FLEET_SERVICE": record.service,
             "FLEET_ROLLOUT_ID": record.id,
-            "FLEET_IMAGE": record.target.image,
+            "FLEET_IMAGE": target.image,
             "FLEET_REVISION": str(record.revision),
             "FLEET_HOSTS": str(len(record.hosts)),
             "FLEET_HOOK": HookName.POST_ROLLOUT.value,

@@ -15,6 +15,7 @@ from statistics import median
 
 from controller.rollouts.fleet_metrics import FleetMetrics
 from controller.rollouts.model import UPDATED, AnalysisCheck, AnalysisMetric, RolloutRecord
+from controller.rollouts.workload import specs_of
 from protocol.models import ContainerMetrics, Health
 
 NO_DATA = "analysis has no data"
@@ -49,7 +50,8 @@ def runs_target(record: RolloutRecord, host: str, image: str | None) -> bool:
     digest = record.hosts[host].digest if host in record.hosts else None
     if digest is not None and "@" in image:
         return image.rsplit("@", 1)[1] == digest
-    return image == record.target.image
+    # An app's members were pinned at vetting (or are compared by their tags).
+    return image in {spec.image for spec in specs_of(record.target)}
 
 
 def new_containers(

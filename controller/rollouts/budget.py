@@ -14,7 +14,7 @@ from itertools import islice
 
 from controller.rollouts.host_health import OFFLINE, HostHealth
 from controller.rollouts.model import HostPhase, RolloutRecord, Strategy, resolve_amount
-from protocol.spec import UpdateOrder
+from controller.rollouts.workload import starts_first
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def start_budget(record: RolloutRecord, health: Mapping[str, HostHealth], target
     if record.converging:
         targets += sum(1 for host in record.others if host not in record.hosts)
     limit = limits(record, targets)
-    if record.target.update_order is UpdateOrder.START_FIRST:
+    if starts_first(record.target):
         # Each start-first host runs two copies at once: max_surge bounds that (or, when
         # no surge is given, max_unavailable does, so it never means "all at once").
         surging = record.count(HostPhase.UPDATING, HostPhase.REVERTING)
@@ -80,7 +80,7 @@ def unavailable(record: RolloutRecord, health: Mapping[str, HostHealth]) -> int:
     A convergence rollout's own hosts are out already (that is why they are in it: a
     stopped container, a missing service), so of them only those it updates count; the
     service's other matching hosts (``others``) count when they are out."""
-    start_first = record.target.update_order is UpdateOrder.START_FIRST
+    start_first = starts_first(record.target)
     in_flight: set[str] = set()
     if not start_first:
         in_flight.update(record.in_phase(HostPhase.UPDATING), record.in_phase(HostPhase.REVERTING))

@@ -5,14 +5,19 @@ The executor sends them for real; fleetctl's dry run sends the same Prepare.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from controller.rollouts.model import HostPhase, RolloutRecord
+from controller.rollouts.workload import with_members
 from protocol import subjects
+from protocol.app import AppSpec
 from protocol.models import (
+    ApplyAppCommand,
     ApplyCommand,
     Command,
     ConfigCommand,
+    PrepareAppCommand,
     PrepareCommand,
     RemoveCommand,
     RetireCommand,
@@ -42,17 +47,19 @@ def prepare_command(
     expires_at: datetime,
     command_id: str | None = None,
     rollout_id: str | None = None,
-) -> PrepareCommand:
-    return PrepareCommand(
-        id=command_id or new_message_id(),
-        sender=subjects.CONTROLLER_SENDER,
-        host=host,
-        expires_at=expires_at,
-        service=record.target,
-        allow_downgrade=record.spec.allow_downgrade,
-        allow_major=record.spec.allow_major,
-        rollout_id=rollout_id,
-    )
+) -> PrepareCommand | PrepareAppCommand:
+    common = {
+        "id": command_id or new_message_id(),
+        "sender": subjects.CONTROLLER_SENDER,
+        "host": host,
+        "expires_at": expires_at,
+        "allow_downgrade": record.spec.allow_downgrade,
+        "allow_major": record.spec.allow_major,
+        "rollout_id": rollout_id,
+    }
+    if isinstance(record.target, AppSpec):
+        return PrepareAppCommand(app=record.target, **common)
+    return PrepareCommand(service=record.target, **common)
 
 
 def without_pre_update(spec: ServiceSpec) -> ServiceSpec:
@@ -61,6 +68,31 @@ def without_pre_update(spec: ServiceSpec) -> ServiceSpec:
     if spec.hooks.pre_update is None:
         return spec
     return spec.model_copy(update={"hooks": spec.hooks.model_copy(update={"pre_update": None})})
+
+
+def pinned_app(app: AppSpec, digests: Mapping[str, str], min_healthy_time: float | None) -> AppSpec:
+    """The app as sent to a host: each member pinned to the digest that host pulled."""
+    return with_members(
+        app, lambda member: pinned(member.spec, digests.get(member.name), min_healthy_time)
+    )
+
+
+def reverting_app(app: AppSpec) -> AppSpec:
+    """The app a revert applies: no member's pre_update hook may refuse the way back."""
+    return with_members(app, lambda member: without_pre_update(member.spec))
+
+
+def apply_app_command(
+    record: RolloutRecord, host: str, app: AppSpec, expires_at: datetime, command_id: str
+) -> ApplyAppCommand:
+    return ApplyAppCommand(
+        id=command_id,
+        sender=subjects.CONTROLLER_SENDER,
+        host=host,
+        expires_at=expires_at,
+        app=app,
+        rollout_id=record.id,
+    )
 
 
 def in_colour(record: RolloutRecord, spec: ServiceSpec) -> ServiceSpec:

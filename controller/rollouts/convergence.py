@@ -26,7 +26,7 @@ from controller.rollouts.model import (
     RolloutSpec,
     Strategy,
 )
-from protocol.fingerprint import image_digest, settings_fingerprint
+from controller.rollouts.workload import Mark, Workload, mark_of
 from protocol.models import ContainerState, Drift, HostFacts, ServiceStatus
 from protocol.spec import COLOURS, Colour, ServiceSpec, coloured
 
@@ -69,10 +69,10 @@ class Desired:
 
     service: str
     revision: int
-    spec: ServiceSpec
+    spec: Workload
     selector: Mapping[str, str]
     drift: DriftPolicy
-    newer: tuple[ServiceSpec, ...] = ()
+    newer: tuple[Workload, ...] = ()
     """Specs of revisions after the accepted one (from rollouts that did not complete)."""
     deleted: bool = False
     """`fleetctl delete service`: no host should run it any more."""
@@ -83,12 +83,16 @@ class Desired:
     def serving(self) -> Colour | None:
         """The colour hosts serve the accepted spec in; None for a plain service, and for
         one no blue-green rollout has switched yet (its hosts run the plain spec)."""
-        return self.colour if self.spec.blue_green is not None else None
+        spec = self.spec
+        return self.colour if isinstance(spec, ServiceSpec) and spec.blue_green else None
 
     @cached_property
-    def applied(self) -> ServiceSpec:
+    def applied(self) -> Workload:
         """What a host converged to this revision runs: the spec in the serving colour."""
-        return self.spec if self.serving is None else coloured(self.spec, self.serving)
+        spec = self.spec
+        if self.serving is None or not isinstance(spec, ServiceSpec):
+            return spec
+        return coloured(spec, self.serving)
 
     @cached_property
     def marks(self) -> tuple[Mark, ...]:
@@ -103,17 +107,9 @@ class Desired:
     def newer_marks(self) -> tuple[Mark, ...]:
         marks = [mark_of(spec) for spec in self.newer]
         for spec in self.newer:  # either colour: a failed blue-green rollout's copies
-            if spec.blue_green is not None:
+            if isinstance(spec, ServiceSpec) and spec.blue_green is not None:
                 marks.extend(mark_of(coloured(spec, colour)) for colour in COLOURS)
         return tuple(marks)
-
-
-Mark = tuple[str, str | None]
-"""What an agent reports it applied: the spec's settings fingerprint and pinned digest."""
-
-
-def mark_of(spec: ServiceSpec) -> Mark:
-    return settings_fingerprint(spec), image_digest(spec.image)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from pydantic import Field
 
 from controller.rollouts.convergence import Desired, DriftPolicy, Need, matches, needs
 from controller.rollouts.model import RolloutSpec
+from controller.rollouts.workload import Workload, pinned_by_operator, what_runs
+from protocol.app import AppSpec
 from protocol.base import FrozenModel
 from protocol.models import HostFacts
 from protocol.spec import ServiceSpec
@@ -25,7 +27,7 @@ DECLARATION_KEYS = ("selector", "update", "drift")
 
 
 class Declaration(FrozenModel):
-    spec: ServiceSpec
+    spec: Workload
     selector: dict[str, str] = Field(default_factory=dict)
     update: RolloutSpec = RolloutSpec()
     drift: DriftPolicy = DriftPolicy.REPAIR
@@ -39,6 +41,18 @@ class Declaration(FrozenModel):
         )
         declared = {k: data[k] for k in DECLARATION_KEYS if k in data}
         return cls.model_validate({"spec": spec, **declared})
+
+    @classmethod
+    def of_app(cls, app: AppSpec, extension: Mapping[str, Any]) -> Declaration:
+        """An app from a Compose file, with its ``x-fleetwave`` block: the declaration's
+        own keys (selector, update, drift), and nothing else."""
+        unknown = sorted(set(extension) - set(DECLARATION_KEYS))
+        if unknown:
+            raise ValueError(
+                f"x-fleetwave.{unknown[0]}: not a key of Fleetwave's "
+                f"(it takes {', '.join(DECLARATION_KEYS)})"
+            )
+        return cls.model_validate({"spec": app, **extension})
 
     @property
     def policy(self) -> RolloutSpec:
@@ -56,14 +70,9 @@ class Change(StrEnum):
     UNCHANGED = "unchanged"
 
 
-def what_runs(spec: ServiceSpec) -> ServiceSpec:
-    """The spec without the digest a rollout pinned: what the operator wrote."""
-    return spec.model_copy(update={"image": spec.image.split("@", 1)[0]})
-
-
 def change_of(
     declaration: Declaration,
-    accepted: ServiceSpec | None,
+    accepted: Workload | None,
     policy: RolloutSpec | None,
     drift: DriftPolicy,
     deleted: bool = False,
@@ -71,10 +80,8 @@ def change_of(
     if accepted is None:
         return Change.CREATE
     wanted = declaration.spec
-    pinned_by_operator = "@" in wanted.image
-    if (wanted if pinned_by_operator else what_runs(wanted)) != (
-        accepted if pinned_by_operator else what_runs(accepted)
-    ):
+    exact = pinned_by_operator(wanted)
+    if (wanted if exact else what_runs(wanted)) != (accepted if exact else what_runs(accepted)):
         return Change.ROLL
     if deleted or policy != declaration.policy or drift is not declaration.drift:
         return Change.CONFIGURE  # a deleted service declared again: deployed by convergence

@@ -17,11 +17,12 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, Field, field_validator
 
 from controller.rollouts.host_index import HostIndex
+from controller.rollouts.workload import Workload, describe, member_images, specs_of
 from protocol import subjects
 from protocol.base import FrozenModel, HostId, ServiceName
 from protocol.config_files import ConfigContent, ConfigDocument, ConfigName
 from protocol.models import Reason, RolloutEvent
-from protocol.spec import Colour, ServiceSpec
+from protocol.spec import Colour
 
 _AMOUNT = re.compile(r"^(\d+)(%?)$")
 
@@ -209,6 +210,8 @@ class HostRecord(FrozenModel):
     detail: Annotated[str, Field(max_length=8192)] = ""
     reasons: tuple[Reason, ...] = ()
     digest: str | None = None
+    digests: dict[str, str] = Field(default_factory=dict)
+    """An app's: each member's digest, as its pre-flight pulled it (by member name)."""
     switched: bool = False
     """Blue-green: this host serves the new colour (so reverting means switching back)."""
     no_heartbeat_since: AwareDatetime | None = None
@@ -275,8 +278,8 @@ class RolloutRecord(FrozenModel):
     service: ServiceName
     revision: Annotated[int, Field(ge=1)]
     spec: RolloutSpec
-    target: ServiceSpec
-    previous: ServiceSpec | None = None
+    target: Workload
+    previous: Workload | None = None
     hosts: dict[HostId, HostRecord]
     status: RolloutStatus = RolloutStatus.PREFLIGHT
     reason: Annotated[str, Field(max_length=16384)] = ""
@@ -314,6 +317,8 @@ class RolloutRecord(FrozenModel):
     """Set for a config rollout: hosts get this file, and ``target`` is the running spec."""
     vetting: Vetting | None = None
     """An image rollout's checks before it started (None: from before vetting, or undo)."""
+    member_vettings: dict[str, Vetting] = Field(default_factory=dict)
+    """An app's: each member's checks, by member name."""
     converging: bool = False
     """Started by the controller to bring hosts to the accepted revision (convergence)."""
     removing: bool = False
@@ -327,7 +332,7 @@ class RolloutRecord(FrozenModel):
         """What the rollout rolls out, for people: an image, or a config file's version."""
         if self.config is not None:
             return f"config {self.config.name} v{self.config.document.version}"
-        return self.target.image
+        return describe(self.target)
 
     def event(self, status: str | None = None, reason: str | None = None) -> RolloutEvent:
         """The rollout_event for fleet.evt.controller.rollout: its status (or ``status``,
@@ -339,9 +344,10 @@ class RolloutRecord(FrozenModel):
             revision=self.revision,
             status=status or self.status.value,
             reason=(self.reason if reason is None else reason)[:16000],
-            image=self.target.image,
+            image=specs_of(self.target)[0].image,
             hosts_done=self.count(*UPDATED),
             hosts_total=len(self.hosts),
+            members=member_images(self.target),
         )
 
     def ordered_hosts(self) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from controller.rollouts.convergence import Desired, Need, fleet_size, matches, needs
 from controller.rollouts.model import IN_FLIGHT, RolloutRecord
+from controller.rollouts.workload import describe
 from protocol.models import HostFacts
 
 
@@ -56,7 +57,7 @@ def summarise(
     return ServiceSummary(
         service=service,
         revision=desired.revision if desired else None,
-        image=desired.spec.image if desired else None,
+        image=describe(desired.spec) if desired else None,
         matching=matching,
         converged=matching - sum(counts.values()) + outside,
         missing=counts[Need.DEPLOY],

@@ -90,6 +90,7 @@ def _sent(entry: HostRecord, phase: HostPhase, command_id: str, now: datetime) -
         since=now,
         command_id=command_id,
         digest=entry.digest,
+        digests=entry.digests,
         switched=entry.switched,
         no_heartbeat_since=entry.no_heartbeat_since,
     )
@@ -248,7 +249,8 @@ def _host_after(
         )
     if phase is HostPhase.PREPARING and isinstance(reply, PrepareReply):
         if reply.ready:
-            return _finished(entry, HostPhase.READY, now, "pulled", (), digest=reply.digest)
+            ready = _finished(entry, HostPhase.READY, now, "pulled", (), digest=reply.digest)
+            return ready.model_copy(update={"digests": reply.digests}) if reply.digests else ready
         detail = "; ".join(reason.code for reason in reply.reasons)
         return _finished(entry, HostPhase.NOT_READY, now, detail, reply.reasons)
     if phase in SUCCEEDED and isinstance(reply, OperationReply):
@@ -261,6 +263,7 @@ def _host_after(
                 not_before=now + DEFER_DELAY,
                 detail=detail,
                 digest=entry.digest,
+                digests=entry.digests,
                 reasons=reply.reasons,
                 no_heartbeat_since=entry.no_heartbeat_since,  # heartbeats say, not answers
             )
@@ -299,6 +302,7 @@ def _finished(
         detail=detail[:8000],
         reasons=reasons,
         digest=digest or entry.digest,
+        digests=entry.digests,
         attempts=entry.attempts,
         switched=entry.switched and phase is not HostPhase.REVERTED,
         no_heartbeat_since=entry.no_heartbeat_since,  # heartbeats say, not answers

@@ -17,12 +17,14 @@ from controller.rollouts.model import (
     config_rollout_id,
 )
 from controller.state.config_store import StoredConfig
-from controller.state.intents import Fleet, latest_spec
+from controller.state.intents import Fleet
 from controller.state.rollout_encoding import encode_record
 from controller.state.store import RolloutConflict
+from protocol.app import AppSpec
 from protocol.config_files import ConfigContent, first_document
 from protocol.errors import ConfigurationError
 from protocol.models import HostFacts, utc_now
+from protocol.spec import ServiceSpec
 
 MAX_CONFIG_ROLLOUT_RECORD = 900 * 1024
 """A rollout record carries both versions of the file; NATS refuses messages of 1 MiB."""
@@ -69,8 +71,8 @@ async def remove_config(
     await _refuse_during_config_rollout(fleet, service, name)
     if host is None and not selector:
         history, _ = await fleet.services.get(service)
-        spec = latest_spec(history)
-        if spec is not None and spec.config is not None and name in spec.config.files:
+        spec = history.latest_spec
+        if isinstance(spec, ServiceSpec) and spec.config and name in spec.config.files:
             raise ConfigurationError(
                 f"{service} requires {name} ([config] files of its spec): "
                 "roll out a spec without it first"
@@ -97,9 +99,14 @@ async def plan_config_rollout(
         raise ConfigurationError(f"a config rollout cannot use strategy {spec.strategy.value}")
     now = utc_now()
     history, _ = await fleet.services.get(service)
-    running_spec = latest_spec(history)
+    running_spec = history.latest_spec
     if running_spec is None:
         raise ConfigurationError(f"no spec is known for {service}: roll it out first")
+    if isinstance(running_spec, AppSpec):
+        raise ConfigurationError(
+            f"{service} is an app: config files are for single services (mount them "
+            "from the Compose file)"
+        )
     if running_spec.config is None:
         raise ConfigurationError(
             f"the spec of {service} has no [config] section: nowhere to put {name}"

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 
 import nats.errors
 from nats.aio.client import Client
-from pydantic import ValidationError
 
 from controller.errors import ControllerError
 from controller.gates.vetting import ImageRefused, Vetter
@@ -31,17 +30,19 @@ from controller.rollouts.model import (
     rollout_id,
 )
 from controller.rollouts.planner import HostHealth, plan
+from controller.rollouts.workload import Workload, blue_green_of, target_of
 from controller.state.config_store import open_config_store
 from controller.state.inventory import fleet_health, matches
 from controller.state.rollout_store import RolloutStore
 from controller.state.services import ServiceRecord, ServiceStore
 from controller.state.store import NotFound, RolloutConflict, open_buckets, read_hosts
 from protocol import subjects
+from protocol.app import AppSpec
 from protocol.codec import decode, encode
 from protocol.errors import ConfigurationError, ProtocolError
 from protocol.models import HostFacts, PrepareReply, Reason, utc_now
 from protocol.signing import CommandSigner
-from protocol.spec import Colour, ServiceSpec, other_colour
+from protocol.spec import Colour, other_colour
 
 PREPARE_TIMEOUT = 300.0
 log = logging.getLogger("fleetctl")
@@ -128,35 +129,31 @@ class Fleet:
         service: str,
         image: str | None,
         spec: RolloutSpec,
-        spec_override: ServiceSpec | None = None,
+        spec_override: Workload | None = None,
         now: datetime | None = None,
     ) -> tuple[RolloutRecord, ServiceRecord]:
         """The record a rollout would start with; nothing is written."""
         now = now or utc_now()
         history, _ = await self.services.get(service)
-        base = spec_override or latest_spec(history)
+        base = spec_override or history.latest_spec
         if base is None:
             raise ConfigurationError(
                 f"no spec is known for {service}: give one with --spec FILE for its first rollout"
             )
         if base.name != service:
             raise ConfigurationError(f"the spec is for {base.name}, not {service}")
-        try:
-            target = base.model_copy(update={"image": image}) if image else base
-            target = ServiceSpec.model_validate(target.model_dump())
-        except ValidationError as exc:
-            raise ConfigurationError(f"invalid target for {service}: {exc}") from exc
+        target = target_of(base, image, blue_green=spec.strategy is Strategy.BLUE_GREEN)
         previous_revision = history.revision(history.current) if history.current else None
         colour: Colour | None = None
         if spec.strategy is Strategy.BLUE_GREEN:
-            if target.blue_green is None:
+            if blue_green_of(target) is None:
                 raise ConfigurationError(
                     f"blue-green needs [blue_green] in the spec of {service} (port, "
                     "alternate_port and optionally switch_hook)"
                 )
             colour = other_colour(history.colour or "blue")
         # Any other strategy updates hosts in place, in the colour that serves.
-        stays_in = history.colour if colour is None and target.blue_green is not None else None
+        stays_in = history.colour if colour is None and blue_green_of(target) else None
         targets = self.live(await self.hosts(spec.selector), now)
         if not targets:
             raise ConfigurationError(
@@ -184,6 +181,9 @@ class Fleet:
     async def vet(self, record: RolloutRecord, vetter: Vetter, *, skip_scan: bool) -> RolloutRecord:
         """The record with its image pinned and vetted; a refusal is announced, then raised."""
         try:
+            if isinstance(record.target, AppSpec):
+                app, members = await vetter.vet_app(record.target, skip_scan=skip_scan)
+                return record.model_copy(update={"target": app, "member_vettings": members})
             target, vetting = await vetter.vet(record.target, skip_scan=skip_scan)
         except ImageRefused as exc:
             await self._announce_refusal(record, exc.message)
@@ -389,11 +389,3 @@ def _wave_label(record: RolloutRecord) -> str:
     if record.blue_green:
         return "stage"
     return "canary" if record.spec.canary is not None and not record.promoted else "wave"
-
-
-def latest_spec(history: ServiceRecord) -> ServiceSpec | None:
-    if history.current is not None:
-        current = history.revision(history.current)
-        if current is not None:
-            return current.spec
-    return history.revisions[-1].spec if history.revisions else None

@@ -16,14 +16,15 @@ from pydantic import AwareDatetime, Field
 
 from controller.rollouts.convergence import Desired, DriftPolicy
 from controller.rollouts.model import RolloutSpec
+from controller.rollouts.workload import Workload
 from controller.state.store import CAS_ATTEMPTS, RolloutConflict, kv_get, kv_keys
 from protocol.base import FrozenModel, ServiceName
-from protocol.spec import Colour, ServiceSpec
+from protocol.spec import Colour
 
 
 class Revision(FrozenModel):
     revision: int
-    spec: ServiceSpec
+    spec: Workload
     rollout_id: str
     created_at: AwareDatetime
 
@@ -47,6 +48,14 @@ class ServiceRecord(FrozenModel):
 
     def revision(self, number: int) -> Revision | None:
         return next((r for r in self.revisions if r.revision == number), None)
+
+    @property
+    def latest_spec(self) -> Workload | None:
+        """The accepted revision's spec, or else the newest's."""
+        current = self.revision(self.current) if self.current is not None else None
+        if current is not None:
+            return current.spec
+        return self.revisions[-1].spec if self.revisions else None
 
     @property
     def next_revision(self) -> int:
@@ -96,7 +105,7 @@ class ServiceStore:
     async def add_revision(
         self,
         service: str,
-        spec: ServiceSpec,
+        spec: Workload,
         rollout_id_for: Callable[[int], str],
         now: datetime,
         policy: RolloutSpec | None = None,

@@ -29,7 +29,7 @@ from node_agent.update.probes import HealthVerdict, wait_until_healthy
 from node_agent.update.updater import ServiceUpdater
 from protocol.app import AppSpec, Member, start_order
 from protocol.errors import RuntimeFault
-from protocol.fingerprint import image_digest
+from protocol.fingerprint import image_digest, settings_fingerprint
 from protocol.models import (
     ContainerState,
     FailureBundle,
@@ -89,7 +89,7 @@ class AppUpdater:
         digest = image_digest(current.image) if current is not None else None
         if current is None or digest is None:
             return None
-        if current != member.spec.model_copy(update={"image": current.image}):
+        if settings_fingerprint(current) != settings_fingerprint(member.spec):
             return None
         declared = image_digest(member.spec.image)
         if member.spec.image.split("@")[0] != current.image.split("@")[0] or declared not in (
@@ -152,8 +152,12 @@ class AppUpdater:
 
     def _unchanged(self, member: Member, image: str, old: Inspect | None) -> bool:
         """What this host last completed for the member, and its container still runs it
-        (or, for a member that may exit, ran it to success)."""
-        if old is None or self._u.services.current(member.spec.name) != member.spec:
+        (or, for a member that may exit, ran it to success). Its settings count, not its
+        health check (a change of probe timing alone restarts nothing, as for a service)."""
+        current = self._u.services.current(member.spec.name)
+        if old is None or current is None:
+            return False
+        if settings_fingerprint(current) != settings_fingerprint(member.spec):
             return False
         config, state = old.get("Config") or {}, old.get("State") or {}
         labels = config.get("Labels") or {}
@@ -321,6 +325,21 @@ class AppUpdater:
         self._u.failpoint("app_concluded")
         self._u.journal.finish(key)
         return result
+
+    # ---- remove ----
+
+    async def remove(self, name: str, emit: Emit) -> OperationResult:
+        """Every member removed, dependants first, and the app forgotten: it left this
+        host's selector, or was deleted. Its volumes and networks stay (their data is
+        the operator's). Removing what is already gone is done as well."""
+        app = self.store.get(name)
+        if app is not None:
+            for member in reversed(start_order(app)):
+                await self._u.remove(app.member(member).spec.name, emit)
+        self.store.forget(name)
+        await emit(UpdatePhase.DONE, f"{name} removed")
+        gone = ServiceStatus(name=name, state=ContainerState.ABSENT, health=Health.UNKNOWN)
+        return OperationResult(OperationOutcome.DONE, gone)
 
     # ---- names ----
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from controller.rollouts.model import HostPhase, RolloutRecord, RolloutSpec, Strategy
-from protocol.spec import UpdateOrder
+from protocol.spec import ServiceSpec, UpdateOrder
 
 UPDATING = (HostPhase.UPDATING, HostPhase.REVERTING)
 """A stop-first host in these phases has its old container stopped or about to be."""
@@ -92,7 +92,9 @@ def allowance_of(record: RolloutRecord) -> Allowance:
 
 
 def stop_first(record: RolloutRecord) -> bool:
-    return record.target.update_order is UpdateOrder.STOP_FIRST
+    # README: an app's members are replaced in place (stop-first, each of them).
+    target = record.target
+    return not isinstance(target, ServiceSpec) or target.update_order is UpdateOrder.STOP_FIRST
 
 
 def in_flight(record: RolloutRecord) -> set[str]:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from controller.rollouts.model import HostPhase, RolloutRecord
+from controller.rollouts.workload import starts_first
 from fleet_lab.agent_process import AgentProcess
 from protocol.models import (
     AnyMessage,
@@ -32,7 +33,7 @@ from protocol.models import (
     UpdatePhase,
     UpdateProgress,
 )
-from protocol.spec import ServiceSpec, UpdateOrder
+from protocol.spec import ServiceSpec
 from tests.support import budget_oracle as oracle
 from tests.support.events import EventRecorder
 
@@ -176,6 +177,8 @@ class Window:
     """None: the whole host (its agent was offline)."""
     rollout_id: str | None = None
     why: str = "updating"
+    operation_id: str | None = None
+    """An update's: the command it runs (an app's members are stopped under one)."""
 
     def open_at(self, at: datetime, lag: timedelta = timedelta(0)) -> bool:
         """Open at ``at``, counting from ``lag`` after it began."""
@@ -272,12 +275,18 @@ class BudgetChecker:
         self.reports.append(message)
         if message.rollout_id is not None:
             self.seen.add(message.rollout_id)
-        if message.phase is UpdatePhase.STOPPING_OLD:
+        open_update = updates.get(key)
+        if message.phase is UpdatePhase.STOPPING_OLD and (
+            open_update is None or open_update.operation_id != message.operation_id
+        ):
+            # (An app's update stops its members one after another: one operation, and
+            # the host is out from its first stop until it ends.)
             window = Window(
                 message.host,
                 message.sent_at,
                 service=message.service,
                 rollout_id=message.rollout_id,
+                operation_id=message.operation_id,
             )
             updates[key] = window
             self.windows.append(window)
@@ -377,7 +386,7 @@ class BudgetChecker:
         """
         if record.blue_green:  # staging and retiring leave the serving copy alone
             return
-        start_first = record.target.update_order is UpdateOrder.START_FIRST
+        start_first = starts_first(record.target)
         kind = self.surges if start_first else self.windows
         mine = [w for w in kind if w.rollout_id == record.id and w.service == record.service]
         if record.id in self.seen and record.previous is not None and record.config is None:

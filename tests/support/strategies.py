@@ -293,6 +293,7 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         status=tokens,
         reason=short_text,
         image=image_refs(),
+        members=st.dictionaries(member_names, image_refs(), max_size=3),
         **envelope,
     ),
     "convergence_event": st.builds(

@@ -186,8 +186,9 @@ def test_an_event_an_agent_sent_again_after_a_lost_ack_is_one_window_not_two() -
     done = progress("h0", UpdatePhase.DONE, 5)
     after = progress("h1", UpdatePhase.STOPPING_OLD, 6)
     check_every_budget(recorder_of(stopping, stopping, done, done, after), listed(record(1)))
-    # Control: a second stopping_old of its own (another id) never ended, and does count.
-    again = progress("h0", UpdatePhase.STOPPING_OLD, 0)
+    # Control: a second stopping_old of its own (another id, another update) never
+    # ended, and does count.
+    again = progress("h0", UpdatePhase.STOPPING_OLD, 0).model_copy(update={"operation_id": "op-2"})
     with pytest.raises(AssertionError, match="2 hosts out at once, allowed 1"):
         check_every_budget(recorder_of(stopping, again, done, after), listed(record(1)))
     # Only a copy is one: another message under a used id is a fault, not dropped.
@@ -393,3 +394,14 @@ def test_peak_counts_hosts_out_for_any_reason_each_once() -> None:
     assert BudgetChecker.of(recorder_of(h1_also_died, *two_overlapping_updates())).peak() == 2
     h3_died = engine("h3", ContainerAction.DIE, 2)
     assert BudgetChecker.of(recorder_of(h3_died, *two_overlapping_updates())).peak() == 3
+
+
+def test_an_apps_update_stopping_its_members_one_after_another_is_one_window() -> None:
+    stops = [progress("h0", UpdatePhase.STOPPING_OLD, second) for second in (0, 1, 2)]
+    done = progress("h0", UpdatePhase.DONE, 5)
+    after = progress("h1", UpdatePhase.STOPPING_OLD, 6)
+    check_every_budget(recorder_of(*stops, done, after), listed(record(1)))
+    # Control: h1 stopping while h0's app is still being updated is two hosts out.
+    early = progress("h1", UpdatePhase.STOPPING_OLD, 3)
+    with pytest.raises(AssertionError, match="2 hosts out at once, allowed 1"):
+        check_every_budget(recorder_of(*stops, early, done), listed(record(1)))

@@ -89,7 +89,7 @@ def test_a_kept_index_is_each_phases_hosts_in_host_order() -> None:
 def test_the_replaced_keys_are_those_holding_another_object_in_any_order() -> None:
     reached = Counter[str]()
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=300, deadline=None, derandomize=True)  # the counts below are fixed
     @given(
         old=st.dictionaries(st.sampled_from(NAMES), st.integers(0, 3), min_size=1),
         new_values=st.dictionaries(st.sampled_from(NAMES), st.integers(0, 3)),

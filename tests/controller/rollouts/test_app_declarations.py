@@ -1,0 +1,151 @@
+"""An app as the controller sees it, by the README's rules ("Apps from Compose files"):
+its declaration from a Compose file's x-fleetwave block, what applying it changes, how a
+host's heartbeat line for it is judged, and the commands a rollout of it sends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from controller.compose.project import compose_app
+from controller.rollouts.commands import pinned_app, prepare_command
+from controller.rollouts.convergence import Desired, DriftPolicy, Need, host_need
+from controller.rollouts.declaration import Change, Declaration, change_of
+from controller.rollouts.model import HostPhase, HostRecord, RolloutRecord, RolloutSpec
+from controller.rollouts.transitions import reply_news
+from controller.rollouts.workload import target_of
+from node_agent.apps.status import app_status
+from protocol.app import AppSpec
+from protocol.errors import ConfigurationError
+from protocol.models import (
+    ContainerState,
+    Health,
+    PrepareAppCommand,
+    PrepareReply,
+    ServiceStatus,
+)
+from tests.node_agent.apps.app_files import APP_FILE
+from tests.support.heartbeats import facts_with
+
+NOW = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
+DIGEST = {tag: f"sha256:{c * 64}" for tag, c in (("1.0.0", "a"), ("1.1.0", "b"))}
+
+
+def shop(tmp_path: Path, **tags: str) -> AppSpec:
+    path = tmp_path / "compose.yaml"
+    path.write_text(APP_FILE)
+    return compose_app(path, "shop", {"REGISTRY": "registry.local", **tags}).app
+
+
+def pinned_everywhere(app: AppSpec) -> AppSpec:
+    """Each member pinned as a rollout pins it: its tag's digest."""
+    tag_of = {m.name: m.spec.image.rsplit(":", 1)[1] for m in app.members}
+    return pinned_app(app, {m: DIGEST[t] for m, t in tag_of.items()}, None)
+
+
+def running(app: AppSpec) -> ServiceStatus:
+    """The app's heartbeat line, as an agent that applied ``app`` sends it: every member
+    running (the migration ended, done)."""
+    members = {
+        m.name: ServiceStatus(name=m.spec.name, state=ContainerState.RUNNING, health=Health.HEALTHY)
+        for m in app.members
+    }
+    return app_status(app, dict(members), set())
+
+
+def test_the_x_fleetwave_block_gives_the_selector_the_update_policy_and_the_drift_rule(
+    tmp_path: Path,
+) -> None:
+    app = shop(tmp_path)
+    declared = Declaration.of_app(
+        app, {"selector": {"role": "edge"}, "update": {"max_unavailable": 1}, "drift": "report"}
+    )
+    assert declared.spec == app
+    assert declared.policy == RolloutSpec(max_unavailable=1, selector={"role": "edge"})
+    assert declared.drift is DriftPolicy.REPORT
+    assert Declaration.of_app(app, {}).policy == RolloutSpec()
+
+
+def test_a_key_the_x_fleetwave_block_does_not_take_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"x-fleetwave\.strategy: not a key of Fleetwave's"):
+        Declaration.of_app(shop(tmp_path), {"strategy": "canary"})
+    with pytest.raises(ValidationError) as raised:
+        Declaration.of_app(shop(tmp_path), {"update": {"max_unavailable": "many"}})
+    assert raised.value.errors()[0]["loc"][:2] == ("update", "max_unavailable")
+
+
+def test_applying_an_app_again_rolls_only_when_a_member_changed(tmp_path: Path) -> None:
+    accepted = pinned_everywhere(shop(tmp_path))  # as the last rollout left it: pinned
+    policy = RolloutSpec()
+
+    def change(**tags: str) -> Change:
+        declared = Declaration.of_app(shop(tmp_path, **tags), {})
+        return change_of(declared, accepted, policy, DriftPolicy.REPAIR)
+
+    assert change() is Change.UNCHANGED  # the tags the accepted digests pin
+    assert change(WEB_TAG="1.1.0") is Change.ROLL
+    assert change(MIGRATE_EXIT="1") is Change.ROLL  # a member's settings
+    moved = Declaration.of_app(shop(tmp_path), {"selector": {"role": "db"}})
+    assert change_of(moved, accepted, policy, DriftPolicy.REPAIR) is Change.CONFIGURE
+    first = Declaration.of_app(shop(tmp_path), {})
+    assert change_of(first, None, None, DriftPolicy.REPAIR) is Change.CREATE
+
+
+def test_a_host_is_judged_by_its_app_line_as_one_unit(tmp_path: Path) -> None:
+    accepted = pinned_everywhere(shop(tmp_path))
+    newer = pinned_everywhere(shop(tmp_path, WEB_TAG="1.1.0"))
+    desired = Desired("shop", 1, accepted, {}, DriftPolicy.REPAIR, newer=(newer,))
+
+    def need(*lines: ServiceStatus) -> Need | None:
+        found = host_need(desired, facts_with("h1", lines, NOW))
+        return None if found is None else found.need
+
+    assert need(running(accepted)) is None
+    assert need() is Need.DEPLOY
+    assert need(running(pinned_everywhere(shop(tmp_path, CACHE_TAG="1.1.0")))) is Need.UPDATE
+    assert need(running(newer)) is Need.AHEAD
+    # The same tags at other digests (another push of 1.0.0) are another app.
+    other = dict.fromkeys(("migrate", "cache", "web"), "sha256:" + "c" * 64)
+    repinned = pinned_app(shop(tmp_path), other, None)
+    assert need(running(repinned)) is Need.UPDATE
+
+
+def test_an_app_is_rolled_out_with_its_own_images_and_never_blue_green(tmp_path: Path) -> None:
+    app = shop(tmp_path)
+    assert target_of(app, None, blue_green=False) == app
+    with pytest.raises(ConfigurationError, match="shop is an app: its images are in its Compose"):
+        target_of(app, "registry.local/demo/web:2.0.0", blue_green=False)
+    with pytest.raises(ConfigurationError, match="shop is an app: blue-green is for single"):
+        target_of(app, None, blue_green=True)
+
+
+def test_an_apps_pre_flight_is_one_command_and_its_digests_pin_each_member(
+    tmp_path: Path,
+) -> None:
+    app = shop(tmp_path, WEB_TAG="1.1.0")
+    record = RolloutRecord(
+        id="shop-r2", service="shop", revision=2, spec=RolloutSpec(), target=app,
+        hosts={"h1": HostRecord(phase=HostPhase.PREPARING, since=NOW, command_id="c1")},
+        created_at=NOW, updated_at=NOW, last_progress_at=NOW,
+    )  # fmt: skip
+    check = prepare_command(record, "h1", NOW)
+    assert isinstance(check, PrepareAppCommand)
+    assert check.app == app
+
+    digests = {"migrate": DIGEST["1.0.0"], "cache": DIGEST["1.0.0"], "web": DIGEST["1.1.0"]}
+    answer = PrepareReply(
+        sender="h1", in_reply_to="c1", service="shop", ready=True, digests=digests
+    )
+    # The answer goes into the host's entry; the update sent later pins each member by it.
+    ready = reply_news("h1", "c1", answer, NOW, False).change(record.hosts["h1"])
+    assert ready.phase is HostPhase.READY
+    assert ready.digests == digests
+    sent = pinned_app(app, ready.digests, None)
+    assert {m.name: m.spec.image for m in sent.members} == {
+        "migrate": f"registry.local/demo/web:1.0.0@{DIGEST['1.0.0']}",
+        "cache": f"registry.local/demo/web:1.0.0@{DIGEST['1.0.0']}",
+        "web": f"registry.local/demo/web:1.1.0@{DIGEST['1.1.0']}",
+    }
