@@ -107,9 +107,11 @@ def rollout_json(record: RolloutRecord, now: datetime) -> str:
 def _rollout_heading(record: RolloutRecord) -> tuple[Text, Text]:
     done = record.count(*UPDATED)
     style = STATUS_STYLE.get(record.status, "bold")
+    app = record.target if isinstance(record.target, AppSpec) else None
+    what = f"app of {len(app.members)} members" if app and not record.config else record.what
     header = Text.assemble(
         (f"{record.id}", "bold"),
-        f"  {record.service} r{record.revision} -> {record.what}  ",
+        f"  {record.service} r{record.revision} -> {what}  ",
         (record.status.value, style),
     )
     summary = Text(
@@ -117,6 +119,10 @@ def _rollout_heading(record: RolloutRecord) -> tuple[Text, Text]:
     )
     if record.vetting is not None:
         summary.append(f"\nvetted: {record.vetting.summary()}")
+    for member in app.members if app else ():  # each with its image and checks
+        vetting = record.member_vettings.get(member.name)
+        checks = f"  vetted: {vetting.summary()}" if vetting else ""
+        summary.append(f"\nmember {member.name}: {member.spec.image}{checks}")
     return header, summary
 
 
@@ -158,7 +164,8 @@ def rollouts_table(records: list[RolloutRecord]) -> Table:
         table.add_row(
             record.id,
             record.service,
-            short_image(record.what),  # the whole reference is in -o json
+            # The whole reference is in -o json.
+            short_image(record.what) if record.config else short_workload(record.target),
             Text(record.status.value, STATUS_STYLE.get(record.status, "")),
             f"{record.count(*UPDATED)}/{len(record.hosts)}",
             ago(record.created_at),

@@ -29,6 +29,7 @@ from controller.state.intents import Fleet
 from controller.streams.exporter import FleetExporter
 from controller.streams.feed import FleetFeed
 from controller.streams.log_view import FleetLogLine, LogMerge, LogTail
+from protocol.app import AppSpec
 from protocol.models import LogBatch, MetricsSample, utc_now
 
 LOG_HOLD = 1.0
@@ -93,37 +94,45 @@ def logs(
     nats_url: NatsOption = None,
     output: OutputOption = "table",
 ) -> None:
-    """Print SERVICE's container logs (FLEET_LOGS) from every host, merged in time order."""
+    """Print SERVICE's container logs (FLEET_LOGS) from every host, merged in time order;
+    an app's: every member's, each line with its member's container name."""
     check_output(output)
     if tail is not None and tail < 0:
         fail("--tail must be 0 or more", EXIT_INVALID)
     start = _since(since)
     width = max(len(host or ""), 8)
 
+    members: list[str] = []
+
     def emit(lines: list[FleetLogLine]) -> None:
         nonlocal width
+        labels = max((len(name) for name in members), default=0)
         for line in lines:
             width = max(width, len(line.host))
-            typer.echo(line.json() if output == "json" else line.text(width, timestamps))
+            typer.echo(line.json() if output == "json" else line.text(width, timestamps, labels))
 
     async def show(fleet: Fleet) -> None:
+        record, _ = await fleet.services.get(service)
+        app = record.latest_spec
+        if isinstance(app, AppSpec):
+            members.extend(member.spec.name for member in app.members)
         feed = FleetFeed(fleet.client)
         history = LogTail(tail)
         last_sequence = 0
-        async for delivered in feed.logs(service, host=host, since=start):
+        async for delivered in feed.logs(members or service, host=host, since=start):
             if isinstance(delivered.message, LogBatch):
                 history.add(delivered.message)
             last_sequence = delivered.sequence
         emit(history.lines())
         if follow:
-            await _follow_logs(feed, service, host, last_sequence, start, emit)
+            await _follow_logs(feed, members or service, host, last_sequence, start, emit)
 
     run_with_fleet(show, nats_url)
 
 
 async def _follow_logs(
     feed: FleetFeed,
-    service: str,
+    service: str | list[str],
     host: str | None,
     after: int,
     since: datetime | None,

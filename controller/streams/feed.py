@@ -13,7 +13,7 @@ same way.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -93,7 +93,7 @@ class FleetFeed:
 
     async def logs(
         self,
-        service: str,
+        service: str | Sequence[str],
         *,
         host: str | None = None,
         since: datetime | None = None,
@@ -101,10 +101,13 @@ class FleetFeed:
         follow: bool = False,
         batch: int = 200,
     ) -> AsyncGenerator[Delivered, None]:
-        """The log batches of ``service`` (on one host, or all), oldest first."""
-        subject = (
-            subjects.log_subject(host, service) if host else subjects.service_logs_wildcard(service)
-        )
+        """The log batches of ``service`` (on one host, or all), oldest first; of
+        several services (an app's members), merged in the order they were stored."""
+        services = [service] if isinstance(service, str) else list(service)
+        subject = [
+            subjects.log_subject(host, name) if host else subjects.service_logs_wildcard(name)
+            for name in services
+        ]
         async for delivered in self.read(
             subjects.LOGS_STREAM,
             subject,
@@ -141,7 +144,7 @@ class FleetFeed:
     async def read(
         self,
         stream: str,
-        subject: str,
+        subject: str | list[str],
         keep: Callable[[AnyMessage], bool] | None = None,
         *,
         since: datetime | None = None,
@@ -152,11 +155,15 @@ class FleetFeed:
         ack_wait: float = 30.0,
         batch: int = 100,
     ) -> AsyncGenerator[Delivered, None]:
-        """Any fleet stream, filtered by ``subject`` and then by ``keep``."""
+        """Any fleet stream, filtered by ``subject`` (or any of several) and then by
+        ``keep``."""
         config = _consumer_config(durable, ack_wait, since, start_sequence, last_per_subject)
+        if isinstance(subject, list) and len(subject) > 1:
+            config.filter_subjects = subject
+        first = subject if isinstance(subject, str) else subject[0]
         try:
             subscription = await self._js.pull_subscribe(
-                subject, durable=durable, stream=stream, config=config
+                first, durable=durable, stream=stream, config=config
             )
         except nats.errors.Error as exc:
             raise BrokerError(f"cannot read {stream}: {exc!r}") from exc

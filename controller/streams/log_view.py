@@ -27,9 +27,11 @@ class FleetLogLine:
     stream: str = field(compare=False)
     line: str = field(compare=False)
 
-    def text(self, host_width: int, timestamps: bool) -> str:
+    def text(self, host_width: int, timestamps: bool, service_width: int = 0) -> str:
+        """``service_width``: the service too, in a column that wide (an app's member)."""
         when = self.timestamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ ") if timestamps else ""
-        return f"{self.host:<{host_width}} | {when}{self.line}"
+        service = f" {self.service:<{service_width}}" if service_width else ""
+        return f"{self.host:<{host_width}}{service} | {when}{self.line}"
 
     def json(self) -> str:
         return json.dumps(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -92,6 +93,22 @@ async def test_an_app_is_deployed_updated_member_by_member_undone_and_reaches_a_
     assert created.stdout.splitlines()[-1] == "shop: created; rollout shop-r1 complete on 2 host(s)"
     deployed = members(fleet, docker_client, tags)
     assert tags_of(deployed) == everywhere(fleet)
+    # `fleetctl logs shop`: every member's lines, from every host, each with its member.
+    said = {(a.api.host, f"shop-{m}") for a in fleet.agents for m in ("cache", "web")}
+    await eventually(
+        lambda: _log_lines(fleet), lambda lines: said <= set(lines), "each member's logs", 60
+    )
+    table = await fleet.fleetctl("logs", "shop")
+    cache_starts = (
+        rf"^{fleet.agents[0].api.host} +shop-cache +\| demo/web 1\.0\.0 \(healthy\) starting"
+    )
+    assert re.search(cache_starts, table.stdout, re.MULTILINE), table.stdout
+
+    # `fleetctl top`: each member sampled as a service of its own.
+    running = {(a.api.host, f"shop-{m}") for a in fleet.agents for m in ("cache", "web")}
+    await eventually(
+        lambda: _sampled(fleet), lambda found: running <= found, "each member's metrics", 60
+    )
 
     # Only web's image changes: the migration and the cache keep their containers.
     changed = await fleetctl_app(fleet, "apply", "-f", path, "--app", "shop", "-w", WEB_TAG="1.1.0")
@@ -102,6 +119,14 @@ async def test_an_app_is_deployed_updated_member_by_member_undone_and_reaches_a_
         for member in ("migrate", "cache"):
             assert by_member[member]["id"] == deployed[host][member]["id"], (host, member)
         assert by_member["web"]["id"] != deployed[host]["web"]["id"], host
+
+    # The rollout shows each member's image, pinned and vetted before it started.
+    status = await fleet.fleetctl("rollout", "status", "shop")
+    assert status.code == 0, status
+    for member, tag in (("migrate", "1.0.0"), ("cache", "1.0.0"), ("web", "1.1.0")):
+        image = re.escape(fleet.stack.demo_image(tag))
+        line = rf"^member {member}: {image}@sha256:[0-9a-f]{{64}}  vetted: "
+        assert re.search(line, status.stdout, re.MULTILINE), status.stdout
 
     history = await fleet.fleetctl("rollout", "history", "shop", "-o", "json")
     assert history.code == 0, history
@@ -200,6 +225,24 @@ def containers_created(client: docker.DockerClient) -> Iterator[list[str]]:
     finally:
         stream.close()
         reader.join(timeout=10)
+
+
+async def _log_lines(fleet: LocalFleet) -> dict[tuple[str, str], list[str]]:
+    """`fleetctl logs shop -o json`: the lines by host and member service."""
+    shown = await fleet.fleetctl("logs", "shop", "-o", "json")
+    assert shown.code == 0, shown
+    lines: dict[tuple[str, str], list[str]] = {}
+    for text in shown.stdout.splitlines():
+        line = json.loads(text)
+        lines.setdefault((line["host"], line["service"]), []).append(line["line"])
+    return lines
+
+
+async def _sampled(fleet: LocalFleet) -> set[tuple[str, str]]:
+    """`fleetctl top -o json`: (host, service) of every container sampled."""
+    shown = await fleet.fleetctl("top", "-o", "json")
+    assert shown.code == 0, shown
+    return {(h["host"], c["service"]) for h in json.loads(shown.stdout) for c in h["containers"]}
 
 
 async def _services(fleet: LocalFleet) -> dict[str, dict[str, Any]]:
