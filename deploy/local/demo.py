@@ -9,7 +9,10 @@ engine. Then, with fleetctl as an operator would type it:
 2. roll out 1.1.0 with --max-unavailable 2, showing live progress;
 3. try 3.0.0-crash with --failure-action revert: the first hosts fail, the agents restore
    them, the controller reverts and stops; every host stays on 1.1.0;
-4. print every host's final version and the service's revision history.
+4. roll a config file out, reloaded in place;
+5. start a sixth host: it converges to what the fleet runs without a rollout command;
+6. deploy a three-member app from a Compose file (shop.yaml), then change only its web;
+7. print every host's final version and the service's revision history.
 
 Everything it started is stopped and removed at the end, unless FLEET_DEMO_KEEP=1.
 Exit status 0 only if every step ended as described.
@@ -35,6 +38,7 @@ from protocol.image_ref import parse_image_reference
 from protocol.spec import ServiceSpec
 
 SPEC_FILE = Path(__file__).with_name("web.toml")
+APP_FILE = Path(__file__).with_name("shop.yaml")
 STACK_ENV = Path(os.environ.get("FLEET_STACK_DIR", "/var/lib/fleetwave/stack")) / "stack.env"
 HOSTS = 5
 BIN = Path(sys.executable).parent
@@ -230,7 +234,10 @@ async def demo(nats_url: str, work: Path, settings: dict[str, str]) -> None:
         expect(converged == "1.1.0 running/healthy", f"demo-host-{late} converged to 1.1.0")
         fleetctl(nats_url, "services")
 
-        step("6. where every host ended up")
+        step("6. an app from a Compose file: deployed, then only its web member changed")
+        await asyncio.to_thread(app_steps, nats_url, registry)
+
+        step("7. where every host ended up")
         await asyncio.sleep(2)  # one more heartbeat, so the table shows the final state
         versions = await asyncio.to_thread(final_versions, nats_url)
         table = Table(title="final versions")
@@ -251,6 +258,21 @@ async def demo(nats_url: str, work: Path, settings: dict[str, str]) -> None:
                     process.terminate()
             await asyncio.gather(*(p.wait() for p in processes))
             remove_demo_containers(settings["FLEET_DOCKER_HOST"])
+
+
+def app_steps(nats_url: str, registry: str) -> None:
+    """shop.yaml deployed to every host, then a new web: the cache and the migration are
+    left alone (the rollout's lines say which members each host replaced)."""
+    os.environ["REGISTRY"] = registry
+    apply = ("apply", "-f", str(APP_FILE), "--app", "shop", "-w")
+    expect(fleetctl(nats_url, *apply) == 0, "the app runs on every host")
+    os.environ["WEB_TAG"] = "1.1.0"
+    expect(fleetctl(nats_url, *apply) == 0, "the app's web member is on 1.1.0 everywhere")
+    fleetctl(nats_url, "rollout", "status", "shop")
+    services = fleetctl_json(nats_url, "services")
+    assert isinstance(services, list)
+    shop = next(row for row in services if row["service"] == "shop")
+    expect(shop["converged"] == HOSTS + 1, "every host runs the app's second revision")
 
 
 def remove_demo_containers(docker_host: str) -> None:
