@@ -11,7 +11,8 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from node_agent.apps.group import AppUpdater, app_journal_key
+from node_agent.apps.group import AppUpdater
+from node_agent.operation_names import also_held, lock_name
 from node_agent.seen_commands import SeenSignatures
 from node_agent.settings import AgentSettings
 from node_agent.update.blue_green import BlueGreenUpdater
@@ -217,26 +218,25 @@ class CommandRunner:
         if isinstance(command, InspectCommand):
             status = await self.updater.status(command.service)
             return InspectReply(sender=self.host, in_reply_to=command.id, status=status)
-        service = _service_of(command)
+        service = lock_name(command)
         if service == AGENT_SERVICE and not isinstance(command, PrepareCommand | ApplyCommand):
             raise CommandRefused(
                 "agent_service", f"{command.kind} is not done to the agent itself; only apply"
             )
-        # An app's update holds its members' services too: no single-service command
-        # may touch a member (and its set-aside container) meanwhile.
-        members = self._members_held(command)
-        for name in (service, *members):
+        names = (service, *also_held(command, self.apps, self.updater.journal))
+        for name in names:
             if self.locks.busy(name):
                 raise CommandRefused("busy", f"another operation on {name} is in progress")
         async with AsyncExitStack() as held:
-            for name in (service, *members):
+            for name in names:
                 await held.enter_async_context(self.locks.hold(name))
             if not isinstance(command, PrepareCommand | PrepareAppCommand):  # touch nothing
-                await self.recovery.before_operation(service)
+                for name in names:
+                    await self.recovery.before_operation(name)
             try:
                 return await self._run_exclusive(command)
             finally:
-                if self.updater.journal.get(service) is not None:
+                if any(self.updater.journal.get(name) is not None for name in names):
                     self.recovery.wake()  # left unsettled: keep trying in the background
 
     async def _run_exclusive(self, command: Command) -> Reply:
@@ -339,13 +339,6 @@ class CommandRunner:
         )
         return self.operation_reply(command_id, service, result)
 
-    def _members_held(self, command: Command) -> list[str]:
-        """The member services an app's update or removal holds with it."""
-        app = command.app if isinstance(command, ApplyAppCommand) else None
-        if isinstance(command, RemoveCommand) and self.apps is not None:
-            app = self.apps.store.get(command.service)
-        return [m.spec.name for m in app.members] if app is not None else []
-
     def _update_locked(self, service: str) -> bool:
         template = self.settings.update_lock_path
         return template is not None and Path(template.format(service=service)).exists()
@@ -386,22 +379,3 @@ def event_type_of(reply: Reply) -> str:
     if isinstance(reply, ErrorReply):
         return "command_rejected" if reply.code in REJECTIONS else "command_failed"
     return reply.kind
-
-
-def _service_of(command: Command) -> str:
-    """What the command's lock and journal entry are named after."""
-    if isinstance(command, PrepareCommand | ApplyCommand | StageCommand):
-        return command.service.name
-    if isinstance(command, ApplyAppCommand | PrepareAppCommand):
-        return app_journal_key(command.app.name)
-    if isinstance(
-        command,
-        RollbackCommand
-        | RemoveCommand
-        | InspectCommand
-        | SwitchCommand
-        | RetireCommand
-        | ConfigCommand,
-    ):
-        return command.service
-    raise CommandRefused("unknown_command", f"no service in {command.kind}")  # pragma: no cover

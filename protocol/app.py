@@ -17,6 +17,9 @@ from protocol.base import FrozenModel, ServiceName
 from protocol.spec import ServiceSpec
 
 MemberName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
+DEPENDENCY_DEADLINE = 120.0
+"""Seconds a member waits for a dependency's condition, unless the dependency's own
+health check gives a longer deadline (the controller's command timeouts count on it)."""
 
 
 class Condition(StrEnum):
@@ -37,6 +40,12 @@ class Member(FrozenModel):
     name: MemberName
     spec: ServiceSpec
     depends_on: tuple[Dependency, ...] = ()
+
+    @property
+    def awaited_for(self) -> float:
+        """Seconds a member depending on this one waits for its condition."""
+        health = self.spec.health
+        return max(DEPENDENCY_DEADLINE, health.healthy_deadline if health else 0.0)
 
     @property
     def may_exit(self) -> bool:

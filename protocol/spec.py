@@ -162,6 +162,11 @@ class DockerHealthProbe(FrozenModel):
 
 Probe = Annotated[HttpProbe | TcpProbe | ExecProbe | DockerHealthProbe, Field(discriminator="kind")]
 
+UNCHECKED_RUN = 3.0
+"""Seconds a container with no health check must keep running to count as started."""
+UNCHECKED_DEADLINE = 30.0
+"""Seconds that takes at most (a slow start), for a container with no health check."""
+
 
 class HealthCheck(FrozenModel):
     probe: Probe

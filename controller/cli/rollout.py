@@ -313,6 +313,10 @@ def rollout_history(
                             "status": r.status.value,
                             "what": r.what,
                             "vetting": r.vetting.model_dump(mode="json") if r.vetting else None,
+                            "member_vettings": {
+                                name: vetting.model_dump(mode="json")
+                                for name, vetting in r.member_vettings.items()
+                            },
                         }
                         for r in rollouts.values()
                     }

@@ -31,7 +31,12 @@ from controller.rollouts.commands import (
 )
 from controller.rollouts.model import Change, HostPhase, RolloutRecord
 from controller.rollouts.transitions import HostNews, progress_news, reply_news, silence_news
-from controller.rollouts.workload import healthy_deadline, stop_grace
+from controller.rollouts.workload import (
+    app_update_timeout,
+    healthy_deadline,
+    specs_of,
+    stop_grace,
+)
 from controller.settings import ControllerSettings
 from protocol import subjects
 from protocol.app import AppSpec
@@ -218,7 +223,8 @@ class Dispatch:
             return command, timeout
         if check or entry.phase is HostPhase.PREPARING:
             prepare = prepare_command(record, host, expires, command_id, rollout_id=record.id)
-            return prepare, self._settings.prepare_timeout
+            pulls = len(specs_of(record.target))  # an app's members are pulled in turn
+            return prepare, self._settings.prepare_timeout * pulls
         if record.removing:
             # Each copy (serving, set aside, next, the other colour) is stopped in turn.
             copies = 5
@@ -254,8 +260,7 @@ class Dispatch:
         else:
             assert isinstance(record.previous, AppSpec), "reverts only to a previous app"
             app = reverting_app(record.previous)
-        # Members go one after another, and on a failure each replaced one is restored.
-        timeout = 2 * (healthy_deadline(app) + stop_grace(app)) + self._settings.command_slack
+        timeout = app_update_timeout(app) + self._settings.command_slack
         return apply_app_command(record, host, app, expires, command_id), timeout
 
     async def _take_turn(self) -> None:

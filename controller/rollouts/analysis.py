@@ -50,7 +50,7 @@ def runs_target(record: RolloutRecord, host: str, image: str | None) -> bool:
     digest = record.hosts[host].digest if host in record.hosts else None
     if digest is not None and "@" in image:
         return image.rsplit("@", 1)[1] == digest
-    # An app's members were pinned at vetting (or are compared by their tags).
+    # (An app has no analysis checks: nothing of it is measured by this.)
     return image in {spec.image for spec in specs_of(record.target)}
 
 

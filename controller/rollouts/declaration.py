@@ -17,7 +17,7 @@ from pydantic import Field
 
 from controller.rollouts.convergence import Desired, DriftPolicy, Need, matches, needs
 from controller.rollouts.model import RolloutSpec
-from controller.rollouts.workload import Workload, pinned_by_operator, what_runs
+from controller.rollouts.workload import Workload, as_declared
 from protocol.app import AppSpec
 from protocol.base import FrozenModel
 from protocol.models import HostFacts
@@ -79,9 +79,8 @@ def change_of(
 ) -> Change:
     if accepted is None:
         return Change.CREATE
-    wanted = declaration.spec
-    exact = pinned_by_operator(wanted)
-    if (wanted if exact else what_runs(wanted)) != (accepted if exact else what_runs(accepted)):
+    wanted, was = as_declared(declaration.spec, accepted)
+    if wanted != was:
         return Change.ROLL
     if deleted or policy != declaration.policy or drift is not declaration.drift:
         return Change.CONFIGURE  # a deleted service declared again: deployed by convergence

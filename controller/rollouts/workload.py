@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from protocol.app import AppSpec, Member
 from protocol.errors import ConfigurationError
 from protocol.fingerprint import app_digest, app_fingerprint, image_digest, settings_fingerprint
-from protocol.spec import BlueGreen, ServiceSpec, UpdateOrder
+from protocol.spec import UNCHECKED_DEADLINE, BlueGreen, ServiceSpec, UpdateOrder
 
 Workload = ServiceSpec | AppSpec
 
@@ -61,10 +61,20 @@ def what_runs(workload: Workload) -> Workload:
     return unpinned(workload)
 
 
-def pinned_by_operator(workload: Workload) -> bool:
-    """Whether the operator named a digest (every member's, for an app): then a change of
-    digest is a change of what runs."""
-    return all("@" in spec.image for spec in specs_of(workload))
+def as_declared(wanted: Workload, accepted: Workload) -> tuple[Workload, Workload]:
+    """Both as an operator's file compares them: a digest the file names counts (a
+    change of it is a change of what runs); one a rollout pinned to the file's tag does
+    not. For an app, member by member."""
+    if isinstance(wanted, AppSpec) and isinstance(accepted, AppSpec):
+        exact = {m.name for m in wanted.members if "@" in m.spec.image}
+
+        def strip(member: Member) -> ServiceSpec:
+            return member.spec if member.name in exact else unpinned(member.spec)
+
+        return with_members(wanted, strip), with_members(accepted, strip)
+    if isinstance(wanted, ServiceSpec) and "@" in wanted.image:
+        return wanted, accepted
+    return what_runs(wanted), what_runs(accepted)
 
 
 def with_members(app: AppSpec, change: ChangeMember) -> AppSpec:
@@ -90,6 +100,20 @@ def stop_grace(workload: Workload) -> float:
     return sum(spec.stop_grace_period for spec in specs_of(workload))
 
 
+def app_update_timeout(app: AppSpec) -> float:
+    """Seconds one host's update of ``app`` may take at worst: members one after
+    another, each stopped, started after waiting for its dependencies, and checked (a
+    member with no check runs for up to UNCHECKED_DEADLINE); then, on a failure, each
+    replaced member put back (as long again, to be safe)."""
+    total = 0.0
+    for member in app.members:
+        check = member.spec.health
+        total += member.spec.stop_grace_period
+        total += check.initial_delay + check.healthy_deadline if check else UNCHECKED_DEADLINE
+        total += sum(app.member(d.member).awaited_for for d in member.depends_on)
+    return 2 * total
+
+
 def healthy_deadline(workload: Workload) -> float:
     """Seconds its health checks may take (members are checked one after another)."""
     return sum(spec.health.healthy_deadline for spec in specs_of(workload) if spec.health)
@@ -103,9 +127,26 @@ def starts_first(workload: Workload) -> bool:
     return workload.update_order is UpdateOrder.START_FIRST
 
 
-def target_of(base: Workload, image: str | None, *, blue_green: bool) -> Workload:
+def target_of(
+    base: Workload,
+    image: str | None,
+    *,
+    blue_green: bool,
+    analysed: bool = False,
+    known: Workload | None = None,
+) -> Workload:
     """What a rollout of ``base`` rolls out: with ``image`` instead of its own, for a
-    service. An app's images are in its Compose file, and it has no blue-green."""
+    service. An app's images are in its Compose file, and it has neither blue-green nor
+    canary analysis (its checks measure one service's containers). ``known``:
+    what the name was declared as so far; a service cannot become an app (or back), since
+    hosts would run both under one name."""
+    if known is not None and isinstance(known, AppSpec) != isinstance(base, AppSpec):
+        was, now = (
+            ("an app", "a service") if isinstance(known, AppSpec) else ("a service", "an app")
+        )
+        raise ConfigurationError(
+            f"{base.name} is {was}: {now} cannot take its name (choose another name)"
+        )
     if isinstance(base, AppSpec):
         if image:
             raise ConfigurationError(
@@ -116,6 +157,11 @@ def target_of(base: Workload, image: str | None, *, blue_green: bool) -> Workloa
             raise ConfigurationError(
                 f"{base.name} is an app: blue-green is for single services "
                 "(an app's members are replaced in place)"
+            )
+        if analysed:
+            raise ConfigurationError(
+                f"{base.name} is an app: analysis checks are for single services "
+                "(a canary of an app waits for promote, or auto_promote_after)"
             )
         return base
     try:

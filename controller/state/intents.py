@@ -142,7 +142,10 @@ class Fleet:
             )
         if base.name != service:
             raise ConfigurationError(f"the spec is for {base.name}, not {service}")
-        target = target_of(base, image, blue_green=spec.strategy is Strategy.BLUE_GREEN)
+        blue_green, analysed = spec.strategy is Strategy.BLUE_GREEN, bool(spec.analysis)
+        target = target_of(
+            base, image, blue_green=blue_green, analysed=analysed, known=history.latest_spec
+        )
         previous_revision = history.revision(history.current) if history.current else None
         colour: Colour | None = None
         if spec.strategy is Strategy.BLUE_GREEN:
@@ -237,6 +240,8 @@ class Fleet:
                 kept = ", ".join(str(r.revision) for r in history.revisions)
                 raise NotFound(f"{service} keeps no revision {to_revision} (kept: {kept})")
             chosen = found
+        if history.policy is not None:  # the hosts it is declared on, not every host
+            spec = spec.model_copy(update={"selector": dict(history.policy.selector)})
         record, _ = await self.plan_rollout(service, None, spec, spec_override=chosen.spec)
         return record
 

@@ -6,17 +6,9 @@ import asyncio
 import time
 
 from node_agent.runtime import DockerRuntime
-from protocol.app import Condition, Member
+from protocol.app import Condition
 
 POLL = 0.25
-DEPENDENCY_DEADLINE = 120.0
-"""Seconds a member waits for a dependency's condition, unless that member's own health
-check gives a longer deadline."""
-
-
-def deadline_of(member: Member) -> float:
-    health = member.spec.health
-    return max(DEPENDENCY_DEADLINE, health.healthy_deadline if health else 0.0)
 
 
 async def wait_for(

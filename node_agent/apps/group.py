@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from node_agent.apps.conditions import deadline_of, wait_for
+from node_agent.apps.conditions import wait_for
 from node_agent.apps.engine_objects import connect_others, ensure_engine_objects
 from node_agent.apps.store import AppStore
 from node_agent.runtime import AGENT_LABEL, Inspect
@@ -52,6 +52,8 @@ class AppUpdater:
         self.runtime = updater.runtime
         self.store = store
         """The app each host last applied: what its heartbeat reports."""
+        self._completed_now: set[str] = set()
+        """Services of members that completed (exit 0) in an update not yet recorded."""
 
     # ---- prepare ----
 
@@ -63,8 +65,9 @@ class AppUpdater:
         pulled, or, for a member that runs as declared, the one it runs."""
         reasons: list[Reason] = []
         digests: dict[str, str] = {}
+        completed = self.store.completed(command.app.name)
         for member in command.app.members:
-            runs = await self._runs_as_declared(member)
+            runs = await self._runs_as_declared(member, member.name in completed)
             if runs is not None:
                 digests[member.name] = runs
                 continue
@@ -82,7 +85,7 @@ class AppUpdater:
             ]
         return reasons, digests
 
-    async def _runs_as_declared(self, member: Member) -> str | None:
+    async def _runs_as_declared(self, member: Member, completed: bool) -> str | None:
         """The digest this host runs the member at, when it runs what ``member`` declares
         (the declaration may name a tag where the host pinned a digest)."""
         current = self._u.services.current(member.spec.name)
@@ -101,7 +104,9 @@ class AppUpdater:
         image = str(((running or {}).get("Config") or {}).get("Image") or "")
         return (
             digest
-            if self._unchanged(member.model_copy(update={"spec": current}), image, running)
+            if self._unchanged(
+                member.model_copy(update={"spec": current}), image, running, completed
+            )
             else None
         )
 
@@ -116,12 +121,16 @@ class AppUpdater:
         olds = {
             name: await self.runtime.inspect_container(self._main(m)) for name, m in members.items()
         }
+        done = self.store.completed(app.name)
+        self._completed_now -= {m.spec.name for m in app.members}  # a restored update's
         changed = [
             name for name in start_order(app)
-            if not self._unchanged(members[name], images[name], olds[name])
+            if not self._unchanged(members[name], images[name], olds[name], name in done)
         ]  # fmt: skip
         if not changed:
-            self.store.put(app)  # (what changed may be only what nothing on the host shows)
+            await self._remove_dropped(app, emit)
+            # (What changed may be only what nothing on the host shows.)
+            self.store.put(app, done & set(members))
             await emit(UpdatePhase.DONE, "every member already runs as declared")
             return OperationResult(OperationOutcome.DONE, _app_status(app.name))
         await ensure_engine_objects(self.runtime, app)
@@ -150,9 +159,10 @@ class AppUpdater:
                 return await self._restore(key, emit, failure)
         return await self._commit(key, app, emit, changed)
 
-    def _unchanged(self, member: Member, image: str, old: Inspect | None) -> bool:
+    def _unchanged(self, member: Member, image: str, old: Inspect | None, completed: bool) -> bool:
         """What this host last completed for the member, and its container still runs it
-        (or, for a member that may exit, ran it to success). Its settings count, not its
+        (or, for a member that ``completed`` when last started, ran it to success: one
+        that ended otherwise, or was stopped by hand, is started again). Its settings count, not its
         health check (a change of probe timing alone restarts nothing, as for a service)."""
         current = self._u.services.current(member.spec.name)
         if old is None or current is None:
@@ -164,7 +174,7 @@ class AppUpdater:
         if config.get("Image") != image or labels.get(AGENT_LABEL) != self._u.agent_id:
             return False
         if not state.get("Running"):
-            return member.may_exit and state.get("ExitCode") == 0
+            return completed and member.may_exit and state.get("ExitCode") == 0
         return (state.get("Health") or {}).get("Status") != Health.UNHEALTHY.value
 
     async def _replace(
@@ -214,7 +224,7 @@ class AppUpdater:
         for dependency in member.depends_on:
             other = app.member(dependency.member)
             why = await wait_for(
-                self.runtime, self._main(other), dependency.condition, deadline_of(other)
+                self.runtime, self._main(other), dependency.condition, other.awaited_for
             )
             if why is not None and dependency.required:
                 return f"{dependency.member} is not {dependency.condition.value}: {why}"
@@ -228,6 +238,7 @@ class AppUpdater:
             return verdict
         state = ((await self.runtime.inspect_container(container)) or {}).get("State") or {}
         if not state.get("Running") and state.get("ExitCode") == 0:
+            self._completed_now.add(member.spec.name)
             return HealthVerdict(True, "completed")
         return verdict
 
@@ -263,11 +274,32 @@ class AppUpdater:
             previous = self._u.services.current(member.spec.name)
             if previous != member.spec:
                 self._u.services.record_update(member.spec, previous)
-        self.store.put(app)
+        await self._remove_dropped(app, emit)
+        # Members that completed now, and unchanged ones that had completed before.
+        before = self.store.completed(app.name) if self.store.get(app.name) else set()
+        completed = {
+            m.name
+            for m in app.members
+            if m.spec.name in self._completed_now or (m.name not in changed and m.name in before)
+        }
+        self._completed_now -= {m.spec.name for m in app.members}
+        self.store.put(app, completed)
         await emit(UpdatePhase.DONE, f"{', '.join(changed)} replaced; the app is healthy")
         return await self._conclude(
             key, OperationResult(OperationOutcome.DONE, _app_status(app.name))
         )
+
+    async def _remove_dropped(self, app: AppSpec, emit: Emit) -> None:
+        """Members the app had here and has no more (the file dropped them) are removed,
+        dependants first, once the update went through; before the app is recorded, so
+        an agent killed meanwhile removes them when it finishes the update."""
+        previous = self.store.get(app.name)
+        if previous is None:
+            return
+        kept = {member.name for member in app.members}
+        for name in reversed(start_order(previous)):
+            if name not in kept:
+                await self._u.remove(previous.member(name).spec.name, emit)
 
     async def _restore(self, key: str, emit: Emit, bundle: FailureBundle) -> OperationResult:
         entry = self._u.journal.get(key) or {}

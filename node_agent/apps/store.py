@@ -1,4 +1,6 @@
-"""The app each host last applied, on disk: what the heartbeat reports it runs."""
+"""The app each host last applied, on disk: what the heartbeat reports it runs; and
+which of its members completed (one-shot jobs that ended with 0 when they were last
+started by an update), so that one stopped by hand later is not taken for done."""
 
 from __future__ import annotations
 
@@ -16,12 +18,18 @@ class AppStore:
     def _path(self, app: str) -> Path:
         return self._dir / f"{app}.json"
 
-    def put(self, app: AppSpec) -> None:
-        write_json(self._path(app.name), app.model_dump(mode="json"))
+    def put(self, app: AppSpec, completed: set[str]) -> None:
+        document = {"app": app.model_dump(mode="json"), "completed": sorted(completed)}
+        write_json(self._path(app.name), document)
 
     def get(self, app: str) -> AppSpec | None:
         value = read_json(self._path(app))
-        return AppSpec.model_validate(value) if value else None
+        return AppSpec.model_validate(value["app"]) if value else None
+
+    def completed(self, app: str) -> set[str]:
+        """The members (by member name) that completed when last started."""
+        value = read_json(self._path(app))
+        return set(value["completed"]) if value else set()
 
     def names(self) -> list[str]:
         return sorted(path.stem for path in self._dir.glob("*.json"))

@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from node_agent.runtime import DockerRuntime
 from protocol.errors import RuntimeFault
 from protocol.models import HookResult, ProbeResult, utc_now
-from protocol.spec import DockerHealthProbe, ExecProbe, HealthCheck, HttpProbe, Probe, TcpProbe
+from protocol.spec import (
+    UNCHECKED_DEADLINE,
+    UNCHECKED_RUN,
+    DockerHealthProbe,
+    ExecProbe,
+    HealthCheck,
+    HttpProbe,
+    Probe,
+    TcpProbe,
+)
 
 MAX_KEPT_RESULTS = 10
 _MAX_BODY = 65536
@@ -121,8 +130,8 @@ async def wait_until_healthy(
     period = check.period if check else 1.0
     timeout = check.timeout if check else 2.0
     threshold = check.failure_threshold if check else 1
-    min_healthy = check.min_healthy_time if check else 3.0
-    deadline = time.monotonic() + (check.healthy_deadline if check else 30.0)
+    min_healthy = check.min_healthy_time if check else UNCHECKED_RUN
+    deadline = time.monotonic() + (check.healthy_deadline if check else UNCHECKED_DEADLINE)
     if check and check.initial_delay:
         await asyncio.sleep(check.initial_delay)
     results: list[ProbeResult] = []

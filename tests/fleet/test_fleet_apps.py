@@ -8,12 +8,8 @@ read from the engine: each member's container, its id and image.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import docker
@@ -22,6 +18,7 @@ import pytest
 
 from tests.conftest import FleetFactory, LocalFleet
 from tests.node_agent.apps.app_files import APP_FILE
+from tests.support.engine_events import container_events
 from tests.support.polling import eventually
 from tests.support.registry_digest import registry_digest
 
@@ -171,7 +168,7 @@ async def test_a_member_that_fails_restores_the_whole_app_and_a_selector_off_eve
 
     # The cache changes to a working image, web to one that crashes: on the first host
     # the cache is replaced, web fails, and both are restored (the same containers).
-    with containers_created(docker_client) as created_names:
+    with container_events(docker_client, "create") as created_names:
         failed = await fleetctl_app(
             fleet, "apply", "-f", path, "--app", "shop", "-w",
             CACHE_TAG="1.1.0", WEB_TAG="3.0.0-crash",
@@ -205,26 +202,6 @@ async def test_a_member_that_fails_restores_the_whole_app_and_a_selector_off_eve
     await eventually(
         lambda: _containers_left(fleet, docker_client), lambda left: not left, "app removed", 90
     )
-
-
-@contextmanager
-def containers_created(client: docker.DockerClient) -> Iterator[list[str]]:
-    """The names of the containers the engine creates meanwhile, as it streams them
-    (the engine keeps only its last 256 events: a busy one has dropped older ones)."""
-    stream = client.api.events(filters={"type": "container", "event": "create"}, decode=True)
-    names: list[str] = []
-
-    def read() -> None:
-        with contextlib.suppress(Exception):  # the stream closed under it
-            names.extend(str(e["Actor"]["Attributes"].get("name", "")) for e in stream)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        yield names
-    finally:
-        stream.close()
-        reader.join(timeout=10)
 
 
 async def _log_lines(fleet: LocalFleet) -> dict[tuple[str, str], list[str]]:

@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from controller.rollouts.model import HostPhase, RolloutRecord
-from controller.rollouts.workload import starts_first
 from fleet_lab.agent_process import AgentProcess
 from protocol.models import (
     AnyMessage,
@@ -386,7 +385,7 @@ class BudgetChecker:
         """
         if record.blue_green:  # staging and retiring leave the serving copy alone
             return
-        start_first = starts_first(record.target)
+        start_first = not oracle.stop_first(record)
         kind = self.surges if start_first else self.windows
         mine = [w for w in kind if w.rollout_id == record.id and w.service == record.service]
         if record.id in self.seen and record.previous is not None and record.config is None:

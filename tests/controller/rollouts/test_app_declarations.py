@@ -18,7 +18,7 @@ from controller.rollouts.model import HostPhase, HostRecord, RolloutRecord, Roll
 from controller.rollouts.transitions import reply_news
 from controller.rollouts.workload import target_of
 from node_agent.apps.status import app_status
-from protocol.app import AppSpec
+from protocol.app import AppSpec, Condition, Member, NamedVolume
 from protocol.errors import ConfigurationError
 from protocol.models import (
     ContainerState,
@@ -27,6 +27,7 @@ from protocol.models import (
     PrepareReply,
     ServiceStatus,
 )
+from protocol.spec import ServiceSpec
 from tests.node_agent.apps.app_files import APP_FILE
 from tests.support.heartbeats import facts_with
 
@@ -41,9 +42,18 @@ def shop(tmp_path: Path, **tags: str) -> AppSpec:
 
 
 def pinned_everywhere(app: AppSpec) -> AppSpec:
-    """Each member pinned as a rollout pins it: its tag's digest."""
-    tag_of = {m.name: m.spec.image.rsplit(":", 1)[1] for m in app.members}
-    return pinned_app(app, {m: DIGEST[t] for m, t in tag_of.items()}, None)
+    """Each member pinned as a rollout pins it (``repo:tag@digest`` of its tag), written
+    out here rather than by the code under test."""
+
+    def pinned(member: Member) -> Member:
+        image = member.spec.image
+        if "@" not in image:
+            image = f"{image}@{DIGEST[image.rsplit(':', 1)[1]]}"
+        return member.model_copy(update={"spec": member.spec.model_copy(update={"image": image})})
+
+    found = app.model_copy(update={"members": tuple(pinned(m) for m in app.members)})
+    assert all("@" in member.spec.image for member in found.members)
+    return found
 
 
 def running(app: AppSpec) -> ServiceStatus:
@@ -54,6 +64,11 @@ def running(app: AppSpec) -> ServiceStatus:
         for m in app.members
     }
     return app_status(app, dict(members), set())
+
+
+def with_member(app: AppSpec, changed: Member) -> AppSpec:
+    members = tuple(changed if m.name == changed.name else m for m in app.members)
+    return app.model_copy(update={"members": members})
 
 
 def test_the_x_fleetwave_block_gives_the_selector_the_update_policy_and_the_drift_rule(
@@ -94,6 +109,31 @@ def test_applying_an_app_again_rolls_only_when_a_member_changed(tmp_path: Path) 
     assert change_of(first, None, None, DriftPolicy.REPAIR) is Change.CREATE
 
 
+def test_a_digest_the_file_names_for_one_member_counts_while_the_others_name_tags(
+    tmp_path: Path,
+) -> None:
+    named = {"MIGRATE_TAG": f"1.0.0@{DIGEST['1.0.0']}"}
+    accepted = pinned_everywhere(shop(tmp_path, **named))
+    policy = RolloutSpec()
+
+    def change(**tags: str) -> Change:
+        declared = Declaration.of_app(shop(tmp_path, **tags), {})
+        return change_of(declared, accepted, policy, DriftPolicy.REPAIR)
+
+    assert change(**named) is Change.UNCHANGED
+    assert change(MIGRATE_TAG=f"1.0.0@{DIGEST['1.1.0']}") is Change.ROLL  # another digest
+
+
+def test_a_service_cannot_become_an_app_of_its_name_nor_back(tmp_path: Path) -> None:
+    app = shop(tmp_path)
+    service = ServiceSpec(name="shop", image="registry.local/demo/web:1.0.0")
+    with pytest.raises(ConfigurationError, match="shop is a service: an app cannot take its"):
+        target_of(app, None, blue_green=False, known=service)
+    with pytest.raises(ConfigurationError, match="shop is an app: a service cannot take its"):
+        target_of(service, None, blue_green=False, known=app)
+    assert target_of(app, None, blue_green=False, known=app) == app
+
+
 def test_a_host_is_judged_by_its_app_line_as_one_unit(tmp_path: Path) -> None:
     accepted = pinned_everywhere(shop(tmp_path))
     newer = pinned_everywhere(shop(tmp_path, WEB_TAG="1.1.0"))
@@ -111,6 +151,26 @@ def test_a_host_is_judged_by_its_app_line_as_one_unit(tmp_path: Path) -> None:
     other = dict.fromkeys(("migrate", "cache", "web"), "sha256:" + "c" * 64)
     repinned = pinned_app(shop(tmp_path), other, None)
     assert need(running(repinned)) is Need.UPDATE
+    # README: health checks do not count (a change of probe timing restarts nothing);
+    # the app's volumes and what a member waits for do.
+    cache = accepted.member("cache")
+    assert cache.spec.health is not None
+    slower = cache.spec.health.model_copy(update={"healthy_deadline": 300.0})
+    probed = with_member(
+        accepted,
+        cache.model_copy(update={"spec": cache.spec.model_copy(update={"health": slower})}),
+    )
+    assert need(running(probed)) is None
+    with_volume = accepted.model_copy(update={"volumes": (NamedVolume(name="shop_data"),)})
+    assert need(running(with_volume)) is Need.UPDATE
+    web = accepted.member("web")
+    started_only = tuple(
+        d.model_copy(update={"condition": Condition.STARTED}) for d in web.depends_on
+    )
+    assert (
+        need(running(with_member(accepted, web.model_copy(update={"depends_on": started_only}))))
+        is Need.UPDATE
+    )
 
 
 def test_an_app_is_rolled_out_with_its_own_images_and_never_blue_green(tmp_path: Path) -> None:

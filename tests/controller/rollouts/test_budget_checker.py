@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from controller.rollouts.model import HostPhase, HostRecord, RolloutRecord, RolloutSpec
+from protocol.app import AppSpec, Member
 from protocol.models import (
     AnyMessage,
     ContainerAction,
@@ -397,11 +398,16 @@ def test_peak_counts_hosts_out_for_any_reason_each_once() -> None:
 
 
 def test_an_apps_update_stopping_its_members_one_after_another_is_one_window() -> None:
+    # An app named web whose one member would start first as a service: an app's
+    # members are replaced in place all the same (README), so its updates are outages.
+    member = TARGET.model_copy(update={"name": "web-web", "update_order": UpdateOrder.START_FIRST})
+    app = AppSpec(name="web", members=(Member(name="web", spec=member),))
+    of_app = record(1).model_copy(update={"target": app})
     stops = [progress("h0", UpdatePhase.STOPPING_OLD, second) for second in (0, 1, 2)]
     done = progress("h0", UpdatePhase.DONE, 5)
     after = progress("h1", UpdatePhase.STOPPING_OLD, 6)
-    check_every_budget(recorder_of(*stops, done, after), listed(record(1)))
+    check_every_budget(recorder_of(*stops, done, after), listed(of_app))
     # Control: h1 stopping while h0's app is still being updated is two hosts out.
     early = progress("h1", UpdatePhase.STOPPING_OLD, 3)
     with pytest.raises(AssertionError, match="2 hosts out at once, allowed 1"):
-        check_every_budget(recorder_of(*stops, early, done), listed(record(1)))
+        check_every_budget(recorder_of(*stops, early, done), listed(of_app))

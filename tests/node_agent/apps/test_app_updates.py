@@ -15,7 +15,7 @@ import pytest
 
 from fleet_lab.agent_client import AgentHandle
 from fleet_lab.stack import LocalStack
-from protocol.app import AppSpec
+from protocol.app import AppSpec, Condition
 from protocol.fingerprint import app_fingerprint
 from protocol.models import (
     ContainerState,
@@ -27,6 +27,7 @@ from protocol.models import (
     ServiceStatus,
 )
 from tests.node_agent.apps.app_files import demo_app
+from tests.support.engine_events import container_events
 from tests.support.registry_digest import registry_digest
 
 pytestmark = pytest.mark.integration
@@ -225,3 +226,82 @@ async def test_prepare_pulls_every_changed_members_image_by_digest_and_touches_n
     assert refused.ready is False
     assert {r.text.split(":", 1)[0] for r in refused.reasons} == {"web"}, refused.reasons
     assert containers(docker_client, shop.prefix, "shop") == shop.before
+
+
+async def test_removing_an_app_removes_its_members_dependants_first_and_forgets_it(
+    shop: Shop, docker_client: docker.DockerClient
+) -> None:
+    agent, prefix = shop.agent, shop.prefix
+    with container_events(docker_client, "destroy") as destroyed:
+        reply = await agent.request(agent.remove("shop"), timeout=120)
+    assert isinstance(reply, OperationReply), reply
+    assert reply.outcome is OperationOutcome.DONE, reply
+    gone = [name.removeprefix(prefix) for name in destroyed if name.startswith(prefix)]
+    assert sorted(gone) == ["shop-cache", "shop-migrate", "shop-web"], destroyed
+    # web depends on the other two: it goes first (README, "dependants first").
+    assert gone[0] == "shop-web", gone
+    assert containers(docker_client, prefix, "shop") == {}
+    facts = await agent.agent.host_facts()
+    assert "shop" not in {status.name for status in facts.services}
+    again = await agent.request(agent.remove("shop"), timeout=120)
+    assert isinstance(again, OperationReply), again
+    assert again.outcome is OperationOutcome.DONE, again  # gone already is done
+
+
+async def test_a_change_only_to_a_members_health_check_restarts_nothing(
+    shop: Shop, local_stack: LocalStack, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    app = demo_app(tmp_path, local_stack, "shop")
+    cache = app.member("cache")
+    assert cache.spec.health is not None
+    slower = cache.spec.health.model_copy(update={"healthy_deadline": 90.0})
+    spec = cache.spec.model_copy(update={"health": slower})
+    members = tuple(
+        m.model_copy(update={"spec": spec}) if m.name == "cache" else m for m in app.members
+    )
+    reply = await applied(shop.agent, app.model_copy(update={"members": members}))
+    assert reply.outcome is OperationOutcome.DONE, reply
+    assert containers(docker_client, shop.prefix, "shop") == shop.before
+
+
+async def test_a_one_shot_member_nothing_waits_for_counts_as_done_once_it_ended_with_0(
+    shop: Shop, local_stack: LocalStack, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    # web waits only for the migration to start: nothing waits for it to complete, and
+    # still a migration that ended with 0 is a member that did its job, not one down.
+    app = demo_app(tmp_path, local_stack, "shop")
+    web = app.member("web")
+    started = tuple(
+        d.model_copy(update={"condition": Condition.STARTED}) if d.member == "migrate" else d
+        for d in web.depends_on
+    )
+    members = tuple(
+        m.model_copy(update={"depends_on": started}) if m.name == "web" else m for m in app.members
+    )
+    reply = await applied(shop.agent, app.model_copy(update={"members": members}))
+    assert reply.outcome is OperationOutcome.DONE, reply
+    assert containers(docker_client, shop.prefix, "shop")["migrate"]["exit"] == 0
+    facts = await shop.agent.agent.host_facts()
+    line = next(status for status in facts.services if status.name == "shop")
+    assert (line.state, line.health, line.drift) == (
+        ContainerState.RUNNING,
+        Health.HEALTHY,
+        None,
+    ), line
+
+
+async def test_a_member_the_file_dropped_is_removed_and_the_others_left_alone(
+    shop: Shop, local_stack: LocalStack, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    app = demo_app(tmp_path, local_stack, "shop")
+    web = app.member("web")
+    waits_for_cache = tuple(d for d in web.depends_on if d.member == "cache")
+    members = tuple(
+        m.model_copy(update={"depends_on": waits_for_cache}) if m.name == "web" else m
+        for m in app.members
+        if m.name != "migrate"
+    )
+    reply = await applied(shop.agent, app.model_copy(update={"members": members}))
+    assert reply.outcome is OperationOutcome.DONE, reply
+    after = containers(docker_client, shop.prefix, "shop")
+    assert after == {"cache": shop.before["cache"], "web": shop.before["web"]}
