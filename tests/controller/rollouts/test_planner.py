@@ -108,7 +108,8 @@ def test_new_stop_first_work_never_takes_the_fleet_past_max_unavailable(
     converging = Counter[str]()
     passes = Counter[str]()
 
-    @settings(max_examples=BUDGET_EXAMPLES)
+    # Derandomized: the shares asserted at the end flaked (CI, two workers) on unlucky draws.
+    @settings(max_examples=BUDGET_EXAMPLES, derandomize=True)
     @given(st.booleans().flatmap(lambda room: scenes(Kind.RUNNING, STOP_FIRST, room=room)))
     def check(scene: Scene) -> None:
         record, offline, unhealthy = scene.record, scene.offline, scene.unhealthy
