@@ -146,6 +146,9 @@ class Fleet:
         target = target_of(
             base, image, blue_green=blue_green, analysed=analysed, known=history.latest_spec
         )
+        clash = await self.services.clash(target)
+        if clash is not None:
+            raise ConfigurationError(clash)
         previous_revision = history.revision(history.current) if history.current else None
         colour: Colour | None = None
         if spec.strategy is Strategy.BLUE_GREEN:

@@ -18,6 +18,7 @@ from controller.rollouts.convergence import Desired, DriftPolicy
 from controller.rollouts.model import RolloutSpec
 from controller.rollouts.workload import Workload
 from controller.state.store import CAS_ATTEMPTS, RolloutConflict, kv_get, kv_keys
+from protocol.app import AppSpec
 from protocol.base import FrozenModel, ServiceName
 from protocol.spec import Colour
 
@@ -98,6 +99,29 @@ class ServiceStore:
                 await self._kv.update(record.service, data, last=revision)
         except nats.js.errors.KeyWrongLastSequenceError as exc:
             raise RolloutConflict(f"service {record.service} changed meanwhile; retry") from exc
+
+    async def clash(self, workload: Workload) -> str | None:
+        """Why ``workload`` cannot be declared beside what is: an app member's container
+        is named ``<app>-<member>``, as a service of that name would be (one container
+        name, one lock, one record on each host). None when nothing clashes."""
+        if isinstance(workload, AppSpec):
+            for member in workload.members:
+                record, _ = await self.get(member.spec.name)
+                if record.revisions and not record.deleted:
+                    return (
+                        f"member {member.name} of {workload.name} would run as "
+                        f"{member.spec.name}, a declared service: rename one of them"
+                    )
+            return None
+        parts = workload.name.split("-")
+        for cut in range(1, len(parts)):  # the apps whose member it could be
+            app, _ = await self.get("-".join(parts[:cut]))
+            declared = app.latest_spec
+            if app.deleted or not isinstance(declared, AppSpec):
+                continue
+            if any(member.spec.name == workload.name for member in declared.members):
+                return f"{workload.name} runs as a member of app {app.service}: rename one of them"
+        return None
 
     async def names(self) -> list[str]:
         return await kv_keys(self._kv, "")

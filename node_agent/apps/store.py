@@ -5,6 +5,7 @@ started by an update), so that one stopped by hand later is not taken for done."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from node_agent.state_files import read_json, write_json
 from protocol.app import AppSpec
@@ -22,13 +23,21 @@ class AppStore:
         document = {"app": app.model_dump(mode="json"), "completed": sorted(completed)}
         write_json(self._path(app.name), document)
 
-    def get(self, app: str) -> AppSpec | None:
+    def _read(self, app: str) -> dict[str, Any] | None:
         value = read_json(self._path(app))
+        if not value:
+            return None
+        if "members" in value:  # written before completions were recorded: the app alone
+            return {"app": value, "completed": []}
+        return dict(value)
+
+    def get(self, app: str) -> AppSpec | None:
+        value = self._read(app)
         return AppSpec.model_validate(value["app"]) if value else None
 
     def completed(self, app: str) -> set[str]:
         """The members (by member name) that completed when last started."""
-        value = read_json(self._path(app))
+        value = self._read(app)
         return set(value["completed"]) if value else set()
 
     def names(self) -> list[str]:
