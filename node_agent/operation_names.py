@@ -49,15 +49,25 @@ def also_held(command: Command, apps: AppUpdater | None, journal: Journal) -> li
     removal: the app of that name, if any (its journal entry, also while its first
     deploy runs, and its members), so it never races the app's update or recovery."""
     if isinstance(command, ApplyAppCommand):
-        had = apps.store.get(command.app.name) if apps is not None else None
         names = [m.spec.name for m in command.app.members]
-        dropped = [m.spec.name for m in had.members if m.spec.name not in names] if had else []
-        return [*names, *dropped]  # members the file dropped are removed by the update
+        # Members the file dropped are removed by the update (and an unfinished update
+        # settled first may record others): held too.
+        had = _known_members(command.app.name, apps, journal)
+        return [*names, *(name for name in had if name not in names)]
     if not isinstance(command, RemoveCommand) or apps is None:
         return []
-    key = app_journal_key(command.service)
-    app = apps.store.get(command.service)
-    entry = journal.get(key)
-    if app is None and entry is not None:
-        app = AppSpec.model_validate(entry["app"])  # a first deploy cut short
-    return [key, *(m.spec.name for m in app.members)] if app is not None else [key]
+    return [app_journal_key(command.service), *_known_members(command.service, apps, journal)]
+
+
+def _known_members(name: str, apps: AppUpdater | None, journal: Journal) -> list[str]:
+    """The member services of app ``name`` as this host knows it: what it last applied,
+    and what an unfinished update of it (journaled) was putting in place."""
+    if apps is None:
+        return []
+    found: list[str] = []
+    entry = journal.get(app_journal_key(name))
+    for app in (apps.store.get(name), AppSpec.model_validate(entry["app"]) if entry else None):
+        for member in app.members if app is not None else ():
+            if member.spec.name not in found:
+                found.append(member.spec.name)
+    return found

@@ -98,6 +98,19 @@ class AppSpec(FrozenModel):
         return next(member for member in self.members if member.name == name)
 
 
+def one_shots(app: AppSpec) -> set[str]:
+    """Members that may end, done: their restart policy lets them (Compose's default
+    ``no``, or ``on-failure``) and nothing checks their health (a job, not a server), or
+    another member waits for them to complete. One that exited with 0 is done; any
+    other member stopped is down."""
+    awaited = {
+        d.member for m in app.members for d in m.depends_on if d.condition is Condition.COMPLETED
+    }
+    return {
+        m.name for m in app.members if m.may_exit and (m.spec.health is None or m.name in awaited)
+    }
+
+
 def start_order(app: AppSpec) -> list[str]:
     """Members in an order where each comes after everything it depends on; among those
     free to go, the order of the file. ValueError on a cycle."""

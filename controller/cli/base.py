@@ -31,7 +31,6 @@ from rich.live import Live
 
 from controller.bus_link import BusLink, why
 from controller.cli import render
-from controller.compose.project import compose_app
 from controller.errors import ComposeError
 from controller.gates.vetting import ImageRefused
 from controller.rollouts.declaration import Declaration
@@ -183,6 +182,10 @@ def load_app_declaration(path: Path, name: str, selector: str | None) -> Declara
     """An app from a Compose file (its variables from the environment and its .env),
     with its x-fleetwave block; ``selector`` replaces the block's. A bad file is named
     by key and service, exit 2; a variable with no value is warned of."""
+    # Imported here: the Compose schema's validator takes a second to import, and
+    # every other fleetctl command would pay it.
+    from controller.compose.project import compose_app
+
     try:
         found = compose_app(path, name, os.environ)
         declaration = Declaration.of_app(found.app, found.extension)

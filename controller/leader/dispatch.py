@@ -32,6 +32,7 @@ from controller.rollouts.commands import (
 from controller.rollouts.model import Change, HostPhase, RolloutRecord
 from controller.rollouts.transitions import HostNews, progress_news, reply_news, silence_news
 from controller.rollouts.workload import (
+    COPIES,
     app_update_timeout,
     healthy_deadline,
     specs_of,
@@ -227,8 +228,7 @@ class Dispatch:
             return prepare, self._settings.prepare_timeout * pulls
         if record.removing:
             # Each copy (serving, set aside, next, the other colour) is stopped in turn.
-            copies = 5
-            timeout = copies * stop_grace(record.target) + self._settings.command_slack
+            timeout = COPIES * stop_grace(record.target) + self._settings.command_slack
             return remove_command(record, host, expires, command_id), timeout
         if isinstance(record.target, AppSpec):
             return self._build_app(record, host, expires, command_id)
@@ -260,7 +260,8 @@ class Dispatch:
         else:
             assert isinstance(record.previous, AppSpec), "reverts only to a previous app"
             app = reverting_app(record.previous)
-        timeout = app_update_timeout(app) + self._settings.command_slack
+        was = record.previous if entry.phase is HostPhase.UPDATING else record.target
+        timeout = app_update_timeout(app, was) + self._settings.command_slack
         return apply_app_command(record, host, app, expires, command_id), timeout
 
     async def _take_turn(self) -> None:

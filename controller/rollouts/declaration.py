@@ -52,7 +52,13 @@ class Declaration(FrozenModel):
                 f"x-fleetwave.{unknown[0]}: not a key of Fleetwave's "
                 f"(it takes {', '.join(DECLARATION_KEYS)})"
             )
-        return cls.model_validate({"spec": app, **extension})
+        declared = cls.model_validate({"spec": app, **extension})
+        if declared.update.analysis:
+            raise ValueError(
+                "x-fleetwave.update.analysis: analysis checks are for single services "
+                "(a canary of an app waits for promote, or auto_promote_after)"
+            )
+        return declared
 
     @property
     def policy(self) -> RolloutSpec:

@@ -18,6 +18,10 @@ Workload = ServiceSpec | AppSpec
 
 ChangeMember = Callable[[Member], ServiceSpec]
 
+COPIES = 5
+"""The copies of a service a host may have (serving, set aside, next, either colour):
+removing one stops each."""
+
 Mark = tuple[str, str | None]
 """What an agent reports it applied: the settings fingerprint and the pinned digest."""
 
@@ -100,18 +104,23 @@ def stop_grace(workload: Workload) -> float:
     return sum(spec.stop_grace_period for spec in specs_of(workload))
 
 
-def app_update_timeout(app: AppSpec) -> float:
-    """Seconds one host's update of ``app`` may take at worst: members one after
-    another, each stopped, started after waiting for its dependencies, and checked (a
-    member with no check runs for up to UNCHECKED_DEADLINE); then, on a failure, each
-    replaced member put back (as long again, to be safe)."""
+def app_update_timeout(app: AppSpec, previous: Workload | None = None) -> float:
+    """Seconds one host's update of ``app`` may take at worst: members one after another,
+    each stopped, started once its dependencies meet their condition (up to each one's
+    wait), and checked (a member with no check runs for up to UNCHECKED_DEADLINE); on a
+    failure, each replaced member stopped and put back, checked again; then the members
+    ``previous`` had and ``app`` has not removed (each of up to COPIES copies stopped)."""
     total = 0.0
     for member in app.members:
         check = member.spec.health
-        total += member.spec.stop_grace_period
-        total += check.initial_delay + check.healthy_deadline if check else UNCHECKED_DEADLINE
+        checked = check.initial_delay + check.healthy_deadline if check else UNCHECKED_DEADLINE
+        total += 2 * (member.spec.stop_grace_period + checked)
         total += sum(app.member(d.member).awaited_for for d in member.depends_on)
-    return 2 * total
+    kept = {member.name for member in app.members}
+    if isinstance(previous, AppSpec):
+        dropped = [m for m in previous.members if m.name not in kept]
+        total += sum(COPIES * m.spec.stop_grace_period for m in dropped)
+    return total
 
 
 def healthy_deadline(workload: Workload) -> float:

@@ -27,7 +27,7 @@ from node_agent.update.container_config import config_from_spec
 from node_agent.update.operation import AGENT_RESTARTED, Emit, OperationResult
 from node_agent.update.probes import HealthVerdict, wait_until_healthy
 from node_agent.update.updater import ServiceUpdater
-from protocol.app import AppSpec, Member, start_order
+from protocol.app import AppSpec, Member, one_shots, start_order
 from protocol.errors import RuntimeFault
 from protocol.fingerprint import image_digest, settings_fingerprint
 from protocol.models import (
@@ -52,8 +52,6 @@ class AppUpdater:
         self.runtime = updater.runtime
         self.store = store
         """The app each host last applied: what its heartbeat reports."""
-        self._completed_now: set[str] = set()
-        """Services of members that completed (exit 0) in an update not yet recorded."""
 
     # ---- prepare ----
 
@@ -65,9 +63,9 @@ class AppUpdater:
         pulled, or, for a member that runs as declared, the one it runs."""
         reasons: list[Reason] = []
         digests: dict[str, str] = {}
-        completed = self.store.completed(command.app.name)
+        jobs = one_shots(command.app)
         for member in command.app.members:
-            runs = await self._runs_as_declared(member, member.name in completed)
+            runs = await self._runs_as_declared(member, member.name in jobs)
             if runs is not None:
                 digests[member.name] = runs
                 continue
@@ -85,7 +83,7 @@ class AppUpdater:
             ]
         return reasons, digests
 
-    async def _runs_as_declared(self, member: Member, completed: bool) -> str | None:
+    async def _runs_as_declared(self, member: Member, one_shot: bool) -> str | None:
         """The digest this host runs the member at, when it runs what ``member`` declares
         (the declaration may name a tag where the host pinned a digest)."""
         current = self._u.services.current(member.spec.name)
@@ -102,13 +100,8 @@ class AppUpdater:
             return None
         running = await self.runtime.inspect_container(self._main(member))
         image = str(((running or {}).get("Config") or {}).get("Image") or "")
-        return (
-            digest
-            if self._unchanged(
-                member.model_copy(update={"spec": current}), image, running, completed
-            )
-            else None
-        )
+        ran = member.model_copy(update={"spec": current})
+        return digest if self._unchanged(ran, image, running, one_shot) else None
 
     # ---- apply ----
 
@@ -121,16 +114,15 @@ class AppUpdater:
         olds = {
             name: await self.runtime.inspect_container(self._main(m)) for name, m in members.items()
         }
-        done = self.store.completed(app.name)
-        self._completed_now -= {m.spec.name for m in app.members}  # a restored update's
+        jobs = one_shots(app)
         changed = [
             name for name in start_order(app)
-            if not self._unchanged(members[name], images[name], olds[name], name in done)
+            if not self._unchanged(members[name], images[name], olds[name], name in jobs)
         ]  # fmt: skip
         if not changed:
             await self._remove_dropped(app, emit)
             # (What changed may be only what nothing on the host shows.)
-            self.store.put(app, done & set(members))
+            self.store.put(app)
             await emit(UpdatePhase.DONE, "every member already runs as declared")
             return OperationResult(OperationOutcome.DONE, _app_status(app.name))
         await ensure_engine_objects(self.runtime, app)
@@ -159,10 +151,10 @@ class AppUpdater:
                 return await self._restore(key, emit, failure)
         return await self._commit(key, app, emit, changed)
 
-    def _unchanged(self, member: Member, image: str, old: Inspect | None, completed: bool) -> bool:
+    def _unchanged(self, member: Member, image: str, old: Inspect | None, one_shot: bool) -> bool:
         """What this host last completed for the member, and its container still runs it
-        (or, for a member that ``completed`` when last started, ran it to success: one
-        that ended otherwise, or was stopped by hand, is started again). Its settings count, not its
+        (or, for a ``one_shot`` member, ran it to success: any other stopped member is
+        started again). Its settings count, not its
         health check (a change of probe timing alone restarts nothing, as for a service)."""
         current = self._u.services.current(member.spec.name)
         if old is None or current is None:
@@ -174,7 +166,7 @@ class AppUpdater:
         if config.get("Image") != image or labels.get(AGENT_LABEL) != self._u.agent_id:
             return False
         if not state.get("Running"):
-            return completed and member.may_exit and state.get("ExitCode") == 0
+            return one_shot and state.get("ExitCode") == 0
         return (state.get("Health") or {}).get("Status") != Health.UNHEALTHY.value
 
     async def _replace(
@@ -238,7 +230,6 @@ class AppUpdater:
             return verdict
         state = ((await self.runtime.inspect_container(container)) or {}).get("State") or {}
         if not state.get("Running") and state.get("ExitCode") == 0:
-            self._completed_now.add(member.spec.name)
             return HealthVerdict(True, "completed")
         return verdict
 
@@ -275,15 +266,7 @@ class AppUpdater:
             if previous != member.spec:
                 self._u.services.record_update(member.spec, previous)
         await self._remove_dropped(app, emit)
-        # Members that completed now, and unchanged ones that had completed before.
-        before = self.store.completed(app.name) if self.store.get(app.name) else set()
-        completed = {
-            m.name
-            for m in app.members
-            if m.spec.name in self._completed_now or (m.name not in changed and m.name in before)
-        }
-        self._completed_now -= {m.spec.name for m in app.members}
-        self.store.put(app, completed)
+        self.store.put(app)
         await emit(UpdatePhase.DONE, f"{', '.join(changed)} replaced; the app is healthy")
         return await self._conclude(
             key, OperationResult(OperationOutcome.DONE, _app_status(app.name))

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from node_agent.apps.store import AppStore
 from node_agent.runtime import DockerRuntime
-from protocol.app import AppSpec
+from protocol.app import AppSpec, one_shots
 from protocol.fingerprint import app_digest, app_fingerprint
 from protocol.models import ContainerState, Health, ServiceStatus
 
@@ -42,21 +42,21 @@ async def app_statuses(
     services: dict[str, ServiceStatus],
 ) -> list[ServiceStatus]:
     """Each app this host last applied, from its members' statuses (``services``, by
-    service name); a member that completed when its update last started it (a one-shot
-    job such as a migration) and has exited is asked the engine how it ended: with 0 it
-    is done. Any other member stopped is a member down (also one stopped by hand)."""
+    service name); a one-shot member (protocol.app.one_shots: a job such as a
+    migration) that exited is asked the engine how it ended: with 0 it is done. Any
+    other member stopped is a member down."""
     found = []
     for name in apps.names():
         app = apps.get(name)
         if app is None:
             continue
         members = {m.name: services.get(m.spec.name) for m in app.members}
-        completed, done_before = set(), apps.completed(name)
+        completed, jobs = set(), one_shots(app)
         for member in app.members:
             status = members[member.name]
             if status is None or status.state is not ContainerState.EXITED:
                 continue
-            if member.name not in done_before:
+            if member.name not in jobs:
                 continue
             info = await runtime.inspect_container(container_name(member.spec.name))
             if info is not None and (info.get("State") or {}).get("ExitCode") == 0:

@@ -1,6 +1,4 @@
-"""The app each host last applied, on disk: what the heartbeat reports it runs; and
-which of its members completed (one-shot jobs that ended with 0 when they were last
-started by an update), so that one stopped by hand later is not taken for done."""
+"""The app each host last applied, on disk: what the heartbeat reports it runs."""
 
 from __future__ import annotations
 
@@ -19,26 +17,14 @@ class AppStore:
     def _path(self, app: str) -> Path:
         return self._dir / f"{app}.json"
 
-    def put(self, app: AppSpec, completed: set[str]) -> None:
-        document = {"app": app.model_dump(mode="json"), "completed": sorted(completed)}
-        write_json(self._path(app.name), document)
-
-    def _read(self, app: str) -> dict[str, Any] | None:
-        value = read_json(self._path(app))
-        if not value:
-            return None
-        if "members" in value:  # written before completions were recorded: the app alone
-            return {"app": value, "completed": []}
-        return dict(value)
+    def put(self, app: AppSpec) -> None:
+        write_json(self._path(app.name), app.model_dump(mode="json"))
 
     def get(self, app: str) -> AppSpec | None:
-        value = self._read(app)
-        return AppSpec.model_validate(value["app"]) if value else None
-
-    def completed(self, app: str) -> set[str]:
-        """The members (by member name) that completed when last started."""
-        value = self._read(app)
-        return set(value["completed"]) if value else set()
+        value: Any = read_json(self._path(app))
+        if value and "app" in value:  # (an agent of one development version wrapped it)
+            value = value["app"]
+        return AppSpec.model_validate(value) if value else None
 
     def names(self) -> list[str]:
         return sorted(path.stem for path in self._dir.glob("*.json"))

@@ -24,9 +24,11 @@ from fleet_lab.agent_process import AgentProcess, agent_args
 from fleet_lab.stack import LocalStack
 from protocol import subjects
 from protocol.signing import generate_key
+from protocol.streams import StreamRetention, fleet_buckets, fleet_streams
 from tests.conftest import remove_test_containers
 from tests.support.fleet import ControllerProcess, fleet_spec, fleetctl, fleetctl_executable
 from tests.support.paths import REPO_ROOT
+from tests.support.polling import eventually
 from tests.support.secure_bus import SecureBus, run_fleetctl, started_secure_bus
 
 pytestmark = pytest.mark.integration
@@ -138,6 +140,30 @@ async def test_a_hosts_certificate_cannot_read_another_hosts_commands_nor_send_a
             await client.close()
 
 
+async def streams_made_by(controller: ControllerProcess, bus: SecureBus) -> None:
+    """Wait until the controller has made the fleet's streams (seen with its own
+    credentials): an agent started before would be refused making them."""
+    client = await bus.connect("controller")
+    try:
+        js = client.jetstream(timeout=5)
+
+        retention = StreamRetention()
+        names = [stream.name for stream in fleet_streams(retention)]
+        names += [f"KV_{bucket.bucket}" for bucket in fleet_buckets(retention).values()]
+
+        async def made() -> bool:
+            try:
+                for name in names:
+                    await js.stream_info(name)
+            except (nats.errors.Error, TimeoutError):
+                return False
+            return True
+
+        await eventually(made, bool, f"the streams, made by {controller.controller_id}", 60)
+    finally:
+        await client.close()
+
+
 async def test_an_enrolled_agent_is_driven_over_mtls_until_it_is_revoked(
     secure_bus: SecureBus,
     local_stack: LocalStack,
@@ -168,7 +194,7 @@ async def test_an_enrolled_agent_is_driven_over_mtls_until_it_is_revoked(
     )
     other: AgentProcess | None = None
     try:
-        await asyncio.sleep(1)  # let the controller create the streams first
+        await streams_made_by(controller, secure_bus)  # a host may not make them
         await agent.start()
         url = secure_bus.server.url
         for _ in range(150):

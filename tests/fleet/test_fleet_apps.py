@@ -165,10 +165,17 @@ async def test_a_member_that_fails_restores_the_whole_app_and_a_selector_off_eve
     created = await fleetctl_app(fleet, "apply", "-f", path, "--app", "shop", "-w")
     assert created.code == 0, created
     deployed = members(fleet, docker_client, tags)
+    # web is the fleet's service: an app may not take its name (exit 2, invalid).
+    taken = await fleetctl_app(fleet, "apply", "-f", path, "--app", "web")
+    assert (taken.code, taken.stderr.strip()) == (
+        2,
+        "fleetctl: web is a service: an app cannot take its name (choose another name)",
+    ), taken
 
     # The cache changes to a working image, web to one that crashes: on the first host
     # the cache is replaced, web fails, and both are restored (the same containers).
-    with container_events(docker_client, "create") as created_names:
+    demo = fleet.stack.demo_image("1.0.0")
+    with container_events(docker_client, "create", demo) as created_names:
         failed = await fleetctl_app(
             fleet, "apply", "-f", path, "--app", "shop", "-w",
             CACHE_TAG="1.1.0", WEB_TAG="3.0.0-crash",

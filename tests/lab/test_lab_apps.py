@@ -60,10 +60,10 @@ def engine_view(lab: Lab, host: str, app: str) -> dict[str, Any]:
                 "health": info["State"].get("Health", {}).get("Status"),
                 "networks": sorted(info["NetworkSettings"]["Networks"]),
             }
-        volumes = {v["Name"] for v in client.volumes().get("Volumes") or []}
+        volume = client.inspect_volume(f"{app}_data")
         return {
             "network": (network["Id"], network["Driver"]),
-            "volume": f"{app}_data" in volumes,
+            "volume": (volume["Name"], volume["CreatedAt"]),
             "members": members,
         }
     finally:
@@ -106,7 +106,6 @@ async def test_an_apps_members_reach_each_other_by_name_on_its_bridge_network_ac
     first = {host: engine_view(lab, host, app) for host in lab.hosts}
     for host, view in first.items():
         assert view["network"][1] == "bridge", (host, view)
-        assert view["volume"], (host, view)
         for member in ("cache", "web"):
             assert view["members"][member]["networks"] == [f"{app}_default"], (host, view)
         # web's check reaches http://cache:8080 by the name the network gives the cache.
@@ -116,7 +115,7 @@ async def test_an_apps_members_reach_each_other_by_name_on_its_bridge_network_ac
     for host in lab.hosts:
         view = engine_view(lab, host, app)
         assert view["network"] == first[host]["network"], host  # the very same network
-        assert view["volume"], host
+        assert view["volume"] == first[host]["volume"], host  # and volume, never made again
         assert view["members"]["cache"]["id"] == first[host]["members"]["cache"]["id"], host
         assert view["members"]["web"]["id"] != first[host]["members"]["web"]["id"], host
         assert view["members"]["web"]["health"] == "healthy", (host, view)

@@ -53,9 +53,13 @@ def test_an_update_sends_the_whole_app_each_member_pinned_to_what_its_host_pulle
         "cache": f"r.local/demo/web:1.0.0@{OLD}",
         "web": f"r.local/demo/web:1.1.0@{NEW}",
     }
-    # web waits for the cache and for the migration, then each replaced member may be
-    # put back: the answer is awaited at least that long.
-    assert timeout >= 2 * DEPENDENCY_WAIT
+    # The worst case by the README's rules, from the file's own values: each member
+    # stopped (10 s, the default grace) and checked (the cache's check: 60 s at least; a
+    # member with no check: up to 30 s), and again if it is put back; web waiting for
+    # the cache and for the migration (120 s each); then the command slack.
+    stop, cache_check, unchecked = 10.0, 60.0, 30.0
+    worst = 2 * (3 * stop + cache_check + 2 * unchecked) + 2 * DEPENDENCY_WAIT
+    assert timeout == worst + ControllerSettings().command_slack
 
 
 def test_a_revert_sends_the_previous_app(tmp_path: Path) -> None:
@@ -69,7 +73,7 @@ def test_a_pre_flight_is_one_command_for_the_app_and_a_removal_names_the_app(
 ) -> None:
     check, timeout = built(rollout(tmp_path, HostPhase.PREPARING))
     assert isinstance(check, PrepareAppCommand)
-    assert timeout >= 3 * ControllerSettings().prepare_timeout  # three pulls, in turn
+    assert timeout == 3 * ControllerSettings().prepare_timeout  # three pulls, in turn
     removal, _ = built(rollout(tmp_path, HostPhase.UPDATING, removing=True))
     assert isinstance(removal, RemoveCommand)
     assert removal.service == "shop"

@@ -87,6 +87,9 @@ def test_the_x_fleetwave_block_gives_the_selector_the_update_policy_and_the_drif
 def test_a_key_the_x_fleetwave_block_does_not_take_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"x-fleetwave\.strategy: not a key of Fleetwave's"):
         Declaration.of_app(shop(tmp_path), {"strategy": "canary"})
+    checks = {"analysis": [{"name": "restarts", "metric": "restarts", "max": 0}]}
+    with pytest.raises(ValueError, match=r"x-fleetwave\.update\.analysis: analysis checks"):
+        Declaration.of_app(shop(tmp_path), {"update": checks})
     with pytest.raises(ValidationError) as raised:
         Declaration.of_app(shop(tmp_path), {"update": {"max_unavailable": "many"}})
     assert raised.value.errors()[0]["loc"][:2] == ("update", "max_unavailable")

@@ -359,7 +359,7 @@ OWN_STATES = ("lacking", "stopped", "offline")
 def test_a_convergence_rollout_never_takes_more_out_of_service_than_its_budget() -> None:
     reached = Counter[str]()
 
-    @settings(max_examples=300)
+    @settings(max_examples=300, derandomize=True)  # the reached-counts below are fixed
     @given(
         own=st.lists(
             st.tuples(st.sampled_from(["waiting", "updating"]), st.sampled_from(OWN_STATES)),

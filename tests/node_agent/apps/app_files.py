@@ -16,7 +16,7 @@ services:
   migrate:
     image: ${REGISTRY}/demo/web:${MIGRATE_TAG:-1.0.0}
     network_mode: none
-    entrypoint: ["sh", "-c", "echo migrated; exit ${MIGRATE_EXIT:-0}"]
+    entrypoint: ["sh", "-c", "echo migrated; sleep ${MIGRATE_SECONDS:-0}; exit ${MIGRATE_EXIT:-0}"]
   cache:
     image: ${REGISTRY}/demo/web:${CACHE_TAG:-1.0.0}
     network_mode: none
@@ -39,7 +39,8 @@ services:
 
 
 def demo_app(tmp_path: Path, stack: LocalStack, name: str, **tags: str) -> AppSpec:
-    """The app with ``tags`` (MIGRATE_TAG, CACHE_TAG, WEB_TAG, MIGRATE_EXIT) set; a probed
+    """The app with ``tags`` (MIGRATE_TAG, CACHE_TAG, WEB_TAG, MIGRATE_EXIT,
+    MIGRATE_SECONDS) set; a probed
     member proves healthy in 1 s instead of 5, to keep the tests short."""
     path = tmp_path / "compose.yaml"
     path.write_text(APP_FILE)

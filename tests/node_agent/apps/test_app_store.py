@@ -1,5 +1,5 @@
-"""The agent's record of the apps it applied survives an upgrade of the agent: a file
-written before completions were recorded still reads (the agent's state dir is kept)."""
+"""The agent's record of the apps it applied reads back as written, also as one
+development version wrote it (the app inside an ``app`` key): state dirs are kept."""
 
 from __future__ import annotations
 
@@ -16,18 +16,15 @@ APP = AppSpec(
 )
 
 
-def test_an_app_recorded_by_an_older_agent_reads_with_nothing_completed(tmp_path: Path) -> None:
+def test_an_app_reads_back_as_recorded_and_is_forgotten(tmp_path: Path) -> None:
     store = AppStore(tmp_path)
-    (tmp_path / "shop.json").write_text(json.dumps(APP.model_dump(mode="json")))
-    assert store.get("shop") == APP
-    assert store.completed("shop") == set()
-    assert store.names() == ["shop"]
-
-
-def test_an_app_is_recorded_with_the_members_that_completed(tmp_path: Path) -> None:
-    store = AppStore(tmp_path)
-    store.put(APP, {"web"})
-    assert store.get("shop") == APP
-    assert store.completed("shop") == {"web"}
+    store.put(APP)
+    assert (store.get("shop"), store.names()) == (APP, ["shop"])
     store.forget("shop")
-    assert (store.get("shop"), store.completed("shop"), store.names()) == (None, set(), [])
+    assert (store.get("shop"), store.names()) == (None, [])
+
+
+def test_an_app_a_development_version_wrapped_still_reads(tmp_path: Path) -> None:
+    document = {"app": APP.model_dump(mode="json"), "completed": ["web"]}
+    (tmp_path / "shop.json").write_text(json.dumps(document))
+    assert AppStore(tmp_path).get("shop") == APP

@@ -229,10 +229,11 @@ async def test_prepare_pulls_every_changed_members_image_by_digest_and_touches_n
 
 
 async def test_removing_an_app_removes_its_members_dependants_first_and_forgets_it(
-    shop: Shop, docker_client: docker.DockerClient
+    shop: Shop, local_stack: LocalStack, docker_client: docker.DockerClient
 ) -> None:
     agent, prefix = shop.agent, shop.prefix
-    with container_events(docker_client, "destroy") as destroyed:
+    demo = local_stack.demo_image("1.0.0")
+    with container_events(docker_client, "destroy", demo) as destroyed:
         reply = await agent.request(agent.remove("shop"), timeout=120)
     assert isinstance(reply, OperationReply), reply
     assert reply.outcome is OperationOutcome.DONE, reply
@@ -301,7 +302,33 @@ async def test_a_member_the_file_dropped_is_removed_and_the_others_left_alone(
         for m in app.members
         if m.name != "migrate"
     )
-    reply = await applied(shop.agent, app.model_copy(update={"members": members}))
+    smaller = app.model_copy(update={"members": members})
+    reply = await applied(shop.agent, smaller)
     assert reply.outcome is OperationOutcome.DONE, reply
     after = containers(docker_client, shop.prefix, "shop")
     assert after == {"cache": shop.before["cache"], "web": shop.before["web"]}
+    facts = await shop.agent.agent.host_facts()
+    lines = {status.name: status for status in facts.services}
+    assert "shop-migrate" not in lines  # forgotten, not only stopped
+    assert lines["shop"].fingerprint == app_fingerprint(smaller)
+
+
+async def test_a_migration_that_runs_a_while_then_ends_with_0_is_done_not_down(
+    agent_factory: StartAgent, local_stack: LocalStack, docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    # Longer than a member with no check must run to count as started (3 s): it still
+    # runs when its own start is judged, and web waits for it to complete.
+    agent = await agent_factory()
+    app = demo_app(tmp_path, local_stack, "shop", MIGRATE_SECONDS="5")
+    reply = await applied(agent, app)
+    assert reply.outcome is OperationOutcome.DONE, reply
+    ran = containers(docker_client, agent.agent.settings.container_prefix, "shop")["migrate"]
+    assert (ran["running"], ran["exit"]) == (False, 0)
+    facts = await agent.agent.host_facts()
+    line = next(status for status in facts.services if status.name == "shop")
+    assert (line.state, line.health, line.drift) == (
+        ContainerState.RUNNING,
+        Health.HEALTHY,
+        None,
+    ), line
