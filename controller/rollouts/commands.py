@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from controller.rollouts.model import HostPhase, RolloutRecord
 from controller.rollouts.workload import with_members
@@ -41,6 +42,19 @@ def pinned(spec: ServiceSpec, digest: str | None, min_healthy_time: float | None
     return spec.model_copy(update=changes) if changes else spec
 
 
+def addressed(
+    host: str, expires_at: datetime, command_id: str, rollout_id: str | None
+) -> dict[str, Any]:
+    """What every command the controller sends to ``host`` carries."""
+    return {
+        "id": command_id,
+        "sender": subjects.CONTROLLER_SENDER,
+        "host": host,
+        "expires_at": expires_at,
+        "rollout_id": rollout_id,
+    }
+
+
 def prepare_command(
     record: RolloutRecord,
     host: str,
@@ -49,13 +63,9 @@ def prepare_command(
     rollout_id: str | None = None,
 ) -> PrepareCommand | PrepareAppCommand:
     common = {
-        "id": command_id or new_message_id(),
-        "sender": subjects.CONTROLLER_SENDER,
-        "host": host,
-        "expires_at": expires_at,
+        **addressed(host, expires_at, command_id or new_message_id(), rollout_id),
         "allow_downgrade": record.spec.allow_downgrade,
         "allow_major": record.spec.allow_major,
-        "rollout_id": rollout_id,
     }
     if isinstance(record.target, AppSpec):
         return PrepareAppCommand(app=record.target, **common)
@@ -85,14 +95,7 @@ def reverting_app(app: AppSpec) -> AppSpec:
 def apply_app_command(
     record: RolloutRecord, host: str, app: AppSpec, expires_at: datetime, command_id: str
 ) -> ApplyAppCommand:
-    return ApplyAppCommand(
-        id=command_id,
-        sender=subjects.CONTROLLER_SENDER,
-        host=host,
-        expires_at=expires_at,
-        app=app,
-        rollout_id=record.id,
-    )
+    return ApplyAppCommand(app=app, **addressed(host, expires_at, command_id, record.id))
 
 
 def in_colour(record: RolloutRecord, spec: ServiceSpec) -> ServiceSpec:
@@ -106,12 +109,7 @@ def apply_command(
     record: RolloutRecord, host: str, spec: ServiceSpec, expires_at: datetime, command_id: str
 ) -> ApplyCommand:
     return ApplyCommand(
-        id=command_id,
-        sender=subjects.CONTROLLER_SENDER,
-        host=host,
-        expires_at=expires_at,
-        service=in_colour(record, spec),
-        rollout_id=record.id,
+        service=in_colour(record, spec), **addressed(host, expires_at, command_id, record.id)
     )
 
 
@@ -119,12 +117,7 @@ def remove_command(
     record: RolloutRecord, host: str, expires_at: datetime, command_id: str
 ) -> RemoveCommand:
     return RemoveCommand(
-        id=command_id,
-        sender=subjects.CONTROLLER_SENDER,
-        host=host,
-        expires_at=expires_at,
-        service=record.service,
-        rollout_id=record.id,
+        service=record.service, **addressed(host, expires_at, command_id, record.id)
     )
 
 
@@ -134,13 +127,7 @@ def blue_green_command(
     """The command of a blue-green host's current phase: stage, switch, retire or undo."""
     entry = record.hosts[host]
     new = record.new_colour
-    common = {
-        "id": command_id,
-        "sender": subjects.CONTROLLER_SENDER,
-        "host": host,
-        "expires_at": expires_at,
-        "rollout_id": record.id,
-    }
+    common = addressed(host, expires_at, command_id, record.id)
     if entry.phase is HostPhase.UPDATING:
         return StageCommand(service=spec, colour=new, **common)
     if entry.phase is HostPhase.SWITCHING:
@@ -170,14 +157,10 @@ def config_command(
         host, labels, reverting=phase is HostPhase.REVERTING
     )
     return ConfigCommand(
-        id=command_id,
-        sender=subjects.CONTROLLER_SENDER,
-        host=host,
-        expires_at=expires_at,
         service=record.service,
         name=record.config.name,
         version=version,
         content=content,
         check_only=phase is HostPhase.PREPARING,
-        rollout_id=record.id,
+        **addressed(host, expires_at, command_id, record.id),
     )

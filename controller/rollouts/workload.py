@@ -5,7 +5,7 @@ treat both alike; the few places that differ ask here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from pydantic import ValidationError
 
@@ -84,19 +84,6 @@ def as_declared(wanted: Workload, accepted: Workload) -> tuple[Workload, Workloa
 def with_members(app: AppSpec, change: ChangeMember) -> AppSpec:
     members = tuple(m.model_copy(update={"spec": change(m)}) for m in app.members)
     return app.model_copy(update={"members": members})
-
-
-def pin_members(app: AppSpec, digests: Mapping[str, str]) -> AppSpec:
-    """Each member's image pinned to its digest in ``digests`` (by member name), unless
-    pinned already or not named there."""
-
-    def pin(member: Member) -> ServiceSpec:
-        digest = digests.get(member.name)
-        if digest is None or "@" in member.spec.image:
-            return member.spec
-        return member.spec.model_copy(update={"image": f"{member.spec.image}@{digest}"})
-
-    return with_members(app, pin)
 
 
 def stop_grace(workload: Workload) -> float:

@@ -90,18 +90,15 @@ class AppUpdater:
         digest = image_digest(current.image) if current is not None else None
         if current is None or digest is None:
             return None
+        # The fingerprint holds the image's name and tag; a digest the declaration names
+        # must be the one this host runs.
         if settings_fingerprint(current) != settings_fingerprint(member.spec):
             return None
-        declared = image_digest(member.spec.image)
-        if member.spec.image.split("@")[0] != current.image.split("@")[0] or declared not in (
-            None,
-            digest,
-        ):
+        if image_digest(member.spec.image) not in (None, digest):
             return None
         running = await self.runtime.inspect_container(self._main(member))
         image = str(((running or {}).get("Config") or {}).get("Image") or "")
-        ran = member.model_copy(update={"spec": current})
-        return digest if self._unchanged(ran, image, running, one_shot) else None
+        return digest if self._unchanged(member, image, running, one_shot) else None
 
     # ---- apply ----
 

@@ -20,7 +20,6 @@ from protocol.fingerprint import app_fingerprint
 from protocol.models import (
     ContainerState,
     Health,
-    HostFacts,
     OperationOutcome,
     OperationReply,
     PrepareReply,
@@ -90,6 +89,16 @@ async def shop(
     deployed = await applied(agent, demo_app(tmp_path, local_stack, "shop"))
     assert deployed.outcome is OperationOutcome.DONE, deployed
     return Shop(agent, prefix, containers(docker_client, prefix, "shop"))
+
+
+RUNNING_WELL = (ContainerState.RUNNING, Health.HEALTHY, None)
+"""An app line's state, health and drift when every member is as it should be."""
+
+
+async def app_line(agent: AgentHandle) -> ServiceStatus:
+    """The heartbeat's line for the test app, as the agent would send it now."""
+    facts = await agent.agent.host_facts()
+    return next(status for status in facts.services if status.name == "shop")
 
 
 async def applied(agent: AgentHandle, app: AppSpec) -> OperationReply:
@@ -194,17 +203,14 @@ async def test_the_heartbeat_reports_the_app_as_one_line_from_its_members(
 ) -> None:
     app = demo_app(tmp_path, local_stack, "shop")
 
-    def line(facts: HostFacts) -> ServiceStatus:
-        return next(status for status in facts.services if status.name == "shop")
-
     # Running and healthy: the migration ended, successfully, as a one-shot job should.
-    running = line(await shop.agent.agent.host_facts())
+    running = await app_line(shop.agent)
     assert (running.state, running.health) == (ContainerState.RUNNING, Health.HEALTHY)
     assert running.fingerprint == app_fingerprint(app)  # what the controller compares
     assert running.applied_digest is None  # the file names tags, not digests
     # A member stopped by hand: the app is not running any more.
     docker_client.containers.get(f"{shop.prefix}shop-cache").stop(timeout=5)
-    stopped = line(await shop.agent.agent.host_facts())
+    stopped = await app_line(shop.agent)
     assert stopped.state is not ContainerState.RUNNING, stopped
 
 
@@ -282,13 +288,8 @@ async def test_a_one_shot_member_nothing_waits_for_counts_as_done_once_it_ended_
     reply = await applied(shop.agent, app.model_copy(update={"members": members}))
     assert reply.outcome is OperationOutcome.DONE, reply
     assert containers(docker_client, shop.prefix, "shop")["migrate"]["exit"] == 0
-    facts = await shop.agent.agent.host_facts()
-    line = next(status for status in facts.services if status.name == "shop")
-    assert (line.state, line.health, line.drift) == (
-        ContainerState.RUNNING,
-        Health.HEALTHY,
-        None,
-    ), line
+    line = await app_line(shop.agent)
+    assert (line.state, line.health, line.drift) == RUNNING_WELL, line
 
 
 async def test_a_member_the_file_dropped_is_removed_and_the_others_left_alone(
@@ -325,10 +326,5 @@ async def test_a_migration_that_runs_a_while_then_ends_with_0_is_done_not_down(
     assert reply.outcome is OperationOutcome.DONE, reply
     ran = containers(docker_client, agent.agent.settings.container_prefix, "shop")["migrate"]
     assert (ran["running"], ran["exit"]) == (False, 0)
-    facts = await agent.agent.host_facts()
-    line = next(status for status in facts.services if status.name == "shop")
-    assert (line.state, line.health, line.drift) == (
-        ContainerState.RUNNING,
-        Health.HEALTHY,
-        None,
-    ), line
+    line = await app_line(agent)
+    assert (line.state, line.health, line.drift) == RUNNING_WELL, line
