@@ -77,3 +77,26 @@ def test_a_pre_flight_is_one_command_for_the_app_and_a_removal_names_the_app(
     removal, _ = built(rollout(tmp_path, HostPhase.UPDATING, removing=True))
     assert isinstance(removal, RemoveCommand)
     assert removal.service == "shop"
+
+
+def test_an_update_that_drops_a_member_waits_for_each_of_its_copies_to_stop(
+    tmp_path: Path,
+) -> None:
+    record = rollout(tmp_path, HostPhase.UPDATING)
+    previous = record.previous
+    assert isinstance(previous, AppSpec)
+    worker = previous.member("web").model_copy(
+        update={
+            "name": "worker",
+            "depends_on": (),
+            "spec": previous.member("web").spec.model_copy(
+                update={"name": "shop-worker", "stop_grace_period": 7.0}
+            ),
+        }
+    )
+    had_worker = previous.model_copy(update={"members": (*previous.members, worker)})
+    _, without = built(record)
+    _, dropping = built(record.model_copy(update={"previous": had_worker}))
+    # The update removes it: each of its five possible copies (serving, set aside, next,
+    # either colour) stopped in turn, as a removal allows for.
+    assert dropping - without == 5 * 7.0
