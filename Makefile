@@ -68,6 +68,8 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/agent_footprint.py
 	bash deploy/agent/build.sh >/dev/null
 	$(BIN)/python bench/agent_container_footprint.py
+	bash deploy/lab/lab.sh up >/dev/null
+	$(BIN)/python bench/agent_upgrade.py
 	$(BIN)/python bench/rollout_scale.py
 	$(BIN)/python bench/telemetry.py
 	$(BIN)/python bench/config_fanout.py

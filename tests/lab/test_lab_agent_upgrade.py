@@ -5,29 +5,28 @@ that dies after it took the host over (its guard brings the old agent back)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import os
 import signal
 import time
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import docker
 import pytest
-from nats.aio.msg import Msg
 
 from controller.settings import load_signer
 from protocol.agent_service import AGENT_SERVICE
 from protocol.bus_permissions import inbox_prefix
-from protocol.codec import encode
-from protocol.models import InspectCommand, OperationOutcome, OperationReply, utc_now
+from protocol.codec import decode, encode
+from protocol.models import ApplyCommand, OperationOutcome, OperationReply, utc_now
+from protocol.spec import ServiceSpec
 from protocol.subjects import command_subject
 from tests.lab.conftest import DOCKER_TIMEOUT, LabFleet
+from tests.support.command_probe import CommandProbe
 from tests.support.image_build import build_image
 from tests.support.lab import LAB_DIR, Lab
 from tests.support.polling import eventually
@@ -49,30 +48,50 @@ CRASH_PHASES = {
 }
 
 
+class SuccessorImages:
+    """The agent image made new in several ways, each built (and pushed to the registry
+    as the lab names it) the first time a test asks for it: the same agent (a label of
+    its own), one that cannot reach the bus, one whose agent SIGKILLs itself at a phase
+    of its handoff, and a broken build whose every process exits at start."""
+
+    VARIANTS: ClassVar[Mapping[str, str]] = {
+        "good": "",
+        "no-bus": "ENV FLEET_NATS_URLS='[\"tls://10.253.0.1:1\"]'\n",
+        # The package gone: the guard itself cannot start, as with a bad build.
+        "broken": "RUN rm -r /opt/fleetwave/lib/python3*/site-packages/node_agent\n",
+        **{phase: f"ENV FLEET_FAILPOINT={phase}\n" for phase in CRASH_PHASES},
+    }
+
+    def __init__(self, client: docker.DockerClient, base: str, lab: Lab, test_id: str) -> None:
+        self.client, self.base, self.lab, self.test_id = client, base, lab, test_id
+        self.made: dict[str, str] = {}
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self.made:
+            tag = f"127.0.0.1:5000/fleetwave/agent:t{self.test_id}-{name}"
+            label = f"LABEL io.fleetwave.test={self.test_id}-{name}\n"
+            build_image(
+                self.client, f"FROM {self.base}\n{label}{self.VARIANTS[name]}", tag,
+                network_mode="none",  # no bridge network on the shared engine
+            )  # fmt: skip
+            self.client.images.push(tag)
+            self.made[name] = tag.replace("127.0.0.1:5000", self.lab.registry)
+        return self.made[name]
+
+    def remove(self) -> None:
+        for tag in self.made.values():
+            self.client.images.remove(tag.replace(self.lab.registry, "127.0.0.1:5000"), force=True)
+
+
 @pytest.fixture
 def successor_images(
     docker_client: docker.DockerClient, agent_image: str, lab: Lab, test_id: str
-) -> Iterator[dict[str, str]]:
-    """The agent image made new three ways, in the registry as the lab names them: the
-    same agent (a label of its own), one that cannot reach the bus, one that SIGKILLs
-    itself right after it took a host over."""
-    variants = {
-        "good": "",
-        "no-bus": "ENV FLEET_NATS_URLS='[\"tls://10.253.0.1:1\"]'\n",
-        **{phase: f"ENV FLEET_FAILPOINT={phase}\n" for phase in CRASH_PHASES},
-    }
-    made: dict[str, str] = {}
+) -> Iterator[SuccessorImages]:
+    images = SuccessorImages(docker_client, agent_image, lab, test_id)
     try:
-        for name, extra in variants.items():
-            tag = f"127.0.0.1:5000/fleetwave/agent:t{test_id}-{name}"
-            dockerfile = f"FROM {agent_image}\nLABEL io.fleetwave.test={test_id}-{name}\n{extra}"
-            build_image(docker_client, dockerfile, tag)
-            docker_client.images.push(tag)
-            made[name] = tag.replace("127.0.0.1:5000", lab.registry)
-        yield made
+        yield images
     finally:
-        for tag in made.values():
-            docker_client.images.remove(tag.replace(lab.registry, "127.0.0.1:5000"), force=True)
+        images.remove()
 
 
 def engine_view(lab: Lab, host: str) -> dict[str, Any]:
@@ -94,24 +113,6 @@ def engine_view(lab: Lab, host: str) -> dict[str, Any]:
         client.close()
 
 
-def engine_events(lab: Lab, host: str, since: float) -> list[tuple[float, str, str, str]]:
-    """(time, action, container id, name) of the containers made, renamed and removed
-    on ``host``'s engine since ``since``, in order."""
-    client = docker.APIClient(base_url=lab.engine(host), timeout=DOCKER_TIMEOUT)
-    try:
-        events = client.events(
-            since=int(since), until=int(time.time()) + 1, decode=True,
-            filters={"type": "container", "event": ["create", "rename", "destroy"]},
-        )  # fmt: skip
-        return [
-            (e["timeNano"] / 1e9, e["Action"], e["Actor"]["ID"], e["Actor"]["Attributes"]["name"])
-            for e in events
-            if e["timeNano"] / 1e9 >= since
-        ]
-    finally:
-        client.close()
-
-
 def upgrade_replies(fleet: LabFleet) -> list[OperationReply]:
     """Every answer to an agent upgrade the hosts published, once each (by message id)."""
     found = {
@@ -123,7 +124,7 @@ def upgrade_replies(fleet: LabFleet) -> list[OperationReply]:
 
 
 async def test_an_agent_upgrade_hands_every_host_over_and_never_restarts_a_service(
-    lab_fleet: LabFleet, successor_images: dict[str, str]
+    lab_fleet: LabFleet, successor_images: SuccessorImages
 ) -> None:
     fleet, lab = lab_fleet, lab_fleet.lab
     await fleet.deploy("1.0.0")
@@ -136,7 +137,7 @@ async def test_an_agent_upgrade_hands_every_host_over_and_never_restarts_a_servi
     assert "no answer within" not in fleet.controller.log_text()  # answered, not timed out
     spans = []
     for host in lab.hosts:
-        events = engine_events(lab, host, since)
+        events = lab.container_events(host, since)
         # Once per host: one successor made; it took the name, the old container went.
         actions = [(action, name) for _, action, _, name in events]
         assert actions == [
@@ -171,6 +172,20 @@ async def test_an_agent_upgrade_hands_every_host_over_and_never_restarts_a_servi
     assert sorted((m.sender, m.outcome) for m in replies) == [
         (host, OperationOutcome.DONE) for host in lab.hosts
     ]
+    # The outcome store came through: each successor answers the deploy's apply, sent
+    # again with the same id (now naming another image), with the very reply the old
+    # agent recorded, and runs nothing.
+    deployed = {
+        m.sender: m
+        for _, m in fleet.events.messages
+        if isinstance(m, OperationReply) and m.service == fleet.service
+    }
+    for host in lab.hosts:
+        original = deployed[host]
+        assert original.in_reply_to is not None
+        again = await resend_apply(fleet, host, original.in_reply_to, fleet.spec_file("1.1.0"))
+        assert (again.id, again.outcome) == (original.id, OperationOutcome.DONE), again
+    assert fleet.running_images() == {host: fleet.pinned("1.0.0") for host in lab.hosts}
     # The new agents serve: a rollout of the service goes through them.
     rolled = await fleet.fleetctl(
         "rollout", "start", fleet.service, "--image", lab.demo_image("1.1.0"), "-w"
@@ -179,8 +194,29 @@ async def test_an_agent_upgrade_hands_every_host_over_and_never_restarts_a_servi
     assert fleet.running_images() == {host: fleet.pinned("1.1.0") for host in lab.hosts}
 
 
+async def resend_apply(
+    fleet: LabFleet, host: str, command_id: str, spec_file: Path
+) -> OperationReply:
+    """An apply of ``spec_file`` to ``host``, signed, under an earlier command's id."""
+    signer = load_signer(Path(fleet.lab.env["FLEET_SIGNING_KEY_FILE"]))
+    assert signer is not None
+    spec = ServiceSpec.model_validate_json(await asyncio.to_thread(spec_file.read_text))
+    command = ApplyCommand(
+        id=command_id, host=host, sender="controller", expires_at=utc_now() + timedelta(minutes=1),
+        service=spec,
+    )  # fmt: skip
+    client = await fleet.lab.as_controller()
+    try:
+        answer = await client.request(command_subject(host), encode(signer.sign(command)), 10)
+    finally:
+        await client.close()
+    reply = decode(answer.data)
+    assert isinstance(reply, OperationReply), reply
+    return reply
+
+
 async def test_a_successor_that_never_reaches_the_bus_is_removed_and_the_old_agent_serves_on(
-    lab_fleet: LabFleet, successor_images: dict[str, str]
+    lab_fleet: LabFleet, successor_images: SuccessorImages
 ) -> None:
     fleet, lab = lab_fleet, lab_fleet.lab
     await fleet.deploy("1.0.0")
@@ -205,9 +241,33 @@ async def test_a_successor_that_never_reaches_the_bus_is_removed_and_the_old_age
     assert "not ready in time" in reply.failure.reason.text
 
 
+async def test_an_agent_image_that_exits_at_start_is_rolled_back_on_the_canary_and_stops_there(
+    lab_fleet: LabFleet, successor_images: SuccessorImages
+) -> None:
+    fleet, lab = lab_fleet, lab_fleet.lab
+    await fleet.deploy("1.0.0")
+    before = {host: engine_view(lab, host) for host in lab.hosts}
+    args = ["--image", successor_images["broken"], "--canary", "1", "-w"]
+    result = await fleet.fleetctl("agent", "upgrade", *args)
+    assert result.code == PAUSED, result
+    # README: the canary wave is the first host in sorted host-id order. It alone tried;
+    # the others were checked and pulled (ready) and never sent the handoff.
+    canary, *others = sorted(lab.hosts)
+    status = await fleet.fleetctl("rollout", "status", AGENT_SERVICE, "-o", "json")
+    phases = {host: entry["phase"] for host, entry in json.loads(status.stdout)["hosts"].items()}
+    assert phases == {canary: "failed", **dict.fromkeys(others, "ready")}, phases
+    (reply,) = upgrade_replies(fleet)
+    assert reply.sender == canary
+    assert reply.failure is not None
+    assert "stopped before it was ready" in reply.failure.reason.text
+    # The successor's own last words, the missing package, reach the operator.
+    assert any("No module named 'node_agent'" in line for line in reply.failure.last_log_lines)
+    await the_old_agent_serves_again(fleet, before, result, "successor_not_ready", False)
+
+
 @pytest.mark.parametrize("phase", CRASH_PHASES)
 async def test_a_successor_killed_at_any_phase_of_its_handoff_leaves_the_old_agent_serving(
-    lab_fleet: LabFleet, successor_images: dict[str, str], phase: str
+    lab_fleet: LabFleet, successor_images: SuccessorImages, phase: str
 ) -> None:
     fleet, lab = lab_fleet, lab_fleet.lab
     await fleet.deploy("1.0.0")
@@ -220,7 +280,7 @@ async def test_a_successor_killed_at_any_phase_of_its_handoff_leaves_the_old_age
 
 
 async def test_a_successor_container_killed_in_probation_is_restarted_and_gives_the_host_back(
-    lab_fleet: LabFleet, successor_images: dict[str, str]
+    lab_fleet: LabFleet, successor_images: SuccessorImages
 ) -> None:
     fleet, lab = lab_fleet, lab_fleet.lab
     await fleet.deploy("1.0.0")
@@ -290,7 +350,7 @@ async def the_old_agent_serves_again(
 
 
 async def test_an_old_agent_killed_mid_handoff_comes_back_and_a_later_upgrade_is_not_refused(
-    lab_fleet: LabFleet, successor_images: dict[str, str]
+    lab_fleet: LabFleet, successor_images: SuccessorImages
 ) -> None:
     fleet, lab = lab_fleet, lab_fleet.lab
     await fleet.deploy("1.0.0")
@@ -328,11 +388,11 @@ async def test_an_old_agent_killed_mid_handoff_comes_back_and_a_later_upgrade_is
 
 
 async def test_commands_sent_all_through_a_handoff_are_each_answered_once_at_most(
-    lab_fleet: LabFleet, successor_images: dict[str, str]
+    lab_fleet: LabFleet, successor_images: SuccessorImages
 ) -> None:
-    """Every half second, or as soon as the last one is answered, a signed command goes to
-    one host for the whole of its agent's upgrade; each reply is counted on a subject of
-    the test's own, so a second answer (two agents holding the host) cannot hide."""
+    """A signed command goes to one host every 0.3 s, or as soon as the last one is
+    answered, for the whole of its agent's upgrade; each reply is counted on a subject
+    of the test's own, so a second answer (two agents holding the host) cannot hide."""
     fleet, lab = lab_fleet, lab_fleet.lab
     await fleet.deploy("1.0.0")
     host = lab.hosts[0]
@@ -340,53 +400,34 @@ async def test_commands_sent_all_through_a_handoff_are_each_answered_once_at_mos
     assert signer is not None
     client = await lab.as_controller()
     prefix = f"{inbox_prefix(lab.env['FLEET_BUS_USER'])}.handoff"
-    answers: Counter[str] = Counter()
-    answered = asyncio.Event()
-    last_answer = [time.monotonic()]
-
-    async def count(msg: Msg) -> None:
-        answers[msg.subject.rsplit(".", 1)[1]] += 1
-        last_answer[0] = time.monotonic()
-        answered.set()
-
-    sent: list[tuple[float, str]] = []
-    subscription = await client.subscribe(f"{prefix}.*", cb=count)
+    probe = CommandProbe(client, signer, host, fleet.service, prefix)
+    stop = asyncio.Event()
+    probing = asyncio.create_task(probe.run(stop))
     try:
         since = time.time()
         args = ["--image", successor_images["good"], "--min-healthy-time", "8"]
         selector = ["--selector", f"host=h{lab.number(host)}"]
         started = await fleet.fleetctl("agent", "upgrade", *args, *selector)
         assert started.code == 0, started
-        checked = time.monotonic()
-        while time.monotonic() - checked < 1 or not done_on(lab, host, since):
-            if time.monotonic() - checked >= 1:
-                checked = time.monotonic()  # the engine is asked once a second
-            command = signer.sign(
-                InspectCommand(
-                    service=fleet.service, host=host, sender="controller",
-                    expires_at=utc_now() + timedelta(minutes=1),
-                )
-            )  # fmt: skip
-            answered.clear()
-            sent.append((time.time(), command.id))
-            await client.publish(
-                command_subject(host), encode(command), reply=f"{prefix}.{command.id}"
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(answered.wait(), 0.3)
-        await client.flush()
+        await eventually(
+            lambda: asyncio.to_thread(done_on, lab, host, since), bool, "the handoff ended", 120
+        )
+        stop.set()
+        await probing
 
         async def quiet_for() -> float:  # a late second answer would come within seconds
-            return time.monotonic() - last_answer[0]
+            return probe.quiet_for()
 
         await eventually(quiet_for, lambda quiet: quiet >= QUIET, "the answers stopped", 30)
     finally:
-        await subscription.unsubscribe()
+        stop.set()
+        await probing
         await client.close()
-    events = engine_events(lab, host, since)
+    events = lab.container_events(host, since)
     made = next(t for t, action, _, name in events if (action, name) == ("create", f"{AGENT}.next"))
     took = next(t for t, action, _, name in events if (action, name) == ("rename", AGENT))
     gone = next(t for t, action, _, name in events if action == "destroy")
+    sent, answers = probe.sent, probe.answers
     # The test reached every part of the handoff: while the successor got ready, and
     # while it held the host on probation.
     assert [c for at, c in sent if made <= at <= took], (sent, events)
@@ -398,4 +439,4 @@ async def test_commands_sent_all_through_a_handoff_are_each_answered_once_at_mos
 
 def done_on(lab: Lab, host: str, since: float) -> bool:
     """The old agent's container is gone: the handoff on ``host`` is over."""
-    return any(action == "destroy" for _, action, _, _ in engine_events(lab, host, since))
+    return any(action == "destroy" for _, action, _, _ in lab.container_events(host, since))

@@ -7,9 +7,11 @@ import asyncio
 import os
 import ssl
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import nats
 from nats.aio.client import Client
 
@@ -19,6 +21,7 @@ from tests.support.paths import REPO_ROOT
 LAB_SCRIPT = REPO_ROOT / "deploy" / "lab" / "lab.sh"
 LAB_DIR = Path(os.environ.get("FLEET_LAB_DIR", "/var/lib/fleetwave/lab"))
 SCRIPT_TIMEOUT = 600.0
+DOCKER_TIMEOUT = 30
 
 
 def lab_script(*args: str) -> None:
@@ -59,6 +62,28 @@ class Lab:
     def disk_root(self, host: str) -> str:
         """The host's engine's data-root: a tmpfs of its own (lab.sh fill fills it)."""
         return str(LAB_DIR / "hosts" / f"h{self.number(host)}" / "docker")
+
+    def container_events(self, host: str, since: float) -> list[tuple[float, str, str, str]]:
+        """(time, action, container id, name) of the containers made, renamed and
+        removed on ``host``'s engine since ``since``, in order."""
+        client = docker.APIClient(base_url=self.engine(host), timeout=DOCKER_TIMEOUT)
+        try:
+            events = client.events(
+                since=int(since), until=int(time.time()) + 1, decode=True,
+                filters={"type": "container", "event": ["create", "rename", "destroy"]},
+            )  # fmt: skip
+            return [
+                (
+                    e["timeNano"] / 1e9,
+                    e["Action"],
+                    e["Actor"]["ID"],
+                    e["Actor"]["Attributes"]["name"],
+                )
+                for e in events
+                if e["timeNano"] / 1e9 >= since
+            ]
+        finally:
+            client.close()
 
     def demo_image(self, tag: str) -> str:
         return f"{self.registry}/demo/web:{tag}"
