@@ -179,6 +179,8 @@ class Agent:
         # stopped (never a successor waiting for ever).
         limit = self.successor.ready_deadline() + SUCCESSOR_GRACE if handoff else None
         await self._connect(stop, limit)
+        if handoff is None:  # this agent, killed once it let go, is not the host's now
+            await self.fallback.keep_out_of_the_way(stop)
         if stop.is_set():
             await self._close()
             return

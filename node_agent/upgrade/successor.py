@@ -13,6 +13,7 @@ old agent let go) and the guard, started again, does the same.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -135,10 +136,48 @@ class Successor:
 
 
 class Fallback:
-    """The old agent, started again by the successor's guard: it answers for the upgrade."""
+    """The old agent, started again by the successor's guard: it answers for the upgrade;
+    or by the engine, after it let go: it keeps out of the successor's way."""
 
     def __init__(self, runtime: DockerRuntime, notes: HandoffNotes) -> None:
         self._runtime, self._notes = runtime, notes
+
+    async def keep_out_of_the_way(self, stop: asyncio.Event) -> None:
+        """No commands, no settling, while a successor this agent let have the host is
+        at it: until it stops this container, or fails and its guard gives it back."""
+        waiting = False
+        while not stop.is_set() and await self._successor_may_hold():
+            if not waiting:
+                log.warning("this agent let its successor have the host; waiting to be stopped")
+                waiting = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), POLL)
+
+    async def _successor_may_hold(self) -> bool:
+        try:
+            return await self.successor_holds()
+        except AgentError as exc:  # the engine cannot say: this agent serves, as before
+            log.error("could not tell whether a successor holds the host: %s", exc)
+            return False
+
+    async def successor_holds(self) -> bool:
+        """This agent released the host's commands to a successor that is still at it:
+        started again by the engine (killed once it let go), it must leave the host to
+        the successor, which stops it. The successor runs under its own name until it
+        takes this agent's, setting this one aside; a successor that failed after that
+        was renamed away by its guard, which gave this agent its name back."""
+        request = self._notes.read(REQUEST)
+        if request is None or not self._notes.has(RELEASED) or self._notes.has(DONE):
+            return False
+        previous = str(request["previous"])
+        if await self._running(str(request["successor"])):
+            return True
+        aside = await self._runtime.inspect_container(f"{previous}.previous")
+        return aside is not None and await self._running(previous)
+
+    async def _running(self, name: str) -> bool:
+        found = await self._runtime.inspect_container(name)
+        return found is not None and bool(found["State"]["Running"])
 
     async def settle(self, finish: Finish) -> None:
         request = self._notes.read(REQUEST)

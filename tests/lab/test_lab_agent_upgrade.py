@@ -5,12 +5,13 @@ that dies after it took the host over (its guard brings the old agent back)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -387,24 +388,50 @@ async def test_an_old_agent_killed_mid_handoff_comes_back_and_a_later_upgrade_is
     assert engine_view(lab, host)[AGENT]["id"] != old["id"]
 
 
+@contextlib.asynccontextmanager
+async def probing(fleet: LabFleet, host: str) -> AsyncIterator[CommandProbe]:
+    """A signed command goes to ``host`` every 0.3 s, or as soon as the last one is
+    answered, for as long as the body runs; each reply is counted on a subject of the
+    test's own, so a second answer (two agents holding the host) cannot hide. At the
+    end, until no answer came for QUIET seconds."""
+    signer = load_signer(Path(fleet.lab.env["FLEET_SIGNING_KEY_FILE"]))
+    assert signer is not None
+    client = await fleet.lab.as_controller()
+    prefix = f"{inbox_prefix(fleet.lab.env['FLEET_BUS_USER'])}.handoff"
+    probe = CommandProbe(client, signer, host, fleet.service, prefix)
+    stop = asyncio.Event()
+    sending = asyncio.create_task(probe.run(stop))
+    try:
+        yield probe
+        stop.set()
+        await sending
+
+        async def quiet_for() -> float:
+            return probe.quiet_for()
+
+        await eventually(quiet_for, lambda quiet: quiet >= QUIET, "the answers stopped", 30)
+    finally:
+        stop.set()
+        await sending
+        await client.close()
+
+
+def answered_once(probe: CommandProbe, gone: float) -> None:
+    """No command was answered twice, and each sent after ``gone`` (the old agent's
+    container removed; but the first, which may have been sent just before) once."""
+    assert max(probe.answers.values()) == 1, probe.answers  # never two agents answering
+    after = [command for at, command in probe.sent if at > gone]
+    assert all(probe.answers[command] == 1 for command in after[1:]), (after, probe.answers)
+
+
 async def test_commands_sent_all_through_a_handoff_are_each_answered_once_at_most(
     lab_fleet: LabFleet, successor_images: SuccessorImages
 ) -> None:
-    """A signed command goes to one host every 0.3 s, or as soon as the last one is
-    answered, for the whole of its agent's upgrade; each reply is counted on a subject
-    of the test's own, so a second answer (two agents holding the host) cannot hide."""
     fleet, lab = lab_fleet, lab_fleet.lab
     await fleet.deploy("1.0.0")
     host = lab.hosts[0]
-    signer = load_signer(Path(lab.env["FLEET_SIGNING_KEY_FILE"]))
-    assert signer is not None
-    client = await lab.as_controller()
-    prefix = f"{inbox_prefix(lab.env['FLEET_BUS_USER'])}.handoff"
-    probe = CommandProbe(client, signer, host, fleet.service, prefix)
-    stop = asyncio.Event()
-    probing = asyncio.create_task(probe.run(stop))
-    try:
-        since = time.time()
+    since = time.time()
+    async with probing(fleet, host) as probe:
         args = ["--image", successor_images["good"], "--min-healthy-time", "8"]
         selector = ["--selector", f"host=h{lab.number(host)}"]
         started = await fleet.fleetctl("agent", "upgrade", *args, *selector)
@@ -412,29 +439,78 @@ async def test_commands_sent_all_through_a_handoff_are_each_answered_once_at_mos
         await eventually(
             lambda: asyncio.to_thread(done_on, lab, host, since), bool, "the handoff ended", 120
         )
-        stop.set()
-        await probing
-
-        async def quiet_for() -> float:  # a late second answer would come within seconds
-            return probe.quiet_for()
-
-        await eventually(quiet_for, lambda quiet: quiet >= QUIET, "the answers stopped", 30)
-    finally:
-        stop.set()
-        await probing
-        await client.close()
     events = lab.container_events(host, since)
     made = next(t for t, action, _, name in events if (action, name) == ("create", f"{AGENT}.next"))
     took = next(t for t, action, _, name in events if (action, name) == ("rename", AGENT))
     gone = next(t for t, action, _, name in events if action == "destroy")
-    sent, answers = probe.sent, probe.answers
     # The test reached every part of the handoff: while the successor got ready, and
     # while it held the host on probation.
-    assert [c for at, c in sent if made <= at <= took], (sent, events)
-    assert len([c for at, c in sent if took <= at <= gone]) >= 5, (sent, events)
-    assert max(answers.values()) == 1, answers  # never two agents answering
-    after = [command for at, command in sent if at > gone]
-    assert all(answers[command] == 1 for command in after[1:]), (after, answers)
+    assert [c for at, c in probe.sent if made <= at <= took], (probe.sent, events)
+    assert len([c for at, c in probe.sent if took <= at <= gone]) >= 5, (probe.sent, events)
+    answered_once(probe, gone)
+
+
+async def test_the_old_agent_killed_once_it_let_go_leaves_the_host_to_its_successor(
+    lab_fleet: LabFleet, successor_images: SuccessorImages
+) -> None:
+    """The old agent SIGKILLed the moment it released the host's commands, its successor
+    frozen (docker pause) before it could take them: the engine starts the old agent
+    again, which must not take the host back. No command is answered until the
+    successor, thawed, takes over and finishes the handoff (done); never two agents
+    answering; one agent at the end, the service untouched."""
+    fleet, lab = lab_fleet, lab_fleet.lab
+    await fleet.deploy("1.0.0")
+    host = lab.hosts[0]
+    old = engine_view(lab, host)
+    old_pid = container_pid(lab, host, old[AGENT]["id"])  # ready: killed at once below
+    released = LAB_DIR / "hosts" / f"h{lab.number(host)}" / "state" / "handoff" / "released.json"
+    engine = docker.APIClient(base_url=lab.engine(host), timeout=DOCKER_TIMEOUT)
+    since = time.time()
+    try:
+        async with probing(fleet, host) as probe:
+            args = ["--image", successor_images["good"], "--min-healthy-time", "4"]
+            selector = ["--selector", f"host=h{lab.number(host)}"]
+            started = await fleet.fleetctl("agent", "upgrade", *args, *selector)
+            assert started.code == 0, started
+            successor = await eventually(
+                lambda: asyncio.to_thread(lambda: engine_view(lab, host).get(f"{AGENT}.next")),
+                lambda found: found is not None, "the successor was made", 120,
+            )  # fmt: skip
+            assert successor is not None
+            deadline = time.monotonic() + 120
+            # Watched closely: the successor looks for this note every 0.2 s.
+            while not await asyncio.to_thread(released.exists):
+                assert time.monotonic() < deadline, "the old agent never let go"
+                await asyncio.sleep(0.01)
+            await asyncio.to_thread(engine.pause, successor["id"])
+            os.kill(old_pid, signal.SIGKILL)
+            killed = time.time()
+            await eventually(
+                lambda: asyncio.to_thread(engine.logs, old[AGENT]["id"]),
+                lambda logs: b"waiting to be stopped" in logs, "the old agent stood aside", 60,
+            )  # fmt: skip
+            assert [t for t in probe.answered_at if t > killed] == []  # nobody took the host
+            await asyncio.to_thread(engine.unpause, successor["id"])
+            result = await fleet.fleetctl("rollout", "status", AGENT_SERVICE, "-w")
+            assert result.code == 0, (result, fleet.controller.log_text())
+            await eventually(
+                lambda: asyncio.to_thread(done_on, lab, host, since), bool, "the handoff ended", 60
+            )
+    finally:
+        for frozen in engine.containers(filters={"status": "paused"}):  # a failed test's
+            engine.unpause(frozen["Id"])
+        engine.close()
+    after = engine_view(lab, host)
+    agents = {name: c for name, c in after.items() if name.startswith(AGENT)}
+    assert list(agents) == [AGENT], agents
+    assert agents[AGENT]["running"], agents
+    assert agents[AGENT]["id"] == successor["id"], agents
+    assert after[fleet.service] == old[fleet.service]
+    assert [(m.sender, m.outcome) for m in upgrade_replies(fleet)] == [
+        (host, OperationOutcome.DONE)
+    ]
+    gone = next(t for t, action, _, _ in lab.container_events(host, since) if action == "destroy")
+    answered_once(probe, gone)
 
 
 def done_on(lab: Lab, host: str, since: float) -> bool:
