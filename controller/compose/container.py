@@ -79,7 +79,7 @@ def environment(value: object, environ: Mapping[str, str], where: str) -> dict[s
 
 
 def ports(value: list[Any], where: str) -> tuple[PortMapping, ...]:
-    mappings = []
+    mappings: list[PortMapping] = []
     for n, item in enumerate(value):
         here = f"{where}[{n}]"
         if isinstance(item, Mapping):
@@ -96,14 +96,31 @@ def ports(value: list[Any], where: str) -> tuple[PortMapping, ...]:
             protocol = protocol or "tcp"
         if protocol not in ("tcp", "udp"):
             raise ComposeError(f"{here}: protocol {protocol!r}: tcp or udp")
-        mappings.append(
-            PortMapping(
-                container_port=_port(target, here),
-                host_port=None if published in (None, "") else _port(published, here),
-                protocol=protocol,
-            )
+        mapping = PortMapping(
+            container_port=_port(target, here),
+            host_port=None if published in (None, "") else _port(published, here),
+            protocol=protocol,
         )
+        _check_unique(mapping, mappings, here)
+        mappings.append(mapping)
     return tuple(mappings)
+
+
+def _check_unique(mapping: PortMapping, earlier: list[PortMapping], where: str) -> None:
+    """The engine keys published ports by the container's port: a second mapping of one
+    would replace the first without a word; and one host port serves one mapping."""
+    for other in earlier:
+        if other.protocol != mapping.protocol:
+            continue
+        if other.container_port == mapping.container_port:
+            raise ComposeError(
+                f"{where}: container port {mapping.container_port}/{mapping.protocol} "
+                "is published twice"
+            )
+        if mapping.host_port is not None and other.host_port == mapping.host_port:
+            raise ComposeError(
+                f"{where}: host port {mapping.host_port}/{mapping.protocol} is published twice"
+            )
 
 
 def _port(value: object, where: str) -> int:

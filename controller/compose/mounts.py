@@ -13,7 +13,9 @@ from controller.compose.units import size_bytes
 from controller.errors import ComposeError
 from protocol.spec import VolumeMount
 
-BIND_OPTIONS = {"ro", "rw", "z", "Z", "nocopy"}
+BIND_OPTIONS = {"ro", "rw"}
+"""Of the short syntax's modes; SELinux relabelling (z, Z) and nocopy are refused by
+the generic message, never dropped."""
 
 
 def mounts(
@@ -30,6 +32,8 @@ def mounts(
         )
         if not target.startswith("/"):
             raise ComposeError(f"{here}: the target {target!r} must be an absolute path")
+        if target in tmpfs or any(mount.target == target for mount in found):
+            raise ComposeError(f"{here}: {target!r} is mounted twice")
         if kind == "tmpfs":
             tmpfs[target] = options
             continue
@@ -62,6 +66,8 @@ def _short(text: str, where: str) -> tuple[str, str, str, bool, str]:
     unknown = modes - BIND_OPTIONS
     if unknown:
         raise ComposeError(f"{where}: mount option {sorted(unknown)[0]!r} is not supported")
+    if modes == BIND_OPTIONS:
+        raise ComposeError(f"{where}: ro and rw: give one of them")
     kind = "bind" if source.startswith(("/", ".", "~")) else "volume"
     return kind, source, target, "ro" in modes, ""
 
@@ -71,7 +77,12 @@ def _long(item: Mapping[str, Any], where: str) -> tuple[str, str, str, bool, str
     if kind not in ("volume", "bind", "tmpfs"):
         raise ComposeError(f"{where}.type: {kind!r}: volume, bind or tmpfs")
     options = ""
+    if kind != "tmpfs" and item.get("tmpfs") is not None:
+        raise ComposeError(f"{where}.tmpfs: only for a mount of type tmpfs")
     if kind == "tmpfs":
+        for key in ("source", "read_only"):
+            if item.get(key) is not None:
+                raise ComposeError(f"{where}.{key}: not supported for a tmpfs mount")
         settings = item.get("tmpfs") or {}
         parts = []
         if settings.get("size") is not None:

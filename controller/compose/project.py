@@ -132,14 +132,22 @@ class _Context:
         extra_tmpfs = service.get("tmpfs") or []
         for mount in [extra_tmpfs] if isinstance(extra_tmpfs, str) else extra_tmpfs:
             target, _, options = str(mount).partition(":")
+            if target in tmpfs or any(volume.target == target for volume in volumes):
+                raise ComposeError(f"{where}.tmpfs: {target!r} is mounted twice")
             tmpfs[target] = options
+        ports = convert.ports(service.get("ports") or [], f"{where}.ports")
         network_mode, networks = self._networking(where.removeprefix("services."), service, where)
+        if ports and network_mode is not None:  # the engine would drop them without a word
+            raise ComposeError(
+                f"{where}.ports: not with network_mode {network_mode} (with host, the "
+                "container listens on the host's ports itself)"
+            )
         restart, health = service.get("restart"), service.get("healthcheck")
         return ContainerSettings(
             env=self._environment(service, where),
             volumes=volumes,
             tmpfs=tmpfs,
-            ports=convert.ports(service.get("ports") or [], f"{where}.ports"),
+            ports=ports,
             # Compose's default is no: the engine restarts nothing the file did not ask for.
             restart_policy=convert.restart(restart or "no", f"{where}.restart"),
             resources=convert.resources(service, where),

@@ -41,6 +41,10 @@ UNSUPPORTED_SERVICE_KEYS = {
     "shm_size": "1m", "stdin_open": "true", "storage_opt": "{}", "tty": "true",
     "userns_mode": "host", "uts": "host", "volumes_from": "[]", "secrets": "[]",
     "configs": "[]", "extends": "{service: x}", "post_start": "[]", "develop": "{}",
+    "cpu_count": "1", "cpu_percent": "1", "cpu_period": "1", "cpu_quota": "1",
+    "cpu_rt_period": "1", "cpu_rt_runtime": "1", "credential_spec": "{}", "dns_opt": "[]",
+    "gpus": "all", "label_file": "x", "models": "[]", "pre_stop": "[]", "provider": "{}",
+    "pull_refresh_after": "1h", "use_api_socket": "true",
 }  # fmt: skip
 
 
@@ -153,6 +157,79 @@ def test_settings_fleetwave_cannot_honour_are_refused_with_the_reason(
 ) -> None:
     message = refusal(tmp_path, ONE_SERVICE + text)
     assert message.startswith(start), message
+
+
+BRIDGED = "services:\n  web:\n    image: r/web:1\n"
+"""A member on the app's own network, where ports may be published."""
+
+
+@pytest.mark.parametrize(
+    ("text", "start"),
+    [
+        # Modes the short syntax has and Fleetwave does not honour: refused, not dropped.
+        ("    volumes: ['/srv:/data:z']\n", "services.web.volumes[0]: mount option 'z'"),
+        ("    volumes: ['/srv:/data:Z']\n", "services.web.volumes[0]: mount option 'Z'"),
+        ("    volumes: ['/srv:/data:ro,nocopy']\n", "services.web.volumes[0]: mount option 'noc"),
+        ("    volumes: ['/srv:/data:ro,rw']\n", "services.web.volumes[0]: ro and rw"),
+        (
+            "    volumes: [{type: bind, source: /srv, target: /data, tmpfs: {size: 1m}}]\n",
+            "services.web.volumes[0].tmpfs: only for a mount of type tmpfs",
+        ),
+        (
+            "    volumes: [{type: tmpfs, target: /data, read_only: true}]\n",
+            "services.web.volumes[0].read_only: not supported for a tmpfs mount",
+        ),
+        (
+            "    volumes: [{type: tmpfs, source: x, target: /data}]\n",
+            "services.web.volumes[0].source: not supported for a tmpfs mount",
+        ),
+        (
+            "    volumes: ['/srv:/data', '/opt:/data']\n",
+            "services.web.volumes[1]: '/data' is mounted twice",
+        ),
+        (
+            "    volumes: ['/srv:/data', {type: tmpfs, target: /data}]\n",
+            "services.web.volumes[1]: '/data' is mounted twice",
+        ),
+        (
+            "    volumes: ['/srv:/data']\n    tmpfs: [/data]\n",
+            "services.web.tmpfs: '/data' is mounted twice",
+        ),
+        ("    tmpfs: [/run, '/run:size=1m']\n", "services.web.tmpfs: '/run' is mounted twice"),
+        ("    ports: ['8080:80']\n", "services.web.ports: not with network_mode host"),
+    ],
+)
+def test_a_mount_or_port_the_engine_would_drop_or_merge_is_refused(
+    tmp_path: Path, text: str, start: str
+) -> None:
+    message = refusal(tmp_path, ONE_SERVICE + text)
+    assert message.startswith(start), message
+
+
+@pytest.mark.parametrize(
+    ("text", "start"),
+    [
+        ("    ports: ['8080:80', '8081:80']\n", "services.web.ports[1]: container port 80/tcp"),
+        ("    ports: ['8080:80', '8080:81']\n", "services.web.ports[1]: host port 8080/tcp"),
+        ("    ports: ['80', {target: 80}]\n", "services.web.ports[1]: container port 80/tcp"),
+        ("    network_mode: none\n    ports: ['80']\n", "services.web.ports: not with network_m"),
+    ],
+)
+def test_a_port_published_twice_or_without_a_network_is_refused(
+    tmp_path: Path, text: str, start: str
+) -> None:
+    message = refusal(tmp_path, BRIDGED + text)
+    assert message.startswith(start), message
+
+
+def test_one_port_for_tcp_and_udp_is_two_mappings(tmp_path: Path) -> None:
+    path = tmp_path / "compose.yaml"
+    path.write_text(BRIDGED + "    ports: ['53:53/tcp', '53:53/udp']\n")
+    (web,) = compose_app(path, "app", {}).app.members
+    assert [(p.container_port, p.host_port, p.protocol) for p in web.spec.container.ports] == [
+        (53, 53, "tcp"),
+        (53, 53, "udp"),
+    ]
 
 
 @pytest.mark.parametrize(
