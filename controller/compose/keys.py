@@ -1,6 +1,7 @@
 """What of the Compose Specification Fleetwave does, key by key; anything else in a file
 is refused with its path, never silently ignored. ``x-`` extensions are always allowed
-(they are the file's own); ``x-fleetwave`` is Fleetwave's (selector, update policy)."""
+(they are the file's own); ``x-fleetwave`` is Fleetwave's: at the top, selector and
+update policy; in a service, its health (controller/compose/project.py checks both)."""
 
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ class _Context:
                 name=f"{self.app}-{member}",
                 image=str(service["image"]),
                 container=container,
-                health=_health(container),
+                health=_member_health(service, where) or _health(container),
                 stop_grace_period=duration_seconds(
                     service.get("stop_grace_period", "10s"), f"{where}.stop_grace_period"
                 ),
@@ -219,6 +219,24 @@ class _Context:
             aliases = (member, *extra)
             attachments.append(NetworkAttachment(name=network.name, aliases=aliases))
         return None, tuple(attachments)
+
+
+def _member_health(service: Mapping[str, Any], where: str) -> HealthCheck | None:
+    """The member's ``x-fleetwave: {health: ...}``: Fleetwave's probe (http, tcp, exec or
+    docker, with its timings, as in a service's spec) in place of the healthcheck's."""
+    block = service.get(EXTENSION)
+    if block is None:
+        return None
+    here = f"{where}.{EXTENSION}"
+    if not isinstance(block, Mapping):
+        raise ComposeError(f"{here}: a mapping (health)")
+    for key in block:
+        if key != "health":
+            raise ComposeError(f"{here}.{key}: not a member's setting (health is)")
+    try:
+        return HealthCheck.model_validate(block["health"])
+    except ValidationError as exc:
+        raise ComposeError(f"{here}.health: {summarise_invalid(exc)}") from None
 
 
 def _health(settings: ContainerSettings) -> HealthCheck | None:

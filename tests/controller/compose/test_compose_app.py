@@ -7,13 +7,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from controller.compose.project import compose_app
+from controller.errors import ComposeError
 from protocol.app import AppSpec, Condition, Dependency, NamedNetwork, NamedVolume
 from protocol.spec import (
     ContainerHealthcheck,
     ContainerSettings,
     DockerHealthProbe,
     HealthCheck,
+    HttpProbe,
     LogSettings,
     NetworkAttachment,
     PortMapping,
@@ -197,6 +201,46 @@ def test_a_healthcheck_of_none_leaves_the_member_without_a_probe(tmp_path: Path)
     member = compose_text(tmp_path, text).member("a")
     assert member.spec.container.healthcheck == ContainerHealthcheck(test=("NONE",))
     assert member.spec.health is None
+
+
+def test_a_members_fleetwave_health_is_its_probe_over_the_healthcheck(tmp_path: Path) -> None:
+    text = (
+        "services:\n  web:\n    image: r/web:1\n    network_mode: host\n"
+        "    healthcheck: {test: [CMD, 'true']}\n"
+        "    x-fleetwave:\n      health:\n"
+        "        probe: {kind: http, port: 8080, path: /ready}\n"
+        "        min_healthy_time: 7\n"
+        "  cache: {image: r/cache:1, network_mode: host, healthcheck: {test: [CMD, 'true']}}\n"
+    )
+    app = compose_text(tmp_path, text)
+    health = app.member("web").spec.health
+    assert health is not None
+    assert health.probe == HttpProbe(port=8080, path="/ready")
+    assert health.min_healthy_time == 7
+    # The engine's healthcheck is still the container's; the other member keeps it as
+    # its probe.
+    assert app.member("web").spec.container.healthcheck is not None
+    cache = app.member("cache").spec.health
+    assert cache is not None
+    assert cache.probe == DockerHealthProbe()
+
+
+@pytest.mark.parametrize(
+    ("block", "start"),
+    [
+        ("{selector: {role: edge}}", "services.web.x-fleetwave.selector: not a member's"),
+        ("{health: {probe: {kind: smoke}}}", "services.web.x-fleetwave.health: "),
+        ("[health]", "services.web.x-fleetwave: a mapping"),
+    ],
+)
+def test_a_members_fleetwave_block_takes_its_health_only(
+    tmp_path: Path, block: str, start: str
+) -> None:
+    web = "services:\n  web:\n    image: r/web:1\n    network_mode: host\n"
+    text = f"{web}    x-fleetwave: {block}\n"
+    with pytest.raises(ComposeError) as raised:
+        compose_text(tmp_path, text)
+    assert raised.value.message.startswith(start), raised.value.message
 
 
 def test_the_environment_wins_over_dot_env_and_missing_variables_are_reported(
