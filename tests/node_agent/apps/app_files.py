@@ -31,6 +31,7 @@ services:
     depends_on:
       cache:
         condition: service_healthy
+        restart: ${WEB_RESTART:-false}
       migrate:
         condition: service_completed_successfully
     logging:
@@ -40,7 +41,7 @@ services:
 
 def demo_app(tmp_path: Path, stack: LocalStack, name: str, **tags: str) -> AppSpec:
     """The app with ``tags`` (MIGRATE_TAG, CACHE_TAG, WEB_TAG, MIGRATE_EXIT,
-    MIGRATE_SECONDS) set; a probed
+    MIGRATE_SECONDS, WEB_RESTART: web's depends_on.cache.restart) set; a probed
     member proves healthy in 1 s instead of 5, to keep the tests short."""
     path = tmp_path / "compose.yaml"
     path.write_text(APP_FILE)

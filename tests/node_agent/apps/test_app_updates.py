@@ -146,6 +146,31 @@ async def test_an_app_is_deployed_in_dependency_order_and_updated_without_touchi
     assert containers(docker_client, prefix, "shop") == after  # nothing to do, nothing done
 
 
+async def test_a_dependant_is_restarted_after_a_replaced_member_only_when_its_file_says_so(
+    shop: Shop, local_stack: LocalStack, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    since = time.time()
+    replaced = await applied(shop.agent, demo_app(tmp_path, local_stack, "shop", CACHE_TAG="1.1.0"))
+    assert replaced.outcome is OperationOutcome.DONE, replaced
+    # Without depends_on.restart, web (waiting for a healthy cache) is left running.
+    assert starts_since(docker_client, since, shop.prefix) == ["shop-cache"]
+    after = containers(docker_client, shop.prefix, "shop")
+    assert after["web"] == shop.before["web"]
+
+    since = time.time()
+    back = demo_app(tmp_path, local_stack, "shop", CACHE_TAG="1.0.0", WEB_RESTART="true")
+    restarted = await applied(shop.agent, back)
+    assert restarted.outcome is OperationOutcome.DONE, restarted
+    # With it, the same web container is restarted, once the new cache is healthy.
+    seen = events_since(docker_client, since, shop.prefix)
+    assert starts_since(docker_client, since, shop.prefix) == ["shop-cache", "shop-web"], seen
+    assert seen.index("shop-cache health_status: healthy") < seen.index("shop-web start"), seen
+    final = containers(docker_client, shop.prefix, "shop")
+    assert final["web"]["id"] == shop.before["web"]["id"]
+    assert final["web"]["running"]
+    assert final["cache"]["id"] != after["cache"]["id"]
+
+
 async def test_a_member_that_fails_restores_every_member_replaced_before_it(
     shop: Shop, local_stack: LocalStack, docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
