@@ -205,7 +205,8 @@ def load_app_declaration(path: Path, name: str, selector: str | None) -> Declara
 def load_spec(path: Path) -> ServiceSpec:
     """The spec of a spec (or declaration) file: `rollout start --spec` reads either."""
     spec = load_declaration(path).spec
-    assert isinstance(spec, ServiceSpec), "a spec file declares a service"
+    if not isinstance(spec, ServiceSpec):
+        fail(f"{path}: declares an app: give it with --compose", EXIT_INVALID)
     return spec
 
 

@@ -24,6 +24,7 @@ from controller.cli.base import (
     fail,
     follow_rollout,
     invalid_flags,
+    load_app_declaration,
     load_spec,
     report_started,
     run_with_fleet,
@@ -49,7 +50,7 @@ from controller.rollouts.model import (
     RolloutStatus,
     Strategy,
 )
-from controller.rollouts.workload import describe
+from controller.rollouts.workload import Workload, describe
 from controller.settings import load_settings
 from controller.state.intents import Fleet
 from protocol.models import utc_now
@@ -63,6 +64,10 @@ def rollout_start(
     image: Annotated[str | None, typer.Option(help="the new image reference")] = None,
     spec_file: Annotated[
         Path | None, typer.Option("--spec", help="service spec (JSON or TOML) for a first rollout")
+    ] = None,
+    compose_file: Annotated[
+        Path | None,
+        typer.Option("--compose", help="an app's Compose file (SERVICE is the app's name)"),
     ] = None,
     strategy: Annotated[Strategy, typer.Option()] = Strategy.ROLLING,
     max_unavailable: MaxUnavailableOption = "25%",
@@ -93,7 +98,8 @@ def rollout_start(
     nats_url: NatsOption = None,
     output: OutputOption = "table",
 ) -> None:
-    """Start a rollout of SERVICE to --image (the controller drives it).
+    """Start a rollout of SERVICE to --image, or of an app to its --compose file (the
+    controller drives it).
 
     The image is vetted first: its registry must be allowed, its tag is pinned to a
     digest, the scanner and the Rego policies run if configured (FLEET_* settings)."""
@@ -102,9 +108,16 @@ def rollout_start(
         fail("blue-green switches every host at once: no --canary or --partition", EXIT_INVALID)
     check_strategy(strategy, canary, partition)
     check_image(image)
-    override = load_spec(spec_file) if spec_file else None
+    if spec_file is not None and compose_file is not None:
+        fail("give --spec (a service) or --compose (an app), not both", EXIT_INVALID)
+    override: Workload | None = load_spec(spec_file) if spec_file else None
+    if compose_file is not None:
+        override = load_app_declaration(compose_file, service, None).spec
     if image is None and override is None:
-        fail("give --image, or --spec for the service's first rollout", EXIT_INVALID)
+        fail(
+            "give --image, --spec for a service's first rollout or --compose for an app's",
+            EXIT_INVALID,
+        )
     spec = rollout_spec(
         selector,
         check,

@@ -174,11 +174,13 @@ async def test_a_member_that_fails_restores_the_whole_app_and_a_selector_off_eve
 
     # The cache changes to a working image, web to one that crashes: on the first host
     # the cache is replaced, web fails, and both are restored (the same containers).
+    # Started by hand this time (`rollout start --compose`), with the policy as flags.
     demo = fleet.stack.demo_image("1.0.0")
+    policy = ["--max-unavailable", "1", "--min-healthy-time", "1", "--allow-major"]
     with container_events(docker_client, "create", demo) as created_names:
         failed = await fleetctl_app(
-            fleet, "apply", "-f", path, "--app", "shop", "-w",
-            CACHE_TAG="1.1.0", WEB_TAG="3.0.0-crash",
+            fleet, "rollout", "start", "shop", "--compose", path, *policy,
+            "--failure-action", "revert", "-w", CACHE_TAG="1.1.0", WEB_TAG="3.0.0-crash",
         )  # fmt: skip
     assert failed.code != 0, failed
     rollout = await fleet.fleetctl("rollout", "status", "shop", "-o", "json")

@@ -79,3 +79,27 @@ def test_a_compose_file_fleetwave_refuses_names_the_key_and_the_service(
     assert ran.code == INVALID, ran
     assert "services.migrate.build" in ran.stderr, ran.stderr
     assert len(ran.stderr.strip().splitlines()) <= 2, ran.stderr
+
+
+def test_rollout_start_reads_an_apps_compose_file_before_the_bus(compose_file: Path) -> None:
+    ran = fleetctl("rollout", "start", "shop", "--compose", str(compose_file))
+    assert ran.code == NO_NATS, ran
+
+
+def test_rollout_start_takes_a_spec_or_a_compose_file_not_both(compose_file: Path) -> None:
+    ran = fleetctl(
+        "rollout", "start", "shop", "--compose", str(compose_file), "--spec", str(compose_file)
+    )
+    assert ran.code == INVALID, ran
+    assert ran.stderr.strip() == (
+        "fleetctl: give --spec (a service) or --compose (an app), not both"
+    )
+
+
+def test_rollout_start_names_what_the_compose_file_gets_wrong(compose_file: Path) -> None:
+    compose_file.write_text(APP_FILE.replace("network_mode: none", "network_mode: bridge", 1))
+    ran = fleetctl("rollout", "start", "shop", "--compose", str(compose_file))
+    assert ran.code == INVALID, ran
+    assert ran.stderr.strip().startswith(
+        f"fleetctl: {compose_file}: services.migrate.network_mode: 'bridge': host or none"
+    ), ran
