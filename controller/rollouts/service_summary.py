@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from controller.rollouts.convergence import Desired, Need, fleet_size, matches, needs
 from controller.rollouts.model import IN_FLIGHT, RolloutRecord
 from controller.rollouts.workload import describe
+from protocol.app import AppSpec
 from protocol.models import HostFacts
 
 
@@ -17,6 +18,8 @@ class ServiceSummary:
     """One line of `fleetctl services`, like `kubectl get deployments`."""
 
     service: str
+    kind: str
+    """``service`` (one container) or ``app`` (a Compose project's members)."""
     revision: int | None
     """The accepted revision; None until a rollout of the service completed."""
     image: str | None
@@ -56,6 +59,7 @@ def summarise(
     in_flight = active.count(*IN_FLIGHT) if active is not None else 0
     return ServiceSummary(
         service=service,
+        kind="app" if desired is not None and isinstance(desired.spec, AppSpec) else "service",
         revision=desired.revision if desired else None,
         image=describe(desired.spec) if desired else None,
         matching=matching,

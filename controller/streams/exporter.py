@@ -23,7 +23,9 @@ from prometheus_client.registry import Collector
 
 from controller.rollouts.fleet_metrics import FleetMetrics
 from controller.rollouts.model import TERMINAL, UPDATED
+from controller.rollouts.service_summary import ServiceSummary
 from controller.state.intents import Fleet
+from controller.state.service_view import service_summaries
 from controller.streams.feed import Delivered, FleetFeed
 from protocol.errors import BrokerError
 from protocol.models import (
@@ -38,6 +40,13 @@ from protocol.models import (
 )
 
 log = logging.getLogger("fleetctl.exporter")
+DECLARED_REFRESH = 5.0
+"""Seconds between two readings of the declared services and apps from KV."""
+DECLARED_STATES = (
+    *("matching", "converged", "missing", "outdated", "ahead", "drifted", "removing"),
+    "engine_down",
+)
+"""The host counts of `fleetctl services`, one series each."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,8 @@ class ExportedState:
     """host -> telemetry messages it had to drop."""
     convergence: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(service, action) -> what the controller's convergence did or found."""
+    declared: list[ServiceSummary] = field(default_factory=list)
+    """Each declared service and app, as `fleetctl services` judges it, read from KV."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, message: AnyMessage) -> None:
@@ -92,9 +103,11 @@ class FleetCollector(Collector):
             updates = Counter(state.updates)
             dropped = Counter(state.dropped)
             convergence = Counter(state.convergence)
+            declared = list(state.declared)
         yield from _host_series(samples, fresh)
         yield from _service_series(samples, fresh)
         yield from _rollout_series(rollouts)
+        yield _declared_series(declared)
         outcomes = CounterMetricFamily(
             "fleet_updates",
             "Apply and rollback outcomes reported by agents",
@@ -186,6 +199,20 @@ def _service_series(samples: dict[str, MetricsSample], fresh: dict[str, bool]) -
     yield from (cpu, memory, restarts, up, healthy)
 
 
+def _declared_series(declared: list[ServiceSummary]) -> Metric:
+    """Hosts by declared service or app and by what `fleetctl services` counts them as:
+    an app is one series of its own (kind="app"), beside its members' containers."""
+    hosts = GaugeMetricFamily(
+        "fleet_declared_hosts",
+        "Live hosts of a declared service or app, by state (as fleetctl services)",
+        labels=["service", "kind", "state"],
+    )
+    for summary in declared:
+        for state in DECLARED_STATES:
+            hosts.add_metric([summary.service, summary.kind, state], getattr(summary, state))
+    return hosts
+
+
 def _rollout_series(rollouts: dict[str, RolloutProgress]) -> Iterator[Metric]:
     labels = ["rollout", "service", "status"]
     done = GaugeMetricFamily(
@@ -243,6 +270,7 @@ class FleetExporter:
         readers = [
             asyncio.create_task(self._follow("metrics", metrics), name="metrics"),
             asyncio.create_task(self._follow("events", events), name="events"),
+            asyncio.create_task(self._read_declared(), name="declared"),
         ]
         stopping = asyncio.create_task(stop.wait())
         try:
@@ -257,6 +285,19 @@ class FleetExporter:
         for result in results:
             if isinstance(result, BrokerError):
                 raise result
+
+    async def _read_declared(self) -> None:
+        """The declared services and apps, judged again every DECLARED_REFRESH seconds;
+        a reading the bus breaks keeps the last one and is tried again."""
+        while True:
+            try:
+                declared = await service_summaries(self._fleet, utc_now())
+            except (BrokerError, nats.errors.Error, TimeoutError) as exc:
+                log.warning("declared services could not be read: %r", exc)
+            else:
+                with self.state.lock:
+                    self.state.declared = declared
+            await asyncio.sleep(DECLARED_REFRESH)
 
     async def _follow(
         self, name: str, open_feed: Callable[[int | None], AsyncIterator[Delivered]]

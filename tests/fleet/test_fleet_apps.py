@@ -16,10 +16,13 @@ import docker
 import docker.errors
 import pytest
 
+from controller.broker import reserve_loopback_port
 from tests.conftest import FleetFactory, LocalFleet
 from tests.node_agent.apps.app_files import APP_FILE
 from tests.support.engine_events import container_events
+from tests.support.fleet import fleetctl_running
 from tests.support.polling import eventually
+from tests.support.prometheus import scrape_until
 from tests.support.registry_digest import registry_digest
 
 pytestmark = pytest.mark.integration
@@ -106,6 +109,14 @@ async def test_an_app_is_deployed_updated_member_by_member_undone_and_reaches_a_
     await eventually(
         lambda: _sampled(fleet), lambda found: running <= found, "each member's metrics", 60
     )
+
+    # The exporter: the app as one declared workload (converged on both hosts), each
+    # member's container as a service of its own.
+    port = reserve_loopback_port()
+    async with fleetctl_running(fleet.nats_url, "exporter", "--listen", f"127.0.0.1:{port}"):
+        app = {"service": "shop", "kind": "app", "state": "converged"}
+        await scrape_until(port, "fleet_declared_hosts", app, 2.0)
+        await scrape_until(port, "fleet_service_hosts_up", {"service": "shop-web"}, 2.0)
 
     # Only web's image changes: the migration and the cache keep their containers.
     changed = await fleetctl_app(fleet, "apply", "-f", path, "--app", "shop", "-w", WEB_TAG="1.1.0")
