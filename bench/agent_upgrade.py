@@ -87,11 +87,10 @@ async def restart_baseline(lab: Lab, probe: CommandProbe) -> float:
 
 def handoff_figures(lab: Lab, probe: CommandProbe, since: float) -> tuple[float, float]:
     """(handoff seconds, longest silence) of ``probe.host``'s upgrade since ``since``."""
-    events = lab.container_events(probe.host, since)
-    made = next(t for t, action, _, name in events if (action, name) == ("create", f"{AGENT}.next"))
-    aside = next(t for t, action, _, name in events if name == f"{AGENT}.previous")
-    gone = next(t for t, action, _, _ in events if action == "destroy")
-    return gone - made, probe.longest_silence(made, aside + SETTLE)
+    handoff = lab.handoff(probe.host, since)
+    if handoff is None or handoff.aside is None or handoff.gone is None:
+        raise SystemExit(f"agent_upgrade: no whole handoff on {probe.host}: {handoff}")
+    return handoff.gone - handoff.made, probe.longest_silence(handoff.made, handoff.aside + SETTLE)
 
 
 Figures = dict[str, tuple[float, float]]

@@ -439,14 +439,15 @@ async def test_commands_sent_all_through_a_handoff_are_each_answered_once_at_mos
         await eventually(
             lambda: asyncio.to_thread(done_on, lab, host, since), bool, "the handoff ended", 120
         )
-    events = lab.container_events(host, since)
-    made = next(t for t, action, _, name in events if (action, name) == ("create", f"{AGENT}.next"))
-    took = next(t for t, action, _, name in events if (action, name) == ("rename", AGENT))
-    gone = next(t for t, action, _, name in events if action == "destroy")
+    handoff = lab.handoff(host, since)
+    assert handoff is not None
+    made, took, gone = handoff.made, handoff.took, handoff.gone
+    assert took is not None
+    assert gone is not None
     # The test reached every part of the handoff: while the successor got ready, and
     # while it held the host on probation.
-    assert [c for at, c in probe.sent if made <= at <= took], (probe.sent, events)
-    assert len([c for at, c in probe.sent if took <= at <= gone]) >= 5, (probe.sent, events)
+    assert [c for at, c in probe.sent if made <= at <= took], (probe.sent, handoff)
+    assert len([c for at, c in probe.sent if took <= at <= gone]) >= 5, (probe.sent, handoff)
     answered_once(probe, gone)
 
 
@@ -509,10 +510,14 @@ async def test_the_old_agent_killed_once_it_let_go_leaves_the_host_to_its_succes
     assert [(m.sender, m.outcome) for m in upgrade_replies(fleet)] == [
         (host, OperationOutcome.DONE)
     ]
-    gone = next(t for t, action, _, _ in lab.container_events(host, since) if action == "destroy")
+    handoff = lab.handoff(host, since)
+    assert handoff is not None
+    assert handoff.gone is not None
+    gone = handoff.gone
     answered_once(probe, gone)
 
 
 def done_on(lab: Lab, host: str, since: float) -> bool:
     """The old agent's container is gone: the handoff on ``host`` is over."""
-    return any(action == "destroy" for _, action, _, _ in lab.container_events(host, since))
+    handoff = lab.handoff(host, since)
+    return handoff is not None and handoff.gone is not None

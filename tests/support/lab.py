@@ -41,6 +41,23 @@ def lab_is_up() -> bool:
     return (LAB_DIR / "lab.env").is_file()
 
 
+AGENT_CONTAINER = "fleet-agent"
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """When one host's agent upgrade reached each step, from its engine's events."""
+
+    made: float
+    """The successor was created (fleet-agent.next)."""
+    aside: float | None
+    """The old agent's container was renamed fleet-agent.previous."""
+    took: float | None
+    """The successor took the agent's name."""
+    gone: float | None
+    """The old agent's container was removed: the handoff is over."""
+
+
 @dataclass(frozen=True)
 class Lab:
     env: dict[str, str]
@@ -84,6 +101,22 @@ class Lab:
             ]
         finally:
             client.close()
+
+    def handoff(self, host: str, since: float) -> Handoff | None:
+        """The agent handoff on ``host`` since ``since``; None before its successor."""
+        events = [(t, action, name) for t, action, _, name in self.container_events(host, since)]
+        successor, aside = f"{AGENT_CONTAINER}.next", f"{AGENT_CONTAINER}.previous"
+        created = (t for t, action, name in events if (action, name) == ("create", successor))
+        made = next(created, None)
+        if made is None:
+            return None
+
+        def first(wanted: str, named: str) -> float | None:
+            return next((t for t, a, n in events if (a, n) == (wanted, named) and t >= made), None)
+
+        return Handoff(
+            made, first("rename", aside), first("rename", AGENT_CONTAINER), first("destroy", aside)
+        )
 
     def demo_image(self, tag: str) -> str:
         return f"{self.registry}/demo/web:{tag}"
