@@ -43,7 +43,6 @@ from protocol.errors import BrokerError, ConfigurationError, FleetError, Protoco
 from protocol.image_ref import parse_image_reference
 from protocol.labels import parse_labels
 from protocol.models import utc_now
-from protocol.spec import ServiceSpec
 
 T = TypeVar("T")
 
@@ -200,14 +199,6 @@ def load_app_declaration(path: Path, name: str, selector: str | None) -> Declara
     if selector is not None:
         declaration = declaration.model_copy(update={"selector": parse_selector(selector)})
     return declaration
-
-
-def load_spec(path: Path) -> ServiceSpec:
-    """The spec of a spec (or declaration) file: `rollout start --spec` reads either."""
-    spec = load_declaration(path).spec
-    if not isinstance(spec, ServiceSpec):
-        fail(f"{path}: declares an app: give it with --compose", EXIT_INVALID)
-    return spec
 
 
 def check_output(output: str) -> None:

@@ -25,7 +25,7 @@ from controller.cli.base import (
     follow_rollout,
     invalid_flags,
     load_app_declaration,
-    load_spec,
+    load_declaration,
     report_started,
     run_with_fleet,
 )
@@ -54,6 +54,7 @@ from controller.rollouts.workload import Workload, describe
 from controller.settings import load_settings
 from controller.state.intents import Fleet
 from protocol.models import utc_now
+from protocol.spec import ServiceSpec
 
 rollout_app = command_group("Start, follow and steer rollouts.")
 
@@ -108,11 +109,7 @@ def rollout_start(
         fail("blue-green switches every host at once: no --canary or --partition", EXIT_INVALID)
     check_strategy(strategy, canary, partition)
     check_image(image)
-    if spec_file is not None and compose_file is not None:
-        fail("give --spec (a service) or --compose (an app), not both", EXIT_INVALID)
-    override: Workload | None = load_spec(spec_file) if spec_file else None
-    if compose_file is not None:
-        override = load_app_declaration(compose_file, service, None).spec
+    override = _workload_from_file(service, spec_file, compose_file)
     if image is None and override is None:
         fail(
             "give --image, --spec for a service's first rollout or --compose for an app's",
@@ -151,6 +148,30 @@ def rollout_start(
     record = run_with_fleet(start, nats_url)
     if record is not None:
         report_started(record, watch, output)
+
+
+def _workload_from_file(
+    service: str, spec_file: Path | None, compose_file: Path | None
+) -> Workload | None:
+    """The spec of --spec or the app of --compose. Their file's selector and update policy
+    are for `fleetctl apply`: this rollout takes the flags', and says so."""
+    if spec_file is not None and compose_file is not None:
+        fail("give --spec (a service) or --compose (an app), not both", EXIT_INVALID)
+    if spec_file is not None:
+        path, declaration = spec_file, load_declaration(spec_file)
+        if not isinstance(declaration.spec, ServiceSpec):
+            fail(f"{path}: declares an app: give it with --compose", EXIT_INVALID)
+    elif compose_file is not None:
+        path, declaration = compose_file, load_app_declaration(compose_file, service, None)
+    else:
+        return None
+    if declaration.selector or declaration.update != RolloutSpec():
+        typer.echo(
+            f"fleetctl: warning: {path}: its selector and update policy are for fleetctl "
+            "apply; this rollout takes the flags'",
+            err=True,
+        )
+    return declaration.spec
 
 
 async def _show_dry_run(fleet: Fleet, record: RolloutRecord, output: str) -> None:

@@ -107,17 +107,11 @@ def ports(value: list[Any], where: str) -> tuple[PortMapping, ...]:
 
 
 def _check_unique(mapping: PortMapping, earlier: list[PortMapping], where: str) -> None:
-    """The engine keys published ports by the container's port: a second mapping of one
-    would replace the first without a word; and one host port serves one mapping."""
+    """One host port serves one mapping; the engine would refuse the second at start. One
+    container port may be published on several host ports."""
     for other in earlier:
-        if other.protocol != mapping.protocol:
-            continue
-        if other.container_port == mapping.container_port:
-            raise ComposeError(
-                f"{where}: container port {mapping.container_port}/{mapping.protocol} "
-                "is published twice"
-            )
-        if mapping.host_port is not None and other.host_port == mapping.host_port:
+        same_host_port = mapping.host_port is not None and other.host_port == mapping.host_port
+        if other.protocol == mapping.protocol and same_host_port:
             raise ComposeError(
                 f"{where}: host port {mapping.host_port}/{mapping.protocol} is published twice"
             )

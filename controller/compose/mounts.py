@@ -79,12 +79,12 @@ def _long(item: Mapping[str, Any], where: str) -> tuple[str, str, str, bool, str
     options = ""
     if kind != "tmpfs" and item.get("tmpfs") is not None:
         raise ComposeError(f"{where}.tmpfs: only for a mount of type tmpfs")
+    read_only = bool(boolean(item.get("read_only"), f"{where}.read_only"))
     if kind == "tmpfs":
-        for key in ("source", "read_only"):
-            if item.get(key) is not None:
-                raise ComposeError(f"{where}.{key}: not supported for a tmpfs mount")
+        if item.get("source") is not None:
+            raise ComposeError(f"{where}.source: not supported for a tmpfs mount")
         settings = item.get("tmpfs") or {}
-        parts = []
+        parts = ["ro"] if read_only else []  # the engine's tmpfs option for it
         if settings.get("size") is not None:
             parts.append(f"size={size_bytes(settings['size'], f'{where}.tmpfs.size')}")
         if settings.get("mode") is not None:  # written in octal digits: 1777
@@ -94,5 +94,4 @@ def _long(item: Mapping[str, Any], where: str) -> tuple[str, str, str, bool, str
             parts.append(f"mode={mode}")
         options = ",".join(parts)
     source = "" if item.get("source") is None else str(item["source"])
-    read_only = bool(boolean(item.get("read_only"), f"{where}.read_only"))
     return kind, source, str(item.get("target") or ""), read_only, options

@@ -233,6 +233,8 @@ def _member_health(service: Mapping[str, Any], where: str) -> HealthCheck | None
     for key in block:
         if key != "health":
             raise ComposeError(f"{here}.{key}: not a member's setting (health is)")
+    if "health" not in block:
+        raise ComposeError(f"{here}: give health (Fleetwave's probe), or leave the block out")
     try:
         return HealthCheck.model_validate(block["health"])
     except ValidationError as exc:

@@ -47,12 +47,17 @@ def apply_extras(config: Config, host_config: Config, settings: ContainerSetting
         host_config["NetworkMode"] = settings.networks[0].name
         config["NetworkingConfig"] = first_network_endpoint(settings)
         if settings.ports:
-            host_config["PortBindings"] = {
-                f"{p.container_port}/{p.protocol}": [
-                    {"HostPort": "" if p.host_port is None else str(p.host_port)}
-                ]
-                for p in settings.ports
-            }
+            host_config["PortBindings"] = port_bindings(settings)
+
+
+def port_bindings(settings: ContainerSettings) -> Config:
+    """One list per container port: Compose may publish one port on several host ports
+    (``80:80`` and ``8080:80``), and a dict keyed by the port alone would keep the last."""
+    bindings: Config = {}
+    for p in settings.ports:
+        host_port = "" if p.host_port is None else str(p.host_port)
+        bindings.setdefault(f"{p.container_port}/{p.protocol}", []).append({"HostPort": host_port})
+    return bindings
 
 
 def engine_healthcheck(check: ContainerHealthcheck) -> Config:

@@ -193,7 +193,7 @@ async def test_a_member_that_fails_restores_the_whole_app_and_a_selector_off_eve
             fleet, "rollout", "start", "shop", "--compose", path, *policy,
             "--failure-action", "revert", "-w", CACHE_TAG="1.1.0", WEB_TAG="3.0.0-crash",
         )  # fmt: skip
-    assert failed.code != 0, failed
+    assert failed.code == 1, failed  # README: 1, the rollout failed or was reverted
     rollout = await fleet.fleetctl("rollout", "status", "shop", "-o", "json")
     record = json.loads(rollout.stdout)
     assert record["status"] == "reverted", record

@@ -30,6 +30,7 @@ services:
       retries: 2
   web:
     image: ${REGISTRY}/demo/web:${WEB_TAG:-1.0.0}
+    ports: ["18080:8080", "18081:8080"]  # one container port on two host ports
     depends_on:
       cache:
         condition: service_healthy
@@ -59,6 +60,10 @@ def engine_view(lab: Lab, host: str, app: str) -> dict[str, Any]:
                 "id": info["Id"],
                 "health": info["State"].get("Health", {}).get("Status"),
                 "networks": sorted(info["NetworkSettings"]["Networks"]),
+                "published": sorted(
+                    binding["HostPort"]
+                    for binding in (info["HostConfig"]["PortBindings"] or {}).get("8080/tcp") or ()
+                ),
             }
         volume = client.inspect_volume(f"{app}_data")
         return {
@@ -108,6 +113,7 @@ async def test_an_apps_members_reach_each_other_by_name_on_its_bridge_network_ac
         assert view["network"][1] == "bridge", (host, view)
         for member in ("cache", "web"):
             assert view["members"][member]["networks"] == [f"{app}_default"], (host, view)
+        assert view["members"]["web"]["published"] == ["18080", "18081"], (host, view)
         # web's check reaches http://cache:8080 by the name the network gives the cache.
         assert view["members"]["web"]["health"] == "healthy", (host, view)
 
@@ -119,3 +125,4 @@ async def test_an_apps_members_reach_each_other_by_name_on_its_bridge_network_ac
         assert view["members"]["cache"]["id"] == first[host]["members"]["cache"]["id"], host
         assert view["members"]["web"]["id"] != first[host]["members"]["web"]["id"], host
         assert view["members"]["web"]["health"] == "healthy", (host, view)
+        assert view["members"]["web"]["published"] == ["18080", "18081"], (host, view)

@@ -84,6 +84,17 @@ def test_a_compose_file_fleetwave_refuses_names_the_key_and_the_service(
 def test_rollout_start_reads_an_apps_compose_file_before_the_bus(compose_file: Path) -> None:
     ran = fleetctl("rollout", "start", "shop", "--compose", str(compose_file))
     assert ran.code == NO_NATS, ran
+    assert "warning" not in ran.stderr, ran.stderr
+
+
+def test_rollout_start_says_it_takes_the_flags_policy_over_the_files(compose_file: Path) -> None:
+    compose_file.write_text(APP_FILE + "x-fleetwave:\n  selector: {role: edge}\n")
+    ran = fleetctl("rollout", "start", "shop", "--compose", str(compose_file))
+    assert ran.code == NO_NATS, ran
+    assert ran.stderr.splitlines()[0] == (
+        f"fleetctl: warning: {compose_file}: its selector and update policy are for "
+        "fleetctl apply; this rollout takes the flags'"
+    ), ran.stderr
 
 
 def test_rollout_start_takes_a_spec_or_a_compose_file_not_both(compose_file: Path) -> None:

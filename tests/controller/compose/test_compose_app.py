@@ -60,7 +60,7 @@ def test_every_supported_key_becomes_the_members_settings() -> None:
             VolumeMount(kind="volume", source="shop_data", target="/data"),
             VolumeMount(kind="bind", source="/srv/shop/static", target="/static", read_only=True),
         ),
-        tmpfs={"/cache": f"size={64 * MIB},mode=1777", "/run": "size=16m"},
+        tmpfs={"/cache": f"ro,size={64 * MIB},mode=1777", "/run": "size=16m"},
         ports=(
             PortMapping(container_port=8080),
             PortMapping(container_port=9091, host_port=9090, protocol="udp"),
@@ -185,12 +185,13 @@ def test_text_booleans_and_the_short_tmpfs_form_mean_what_they_say(tmp_path: Pat
         "services:\n  a:\n    image: r/a:1\n    network_mode: host\n"
         "    read_only: 'false'\n    init: 'true'\n    tmpfs: /run\n"
         "    healthcheck: {disable: 'false', test: [CMD, 'true']}\n"
-        "    volumes: [{type: volume, source: v, target: /v, read_only: 'false'}]\n"
+        "    volumes: [{type: volume, source: v, target: /v, read_only: 'false'},"
+        " {type: tmpfs, target: /t, read_only: 'false'}]\n"
         "volumes:\n  v: {external: 'false'}\n"
     )
     settings = compose_text(tmp_path, text).member("a").spec.container
     assert (settings.read_only, settings.init) == (False, True)
-    assert settings.tmpfs == {"/run": ""}
+    assert settings.tmpfs == {"/t": "", "/run": ""}
     assert settings.healthcheck is not None
     assert settings.healthcheck.test == ("CMD", "true")
     assert settings.volumes == (VolumeMount(source="app_v", target="/v"),)
@@ -231,6 +232,7 @@ def test_a_members_fleetwave_health_is_its_probe_over_the_healthcheck(tmp_path: 
         ("{selector: {role: edge}}", "services.web.x-fleetwave.selector: not a member's"),
         ("{health: {probe: {kind: smoke}}}", "services.web.x-fleetwave.health: "),
         ("[health]", "services.web.x-fleetwave: a mapping"),
+        ("{}", "services.web.x-fleetwave: give health"),
     ],
 )
 def test_a_members_fleetwave_block_takes_its_health_only(

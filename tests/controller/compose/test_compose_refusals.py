@@ -176,10 +176,6 @@ BRIDGED = "services:\n  web:\n    image: r/web:1\n"
             "services.web.volumes[0].tmpfs: only for a mount of type tmpfs",
         ),
         (
-            "    volumes: [{type: tmpfs, target: /data, read_only: true}]\n",
-            "services.web.volumes[0].read_only: not supported for a tmpfs mount",
-        ),
-        (
             "    volumes: [{type: tmpfs, source: x, target: /data}]\n",
             "services.web.volumes[0].source: not supported for a tmpfs mount",
         ),
@@ -209,9 +205,8 @@ def test_a_mount_or_port_the_engine_would_drop_or_merge_is_refused(
 @pytest.mark.parametrize(
     ("text", "start"),
     [
-        ("    ports: ['8080:80', '8081:80']\n", "services.web.ports[1]: container port 80/tcp"),
         ("    ports: ['8080:80', '8080:81']\n", "services.web.ports[1]: host port 8080/tcp"),
-        ("    ports: ['80', {target: 80}]\n", "services.web.ports[1]: container port 80/tcp"),
+        ("    ports: ['8080:80', {target: 81, published: 8080}]\n", "services.web.ports[1]: host"),
         ("    network_mode: none\n    ports: ['80']\n", "services.web.ports: not with network_m"),
     ],
 )
@@ -220,6 +215,17 @@ def test_a_port_published_twice_or_without_a_network_is_refused(
 ) -> None:
     message = refusal(tmp_path, BRIDGED + text)
     assert message.startswith(start), message
+
+
+def test_one_container_port_may_be_published_on_several_host_ports(tmp_path: Path) -> None:
+    path = tmp_path / "compose.yaml"
+    path.write_text(BRIDGED + "    ports: ['80:80', '8080:80', '80']\n")
+    (web,) = compose_app(path, "app", {}).app.members
+    assert [(p.container_port, p.host_port) for p in web.spec.container.ports] == [
+        (80, 80),
+        (80, 8080),
+        (80, None),
+    ]
 
 
 def test_one_port_for_tcp_and_udp_is_two_mappings(tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ async def test_every_compose_setting_reaches_the_engine_as_its_api_documents_it(
     }  # fmt: skip
     assert host["NetworkMode"] == "none"
     assert (host["ReadonlyRootfs"], host["Init"]) == (True, True)
-    assert host["Tmpfs"] == {"/cache": f"size={64 * MIB},mode=1777", "/run": "size=16m"}
+    assert host["Tmpfs"] == {"/cache": f"ro,size={64 * MIB},mode=1777", "/run": "size=16m"}
     assert host["Ulimits"] == [
         {"Name": "nofile", "Soft": 1024, "Hard": 2048}, {"Name": "nproc", "Soft": 512, "Hard": 512},
     ]  # fmt: skip
