@@ -7,8 +7,8 @@ was answered, or after 0.1 s, for the whole run (tests/support/command_probe.py)
 agent image is upgraded from A to B (A with a label of its own) with
 `--max-unavailable 1`, then back to A; each is one sample per host. A host's handoff
 runs from its successor's creation to the removal of the old agent's container, after
-`--min-healthy-time`; its silence is the longest gap between two answers from the
-successor's creation to the old agent's container being set aside plus a second. The
+`--min-healthy-time`; its silence is the longest gap between two answers over that
+whole handoff, the successor's probation included. The
 baseline is `docker restart` of one host's agent container: its silence is the longest
 gap between answers from the restart to the first answer once it runs again.
 Figures, never assertions.
@@ -46,8 +46,6 @@ PROBED_SERVICE = "bench-probe"
 """A service no host runs: its inspect is answered from the agent alone."""
 PATIENCE = 0.1
 """A command unanswered this long is followed by the next: the figures' resolution."""
-SETTLE = 1.0
-"""After the old agent's container is set aside, its successor answers within this."""
 
 
 async def until(check: Callable[[], bool], what: str, deadline: float = 120.0) -> None:
@@ -88,9 +86,9 @@ async def restart_baseline(lab: Lab, probe: CommandProbe) -> float:
 def handoff_figures(lab: Lab, probe: CommandProbe, since: float) -> tuple[float, float]:
     """(handoff seconds, longest silence) of ``probe.host``'s upgrade since ``since``."""
     handoff = lab.handoff(probe.host, since)
-    if handoff is None or handoff.aside is None or handoff.gone is None:
+    if handoff is None or handoff.gone is None:
         raise SystemExit(f"agent_upgrade: no whole handoff on {probe.host}: {handoff}")
-    return handoff.gone - handoff.made, probe.longest_silence(handoff.made, handoff.aside + SETTLE)
+    return handoff.gone - handoff.made, probe.longest_silence(handoff.made, handoff.gone)
 
 
 Figures = dict[str, tuple[float, float]]

@@ -50,9 +50,10 @@ from node_agent.update.recovery import Recovery
 from node_agent.update.service_locks import ServiceLocks
 from node_agent.update.service_store import ServiceStore
 from node_agent.update.updater import ServiceUpdater
+from node_agent.upgrade.fallback import Fallback
 from node_agent.upgrade.handoff_files import DONE, HandoffNotes, handoff_going_on
 from node_agent.upgrade.predecessor import Predecessor
-from node_agent.upgrade.successor import Fallback, Successor
+from node_agent.upgrade.successor import Successor
 from protocol import subjects
 from protocol.agent_service import AGENT_SERVICE
 from protocol.codec import encode
@@ -136,7 +137,7 @@ class Agent:
         self.successor = Successor(
             self.runtime, self.handoff_notes, state, self.updater.failpoint, self.instance
         )
-        self.fallback = Fallback(self.runtime, self.handoff_notes)
+        self.fallback = Fallback(self.runtime, self.handoff_notes, self.settings.agent_container)
         self.updater.record_outcome = self.commands.record_outcome
         self.updater.publish_hook = lambda event: self.publish_event("hook_run", event)
         self.updater.retention.publish = lambda event: self.publish_event("images_pruned", event)

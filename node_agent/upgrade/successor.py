@@ -1,11 +1,11 @@
-"""The successor's side of an upgrade, and the old agent's return when it failed.
+"""The successor's side of an upgrade.
 
 Started in handoff mode (FLEET_HANDOFF, the operation id), the successor connects,
 checks its engine and its state directory, and says it is ready; once the running agent
 has released the host's commands it takes the running agent's name, subscribes to the
 commands, and stops it. After ``min_healthy_time`` of heartbeats that reached the bus it
 removes the old container and answers the upgrade command: done. If it dies before
-that, its guard brings the old agent back, which answers: rolled back (``Fallback``);
+that, its guard brings the old agent back, which answers: rolled back (fallback.py);
 if the whole container dies, the engine restarts it (its restart policy is set once the
 old agent let go) and the guard, started again, does the same.
 """
@@ -13,7 +13,6 @@ old agent let go) and the guard, started again, does the same.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,10 +26,8 @@ from protocol.agent_service import AGENT_SERVICE, READY_DEADLINE
 from protocol.errors import AgentError
 from protocol.models import (
     ContainerState,
-    FailureBundle,
     Health,
     OperationOutcome,
-    Reason,
     ServiceStatus,
 )
 from protocol.spec import ServiceSpec
@@ -132,70 +129,4 @@ class Successor:
         spec = ServiceSpec.model_validate(request["spec"])  # as the controller sent it
         result = OperationResult(OperationOutcome.DONE, agent_status())
         await finish(str(request["operation_id"]), result, spec)
-        self._notes.clear()
-
-
-class Fallback:
-    """The old agent, started again by the successor's guard: it answers for the upgrade;
-    or by the engine, after it let go: it keeps out of the successor's way."""
-
-    def __init__(self, runtime: DockerRuntime, notes: HandoffNotes) -> None:
-        self._runtime, self._notes = runtime, notes
-
-    async def keep_out_of_the_way(self, stop: asyncio.Event) -> None:
-        """No commands, no settling, while a successor this agent let have the host is
-        at it: until it stops this container, or fails and its guard gives it back."""
-        waiting = False
-        while not stop.is_set() and await self._successor_may_hold():
-            if not waiting:
-                log.warning("this agent let its successor have the host; waiting to be stopped")
-                waiting = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), POLL)
-
-    async def _successor_may_hold(self) -> bool:
-        try:
-            return await self.successor_holds()
-        except AgentError as exc:  # the engine cannot say: this agent serves, as before
-            log.error("could not tell whether a successor holds the host: %s", exc)
-            return False
-
-    async def successor_holds(self) -> bool:
-        """This agent released the host's commands to a successor that is still at it:
-        started again by the engine (killed once it let go), it must leave the host to
-        the successor, which stops it. The successor runs under its own name until it
-        takes this agent's, setting this one aside; a successor that failed after that
-        was renamed away by its guard, which gave this agent its name back."""
-        request = self._notes.read(REQUEST)
-        if request is None or not self._notes.has(RELEASED) or self._notes.has(DONE):
-            return False
-        previous = str(request["previous"])
-        if await self._running(str(request["successor"])):
-            return True
-        aside = await self._runtime.inspect_container(f"{previous}.previous")
-        return aside is not None and await self._running(previous)
-
-    async def _running(self, name: str) -> bool:
-        found = await self._runtime.inspect_container(name)
-        return found is not None and bool(found["State"]["Running"])
-
-    async def settle(self, finish: Finish) -> None:
-        request = self._notes.read(REQUEST)
-        if request is None or not self._notes.has(TAKEN) or self._notes.has(DONE):
-            return
-        failed = f"{request['previous']}.failed"
-        try:
-            tail = await self._runtime.logs_tail(failed, LOG_TAIL)
-        except AgentError:
-            tail = []
-        await self._runtime.remove(failed, volumes=True)
-        reason = Reason(
-            code="successor_failed",
-            text="the successor failed after it took over; the old agent is back",
-        )
-        bundle = FailureBundle(reason=reason, last_log_lines=tuple(t[:2000] for t in tail))
-        result = OperationResult(
-            OperationOutcome.ROLLED_BACK, agent_status(), failure=bundle, reasons=[reason]
-        )
-        await finish(str(request["operation_id"]), result, None)
         self._notes.clear()

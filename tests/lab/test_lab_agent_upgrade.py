@@ -455,8 +455,8 @@ async def test_the_old_agent_killed_once_it_let_go_leaves_the_host_to_its_succes
     lab_fleet: LabFleet, successor_images: SuccessorImages
 ) -> None:
     """The old agent SIGKILLed the moment it released the host's commands, its successor
-    frozen (docker pause) before it could take them: the engine starts the old agent
-    again, which must not take the host back. No command is answered until the
+    frozen (docker pause) once ready, so that it cannot take them: the engine starts the
+    old agent again, which must not take the host back. No command is answered until the
     successor, thawed, takes over and finishes the handoff (done); never two agents
     answering; one agent at the end, the service untouched."""
     fleet, lab = lab_fleet, lab_fleet.lab
@@ -478,19 +478,34 @@ async def test_the_old_agent_killed_once_it_let_go_leaves_the_host_to_its_succes
                 lambda found: found is not None, "the successor was made", 120,
             )  # fmt: skip
             assert successor is not None
-            deadline = time.monotonic() + 120
-            # Watched closely: the successor looks for this note every 0.2 s.
-            while not await asyncio.to_thread(released.exists):
-                assert time.monotonic() < deadline, "the old agent never let go"
-                await asyncio.sleep(0.01)
+            # Frozen once ready, before the old agent lets go: it cannot take the host
+            # until it is thawed, whenever the kill below lands.
+            await eventually(
+                lambda: asyncio.to_thread(released.with_name("ready.json").exists), bool,
+                "the successor was ready", 120,
+            )  # fmt: skip
             await asyncio.to_thread(engine.pause, successor["id"])
+            await eventually(
+                lambda: asyncio.to_thread(released.exists), bool, "the old agent let go", 120
+            )
             os.kill(old_pid, signal.SIGKILL)
             killed = time.time()
             await eventually(
                 lambda: asyncio.to_thread(engine.logs, old[AGENT]["id"]),
                 lambda logs: b"waiting to be stopped" in logs, "the old agent stood aside", 60,
             )  # fmt: skip
+            # Long enough for the old agent, up again, to take the host had it wanted to
+            # (it subscribes well within a second): 15 commands that nobody took.
+            unheard_before = sum(probe.unheard.values())
+
+            async def unheard_since() -> int:
+                return sum(probe.unheard.values()) - unheard_before
+
+            await eventually(unheard_since, lambda count: count >= 15, "commands nobody took", 60)
             assert [t for t in probe.answered_at if t > killed] == []  # nobody took the host
+            state = await asyncio.to_thread(engine.inspect_container, old[AGENT]["id"])
+            assert state["State"]["Running"], state["State"]  # up, and standing aside
+            assert not await asyncio.to_thread(released.with_name("taken.json").exists)
             await asyncio.to_thread(engine.unpause, successor["id"])
             result = await fleet.fleetctl("rollout", "status", AGENT_SERVICE, "-w")
             assert result.code == 0, (result, fleet.controller.log_text())

@@ -157,6 +157,14 @@ async def test_a_dependant_is_restarted_after_a_replaced_member_only_when_its_fi
     after = containers(docker_client, shop.prefix, "shop")
     assert after["web"] == shop.before["web"]
 
+    # The flag alone restarts nothing: it is about a replaced dependency.
+    since = time.time()
+    flagged = demo_app(tmp_path, local_stack, "shop", CACHE_TAG="1.1.0", WEB_RESTART="true")
+    unchanged = await applied(shop.agent, flagged)
+    assert unchanged.outcome is OperationOutcome.DONE, unchanged
+    assert starts_since(docker_client, since, shop.prefix) == []
+    assert containers(docker_client, shop.prefix, "shop") == after
+
     since = time.time()
     back = demo_app(tmp_path, local_stack, "shop", CACHE_TAG="1.0.0", WEB_RESTART="true")
     restarted = await applied(shop.agent, back)
