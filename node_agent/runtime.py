@@ -204,6 +204,22 @@ class DockerRuntime:
 
         await self._call(f"create network {name}", ensure)
 
+    async def has_volume(self, name: str) -> bool:
+        def look() -> bool:
+            try:
+                self._api.inspect_volume(name)
+            except docker.errors.NotFound:
+                return False
+            return True
+
+        return await self._call(f"inspect volume {name}", look)
+
+    async def has_network(self, name: str) -> bool:
+        def look() -> bool:  # whole names: the engine's filter matches parts of them
+            return any(n.get("Name") == name for n in self._api.networks(names=[name]))
+
+        return await self._call(f"inspect network {name}", look)
+
     async def connect_network(self, container: str, network: str, aliases: list[str]) -> None:
         await self._call(
             f"connect {container} to {network}",

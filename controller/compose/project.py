@@ -73,8 +73,8 @@ def compose_app(path: Path, name: str, environ: Mapping[str, str]) -> ComposeApp
         app = AppSpec(
             name=name,
             members=tuple(members),
-            volumes=tuple(v for v in volumes.values() if not v.external),
-            networks=tuple(n for n in networks.values() if not n.external),
+            volumes=tuple(volumes.values()),
+            networks=tuple(networks.values()),
         )
     except ValidationError as exc:
         raise ComposeError(f"{path}: {summarise_invalid(exc)}") from None

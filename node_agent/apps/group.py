@@ -20,7 +20,11 @@ import asyncio
 from typing import Any
 
 from node_agent.apps.conditions import wait_for
-from node_agent.apps.engine_objects import connect_others, ensure_engine_objects
+from node_agent.apps.engine_objects import (
+    connect_others,
+    ensure_engine_objects,
+    missing_external,
+)
 from node_agent.apps.store import AppStore
 from node_agent.runtime import AGENT_LABEL, Inspect
 from node_agent.update.container_config import config_from_spec
@@ -61,7 +65,7 @@ class AppUpdater:
         """Every changed member checked and its image pulled, by digest (nothing running
         is touched); why the host is not ready (none: ready), and each member's digest:
         pulled, or, for a member that runs as declared, the one it runs."""
-        reasons: list[Reason] = []
+        reasons = await missing_external(self.runtime, command.app)
         digests: dict[str, str] = {}
         jobs = one_shots(command.app)
         for member in command.app.members:
@@ -122,6 +126,12 @@ class AppUpdater:
             self.store.put(app)
             await emit(UpdatePhase.DONE, "every member already runs as declared")
             return OperationResult(OperationOutcome.DONE, _app_status(app.name))
+        missing = await missing_external(self.runtime, app)
+        if missing:  # before anything is touched
+            return OperationResult(
+                OperationOutcome.FAILED, _app_status(app.name),
+                failure=FailureBundle(reason=missing[0]), reasons=missing,
+            )  # fmt: skip
         await ensure_engine_objects(self.runtime, app)
         key = app_journal_key(app.name)
         await asyncio.to_thread(

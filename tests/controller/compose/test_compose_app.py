@@ -123,7 +123,10 @@ def test_the_other_forms_of_a_key_mean_the_same() -> None:
 
 def test_the_apps_volumes_and_networks_are_named_for_the_engine() -> None:
     app = compose_app(FILES / "every-key.yaml", "shop", ENVIRON).app
-    assert app.volumes == (NamedVolume(name="shop_data"),)  # the external one is not made
+    assert app.volumes == (  # the external one under its own name, to be checked, not made
+        NamedVolume(name="shop_data"),
+        NamedVolume(name="shop-shared", external=True),
+    )
     assert app.networks == (
         NamedNetwork(name="shop_front", driver="bridge", labels={"team": "payments"}),
         NamedNetwork(name="shop_default"),
