@@ -354,6 +354,7 @@ class CommandRunner:
             status=result.status,
             failure=result.failure,
             reasons=tuple(result.reasons),
+            member_failures=result.member_failures,
         )
 
     def error(self, command_id: str | None, code: str, message: str) -> ErrorReply:

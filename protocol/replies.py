@@ -139,6 +139,9 @@ class OperationReply(Reply):
     status: ServiceStatus
     failure: FailureBundle | None = None
     reasons: tuple[Reason, ...] = ()
+    member_failures: dict[Token, FailureBundle] = Field(default_factory=dict)
+    """An app's rolled-back update: a bundle per member it replaced, by member name: the
+    failing member's (``failure``) and each one put back because of it."""
 
 
 class InspectReply(Reply):

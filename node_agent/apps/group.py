@@ -6,7 +6,8 @@ meets its condition (started, healthy, completed successfully); a member whose
 dependency was replaced is restarted only when the file says so (``restart: true``).
 Each replaced member's old container is set aside (stopped and renamed), never removed,
 until the whole app is through. If any member fails, every member already replaced is
-restored, in reverse order, and the reply carries the failing member's bundle.
+restored, in reverse order, and the reply carries a bundle per replaced member
+(bundles.py).
 
 One journal entry covers the whole group: the members replaced so far are written down
 before each is touched. An agent killed at any point restores the whole group on restart
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from node_agent.apps.bundles import bundle, member_bundle, member_bundles
 from node_agent.apps.conditions import wait_for
 from node_agent.apps.engine_objects import (
     connect_others,
@@ -47,7 +49,6 @@ from protocol.models import (
 )
 
 JOURNAL_SUFFIX = "@app"
-LOG_LINES = 20
 
 
 class AppUpdater:
@@ -153,9 +154,9 @@ class AppUpdater:
                 else:
                     continue
             except RuntimeFault as exc:  # the engine refused or failed: a failed member
-                failure = _bundle(member.name, f"{member.name}: {exc.message}", "engine_error")
+                failure = bundle(f"{member.name}: {exc.message}", "engine_error")
             if failure is not None:
-                return await self._restore(key, emit, failure)
+                return await self._restore(key, emit, failure, member.name)
         return await self._commit(key, app, emit, changed)
 
     def _unchanged(self, member: Member, image: str, old: Inspect | None, one_shot: bool) -> bool:
@@ -181,7 +182,7 @@ class AppUpdater:
     ) -> FailureBundle | None:
         why = await self._dependencies_met(app, member)
         if why is not None:
-            return _bundle(member.name, f"{member.name} cannot start: {why}")
+            return bundle(f"{member.name} cannot start: {why}")
         main = self._main(member)
         # Written down first: from here on, a crash restores this member too.
         entry = self._u.journal.get(key) or {}
@@ -206,18 +207,22 @@ class AppUpdater:
         self._u.failpoint(f"app_member_started:{member.name}")
         verdict = await self._settle(member, main)
         if not verdict.healthy:
-            return await self._member_bundle(member, main, verdict)
+            return await member_bundle(self.runtime, member.name, main, verdict)
         return None
 
     async def _restart(self, app: AppSpec, member: Member, emit: Emit) -> FailureBundle | None:
         why = await self._dependencies_met(app, member)
         if why is not None:
-            return _bundle(member.name, f"{member.name} cannot restart: {why}")
+            return bundle(f"{member.name} cannot restart: {why}")
         await emit(UpdatePhase.STARTING_NEW, f"restarting {member.name} (restart: true)")
         main = self._main(member)
         await self.runtime.restart(main, member.spec.stop_grace_period)
         verdict = await self._settle(member, main)
-        return None if verdict.healthy else await self._member_bundle(member, main, verdict)
+        return (
+            None
+            if verdict.healthy
+            else await member_bundle(self.runtime, member.name, main, verdict)
+        )
 
     async def _dependencies_met(self, app: AppSpec, member: Member) -> str | None:
         for dependency in member.depends_on:
@@ -239,19 +244,6 @@ class AppUpdater:
         if not state.get("Running") and state.get("ExitCode") == 0:
             return HealthVerdict(True, "completed")
         return verdict
-
-    async def _member_bundle(
-        self, member: Member, container: str, verdict: HealthVerdict
-    ) -> FailureBundle:
-        info = await self.runtime.inspect_container(container)
-        state = (info or {}).get("State") or {}
-        return FailureBundle(
-            reason=Reason(code="member_failed", text=f"{member.name}: {verdict.reason}"),
-            exit_code=None if state.get("Running") else state.get("ExitCode"),
-            oom_killed=bool(state.get("OOMKilled")),
-            last_log_lines=tuple(await self.runtime.logs_tail(container, LOG_LINES)),
-            probe_results=tuple(verdict.results),
-        )
 
     # ---- the end: committed, or restored ----
 
@@ -291,21 +283,34 @@ class AppUpdater:
             if name not in kept:
                 await self._u.remove(previous.member(name).spec.name, emit)
 
-    async def _restore(self, key: str, emit: Emit, bundle: FailureBundle) -> OperationResult:
+    async def _restore(
+        self, key: str, emit: Emit, failure: FailureBundle, failed: str | None = None
+    ) -> OperationResult:
         entry = self._u.journal.get(key) or {}
-        # The bundle is journaled: an agent killed while restoring answers with it, not
-        # with "the agent restarted".
+        journaled = entry.get("members")
+        if journaled is None:  # read once, while the new containers are still there
+            app = AppSpec.model_validate(entry["app"])
+            found = await member_bundles(
+                self.runtime, entry.get("replaced", []), failed, failure,
+                lambda name: self._main(app.member(name)),
+            )  # fmt: skip
+            journaled = {name: b.model_dump(mode="json") for name, b in found.items()}
+        # The bundles are journaled: an agent killed while restoring answers with them,
+        # not with "the agent restarted".
         await asyncio.to_thread(
             self._u.journal.record, key, UpdatePhase.RESTORING,
-            bundle=bundle.model_dump(mode="json"),
+            bundle=failure.model_dump(mode="json"), members=journaled,
         )  # fmt: skip
-        await emit(UpdatePhase.RESTORING, bundle.reason.text)
+        await emit(UpdatePhase.RESTORING, failure.reason.text)
         self._u.failpoint("app_restoring")
         await self._put_back(entry)
         await asyncio.to_thread(self._u.journal.record, key, UpdatePhase.ROLLED_BACK)
         await emit(UpdatePhase.ROLLED_BACK, "every replaced member is back as it was")
         status = _app_status(str(entry["service"]))
-        result = OperationResult(OperationOutcome.ROLLED_BACK, status, bundle, [bundle.reason])
+        members = {name: FailureBundle.model_validate(b) for name, b in journaled.items()}
+        result = OperationResult(
+            OperationOutcome.ROLLED_BACK, status, failure, [failure.reason], members
+        )
         return await self._conclude(key, result)
 
     async def _put_back(self, entry: dict[str, Any]) -> None:
@@ -379,7 +384,3 @@ def app_journal_key(app: str) -> str:
 
 def _app_status(app: str) -> ServiceStatus:
     return ServiceStatus(name=app, state=ContainerState.RUNNING, health=Health.HEALTHY)
-
-
-def _bundle(member: str, text: str, code: str = "member_failed") -> FailureBundle:
-    return FailureBundle(reason=Reason(code=code, text=text))

@@ -73,6 +73,8 @@ class OperationResult:
     status: ServiceStatus
     failure: FailureBundle | None = None
     reasons: list[Reason] = field(default_factory=list)
+    member_failures: dict[str, FailureBundle] = field(default_factory=dict)
+    """An app's rolled-back update: a bundle per member it replaced (bundles.py)."""
 
 
 @dataclass

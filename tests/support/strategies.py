@@ -234,6 +234,7 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         service=tokens,
         status=statuses,
         failure=st.none() | failure_bundles,
+        member_failures=st.dictionaries(tokens, failure_bundles, max_size=2),
         **reply_fields,
     ),
     "inspect_reply": st.builds(m.InspectReply, status=statuses, **reply_fields),

@@ -191,6 +191,15 @@ async def test_a_member_that_fails_restores_every_member_replaced_before_it(
     assert reply.failure.reason.code == "member_failed"
     assert reply.failure.reason.text.startswith("web: "), reply.failure
     assert reply.failure.last_log_lines  # the crashed member's own lines
+    # A bundle per replaced member: web's is the failure; the cache, put back because of
+    # it, has its own (its new container's output, read before it was removed).
+    assert list(reply.member_failures) == ["cache", "web"]
+    assert reply.member_failures["web"] == reply.failure
+    cache = reply.member_failures["cache"]
+    assert (cache.reason.code, cache.reason.text) == (
+        "member_restored", "cache: put back, as web failed",
+    )  # fmt: skip
+    assert cache.last_log_lines, cache
     # Both replaced members are back: the same containers as before, running.
     after = containers(docker_client, prefix, "shop")
     assert after == {
