@@ -137,7 +137,9 @@ class Agent:
         self.successor = Successor(
             self.runtime, self.handoff_notes, state, self.updater.failpoint, self.instance
         )
-        self.fallback = Fallback(self.runtime, self.handoff_notes, self.settings.agent_container)
+        self.fallback = Fallback(
+            self.runtime, self.handoff_notes, self.settings.agent_container, self.settings.handoff
+        )
         self.updater.record_outcome = self.commands.record_outcome
         self.updater.publish_hook = lambda event: self.publish_event("hook_run", event)
         self.updater.retention.publish = lambda event: self.publish_event("images_pruned", event)

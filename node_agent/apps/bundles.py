@@ -13,6 +13,12 @@ from protocol.errors import AgentError
 from protocol.models import FailureBundle, Reason
 
 LOG_LINES = 20
+LINE_LENGTH = 2000
+"""A log line is cut to this: a reply's text fields are bounded (a stack trace printed
+as one JSON line would make the reply invalid, and the restore would not happen)."""
+RESTORED_LINES, RESTORED_LINE_LENGTH = 10, 500
+"""Less for a member put back because of another's failure: an app of many members must
+still fit its reply in one bus message."""
 
 
 def bundle(text: str, code: str = "member_failed") -> FailureBundle:
@@ -29,7 +35,9 @@ async def member_bundle(
         reason=Reason(code="member_failed", text=f"{member}: {verdict.reason}"),
         exit_code=None if state.get("Running") else state.get("ExitCode"),
         oom_killed=bool(state.get("OOMKilled")),
-        last_log_lines=tuple(await runtime.logs_tail(container, LOG_LINES)),
+        last_log_lines=tuple(
+            line[:LINE_LENGTH] for line in await runtime.logs_tail(container, LOG_LINES)
+        ),
         probe_results=tuple(verdict.results),
     )
 
@@ -49,11 +57,12 @@ async def member_bundles(
         if name == failed:
             continue
         try:
-            tail = await runtime.logs_tail(container_of(name), LOG_LINES)
+            tail = await runtime.logs_tail(container_of(name), RESTORED_LINES)
         except AgentError:  # its log is only a help: the restore goes on
             tail = []
         reason = Reason(code="member_restored", text=f"{name}: put back, as {cause} failed")
-        bundles[name] = FailureBundle(reason=reason, last_log_lines=tuple(t[:2000] for t in tail))
+        lines = tuple(line[:RESTORED_LINE_LENGTH] for line in tail)
+        bundles[name] = FailureBundle(reason=reason, last_log_lines=lines)
     if failed is not None:
         bundles[failed] = failure
     return bundles

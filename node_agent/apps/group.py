@@ -308,8 +308,10 @@ class AppUpdater:
         await emit(UpdatePhase.ROLLED_BACK, "every replaced member is back as it was")
         status = _app_status(str(entry["service"]))
         members = {name: FailureBundle.model_validate(b) for name, b in journaled.items()}
+        # Each member's reason too: the controller keeps a host's reasons in the rollout.
+        restored = [b.reason for b in members.values() if b.reason != failure.reason]
         result = OperationResult(
-            OperationOutcome.ROLLED_BACK, status, failure, [failure.reason], members
+            OperationOutcome.ROLLED_BACK, status, failure, [failure.reason, *restored], members
         )
         return await self._conclude(key, result)
 

@@ -40,8 +40,14 @@ FALLBACK_REASONS = {
 
 
 class Fallback:
-    def __init__(self, runtime: DockerRuntime, notes: HandoffNotes, agent: str | None) -> None:
+    def __init__(
+        self, runtime: DockerRuntime, notes: HandoffNotes, agent: str | None,
+        made_for: str | None = None,
+    ) -> None:  # fmt: skip
         self._runtime, self._notes, self._agent = runtime, notes, agent
+        self._made_for = made_for
+        """The handoff this agent's container was made for (FLEET_HANDOFF): a successor's;
+        it is never the old agent of that one."""
         self._stuck_tail: list[str] | None = None
         """The log tail of a successor this agent removed at the deadline."""
 
@@ -51,7 +57,8 @@ class Fallback:
         or its deadline passes (then this agent takes the host back)."""
         waiting = False
         while not stop.is_set() and await self._successor_may_hold():
-            if time.time() > self.deadline():
+            # Past its commit point the successor holds the host for good: no deadline.
+            if time.time() > self.deadline() and not self._notes.has(DONE):
                 try:
                     await self._take_back()
                     return
@@ -88,19 +95,26 @@ class Fallback:
         The successor runs under its own name until it takes this agent's, setting this
         one aside; a successor that failed after that is renamed away by its guard,
         which gives this agent its name back: while this agent is set aside, the
-        successor (or its guard) is at work."""
-        request = self._handoff_let_go()
+        successor (or its guard) is at work. Past the commit point (done), a container
+        set aside is only waiting to be removed."""
+        request = self._handoff_let_go(committed_too=True)
         if request is None:
             return False
         previous = str(request["previous"])
-        if await self._running(str(request["successor"])):
-            return True
-        return await self._runtime.inspect_container(f"{previous}.previous") is not None
+        set_aside = await self._runtime.inspect_container(f"{previous}.previous") is not None
+        if self._notes.has(DONE):  # committed: the successor removes this container next
+            return set_aside
+        return set_aside or await self._running(str(request["successor"]))
 
-    def _handoff_let_go(self) -> dict[str, Any] | None:
-        """The handoff this agent released the host's commands for, not done yet."""
+    def _handoff_let_go(self, committed_too: bool = False) -> dict[str, Any] | None:
+        """The handoff this agent released the host's commands for, not done yet (or
+        done, with ``committed_too``)."""
         request = self._notes.read(REQUEST)
-        if request is None or not self._notes.has(RELEASED) or self._notes.has(DONE):
+        if request is None or not self._notes.has(RELEASED):
+            return None
+        if self._notes.has(DONE) and not committed_too:
+            return None
+        if request.get("operation_id") == self._made_for:  # this agent is its successor
             return None
         # Only the agent that asked for it (the notes share the state directory).
         return request if request.get("previous") == self._agent else None
@@ -110,21 +124,25 @@ class Fallback:
         return found is not None and bool(found["State"]["Running"])
 
     async def _take_back(self) -> None:
-        """The successor is past its deadline: it goes (whichever name it has now), and
-        this agent gets its own name back."""
+        """The successor is past its deadline: it goes, and this agent gets its own name
+        back. Both are found by id: the successor may be renaming them even now."""
         request = self._notes.read(REQUEST) or {}
-        previous, successor = str(request["previous"]), str(request["successor"])
-        aside = await self._runtime.inspect_container(f"{previous}.previous")
-        holder = successor if aside is None else previous  # it took this agent's name
-        try:
-            self._stuck_tail = await self._runtime.logs_tail(holder, LOG_TAIL)
-        except AgentError:
-            self._stuck_tail = []
+        previous = str(request["previous"])
+        successor = str(request.get("successor_id") or request["successor"])
+        if self._stuck_tail is None:  # a retry after a failure keeps the first reading
+            try:
+                self._stuck_tail = await self._runtime.logs_tail(successor, LOG_TAIL)
+            except AgentError:
+                self._stuck_tail = []
         await self._runtime.remove(successor, volumes=True)
         await self._runtime.remove(f"{previous}.failed", volumes=True)  # a guard's, halfway
-        if aside is not None:
-            await self._runtime.remove(previous, volumes=True)
-            await self._runtime.rename(str(aside["Id"]), previous)
+        own = request.get("previous_id") or f"{previous}.previous"
+        mine = await self._runtime.inspect_container(str(own))
+        if mine is not None and str(mine["Name"]).lstrip("/") != previous:
+            holder = await self._runtime.inspect_container(previous)
+            if holder is not None and holder["Id"] != mine["Id"]:
+                await self._runtime.remove(str(holder["Id"]), volumes=True)
+            await self._runtime.rename(str(mine["Id"]), previous)
         log.error("the successor did not finish its handoff in time: this agent serves on")
 
     async def settle(self, finish: Finish) -> None:

@@ -116,17 +116,22 @@ class Predecessor:
         healthy = spec.health.min_healthy_time if spec.health else 10.0
         # Probation, from taking over: healthy for min_healthy_time within this.
         probation = spec.health.healthy_deadline if spec.health else 60.0
-        self._notes.write(
-            REQUEST, operation_id=operation_id, previous=me, successor=successor,
+        request = dict(
+            operation_id=operation_id, previous=me, successor=successor,
             spec=spec.model_dump(mode="json"), min_healthy_time=healthy,
             healthy_deadline=probation, ready_deadline=ready_deadline(spec),
         )  # fmt: skip
+        self._notes.write(REQUEST, **request)
         image = parse_image_reference(spec.image).local
         old_image = await self._runtime.inspect_image(str(mine["Image"]))
         image_env = set((old_image or {}).get("Config", {}).get("Env") or ())
         config, host_config = successor_config(mine, image, operation_id, image_env)
         # Watched by its id from here on: it takes this agent's name when it takes over.
         successor_id = await self._runtime.create_container(successor, config, host_config)
+        # Both containers by id too: names move during the handoff (fallback.py).
+        self._notes.write(
+            REQUEST, **request, previous_id=str(mine["Id"]), successor_id=successor_id
+        )
         await self._runtime.start(successor_id)
         await emit(UpdatePhase.STARTING_NEW, f"successor {successor} started from {spec.image}")
         deadline = time.monotonic() + ready_deadline(spec)

@@ -200,6 +200,11 @@ async def test_a_member_that_fails_restores_the_whole_app_and_a_selector_off_eve
     first, second = sorted(record["hosts"])  # hosts go in name order, one at a time
     assert record["hosts"][first]["phase"] == "failed", record["hosts"]
     assert record["hosts"][first]["detail"].startswith("rolled_back: web"), record["hosts"]
+    # Each replaced member's reason, as the host gave them: web failed, the cache was put
+    # back because of it.
+    reasons = [(r["code"], r["text"]) for r in record["hosts"][first]["reasons"]]
+    assert [code for code, _ in reasons] == ["member_failed", "member_restored"], reasons
+    assert reasons[1][1] == "cache: put back, as web failed", reasons
     # The second host passed its pre-flight (every host's comes first) and was spared.
     assert record["hosts"][second]["phase"] == "ready", record["hosts"]
     # The first host's cache was replaced (a new container made under its name), then

@@ -60,9 +60,13 @@ def engine_view(lab: Lab, host: str, app: str) -> dict[str, Any]:
                 "id": info["Id"],
                 "health": info["State"].get("Health", {}).get("Status"),
                 "networks": sorted(info["NetworkSettings"]["Networks"]),
+                # What the engine bound (IPv4 and IPv6 alike), not only what was asked.
                 "published": sorted(
-                    binding["HostPort"]
-                    for binding in (info["HostConfig"]["PortBindings"] or {}).get("8080/tcp") or ()
+                    {
+                        binding["HostPort"]
+                        for binding in (info["NetworkSettings"]["Ports"] or {}).get("8080/tcp")
+                        or ()
+                    }
                 ),
             }
         volume = client.inspect_volume(f"{app}_data")

@@ -97,6 +97,28 @@ def test_rollout_start_says_it_takes_the_flags_policy_over_the_files(compose_fil
     ), ran.stderr
 
 
+@pytest.mark.parametrize(
+    ("declared", "warned"),
+    [
+        ('"selector": {"role": "edge"}', True),
+        ('"update": {"max_unavailable": 2}', True),
+        ('"drift": "report"', False),  # not a rollout's policy: nothing to warn of
+    ],
+)
+def test_rollout_start_spec_warns_of_a_declarations_policy(
+    tmp_path: Path, declared: str, warned: bool
+) -> None:
+    spec = tmp_path / "web.json"
+    spec.write_text(f'{{"name": "web", "image": "registry.local/demo/web:1.0.0", {declared}}}')
+    ran = fleetctl("rollout", "start", "web", "--spec", str(spec))
+    assert ran.code == NO_NATS, ran
+    warning = (
+        f"fleetctl: warning: {spec}: its selector and update policy are for fleetctl "
+        "apply; this rollout takes the flags'"
+    )
+    assert (warning in ran.stderr.splitlines()) is warned, ran.stderr
+
+
 def test_rollout_start_takes_a_spec_or_a_compose_file_not_both(compose_file: Path) -> None:
     ran = fleetctl(
         "rollout", "start", "shop", "--compose", str(compose_file), "--spec", str(compose_file)

@@ -95,4 +95,11 @@ async def test_an_agent_killed_while_restoring_finishes_it_and_answers_with_the_
     # The answer is the one the update had: web's failure, not "the agent restarted".
     assert retried.failure.reason.code == "member_failed", retried.failure
     assert retried.failure.reason.text.startswith("web: "), retried.failure
+    # And each member's bundle as the update had them (journaled before the kill): the
+    # agent that came back does not know which member failed, yet names web.
+    assert list(retried.member_failures) == ["cache", "web"], retried.member_failures
+    assert retried.member_failures["web"] == retried.failure
+    cache = retried.member_failures["cache"]
+    assert cache.reason.text == "cache: put back, as web failed", cache
+    assert any("demo/web 1.1.0 " in line for line in cache.last_log_lines), cache
     assert containers(docker_client, agent.container_prefix, "a") == before

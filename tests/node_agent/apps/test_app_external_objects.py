@@ -25,7 +25,7 @@ StartAgent = Callable[..., Awaitable[AgentHandle]]
 APP_FILE = """\
 services:
   keeper:
-    image: ${REGISTRY}/demo/web:1.0.0
+    image: ${REGISTRY}/demo/web:${TAG:-1.0.0}
     network_mode: none
     volumes: [shared:/data]
 volumes:
@@ -45,8 +45,11 @@ async def test_an_app_whose_external_volume_or_network_is_missing_fails_before_t
     path = tmp_path / "compose.yaml"
     path.write_text(APP_FILE)
 
-    def app(network_name: str) -> AppSpec:
-        environ = {"REGISTRY": local_stack.registry, "VOLUME": volume, "NETWORK": network_name}
+    def app(network_name: str, tag: str = "1.0.0") -> AppSpec:
+        environ = {
+            "REGISTRY": local_stack.registry, "VOLUME": volume, "NETWORK": network_name,
+            "TAG": tag,
+        }  # fmt: skip
         return compose_app(path, "ext", environ).app
 
     missing = app(network)
@@ -76,10 +79,25 @@ async def test_an_app_whose_external_volume_or_network_is_missing_fails_before_t
         done = await agent.request(agent.apply_app(there), timeout=180)
         assert isinstance(done, OperationReply), done
         assert done.outcome is OperationOutcome.DONE, done
-        mounts = docker_client.api.inspect_container(keeper)["Mounts"]
-        assert [(m["Type"], m["Name"], m["Destination"]) for m in mounts] == [
+        running = docker_client.api.inspect_container(keeper)
+        assert [(m["Type"], m["Name"], m["Destination"]) for m in running["Mounts"]] == [
             ("volume", volume, "/data")
         ]
+
+        # An update on a host that lost the external network leaves the running app as
+        # it is. "hos" is a part of the name of the engine's own "host" network: the
+        # engine's name filter would match it; only a whole name counts.
+        refused = await agent.request(agent.apply_app(app("hos", tag="1.1.0")), timeout=180)
+        assert isinstance(refused, OperationReply), refused
+        assert refused.outcome is OperationOutcome.FAILED, refused
+        assert [r.text for r in refused.reasons] == [
+            "network 'hos' is external (made by someone else) and not on this host"
+        ]
+        after = docker_client.api.inspect_container(keeper)
+        assert (after["Id"], after["State"]["Running"], after["Config"]["Image"]) == (
+            running["Id"], True, running["Config"]["Image"],
+        )  # fmt: skip
+        assert after["State"]["StartedAt"] == running["State"]["StartedAt"]
     finally:
         with contextlib.suppress(docker.errors.NotFound):
             docker_client.containers.get(keeper).remove(force=True)

@@ -19,10 +19,12 @@ from protocol.app import AppSpec, Condition
 from protocol.fingerprint import app_fingerprint
 from protocol.models import (
     ContainerState,
+    FailureBundle,
     Health,
     OperationOutcome,
     OperationReply,
     PrepareReply,
+    Reason,
     ServiceStatus,
 )
 from tests.node_agent.apps.app_files import demo_app
@@ -199,7 +201,9 @@ async def test_a_member_that_fails_restores_every_member_replaced_before_it(
     assert (cache.reason.code, cache.reason.text) == (
         "member_restored", "cache: put back, as web failed",
     )  # fmt: skip
-    assert cache.last_log_lines, cache
+    # The new cache's own output (it says its version as it starts), not the old one's.
+    assert any("demo/web 1.1.0 " in line for line in cache.last_log_lines), cache
+    assert reply.reasons == (reply.failure.reason, cache.reason)
     # Both replaced members are back: the same containers as before, running.
     after = containers(docker_client, prefix, "shop")
     assert after == {
@@ -223,6 +227,7 @@ async def test_a_migration_that_fails_stops_the_update_before_web_is_touched(
     assert reply.failure is not None
     assert reply.failure.reason.text.startswith("migrate: "), reply.failure
     assert reply.failure.exit_code == 3
+    assert reply.member_failures == {"migrate": reply.failure}  # the first replaced
     assert containers(docker_client, prefix, "shop") == before
 
 
@@ -237,6 +242,13 @@ async def test_an_engine_refusal_mid_update_restores_the_members_replaced_before
     assert reply.failure is not None
     assert reply.failure.reason.code == "engine_error"
     assert reply.failure.reason.text.startswith("web: "), reply.failure
+    assert reply.member_failures == {
+        "cache": FailureBundle(
+            reason=Reason(code="member_restored", text="cache: put back, as web failed"),
+            last_log_lines=reply.member_failures["cache"].last_log_lines,
+        ),
+        "web": reply.failure,
+    }
     assert containers(docker_client, prefix, "shop") == before
 
 

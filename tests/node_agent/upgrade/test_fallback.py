@@ -58,23 +58,39 @@ class OldHost:
         except docker.errors.NotFound:
             return None
 
-    def let_go(self, released_at: float, *, taken_at: float | None = None) -> None:
-        """The notes of an upgrade in which this agent released the host's commands."""
+    def let_go(
+        self, released_at: float, *, taken_at: float | None = None,
+        ids: tuple[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """The notes of an upgrade in which this agent released the host's commands;
+        ``ids``: the old agent's container and its successor's."""
+        by_id = {} if ids is None else {"previous_id": ids[0], "successor_id": ids[1]}
         self.notes.write(
             REQUEST, operation_id="op-up", previous=self.agent, successor=f"{self.agent}.next",
-            ready_deadline=READY_DEADLINE, healthy_deadline=HEALTHY_DEADLINE,
+            ready_deadline=READY_DEADLINE, healthy_deadline=HEALTHY_DEADLINE, **by_id,
         )  # fmt: skip
         self.notes.write(RELEASED, at=released_at)
         if taken_at is not None:
             self.notes.write(TAKEN, at=taken_at)
 
-    def fallback(self, agent: str | None = None) -> Fallback:
-        return Fallback(self.runtime, self.notes, agent or self.agent)
+    def fallback(self, agent: str | None = None, made_for: str | None = None) -> Fallback:
+        return Fallback(self.runtime, self.notes, agent or self.agent, made_for)
 
     async def finish(
         self, operation_id: str, result: OperationResult, _: ServiceSpec | None
     ) -> None:
         self.answers.append((operation_id, result))
+
+
+async def still_waiting_after_ten_polls(fallback: Fallback) -> bool:
+    """Whether keep_out_of_the_way was still waiting after 2 s (it polls every 0.2 s);
+    it is stopped either way."""
+    stop = asyncio.Event()
+    waiting = asyncio.create_task(fallback.keep_out_of_the_way(stop))
+    done, _ = await asyncio.wait([waiting], timeout=2.0)
+    stop.set()
+    await asyncio.wait_for(waiting, WAIT)
+    return not done
 
 
 @pytest.fixture
@@ -137,26 +153,44 @@ async def test_an_agent_set_aside_waits_through_its_guards_renames_and_then_answ
     assert [r.code for r in result.reasons] == ["successor_failed"]
     assert old_host.name_of(successor) is None
     assert old_host.name_of(old) == agent
-    # Done: after the commit point nothing is waited for.
-    old_host.let_go(time.time(), taken_at=time.time())
-    old_host.notes.write(DONE, at=time.time())
-    client.containers.get(old).rename(f"{agent}.previous")
-    assert not await fallback.successor_holds()
 
 
-@pytest.mark.parametrize("stage", ["before_takeover", "in_probation"])
-async def test_a_successor_stuck_past_the_deadline_is_removed_and_the_agent_takes_its_name_back(
-    old_host: OldHost, stage: str
+async def test_past_the_commit_point_a_container_set_aside_waits_to_be_removed(
+    old_host: OldHost,
 ) -> None:
-    agent, client = old_host.agent, old_host.client
+    agent = old_host.agent
     old = old_host.run(f"{agent}.previous")
-    successor = old_host.run(agent)
+    old_host.run(agent)
+    long_ago = time.time() - 1000  # far past every deadline: none applies once done
+    old_host.let_go(long_ago, taken_at=long_ago)
+    old_host.notes.write(DONE, at=long_ago)
+    fallback = old_host.fallback()
+    assert await fallback.successor_holds()
+    assert await still_waiting_after_ten_polls(fallback)
+    assert old_host.name_of(old) == f"{agent}.previous"  # nothing taken back
+    # The successor itself, started again before it removed the old container, serves.
+    assert not await old_host.fallback(made_for="op-up").successor_holds()
+
+
+@pytest.mark.parametrize(
+    ("stage", "renamed"),
+    [("before_takeover", False), ("before_takeover", True), ("in_probation", True)],
+)
+async def test_a_successor_stuck_past_the_deadline_is_removed_and_the_agent_takes_its_name_back(
+    old_host: OldHost, stage: str, renamed: bool
+) -> None:
+    """Renamed: the successor took the agent's name, setting the agent aside; or not
+    yet, still under its own name. Either way, found by id."""
+    agent, client = old_host.agent, old_host.client
+    old = old_host.run(f"{agent}.previous" if renamed else agent)
+    successor = old_host.run(agent if renamed else f"{agent}.next")
     client.containers.get(successor).pause()  # stuck, yet running as far as the engine says
     now = time.time()
-    if stage == "before_takeover":
-        old_host.let_go(now - (READY_DEADLINE + SLACK) - 1)
+    if stage == "before_takeover":  # a second past the README's deadline
+        old_host.let_go(now - (READY_DEADLINE + SLACK) - 1, ids=(old, successor))
     else:
-        old_host.let_go(now - 100, taken_at=now - (HEALTHY_DEADLINE + STOP_GRACE + SLACK) - 1)
+        taken = now - (HEALTHY_DEADLINE + STOP_GRACE + SLACK) - 1
+        old_host.let_go(now - 100, taken_at=taken, ids=(old, successor))
     fallback = old_host.fallback()
 
     await asyncio.wait_for(fallback.keep_out_of_the_way(asyncio.Event()), WAIT)
@@ -167,24 +201,29 @@ async def test_a_successor_stuck_past_the_deadline_is_removed_and_the_agent_take
     assert (result.outcome, [r.code for r in result.reasons]) == (
         OperationOutcome.ROLLED_BACK, ["successor_stuck"],
     )  # fmt: skip
+    assert result.failure is not None
+    assert result.failure.last_log_lines  # the successor's own output, read before it went
 
 
-async def test_a_successor_within_its_deadline_is_waited_for(old_host: OldHost) -> None:
+@pytest.mark.parametrize("stage", ["before_takeover", "in_probation"])
+async def test_a_successor_within_its_deadline_is_waited_for(old_host: OldHost, stage: str) -> None:
     agent = old_host.agent
-    old_host.run(f"{agent}.previous")
-    old_host.run(agent)
-    # Taken over 40 s ago: the healthy deadline (20 s) has passed, its allowance has not.
-    taken = time.time() - 40
-    old_host.let_go(taken - 60, taken_at=taken)
+    old = old_host.run(f"{agent}.previous")
+    successor = old_host.run(agent)
+    now = time.time()
+    # Five seconds short of the README's deadline.
+    if stage == "before_takeover":
+        released = now - (READY_DEADLINE + SLACK) + 5
+        old_host.let_go(released, ids=(old, successor))
+        expected = released + READY_DEADLINE + SLACK
+    else:
+        taken = now - (HEALTHY_DEADLINE + STOP_GRACE + SLACK) + 5
+        old_host.let_go(taken - 60, taken_at=taken, ids=(old, successor))
+        expected = taken + HEALTHY_DEADLINE + STOP_GRACE + SLACK
     fallback = old_host.fallback()
-    assert fallback.deadline() == taken + HEALTHY_DEADLINE + STOP_GRACE + SLACK
-    stop = asyncio.Event()
-    waiting = asyncio.create_task(fallback.keep_out_of_the_way(stop))
-    done, _ = await asyncio.wait([waiting], timeout=2.0)  # ten polls
-    assert not done
-    stop.set()
-    await asyncio.wait_for(waiting, WAIT)
-    assert old_host.name_of(agent) is not None
+    assert fallback.deadline() == expected
+    assert await still_waiting_after_ten_polls(fallback)
+    assert (old_host.name_of(old), old_host.name_of(successor)) == (f"{agent}.previous", agent)
 
 
 @pytest.mark.parametrize(
