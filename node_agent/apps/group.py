@@ -305,6 +305,7 @@ class AppUpdater:
         self._u.failpoint("app_restoring")
         await self._put_back(entry)
         await asyncio.to_thread(self._u.journal.record, key, UpdatePhase.ROLLED_BACK)
+        self._u.failpoint("app_rolled_back")
         await emit(UpdatePhase.ROLLED_BACK, "every replaced member is back as it was")
         status = _app_status(str(entry["service"]))
         members = {name: FailureBundle.model_validate(b) for name, b in journaled.items()}
@@ -334,6 +335,7 @@ class AppUpdater:
             back = await self.runtime.inspect_container(main)
             if back is not None and not back["State"]["Running"] and old["State"]["Running"]:
                 await self.runtime.start(main)
+            self._u.failpoint(f"app_put_back:{name}")
 
     async def recover(self, entry: dict[str, Any], emit: Emit) -> OperationResult:
         """After a crash: past ``done``, finish; before it, put the whole group back."""

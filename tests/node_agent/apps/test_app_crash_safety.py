@@ -77,16 +77,24 @@ async def test_an_agent_killed_in_an_app_update_leaves_the_group_entirely_old_or
     assert sorted(n.removeprefix(prefix) for n in names) == ["a-cache", "a-migrate", "a-web"]
 
 
+@pytest.mark.parametrize(
+    "failpoint",
+    [
+        "app_restoring",  # the failure journaled, nothing put back yet
+        "app_put_back:web",  # web (replaced last) put back, the cache not yet
+        "app_rolled_back",  # every member put back, the answer not yet stored
+    ],
+)
 async def test_an_agent_killed_while_restoring_finishes_it_and_answers_with_the_members_failure(
     agent_process_factory: SpawnAgent, local_stack: LocalStack,
-    docker_client: docker.DockerClient, tmp_path: Path,
+    docker_client: docker.DockerClient, tmp_path: Path, failpoint: str,
 ) -> None:  # fmt: skip
     agent, before = await deployed(agent_process_factory, local_stack, docker_client, tmp_path)
-    # The cache is replaced, web crashes, and the agent dies as it starts putting back.
+    # The cache is replaced, web crashes, and the agent dies while it puts them back.
     bad = demo_app(tmp_path, local_stack, "a", CACHE_TAG="1.1.0", WEB_TAG="3.0.0-crash")
     update = agent.api.apply_app(bad)
 
-    await killed_at(agent, "app_restoring", update)
+    await killed_at(agent, failpoint, update)
 
     retried = await agent.api.request(update, 180)
     assert isinstance(retried, OperationReply), retried
