@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as Clock  # a time of day (not a clock read: this module reads none)
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from controller.errors import ControllerError
@@ -37,8 +38,8 @@ class WindowError(ControllerError):
 class Window:
     days: frozenset[int]
     """Monday is 0, as datetime.weekday() says."""
-    start: time
-    end: time | None
+    start: Clock
+    end: Clock | None
     """None: midnight at the end of the day (written 24:00)."""
     zone: ZoneInfo
     text: str
@@ -65,7 +66,8 @@ class Window:
 
     def is_open(self, at: datetime) -> bool:
         local = at.astimezone(self.zone)
-        wall, day = local.time().replace(tzinfo=None), local.weekday()
+        wall = Clock(local.hour, local.minute, local.second, local.microsecond)
+        day = local.weekday()
         if self.overnight:
             assert self.end is not None
             return (day in self.days and wall >= self.start) or (
@@ -99,10 +101,10 @@ class Window:
         for n in range(_SEARCH_DAYS + 1):
             day = first + timedelta(days=n)
             found.update(self._shown(day, self.start))
-            found.update(self._shown(day, self.end or time(0)))
+            found.update(self._shown(day, self.end or Clock(0)))
         return sorted(t for t in found if t > at)
 
-    def _shown(self, day: date, clock: time) -> list[datetime]:
+    def _shown(self, day: date, clock: Clock) -> list[datetime]:
         """The instants the zone's clock shows ``clock`` on ``day`` (none in a gap, two in
         a repeated hour)."""
         instants = []
@@ -139,12 +141,12 @@ class Window:
         return high
 
 
-def _clock(text: str, window: str) -> time | None:
+def _clock(text: str, window: str) -> Clock | None:
     """HH:MM; 24:00 (only as an end) is None: the end of the day."""
     found = _CLOCK.match(text)
     if found is None or (found[1] == "24" and found[2] != "00"):
         raise WindowError(f"window {window!r}: {text!r} is not a time HH:MM (00:00 to 24:00)")
-    return None if found[1] == "24" else time(int(found[1]), int(found[2]))
+    return None if found[1] == "24" else Clock(int(found[1]), int(found[2]))
 
 
 def _days(text: str, window: str) -> frozenset[int]:
